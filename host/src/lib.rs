@@ -1,1 +1,25 @@
-//! host
+//! The sandbox host: runs untrusted native apps in sandboxes, hot-reloads them, measures
+//! them, and lets an AI operator watch them.
+//!
+//! Arrows point one way: `cli -> {daemon, demo}`, `demo -> {operator, sandbox, compile}`,
+//! `skill -> sandbox`. `sandbox` knows nothing of skills, operators or LLMs.
+
+pub mod cli;
+pub mod compile;
+pub mod example;
+pub mod sandbox;
+
+/// Runs the hidden runner or worker mode if argv asks for it; returns otherwise.
+///
+/// Call this first thing in `main`, before any runtime or thread is started.
+pub fn maybe_run_sandbox_child() {
+    let mut args = std::env::args();
+    match args.nth(1).as_deref() {
+        Some(sandbox::runner::RUNNER_ARG) => sandbox::runner::main(),
+        Some(sandbox::runner::WORKER_ARG) => {
+            let rest: Vec<String> = args.collect();
+            sandbox::runner::worker_main(&rest)
+        }
+        _ => {}
+    }
+}

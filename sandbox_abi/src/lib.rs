@@ -111,12 +111,20 @@ pub struct Buf {
 
 impl Buf {
     /// An empty buffer that owns nothing.
-    pub const EMPTY: Buf = Buf { ptr: std::ptr::null_mut(), len: 0, cap: 0 };
+    pub const EMPTY: Buf = Buf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
 
     /// Leaks `bytes` into a buffer; the app side of the contract.
     pub fn from_vec(bytes: Vec<u8>) -> Buf {
         let mut bytes = std::mem::ManuallyDrop::new(bytes);
-        Buf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+        Buf {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            cap: bytes.capacity(),
+        }
     }
 
     /// Reclaims a buffer made by [`Buf::from_vec`] in the same library.
@@ -198,7 +206,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 pub fn guarded(out: *mut Buf, f: impl FnOnce() -> (Status, Vec<u8>)) -> i32 {
     let (status, bytes) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => (Status::Panicked, panic_message(payload.as_ref()).into_bytes()),
+        Err(payload) => (
+            Status::Panicked,
+            panic_message(payload.as_ref()).into_bytes(),
+        ),
     };
     if !out.is_null() {
         // SAFETY: the runner passes a valid, writable Buf slot.

@@ -27,7 +27,9 @@ fn save_state() -> Vec<u8> {
 }
 
 fn restore_state(bytes: &[u8]) -> Result<(), String> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| format!("state of {} bytes, want 8", bytes.len()))?;
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| format!("state of {} bytes, want 8", bytes.len()))?;
     CALLS.store(u64::from_le_bytes(raw), Ordering::Relaxed);
     Ok(())
 }

@@ -1,0 +1,1076 @@
+//! The lifecycle API: create, list, info, run, reload, rollback, usage, workers, restart,
+//! destroy. Async (tokio); every sandbox is a runner process reached over its socketpair.
+//!
+//! A runner that dies unexpectedly (a call segfaulted, the OOM killer) fails the calls in
+//! flight with `Crashed` and the signal, and is restarted on its current version. More than
+//! [`MAX_CRASHES`] deaths within [`CRASH_WINDOW`] leave the sandbox `crashed` until an
+//! explicit `restart`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::compile::Compiler;
+use crate::sandbox::connection::{ConnError, Connection};
+use crate::sandbox::error::SandboxError;
+use crate::sandbox::procfs;
+use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
+use crate::sandbox::spawn::{self, Rlimit, SpawnRequest, Spawner};
+use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
+
+/// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
+pub const MAX_CRASHES: usize = 3;
+/// Window of the crash intensity.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+
+/// How the manager finds its runner binary and where it keeps sandbox files.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The runner binary: the host binary itself (`/proc/self/exe`) or one named explicitly.
+    pub runner_exe: PathBuf,
+    /// Parent directory of every sandbox's private directory.
+    pub state_dir: PathBuf,
+    /// How apps are built.
+    pub compiler: Compiler,
+    /// Default timeout of a call.
+    pub call_timeout: Duration,
+    /// How long a reload's load and state hand-over may take.
+    pub reload_timeout: Duration,
+    /// How long a runner may take to report ready.
+    pub start_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for a runner binary: state under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`
+    /// (or the temp directory), apps built into the shared target directory.
+    pub fn new(runner_exe: impl Into<PathBuf>) -> ManagerConfig {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        ManagerConfig {
+            runner_exe: runner_exe.into(),
+            state_dir: base.join("sandbox-host").join("sandboxes"),
+            compiler: Compiler {
+                target_dir: Compiler::default_target_dir(),
+                profile: Default::default(),
+            },
+            call_timeout: Duration::from_secs(5),
+            reload_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Lifecycle status of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Serving calls.
+    Running,
+    /// Being restarted after a runner death.
+    Restarting,
+    /// Past its restart intensity; needs an explicit restart.
+    Crashed,
+}
+
+/// One loaded version in a sandbox's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Host-assigned number, 1 at create.
+    pub version: u32,
+    /// The private copy that was loaded.
+    pub path: PathBuf,
+    /// sha256 of the library.
+    pub sha256: String,
+    /// The app's own version string.
+    pub app_version: String,
+    /// When it was loaded (seconds since the epoch).
+    pub loaded_at: u64,
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// Sandbox id.
+    pub id: String,
+    /// Status.
+    pub status: Status,
+    /// Why it crashed, when it did.
+    pub crash_reason: Option<String>,
+    /// Runner pid.
+    pub pid: i32,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Runner restarts (crashes and explicit restarts).
+    pub restart_count: u32,
+    /// The version serving now.
+    pub app: AppInfo,
+    /// Every version loaded, oldest first.
+    pub versions: Vec<VersionRecord>,
+    /// Limits asked for.
+    pub limits: Limits,
+    /// What isolation was applied, mechanism by mechanism.
+    pub isolation: serde_json::Value,
+    /// The sandbox's private directory.
+    pub dir: PathBuf,
+}
+
+/// The app version serving now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// App name from its table.
+    pub name: String,
+    /// Path of the loaded copy.
+    pub path: PathBuf,
+    /// Host-assigned version number.
+    pub version: u32,
+    /// The app's own version string.
+    pub app_version: String,
+    /// sha256 of the library.
+    pub sha256: String,
+}
+
+/// A sandbox's resource usage, measured by the host from `/proc` (and its cgroup).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Usage {
+    /// Sandbox id.
+    pub sandbox_id: String,
+    /// Runner pid.
+    pub pid: i32,
+    /// Live processes in the sandbox (runner, workers, anything they started).
+    pub processes: u64,
+    /// Threads over all those processes.
+    pub threads: u64,
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+    /// CPU time in milliseconds, including reaped children.
+    pub cpu_time_ms: u64,
+    /// CPU use since the previous sample, in percent of one core.
+    pub cpu_percent: f64,
+    /// Open file descriptors over all processes.
+    pub open_fds: u64,
+    /// Milliseconds since the sandbox was created.
+    pub uptime_ms: u64,
+    /// Runner restarts.
+    pub restart_count: u32,
+    /// Worker restarts by the runner's supervisor (current runner).
+    pub worker_restarts: u32,
+    /// Version number serving now.
+    pub app_version: u32,
+    /// Distinct app library copies mapped in the runner.
+    pub mapped_app_copies: usize,
+    /// Where the figures came from (`proc`, or `cgroup` + `proc`).
+    pub source: String,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// `reloaded` or `no_change`.
+    pub status: String,
+    /// Version before.
+    pub from_version: u32,
+    /// Version after.
+    pub to_version: u32,
+    /// Microseconds the runner spent loading and swapping.
+    pub load_us: u64,
+    /// Milliseconds cargo spent, when something was built.
+    pub compile_ms: Option<u64>,
+}
+
+/// A summary line of `list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSummary {
+    /// Sandbox id.
+    pub id: String,
+    /// Status.
+    pub status: Status,
+    /// Runner pid.
+    pub pid: i32,
+    /// Version serving now.
+    pub app_version: u32,
+}
+
+/// The running runner of a sandbox.
+#[derive(Debug)]
+struct Live {
+    pid: i32,
+    conn: Connection,
+    app_name: String,
+    /// Filled with a description of how the runner died.
+    exit: watch::Receiver<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Sandbox {
+    id: String,
+    spec: SandboxSpec,
+    dir: PathBuf,
+    created_at: SystemTime,
+    created: Instant,
+    live: tokio::sync::RwLock<Option<Arc<Live>>>,
+    versions: Mutex<Vec<VersionRecord>>,
+    current: AtomicU32,
+    status: Mutex<(Status, Option<String>)>,
+    restart_count: AtomicU32,
+    worker_restarts: AtomicU32,
+    generation: AtomicU64,
+    crashes: Mutex<VecDeque<Instant>>,
+    destroying: AtomicBool,
+    cpu_prev: Mutex<Option<(Instant, u64)>>,
+    isolation: Mutex<serde_json::Value>,
+}
+
+impl Sandbox {
+    fn app_dir(&self) -> PathBuf {
+        self.dir.join("app")
+    }
+
+    fn current_record(&self) -> Option<VersionRecord> {
+        let current = self.current.load(Ordering::Acquire);
+        self.versions
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v.version == current)
+            .cloned()
+    }
+
+    fn set_status(&self, status: Status, reason: Option<String>) {
+        *self.status.lock().unwrap() = (status, reason);
+    }
+
+    async fn live(&self) -> Result<Arc<Live>, SandboxError> {
+        let (status, reason) = self.status.lock().unwrap().clone();
+        if status == Status::Crashed {
+            return Err(SandboxError::Crashed {
+                id: self.id.clone(),
+                reason: reason.unwrap_or_else(|| "crashed".into()),
+                signal: None,
+            });
+        }
+        self.live
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| SandboxError::Crashed {
+                id: self.id.clone(),
+                reason: "runner is restarting".into(),
+                signal: None,
+            })
+    }
+}
+
+/// Owns every sandbox of this host.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ManagerConfig,
+    sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+}
+
+impl Manager {
+    /// Creates a manager; makes the state directory (0700).
+    pub fn new(config: ManagerConfig) -> Result<Manager, SandboxError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(|e| SandboxError::io(&config.state_dir, e))?;
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                config,
+                sandboxes: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        self.inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))
+    }
+
+    /// Creates and starts a sandbox; returns when its app is loaded and its workers started.
+    pub async fn create(&self, id: &str, spec: SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        if !valid_id(id) {
+            return Err(SandboxError::InvalidId(id.to_string()));
+        }
+        let dir = self
+            .inner
+            .config
+            .state_dir
+            .join(format!("{id}.{}", nonce()));
+        let sandbox = Arc::new(Sandbox {
+            id: id.to_string(),
+            spec,
+            dir,
+            created_at: SystemTime::now(),
+            created: Instant::now(),
+            live: tokio::sync::RwLock::new(None),
+            versions: Mutex::new(Vec::new()),
+            current: AtomicU32::new(0),
+            status: Mutex::new((Status::Restarting, None)),
+            restart_count: AtomicU32::new(0),
+            worker_restarts: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            crashes: Mutex::new(VecDeque::new()),
+            destroying: AtomicBool::new(false),
+            cpu_prev: Mutex::new(None),
+            isolation: Mutex::new(serde_json::Value::Null),
+        });
+        {
+            // Reserve the id before the slow part, so two creates of one id cannot both win.
+            let mut map = self.inner.sandboxes.lock().unwrap();
+            if map.contains_key(id) {
+                return Err(SandboxError::AlreadyExists(id.to_string()));
+            }
+            map.insert(id.to_string(), Arc::clone(&sandbox));
+        }
+        match self.start_new(&sandbox).await {
+            Ok(()) => self.info(id).await,
+            Err(e) => {
+                self.inner.sandboxes.lock().unwrap().remove(id);
+                sandbox.destroying.store(true, Ordering::Release);
+                teardown(&sandbox).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_new(&self, sb: &Arc<Sandbox>) -> Result<(), SandboxError> {
+        for sub in ["app", "work"] {
+            let d = sb.dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| SandboxError::io(&d, e))?;
+        }
+        let built = match &sb.spec.app {
+            AppSource::Library(path) => path.clone(),
+            AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
+        };
+        let record = install_version(sb, &built, 1)?;
+        sb.versions.lock().unwrap().push(record.clone());
+        sb.current.store(1, Ordering::Release);
+        self.start_runner(sb, &record).await?;
+        sb.set_status(Status::Running, None);
+        Ok(())
+    }
+
+    /// Spawns a runner for `record` and waits for it to be ready. Boxed because the runner's
+    /// watcher, which this spawns, restarts a dead runner through this very function.
+    fn start_runner<'a>(
+        &'a self,
+        sb: &'a Arc<Sandbox>,
+        record: &'a VersionRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SandboxError>> + Send + 'a>>
+    {
+        Box::pin(self.start_runner_inner(sb, record))
+    }
+
+    async fn start_runner_inner(
+        &self,
+        sb: &Arc<Sandbox>,
+        record: &VersionRecord,
+    ) -> Result<(), SandboxError> {
+        let request = SpawnRequest {
+            runner_exe: self.inner.config.runner_exe.clone(),
+            work_dir: sb.dir.join("work"),
+            log_path: sb.dir.join("runner.log"),
+            rlimits: rlimits(&sb.spec.limits),
+        };
+        let spawned = tokio::task::spawn_blocking(move || Spawner::global().spawn(request))
+            .await
+            .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
+        let pid = spawned.pid;
+        let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (closed_tx, closed_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let conn = Connection::new(spawned.control, events_tx, closed_tx)
+            .map_err(|e| SandboxError::Spawn(format!("control socket: {e}")))?;
+        let init = Request::Init {
+            lib: record.path.clone(),
+            version: record.version,
+            restrictions: serde_json::Value::Null,
+        };
+        let result = conn.request(init, self.inner.config.start_timeout).await;
+        tokio::spawn(watch_runner(
+            Arc::downgrade(sb),
+            self.clone(),
+            pid,
+            generation,
+            closed_rx,
+            exit_tx,
+        ));
+        tokio::spawn(pump_events(Arc::downgrade(sb), events_rx));
+        let ready: Ready = match result {
+            Ok(Ok(value)) => {
+                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))?
+            }
+            Ok(Err(err)) => {
+                kill_tree(pid);
+                return Err(SandboxError::InitFailed(err.message));
+            }
+            Err(e) => {
+                kill_tree(pid);
+                let mut exit = exit_rx.clone();
+                let how =
+                    tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok().and_then(|v| v.clone()));
+                return Err(SandboxError::InitFailed(match (e, how) {
+                    (_, Some(how)) => format!("runner exited during start: {how}"),
+                    (ConnError::Timeout, None) => "runner did not report ready in time".into(),
+                    (ConnError::Closed, None) => "runner closed its socket during start".into(),
+                }));
+            }
+        };
+        *sb.isolation.lock().unwrap() = ready.restrictions.clone();
+        let live = Live {
+            pid,
+            conn,
+            app_name: ready.app_name,
+            exit: exit_rx,
+        };
+        *sb.live.write().await = Some(Arc::new(live));
+        Ok(())
+    }
+
+    /// Lists sandboxes, sorted by id.
+    pub async fn list(&self) -> Vec<SandboxSummary> {
+        let all: Vec<Arc<Sandbox>> = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(all.len());
+        for sb in all {
+            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.pid);
+            out.push(SandboxSummary {
+                id: sb.id.clone(),
+                status: sb.status.lock().unwrap().0.clone(),
+                pid,
+                app_version: sb.current.load(Ordering::Acquire),
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Describes one sandbox.
+    pub async fn info(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live.read().await.clone();
+        let record = sb.current_record();
+        let (status, crash_reason) = sb.status.lock().unwrap().clone();
+        Ok(SandboxInfo {
+            id: sb.id.clone(),
+            status,
+            crash_reason,
+            pid: live.as_ref().map_or(0, |l| l.pid),
+            created_at: rfc3339(sb.created_at),
+            restart_count: sb.restart_count.load(Ordering::Acquire),
+            app: AppInfo {
+                name: live
+                    .as_ref()
+                    .map(|l| l.app_name.clone())
+                    .unwrap_or_default(),
+                path: record.as_ref().map(|r| r.path.clone()).unwrap_or_default(),
+                version: record.as_ref().map_or(0, |r| r.version),
+                app_version: record
+                    .as_ref()
+                    .map(|r| r.app_version.clone())
+                    .unwrap_or_default(),
+                sha256: record
+                    .as_ref()
+                    .map(|r| r.sha256.clone())
+                    .unwrap_or_default(),
+            },
+            versions: sb.versions.lock().unwrap().clone(),
+            limits: sb.spec.limits.clone(),
+            isolation: sb.isolation.lock().unwrap().clone(),
+            dir: sb.dir.clone(),
+        })
+    }
+
+    /// Calls an app function with JSON arguments.
+    pub async fn run(
+        &self,
+        id: &str,
+        function: &str,
+        args: serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live().await?;
+        let timeout = timeout.unwrap_or(self.inner.config.call_timeout);
+        let request = Request::Call {
+            function: function.to_string(),
+            args: args.to_string(),
+        };
+        match live.conn.request(request, timeout).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(match err.kind {
+                ErrorKind::Panicked => SandboxError::AppPanicked(err.message),
+                ErrorKind::UnknownFunction => SandboxError::UnknownFunction(err.message),
+                ErrorKind::Crashed => crashed(&sb.id, err.message, None),
+                _ => SandboxError::AppError(err.message),
+            }),
+            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
+                op: format!("call {function}"),
+                ms: timeout.as_millis() as u64,
+            }),
+            Err(ConnError::Closed) => Err(death_of(&sb.id, &live).await),
+        }
+    }
+
+    /// Reloads a new version into a running sandbox.
+    pub async fn reload(
+        &self,
+        id: &str,
+        source: ReloadSource,
+    ) -> Result<ReloadReport, SandboxError> {
+        let sb = self.get(id)?;
+        let compiler = &self.inner.config.compiler;
+        let (lib, compile_ms) = match source {
+            ReloadSource::Library(path) => (path, None),
+            ReloadSource::Crate(dir) => {
+                let built = compiler.build(&dir).await?;
+                (built.lib, Some(built.compile_ms))
+            }
+            ReloadSource::Source { lib_rs, crate_dir } => {
+                let dir = match (crate_dir, &sb.spec.app) {
+                    (Some(dir), _) => dir,
+                    (None, AppSource::Crate(dir)) => dir.clone(),
+                    (None, AppSource::Library(_)) => {
+                        return Err(SandboxError::ReloadRefused(
+                            "a source reload needs a crate: this sandbox was created from a library".into(),
+                        ));
+                    }
+                };
+                let built = compiler.build_source(&dir, &lib_rs).await?;
+                (built.lib, Some(built.compile_ms))
+            }
+        };
+        let live = sb.live().await?;
+        let current = sb.current_record();
+        let from = current.as_ref().map_or(0, |r| r.version);
+        let sha = sha256_file(&lib)?;
+        if current.as_ref().is_some_and(|r| r.sha256 == sha) {
+            return Ok(ReloadReport {
+                status: "no_change".into(),
+                from_version: from,
+                to_version: from,
+                load_us: 0,
+                compile_ms,
+            });
+        }
+        let next = sb
+            .versions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut record = install_version(&sb, &lib, next)?;
+        match self.swap(&sb, &live, &record).await {
+            Ok(done) => {
+                record.app_version = done.app_version.clone();
+                sb.versions.lock().unwrap().push(record);
+                sb.current.store(next, Ordering::Release);
+                Ok(ReloadReport {
+                    status: "reloaded".into(),
+                    from_version: done.from_version,
+                    to_version: done.to_version,
+                    load_us: done.load_us,
+                    compile_ms,
+                })
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&record.path);
+                Err(e)
+            }
+        }
+    }
+
+    async fn swap(
+        &self,
+        sb: &Sandbox,
+        live: &Live,
+        record: &VersionRecord,
+    ) -> Result<Reloaded, SandboxError> {
+        let timeout = self.inner.config.reload_timeout;
+        let request = Request::Reload {
+            lib: record.path.clone(),
+            version: record.version,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match live
+            .conn
+            .request(request, timeout + Duration::from_secs(1))
+            .await
+        {
+            Ok(Ok(value)) => {
+                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))
+            }
+            Ok(Err(err)) => Err(SandboxError::ReloadRefused(err.message)),
+            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
+                op: "reload".into(),
+                ms: timeout.as_millis() as u64,
+            }),
+            Err(ConnError::Closed) => Err(death_of(&sb.id, live).await),
+        }
+    }
+
+    /// Returns to an earlier version from the sandbox's history.
+    pub async fn rollback(&self, id: &str, version: u32) -> Result<ReloadReport, SandboxError> {
+        let sb = self.get(id)?;
+        let record = sb
+            .versions
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v.version == version)
+            .cloned()
+            .ok_or_else(|| SandboxError::NoSuchVersion {
+                id: id.to_string(),
+                version,
+            })?;
+        let from = sb.current.load(Ordering::Acquire);
+        if from == version {
+            return Ok(ReloadReport {
+                status: "no_change".into(),
+                from_version: from,
+                to_version: from,
+                load_us: 0,
+                compile_ms: None,
+            });
+        }
+        let live = sb.live().await?;
+        let done = self.swap(&sb, &live, &record).await?;
+        sb.current.store(version, Ordering::Release);
+        Ok(ReloadReport {
+            status: "reloaded".into(),
+            from_version: done.from_version,
+            to_version: done.to_version,
+            load_us: done.load_us,
+            compile_ms: None,
+        })
+    }
+
+    /// Measures a sandbox's usage from `/proc`.
+    pub async fn usage(&self, id: &str) -> Result<Usage, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live().await?;
+        let pid = live.pid;
+        let app_dir = sb.app_dir();
+        let (procs, fds, copies) = tokio::task::spawn_blocking(move || {
+            let procs = procfs::tree(pid);
+            let fds: u64 = procs.iter().map(|p| procfs::open_fds(p.pid)).sum();
+            (procs, fds, procfs::mapped_copies(pid, &app_dir))
+        })
+        .await
+        .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
+        if procs.is_empty() {
+            return Err(death_of(&sb.id, &live).await);
+        }
+        let tick_ms = 1000 / procfs::ticks_per_second().max(1);
+        let cpu_time_ms =
+            (procs.iter().map(|p| p.cpu_ticks).sum::<u64>() + procs[0].child_cpu_ticks) * tick_ms;
+        let now = Instant::now();
+        let cpu_percent = {
+            let mut prev = sb.cpu_prev.lock().unwrap();
+            let (since, before) = prev.unwrap_or((sb.created, 0));
+            *prev = Some((now, cpu_time_ms));
+            let wall_ms = now.duration_since(since).as_secs_f64() * 1000.0;
+            if wall_ms > 0.0 {
+                (cpu_time_ms.saturating_sub(before) as f64 / wall_ms * 100.0 * 10.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
+        Ok(Usage {
+            sandbox_id: sb.id.clone(),
+            pid,
+            processes: procs.len() as u64,
+            threads: procs.iter().map(|p| p.threads).sum(),
+            memory_bytes: procs.iter().map(|p| p.rss_pages).sum::<u64>() * procfs::page_size(),
+            cpu_time_ms,
+            cpu_percent,
+            open_fds: fds,
+            uptime_ms: sb.created.elapsed().as_millis() as u64,
+            restart_count: sb.restart_count.load(Ordering::Acquire),
+            worker_restarts: sb.worker_restarts.load(Ordering::Acquire),
+            app_version: sb.current.load(Ordering::Acquire),
+            mapped_app_copies: copies,
+            source: "proc".into(),
+        })
+    }
+
+    /// Lists the sandbox's supervised workers.
+    pub async fn workers(&self, id: &str) -> Result<WorkerList, SandboxError> {
+        self.worker_request(id, Request::Workers).await
+    }
+
+    /// Starts `count` more supervised workers.
+    pub async fn spawn_workers(&self, id: &str, count: u32) -> Result<WorkerList, SandboxError> {
+        self.worker_request(id, Request::SpawnWorkers { count })
+            .await
+    }
+
+    async fn worker_request(&self, id: &str, request: Request) -> Result<WorkerList, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live().await?;
+        match live
+            .conn
+            .request(request, self.inner.config.call_timeout)
+            .await
+        {
+            Ok(Ok(value)) => {
+                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))
+            }
+            Ok(Err(err)) if err.kind == ErrorKind::Crashed => Err(crashed(id, err.message, None)),
+            Ok(Err(err)) => Err(SandboxError::AppError(err.message)),
+            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
+                op: "workers".into(),
+                ms: self.inner.config.call_timeout.as_millis() as u64,
+            }),
+            Err(ConnError::Closed) => Err(death_of(id, &live).await),
+        }
+    }
+
+    /// Restarts the sandbox's runner on its current version (state is not carried over).
+    pub async fn restart(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let sb = self.get(id)?;
+        let old = sb.live.write().await.take();
+        sb.generation.fetch_add(1, Ordering::AcqRel); // the old runner's watcher stands down
+        sb.set_status(Status::Restarting, None);
+        if let Some(old) = old {
+            stop_runner(old.pid).await;
+        }
+        sb.crashes.lock().unwrap().clear();
+        sb.restart_count.fetch_add(1, Ordering::AcqRel);
+        let record = sb
+            .current_record()
+            .ok_or_else(|| SandboxError::Protocol("no current version".into()))?;
+        self.start_runner(&sb, &record).await?;
+        sb.set_status(Status::Running, None);
+        self.info(id).await
+    }
+
+    /// Destroys a sandbox: kills its whole process tree and removes its directory.
+    pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        let sb = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .remove(id)
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        sb.destroying.store(true, Ordering::Release);
+        teardown(&sb).await;
+        Ok(())
+    }
+
+    /// Destroys every sandbox (host shutdown).
+    pub async fn destroy_all(&self) {
+        let ids: Vec<String> = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.destroy(&id).await;
+        }
+    }
+}
+
+/// Kills the runner tree and removes the directory.
+async fn teardown(sb: &Sandbox) {
+    if let Some(live) = sb.live.write().await.take() {
+        stop_runner(live.pid).await;
+    }
+    let _ = std::fs::remove_dir_all(&sb.dir);
+}
+
+/// SIGKILLs a runner's whole tree and waits until the runner is reaped.
+async fn stop_runner(pid: i32) {
+    let _ = tokio::task::spawn_blocking(move || {
+        kill_tree(pid);
+    })
+    .await;
+}
+
+/// Kills every process in the tree under `pid`, then `pid` itself. Repeats while the tree
+/// changes, since a process may fork between the scan and the kill; the runner, a subreaper,
+/// adopts orphans, so they stay visible.
+fn kill_tree(pid: i32) {
+    for _ in 0..50 {
+        let tree = procfs::tree(pid);
+        let others: Vec<i32> = tree
+            .iter()
+            .skip(1)
+            .filter(|p| !p.zombie)
+            .map(|p| p.pid)
+            .collect();
+        if others.is_empty() {
+            break;
+        }
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        for p in others {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// Waits for a runner to exit, records how it died, and restarts it when the death was not
+/// asked for.
+async fn watch_runner(
+    sb: std::sync::Weak<Sandbox>,
+    manager: Manager,
+    pid: i32,
+    generation: u64,
+    closed: oneshot::Receiver<()>,
+    exit: watch::Sender<Option<String>>,
+) {
+    let _ = closed.await;
+    let how = tokio::task::spawn_blocking(move || {
+        // The socket closed: the runner is dead or broken. Make sure, then reap it.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            match waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Ok(WaitStatus::StillAlive) => kill_tree(pid),
+                Ok(status) => return describe(status),
+                Err(e) => return format!("unknown ({e})"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| "unknown".into());
+    let _ = exit.send(Some(how.clone()));
+    let Some(sb) = sb.upgrade() else { return };
+    if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
+    {
+        return;
+    }
+    tracing::warn!(sandbox = %sb.id, pid, %how, "runner died");
+    kill_tree(pid);
+    sb.live.write().await.take();
+    let too_many = {
+        let mut crashes = sb.crashes.lock().unwrap();
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes.front().is_some_and(|t| now - *t > CRASH_WINDOW) {
+            crashes.pop_front();
+        }
+        crashes.len() > MAX_CRASHES
+    };
+    if too_many {
+        sb.set_status(
+            Status::Crashed,
+            Some(format!(
+                "runner died ({how}); more than {MAX_CRASHES} times in {}s",
+                CRASH_WINDOW.as_secs()
+            )),
+        );
+        return;
+    }
+    sb.set_status(Status::Restarting, Some(how.clone()));
+    sb.restart_count.fetch_add(1, Ordering::AcqRel);
+    let Some(record) = sb.current_record() else {
+        return;
+    };
+    match manager.start_runner(&sb, &record).await {
+        Ok(()) => sb.set_status(Status::Running, None),
+        Err(e) => sb.set_status(
+            Status::Crashed,
+            Some(format!("restart after {how} failed: {e}")),
+        ),
+    }
+}
+
+async fn pump_events(sb: std::sync::Weak<Sandbox>, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let Some(sb) = sb.upgrade() else { return };
+        match event {
+            Event::WorkerRestarted {
+                index,
+                old_pid,
+                new_pid,
+                reason,
+            } => {
+                sb.worker_restarts.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(sandbox = %sb.id, index, old_pid, new_pid, %reason, "worker restarted");
+            }
+            Event::Crashed { reason } => {
+                tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
+                sb.set_status(Status::Crashed, Some(reason));
+            }
+        }
+    }
+}
+
+fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => match spawn::describe_early_exit(code) {
+            Some(what) => format!("exit {code} ({what})"),
+            None => format!("exit {code}"),
+        },
+        WaitStatus::Signaled(_, sig, core) => format!(
+            "signal {}{}",
+            sig.as_str(),
+            if core { " (core dumped)" } else { "" }
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn crashed(id: &str, reason: String, signal: Option<String>) -> SandboxError {
+    SandboxError::Crashed {
+        id: id.to_string(),
+        reason,
+        signal,
+    }
+}
+
+/// The error for a request whose runner died: waits briefly for the exit status.
+async fn death_of(id: &str, live: &Live) -> SandboxError {
+    let mut exit = live.exit.clone();
+    let how = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|v| v.clone()))
+        .unwrap_or_else(|| "runner closed its socket".into());
+    let signal = how
+        .strip_prefix("signal ")
+        .map(|s| s.split_whitespace().next().unwrap_or(s).to_string());
+    crashed(id, format!("runner died: {how}"), signal)
+}
+
+/// Copies `lib` to the sandbox's private `app/` directory as version `version`.
+fn install_version(sb: &Sandbox, lib: &Path, version: u32) -> Result<VersionRecord, SandboxError> {
+    let bytes = std::fs::read(lib).map_err(|e| SandboxError::io(lib, e))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    // A unique name per version: dlopen caches by path, so reusing a name would load the old
+    // code again.
+    let path = sb
+        .app_dir()
+        .join(format!("v{version}-{}.so", &sha256[..12]));
+    std::fs::write(&path, &bytes).map_err(|e| SandboxError::io(&path, e))?;
+    Ok(VersionRecord {
+        version,
+        path,
+        sha256,
+        app_version: String::new(),
+        loaded_at: unix_now(),
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<String, SandboxError> {
+    let bytes = std::fs::read(path).map_err(|e| SandboxError::io(path, e))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rlimits(limits: &Limits) -> Vec<Rlimit> {
+    let mut out = Vec::new();
+    let mut add = |resource, value: Option<u64>| {
+        if let Some(value) = value {
+            out.push(Rlimit { resource, value });
+        }
+    };
+    add(libc::RLIMIT_AS, limits.address_space);
+    add(libc::RLIMIT_NOFILE, limits.max_open_files);
+    add(libc::RLIMIT_FSIZE, limits.max_file_size);
+    add(libc::RLIMIT_CPU, limits.cpu_seconds);
+    out
+}
+
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Formats a time as RFC 3339 UTC (seconds precision) without a date library.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 3661);
+        assert_eq!(rfc3339(t), "2026-11-26T01:01:01Z");
+    }
+}

@@ -1,0 +1,18 @@
+//! Sandboxes: the spec, the spawn sequence, the runner (child side), the wire protocol, the
+//! lifecycle manager and usage measurement. Knows nothing of skills, operators or LLMs.
+
+pub mod connection;
+pub mod error;
+pub mod manager;
+pub mod procfs;
+pub mod protocol;
+pub mod restrict;
+pub mod runner;
+pub mod spawn;
+pub mod spec;
+
+pub use error::SandboxError;
+pub use manager::{
+    Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, Status, Usage,
+};
+pub use spec::{AppSource, Limits, ReloadSource, SandboxSpec};

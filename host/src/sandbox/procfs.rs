@@ -1,0 +1,172 @@
+//! Reading a sandbox's processes from `/proc`: the tree under the runner, CPU time, memory,
+//! threads, open fds and mapped app copies. The host reads these itself; the app's own word
+//! is never used.
+//!
+//! This kernel has no `/proc/PID/task/TID/children`, so the tree is found by one pass over
+//! every `/proc/N/stat` (one read per process), keeping the descendants of the runner. The
+//! runner is a child subreaper (or pid 1 of its namespace), so a double-forked daemon stays
+//! in the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::Path;
+
+/// One process's figures from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// Parent process id.
+    pub ppid: i32,
+    /// User + system CPU ticks of the process itself.
+    pub cpu_ticks: u64,
+    /// CPU ticks of its reaped children.
+    pub child_cpu_ticks: u64,
+    /// Number of threads.
+    pub threads: u64,
+    /// Resident set in pages.
+    pub rss_pages: u64,
+    /// Exited but not yet reaped.
+    pub zombie: bool,
+}
+
+/// Parses the contents of `/proc/PID/stat`. The command name may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); field k is f[k - 3].
+    let num = |k: usize| f.get(k - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(ProcStat {
+        pid,
+        ppid: f.get(1)?.parse().ok()?,
+        cpu_ticks: num(14)? + num(15)?,
+        child_cpu_ticks: num(16)? + num(17)?,
+        threads: num(20)?,
+        rss_pages: num(24)?,
+        zombie: *f.first()? == "Z",
+    })
+}
+
+/// Reads `/proc/PID/stat` into `buf` and parses it.
+pub fn read_stat(pid: i32, buf: &mut String) -> Option<ProcStat> {
+    buf.clear();
+    File::open(format!("/proc/{pid}/stat"))
+        .ok()?
+        .read_to_string(buf)
+        .ok()?;
+    parse_stat(pid, buf)
+}
+
+/// Every live process in the tree rooted at `root` (the root first), from one `/proc` pass.
+pub fn tree(root: i32) -> Vec<ProcStat> {
+    let mut buf = String::with_capacity(512);
+    let Some(root_stat) = read_stat(root, &mut buf) else {
+        return Vec::new();
+    };
+    let mut by_parent: HashMap<i32, Vec<ProcStat>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == root {
+                continue;
+            }
+            if let Some(stat) = read_stat(pid, &mut buf) {
+                by_parent.entry(stat.ppid).or_default().push(stat);
+            }
+        }
+    }
+    let mut out = vec![root_stat];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(children) = by_parent.remove(&out[i].pid) {
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Reads the given pids (e.g. from `cgroup.procs`), skipping ones that exited.
+pub fn stats_of(pids: &[i32]) -> Vec<ProcStat> {
+    let mut buf = String::with_capacity(512);
+    pids.iter()
+        .filter_map(|&pid| read_stat(pid, &mut buf))
+        .collect()
+}
+
+/// Number of open fds of `pid` (0 when it is gone).
+pub fn open_fds(pid: i32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// How many distinct files under `dir` are mapped into `pid` (loaded app copies).
+pub fn mapped_copies(pid: i32, dir: &Path) -> usize {
+    let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return 0;
+    };
+    let prefix = dir.to_string_lossy();
+    maps.lines()
+        .filter_map(|line| line.find('/').map(|at| &line[at..]))
+        .filter(|path| path.starts_with(&*prefix))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// Clock ticks per second, for converting `stat` CPU times.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_spaces_and_parens_in_the_name() {
+        let text = "42 (a b) c)) S 7 42 42 0 -1 4194304 100 0 0 0 11 22 3 4 20 0 5 0 100 \
+                    1000000 33 18446744073709551615";
+        let s = parse_stat(42, text).unwrap();
+        assert_eq!(
+            (
+                s.ppid,
+                s.cpu_ticks,
+                s.child_cpu_ticks,
+                s.threads,
+                s.rss_pages
+            ),
+            (7, 33, 7, 5, 33)
+        );
+    }
+
+    #[test]
+    fn the_tree_of_this_process_includes_a_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = tree(std::process::id() as i32);
+        assert!(tree.iter().any(|s| s.pid == child.id() as i32));
+        assert_eq!(tree[0].pid, std::process::id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,208 @@
+//! One loaded version of an app: the `dlopen`ed library and its checked function table.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+
+use sandbox_abi::{ABI_VERSION, AppTable, Buf, ENTRY_SYMBOL, EntryFn, Status, TABLE_SIZE};
+
+/// Why a library could not be loaded as an app.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `dlopen` failed: not an ELF, wrong architecture, missing dependency.
+    #[error("cannot load {path}: {reason}")]
+    Open {
+        /// The library.
+        path: PathBuf,
+        /// dlerror text.
+        reason: String,
+    },
+    /// The entry symbol is missing.
+    #[error("{path} has no `sandbox_app_entry` symbol: not a sandbox app")]
+    NoEntry {
+        /// The library.
+        path: PathBuf,
+    },
+    /// The table's ABI version or size differs from the runner's.
+    #[error(
+        "{path}: ABI version {found} with table size {size}, runner expects version {ABI_VERSION} size {TABLE_SIZE}"
+    )]
+    AbiMismatch {
+        /// The library.
+        path: PathBuf,
+        /// Its ABI version.
+        found: u32,
+        /// Its table size.
+        size: u32,
+    },
+}
+
+/// A loaded app version. Dropping it `dlclose`s the library (best effort: glibc keeps a
+/// library mapped when it registered TLS destructors; usage reports mapped copies).
+#[derive(Debug)]
+pub struct LoadedApp {
+    table: &'static AppTable,
+    /// Host-assigned version number.
+    pub version: u32,
+    // Declared last so it is dropped after every use of `table`.
+    _library: libloading::Library,
+}
+
+/// Result of a call into the app.
+#[derive(Debug)]
+pub struct CallOutcome {
+    /// The app's status.
+    pub status: Status,
+    /// JSON result, or an error/panic message.
+    pub payload: String,
+}
+
+impl LoadedApp {
+    /// Opens `path` with `RTLD_NOW | RTLD_LOCAL` and checks its table.
+    pub fn open(path: &Path, version: u32) -> Result<LoadedApp, LoadError> {
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // SAFETY: loading a library runs its initialisers, which is the point of this sandbox:
+        // the code is untrusted but confined to this process, and the path is a private copy.
+        let library =
+            unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
+                LoadError::Open {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let library = libloading::Library::from(library);
+        // SAFETY: the symbol's type is fixed by the ABI; we only call it after the lookup.
+        let entry: libloading::Symbol<EntryFn> =
+            unsafe { library.get(ENTRY_SYMBOL) }.map_err(|_| LoadError::NoEntry {
+                path: path.to_owned(),
+            })?;
+        // SAFETY: calling the entry returns a pointer to the app's static table (or garbage
+        // for a hostile app, which at worst crashes this disposable process).
+        let raw = unsafe { entry() };
+        if raw.is_null() {
+            return Err(LoadError::NoEntry {
+                path: path.to_owned(),
+            });
+        }
+        // SAFETY: the first two u32 fields are read before anything else and are present in
+        // every ABI version; the rest is only read after the version and size checks pass.
+        let (found, size) = unsafe { ((*raw).abi_version, (*raw).table_size) };
+        if found != ABI_VERSION || size != TABLE_SIZE {
+            return Err(LoadError::AbiMismatch {
+                path: path.to_owned(),
+                found,
+                size,
+            });
+        }
+        // SAFETY: checked above; the table is static in the library, which lives as long as
+        // `_library`, and `table` is never handed out beyond `self`.
+        let table: &'static AppTable = unsafe { &*raw };
+        Ok(LoadedApp {
+            table,
+            version,
+            _library: library,
+        })
+    }
+
+    /// The app's name from its table.
+    pub fn name(&self) -> String {
+        // SAFETY: the macro stores a static NUL-terminated string.
+        unsafe { CStr::from_ptr(self.table.name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The app's own version string.
+    pub fn app_version(&self) -> String {
+        // SAFETY: as for `name`.
+        unsafe { CStr::from_ptr(self.table.version) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Workers to start with the sandbox.
+    pub fn initial_workers(&self) -> u32 {
+        if self.table.worker.is_some() {
+            self.table.initial_workers
+        } else {
+            0
+        }
+    }
+
+    /// The worker entry, if the app has one.
+    pub fn worker(&self) -> Option<sandbox_abi::WorkerFn> {
+        self.table.worker
+    }
+
+    /// Calls a named function with JSON arguments.
+    pub fn call(&self, function: &str, args: &str) -> CallOutcome {
+        let mut out = Buf::EMPTY;
+        // SAFETY: pointers and lengths describe live slices; `out` is a valid slot.
+        let raw = unsafe {
+            (self.table.call)(
+                function.as_ptr(),
+                function.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut out,
+            )
+        };
+        let payload = self.take(out);
+        let status = Status::from_raw(raw).unwrap_or(Status::AppError);
+        CallOutcome {
+            status,
+            payload: String::from_utf8_lossy(&payload).into_owned(),
+        }
+    }
+
+    /// Serialises state, if the app exports `save_state`.
+    pub fn save_state(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(save) = self.table.save_state else {
+            return Ok(None);
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: `out` is a valid slot for the app to fill.
+        let raw = unsafe { save(&mut out) };
+        let bytes = self.take(out);
+        match Status::from_raw(raw) {
+            Some(Status::Ok) => Ok(Some(bytes)),
+            _ => Err(format!(
+                "save_state failed: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
+        }
+    }
+
+    /// Restores state saved by another version; `Ok(false)` when the app has no hook.
+    pub fn restore_state(&self, state: &[u8]) -> Result<bool, String> {
+        let Some(restore) = self.table.restore_state else {
+            return Ok(false);
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: `state` is a live slice and `out` a valid slot.
+        let raw = unsafe { restore(state.as_ptr(), state.len(), &mut out) };
+        let message = self.take(out);
+        match Status::from_raw(raw) {
+            Some(Status::Ok) => Ok(true),
+            Some(Status::Panicked) => Err(format!(
+                "restore_state panicked: {}",
+                String::from_utf8_lossy(&message)
+            )),
+            _ => Err(format!(
+                "restore_state failed: {}",
+                String::from_utf8_lossy(&message)
+            )),
+        }
+    }
+
+    /// Copies a returned buffer and hands it back to the app's allocator.
+    fn take(&self, buf: Buf) -> Vec<u8> {
+        if buf.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the app filled `buf` with a live allocation of `len` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        // SAFETY: each buffer is freed exactly once, by the library that allocated it.
+        unsafe { (self.table.free_buf)(buf) };
+        bytes
+    }
+}

@@ -1,0 +1,379 @@
+//! The sandbox's init process: the `host` binary re-executed in a hidden mode.
+//!
+//! It owns fd 3, one end of a Unix socketpair whose other end the host holds. It applies its
+//! self-restrictions, loads the app, starts the app's workers and then serves requests. The
+//! reader thread answers `ping` and `workers` itself, hands each `call` to a pool thread and
+//! each `reload` to a thread of its own, so a slow call never delays a ping, a usage read or
+//! a reload. Calls take a reference to the current version; a reload swaps the reference, so
+//! calls in flight finish on the version they started on and new calls see the new one.
+//!
+//! No tokio and no HTTP here: the runner is plain threads and blocking I/O.
+
+mod app;
+mod supervisor;
+
+use std::io::{BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sandbox_abi::Status;
+use serde::Serialize;
+
+use self::app::LoadedApp;
+use self::supervisor::Supervisor;
+use crate::sandbox::protocol::{
+    self, Body, ErrorKind, Event, Ready, Reloaded, Request, RequestFrame, Response, RunnerError,
+};
+
+/// argv[1] that selects runner mode.
+pub const RUNNER_ARG: &str = "__sandbox_runner";
+/// argv[1] that selects worker mode.
+pub const WORKER_ARG: &str = "__sandbox_worker";
+/// The control socket's fd in the runner.
+pub const CONTROL_FD: i32 = 3;
+
+/// Threads kept idle for calls; more are started when all are busy.
+const IDLE_CALL_THREADS: usize = 2;
+
+/// Shared write side of the control socket.
+#[derive(Debug, Clone)]
+struct Out(Arc<Mutex<UnixStream>>);
+
+impl Out {
+    fn send(&self, id: u64, body: Body) {
+        let Ok(bytes) = protocol::encode(&Response { id, body }) else {
+            return;
+        };
+        let mut sock = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if sock.write_all(&bytes).is_err() {
+            // The host is gone; PDEATHSIG will end us, but don't wait for it.
+            std::process::exit(0);
+        }
+    }
+
+    fn ok<T: Serialize>(&self, id: u64, value: &T) {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.send(id, Body::Ok(value));
+    }
+
+    fn err(&self, id: u64, kind: ErrorKind, message: impl Into<String>) {
+        self.send(
+            id,
+            Body::Err(RunnerError {
+                kind,
+                message: message.into(),
+            }),
+        );
+    }
+}
+
+/// State shared by the reader, call and reload threads.
+struct Runner {
+    current: RwLock<Arc<LoadedApp>>,
+    /// Serialises reloads against each other (never against calls).
+    reload_lock: Mutex<()>,
+    supervisor: Arc<Supervisor>,
+    out: Out,
+    pool: CallPool,
+}
+
+/// Entry point of runner mode. Never returns.
+pub fn main() -> ! {
+    // SAFETY: fd 3 was installed by the spawn sequence as our end of the socketpair; we are
+    // its only owner in this process.
+    let sock = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    set_cloexec(CONTROL_FD);
+    // Orphans re-parent to us, so the reaper collects them and usage sees them.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let out = Out(Arc::new(Mutex::new(
+        sock.try_clone().expect("clone control socket"),
+    )));
+    let mut reader = BufReader::with_capacity(64 * 1024, sock);
+
+    let runner = match init(&mut reader, &out) {
+        Some(runner) => Arc::new(runner),
+        None => std::process::exit(2),
+    };
+    loop {
+        let frame: RequestFrame = match protocol::read_frame(&mut reader) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => shutdown(&runner),
+            Err(e) => {
+                eprintln!("runner: bad frame from host: {e}");
+                shutdown(&runner)
+            }
+        };
+        dispatch(&runner, frame);
+    }
+}
+
+fn init(reader: &mut BufReader<UnixStream>, out: &Out) -> Option<Runner> {
+    let frame: RequestFrame = protocol::read_frame(reader).ok()??;
+    let Request::Init {
+        lib,
+        version,
+        restrictions,
+    } = frame.request
+    else {
+        out.err(
+            frame.id,
+            ErrorKind::BadRequest,
+            "first request must be init",
+        );
+        return None;
+    };
+    let applied = match crate::sandbox::restrict::apply_in_runner(&restrictions) {
+        Ok(applied) => applied,
+        Err(e) => {
+            out.err(
+                frame.id,
+                ErrorKind::InitFailed,
+                format!("restrictions: {e}"),
+            );
+            return None;
+        }
+    };
+    let started = Instant::now();
+    let app = match LoadedApp::open(&lib, version) {
+        Ok(app) => app,
+        Err(e) => {
+            out.err(frame.id, ErrorKind::InitFailed, e.to_string());
+            return None;
+        }
+    };
+    let load_us = started.elapsed().as_micros() as u64;
+    let events_out = out.clone();
+    let supervisor = Supervisor::start(
+        &lib,
+        version,
+        Arc::new(move |event: Event| events_out.send(0, Body::Event(event))),
+    );
+    let workers = match supervisor.spawn(app.initial_workers()) {
+        Ok(list) => list.workers.iter().map(|w| w.pid).collect(),
+        Err(e) => {
+            out.err(frame.id, ErrorKind::InitFailed, e);
+            return None;
+        }
+    };
+    let ready = Ready {
+        app_name: app.name(),
+        app_version: app.app_version(),
+        load_us,
+        workers,
+        restrictions: applied,
+    };
+    out.ok(frame.id, &ready);
+    Some(Runner {
+        current: RwLock::new(Arc::new(app)),
+        reload_lock: Mutex::new(()),
+        supervisor,
+        out: out.clone(),
+        pool: CallPool::default(),
+    })
+}
+
+fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
+    let id = frame.id;
+    match frame.request {
+        Request::Ping => runner.out.ok(id, &serde_json::json!({"pong": true})),
+        Request::Call { function, args } => {
+            let app = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
+            let out = runner.out.clone();
+            runner.pool.run(Box::new(move || {
+                answer_call(&out, id, &app, &function, &args)
+            }));
+        }
+        Request::Reload {
+            lib,
+            version,
+            timeout_ms,
+        } => {
+            let runner = Arc::clone(runner);
+            std::thread::spawn(move || {
+                match reload(&runner, &lib, version, Duration::from_millis(timeout_ms)) {
+                    Ok(done) => runner.out.ok(id, &done),
+                    Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
+                }
+            });
+        }
+        Request::SpawnWorkers { count } => match runner.supervisor.spawn(count) {
+            Ok(list) => runner.out.ok(id, &list),
+            Err(e) if runner.supervisor.list().crashed => runner.out.err(id, ErrorKind::Crashed, e),
+            Err(e) => runner.out.err(id, ErrorKind::BadRequest, e),
+        },
+        Request::Workers => runner.out.ok(id, &runner.supervisor.list()),
+        Request::Shutdown => {
+            runner.out.ok(id, &serde_json::json!({"bye": true}));
+            shutdown(runner)
+        }
+        Request::Init { .. } => runner
+            .out
+            .err(id, ErrorKind::BadRequest, "already initialised"),
+    }
+}
+
+fn answer_call(out: &Out, id: u64, app: &LoadedApp, function: &str, args: &str) {
+    let result = app.call(function, args);
+    match result.status {
+        Status::Ok => match serde_json::from_str::<serde_json::Value>(&result.payload) {
+            Ok(value) => out.send(id, Body::Ok(value)),
+            Err(e) => out.err(
+                id,
+                ErrorKind::AppError,
+                format!("app returned invalid JSON: {e}"),
+            ),
+        },
+        Status::AppError => out.err(id, ErrorKind::AppError, result.payload),
+        Status::Panicked => out.err(id, ErrorKind::Panicked, result.payload),
+        Status::UnknownFunction => out.err(
+            id,
+            ErrorKind::UnknownFunction,
+            format!("no function {function:?}"),
+        ),
+    }
+}
+
+/// Loads `lib`, moves state across and swaps it in; any failure leaves the old version.
+fn reload(
+    runner: &Runner,
+    lib: &Path,
+    version: u32,
+    timeout: Duration,
+) -> Result<Reloaded, String> {
+    let _serial = runner.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
+    let started = Instant::now();
+
+    // dlopen runs the library's initialisers, which may hang: do it on a thread we can
+    // abandon. A hung loader keeps glibc's loader lock, so later reloads of this sandbox may
+    // time out too; the host then restarts the sandbox to recover.
+    let (tx, rx) = mpsc::channel();
+    let path = lib.to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(LoadedApp::open(&path, version));
+    });
+    let new = match rx.recv_timeout(timeout) {
+        Ok(Ok(app)) => app,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => {
+            return Err(format!(
+                "loading {} took longer than {timeout:?}",
+                lib.display()
+            ));
+        }
+    };
+
+    let state = old.save_state().map_err(|e| format!("old version: {e}"))?;
+    let state_bytes = state.as_ref().map_or(0, Vec::len);
+    if let Some(state) = &state {
+        new.restore_state(state)
+            .map_err(|e| format!("new version: {e}"))?;
+    }
+    let load_us = started.elapsed().as_micros() as u64;
+    let app_version = new.app_version();
+    *runner.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    runner.supervisor.switch_version(lib, version)?;
+    Ok(Reloaded {
+        from_version: old.version,
+        to_version: version,
+        load_us,
+        app_version,
+        state_bytes,
+    })
+}
+
+fn shutdown(runner: &Runner) -> ! {
+    runner.supervisor.stop_all();
+    std::process::exit(0)
+}
+
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on an fd we own, integer arguments only.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A pool that keeps a few idle threads and grows whenever every thread is busy, so a slow
+/// call never queues another behind it.
+#[derive(Default)]
+struct CallPool {
+    inner: Arc<PoolInner>,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    queue: Mutex<PoolQueue>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct PoolQueue {
+    jobs: std::collections::VecDeque<Job>,
+    idle: usize,
+}
+
+impl CallPool {
+    fn run(&self, job: Job) {
+        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.jobs.push_back(job);
+        if q.idle >= q.jobs.len() {
+            self.inner.ready.notify_one();
+            return;
+        }
+        drop(q);
+        let inner = Arc::clone(&self.inner);
+        std::thread::spawn(move || pool_thread(&inner));
+    }
+}
+
+fn pool_thread(inner: &PoolInner) {
+    let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(job) = q.jobs.pop_front() {
+            drop(q);
+            job();
+            q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        if q.idle >= IDLE_CALL_THREADS {
+            return;
+        }
+        q.idle += 1;
+        q = inner.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        q.idle -= 1;
+    }
+}
+
+/// Entry point of worker mode: `WORKER_ARG LIB INDEX RUNNER_PID`. Never returns.
+pub fn worker_main(args: &[String]) -> ! {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let (Some(lib), Some(index), Some(parent)) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("worker: usage: {WORKER_ARG} LIB INDEX RUNNER_PID");
+        std::process::exit(2);
+    };
+    // The runner may have died between fork and PDEATHSIG.
+    if parent.parse::<u32>().ok() != Some(std::os::unix::process::parent_id()) {
+        std::process::exit(0);
+    }
+    let index: u32 = index.parse().unwrap_or(0);
+    let app = match LoadedApp::open(&PathBuf::from(lib), 0) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("worker {index}: {e}");
+            std::process::exit(3);
+        }
+    };
+    let Some(worker) = app.worker() else {
+        std::process::exit(0)
+    };
+    // SAFETY: the worker entry is wrapped in catch_unwind by the export macro.
+    let code = unsafe { worker(index) };
+    std::process::exit(code)
+}

@@ -1,0 +1,88 @@
+//! What a sandbox is made of: the app to load and the limits to enforce.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the app comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppSource {
+    /// A cargo crate directory, built into the shared target directory at create time.
+    Crate(PathBuf),
+    /// A prebuilt `.so`.
+    Library(PathBuf),
+}
+
+/// A new version to reload into a running sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadSource {
+    /// A prebuilt `.so`.
+    Library(PathBuf),
+    /// A crate directory to build.
+    Crate(PathBuf),
+    /// Replacement text for `src/lib.rs` of the sandbox's crate (or the given crate),
+    /// built in a temporary copy.
+    Source {
+        /// New contents of `src/lib.rs`.
+        lib_rs: String,
+        /// The crate to copy; defaults to the crate the sandbox was created from.
+        crate_dir: Option<PathBuf>,
+    },
+}
+
+/// Resource limits. Unset fields are not limited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Address space in bytes (`RLIMIT_AS`).
+    pub address_space: Option<u64>,
+    /// Open files (`RLIMIT_NOFILE`).
+    pub max_open_files: Option<u64>,
+    /// Largest file the sandbox may write (`RLIMIT_FSIZE`).
+    pub max_file_size: Option<u64>,
+    /// CPU seconds per process (`RLIMIT_CPU`).
+    pub cpu_seconds: Option<u64>,
+}
+
+/// Everything needed to create a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// The app.
+    pub app: AppSource,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl SandboxSpec {
+    /// A spec for `app` with default limits.
+    pub fn new(app: AppSource) -> SandboxSpec {
+        SandboxSpec {
+            app,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Checks an id against `[A-Za-z0-9_-]{1,64}`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("demo-1"));
+        assert!(valid_id(&"a".repeat(64)));
+        assert!(!valid_id(""));
+        assert!(!valid_id(&"a".repeat(65)));
+        assert!(!valid_id("../etc"));
+        assert!(!valid_id("a b"));
+    }
+}
