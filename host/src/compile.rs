@@ -17,7 +17,9 @@ use crate::sandbox::SandboxError;
 /// A library cargo produced.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// The `.so` in the target directory (copy it before the next build overwrites it).
+    /// A content-addressed copy of the `.so` under `<target>/staged/`: the file cargo wrote
+    /// is overwritten by the next build of a crate of the same name (a source reload builds
+    /// a copy of the crate), so callers never see cargo's own path.
     pub lib: PathBuf,
     /// Wall time cargo took.
     pub compile_ms: u64,
@@ -64,6 +66,13 @@ impl Compiler {
 
     /// Builds the crate in `crate_dir` and returns its cdylib.
     pub async fn build(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
+        let _serial = BUILD_LOCK.lock().await;
+        let mut built = self.build_unlocked(crate_dir).await?;
+        built.lib = self.stage(&built.lib)?;
+        Ok(built)
+    }
+
+    async fn build_unlocked(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
         let manifest = crate_dir.join("Cargo.toml");
         if !manifest.is_file() {
             return Err(SandboxError::BuildFailed {
@@ -73,7 +82,6 @@ impl Compiler {
                 ),
             });
         }
-        let _serial = BUILD_LOCK.lock().await;
         let started = Instant::now();
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.arg("build")
@@ -111,6 +119,28 @@ impl Compiler {
         Ok(Built { lib, compile_ms })
     }
 
+    /// Copies a fresh artifact to `<target>/staged/<name>-<sha256 prefix>.so`, while the
+    /// build lock is still held.
+    fn stage(&self, artifact: &Path) -> Result<PathBuf, SandboxError> {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(artifact).map_err(|e| SandboxError::io(artifact, e))?;
+        let digest = Sha256::digest(&bytes);
+        let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let dir = self.target_dir.join("staged");
+        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io(&dir, e))?;
+        let stem = artifact
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("app");
+        let staged = dir.join(format!("{stem}-{tag}.so"));
+        if !staged.exists() {
+            let tmp = dir.join(format!("{stem}-{tag}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, &bytes).map_err(|e| SandboxError::io(&tmp, e))?;
+            std::fs::rename(&tmp, &staged).map_err(|e| SandboxError::io(&staged, e))?;
+        }
+        Ok(staged)
+    }
+
     /// Builds the crate in `crate_dir` with `src/lib.rs` replaced by `lib_rs`, in a temporary
     /// copy, so the crate on disk is untouched. The native `hot_reload_source`.
     pub async fn build_source(
@@ -128,7 +158,16 @@ impl Compiler {
         copy_crate(crate_dir, &copy)?;
         let lib_path = copy.join("src").join("lib.rs");
         std::fs::write(&lib_path, lib_rs).map_err(|e| SandboxError::io(&lib_path, e))?;
-        self.build(&copy).await
+        // A target dir of its own: the copy has the crate's name, so in the shared dir its
+        // artifact would replace the original's, which cargo then considers fresh and does
+        // not rebuild. Dependencies are still compiled only once, in this second dir.
+        let for_sources = Compiler {
+            target_dir: self.target_dir.join("source-reloads"),
+            profile: self.profile,
+        };
+        let mut built = for_sources.build_unlocked(&copy).await?;
+        built.lib = self.stage(&built.lib)?;
+        Ok(built)
     }
 }
 

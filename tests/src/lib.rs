@@ -1,1 +1,1 @@
-//! e2e
+//! Shared helpers live in tests/common; this crate has no library code.

@@ -74,8 +74,11 @@ impl Out {
 /// State shared by the reader, call and reload threads.
 struct Runner {
     current: RwLock<Arc<LoadedApp>>,
-    /// Serialises reloads against each other (never against calls).
-    reload_lock: Mutex<()>,
+    /// Reloads run one at a time on this long-lived thread (never behind calls).
+    reloads: Mutex<mpsc::Sender<(u64, PathBuf, u32, Duration)>>,
+    /// Set when a load hung: glibc's loader lock is then held forever, so another `dlopen`
+    /// (or a new thread) would block too.
+    loader_stuck: std::sync::atomic::AtomicBool,
     supervisor: Arc<Supervisor>,
     out: Out,
     pool: CallPool,
@@ -96,7 +99,15 @@ pub fn main() -> ! {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
 
     let runner = match init(&mut reader, &out) {
-        Some(runner) => Arc::new(runner),
+        Some((runner, reloads)) => {
+            let runner = Arc::new(runner);
+            let for_reloads = Arc::clone(&runner);
+            std::thread::Builder::new()
+                .name("reload".into())
+                .spawn(move || reload_loop(for_reloads, reloads))
+                .expect("start the reload thread");
+            runner
+        }
         None => std::process::exit(2),
     };
     loop {
@@ -112,7 +123,10 @@ pub fn main() -> ! {
     }
 }
 
-fn init(reader: &mut BufReader<UnixStream>, out: &Out) -> Option<Runner> {
+fn init(
+    reader: &mut BufReader<UnixStream>,
+    out: &Out,
+) -> Option<(Runner, mpsc::Receiver<(u64, PathBuf, u32, Duration)>)> {
     let frame: RequestFrame = protocol::read_frame(reader).ok()??;
     let Request::Init {
         lib,
@@ -168,13 +182,29 @@ fn init(reader: &mut BufReader<UnixStream>, out: &Out) -> Option<Runner> {
         restrictions: applied,
     };
     out.ok(frame.id, &ready);
-    Some(Runner {
+    let (reload_tx, reload_rx) = mpsc::channel();
+    let runner = Runner {
         current: RwLock::new(Arc::new(app)),
-        reload_lock: Mutex::new(()),
+        reloads: Mutex::new(reload_tx),
+        loader_stuck: Default::default(),
         supervisor,
         out: out.clone(),
         pool: CallPool::default(),
-    })
+    };
+    // Threads are started now, not on demand: while a hung library initialiser holds the
+    // loader lock, creating a thread blocks, and calls must still be served.
+    runner.pool.prestart(IDLE_CALL_THREADS);
+    Some((runner, reload_rx))
+}
+
+/// The reload thread: takes reload requests in order.
+fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<(u64, PathBuf, u32, Duration)>) {
+    for (id, lib, version, timeout) in requests {
+        match reload(&runner, &lib, version, timeout) {
+            Ok(done) => runner.out.ok(id, &done),
+            Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
+        }
+    }
 }
 
 fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
@@ -193,13 +223,17 @@ fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
             version,
             timeout_ms,
         } => {
-            let runner = Arc::clone(runner);
-            std::thread::spawn(move || {
-                match reload(&runner, &lib, version, Duration::from_millis(timeout_ms)) {
-                    Ok(done) => runner.out.ok(id, &done),
-                    Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
-                }
-            });
+            let timeout = Duration::from_millis(timeout_ms);
+            let queued = runner
+                .reloads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((id, lib, version, timeout));
+            if queued.is_err() {
+                runner
+                    .out
+                    .err(id, ErrorKind::ReloadRefused, "the reload thread is gone");
+            }
         }
         Request::SpawnWorkers { count } => match runner.supervisor.spawn(count) {
             Ok(list) => runner.out.ok(id, &list),
@@ -245,13 +279,19 @@ fn reload(
     version: u32,
     timeout: Duration,
 ) -> Result<Reloaded, String> {
-    let _serial = runner.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::atomic::Ordering;
+    if runner.loader_stuck.load(Ordering::Acquire) {
+        return Err(
+            "an earlier load hung and holds the loader lock: restart the sandbox to reload again"
+                .into(),
+        );
+    }
     let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
     let started = Instant::now();
 
     // dlopen runs the library's initialisers, which may hang: do it on a thread we can
-    // abandon. A hung loader keeps glibc's loader lock, so later reloads of this sandbox may
-    // time out too; the host then restarts the sandbox to recover.
+    // abandon. A hung loader keeps glibc's loader lock, so later reloads are refused until
+    // the sandbox is restarted; calls go on, on prestarted threads.
     let (tx, rx) = mpsc::channel();
     let path = lib.to_owned();
     std::thread::spawn(move || {
@@ -319,6 +359,13 @@ struct PoolQueue {
 }
 
 impl CallPool {
+    fn prestart(&self, n: usize) {
+        for _ in 0..n {
+            let inner = Arc::clone(&self.inner);
+            std::thread::spawn(move || pool_thread(&inner));
+        }
+    }
+
     fn run(&self, job: Job) {
         let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.jobs.push_back(job);

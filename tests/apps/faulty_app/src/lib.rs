@@ -1,0 +1,71 @@
+//! A test app that misbehaves on request: panics, crashes, hangs, lies, crash-loops.
+
+use std::time::Duration;
+
+fn answer(_: &str) -> Result<String, String> {
+    Ok("1".into())
+}
+
+fn panic(_: &str) -> Result<String, String> {
+    panic!("deliberate panic")
+}
+
+fn fail(_: &str) -> Result<String, String> {
+    Err("deliberate failure".into())
+}
+
+fn segfault(_: &str) -> Result<String, String> {
+    // SAFETY: not safe at all; this is the point of the test.
+    unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+    Ok("unreachable".into())
+}
+
+fn abort(_: &str) -> Result<String, String> {
+    std::process::abort()
+}
+
+fn sleep(args: &str) -> Result<String, String> {
+    let ms: u64 = args.trim().parse().unwrap_or(1000);
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(ms.to_string())
+}
+
+fn bad_json(_: &str) -> Result<String, String> {
+    Ok("this is not json".into())
+}
+
+fn save() -> Vec<u8> {
+    Vec::new()
+}
+
+fn restore(_: &[u8]) -> Result<(), String> {
+    panic!("restore_state refuses any state")
+}
+
+/// Idles, unless a file named `crashloop` exists in the working directory: then it dies.
+fn worker(_: u32) -> i32 {
+    loop {
+        if std::path::Path::new("crashloop").exists() {
+            std::thread::sleep(Duration::from_millis(20));
+            std::process::abort();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+sandbox_abi::export_app! {
+    name: "faulty_app",
+    version: "0.1.0",
+    functions: {
+        "answer" => answer,
+        "panic" => panic,
+        "fail" => fail,
+        "segfault" => segfault,
+        "abort" => abort,
+        "sleep" => sleep,
+        "bad_json" => bad_json,
+    },
+    state: (save, restore),
+    worker: worker,
+    initial_workers: 1,
+}

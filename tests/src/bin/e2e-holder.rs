@@ -1,0 +1,24 @@
+//! Creates a sandbox from the library given as argv[1], prints `runner <pid>`, then waits
+//! forever: the test kills this process and checks that the runner dies with it.
+
+use host::sandbox::{AppSource, Manager, ManagerConfig, SandboxSpec};
+
+fn main() {
+    host::maybe_run_sandbox_child();
+    let lib = std::env::args()
+        .nth(1)
+        .expect("usage: e2e-holder LIB STATE_DIR");
+    let state = std::env::args()
+        .nth(2)
+        .expect("usage: e2e-holder LIB STATE_DIR");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut config = ManagerConfig::new("/proc/self/exe");
+        config.state_dir = state.into();
+        let manager = Manager::new(config).expect("manager");
+        let spec = SandboxSpec::new(AppSource::Library(lib.into()));
+        let info = manager.create("held", spec).await.expect("create");
+        println!("runner {}", info.pid);
+        std::future::pending::<()>().await;
+    });
+}

@@ -1,0 +1,138 @@
+//! Helpers shared by the end-to-end tests: a manager on a private state directory, the test
+//! apps built once per test binary, and process checks.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use host::compile::Compiler;
+use host::sandbox::{Manager, ManagerConfig};
+use tempfile::TempDir;
+
+/// The host binary under test.
+pub const HOST: &str = env!("CARGO_BIN_EXE_e2e-host");
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The demo app crate.
+pub fn demo_app() -> PathBuf {
+    root().join("sandbox_app")
+}
+
+/// A test app crate under tests/apps.
+pub fn test_app(name: &str) -> PathBuf {
+    root().join("tests").join("apps").join(name)
+}
+
+/// A manager whose sandboxes live in a fresh temp dir (returned so the test can check it).
+pub fn manager() -> (Manager, TempDir) {
+    let state = tempfile::Builder::new()
+        .prefix("e2e-state-")
+        .tempdir()
+        .unwrap();
+    let mut config = ManagerConfig::new(HOST);
+    config.state_dir = state.path().join("sandboxes");
+    config.compiler = compiler();
+    (Manager::new(config).unwrap(), state)
+}
+
+/// The compiler the tests use: the workspace's shared apps target dir, release profile.
+pub fn compiler() -> Compiler {
+    Compiler {
+        target_dir: root().join("target").join("apps"),
+        profile: Default::default(),
+    }
+}
+
+/// Builds an app crate once per test binary and keeps a private copy of the `.so`
+/// (the target dir's file is overwritten by later builds).
+pub async fn built(name: &str) -> PathBuf {
+    let crate_dir = if name == "sandbox_app" {
+        demo_app()
+    } else {
+        test_app(name)
+    };
+    cached(name.to_string(), async move {
+        compiler().build(&crate_dir).await
+    })
+    .await
+}
+
+/// The demo app's `src/lib.rs` with `answer` changed to `n`.
+pub fn demo_source_answering(n: i64) -> String {
+    std::fs::read_to_string(demo_app().join("src/lib.rs"))
+        .unwrap()
+        .replace(
+            "pub const ANSWER: i64 = 41;",
+            &format!("pub const ANSWER: i64 = {n};"),
+        )
+}
+
+/// Builds the demo app answering `n` (once per test binary and `n`).
+pub async fn demo_lib_answering(n: i64) -> PathBuf {
+    let source = demo_source_answering(n);
+    cached(format!("answer-{n}"), async move {
+        compiler().build_source(&demo_app(), &source).await
+    })
+    .await
+}
+
+/// Builds once per test process, then keeps a copy under `target/e2e-libs` (a build cache,
+/// like the rest of `target/`): the target dir's own file is overwritten by later builds.
+async fn cached(
+    key: String,
+    build: impl std::future::Future<Output = Result<host::compile::Built, host::sandbox::SandboxError>>,
+) -> PathBuf {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let dir = root().join("target").join("e2e-libs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{key}.so"));
+    let _serial = LOCK.lock().await;
+    if !DONE.lock().unwrap().contains(&key) {
+        let lib = build.await.unwrap().lib;
+        let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
+        std::fs::copy(lib, &tmp).unwrap();
+        std::fs::rename(&tmp, &out).unwrap();
+        DONE.lock().unwrap().push(key);
+    }
+    out
+}
+
+/// Whether `pid` is a live (non-zombie) process.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond().await
+}
+
+/// Every process in the tree under `pid` (including it).
+pub fn tree(pid: i32) -> Vec<i32> {
+    host::sandbox::procfs::tree(pid)
+        .iter()
+        .map(|p| p.pid)
+        .collect()
+}

@@ -1,0 +1,214 @@
+//! Faulty apps: panics, crashes, killed and crash-looping workers, a dying host.
+
+mod common;
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use common::*;
+use host::sandbox::{AppSource, SandboxError, SandboxSpec, Status};
+use serde_json::{Value, json};
+
+async fn faulty(m: &host::sandbox::Manager, id: &str) -> host::sandbox::SandboxInfo {
+    m.create(
+        id,
+        SandboxSpec::new(AppSource::Library(built("faulty_app").await)),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_call_is_an_error_and_the_sandbox_keeps_serving() {
+    let (m, _state) = manager();
+    faulty(&m, "panic-1").await;
+    let err = m
+        .run("panic-1", "panic", Value::Null, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::AppPanicked(msg) if msg == "deliberate panic"),
+        "{err:?}"
+    );
+    let err = m
+        .run("panic-1", "fail", Value::Null, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::AppError(msg) if msg == "deliberate failure"),
+        "{err:?}"
+    );
+    let err = m
+        .run("panic-1", "bad_json", Value::Null, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid JSON"), "{err}");
+    let err = m
+        .run("panic-1", "missing", Value::Null, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::UnknownFunction(_)), "{err:?}");
+    assert_eq!(
+        m.run("panic-1", "answer", Value::Null, None).await.unwrap(),
+        json!(1)
+    );
+    m.destroy("panic-1").await.unwrap();
+}
+
+async fn crash_with(call: &str, signal: &str) {
+    let (m, _state) = manager();
+    let id = format!("crash-{call}");
+    let before = faulty(&m, &id).await;
+    let err = m.run(&id, call, Value::Null, None).await.unwrap_err();
+    match &err {
+        SandboxError::Crashed {
+            signal: Some(s), ..
+        } => assert_eq!(s, signal, "{err}"),
+        other => panic!("expected a crash with {signal}, got {other:?}"),
+    }
+    let restarted = eventually(Duration::from_secs(5), async || {
+        m.info(&id)
+            .await
+            .is_ok_and(|i| i.status == Status::Running && i.pid != before.pid)
+    })
+    .await;
+    assert!(restarted, "sandbox was not restarted");
+    assert_eq!(
+        m.run(&id, "answer", Value::Null, None).await.unwrap(),
+        json!(1)
+    );
+    assert_eq!(m.info(&id).await.unwrap().restart_count, 1);
+    assert!(!alive(before.pid));
+    m.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segfaulting_call_is_a_crash_with_sigsegv_and_the_sandbox_restarts() {
+    crash_with("segfault", "SIGSEGV").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborting_call_is_a_crash_with_sigabrt_and_the_sandbox_restarts() {
+    crash_with("abort", "SIGABRT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_times_out_without_blocking_other_requests() {
+    let (m, _state) = manager();
+    faulty(&m, "slow-1").await;
+    let slow = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            m.run("slow-1", "sleep", json!(1500), Some(Duration::from_secs(5)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        m.run("slow-1", "answer", Value::Null, None).await.unwrap(),
+        json!(1)
+    );
+    m.usage("slow-1").await.unwrap();
+    m.workers("slow-1").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "requests waited behind a slow call"
+    );
+    let err = m
+        .run(
+            "slow-1",
+            "sleep",
+            json!(2000),
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Timeout { .. }), "{err:?}");
+    assert_eq!(slow.await.unwrap().unwrap(), json!(1500));
+    m.destroy("slow-1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_restarted() {
+    let (m, _state) = manager();
+    faulty(&m, "worker-1").await;
+    let before = m.workers("worker-1").await.unwrap();
+    let victim = before.workers[0].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarted = eventually(Duration::from_secs(5), async || {
+        m.workers("worker-1").await.is_ok_and(|l| {
+            l.workers.len() == 1 && l.workers[0].pid != victim && l.workers[0].restarts == 1
+        })
+    })
+    .await;
+    assert!(restarted, "{:?}", m.workers("worker-1").await);
+    assert_eq!(m.usage("worker-1").await.unwrap().worker_restarts, 1);
+    m.destroy("worker-1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
+    let (m, _state) = manager();
+    let info = faulty(&m, "loop-1").await;
+    std::fs::write(info.dir.join("work").join("crashloop"), b"").unwrap();
+    let crashed = eventually(Duration::from_secs(10), async || {
+        m.info("loop-1")
+            .await
+            .is_ok_and(|i| i.status == Status::Crashed)
+    })
+    .await;
+    assert!(crashed, "{:?}", m.info("loop-1").await);
+    let err = m
+        .run("loop-1", "answer", Value::Null, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Crashed { .. }), "{err:?}");
+    // An explicit restart brings it back (the worker still crashes, so remove the trigger).
+    std::fs::remove_file(info.dir.join("work").join("crashloop")).unwrap();
+    m.restart("loop-1").await.unwrap();
+    assert_eq!(
+        m.run("loop-1", "answer", Value::Null, None).await.unwrap(),
+        json!(1)
+    );
+    m.destroy("loop-1").await.unwrap();
+}
+
+#[test]
+fn killing_the_host_kills_its_runners_within_a_second() {
+    let lib = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(built("sandbox_app"));
+    let state = tempfile::tempdir().unwrap();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-holder"))
+        .arg(&lib)
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let runner: i32 = line
+        .trim()
+        .strip_prefix("runner ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let workers = tree(runner);
+    assert!(workers.len() >= 2 && alive(runner));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while workers.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for pid in workers {
+        assert!(!alive(pid), "pid {pid} outlived its host");
+    }
+}
