@@ -18,6 +18,17 @@ pub struct Cli {
 pub enum Command {
     /// Create a sandbox from the demo app, call it, hot-reload a change, call it again.
     Example,
+    /// The demo: sandbox, hot reload to 42, call, AI operator, guardrail (offline by default).
+    Demo(crate::demo::DemoArgs),
+    /// The anomaly demo: like `demo`, plus N extra worker processes the operator must notice.
+    Anomaly {
+        /// Extra supervised worker processes to start.
+        #[arg(long, default_value_t = 25, allow_negative_numbers = true)]
+        load: i64,
+        /// Shared demo options.
+        #[command(flatten)]
+        args: crate::demo::DemoArgs,
+    },
 }
 
 /// Parses argv and runs the command.
@@ -35,5 +46,11 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Example => runtime.block_on(crate::example::run()),
+        Command::Demo(args) => {
+            runtime.block_on(crate::demo::run(crate::demo::Mode::Plumbing, 0, args))
+        }
+        Command::Anomaly { load, args } => {
+            runtime.block_on(crate::demo::run(crate::demo::Mode::Anomaly, load, args))
+        }
     }
 }

@@ -190,7 +190,7 @@ fn find_cdylib(json_lines: &str) -> Option<PathBuf> {
                 .find(|f| f.ends_with(".so"))
                 .map(PathBuf::from)
         })
-        .last()
+        .next_back()
 }
 
 /// Copies a crate (manifest and `src/`, not `target/`) so it builds from anywhere:

@@ -6,8 +6,10 @@
 
 pub mod cli;
 pub mod compile;
+pub mod demo;
 pub mod example;
 pub mod sandbox;
+pub mod skill;
 
 /// Runs the hidden runner or worker mode if argv asks for it; returns otherwise.
 ///

@@ -2,9 +2,32 @@
 //!
 //! This crate knows nothing of sandboxes or operators: it turns a [`ChatRequest`] into one
 //! vendor's wire format, sends it, and maps the reply back to a [`ChatResponse`].
+//!
+//! Providers: [`AnthropicProvider`], [`OpenAiProvider`], [`GeminiProvider`] (`google-ai`),
+//! [`OllamaProvider`]; pick one by name with [`provider_from_env`]. All of them share one
+//! [`RetryPolicy`] and parse tool calls written as JSON text ([`text_tool_calls`]).
 
+#![warn(missing_docs)]
+
+pub mod anthropic;
+mod common;
+pub mod config;
+pub mod gemini;
+mod http;
+pub mod ollama;
+pub mod openai;
+pub mod retry;
+pub mod select;
+pub mod text_tool_calls;
 pub mod types;
 
+pub use anthropic::AnthropicProvider;
+pub use config::{ConfigError, ProviderConfig, ProviderKind};
+pub use gemini::GeminiProvider;
+pub use ollama::OllamaProvider;
+pub use openai::OpenAiProvider;
+pub use retry::RetryPolicy;
+pub use select::{provider_from_config, provider_from_env};
 pub use types::{
     ChatRequest, ChatResponse, Message, Provider, ProviderError, ProviderErrorKind, StopReason,
     TokenUsage, ToolCall, ToolResult, ToolSpec,

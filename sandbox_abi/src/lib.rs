@@ -202,8 +202,11 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `f` with panics turned into [`Status::Panicked`]; used by [`export_app!`].
+///
+/// # Safety
+/// `out` must be null or valid for a write of one [`Buf`].
 #[doc(hidden)]
-pub fn guarded(out: *mut Buf, f: impl FnOnce() -> (Status, Vec<u8>)) -> i32 {
+pub unsafe fn guarded(out: *mut Buf, f: impl FnOnce() -> (Status, Vec<u8>)) -> i32 {
     let (status, bytes) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => (
@@ -232,13 +235,12 @@ pub unsafe fn borrow_str<'a>(ptr: *const u8, len: usize) -> std::borrow::Cow<'a,
     String::from_utf8_lossy(bytes)
 }
 
+/// A named app function: JSON arguments in, JSON result (or an error message) out.
+pub type AppFn = fn(&str) -> Result<String, String>;
+
 /// Dispatches a call to one of `functions`; used by [`export_app!`].
 #[doc(hidden)]
-pub fn dispatch(
-    functions: &[(&str, fn(&str) -> Result<String, String>)],
-    name: &str,
-    args: &str,
-) -> (Status, Vec<u8>) {
+pub fn dispatch(functions: &[(&str, AppFn)], name: &str, args: &str) -> (Status, Vec<u8>) {
     match functions.iter().find(|(n, _)| *n == name) {
         Some((_, f)) => match f(args) {
             Ok(json) => (Status::Ok, json.into_bytes()),
@@ -267,7 +269,7 @@ macro_rules! export_app {
         const _: () = {
             use $crate::{AppTable, Buf, Status};
 
-            static __SBX_FUNCTIONS: &[(&str, fn(&str) -> ::std::result::Result<String, String>)] =
+            static __SBX_FUNCTIONS: &[(&str, $crate::AppFn)] =
                 &[$(($fname, $f)),*];
 
             unsafe extern "C" fn __sbx_call(
@@ -277,13 +279,14 @@ macro_rules! export_app {
                 args_len: usize,
                 out: *mut Buf,
             ) -> i32 {
-                $crate::guarded(out, || {
+                // SAFETY: the runner passes a valid output slot.
+                unsafe { $crate::guarded(out, || {
                     // SAFETY: the runner passes live byte ranges for the call's duration.
                     let name = unsafe { $crate::borrow_str(name, name_len) };
                     // SAFETY: as above.
                     let args = unsafe { $crate::borrow_str(args, args_len) };
                     $crate::dispatch(__SBX_FUNCTIONS, &name, &args)
-                })
+                }) }
             }
 
             unsafe extern "C" fn __sbx_free_buf(buf: Buf) {
@@ -296,7 +299,8 @@ macro_rules! export_app {
                 let mut f: Option<$crate::SaveStateFn> = None;
                 $(
                     unsafe extern "C" fn __sbx_save(out: *mut Buf) -> i32 {
-                        $crate::guarded(out, || (Status::Ok, $save()))
+                        // SAFETY: the runner passes a valid output slot.
+                        unsafe { $crate::guarded(out, || (Status::Ok, $save())) }
                     }
                     f = Some(__sbx_save);
                 )?
@@ -308,7 +312,8 @@ macro_rules! export_app {
                 let mut f: Option<$crate::RestoreStateFn> = None;
                 $(
                     unsafe extern "C" fn __sbx_restore(ptr: *const u8, len: usize, out: *mut Buf) -> i32 {
-                        $crate::guarded(out, || {
+                        // SAFETY: the runner passes a valid output slot.
+                        unsafe { $crate::guarded(out, || {
                             let bytes: &[u8] = if len == 0 {
                                 &[]
                             } else {
@@ -319,7 +324,7 @@ macro_rules! export_app {
                                 Ok(()) => (Status::Ok, Vec::new()),
                                 Err(message) => (Status::AppError, String::into_bytes(message)),
                             }
-                        })
+                        }) }
                     }
                     f = Some(__sbx_restore);
                 )?
@@ -382,7 +387,7 @@ mod tests {
 
     #[test]
     fn dispatch_finds_functions_and_reports_unknown_names() {
-        let fns: &[(&str, fn(&str) -> Result<String, String>)] = &[("ok", ok)];
+        let fns: &[(&str, AppFn)] = &[("ok", ok)];
         assert_eq!(dispatch(fns, "ok", "null"), (Status::Ok, b"1".to_vec()));
         assert_eq!(dispatch(fns, "nope", "null").0, Status::UnknownFunction);
     }
@@ -390,8 +395,9 @@ mod tests {
     #[test]
     fn guarded_turns_a_panic_into_a_status_with_its_message() {
         let mut out = Buf::EMPTY;
-        let fns: &[(&str, fn(&str) -> Result<String, String>)] = &[("boom", boom)];
-        let status = guarded(&mut out, || dispatch(fns, "boom", ""));
+        let fns: &[(&str, AppFn)] = &[("boom", boom)];
+        // SAFETY: `out` is a live local slot.
+        let status = unsafe { guarded(&mut out, || dispatch(fns, "boom", "")) };
         assert_eq!(Status::from_raw(status), Some(Status::Panicked));
         // SAFETY: `out` was filled by Buf::from_vec in this crate.
         let message = unsafe { out.into_vec() };

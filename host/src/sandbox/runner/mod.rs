@@ -36,6 +36,9 @@ pub const WORKER_ARG: &str = "__sandbox_worker";
 /// The control socket's fd in the runner.
 pub const CONTROL_FD: i32 = 3;
 
+/// A queued reload: request id, library, version, timeout.
+type ReloadJob = (u64, PathBuf, u32, Duration);
+
 /// Threads kept idle for calls; more are started when all are busy.
 const IDLE_CALL_THREADS: usize = 2;
 
@@ -75,7 +78,7 @@ impl Out {
 struct Runner {
     current: RwLock<Arc<LoadedApp>>,
     /// Reloads run one at a time on this long-lived thread (never behind calls).
-    reloads: Mutex<mpsc::Sender<(u64, PathBuf, u32, Duration)>>,
+    reloads: Mutex<mpsc::Sender<ReloadJob>>,
     /// Set when a load hung: glibc's loader lock is then held forever, so another `dlopen`
     /// (or a new thread) would block too.
     loader_stuck: std::sync::atomic::AtomicBool,
@@ -126,7 +129,7 @@ pub fn main() -> ! {
 fn init(
     reader: &mut BufReader<UnixStream>,
     out: &Out,
-) -> Option<(Runner, mpsc::Receiver<(u64, PathBuf, u32, Duration)>)> {
+) -> Option<(Runner, mpsc::Receiver<ReloadJob>)> {
     let frame: RequestFrame = protocol::read_frame(reader).ok()??;
     let Request::Init {
         lib,
@@ -198,7 +201,7 @@ fn init(
 }
 
 /// The reload thread: takes reload requests in order.
-fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<(u64, PathBuf, u32, Duration)>) {
+fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
     for (id, lib, version, timeout) in requests {
         match reload(&runner, &lib, version, timeout) {
             Ok(done) => runner.out.ok(id, &done),

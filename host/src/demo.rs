@@ -1,0 +1,451 @@
+//! `host demo` and `host anomaly`: the whole story, end to end, with honest guardrails.
+//!
+//! Build the demo app, create a sandbox, hot-reload a source change that makes `answer`
+//! return 42, call it, (anomaly) add N supervised worker processes, check the skill's snapshot
+//! is live, run the AI operator, then check its verdict against live telemetry. The sandbox is
+//! destroyed whatever happens, Ctrl-C included.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use operator::{HealthState, MockProvider, Operator, OperatorConfig, Outcome, Skill};
+use serde_json::{Value, json};
+
+use crate::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError, SandboxSpec};
+use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+
+/// Which flow to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plumbing: the sandbox is calm and the operator must say so.
+    Plumbing,
+    /// Anomaly: N extra workers are started and the operator must notice.
+    Anomaly,
+}
+
+/// Options shared by `demo` and `anomaly`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Sandbox id.
+    #[arg(long, default_value = "demo-1")]
+    pub sandbox_id: String,
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Model name (default: the provider's; also BEAMLENS_DEMO_MODEL).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Operator iteration cap (default 4 for demo, 5 for anomaly).
+    #[arg(long)]
+    pub max_iterations: Option<u32>,
+    /// Operator deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout: u64,
+    /// Print one JSON object instead of the step lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure of the demo: a step or guardrail (exit 1) or configuration (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Provider, key or flags are wrong; nothing was created.
+    #[error("{0}")]
+    Config(String),
+    /// A step failed.
+    #[error("{0}")]
+    Step(String),
+    /// The operator's verdict disagrees with live telemetry.
+    #[error("{0}")]
+    Guardrail(String),
+}
+
+impl From<SandboxError> for DemoError {
+    fn from(e: SandboxError) -> DemoError {
+        DemoError::Step(e.to_string())
+    }
+}
+
+/// The chosen provider and whether it was chosen by default.
+#[derive(Debug)]
+pub struct ProviderChoice {
+    /// The provider, ready to use.
+    pub provider: Option<Arc<dyn llm::Provider>>,
+    /// Its name.
+    pub name: String,
+    /// True when neither `--provider` nor `BEAMLENS_DEMO_PROVIDER` chose it.
+    pub by_default: bool,
+}
+
+/// `--provider`, else `BEAMLENS_DEMO_PROVIDER`, else `anthropic` when `ANTHROPIC_API_KEY` is
+/// set, else `mock`. The mock is built later, from the skill's rule (`provider` is `None`).
+pub async fn choose_provider(
+    flag: Option<&str>,
+    model: Option<&str>,
+) -> Result<ProviderChoice, DemoError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let (name, by_default) = match (flag.map(str::to_string), env("BEAMLENS_DEMO_PROVIDER")) {
+        (Some(name), _) | (None, Some(name)) => (name.trim().to_lowercase(), false),
+        (None, None) if env("ANTHROPIC_API_KEY").is_some() => ("anthropic".to_string(), true),
+        (None, None) => ("mock".to_string(), true),
+    };
+    if name == "mock" {
+        return Ok(ProviderChoice {
+            provider: None,
+            name,
+            by_default,
+        });
+    }
+    let config_error = |e: llm::ConfigError| DemoError::Config(e.to_string());
+    let kind = llm::ProviderKind::parse(&name).map_err(config_error)?;
+    let mut config = llm::ProviderConfig::from_env(kind).map_err(config_error)?;
+    if let Some(model) = model {
+        config.model = model.to_string();
+    }
+    if kind == llm::ProviderKind::Ollama {
+        let ollama = llm::OllamaProvider::new(config.clone()).map_err(config_error)?;
+        ollama
+            .probe()
+            .await
+            .map_err(|e| DemoError::Config(e.message))?;
+    }
+    let provider = llm::provider_from_config(kind, config).map_err(config_error)?;
+    Ok(ProviderChoice {
+        provider: Some(Arc::from(provider)),
+        name,
+        by_default,
+    })
+}
+
+/// Runs the flow and prints its lines (or one JSON object); returns the exit status.
+pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
+    let out = Printer { json: args.json };
+    let mut report =
+        json!({"mode": match mode { Mode::Plumbing => "demo", Mode::Anomaly => "anomaly" }});
+    let result = tokio::select! {
+        r = flow(mode, load, &args, &out, &mut report) => r,
+        _ = tokio::signal::ctrl_c() => Err(DemoError::Step("interrupted".into())),
+    };
+    // The flow destroys its sandbox on its own paths; on Ctrl-C it was dropped mid-way, so
+    // destroy here too (a no-op when it is already gone).
+    if let Some(manager) = MANAGER.get()
+        && manager.destroy(&args.sandbox_id).await.is_ok()
+    {
+        out.line("[demo] sandbox destroyed");
+    }
+    let code = match &result {
+        Ok(()) => 0,
+        Err(DemoError::Config(_)) => 2,
+        Err(_) => 1,
+    };
+    match &result {
+        Err(DemoError::Config(msg)) => {
+            out.line(&format!("[demo] operator config error: {msg}"));
+            report["error"] = json!(msg);
+        }
+        Err(e) => {
+            out.line(&format!("[demo] error: {e}"));
+            report["error"] = json!(e.to_string());
+        }
+        Ok(()) => {}
+    }
+    if args.json {
+        report["ok"] = json!(result.is_ok());
+        println!("{report}");
+    }
+    ExitCode::from(code)
+}
+
+static MANAGER: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
+
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn line(&self, text: &str) {
+        if !self.json {
+            println!("{text}");
+        }
+    }
+}
+
+async fn flow(
+    mode: Mode,
+    load: i64,
+    args: &DemoArgs,
+    out: &Printer,
+    report: &mut Value,
+) -> Result<(), DemoError> {
+    let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
+    if choice.by_default {
+        if choice.name == "mock" {
+            out.line("[demo] provider=mock (offline: set ANTHROPIC_API_KEY or BEAMLENS_DEMO_PROVIDER to use a model)");
+        } else {
+            out.line(&format!(
+                "[demo] provider={} (ANTHROPIC_API_KEY is set)",
+                choice.name
+            ));
+        }
+    }
+    let manager = Manager::new(ManagerConfig::new("/proc/self/exe"))?;
+    let manager = MANAGER.get_or_init(|| manager).clone();
+    let id = args.sandbox_id.as_str();
+    let mut timings = json!({});
+    let started = Instant::now();
+    let spinner = Spinner::start("building sandbox_app");
+    let created = manager
+        .create(
+            id,
+            SandboxSpec::new(AppSource::Crate(crate::example::demo_app_dir())),
+        )
+        .await;
+    spinner.stop();
+    let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;
+    timings["create_ms"] = json!(started.elapsed().as_millis() as u64);
+    out.line(&format!(
+        "[demo] sandbox created: {id} (pid {}, isolation {})",
+        info.pid,
+        isolation_label(&info.isolation)
+    ));
+
+    let result = steps(
+        mode,
+        load,
+        args,
+        out,
+        report,
+        &manager,
+        &choice,
+        &mut timings,
+    )
+    .await;
+    report["timings"] = timings;
+    match manager.destroy(id).await {
+        Ok(()) => out.line("[demo] sandbox destroyed"),
+        Err(e) => out.line(&format!("[demo] sandbox destroy error: {e}")),
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    mode: Mode,
+    load: i64,
+    args: &DemoArgs,
+    out: &Printer,
+    report: &mut Value,
+    manager: &Manager,
+    choice: &ProviderChoice,
+    timings: &mut Value,
+) -> Result<(), DemoError> {
+    let id = args.sandbox_id.as_str();
+    // Hot reload: a real source change, compiled, not a prebuilt switch.
+    let source = std::fs::read_to_string(crate::example::demo_app_dir().join("src/lib.rs"))
+        .map_err(|e| DemoError::Step(format!("read sandbox_app source: {e}")))?;
+    let changed = source.replace("pub const ANSWER: i64 = 41;", "pub const ANSWER: i64 = 42;");
+    if changed == source {
+        return Err(DemoError::Step(
+            "sandbox_app/src/lib.rs no longer says `pub const ANSWER: i64 = 41;`".into(),
+        ));
+    }
+    let spinner = Spinner::start("compiling the change");
+    let reloaded = manager
+        .reload(
+            id,
+            ReloadSource::Source {
+                lib_rs: changed,
+                crate_dir: None,
+            },
+        )
+        .await;
+    spinner.stop();
+    let r = reloaded.map_err(|e| DemoError::Step(format!("hot reload error: {e}")))?;
+    timings["compile_ms"] = json!(r.compile_ms);
+    timings["load_us"] = json!(r.load_us);
+    out.line(&format!(
+        "[demo] hot reload: ok (v{} -> v{}, built in {:.1} s, loaded in {:.1} ms)",
+        r.from_version,
+        r.to_version,
+        r.compile_ms.unwrap_or(0) as f64 / 1000.0,
+        r.load_us as f64 / 1000.0
+    ));
+
+    let started = Instant::now();
+    let answer = manager.run(id, "answer", Value::Null, None).await?;
+    timings["call_us"] = json!(started.elapsed().as_micros() as u64);
+    report["run_result"] = answer.clone();
+    out.line(&format!("[demo] run result: {answer}"));
+    if answer != json!(42) {
+        return Err(DemoError::Step(format!(
+            "run result {answer}, expected 42 after the hot reload"
+        )));
+    }
+
+    let mut context = json!({"reason": "sandbox health check"});
+    if mode == Mode::Anomaly {
+        if load > 0 {
+            manager.spawn_workers(id, load as u32).await?;
+            out.line(&format!(
+                "[demo] process load injected: {load} extra workers"
+            ));
+            context = json!({
+                "reason": "sandbox health check with intentional process spike. If processes > 10, take_snapshot, send_notification, set_state, then done.",
+                "anomaly": {"type": "process_load"},
+            });
+        } else {
+            out.line(&format!(
+                "[demo] process load skipped (process_load={load})"
+            ));
+        }
+    }
+
+    let skill: Arc<dyn Skill> = match mode {
+        Mode::Plumbing => Arc::new(SandboxSkill::new(manager.clone(), id)),
+        Mode::Anomaly => Arc::new(SandboxAnomalySkill::new(
+            manager.clone(),
+            id,
+            PROCESS_THRESHOLD,
+        )),
+    };
+    let snapshot = skill.snapshot().await;
+    if let Some(err) = snapshot.get("error") {
+        return Err(DemoError::Step(format!(
+            "skill_snapshot_failed: {}",
+            err.as_str().unwrap_or("unknown")
+        )));
+    }
+    if snapshot["sandbox_id"] != json!(id) || !snapshot["processes"].is_u64() {
+        return Err(DemoError::Step(format!(
+            "skill_snapshot_failed: snapshot is not live: {snapshot}"
+        )));
+    }
+
+    let provider: Arc<dyn llm::Provider> = match &choice.provider {
+        Some(p) => Arc::clone(p),
+        None => Arc::new(MockProvider::careful(skill.alert_rule())),
+    };
+    let config = OperatorConfig {
+        max_iterations: args
+            .max_iterations
+            .unwrap_or(if mode == Mode::Anomaly { 5 } else { 4 }),
+        deadline: Duration::from_millis(args.timeout),
+        ..OperatorConfig::default()
+    };
+    let started = Instant::now();
+    let outcome = Operator::new(skill, provider)
+        .with_config(config)
+        .run(context)
+        .await;
+    timings["operator_ms"] = json!(started.elapsed().as_millis() as u64);
+    report["operator"] = json!({
+        "state": outcome.state,
+        "summary": outcome.summary,
+        "notifications": outcome.notifications.len(),
+        "iterations": outcome.iterations,
+        "stop": outcome.stop,
+        "usage": outcome.usage,
+    });
+    if let Some(err) = &outcome.error {
+        out.line(&format!("[operator] error={err}"));
+        return Err(DemoError::Step(format!("operator failed: {err}")));
+    }
+    out.line(&format!(
+        "[operator] state={} summary={:?}",
+        outcome.state, outcome.summary
+    ));
+    out.line(&format!(
+        "[operator] notifications={}",
+        outcome.notifications.len()
+    ));
+
+    let live = manager.usage(id).await?;
+    let verdict = guardrail(mode, live.processes, PROCESS_THRESHOLD, &outcome);
+    report["guardrail"] = json!({
+        "ok": verdict.is_ok(),
+        "live_processes": live.processes,
+        "threshold": PROCESS_THRESHOLD,
+        "error": verdict.as_ref().err(),
+    });
+    verdict.map_err(DemoError::Guardrail)
+}
+
+/// Checks the operator's verdict against live telemetry, in the original's order.
+pub fn guardrail(
+    mode: Mode,
+    processes: u64,
+    threshold: u64,
+    outcome: &Outcome,
+) -> Result<(), String> {
+    let state = outcome.state;
+    let notified = outcome.notifications.len();
+    let detail = |name: &str| {
+        format!(
+            "{name}: live processes={processes}, threshold={threshold}, operator state={state}, notifications={notified}"
+        )
+    };
+    match mode {
+        Mode::Plumbing => {
+            if state != HealthState::Healthy {
+                return Err(detail("plumbing_state_mismatch"));
+            }
+            if notified > 0 {
+                return Err(detail("plumbing_unexpected_notification"));
+            }
+        }
+        Mode::Anomaly => {
+            let spiking = processes > threshold;
+            if spiking && state != HealthState::Warning {
+                return Err(detail("anomaly_state_mismatch"));
+            }
+            if spiking && notified == 0 {
+                return Err(detail("anomaly_notification_missing"));
+            }
+            if !spiking && state != HealthState::Healthy {
+                return Err(detail("anomaly_state_mismatch"));
+            }
+            if !spiking && notified > 0 {
+                return Err(detail("anomaly_unexpected_notification"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn isolation_label(isolation: &Value) -> String {
+    isolation
+        .get("level")
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// A progress spinner on stderr while cargo compiles; silent when stderr is not a terminal.
+struct Spinner {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start(what: &'static str) -> Spinner {
+        if !std::io::stderr().is_terminal() {
+            return Spinner { task: None };
+        }
+        let task = tokio::spawn(async move {
+            let frames = ['|', '/', '-', '\\'];
+            for i in 0usize.. {
+                eprint!("\r{} {what}...", frames[i % frames.len()]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Spinner { task: Some(task) }
+    }
+
+    fn stop(self) {
+        if let Some(task) = self.task {
+            task.abort();
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Skills that let an operator watch sandboxes. Each reads the host's own measurements
+//! (`Manager::usage`, `Manager::info`), never the app's word. Which sandbox(es) a skill
+//! watches is given when it is built, so several operators can watch different sandboxes.
+
+mod anomaly;
+mod multi;
+mod sandbox;
+
+pub use anomaly::SandboxAnomalySkill;
+pub use multi::MultiSandboxSkill;
+pub use sandbox::SandboxSkill;
+
+use operator::{AlertRule, Severity};
+
+/// Process count above which a sandbox counts as spiking (the original demo's threshold).
+pub const PROCESS_THRESHOLD: u64 = 10;
+
+/// The rule shared by the sandbox skills: more than `threshold` processes is a spike.
+pub fn process_rule(threshold: u64) -> AlertRule {
+    AlertRule {
+        metric: "processes".into(),
+        above: threshold as f64,
+        notification_type: "process_spike".into(),
+        summary: "process count elevated".into(),
+        severity: Severity::Warning,
+    }
+}

@@ -1,0 +1,138 @@
+//! Small helpers shared by the provider modules.
+
+use serde_json::{Map, Value, json};
+
+use crate::types::ChatRequest;
+
+/// Output token cap used when a request asks for 0.
+pub(crate) const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+/// The request's model, or the provider's when the request leaves it empty.
+pub(crate) fn model_for<'a>(request: &'a ChatRequest, default: &'a str) -> &'a str {
+    let model = request.model.trim();
+    if model.is_empty() { default } else { model }
+}
+
+/// The request's token cap, or [`DEFAULT_MAX_TOKENS`] for 0.
+pub(crate) fn max_tokens(request: &ChatRequest) -> u32 {
+    if request.max_tokens == 0 {
+        DEFAULT_MAX_TOKENS
+    } else {
+        request.max_tokens
+    }
+}
+
+/// Whether a tool's schema declares no arguments (null, not an object, or an object whose
+/// `properties` is missing or empty).
+pub(crate) fn takes_no_arguments(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => match map.get("properties") {
+            Some(Value::Object(props)) => props.is_empty(),
+            Some(_) => true,
+            None => true,
+        },
+        _ => true,
+    }
+}
+
+/// A schema that is always a JSON object with `"type": "object"` (what Anthropic, OpenAI and
+/// Ollama want even for tools without arguments).
+pub(crate) fn object_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut map = map.clone();
+            map.entry("type").or_insert_with(|| json!("object"));
+            if map.get("type") == Some(&json!("object")) {
+                map.entry("properties").or_insert_with(|| json!({}));
+            }
+            Value::Object(map)
+        }
+        _ => json!({"type": "object", "properties": {}}),
+    }
+}
+
+/// Arguments as an object (a non-object becomes `{}`), for vendors that require one.
+pub(crate) fn arguments_object(arguments: &Value) -> Value {
+    match arguments {
+        Value::Object(_) => arguments.clone(),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => Value::Object(Map::new()),
+        },
+        _ => Value::Object(Map::new()),
+    }
+}
+
+/// Arguments received as a JSON string: parsed, `{}` when empty, kept as a string when
+/// not valid JSON (so the operator can report the bad arguments back to the model).
+pub(crate) fn parse_arguments_string(text: &str) -> Value {
+    if text.trim().is_empty() {
+        return Value::Object(Map::new());
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// Text that is `None` when empty or blank.
+pub(crate) fn non_empty(text: String) -> Option<String> {
+    if text.trim().is_empty() {
+        None
+    } else {
+        Some(text)
+    }
+}
+
+/// Removes `<think>...</think>` reasoning that local reasoning models (Qwen3, DeepSeek-R1)
+/// put in their answer text; an unclosed block runs to the end.
+pub(crate) fn strip_think(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<think>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</think>") {
+            Some(end) => rest = &rest[start + end + "</think>".len()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_blocks_are_removed() {
+        assert_eq!(strip_think("<think>hmm</think>\nAnswer"), "Answer");
+        assert_eq!(strip_think("a<think>x</think>b<think>y"), "ab");
+        assert_eq!(strip_think("plain"), "plain");
+    }
+
+    #[test]
+    fn schemas_without_arguments() {
+        assert!(takes_no_arguments(
+            &json!({"type": "object", "properties": {}})
+        ));
+        assert!(takes_no_arguments(&json!({"type": "object"})));
+        assert!(takes_no_arguments(&Value::Null));
+        assert!(!takes_no_arguments(
+            &json!({"type": "object", "properties": {"a": {"type": "string"}}})
+        ));
+        assert_eq!(
+            object_schema(&Value::Null),
+            json!({"type": "object", "properties": {}})
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_arguments_string(""), json!({}));
+        assert_eq!(parse_arguments_string("{\"a\":1}"), json!({"a": 1}));
+        assert_eq!(parse_arguments_string("{bad"), json!("{bad"));
+        assert_eq!(arguments_object(&json!("{\"a\":1}")), json!({"a": 1}));
+        assert_eq!(arguments_object(&json!([1])), json!({}));
+    }
+}

@@ -1,0 +1,349 @@
+//! The agent loop: send the prompt and tools to a provider, run the tool calls it returns,
+//! feed the results back, and stop at `done`, the iteration cap, the deadline, a
+//! cancellation or a provider error.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llm::{ChatRequest, Message, Provider, TokenUsage, ToolResult, ToolSpec};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::outcome::{Outcome, RunError, Stop, summarize};
+use crate::skill::Skill;
+use crate::tools::{self, BUILTIN_TOOLS, RunState};
+
+/// Bounds of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorConfig {
+    /// Most model requests per run (one iteration = one request). Default 4.
+    pub max_iterations: u32,
+    /// Per-attempt timeout handed to the provider in [`ChatRequest::timeout`] (clipped to
+    /// the time left before the deadline). The whole call, retries included, is bounded by
+    /// `deadline`. Default 30 s.
+    pub request_timeout: Duration,
+    /// Wall-clock bound on the whole run, from the start of [`Operator::run`]. Default 60 s.
+    pub deadline: Duration,
+    /// Output token cap per request. Default 1024.
+    pub max_tokens: u32,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            max_iterations: 4,
+            request_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(60),
+            max_tokens: 1024,
+        }
+    }
+}
+
+/// Text sent when the model replies without calling a tool.
+pub const NUDGE: &str = "You replied without calling a tool. Use the tools: take_snapshot, \
+     send_notification, set_state, and call done when you are finished.";
+
+/// Runs a [`Skill`] against a [`Provider`].
+#[derive(Clone)]
+pub struct Operator {
+    /// What is watched.
+    skill: Arc<dyn Skill>,
+    /// Who decides.
+    provider: Arc<dyn Provider>,
+    /// Bounds of each run.
+    config: OperatorConfig,
+}
+
+impl fmt::Debug for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Operator")
+            .field("skill", &self.skill.title())
+            .field("provider", &self.provider)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// How a step ended when it did not simply complete.
+enum Interrupt {
+    /// The caller cancelled.
+    Cancelled,
+    /// The deadline passed.
+    Deadline,
+}
+
+impl Operator {
+    /// An operator with the default [`OperatorConfig`].
+    pub fn new(skill: Arc<dyn Skill>, provider: Arc<dyn Provider>) -> Self {
+        Operator {
+            skill,
+            provider,
+            config: OperatorConfig::default(),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: OperatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OperatorConfig {
+        &self.config
+    }
+
+    /// The skill's callbacks that are offered as tools (those not clashing with a
+    /// built-in tool).
+    fn callback_specs(&self) -> Vec<crate::skill::CallbackSpec> {
+        self.skill
+            .callbacks()
+            .into_iter()
+            .filter(|c| {
+                let clash = BUILTIN_TOOLS.contains(&c.name.as_str());
+                if clash {
+                    tracing::warn!(
+                        target: "operator",
+                        event = "callback_skipped",
+                        callback = %c.name,
+                        "callback name clashes with a built-in tool; not offered"
+                    );
+                }
+                !clash
+            })
+            .collect()
+    }
+
+    /// The tools offered to the model: the built-ins, then the skill's callbacks.
+    pub fn tool_specs(&self) -> Vec<ToolSpec> {
+        let mut specs = tools::builtin_tool_specs();
+        specs.extend(self.callback_specs().into_iter().map(|c| ToolSpec {
+            name: c.name,
+            description: c.doc,
+            parameters: c.parameters,
+        }));
+        specs
+    }
+
+    /// The system prompt: the skill's prompt, then the state model and the tool rules.
+    pub fn system_prompt(&self) -> String {
+        format!(
+            "You are an operator watching \"{title}\" ({description}).\n\n\
+             {skill_prompt}\n\n\
+             ## State model\n\
+             Your verdict is one of: healthy, observing, warning, critical. It starts as \
+             healthy; each turn you are told \"Current state: <state>\". Change it with \
+             set_state.\n\n\
+             ## Rules\n\
+             - Act only through tool calls; you may make several calls in one reply, they run \
+             in order.\n\
+             - take_snapshot returns {{id, captured_at, data}}; the data is the source of truth.\n\
+             - send_notification needs snapshot_ids: ids from take_snapshot, or [\"latest\"] \
+             for the most recent snapshot.\n\
+             - Workflow: 1) take_snapshot 2) investigate if needed 3) send_notification for \
+             an anomaly 4) set_state 5) done.\n\
+             - You have at most {max} turns. Call done as soon as your verdict is set.",
+            title = self.skill.title(),
+            description = self.skill.description(),
+            skill_prompt = self.skill.system_prompt().trim(),
+            max = self.config.max_iterations,
+        )
+    }
+
+    /// Runs to completion without outside cancellation. See [`Operator::run_with_cancel`].
+    pub async fn run(&self, context: Value) -> Outcome {
+        self.run_with_cancel(context, CancellationToken::new())
+            .await
+    }
+
+    /// Runs the loop. `context` (e.g. `{"reason": "sandbox health check"}`) is sent in the
+    /// first user message as `{"context": ...}`; each turn the model is told
+    /// `Current state: <state>`. Cancelling `cancel` ends the run at once with
+    /// `stop: cancelled`. Never panics on model output; everything gathered is kept.
+    pub async fn run_with_cancel(&self, context: Value, cancel: CancellationToken) -> Outcome {
+        let deadline = Instant::now() + self.config.deadline;
+        let system = self.system_prompt();
+        let tool_specs = self.tool_specs();
+        let callbacks: Vec<String> = self.callback_specs().into_iter().map(|c| c.name).collect();
+        let mut run = RunState::default();
+        let mut transcript: Vec<Message> = Vec::new();
+        let mut usage = TokenUsage::default();
+        let mut iterations: u32 = 0;
+        let mut error: Option<RunError> = None;
+
+        tracing::info!(
+            target: "operator",
+            event = "started",
+            skill = %self.skill.title(),
+            provider = %self.provider.name(),
+            model = %self.provider.model(),
+            max_iterations = self.config.max_iterations,
+            deadline_ms = self.config.deadline.as_millis() as u64,
+            "operator started"
+        );
+
+        let has_context = match &context {
+            Value::Null => false,
+            Value::Object(m) => !m.is_empty(),
+            _ => true,
+        };
+        let first = if has_context {
+            format!(
+                "{}\n\nCurrent state: {}",
+                json!({ "context": context }),
+                run.state
+            )
+        } else {
+            format!("Current state: {}", run.state)
+        };
+        transcript.push(Message::User { text: first });
+
+        let stop = loop {
+            if cancel.is_cancelled() {
+                break Stop::Cancelled;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Stop::Deadline;
+            }
+            if iterations >= self.config.max_iterations {
+                break Stop::IterationCap;
+            }
+
+            // Tell the model the state, after tool results or after a reply without calls.
+            match transcript.last() {
+                Some(Message::Tool { .. }) => transcript.push(Message::User {
+                    text: format!("Current state: {}", run.state),
+                }),
+                Some(Message::Assistant { .. }) => transcript.push(Message::User {
+                    text: format!("{NUDGE}\n\nCurrent state: {}", run.state),
+                }),
+                _ => {}
+            }
+
+            iterations += 1;
+            tracing::info!(
+                target: "operator",
+                event = "iteration",
+                iteration = iterations,
+                state = %run.state,
+                "iteration start"
+            );
+
+            let request = ChatRequest {
+                model: self.provider.model().to_string(),
+                system: system.clone(),
+                messages: transcript.clone(),
+                tools: tool_specs.clone(),
+                max_tokens: self.config.max_tokens,
+                timeout: self
+                    .config
+                    .request_timeout
+                    .min(deadline.saturating_duration_since(now)),
+            };
+            let reply = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+                _ = tokio::time::sleep_until(deadline) => Err(Interrupt::Deadline),
+                r = self.provider.chat(&request) => Ok(r),
+            };
+            let response = match reply {
+                Err(Interrupt::Cancelled) => break Stop::Cancelled,
+                Err(Interrupt::Deadline) => break Stop::Deadline,
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        target: "operator",
+                        event = "llm_error",
+                        iteration = iterations,
+                        error = %e,
+                        "provider failed"
+                    );
+                    error = Some(RunError::from(&e));
+                    break Stop::LlmError;
+                }
+                Ok(Ok(r)) => r,
+            };
+            usage += response.usage;
+            let calls = response.tool_calls;
+            transcript.push(Message::Assistant {
+                text: response.text,
+                tool_calls: calls.clone(),
+            });
+            if calls.is_empty() {
+                tracing::info!(
+                    target: "operator",
+                    event = "no_tool_calls",
+                    iteration = iterations,
+                    "reply without tool calls; nudging"
+                );
+                continue;
+            }
+
+            let mut results: Vec<ToolResult> = Vec::with_capacity(calls.len());
+            let mut interrupted = None;
+            for call in &calls {
+                let step = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+                    _ = tokio::time::sleep_until(deadline) => Err(Interrupt::Deadline),
+                    r = tools::execute(call, self.skill.as_ref(), &callbacks, &mut run, deadline) => Ok(r),
+                };
+                match step {
+                    Ok(result) => {
+                        if result.is_error {
+                            tracing::warn!(
+                                target: "operator",
+                                event = "tool_error",
+                                tool = %call.name,
+                                result = %result.content,
+                                "tool call failed"
+                            );
+                        } else {
+                            tracing::debug!(target: "operator", event = "tool", tool = %call.name);
+                        }
+                        results.push(result);
+                    }
+                    Err(i) => {
+                        interrupted = Some(i);
+                        break;
+                    }
+                }
+            }
+            transcript.push(Message::Tool { results });
+            match interrupted {
+                Some(Interrupt::Cancelled) => break Stop::Cancelled,
+                Some(Interrupt::Deadline) => break Stop::Deadline,
+                None => {}
+            }
+            if run.done {
+                break Stop::Done;
+            }
+        };
+
+        let summary = summarize(&run.notifications);
+        tracing::info!(
+            target: "operator",
+            event = "done",
+            stop = %stop,
+            state = %run.state,
+            iterations,
+            notifications = run.notifications.len(),
+            snapshots = run.snapshots.len(),
+            summary = %summary,
+            "operator finished"
+        );
+        Outcome {
+            state: run.state,
+            summary,
+            notifications: run.notifications,
+            snapshots: run.snapshots,
+            iterations,
+            usage,
+            transcript,
+            stop,
+            error,
+        }
+    }
+}
