@@ -14,10 +14,18 @@ use serde_json::{Value, json};
 /// Runs the binary with a private runtime dir and no provider variables from the outside.
 fn host(args: &[&str], env: &[(&str, &str)], runtime_dir: &Path) -> Output {
     let mut cmd = Command::new(HOST);
-    cmd.args(args)
-        .env("XDG_RUNTIME_DIR", runtime_dir)
-        .env("SANDBOX_APPS_TARGET_DIR", common::root().join("target").join("apps"));
-    for key in ["ANTHROPIC_API_KEY", "BEAMLENS_DEMO_PROVIDER", "BEAMLENS_DEMO_MODEL", "OPENAI_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY"] {
+    cmd.args(args).env("XDG_RUNTIME_DIR", runtime_dir).env(
+        "SANDBOX_APPS_TARGET_DIR",
+        common::root().join("target").join("apps"),
+    );
+    for key in [
+        "ANTHROPIC_API_KEY",
+        "BEAMLENS_DEMO_PROVIDER",
+        "BEAMLENS_DEMO_MODEL",
+        "OPENAI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GEMINI_API_KEY",
+    ] {
         cmd.env_remove(key);
     }
     for (k, v) in env {
@@ -39,39 +47,77 @@ fn assert_clean(runtime_dir: &Path) {
     }
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
-            assert!(!cwd.starts_with(runtime_dir), "process {:?} still runs in {cwd:?}", entry.file_name());
+            assert!(
+                !cwd.starts_with(runtime_dir),
+                "process {:?} still runs in {cwd:?}",
+                entry.file_name()
+            );
         }
     }
 }
 
 #[test]
 fn demo_with_the_default_mock_prints_the_story_and_passes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     let out = host(&["demo"], &[], dir.path());
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "[demo] provider=mock (offline: set ANTHROPIC_API_KEY or BEAMLENS_DEMO_PROVIDER to use a model)");
-    assert!(lines[1].starts_with("[demo] sandbox created: demo-1 (pid "), "{text}");
-    assert!(lines[2].starts_with("[demo] hot reload: ok (v1 -> v2, built in "), "{text}");
-    assert_eq!(&lines[3..], ["[demo] run result: 42", "[operator] state=healthy summary=\"sandbox stable\"", "[operator] notifications=0", "[demo] sandbox destroyed"]);
+    assert_eq!(
+        lines[0],
+        "[demo] provider=mock (offline: set ANTHROPIC_API_KEY or BEAMLENS_DEMO_PROVIDER to use a model)"
+    );
+    assert!(
+        lines[1].starts_with("[demo] sandbox created: demo-1 (pid "),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("[demo] hot reload: ok (v1 -> v2, built in "),
+        "{text}"
+    );
+    assert_eq!(
+        &lines[3..],
+        [
+            "[demo] run result: 42",
+            "[operator] state=healthy summary=\"sandbox stable\"",
+            "[operator] notifications=0",
+            "[demo] sandbox destroyed"
+        ]
+    );
     assert_clean(dir.path());
 }
 
 #[test]
 fn anomaly_with_25_workers_is_noticed_by_the_mock_and_passes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     let out = host(&["anomaly", "--load", "25"], &[], dir.path());
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tail: Vec<&str> = text.lines().skip(3).collect();
-    assert_eq!(tail, ["[demo] run result: 42", "[demo] process load injected: 25 extra workers", "[operator] state=warning summary=\"process count elevated\"", "[operator] notifications=1", "[demo] sandbox destroyed"]);
+    assert_eq!(
+        tail,
+        [
+            "[demo] run result: 42",
+            "[demo] process load injected: 25 extra workers",
+            "[operator] state=warning summary=\"process count elevated\"",
+            "[operator] notifications=1",
+            "[demo] sandbox destroyed"
+        ]
+    );
     assert_clean(dir.path());
 }
 
 #[test]
 fn anomaly_without_load_is_healthy_and_passes_with_json_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     let out = host(&["anomaly", "--load", "0", "--json"], &[], dir.path());
     assert!(out.status.success(), "{}", stdout(&out));
     let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
@@ -85,16 +131,25 @@ fn anomaly_without_load_is_healthy_and_passes_with_json_output() {
 
 #[test]
 fn a_missing_key_exits_2_before_any_sandbox_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = host(&["anomaly"], &[("BEAMLENS_DEMO_PROVIDER", "anthropic")], dir.path());
+    let dir = common::scratch();
+    let out = host(
+        &["anomaly"],
+        &[("BEAMLENS_DEMO_PROVIDER", "anthropic")],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let text = stdout(&out);
     assert!(text.contains("ANTHROPIC_API_KEY not set. Set it or choose BEAMLENS_DEMO_PROVIDER=google-ai (gemini-ai), ollama, or mock"), "{text}");
     assert!(!text.contains("sandbox created"), "{text}");
-    assert!(!dir.path().join("sandbox-host").exists(), "a sandbox directory was made");
+    assert!(
+        !dir.path().join("sandbox-host").exists(),
+        "a sandbox directory was made"
+    );
     let out = host(&["demo", "--provider", "bard"], &[], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(stdout(&out).contains("Unknown provider: bard. Use anthropic, openai, google-ai, gemini-ai, ollama, or mock"));
+    assert!(stdout(&out).contains(
+        "Unknown provider: bard. Use anthropic, openai, google-ai, gemini-ai, ollama, or mock"
+    ));
 }
 
 /// A fake Anthropic Messages API that answers every request with the same tool calls.
@@ -128,7 +183,11 @@ impl FakeAnthropic {
                     .map(|(i, c)| json!({"type": "tool_use", "id": format!("toolu_{n}_{i}"), "name": c["name"], "input": c["input"]}))
                     .collect();
                 let reply = json!({"id": format!("msg_{n}"), "type": "message", "role": "assistant", "model": "fake", "content": content, "stop_reason": "tool_use", "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5}}).to_string();
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}", reply.len());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
             }
         });
         FakeAnthropic { url }
@@ -138,7 +197,11 @@ impl FakeAnthropic {
 fn anomaly_against(fake: &FakeAnthropic, dir: &Path) -> Output {
     host(
         &["anomaly", "--load", "25"],
-        &[("BEAMLENS_DEMO_PROVIDER", "anthropic"), ("ANTHROPIC_API_KEY", "test-key"), ("ANTHROPIC_BASE_URL", &fake.url)],
+        &[
+            ("BEAMLENS_DEMO_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "test-key"),
+            ("ANTHROPIC_BASE_URL", &fake.url),
+        ],
         dir,
     )
 }
@@ -149,7 +212,7 @@ fn a_model_that_always_claims_healthy_fails_the_guardrail() {
         {"name": "set_state", "input": {"state": "healthy", "reason": "looks fine"}},
         {"name": "done", "input": {}},
     ]));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     let out = anomaly_against(&fake, dir.path());
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -166,10 +229,13 @@ fn a_model_that_never_notifies_fails_the_guardrail() {
         {"name": "set_state", "input": {"state": "warning", "reason": "many processes"}},
         {"name": "done", "input": {}},
     ]));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::scratch();
     let out = anomaly_against(&fake, dir.path());
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("[demo] error: anomaly_notification_missing: live processes=27"), "{text}");
+    assert!(
+        text.contains("[demo] error: anomaly_notification_missing: live processes=27"),
+        "{text}"
+    );
     assert_clean(dir.path());
 }

@@ -163,7 +163,7 @@ async fn a_library_whose_load_hangs_times_out_and_the_old_version_serves() {
     let (mut m, _state) = manager();
     let _ = &mut m;
     let (m, _state2) = {
-        let state = tempfile::tempdir().unwrap();
+        let state = scratch();
         let mut config = host::sandbox::ManagerConfig::new(HOST);
         config.state_dir = state.path().join("sandboxes");
         config.compiler = compiler();

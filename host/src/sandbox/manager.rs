@@ -24,7 +24,13 @@ use crate::sandbox::connection::{ConnError, Connection};
 use crate::sandbox::error::SandboxError;
 use crate::sandbox::procfs;
 use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
-use crate::sandbox::spawn::{self, Rlimit, SpawnRequest, Spawner};
+use isolation::landlock::SandboxPaths;
+use isolation::namespaces::{self, ChildOptions, ChildSetup};
+use isolation::{
+    Cgroup, LandlockPlan, Mechanism, Report, ReportEntry, Rlimits, RunnerRestrictions, is_root,
+};
+
+use crate::sandbox::spawn::{self, SpawnRequest, Spawner};
 use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
 
 /// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
@@ -53,12 +59,9 @@ impl ManagerConfig {
     /// Defaults for a runner binary: state under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`
     /// (or the temp directory), apps built into the shared target directory.
     pub fn new(runner_exe: impl Into<PathBuf>) -> ManagerConfig {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
         ManagerConfig {
             runner_exe: runner_exe.into(),
-            state_dir: base.join("sandbox-host").join("sandboxes"),
+            state_dir: default_state_dir(),
             compiler: Compiler {
                 target_dir: Compiler::default_target_dir(),
                 profile: Default::default(),
@@ -68,6 +71,21 @@ impl ManagerConfig {
             start_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Where sandboxes live by default: `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`, else
+/// `/run/sandbox-host/sandboxes` for root, else `/var/tmp/sandbox-host-UID/sandboxes`. Never
+/// under `/tmp`: a sandbox's private `/tmp` would hide its own directory.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sandbox-host").join("sandboxes");
+    }
+    if is_root() {
+        return PathBuf::from("/run/sandbox-host/sandboxes");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/var/tmp/sandbox-host-{uid}/sandboxes"))
 }
 
 /// Lifecycle status of a sandbox.
@@ -150,8 +168,12 @@ pub struct Usage {
     pub processes: u64,
     /// Threads over all those processes.
     pub threads: u64,
-    /// Resident memory in bytes.
+    /// Memory in bytes: the cgroup's figure when there is one, else summed resident sets.
     pub memory_bytes: u64,
+    /// Peak memory of the cgroup, when the kernel reports it.
+    pub memory_peak_bytes: Option<u64>,
+    /// Processes the kernel's OOM killer killed in this sandbox (cgroup only).
+    pub oom_kills: Option<u64>,
     /// CPU time in milliseconds, including reaped children.
     pub cpu_time_ms: u64,
     /// CPU use since the previous sample, in percent of one core.
@@ -227,10 +249,21 @@ struct Sandbox {
     crashes: Mutex<VecDeque<Instant>>,
     destroying: AtomicBool,
     cpu_prev: Mutex<Option<(Instant, u64)>>,
+    /// Serialises reloads and rollbacks: each picks the next version number and compares
+    /// against the current one, which two concurrent swaps would otherwise both read.
+    swap_lock: tokio::sync::Mutex<()>,
     isolation: Mutex<serde_json::Value>,
+    /// The sandbox's cgroup, shared by every runner it has had.
+    cgroup: Mutex<Option<Arc<Cgroup>>>,
+    /// How the cgroup was (or was not) made, for the isolation report.
+    cgroup_entry: Mutex<Option<ReportEntry>>,
 }
 
 impl Sandbox {
+    fn cgroup(&self) -> Option<Arc<Cgroup>> {
+        self.cgroup.lock().unwrap().clone()
+    }
+
     fn app_dir(&self) -> PathBuf {
         self.dir.join("app")
     }
@@ -340,7 +373,10 @@ impl Manager {
             crashes: Mutex::new(VecDeque::new()),
             destroying: AtomicBool::new(false),
             cpu_prev: Mutex::new(None),
+            swap_lock: tokio::sync::Mutex::new(()),
             isolation: Mutex::new(serde_json::Value::Null),
+            cgroup: Mutex::new(None),
+            cgroup_entry: Mutex::new(None),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -372,6 +408,27 @@ impl Manager {
         };
         let record = install_version(sb, &built, 1)?;
         sb.versions.lock().unwrap().push(record.clone());
+        if sb.spec.isolation.isolates() {
+            let name = sb
+                .dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(&sb.id)
+                .replace('.', "-");
+            let entry =
+                match Cgroup::create(&name, &sb.spec.limits, sb.spec.cgroup_parent.as_deref()) {
+                    Ok(cg) => {
+                        let entry = cg.report_entry();
+                        *sb.cgroup.lock().unwrap() = Some(Arc::new(cg));
+                        entry
+                    }
+                    Err(e) => ReportEntry::missing(Mechanism::Cgroup, e.to_string()),
+                };
+            entry
+                .check(sb.spec.isolation)
+                .map_err(|e| SandboxError::Isolation(e.to_string()))?;
+            *sb.cgroup_entry.lock().unwrap() = Some(entry);
+        }
         sb.current.store(1, Ordering::Release);
         self.start_runner(sb, &record).await?;
         sb.set_status(Status::Running, None);
@@ -394,16 +451,12 @@ impl Manager {
         sb: &Arc<Sandbox>,
         record: &VersionRecord,
     ) -> Result<(), SandboxError> {
-        let request = SpawnRequest {
-            runner_exe: self.inner.config.runner_exe.clone(),
-            work_dir: sb.dir.join("work"),
-            log_path: sb.dir.join("runner.log"),
-            rlimits: rlimits(&sb.spec.limits),
-        };
+        let (request, restrictions, mut report) = self.prepare_spawn(sb)?;
         let spawned = tokio::task::spawn_blocking(move || Spawner::global().spawn(request))
             .await
             .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
         let pid = spawned.pid;
+        let spawned_errors = spawned.errors;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (closed_tx, closed_rx) = oneshot::channel();
@@ -413,9 +466,11 @@ impl Manager {
         let init = Request::Init {
             lib: record.path.clone(),
             version: record.version,
-            restrictions: serde_json::Value::Null,
+            restrictions: serde_json::to_value(&restrictions)
+                .map_err(|e| SandboxError::Protocol(e.to_string()))?,
         };
         let result = conn.request(init, self.inner.config.start_timeout).await;
+        let mut errors = spawned_errors;
         tokio::spawn(watch_runner(
             Arc::downgrade(sb),
             self.clone(),
@@ -435,6 +490,9 @@ impl Manager {
             }
             Err(e) => {
                 kill_tree(pid);
+                if let Some(err) = spawn::child_error(&mut errors) {
+                    return Err(SandboxError::Isolation(err.to_string()));
+                }
                 let mut exit = exit_rx.clone();
                 let how =
                     tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
@@ -448,7 +506,14 @@ impl Manager {
                 }));
             }
         };
-        *sb.isolation.lock().unwrap() = ready.restrictions.clone();
+        let applied: Vec<ReportEntry> =
+            serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
+        let level = sb.spec.isolation;
+        if let Err(e) = report.record_all(level, applied) {
+            kill_tree(pid);
+            return Err(SandboxError::Isolation(e.to_string()));
+        }
+        *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
         let live = Live {
             pid,
             conn,
@@ -457,6 +522,76 @@ impl Manager {
         };
         *sb.live.write().await = Some(Arc::new(live));
         Ok(())
+    }
+
+    /// Plans the isolation of one runner (namespaces, mounts, rlimits, self-restrictions) and
+    /// starts the isolation report with what the host side will apply.
+    fn prepare_spawn(
+        &self,
+        sb: &Sandbox,
+    ) -> Result<(SpawnRequest, RunnerRestrictions, Report), SandboxError> {
+        let iso = |e: isolation::IsolationError| SandboxError::Isolation(e.to_string());
+        let level = sb.spec.isolation;
+        let runner_exe = self
+            .inner
+            .config
+            .runner_exe
+            .canonicalize()
+            .unwrap_or_else(|_| self.inner.config.runner_exe.clone());
+        let app_dir = sb.app_dir();
+        let work_dir = sb.dir.join("work");
+        let mut report = Report::new();
+        if let Some(entry) = sb.cgroup_entry.lock().unwrap().clone() {
+            report.record(level, entry).map_err(iso)?;
+        } else if !level.isolates() {
+            report
+                .record(
+                    level,
+                    ReportEntry::missing(Mechanism::Cgroup, "isolation level none"),
+                )
+                .map_err(iso)?;
+        }
+        let root = is_root();
+        let plan = namespaces::plan(level, sb.spec.network, root).map_err(iso)?;
+        let setup = ChildSetup::new(
+            &plan,
+            &ChildOptions {
+                app_dir: level.isolates().then(|| app_dir.clone()),
+                private_tmp: true,
+                tmp_size: Some(64 << 20),
+                workdir: Some(work_dir.clone()),
+                keep_visible: vec![work_dir.clone(), runner_exe.clone()],
+                no_new_privs: true,
+                drop_capabilities: level.isolates(),
+            },
+        )
+        .map_err(iso)?;
+        report
+            .record_all(level, setup.report_entries().iter().cloned())
+            .map_err(iso)?;
+        let rlimits = Rlimits::from_limits(&sb.spec.limits, root);
+        report.record(level, rlimits.report_entry()).map_err(iso)?;
+        let restrictions = RunnerRestrictions::for_level(
+            level,
+            LandlockPlan::for_sandbox(&SandboxPaths {
+                runner_exe: runner_exe.clone(),
+                app_dir: Some(app_dir),
+                private_dir: work_dir.clone(),
+                own_proc: setup.has_own_proc(),
+                private_tmp: setup.has_private_tmp(),
+                network: sb.spec.network,
+            }),
+        )
+        .map_err(iso)?;
+        let request = SpawnRequest {
+            runner_exe,
+            work_dir,
+            log_path: sb.dir.join("runner.log"),
+            cgroup: sb.cgroup(),
+            setup,
+            rlimits,
+        };
+        Ok((request, restrictions, report))
     }
 
     /// Lists sandboxes, sorted by id.
@@ -578,6 +713,7 @@ impl Manager {
                 (built.lib, Some(built.compile_ms))
             }
         };
+        let _swap = sb.swap_lock.lock().await;
         let live = sb.live().await?;
         let current = sb.current_record();
         let from = current.as_ref().map_or(0, |r| r.version);
@@ -653,6 +789,7 @@ impl Manager {
     /// Returns to an earlier version from the sandbox's history.
     pub async fn rollback(&self, id: &str, version: u32) -> Result<ReloadReport, SandboxError> {
         let sb = self.get(id)?;
+        let _swap = sb.swap_lock.lock().await;
         let record = sb
             .versions
             .lock()
@@ -692,19 +829,14 @@ impl Manager {
         let live = sb.live().await?;
         let pid = live.pid;
         let app_dir = sb.app_dir();
-        let (procs, fds, copies) = tokio::task::spawn_blocking(move || {
-            let procs = procfs::tree(pid);
-            let fds: u64 = procs.iter().map(|p| procfs::open_fds(p.pid)).sum();
-            (procs, fds, procfs::mapped_copies(pid, &app_dir))
-        })
-        .await
-        .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
-        if procs.is_empty() {
+        let cgroup = sb.cgroup();
+        let sample = tokio::task::spawn_blocking(move || sample(pid, cgroup.as_deref(), &app_dir))
+            .await
+            .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
+        let Some(sample) = sample else {
             return Err(death_of(&sb.id, &live).await);
-        }
-        let tick_ms = 1000 / procfs::ticks_per_second().max(1);
-        let cpu_time_ms =
-            (procs.iter().map(|p| p.cpu_ticks).sum::<u64>() + procs[0].child_cpu_ticks) * tick_ms;
+        };
+        let cpu_time_ms = sample.cpu_time_ms;
         let now = Instant::now();
         let cpu_percent = {
             let mut prev = sb.cpu_prev.lock().unwrap();
@@ -720,18 +852,20 @@ impl Manager {
         Ok(Usage {
             sandbox_id: sb.id.clone(),
             pid,
-            processes: procs.len() as u64,
-            threads: procs.iter().map(|p| p.threads).sum(),
-            memory_bytes: procs.iter().map(|p| p.rss_pages).sum::<u64>() * procfs::page_size(),
+            processes: sample.processes,
+            threads: sample.threads,
+            memory_bytes: sample.memory_bytes,
+            memory_peak_bytes: sample.memory_peak_bytes,
+            oom_kills: sample.oom_kills,
             cpu_time_ms,
             cpu_percent,
-            open_fds: fds,
+            open_fds: sample.open_fds,
             uptime_ms: sb.created.elapsed().as_millis() as u64,
             restart_count: sb.restart_count.load(Ordering::Acquire),
             worker_restarts: sb.worker_restarts.load(Ordering::Acquire),
             app_version: sb.current.load(Ordering::Acquire),
-            mapped_app_copies: copies,
-            source: "proc".into(),
+            mapped_app_copies: sample.mapped_copies,
+            source: sample.source.into(),
         })
     }
 
@@ -755,7 +889,19 @@ impl Manager {
             .await
         {
             Ok(Ok(value)) => {
-                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))
+                let mut list: WorkerList = serde_json::from_value(value)
+                    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+                // The runner sees its own pid namespace; callers get host pids.
+                let pid = live.pid;
+                let map = tokio::task::spawn_blocking(move || procfs::ns_pid_map(pid))
+                    .await
+                    .unwrap_or_default();
+                if !map.is_empty() {
+                    for w in &mut list.workers {
+                        w.pid = map.get(&w.pid).copied().unwrap_or(0);
+                    }
+                }
+                Ok(list)
             }
             Ok(Err(err)) if err.kind == ErrorKind::Crashed => Err(crashed(id, err.message, None)),
             Ok(Err(err)) => Err(SandboxError::AppError(err.message)),
@@ -816,12 +962,100 @@ impl Manager {
     }
 }
 
-/// Kills the runner tree and removes the directory.
+/// Kills the sandbox's processes (cgroup first, then the runner's tree), waits until the
+/// runner is reaped, removes the cgroup and the directory.
 async fn teardown(sb: &Sandbox) {
+    let cgroup = sb.cgroup.lock().unwrap().take();
+    if let Some(cg) = &cgroup {
+        let cg = Arc::clone(cg);
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+    }
     if let Some(live) = sb.live.write().await.take() {
         stop_runner(live.pid).await;
+        let mut exit = live.exit.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
+    }
+    if let Some(cg) = cgroup.and_then(|cg| Arc::try_unwrap(cg).ok()) {
+        let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
     }
     let _ = std::fs::remove_dir_all(&sb.dir);
+}
+
+/// One usage sample, read on a blocking thread.
+struct Sample {
+    processes: u64,
+    threads: u64,
+    memory_bytes: u64,
+    memory_peak_bytes: Option<u64>,
+    oom_kills: Option<u64>,
+    cpu_time_ms: u64,
+    open_fds: u64,
+    mapped_copies: usize,
+    source: &'static str,
+}
+
+/// Largest sandbox whose open fds are counted process by process; above it only the runner's
+/// fds are counted, so one usage read stays cheap for a sandbox of thousands of processes.
+const FD_COUNT_LIMIT: usize = 100;
+
+/// Reads usage from the cgroup's counters when there is a cgroup (cheap and independent of
+/// the number of processes; the cgroup's memory figure, not summed RSS, which counts shared
+/// pages once per process), else from one pass over `/proc`.
+fn sample(pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
+    let mapped_copies = procfs::mapped_copies(pid, app_dir);
+    if let Some(u) = cgroup.and_then(|cg| cg.usage().ok())
+        && !u.procs.is_empty()
+    {
+        let open_fds = if u.procs.len() <= FD_COUNT_LIMIT {
+            u.procs.iter().map(|&p| procfs::open_fds(p)).sum()
+        } else {
+            procfs::open_fds(pid)
+        };
+        let threads = match u.pids {
+            Some(tasks) => tasks,
+            None => procfs::stats_of(&u.procs).iter().map(|p| p.threads).sum(),
+        };
+        let memory_bytes = match u.memory_bytes {
+            Some(m) => m,
+            None => {
+                procfs::stats_of(&u.procs)
+                    .iter()
+                    .map(|p| p.rss_pages)
+                    .sum::<u64>()
+                    * procfs::page_size()
+            }
+        };
+        return Some(Sample {
+            processes: u.procs.len() as u64,
+            threads,
+            memory_bytes,
+            memory_peak_bytes: u.memory_peak_bytes,
+            oom_kills: u.oom_kills,
+            cpu_time_ms: u.cpu_time_us.map(|us| us / 1000).unwrap_or(0),
+            open_fds,
+            mapped_copies,
+            source: "cgroup",
+        });
+    }
+    let procs = procfs::tree(pid);
+    let root = procs.first()?;
+    let tick_ms = 1000 / procfs::ticks_per_second().max(1);
+    Some(Sample {
+        processes: procs.len() as u64,
+        threads: procs.iter().map(|p| p.threads).sum(),
+        memory_bytes: procs.iter().map(|p| p.rss_pages).sum::<u64>() * procfs::page_size(),
+        memory_peak_bytes: None,
+        oom_kills: None,
+        cpu_time_ms: (procs.iter().map(|p| p.cpu_ticks).sum::<u64>() + root.child_cpu_ticks)
+            * tick_ms,
+        open_fds: procs
+            .iter()
+            .take(FD_COUNT_LIMIT)
+            .map(|p| procfs::open_fds(p.pid))
+            .sum(),
+        mapped_copies,
+        source: "proc",
+    })
 }
 
 /// SIGKILLs a runner's whole tree and waits until the runner is reaped.
@@ -1011,20 +1245,6 @@ fn sha256_file(path: &Path) -> Result<String, SandboxError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rlimits(limits: &Limits) -> Vec<Rlimit> {
-    let mut out = Vec::new();
-    let mut add = |resource, value: Option<u64>| {
-        if let Some(value) = value {
-            out.push(Rlimit { resource, value });
-        }
-    };
-    add(libc::RLIMIT_AS, limits.address_space);
-    add(libc::RLIMIT_NOFILE, limits.max_open_files);
-    add(libc::RLIMIT_FSIZE, limits.max_file_size);
-    add(libc::RLIMIT_CPU, limits.cpu_seconds);
-    out
 }
 
 fn nonce() -> String {

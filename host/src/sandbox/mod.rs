@@ -15,4 +15,4 @@ pub use error::SandboxError;
 pub use manager::{
     Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, Status, Usage,
 };
-pub use spec::{AppSource, Limits, ReloadSource, SandboxSpec};
+pub use spec::{AppSource, Level, Limits, ReloadSource, SandboxSpec};

@@ -1,12 +1,18 @@
 //! The runner's self-restrictions, applied after exec and before any app code is loaded.
 //!
-//! The host decides what to apply and sends it in the `init` frame; this module is the seam
-//! between the runner and the isolation crate.
+//! The host decides what to apply (`isolation::RunnerRestrictions`) and sends it in the
+//! `init` frame; this module is the seam between the runner and the isolation crate.
 
-/// Applies the restrictions in `plan` to the runner; returns what was applied.
+use isolation::RunnerRestrictions;
+
+/// Applies the restrictions in `plan` to the runner (no_new_privs, Landlock, seccomp, in that
+/// order); returns the report entries of what was applied, as JSON.
 pub fn apply_in_runner(plan: &serde_json::Value) -> Result<serde_json::Value, String> {
     if plan.is_null() {
         return Ok(serde_json::Value::Array(Vec::new()));
     }
-    Err(format!("unsupported restriction plan: {plan}"))
+    let restrictions: RunnerRestrictions =
+        serde_json::from_value(plan.clone()).map_err(|e| format!("bad restriction plan: {e}"))?;
+    let entries = restrictions.apply_in_runner().map_err(|e| e.to_string())?;
+    serde_json::to_value(entries).map_err(|e| e.to_string())
 }

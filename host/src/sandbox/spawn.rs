@@ -3,19 +3,26 @@
 //!
 //! Host side (on the long-lived spawner thread, see [`Spawner`]):
 //! 1. Prepare everything the child needs as raw values: paths and argv/envp as C strings,
-//!    the log file and `/dev/null` opened, rlimits listed. The child must not allocate.
-//! 2. `clone()` (fork semantics, plus namespace flags where the isolation level asks).
+//!    the log file and `/dev/null` opened, the error pipe, the cgroup's `cgroup.procs` fds,
+//!    the namespace setup and rlimits (isolation crate). The child must not allocate.
+//! 2. `clone()` with fork semantics plus the namespace flags of the isolation level.
 //!
 //! Child side, async-signal-safe system calls only, in this order:
-//! 3. `setsid()`: new session and process group, detached from the host's terminal.
-//! 4. `PR_SET_PDEATHSIG(SIGKILL)`, then check the parent is still the one that cloned us.
-//! 5. rlimits (address space, open files, file size, CPU seconds), core dumps off.
-//! 6. `PR_SET_NO_NEW_PRIVS`: no setuid or file-capability gain from here on.
-//! 7. `chdir` into the sandbox's private working directory.
-//! 8. fds: the control socket to fd 3, `/dev/null` to 0 and 1, the log file to 2; close
-//!    every other fd with `close_range`.
-//! 9. `execve` the runner with a cleared environment (allowlist only).
+//! 3. Enter the sandbox's cgroup (before any app code runs: no race).
+//! 4. Namespace setup: user-namespace handshake, shared empty netns, private mounts (`/`
+//!    rprivate, fresh `/proc`, private `/tmp`, app directory read-only), capabilities dropped.
+//! 5. rlimits (address space, open files, file size, CPU seconds; processes when non-root),
+//!    core dumps off.
+//! 6. `setsid()`: new session and process group, detached from the host's terminal.
+//! 7. `PR_SET_PDEATHSIG(SIGKILL)`, then check the parent is still the one that cloned us
+//!    (not possible in a new pid namespace, where the runner notices the closed socket).
+//! 8. `PR_SET_NO_NEW_PRIVS`: no setuid or file-capability gain from here on.
+//! 9. `chdir` into the sandbox's private working directory.
+//! 10. fds: the control socket to fd 3, `/dev/null` to 0 and 1, the log file to 2; close
+//!     every other fd with `close_range`.
+//! 11. `execve` the runner with a cleared environment (allowlist only).
 //!
+//! Host side again: write the user namespace's uid/gid maps and release the child.
 //! Runner side (see `runner`): read `init`, apply self-restrictions, load the app.
 
 use std::ffi::{CString, OsStr};
@@ -25,7 +32,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use isolation::{Cgroup, ChildError, ChildSetup, Rlimits};
 
 use crate::sandbox::error::SandboxError;
 use crate::sandbox::runner::{CONTROL_FD, RUNNER_ARG};
@@ -33,14 +42,8 @@ use crate::sandbox::runner::{CONTROL_FD, RUNNER_ARG};
 /// Environment variables passed through to the runner; everything else is cleared.
 pub const ENV_ALLOWLIST: &[&str] = &["LANG", "TZ"];
 
-/// One resource limit to apply in the child.
-#[derive(Debug, Clone, Copy)]
-pub struct Rlimit {
-    /// `RLIMIT_*` resource.
-    pub resource: libc::__rlimit_resource_t,
-    /// Soft and hard value.
-    pub value: u64,
-}
+/// Exit code of a child whose isolation setup failed; the reason is on the error pipe.
+const ISOLATION_FAILED: i32 = 119;
 
 /// Everything the spawn sequence needs, prepared by the caller.
 #[derive(Debug)]
@@ -51,8 +54,12 @@ pub struct SpawnRequest {
     pub work_dir: PathBuf,
     /// Where the runner's stderr goes.
     pub log_path: PathBuf,
-    /// Resource limits.
-    pub rlimits: Vec<Rlimit>,
+    /// The sandbox's cgroup, entered by the child before exec.
+    pub cgroup: Option<Arc<Cgroup>>,
+    /// Namespaces, mounts and capabilities, prepared for the child.
+    pub setup: ChildSetup,
+    /// Resource limits, prepared for the child.
+    pub rlimits: Rlimits,
 }
 
 /// A freshly spawned runner.
@@ -62,6 +69,8 @@ pub struct Spawned {
     pub pid: i32,
     /// The host's end of the control socket.
     pub control: UnixStream,
+    /// Read end of the error pipe: 8 bytes of [`ChildError`] when isolation setup failed.
+    pub errors: File,
 }
 
 type Job = (SpawnRequest, mpsc::Sender<Result<Spawned, SandboxError>>);
@@ -86,7 +95,7 @@ impl Spawner {
                 .name("sandbox-spawner".into())
                 .spawn(move || {
                     for (request, reply) in rx {
-                        let _ = reply.send(spawn_now(&request));
+                        let _ = reply.send(spawn_now(request));
                     }
                 })
                 .expect("start the sandbox spawner thread");
@@ -117,8 +126,8 @@ fn path_c(path: &Path) -> Result<CString, SandboxError> {
     cstring(path.as_os_str().as_bytes(), &path.display().to_string())
 }
 
-/// Steps 1-9 above. Runs on the spawner thread.
-fn spawn_now(req: &SpawnRequest) -> Result<Spawned, SandboxError> {
+/// The steps above. Runs on the spawner thread.
+fn spawn_now(req: SpawnRequest) -> Result<Spawned, SandboxError> {
     // Step 1: prepare.
     let exe = path_c(&req.runner_exe)?;
     let work_dir = path_c(&req.work_dir)?;
@@ -151,24 +160,37 @@ fn spawn_now(req: &SpawnRequest) -> Result<Spawned, SandboxError> {
         .map_err(|e| SandboxError::io(Path::new("/dev/null"), e))?;
     let (host_end, child_end) =
         UnixStream::pair().map_err(|e| SandboxError::Spawn(format!("socketpair: {e}")))?;
-    // Lift every fd the child rearranges above 3, so that no dup2 in step 8 overwrites a
+    let (err_read, err_write) = pipe()?;
+    // Lift every fd the child rearranges above 3, so that no dup2 in step 10 overwrites a
     // source that a later dup2 still needs.
     let child_fd = high_fd(&child_end)?;
     let null = high_fd(&null)?;
     let log = high_fd(&log)?;
+    let err_write = high_fd(&err_write)?;
     drop(child_end);
     let raw = ChildFds {
         sock: child_fd.as_raw_fd(),
         null: null.as_raw_fd(),
         log: log.as_raw_fd(),
+        errors: err_write.as_raw_fd(),
     };
+    let flags = req.setup.flags();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
 
     // Step 2: clone with fork semantics (no new stack: the child gets a copy of ours).
     // SAFETY: raw clone without CLONE_VM behaves like fork. The child only runs
     // async-signal-safe system calls on memory prepared above, then execve or _exit.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     if pid < 0 {
         return Err(SandboxError::Spawn(format!(
             "clone: {}",
@@ -176,16 +198,42 @@ fn spawn_now(req: &SpawnRequest) -> Result<Spawned, SandboxError> {
         )));
     }
     if pid == 0 {
-        // SAFETY: we are the freshly cloned child; see child_after_clone.
-        unsafe { child_after_clone(parent, &raw, &req.rlimits, &work_dir, &exe, &argv, &envp) }
+        let child = Child {
+            parent,
+            own_pid_ns: flags & libc::CLONE_NEWPID != 0,
+            fds: raw,
+            cgroup: req.cgroup.as_deref(),
+            setup: &req.setup,
+            rlimits: &req.rlimits,
+            work_dir: &work_dir,
+            exe: &exe,
+            argv: &argv,
+            envp: &envp,
+        };
+        // SAFETY: we are the freshly cloned child; see Child::run.
+        unsafe { child.run() }
     }
-    drop(child_fd);
-    drop(log);
-    drop(null);
+    let pid = pid as i32;
+    drop((child_fd, log, null, err_write));
+    // Host side again: user-namespace maps, then the child may go on.
+    if let Err(e) = req.setup.parent_after_clone(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        return Err(SandboxError::Isolation(format!("user namespace maps: {e}")));
+    }
     Ok(Spawned {
-        pid: pid as i32,
+        pid,
         control: host_end,
+        errors: File::from(err_read),
     })
+}
+
+/// Reads the child's isolation error from the error pipe, if it wrote one.
+pub fn child_error(errors: &mut File) -> Option<ChildError> {
+    use std::io::Read;
+    let mut buf = [0u8; 8];
+    errors.read_exact(&mut buf).ok()?;
+    ChildError::from_bytes(buf)
 }
 
 /// Raw fds the child rearranges.
@@ -194,81 +242,111 @@ struct ChildFds {
     sock: i32,
     null: i32,
     log: i32,
+    errors: i32,
 }
 
-/// Steps 3-9, in the child. Never returns: execve or `_exit(127)`.
-///
-/// # Safety
-/// Must only be called in the child right after clone; uses async-signal-safe calls only.
-unsafe fn child_after_clone(
+/// Everything the child touches, by reference to memory prepared before the clone.
+struct Child<'a> {
     parent: libc::pid_t,
-    fds: &ChildFds,
-    rlimits: &[Rlimit],
-    work_dir: &CString,
-    exe: &CString,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
-    // SAFETY: every call below is a plain system call on prepared memory; no allocation,
-    // no locks. On any failure we _exit without running destructors or atexit handlers.
-    unsafe {
-        // 3. New session and process group.
-        if libc::setsid() < 0 {
-            libc::_exit(120);
-        }
-        // 4. Die with the spawner thread; close the race where the host died before prctl.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(121);
-        }
-        // 5. rlimits; core dumps off.
-        let core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::setrlimit(libc::RLIMIT_CORE, &core);
-        for limit in rlimits {
-            let value = libc::rlimit {
-                rlim_cur: limit.value,
-                rlim_max: limit.value,
-            };
-            if libc::setrlimit(limit.resource, &value) < 0 {
-                libc::_exit(122);
+    own_pid_ns: bool,
+    fds: ChildFds,
+    cgroup: Option<&'a Cgroup>,
+    setup: &'a ChildSetup,
+    rlimits: &'a Rlimits,
+    work_dir: &'a CString,
+    exe: &'a CString,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+}
+
+impl Child<'_> {
+    /// Steps 3-11, in the child. Never returns: execve or `_exit`.
+    ///
+    /// # Safety
+    /// Must only be called in the child right after clone; uses async-signal-safe calls only.
+    unsafe fn run(&self) -> ! {
+        // SAFETY: every call below is a plain system call on prepared memory; no allocation,
+        // no locks. On any failure we _exit without running destructors or atexit handlers.
+        unsafe {
+            // 3. Cgroup first, so that everything after is accounted and limited.
+            if let Some(cg) = self.cgroup
+                && let Err(errno) = cg.enter_from_child()
+            {
+                self.fail(ChildError {
+                    step: isolation::ChildStep::CgroupEnter,
+                    errno,
+                });
             }
+            // 4. Namespaces, mounts, capabilities.
+            if let Err(e) = self.setup.run_in_child() {
+                self.fail(e);
+            }
+            // 5. rlimits, core dumps off.
+            if let Err(e) = self.rlimits.apply_in_child() {
+                self.fail(e);
+            }
+            // 6. New session and process group.
+            if libc::setsid() < 0 {
+                libc::_exit(120);
+            }
+            // 7. Die with the spawner thread; close the race where the host died first.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if !self.own_pid_ns && libc::getppid() != self.parent {
+                libc::_exit(121);
+            }
+            // 8. No privilege gain through exec from here on.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                libc::_exit(123);
+            }
+            // 9. Private working directory.
+            if libc::chdir(self.work_dir.as_ptr()) < 0 {
+                libc::_exit(124);
+            }
+            // 10. fds: socket → 3, /dev/null → 0 and 1, log → 2, close the rest.
+            let fds = self.fds;
+            if libc::dup2(fds.sock, CONTROL_FD) < 0
+                || libc::dup2(fds.null, 0) < 0
+                || libc::dup2(fds.null, 1) < 0
+                || libc::dup2(fds.log, 2) < 0
+            {
+                libc::_exit(125);
+            }
+            // dup2 onto the same number keeps FD_CLOEXEC; clear it on fd 3 explicitly.
+            libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
+            // The error pipe is CLOEXEC: it closes by itself at exec, unless exec fails.
+            if libc::syscall(
+                libc::SYS_close_range,
+                CONTROL_FD as u32 + 1,
+                fds.errors as u32 - 1,
+                0,
+            ) < 0
+                || libc::syscall(libc::SYS_close_range, fds.errors as u32 + 1, u32::MAX, 0) < 0
+            {
+                libc::_exit(126);
+            }
+            // 11. exec the runner with the allowlisted environment.
+            libc::execve(self.exe.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            libc::_exit(127)
         }
-        // 6. No privilege gain through exec from here on.
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            libc::_exit(123);
+    }
+
+    /// Reports an isolation failure on the error pipe and exits.
+    unsafe fn fail(&self, err: ChildError) -> ! {
+        let bytes = err.to_bytes();
+        // SAFETY: write and _exit are async-signal-safe; `bytes` lives on our stack.
+        unsafe {
+            libc::write(self.fds.errors, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(ISOLATION_FAILED)
         }
-        // 7. Private working directory.
-        if libc::chdir(work_dir.as_ptr()) < 0 {
-            libc::_exit(124);
-        }
-        // 8. fds: socket → 3, /dev/null → 0 and 1, log → 2, close the rest.
-        if libc::dup2(fds.sock, CONTROL_FD) < 0
-            || libc::dup2(fds.null, 0) < 0
-            || libc::dup2(fds.null, 1) < 0
-            || libc::dup2(fds.log, 2) < 0
-        {
-            libc::_exit(125);
-        }
-        // dup2 onto the same number keeps FD_CLOEXEC; clear it on fd 3 explicitly.
-        libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
-        if libc::syscall(libc::SYS_close_range, CONTROL_FD as u32 + 1, u32::MAX, 0) < 0 {
-            libc::_exit(126);
-        }
-        // 9. exec the runner with the allowlisted environment.
-        libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        libc::_exit(127)
     }
 }
 
 /// Exit codes of the child before exec, for error messages.
 pub fn describe_early_exit(code: i32) -> Option<&'static str> {
     Some(match code {
+        ISOLATION_FAILED => "isolation setup failed",
         120 => "setsid failed",
         121 => "the host died during spawn",
-        122 => "setrlimit failed",
         123 => "no_new_privs failed",
         124 => "chdir into the private directory failed",
         125 => "fd setup failed",
@@ -276,6 +354,20 @@ pub fn describe_early_exit(code: i32) -> Option<&'static str> {
         127 => "exec of the runner failed",
         _ => return None,
     })
+}
+
+/// A close-on-exec pipe, read end first.
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds on success, which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SandboxError::Spawn(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fresh fds from pipe2, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Duplicates `fd` to a number of at least 10, close-on-exec.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use isolation::{Level, Limits};
 use serde::{Deserialize, Serialize};
 
 /// Where the app comes from.
@@ -31,19 +32,6 @@ pub enum ReloadSource {
     },
 }
 
-/// Resource limits. Unset fields are not limited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Address space in bytes (`RLIMIT_AS`).
-    pub address_space: Option<u64>,
-    /// Open files (`RLIMIT_NOFILE`).
-    pub max_open_files: Option<u64>,
-    /// Largest file the sandbox may write (`RLIMIT_FSIZE`).
-    pub max_file_size: Option<u64>,
-    /// CPU seconds per process (`RLIMIT_CPU`).
-    pub cpu_seconds: Option<u64>,
-}
-
 /// Everything needed to create a sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -52,15 +40,33 @@ pub struct SandboxSpec {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How much isolation to apply (`standard` by default).
+    #[serde(default)]
+    pub isolation: Level,
+    /// Keep the host's network (no empty network namespace).
+    #[serde(default)]
+    pub network: bool,
+    /// Create the sandbox's cgroup under this directory instead of the host's own cgroup.
+    #[serde(default)]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 impl SandboxSpec {
-    /// A spec for `app` with default limits.
+    /// A spec for `app` with default limits and `standard` isolation.
     pub fn new(app: AppSource) -> SandboxSpec {
         SandboxSpec {
             app,
             limits: Limits::default(),
+            isolation: Level::default(),
+            network: false,
+            cgroup_parent: None,
         }
+    }
+
+    /// The same spec with another isolation level.
+    pub fn with_isolation(mut self, level: Level) -> SandboxSpec {
+        self.isolation = level;
+        self
     }
 }
 

@@ -33,10 +33,7 @@ pub fn test_app(name: &str) -> PathBuf {
 
 /// A manager whose sandboxes live in a fresh temp dir (returned so the test can check it).
 pub fn manager() -> (Manager, TempDir) {
-    let state = tempfile::Builder::new()
-        .prefix("e2e-state-")
-        .tempdir()
-        .unwrap();
+    let state = scratch();
     let mut config = ManagerConfig::new(HOST);
     config.state_dir = state.path().join("sandboxes");
     config.compiler = compiler();
@@ -135,4 +132,12 @@ pub fn tree(pid: i32) -> Vec<i32> {
         .iter()
         .map(|p| p.pid)
         .collect()
+}
+
+/// A scratch directory outside `/tmp`: a sandbox's private `/tmp` would hide anything there.
+pub fn scratch() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("e2e-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }

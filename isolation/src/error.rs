@@ -1,0 +1,64 @@
+//! The crate's top-level error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::cgroups::CgroupError;
+use crate::landlock::LandlockError;
+use crate::report::Mechanism;
+use crate::seccomp::SeccompError;
+
+/// Everything that can go wrong in this crate, outside the async-signal-safe child code (which
+/// returns a bare [`nix::errno::Errno`] or a [`crate::namespaces::ChildError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    /// `Strict` level and a mechanism could not be applied.
+    #[error("strict isolation: {mechanism} is not available: {detail}")]
+    Missing {
+        /// The mechanism that is missing.
+        mechanism: Mechanism,
+        /// Why it is missing.
+        detail: String,
+    },
+    /// Not `none`, `standard` or `strict`.
+    #[error("invalid isolation level {0:?} (expected none, standard or strict)")]
+    InvalidLevel(String),
+    /// Not a size like `512K`, `256M`, `1G`.
+    #[error("invalid size {0:?} (expected bytes or a number with K, M, G or T)")]
+    InvalidSize(String),
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Compiling, decoding or installing the seccomp filter failed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// Landlock failed.
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    /// A system call in the parent failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// What was attempted.
+        op: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A path cannot be used as asked.
+    #[error("{path}: {reason}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl IsolationError {
+    /// `Sys` error from the current `errno`.
+    pub(crate) fn last_os(op: impl Into<String>) -> Self {
+        IsolationError::Sys {
+            op: op.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+}
