@@ -1,8 +1,22 @@
 //! Command-line interface of the `host` binary.
+//!
+//! `host serve` runs the daemon; the other commands are thin clients of its control socket.
+//! Exit status: 0 on success, 1 when the operation failed, 2 on a usage error, 3 when no
+//! daemon could be reached. A failure prints one `host: <reason>` line to stderr (a failed
+//! build adds cargo's diagnostics); with `--json` the error also goes to stdout as
+//! `{"error":{"kind":…,"message":…}}`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{self, Client, ClientError};
+use crate::daemon::socket_path;
+use crate::daemon::wire::{ReloadWire, Request};
+use crate::sandbox::protocol::WorkerList;
+use crate::sandbox::{AppSource, Limits, ReloadReport, SandboxInfo, SandboxSpec, SandboxSummary};
 
 /// Runs untrusted native apps in sandboxes and watches them with an AI operator.
 #[derive(Debug, Parser)]
@@ -29,11 +43,196 @@ pub enum Command {
         #[command(flatten)]
         args: crate::demo::DemoArgs,
     },
+    /// Run the daemon in the foreground: owns sandboxes, serves the control socket.
+    Serve(ServeArgs),
+    /// Create a sandbox (from the demo app unless --app or --lib says otherwise).
+    Create(CreateArgs),
+    /// List sandboxes.
+    List(ClientArgs),
+    /// Describe a sandbox: status, pid, versions, limits, isolation.
+    Info(IdArgs),
+    /// Call an app function and print the JSON value it returns.
+    Call(CallArgs),
+    /// Hot-reload a new version into a running sandbox.
+    Reload(ReloadArgs),
+    /// Go back to an earlier version of a sandbox.
+    Rollback(RollbackArgs),
+    /// Show a sandbox's resource usage, measured by the host.
+    Usage(IdArgs),
+    /// List a sandbox's supervised workers, or start more.
+    Workers(WorkersArgs),
+    /// Restart a sandbox's runner on its current version.
+    Restart(IdArgs),
+    /// Destroy a sandbox and everything in it.
+    Destroy(IdArgs),
+}
+
+/// Options of `host serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Control socket [default: $XDG_RUNTIME_DIR/sandbox-host/host.sock, root:
+    /// /run/sandbox-host/host.sock].
+    #[arg(long, env = socket_path::ENV, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon's control socket [default: $XDG_RUNTIME_DIR/sandbox-host/host.sock, root:
+    /// /run/sandbox-host/host.sock].
+    #[arg(long, env = socket_path::ENV, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A sandbox id and the client options.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Limits of a new sandbox; maps to [`Limits`]. Unset means unlimited.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Address space per process (RLIMIT_AS), bytes; K, M, G suffixes allowed.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub address_space: Option<u64>,
+    /// Open files per process (RLIMIT_NOFILE).
+    #[arg(long, value_name = "N")]
+    pub max_open_files: Option<u64>,
+    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G suffixes allowed.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// CPU seconds per process (RLIMIT_CPU).
+    #[arg(long, value_name = "SECONDS")]
+    pub cpu_seconds: Option<u64>,
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(args: &LimitArgs) -> Limits {
+        Limits {
+            address_space: args.address_space,
+            max_open_files: args.max_open_files,
+            max_file_size: args.max_file_size,
+            cpu_seconds: args.cpu_seconds,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024), as
+/// [`isolation::parse_size`] does.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    isolation::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// Options of `host create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Sandbox id: 1 to 64 characters of A-Z a-z 0-9 _ -.
+    pub id: String,
+    /// App crate to build [default: the workspace's sandbox_app].
+    #[arg(long, value_name = "DIR", conflicts_with = "lib")]
+    pub app: Option<PathBuf>,
+    /// Prebuilt app library (.so).
+    #[arg(long, value_name = "FILE")]
+    pub lib: Option<PathBuf>,
+    /// Limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `host call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// App function.
+    pub function: String,
+    /// Arguments as one JSON value [default: null].
+    pub args: Option<String>,
+    /// Call timeout in milliseconds [default: the daemon's, 5000].
+    #[arg(long, value_name = "MS")]
+    pub timeout: Option<u64>,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `host reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// App crate to build and load.
+    #[arg(long, value_name = "DIR", group = "from")]
+    pub app: Option<PathBuf>,
+    /// Prebuilt app library (.so) to load.
+    #[arg(long, value_name = "FILE", group = "from")]
+    pub lib: Option<PathBuf>,
+    /// New src/lib.rs for the sandbox's own crate, built in a temporary copy.
+    #[arg(long, value_name = "FILE", group = "from")]
+    pub source: Option<PathBuf>,
+    /// Rebuild and reload on every saved change of CRATE_DIR (or --app, or the workspace's
+    /// sandbox_app) until Ctrl-C.
+    #[arg(
+        long,
+        value_name = "CRATE_DIR",
+        num_args = 0..=1,
+        conflicts_with_all = ["lib", "source"]
+    )]
+    pub watch: Option<Option<PathBuf>>,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `host rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Version number from `host info`.
+    pub version: u32,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `host workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Start N more workers first.
+    #[arg(long, value_name = "N")]
+    pub add: Option<u32>,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Parses argv and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    run(cli.command)
+}
+
+fn with_runtime(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,13 +243,305 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match cli.command {
-        Command::Example => runtime.block_on(crate::example::run()),
+    let code = f(&runtime);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let default_level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let socket = socket_path::resolve(args.socket.as_deref());
+    let config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    with_runtime(
+        |rt| match rt.block_on(crate::daemon::serve(&socket, config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("host serve: {e}");
+                ExitCode::from(1)
+            }
+        },
+    )
+}
+
+/// Exit status of a failed client command.
+fn failure(json: bool, e: &ClientError) -> ExitCode {
+    if json {
+        let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
+        println!("{error}");
+    }
+    eprintln!("host: {e}");
+    ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// Sends one request; prints the raw JSON answer with `--json`, else `human(answer)`.
+fn one_request(
+    args: &ClientArgs,
+    request: Request,
+    human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
+) -> ExitCode {
+    let socket = socket_path::resolve(args.socket.as_deref());
+    let started = Instant::now();
+    let result = Client::connect(&socket)
+        .and_then(|mut c| c.request(&request))
+        .and_then(|value| {
+            if args.json {
+                Ok(value.to_string())
+            } else {
+                human(value, started.elapsed())
+            }
+        });
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(args.json, &e),
+    }
+}
+
+fn default_app() -> Result<PathBuf, ClientError> {
+    let dir = crate::example::demo_app_dir();
+    client::absolute(&dir).map_err(|_| {
+        ClientError::Input(format!(
+            "no --app or --lib given, and the demo app is not at {}",
+            dir.display()
+        ))
+    })
+}
+
+/// Runs one parsed command.
+pub fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Example => with_runtime(|rt| rt.block_on(crate::example::run())),
         Command::Demo(args) => {
-            runtime.block_on(crate::demo::run(crate::demo::Mode::Plumbing, 0, args))
+            with_runtime(|rt| rt.block_on(crate::demo::run(crate::demo::Mode::Plumbing, 0, args)))
         }
         Command::Anomaly { load, args } => {
-            runtime.block_on(crate::demo::run(crate::demo::Mode::Anomaly, load, args))
+            with_runtime(|rt| rt.block_on(crate::demo::run(crate::demo::Mode::Anomaly, load, args)))
         }
+        Command::Serve(args) => serve(&args),
+        Command::Create(a) => {
+            let app = match (&a.app, &a.lib) {
+                (_, Some(lib)) => client::absolute(lib).map(AppSource::Library),
+                (Some(dir), None) => client::absolute(dir).map(AppSource::Crate),
+                (None, None) => default_app().map(AppSource::Crate),
+            };
+            let app = match app {
+                Ok(app) => app,
+                Err(e) => return failure(a.client.json, &e),
+            };
+            let spec = SandboxSpec {
+                limits: Limits::from(&a.limits),
+                ..SandboxSpec::new(app)
+            };
+            let request = Request::Create {
+                id: a.id.clone(),
+                spec,
+            };
+            one_request(&a.client, request, |v, _| {
+                let info: SandboxInfo = decode(v)?;
+                Ok(format!(
+                    "created {}: pid {}, {} v{} (sha256 {})",
+                    info.id,
+                    info.pid,
+                    info.app.name,
+                    info.app.version,
+                    &info.app.sha256[..info.app.sha256.len().min(12)]
+                ))
+            })
+        }
+        Command::List(a) => one_request(&a, Request::List, |v, _| {
+            let list: Vec<SandboxSummary> = decode(v)?;
+            Ok(client::render_list(&list))
+        }),
+        Command::Info(a) => one_request(&a.client, Request::Info { id: a.id.clone() }, |v, _| {
+            Ok(client::render_info(&decode(v)?))
+        }),
+        Command::Call(a) => {
+            let args = match a.args.as_deref().map(serde_json::from_str) {
+                None => serde_json::Value::Null,
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    let e = ClientError::Input(format!("JSON_ARGS is not valid JSON: {e}"));
+                    return failure(a.client.json, &e);
+                }
+            };
+            let request = Request::Call {
+                id: a.id.clone(),
+                function: a.function.clone(),
+                args,
+                timeout_ms: a.timeout,
+            };
+            one_request(&a.client, request, |v, _| Ok(v.to_string()))
+        }
+        Command::Reload(a) => reload(a),
+        Command::Rollback(a) => {
+            let id = a.id.clone();
+            let request = Request::Rollback {
+                id: a.id.clone(),
+                version: a.version,
+            };
+            one_request(&a.client, request, move |v, _| {
+                let r: ReloadReport = decode(v)?;
+                Ok(if r.status == "no_change" {
+                    format!("unchanged {id}: already v{}", r.to_version)
+                } else {
+                    format!(
+                        "rolled back {id}: v{} -> v{} (swap {})",
+                        r.from_version,
+                        r.to_version,
+                        client::fmt_ms(r.load_us as f64 / 1000.0)
+                    )
+                })
+            })
+        }
+        Command::Usage(a) => one_request(&a.client, Request::Usage { id: a.id.clone() }, |v, _| {
+            Ok(client::render_usage(&decode(v)?))
+        }),
+        Command::Workers(a) => {
+            let id = a.id.clone();
+            let request = Request::Workers {
+                id: a.id.clone(),
+                add: a.add,
+            };
+            one_request(&a.client, request, move |v, _| {
+                let list: WorkerList = decode(v)?;
+                Ok(client::render_workers(&id, &list))
+            })
+        }
+        Command::Restart(a) => {
+            one_request(&a.client, Request::Restart { id: a.id.clone() }, |v, _| {
+                let info: SandboxInfo = decode(v)?;
+                Ok(format!(
+                    "restarted {}: pid {}, v{}, {} restart(s)",
+                    info.id, info.pid, info.app.version, info.restart_count
+                ))
+            })
+        }
+        Command::Destroy(a) => {
+            let id = a.id.clone();
+            one_request(
+                &a.client,
+                Request::Destroy { id: a.id.clone() },
+                move |_, _| Ok(format!("destroyed {id}")),
+            )
+        }
+    }
+}
+
+fn reload(a: ReloadArgs) -> ExitCode {
+    let json = a.client.json;
+    if let Some(watch_dir) = &a.watch {
+        let dir = match watch_dir.clone().or_else(|| a.app.clone()) {
+            Some(dir) => dir,
+            None => match default_app() {
+                Ok(dir) => dir,
+                Err(e) => return failure(json, &e),
+            },
+        };
+        let socket = socket_path::resolve(a.client.socket.as_deref());
+        let e = client::watch(&socket, &a.id, &dir, json);
+        return failure(json, &e);
+    }
+    let source = match (&a.app, &a.lib, &a.source) {
+        (Some(dir), _, _) => client::absolute(dir).map(ReloadWire::Crate),
+        (_, Some(lib), _) => client::absolute(lib).map(ReloadWire::Library),
+        (_, _, Some(file)) => std::fs::read_to_string(file)
+            .map(|lib_rs| ReloadWire::Source {
+                lib_rs,
+                crate_dir: None,
+            })
+            .map_err(|e| ClientError::Input(format!("{}: {e}", file.display()))),
+        (None, None, None) => Err(ClientError::Input(
+            "say what to load: --app DIR, --lib FILE or --source FILE (or --watch)".into(),
+        )),
+    };
+    let source = match source {
+        Ok(source) => source,
+        Err(e) => return failure(json, &e),
+    };
+    let id = a.id.clone();
+    let request = Request::Reload {
+        id: a.id.clone(),
+        source,
+    };
+    one_request(&a.client, request, move |v, took| {
+        Ok(client::render_reload(&id, &decode(v)?, took))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn limit_flags_map_to_limits() {
+        let cli = Cli::try_parse_from([
+            "host",
+            "create",
+            "x",
+            "--address-space",
+            "1G",
+            "--max-open-files",
+            "64",
+            "--cpu-seconds",
+            "5",
+        ])
+        .unwrap();
+        let Command::Create(a) = cli.command else {
+            panic!("not create")
+        };
+        let limits = Limits::from(&a.limits);
+        assert_eq!(limits.address_space, Some(1 << 30));
+        assert_eq!(limits.max_open_files, Some(64));
+        assert_eq!(limits.cpu_seconds, Some(5));
+        assert_eq!(limits.max_file_size, None);
+    }
+
+    #[test]
+    fn watch_takes_an_optional_crate_dir() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Reload(a) => a.watch,
+            _ => panic!("not reload"),
+        };
+        assert_eq!(parse(&["host", "reload", "d", "--watch"]), Some(None));
+        assert_eq!(
+            parse(&["host", "reload", "d", "--watch", "/c"]),
+            Some(Some(PathBuf::from("/c")))
+        );
+        assert_eq!(parse(&["host", "reload", "d", "--app", "/c"]), None);
+        assert!(Cli::try_parse_from(["host", "reload", "d", "--watch", "--lib", "/x.so"]).is_err());
     }
 }

@@ -67,9 +67,36 @@ impl Compiler {
     /// Builds the crate in `crate_dir` and returns its cdylib.
     pub async fn build(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
         let _serial = BUILD_LOCK.lock().await;
-        let mut built = self.build_unlocked(crate_dir).await?;
+        let mut built = self
+            .for_crate(crate_dir, "crates")
+            .build_unlocked(crate_dir)
+            .await?;
         built.lib = self.stage(&built.lib)?;
         Ok(built)
+    }
+
+    /// The target directory for one crate directory: `<target>/<kind>/<name>-<path hash>`.
+    ///
+    /// Cargo names a cdylib after its package and fingerprints a crate that is its own
+    /// workspace root by name and version, not by path. Two crates of the same name in one
+    /// target directory would overwrite each other's library, and cargo would then call the
+    /// other one fresh. A directory per crate path keeps them apart; dependencies are still
+    /// built once per crate and reused by every later build of it.
+    fn for_crate(&self, crate_dir: &Path, kind: &str) -> Compiler {
+        use sha2::{Digest, Sha256};
+        let canonical = crate_dir
+            .canonicalize()
+            .unwrap_or_else(|_| crate_dir.to_owned());
+        let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+        let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let name = canonical
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("app");
+        Compiler {
+            target_dir: self.target_dir.join(kind).join(format!("{name}-{tag}")),
+            profile: self.profile,
+        }
     }
 
     async fn build_unlocked(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
@@ -158,14 +185,11 @@ impl Compiler {
         copy_crate(crate_dir, &copy)?;
         let lib_path = copy.join("src").join("lib.rs");
         std::fs::write(&lib_path, lib_rs).map_err(|e| SandboxError::io(&lib_path, e))?;
-        // A target dir of its own: the copy has the crate's name, so in the shared dir its
-        // artifact would replace the original's, which cargo then considers fresh and does
-        // not rebuild. Dependencies are still compiled only once, in this second dir.
-        let for_sources = Compiler {
-            target_dir: self.target_dir.join("source-reloads"),
-            profile: self.profile,
-        };
-        let mut built = for_sources.build_unlocked(&copy).await?;
+        // Keyed by the original crate, so every source reload of it reuses its dependencies.
+        let mut built = self
+            .for_crate(crate_dir, "source-reloads")
+            .build_unlocked(&copy)
+            .await?;
         built.lib = self.stage(&built.lib)?;
         Ok(built)
     }

@@ -5,7 +5,9 @@
 //! `skill -> sandbox`. `sandbox` knows nothing of skills, operators or LLMs.
 
 pub mod cli;
+pub mod client;
 pub mod compile;
+pub mod daemon;
 pub mod demo;
 pub mod example;
 pub mod sandbox;

@@ -136,6 +136,28 @@ pub fn page_size() -> u64 {
     if p > 0 { p as u64 } else { 4096 }
 }
 
+/// Maps pids as seen inside the runner's pid namespace to host pids, for the runner's tree.
+/// Empty when the runner shares the host's pid namespace (then the pids are the same).
+pub fn ns_pid_map(root: i32) -> HashMap<i32, i32> {
+    let inner_pid = |pid: i32| -> Option<(usize, i32)> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+        let ids: Vec<i32> = line[6..]
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Some((ids.len(), *ids.last()?))
+    };
+    match inner_pid(root) {
+        Some((depth, _)) if depth > 1 => {}
+        _ => return HashMap::new(),
+    }
+    tree(root)
+        .iter()
+        .filter_map(|p| inner_pid(p.pid).map(|(_, inner)| (inner, p.pid)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,26 +191,4 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-}
-
-/// Maps pids as seen inside the runner's pid namespace to host pids, for the runner's tree.
-/// Empty when the runner shares the host's pid namespace (then the pids are the same).
-pub fn ns_pid_map(root: i32) -> HashMap<i32, i32> {
-    let inner_pid = |pid: i32| -> Option<(usize, i32)> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-        let ids: Vec<i32> = line[6..]
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        Some((ids.len(), *ids.last()?))
-    };
-    match inner_pid(root) {
-        Some((depth, _)) if depth > 1 => {}
-        _ => return HashMap::new(),
-    }
-    tree(root)
-        .iter()
-        .filter_map(|p| inner_pid(p.pid).map(|(_, inner)| (inner, p.pid)))
-        .collect()
 }

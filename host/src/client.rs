@@ -1,0 +1,532 @@
+//! The client side of the control socket: a blocking connection that sends
+//! [`Request`](crate::daemon::wire::Request)s, human renderings of the answers, and the
+//! `reload --watch` loop.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::daemon::socket_path::SocketPath;
+use crate::daemon::wire::{self, ReloadWire, Request, Response, WireError};
+use crate::sandbox::protocol::WorkerList;
+use crate::sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
+
+/// Why a client request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("no daemon at {}: start one with `{hint}`", path.display())]
+    NoDaemon {
+        /// The socket.
+        path: PathBuf,
+        /// The command that starts one.
+        hint: String,
+    },
+    /// The socket (or its directory) is not ours to use.
+    #[error(
+        "permission denied on {}: the daemon accepts only its own user and root",
+        path.display()
+    )]
+    PermissionDenied {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// Connecting failed otherwise.
+    #[error("cannot connect to {}: {source}", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error(transparent)]
+    Remote(#[from] WireError),
+    /// Talking to the daemon failed.
+    #[error("connection to the daemon: {0}")]
+    Io(#[source] io::Error),
+    /// The daemon answered something this client does not understand.
+    #[error("unexpected answer from the daemon: {0}")]
+    Protocol(String),
+    /// A local problem with the command's input (a file, an argument).
+    #[error("{0}")]
+    Input(String),
+}
+
+impl ClientError {
+    /// A short machine-readable kind: the daemon's kind for remote errors.
+    pub fn kind(&self) -> &str {
+        match self {
+            ClientError::NoDaemon { .. } => "no_daemon",
+            ClientError::PermissionDenied { .. } => "permission_denied",
+            ClientError::Connect { .. } => "connect",
+            ClientError::Remote(e) => &e.kind,
+            ClientError::Io(_) => "io",
+            ClientError::Protocol(_) => "protocol",
+            ClientError::Input(_) => "input",
+        }
+    }
+
+    /// Whether the daemon could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoDaemon { .. }
+                | ClientError::PermissionDenied { .. }
+                | ClientError::Connect { .. }
+        )
+    }
+}
+
+/// A connection to the daemon.
+#[derive(Debug)]
+pub struct Client {
+    stream: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the daemon's socket.
+    pub fn connect(socket: &SocketPath) -> Result<Client, ClientError> {
+        let path = &socket.path;
+        match UnixStream::connect(path) {
+            Ok(stream) => Ok(Client {
+                stream: BufReader::new(stream),
+            }),
+            Err(e) => Err(match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ClientError::NoDaemon {
+                        path: path.clone(),
+                        hint: if socket.is_default {
+                            "host serve".into()
+                        } else {
+                            format!("host serve --socket {}", path.display())
+                        },
+                    }
+                }
+                io::ErrorKind::PermissionDenied => {
+                    ClientError::PermissionDenied { path: path.clone() }
+                }
+                _ => ClientError::Connect {
+                    path: path.clone(),
+                    source: e,
+                },
+            }),
+        }
+    }
+
+    /// Sends one request and returns the daemon's value.
+    pub fn request(&mut self, request: &Request) -> Result<serde_json::Value, ClientError> {
+        let line = wire::encode(request).map_err(ClientError::Io)?;
+        // A refused peer is told why and disconnected before it writes: read the answer
+        // even when the write fails.
+        let written = self.stream.get_mut().write_all(&line);
+        let mut answer = Vec::new();
+        let read = read_line(&mut self.stream, &mut answer);
+        match (read, written) {
+            (Ok(true), _) => {}
+            (Ok(false), Err(e)) | (Err(e), _) => return Err(ClientError::Io(e)),
+            (Ok(false), Ok(())) => {
+                return Err(ClientError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the daemon closed the connection without an answer",
+                )));
+            }
+        }
+        match serde_json::from_slice::<Response>(answer.trim_ascii()) {
+            Ok(Response::Ok(value)) => Ok(value),
+            Ok(Response::Error(e)) => Err(ClientError::Remote(e)),
+            Err(e) => Err(ClientError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Sends one request and decodes the value as `T`.
+    pub fn request_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        request: &Request,
+    ) -> Result<T, ClientError> {
+        let value = self.request(request)?;
+        serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (used, done) = wire::take_line(line, chunk)?;
+        reader.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// Makes a path absolute against the client's working directory (the daemon has its own).
+pub fn absolute(path: &Path) -> Result<PathBuf, ClientError> {
+    path.canonicalize()
+        .map_err(|e| ClientError::Input(format!("{}: {e}", path.display())))
+}
+
+/// Formats milliseconds for humans: `412 ms`, `1.23 s`.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// One line for a reload or rollback, with the client's end-to-end time:
+/// `reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)`.
+pub fn render_reload(id: &str, report: &ReloadReport, total: Duration) -> String {
+    let total = fmt_ms(total.as_secs_f64() * 1000.0);
+    let build = report
+        .compile_ms
+        .map(|ms| format!("build {}, ", fmt_ms(ms as f64)))
+        .unwrap_or_default();
+    if report.status == "no_change" {
+        format!(
+            "unchanged {id}: still v{} ({build}same library, nothing to reload)",
+            report.from_version
+        )
+    } else {
+        format!(
+            "reloaded {id}: v{} -> v{} in {total} ({build}swap {})",
+            report.from_version,
+            report.to_version,
+            fmt_ms(report.load_us as f64 / 1000.0)
+        )
+    }
+}
+
+/// A few lines describing a sandbox.
+pub fn render_info(info: &SandboxInfo) -> String {
+    let mut out = format!(
+        "{}: {} (pid {}), created {}, {} restart(s)\n",
+        info.id,
+        status_name(&info.status),
+        info.pid,
+        info.created_at,
+        info.restart_count
+    );
+    if let Some(reason) = &info.crash_reason {
+        out.push_str(&format!("  crash reason: {reason}\n"));
+    }
+    out.push_str(&format!(
+        "  app: {} v{} ({}) sha256 {}\n",
+        if info.app.name.is_empty() {
+            "?"
+        } else {
+            &info.app.name
+        },
+        info.app.version,
+        info.app.path.display(),
+        short_sha(&info.app.sha256)
+    ));
+    for v in &info.versions {
+        let mark = if v.version == info.app.version {
+            "*"
+        } else {
+            " "
+        };
+        let line = format!(
+            "  {mark} v{} sha256 {} {}",
+            v.version,
+            short_sha(&v.sha256),
+            v.app_version
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let limits: Vec<String> = match serde_json::to_value(&info.limits) {
+        Ok(serde_json::Value::Object(map)) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if limits.is_empty() {
+        out.push_str("  limits: none\n");
+    } else {
+        out.push_str(&format!("  limits: {}\n", limits.join(" ")));
+    }
+    out.push_str(&render_isolation(&info.isolation));
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// The isolation report: one line per mechanism when it has the usual shape
+/// (`{"level", "mechanisms": [{"mechanism", "applied", "detail"}]}`), else its JSON.
+fn render_isolation(isolation: &serde_json::Value) -> String {
+    let mechanisms = isolation.get("mechanisms").and_then(|m| m.as_array());
+    let Some(mechanisms) = mechanisms else {
+        return match isolation {
+            serde_json::Value::Null => String::new(),
+            other => format!("  isolation: {other}\n"),
+        };
+    };
+    let level = isolation
+        .get("level")
+        .and_then(|l| l.as_str())
+        .unwrap_or("?");
+    let mut out = format!("  isolation: {level}\n");
+    for m in mechanisms {
+        let applied = m.get("applied").and_then(|a| a.as_bool()).unwrap_or(false);
+        out.push_str(&format!(
+            "    {} {}: {}\n",
+            if applied { "+" } else { "-" },
+            m.get("mechanism").and_then(|n| n.as_str()).unwrap_or("?"),
+            m.get("detail").and_then(|d| d.as_str()).unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// A status as its JSON name (`running`, `restarting`, `crashed`).
+fn status_name(status: &Status) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn short_sha(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// A table of sandboxes.
+pub fn render_list(list: &[SandboxSummary]) -> String {
+    if list.is_empty() {
+        return "no sandboxes".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<10} {:>8} {:>7}",
+        "ID", "STATUS", "PID", "VERSION"
+    );
+    for s in list {
+        out.push_str(&format!(
+            "\n{:<24} {:<10} {:>8} {:>7}",
+            s.id,
+            status_name(&s.status),
+            s.pid,
+            format!("v{}", s.app_version)
+        ));
+    }
+    out
+}
+
+/// A sandbox's usage, one figure per line.
+pub fn render_usage(u: &Usage) -> String {
+    format!(
+        "{} (pid {}, app v{}, from {})\n  processes {}  threads {}  open fds {}\n  \
+         memory {:.1} MiB  cpu {} ms ({:.1}%)\n  uptime {}  restarts {} (workers {})  \
+         mapped app copies {}",
+        u.sandbox_id,
+        u.pid,
+        u.app_version,
+        u.source,
+        u.processes,
+        u.threads,
+        u.open_fds,
+        u.memory_bytes as f64 / (1024.0 * 1024.0),
+        u.cpu_time_ms,
+        u.cpu_percent,
+        fmt_ms(u.uptime_ms as f64),
+        u.restart_count,
+        u.worker_restarts,
+        u.mapped_app_copies
+    )
+}
+
+/// A table of workers.
+pub fn render_workers(id: &str, w: &WorkerList) -> String {
+    let mut out = format!(
+        "{id}: {} worker(s), {} restart(s){}",
+        w.workers.len(),
+        w.restarts,
+        if w.crashed {
+            ", past restart intensity"
+        } else {
+            ""
+        }
+    );
+    for worker in &w.workers {
+        out.push_str(&format!(
+            "\n  #{:<3} pid {:<8} v{:<4} restarts {}",
+            worker.index, worker.pid, worker.version, worker.restarts
+        ));
+    }
+    out
+}
+
+/// Modification fingerprint of a crate: `Cargo.toml`, `build.rs` and `src/**/*.rs`.
+fn fingerprint(crate_dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![crate_dir.join("Cargo.toml"), crate_dir.join("build.rs")];
+    walk(&crate_dir.join("src"), &mut files);
+    let mut out: Vec<_> = files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let len = meta.map_or(0, |m| m.len());
+            (f, modified, len)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How often `--watch` looks at the crate's files.
+pub const WATCH_POLL: Duration = Duration::from_millis(200);
+
+/// Rebuilds and reloads `crate_dir` into sandbox `id` whenever one of its sources is saved,
+/// until interrupted. Prints one line per reload (a JSON report per line with `json`);
+/// a failed build prints cargo's diagnostics and keeps watching. Returns only when the
+/// daemon or the sandbox goes away.
+pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> ClientError {
+    let crate_dir = match absolute(crate_dir) {
+        Ok(dir) => dir,
+        Err(e) => return e,
+    };
+    if !crate_dir.join("Cargo.toml").is_file() {
+        return ClientError::Input(format!(
+            "{} is not a cargo crate (no Cargo.toml)",
+            crate_dir.display()
+        ));
+    }
+    // Fail early when there is no daemon or no such sandbox.
+    let check = Client::connect(socket)
+        .and_then(|mut c| c.request_as::<SandboxInfo>(&Request::Info { id: id.into() }));
+    if let Err(e) = check {
+        return e;
+    }
+    eprintln!(
+        "watching {} for changes to reload into {id} (Ctrl-C to stop)",
+        crate_dir.display()
+    );
+    let mut seen = fingerprint(&crate_dir);
+    let mut pending = false;
+    loop {
+        std::thread::sleep(WATCH_POLL);
+        let now = fingerprint(&crate_dir);
+        if now != seen {
+            // Still being written: wait for one quiet poll (debounce).
+            seen = now;
+            pending = true;
+            continue;
+        }
+        if !pending {
+            continue;
+        }
+        pending = false;
+        let started = Instant::now();
+        let request = Request::Reload {
+            id: id.into(),
+            source: ReloadWire::Crate(crate_dir.clone()),
+        };
+        let result = Client::connect(socket).and_then(|mut c| c.request(&request));
+        match result {
+            Ok(value) => {
+                if json {
+                    println!("{value}");
+                } else {
+                    match serde_json::from_value::<ReloadReport>(value) {
+                        Ok(report) => println!("{}", render_reload(id, &report, started.elapsed())),
+                        Err(e) => eprintln!("host: unexpected answer from the daemon: {e}"),
+                    }
+                }
+            }
+            Err(e) if e.is_unreachable() || e.kind() == "not_found" => return e,
+            Err(e) => {
+                eprintln!("host: {e}");
+                eprintln!("host: {id} keeps its current version; still watching");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_ms(0.312), "0.31 ms");
+        assert_eq!(fmt_ms(4.25), "4.2 ms");
+        assert_eq!(fmt_ms(412.4), "412 ms");
+        assert_eq!(fmt_ms(1234.0), "1.23 s");
+    }
+
+    #[test]
+    fn isolation_reads_one_mechanism_per_line() {
+        let report = serde_json::json!({"level": "standard", "mechanisms": [
+            {"mechanism": "pid_ns", "applied": true, "detail": "new pid namespace"},
+            {"mechanism": "user_ns", "applied": false, "detail": "host runs as root"},
+        ]});
+        assert_eq!(
+            render_isolation(&report),
+            "  isolation: standard\n    + pid_ns: new pid namespace\n    - user_ns: host runs as root\n"
+        );
+        assert_eq!(render_isolation(&serde_json::Value::Null), "");
+    }
+
+    #[test]
+    fn a_reload_is_one_line() {
+        let report = ReloadReport {
+            status: "reloaded".into(),
+            from_version: 1,
+            to_version: 2,
+            load_us: 310,
+            compile_ms: Some(380),
+        };
+        assert_eq!(
+            render_reload("demo", &report, Duration::from_millis(412)),
+            "reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)"
+        );
+    }
+
+    #[test]
+    fn a_missing_socket_means_no_daemon_and_says_how_to_start_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = SocketPath {
+            path: tmp.path().join("none.sock"),
+            is_default: false,
+        };
+        let err = Client::connect(&socket).unwrap_err();
+        assert_eq!(err.kind(), "no_daemon");
+        assert!(err.to_string().contains("host serve --socket"), "{err}");
+    }
+
+    #[test]
+    fn the_fingerprint_sees_a_saved_source() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("src/m")).unwrap();
+        std::fs::write(tmp.path().join("Cargo.toml"), "[package]").unwrap();
+        std::fs::write(tmp.path().join("src/m/x.rs"), "a").unwrap();
+        let before = fingerprint(tmp.path());
+        std::fs::write(tmp.path().join("src/m/x.rs"), "ab").unwrap();
+        assert_ne!(before, fingerprint(tmp.path()));
+    }
+}

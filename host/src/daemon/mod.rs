@@ -1,0 +1,516 @@
+//! `host serve`: a foreground daemon that owns sandboxes and serves the control socket.
+//!
+//! One [`Manager`] owns every sandbox. The daemon listens on a Unix socket (see
+//! [`socket_path`]) in a private directory, checks each peer's uid (see [`peer`]) and
+//! answers newline-delimited JSON requests (see [`wire`]), each connection in its own task.
+//! A bad request gets an error answer and never stops the daemon.
+//!
+//! One daemon per socket: a lock file next to the socket (`host.sock.lock`, holding the
+//! daemon's pid) is `flock`ed for the daemon's lifetime, so a second daemon refuses to
+//! start, while a socket file left by a dead daemon is replaced. SIGINT or SIGTERM removes
+//! the socket, destroys every sandbox and removes the lock file.
+
+pub mod peer;
+pub mod socket_path;
+pub mod wire;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{Mode, umask};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::sandbox::{AppSource, Manager, ManagerConfig, SandboxError};
+use socket_path::SocketPath;
+use wire::{Hello, ReloadWire, Request, Response, WireError};
+
+/// How long shutdown waits for requests still in flight (e.g. a create) to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon serves this socket.
+    #[error(
+        "another daemon{} is already serving {}; stop it first, or pick another socket with --socket",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        path.display()
+    )]
+    AlreadyRunning {
+        /// The socket.
+        path: PathBuf,
+        /// The other daemon's pid, when its lock file says.
+        pid: Option<i32>,
+    },
+    /// The socket path names something that is not a socket.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The sandbox manager could not start.
+    #[error(transparent)]
+    Manager(#[from] SandboxError),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DaemonError {
+    let path = path.to_owned();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// The daemon's socket, bound, with the lock that makes it ours. Dropping it removes both.
+#[derive(Debug)]
+struct Bound {
+    listener: UnixListener,
+    socket: PathBuf,
+    lock_path: PathBuf,
+    lock: Option<Flock<File>>,
+}
+
+impl Bound {
+    /// Removes the socket file, so new clients see no daemon (the lock is kept).
+    fn unlink_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.unlink_socket();
+        // Unlink while still holding the lock: a daemon that opened the old file gets it
+        // and notices, by its inode, that it is no longer the file on disk.
+        let _ = std::fs::remove_file(&self.lock_path);
+        self.lock.take();
+    }
+}
+
+/// Path of the lock file of `socket`.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Takes the daemon lock of a socket, or says who holds it.
+fn take_lock(socket: &Path) -> Result<Flock<File>, DaemonError> {
+    let path = lock_path(socket);
+    loop {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("open lock file", &path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                // A daemon that just stopped may have unlinked this file after we opened it:
+                // only the file on disk counts.
+                let ours = lock.metadata().map_err(io_err("stat lock file", &path))?;
+                let current = std::fs::metadata(&path).ok();
+                if !current.is_some_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev()) {
+                    continue;
+                }
+                let pid = format!("{}\n", std::process::id());
+                lock.set_len(0)
+                    .and_then(|()| lock.rewind())
+                    .and_then(|()| lock.write_all(pid.as_bytes()))
+                    .map_err(io_err("write lock file", &path))?;
+                return Ok(lock);
+            }
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(DaemonError::AlreadyRunning {
+                    path: socket.to_owned(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(DaemonError::Io {
+                    what: "lock",
+                    path,
+                    source: errno.into(),
+                });
+            }
+        }
+    }
+}
+
+/// Prepares the directory, takes the lock, replaces a stale socket and binds a new one
+/// (mode 0600).
+fn bind(socket: &SocketPath) -> Result<Bound, DaemonError> {
+    let path = &socket.path;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(warning) = socket_path::prepare_dir(socket).map_err(io_err("prepare", dir))? {
+        tracing::warn!("{warning}");
+    }
+    let lock = take_lock(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                // Someone listens without holding the lock (not one of ours).
+                return Err(DaemonError::AlreadyRunning {
+                    path: path.clone(),
+                    pid: None,
+                });
+            }
+            tracing::info!(socket = %path.display(), "replacing the stale socket of a dead daemon");
+            std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+        }
+        Ok(_) => return Err(DaemonError::NotASocket(path.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", path)(e)),
+    }
+    // Create the socket 0600 from the start; the chmod after is belt and braces.
+    let old_mask = umask(Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(old_mask);
+    let std_listener = bound.map_err(io_err("bind", path))?;
+    let lock_path = lock_path(path);
+    let finish = || -> io::Result<UnixListener> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std_listener.set_nonblocking(true)?;
+        UnixListener::from_std(std_listener)
+    };
+    match finish() {
+        Ok(listener) => Ok(Bound {
+            listener,
+            socket: path.clone(),
+            lock_path,
+            lock: Some(lock),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&lock_path);
+            Err(io_err("listen", path)(e))
+        }
+    }
+}
+
+/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox.
+pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), DaemonError> {
+    // Handlers first: a signal from now on is a clean shutdown, never a default death.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
+    let bound = bind(socket)?;
+    let manager = Manager::new(config)?;
+    let owner = nix::unistd::geteuid().as_raw();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let connections = AtomicU64::new(0);
+    tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
+
+    let signal_name = loop {
+        tokio::select! {
+            accepted = bound.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let conn = connections.fetch_add(1, Ordering::Relaxed) + 1;
+                    tokio::spawn(handle(
+                        stream,
+                        conn,
+                        owner,
+                        manager.clone(),
+                        stop_rx.clone(),
+                        Arc::clone(&in_flight),
+                    ));
+                }
+                Err(e) => {
+                    // E.g. out of fds: keep serving the connections we have.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+
+    let count = manager.list().await.len();
+    tracing::info!(signal = signal_name, sandboxes = count, "shutting down");
+    let _ = stop_tx.send(true);
+    bound.unlink_socket();
+    manager.destroy_all().await;
+    // A create still in flight would leave a sandbox behind: let it finish, then sweep.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    manager.destroy_all().await;
+    drop(bound);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves one connection: checks the peer, then answers requests until it closes.
+async fn handle(
+    stream: UnixStream,
+    conn: u64,
+    owner: u32,
+    manager: Manager,
+    stop: watch::Receiver<bool>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    let peer = peer::check(&stream, owner);
+    let (read, mut write) = stream.into_split();
+    match peer {
+        Ok((uid, pid)) => tracing::debug!(conn, uid, pid, "connected"),
+        Err(e) => {
+            tracing::warn!(conn, "refused: {e}");
+            let refusal = Response::Error(WireError::new(wire::PERMISSION_DENIED, e.to_string()));
+            if let Ok(line) = wire::encode(&refusal) {
+                let _ = write.write_all(&line).await;
+            }
+            return;
+        }
+    }
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line(&mut reader, &mut line).await {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(conn, "bad input, closing: {e}");
+                let error = WireError::new(wire::BAD_REQUEST, e.to_string());
+                if let Ok(line) = wire::encode(&Response::Error(error)) {
+                    let _ = write.write_all(&line).await;
+                }
+                return;
+            }
+        }
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_slice::<Request>(text) {
+            Err(e) => {
+                tracing::debug!(conn, "bad request: {e}");
+                Response::Error(WireError::new(
+                    wire::BAD_REQUEST,
+                    format!("not a valid request: {e}"),
+                ))
+            }
+            Ok(_) if *stop.borrow() => Response::Error(WireError::new(
+                wire::SHUTTING_DOWN,
+                "the daemon is shutting down",
+            )),
+            Ok(request) => {
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let started = Instant::now();
+                let op = op_name(&request);
+                let response = dispatch(&manager, request).await;
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                match &response {
+                    Response::Ok(_) => {
+                        tracing::debug!(conn, op, ms = started.elapsed().as_millis() as u64, "ok")
+                    }
+                    Response::Error(e) => {
+                        tracing::info!(conn, op, kind = %e.kind, "failed: {}", first_line(&e.message))
+                    }
+                }
+                response
+            }
+        };
+        let encoded = wire::encode(&response).or_else(|e| {
+            wire::encode(&Response::Error(WireError::new(
+                wire::INTERNAL,
+                format!("cannot encode the answer: {e}"),
+            )))
+        });
+        let Ok(encoded) = encoded else { return };
+        if let Err(e) = write.write_all(&encoded).await {
+            tracing::debug!(conn, "client went away: {e}");
+            return;
+        }
+    }
+}
+
+/// Reads one line (up to [`wire::MAX_LINE`]); false at end of input.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> io::Result<bool> {
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(!line.is_empty());
+        }
+        let (used, done) = wire::take_line(line, chunk)?;
+        reader.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Ping => "ping",
+        Request::Create { .. } => "create",
+        Request::List => "list",
+        Request::Info { .. } => "info",
+        Request::Call { .. } => "call",
+        Request::Reload { .. } => "reload",
+        Request::Rollback { .. } => "rollback",
+        Request::Usage { .. } => "usage",
+        Request::Workers { .. } => "workers",
+        Request::Restart { .. } => "restart",
+        Request::Destroy { .. } => "destroy",
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// Paths cross the socket as the client saw them; the daemon has its own working directory.
+fn require_absolute(path: &Path) -> Result<(), WireError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            wire::BAD_REQUEST,
+            format!("{} is not an absolute path", path.display()),
+        ))
+    }
+}
+
+fn ok<T: serde::Serialize>(result: Result<T, SandboxError>) -> Response {
+    match result {
+        Ok(value) => match serde_json::to_value(value) {
+            Ok(value) => Response::Ok(value),
+            Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
+        },
+        Err(e) => Response::Error(WireError::from(&e)),
+    }
+}
+
+/// Runs one request against the manager.
+async fn dispatch(manager: &Manager, request: Request) -> Response {
+    match request {
+        Request::Ping => ok(Ok(Hello {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sandboxes: manager.list().await.len(),
+        })),
+        Request::Create { id, spec } => {
+            let (AppSource::Crate(path) | AppSource::Library(path)) = &spec.app;
+            if let Err(e) = require_absolute(path) {
+                return Response::Error(e);
+            }
+            let result = manager.create(&id, spec).await;
+            if let Ok(info) = &result {
+                tracing::info!(sandbox = %id, pid = info.pid, "created");
+            }
+            ok(result)
+        }
+        Request::List => ok(Ok(manager.list().await)),
+        Request::Info { id } => ok(manager.info(&id).await),
+        Request::Call {
+            id,
+            function,
+            args,
+            timeout_ms,
+        } => {
+            let timeout = timeout_ms.map(Duration::from_millis);
+            ok(manager.run(&id, &function, args, timeout).await)
+        }
+        Request::Reload { id, source } => {
+            let path = match &source {
+                ReloadWire::Library(p) | ReloadWire::Crate(p) => Some(p),
+                ReloadWire::Source { crate_dir, .. } => crate_dir.as_ref(),
+            };
+            if let Some(Err(e)) = path.map(|p| require_absolute(p)) {
+                return Response::Error(e);
+            }
+            let result = manager.reload(&id, source.into()).await;
+            if let Ok(report) = &result {
+                tracing::info!(
+                    sandbox = %id,
+                    status = %report.status,
+                    from = report.from_version,
+                    to = report.to_version,
+                    compile_ms = report.compile_ms,
+                    load_us = report.load_us,
+                    "reload"
+                );
+            }
+            ok(result)
+        }
+        Request::Rollback { id, version } => {
+            let result = manager.rollback(&id, version).await;
+            if let Ok(report) = &result {
+                tracing::info!(sandbox = %id, from = report.from_version, to = report.to_version, "rollback");
+            }
+            ok(result)
+        }
+        Request::Usage { id } => ok(manager.usage(&id).await),
+        Request::Workers { id, add } => match add {
+            Some(count) => ok(manager.spawn_workers(&id, count).await),
+            None => ok(manager.workers(&id).await),
+        },
+        Request::Restart { id } => {
+            let result = manager.restart(&id).await;
+            if result.is_ok() {
+                tracing::info!(sandbox = %id, "restarted");
+            }
+            ok(result)
+        }
+        Request::Destroy { id } => {
+            let result = manager.destroy(&id).await;
+            if result.is_ok() {
+                tracing::info!(sandbox = %id, "destroyed");
+            }
+            ok(result.map(|()| serde_json::json!({ "destroyed": id })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_sits_next_to_the_socket() {
+        assert_eq!(
+            lock_path(Path::new("/run/sandbox-host/host.sock")),
+            PathBuf::from("/run/sandbox-host/host.sock.lock")
+        );
+    }
+
+    #[test]
+    fn a_second_lock_on_one_socket_is_refused_with_the_holders_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("host.sock");
+        let first = take_lock(&socket).unwrap();
+        match take_lock(&socket) {
+            Err(DaemonError::AlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id() as i32));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        assert!(take_lock(&socket).is_ok());
+    }
+}
