@@ -16,7 +16,9 @@ use crate::client::{self, Client, ClientError};
 use crate::daemon::socket_path;
 use crate::daemon::wire::{ReloadWire, Request};
 use crate::sandbox::protocol::WorkerList;
-use crate::sandbox::{AppSource, Limits, ReloadReport, SandboxInfo, SandboxSpec, SandboxSummary};
+use crate::sandbox::{
+    AppSource, Level, Limits, ReloadReport, SandboxInfo, SandboxSpec, SandboxSummary,
+};
 
 /// Runs untrusted native apps in sandboxes and watches them with an AI operator.
 #[derive(Debug, Parser)]
@@ -59,6 +61,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Show a sandbox's resource usage, measured by the host.
     Usage(IdArgs),
+    /// Run the AI operator once on a live sandbox of the daemon and print its verdict.
+    Operate(OperateArgs),
     /// List a sandbox's supervised workers, or start more.
     Workers(WorkersArgs),
     /// Restart a sandbox's runner on its current version.
@@ -101,10 +105,52 @@ pub struct IdArgs {
     pub client: ClientArgs,
 }
 
-/// Limits of a new sandbox; maps to [`Limits`]. Unset means unlimited.
+/// Options of `host operate`.
+#[derive(Debug, Args)]
+pub struct OperateArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Which skill watches the sandbox.
+    #[arg(long, value_enum, default_value = "sandbox")]
+    pub skill: crate::operate::SkillKind,
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Model name.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Operator iteration cap.
+    #[arg(long, default_value_t = 4)]
+    pub max_iterations: u32,
+    /// Operator deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout: u64,
+    /// Client options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Limits and isolation of a new sandbox; maps to a [`SandboxSpec`]. Unset limits are
+/// unlimited.
 #[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Limits")]
+#[command(next_help_heading = "Limits and isolation")]
 pub struct LimitArgs {
+    /// Memory of the whole sandbox (cgroup), bytes; K, M, G suffixes allowed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Processes and threads of the whole sandbox (cgroup pids.max).
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u64>,
+    /// CPU bandwidth as a fraction of one core (0.5 = half a core).
+    #[arg(long, value_name = "FRACTION")]
+    pub cpu: Option<f64>,
+    /// none (process + rlimits), standard (all the kernel offers), strict (fail if anything
+    /// is missing).
+    #[arg(long, value_name = "LEVEL", default_value = "standard")]
+    pub isolation: Level,
+    /// Keep the host's network instead of an empty network namespace.
+    #[arg(long)]
+    pub network: bool,
     /// Address space per process (RLIMIT_AS), bytes; K, M, G suffixes allowed.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub address_space: Option<u64>,
@@ -117,16 +163,34 @@ pub struct LimitArgs {
     /// CPU seconds per process (RLIMIT_CPU).
     #[arg(long, value_name = "SECONDS")]
     pub cpu_seconds: Option<u64>,
+    /// Create sandbox cgroups under this directory (a delegated cgroup v2 subtree).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 impl From<&LimitArgs> for Limits {
     fn from(args: &LimitArgs) -> Limits {
         Limits {
+            max_memory: args.max_memory,
+            max_processes: args.max_processes,
+            cpu: args.cpu,
             address_space: args.address_space,
             max_open_files: args.max_open_files,
             max_file_size: args.max_file_size,
             cpu_seconds: args.cpu_seconds,
-            ..Limits::default()
+        }
+    }
+}
+
+impl LimitArgs {
+    /// The spec of a sandbox running `app` with these limits.
+    pub fn spec(&self, app: AppSource) -> SandboxSpec {
+        SandboxSpec {
+            limits: Limits::from(self),
+            isolation: self.isolation,
+            network: self.network,
+            cgroup_parent: self.cgroup_parent.clone(),
+            ..SandboxSpec::new(app)
         }
     }
 }
@@ -345,10 +409,7 @@ pub fn run(command: Command) -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return failure(a.client.json, &e),
             };
-            let spec = SandboxSpec {
-                limits: Limits::from(&a.limits),
-                ..SandboxSpec::new(app)
-            };
+            let spec = a.limits.spec(app);
             let request = Request::Create {
                 id: a.id.clone(),
                 spec,
@@ -408,6 +469,30 @@ pub fn run(command: Command) -> ExitCode {
                         client::fmt_ms(r.load_us as f64 / 1000.0)
                     )
                 })
+            })
+        }
+        Command::Operate(a) => {
+            let request = Request::Operate(crate::operate::OperateRequest {
+                id: a.id.clone(),
+                skill: a.skill,
+                provider: a.provider.clone(),
+                model: a.model.clone(),
+                env: crate::operate::forwarded_env(),
+                max_iterations: Some(a.max_iterations),
+                timeout_ms: Some(a.timeout),
+            });
+            one_request(&a.client, request, |v, _| {
+                let outcome: operator::Outcome = decode(v)?;
+                let mut out = format!(
+                    "[operator] state={} summary={:?}\n[operator] notifications={}",
+                    outcome.state,
+                    outcome.summary,
+                    outcome.notifications.len()
+                );
+                if let Some(err) = &outcome.error {
+                    out.push_str(&format!("\n[operator] error={err}"));
+                }
+                Ok(out)
             })
         }
         Command::Usage(a) => one_request(&a.client, Request::Usage { id: a.id.clone() }, |v, _| {

@@ -46,6 +46,9 @@ pub struct DemoArgs {
     /// Print one JSON object instead of the step lines.
     #[arg(long)]
     pub json: bool,
+    /// Limits and isolation of the demo sandbox.
+    #[command(flatten)]
+    pub limits: crate::cli::LimitArgs,
 }
 
 /// A failure of the demo: a step or guardrail (exit 1) or configuration (exit 2).
@@ -85,7 +88,17 @@ pub async fn choose_provider(
     flag: Option<&str>,
     model: Option<&str>,
 ) -> Result<ProviderChoice, DemoError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    choose_provider_with(flag, model, &|k| std::env::var(k).ok()).await
+}
+
+/// [`choose_provider`] with the environment read through `lookup` (the daemon answers a
+/// client's `operate` with the client's variables, not its own).
+pub async fn choose_provider_with(
+    flag: Option<&str>,
+    model: Option<&str>,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<ProviderChoice, DemoError> {
+    let env = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
     let (name, by_default) = match (flag.map(str::to_string), env("BEAMLENS_DEMO_PROVIDER")) {
         (Some(name), _) | (None, Some(name)) => (name.trim().to_lowercase(), false),
         (None, None) if env("ANTHROPIC_API_KEY").is_some() => ("anthropic".to_string(), true),
@@ -100,7 +113,7 @@ pub async fn choose_provider(
     }
     let config_error = |e: llm::ConfigError| DemoError::Config(e.to_string());
     let kind = llm::ProviderKind::parse(&name).map_err(config_error)?;
-    let mut config = llm::ProviderConfig::from_env(kind).map_err(config_error)?;
+    let mut config = llm::ProviderConfig::from_lookup(kind, lookup).map_err(config_error)?;
     if let Some(model) = model {
         config.model = model.to_string();
     }
@@ -205,6 +218,7 @@ async fn flow(
     spinner.stop();
     let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;
     timings["create_ms"] = json!(started.elapsed().as_millis() as u64);
+    report["sandbox"] = json!({"id": id, "pid": info.pid, "isolation": info.isolation});
     out.line(&format!(
         "[demo] sandbox created: {id} (pid {}, isolation {})",
         info.pid,

@@ -179,6 +179,15 @@ fn spawn_serve(socket: &Path, log: &Path) -> Child {
 fn host_cmd(socket: &Path) -> Command {
     let mut cmd = Command::new(HOST);
     cmd.env("SANDBOX_HOST_SOCKET", socket).stdin(Stdio::null());
+    // The client forwards provider variables to `operate`; keep the tests' environment out.
+    for (key, _) in std::env::vars() {
+        if host::operate::FORWARDED_ENV
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }
 
@@ -899,4 +908,36 @@ fn two_clients_calling_and_reloading_at_once_lose_nothing() {
         json!(43)
     };
     assert_eq!(d.call_answer("busy"), want);
+}
+
+#[test]
+fn operate_reports_a_calm_sandbox_healthy_and_a_spiking_one_warning() {
+    let d = Daemon::start();
+    d.ok(&["create", "op-1"]);
+    // The client's provider variables travel with the request; none are set, so: the mock.
+    let calm = d.ok(&["operate", "op-1", "--provider", "mock"]);
+    assert_eq!(
+        calm,
+        "[operator] state=healthy summary=\"sandbox stable\"\n[operator] notifications=0"
+    );
+    d.ok(&["workers", "op-1", "--add", "20"]);
+    let spiking = d.json(&[
+        "operate",
+        "op-1",
+        "--skill",
+        "anomaly",
+        "--provider",
+        "mock",
+    ]);
+    assert_eq!(spiking["state"], "warning");
+    assert_eq!(spiking["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(spiking["summary"], "process count elevated");
+    // A missing key is a clear error, and the daemon keeps serving.
+    let out = d.host(&["operate", "op-1", "--provider", "anthropic"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ANTHROPIC_API_KEY not set"),
+        "{out:?}"
+    );
+    d.ok(&["destroy", "op-1"]);
 }

@@ -377,6 +377,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Workers { .. } => "workers",
         Request::Restart { .. } => "restart",
         Request::Destroy { .. } => "destroy",
+        Request::Operate(_) => "operate",
     }
 }
 
@@ -477,6 +478,13 @@ async fn dispatch(manager: &Manager, request: Request) -> Response {
             }
             ok(result)
         }
+        Request::Operate(req) => match crate::operate::operate(manager, req).await {
+            Ok(outcome) => match serde_json::to_value(outcome) {
+                Ok(value) => Response::Ok(value),
+                Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
+            },
+            Err(message) => Response::Error(WireError::new("operator", message)),
+        },
         Request::Destroy { id } => {
             let result = manager.destroy(&id).await;
             if result.is_ok() {

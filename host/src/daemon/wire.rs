@@ -126,6 +126,8 @@ pub enum Request {
         /// Sandbox id.
         id: String,
     },
+    /// Run the AI operator once on a sandbox; answers an `operator::Outcome`.
+    Operate(crate::operate::OperateRequest),
 }
 
 /// The wire form of [`ReloadSource`].

@@ -1,0 +1,102 @@
+//! One operator run on a live sandbox: the daemon's side of `host operate`.
+//!
+//! The client sends its own provider variables (keys, base URLs, model), so the operator uses
+//! the caller's credentials, not whatever the daemon was started with. The socket is 0600 and
+//! checked with SO_PEERCRED, so only the same user (or root) can send them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use operator::{MockProvider, Operator, OperatorConfig, Outcome, Skill};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::demo::choose_provider_with;
+use crate::sandbox::Manager;
+use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+
+/// Prefixes of the environment variables a client forwards for `operate`.
+pub const FORWARDED_ENV: &[&str] = &[
+    "BEAMLENS_",
+    "ANTHROPIC_",
+    "OPENAI_",
+    "GOOGLE_",
+    "GEMINI_",
+    "OLLAMA_",
+];
+
+/// Which skill watches the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SkillKind {
+    /// Status and resource usage.
+    #[default]
+    Sandbox,
+    /// Process spikes.
+    Anomaly,
+}
+
+/// An operator run request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperateRequest {
+    /// The sandbox to watch.
+    pub id: String,
+    /// The skill.
+    #[serde(default)]
+    pub skill: SkillKind,
+    /// Provider name; the client's `BEAMLENS_DEMO_PROVIDER`, then key-based default, else.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Model override.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The client's provider variables (see [`FORWARDED_ENV`]).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Iteration cap (default 4).
+    #[serde(default)]
+    pub max_iterations: Option<u32>,
+    /// Overall deadline in milliseconds (default 30000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The provider variables of this process, to forward to the daemon.
+pub fn forwarded_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| FORWARDED_ENV.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
+/// Runs the operator once on sandbox `req.id` and returns its outcome.
+pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, String> {
+    manager.info(&req.id).await.map_err(|e| e.to_string())?;
+    let env = req.env.clone();
+    let lookup = move |k: &str| env.get(k).cloned();
+    let choice = choose_provider_with(req.provider.as_deref(), req.model.as_deref(), &lookup)
+        .await
+        .map_err(|e| e.to_string())?;
+    let skill: Arc<dyn Skill> = match req.skill {
+        SkillKind::Sandbox => Arc::new(SandboxSkill::new(manager.clone(), &req.id)),
+        SkillKind::Anomaly => Arc::new(SandboxAnomalySkill::new(
+            manager.clone(),
+            &req.id,
+            PROCESS_THRESHOLD,
+        )),
+    };
+    let provider: Arc<dyn llm::Provider> = match choice.provider {
+        Some(p) => p,
+        None => Arc::new(MockProvider::careful(skill.alert_rule())),
+    };
+    let config = OperatorConfig {
+        max_iterations: req.max_iterations.unwrap_or(4),
+        deadline: Duration::from_millis(req.timeout_ms.unwrap_or(30_000)),
+        ..OperatorConfig::default()
+    };
+    let context = json!({"reason": "operator run requested with host operate"});
+    Ok(Operator::new(skill, provider)
+        .with_config(config)
+        .run(context)
+        .await)
+}
