@@ -32,8 +32,6 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a sandbox from the demo app, call it, hot-reload a change, call it again.
-    Example,
     /// The demo: sandbox, hot reload to 42, call, AI operator, guardrail (offline by default).
     Demo(crate::demo::DemoArgs),
     /// The anomaly demo: like `demo`, plus N extra worker processes the operator must notice.
@@ -379,7 +377,7 @@ fn one_request(
 }
 
 fn default_app() -> Result<PathBuf, ClientError> {
-    let dir = crate::example::demo_app_dir();
+    let dir = crate::demo::demo_app_dir();
     client::absolute(&dir).map_err(|_| {
         ClientError::Input(format!(
             "no --app or --lib given, and the demo app is not at {}",
@@ -391,7 +389,6 @@ fn default_app() -> Result<PathBuf, ClientError> {
 /// Runs one parsed command.
 pub fn run(command: Command) -> ExitCode {
     match command {
-        Command::Example => with_runtime(|rt| rt.block_on(crate::example::run())),
         Command::Demo(args) => {
             with_runtime(|rt| rt.block_on(crate::demo::run(crate::demo::Mode::Plumbing, 0, args)))
         }

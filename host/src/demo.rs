@@ -13,8 +13,15 @@ use std::time::{Duration, Instant};
 use operator::{HealthState, MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde_json::{Value, json};
 
-use crate::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError, SandboxSpec};
+use crate::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
 use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+
+/// The demo app crate in the source tree this binary was built from.
+pub fn demo_app_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("sandbox_app")
+}
 
 /// Which flow to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +141,10 @@ pub async fn choose_provider_with(
 
 /// Runs the flow and prints its lines (or one JSON object); returns the exit status.
 pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
-    let out = Printer { json: args.json };
+    let out = Printer {
+        json: args.json,
+        error_shown: Default::default(),
+    };
     let mut report =
         json!({"mode": match mode { Mode::Plumbing => "demo", Mode::Anomaly => "anomaly" }});
     let result = tokio::select! {
@@ -153,16 +163,9 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
         Err(DemoError::Config(_)) => 2,
         Err(_) => 1,
     };
-    match &result {
-        Err(DemoError::Config(msg)) => {
-            out.line(&format!("[demo] operator config error: {msg}"));
-            report["error"] = json!(msg);
-        }
-        Err(e) => {
-            out.line(&format!("[demo] error: {e}"));
-            report["error"] = json!(e.to_string());
-        }
-        Ok(()) => {}
+    if let Err(e) = &result {
+        out.error(e);
+        report["error"] = json!(e.to_string());
     }
     if args.json {
         report["ok"] = json!(result.is_ok());
@@ -175,12 +178,25 @@ static MANAGER: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
 
 struct Printer {
     json: bool,
+    /// Set once the error line is out, so it is printed once, before `sandbox destroyed`.
+    error_shown: std::cell::Cell<bool>,
 }
 
 impl Printer {
     fn line(&self, text: &str) {
         if !self.json {
             println!("{text}");
+        }
+    }
+
+    fn error(&self, e: &DemoError) {
+        if !self.error_shown.replace(true) {
+            match e {
+                DemoError::Config(msg) => {
+                    self.line(&format!("[demo] operator config error: {msg}"))
+                }
+                e => self.line(&format!("[demo] error: {e}")),
+            }
         }
     }
 }
@@ -209,12 +225,8 @@ async fn flow(
     let mut timings = json!({});
     let started = Instant::now();
     let spinner = Spinner::start("building sandbox_app");
-    let created = manager
-        .create(
-            id,
-            SandboxSpec::new(AppSource::Crate(crate::example::demo_app_dir())),
-        )
-        .await;
+    let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
+    let created = manager.create(id, spec).await;
     spinner.stop();
     let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;
     timings["create_ms"] = json!(started.elapsed().as_millis() as u64);
@@ -236,6 +248,9 @@ async fn flow(
         &mut timings,
     )
     .await;
+    if let Err(e) = &result {
+        out.error(e);
+    }
     report["timings"] = timings;
     match manager.destroy(id).await {
         Ok(()) => out.line("[demo] sandbox destroyed"),
@@ -257,7 +272,7 @@ async fn steps(
 ) -> Result<(), DemoError> {
     let id = args.sandbox_id.as_str();
     // Hot reload: a real source change, compiled, not a prebuilt switch.
-    let source = std::fs::read_to_string(crate::example::demo_app_dir().join("src/lib.rs"))
+    let source = std::fs::read_to_string(demo_app_dir().join("src/lib.rs"))
         .map_err(|e| DemoError::Step(format!("read sandbox_app source: {e}")))?;
     let changed = source.replace("pub const ANSWER: i64 = 41;", "pub const ANSWER: i64 = 42;");
     if changed == source {

@@ -9,7 +9,6 @@ pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod demo;
-pub mod example;
 pub mod operate;
 pub mod sandbox;
 pub mod skill;

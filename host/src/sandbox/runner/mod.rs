@@ -204,7 +204,17 @@ fn init(
 fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
     for (id, lib, version, timeout) in requests {
         match reload(&runner, &lib, version, timeout) {
-            Ok(done) => runner.out.ok(id, &done),
+            Ok(done) => {
+                runner.out.ok(id, &done);
+                // Workers move to the new version after the answer: the swap is done and
+                // calls already see the new code; restarting processes is not on the
+                // caller's clock. A failure shows up as a crash event.
+                if let Err(e) = runner.supervisor.switch_version(&lib, version) {
+                    runner
+                        .out
+                        .send(0, Body::Event(Event::Crashed { reason: e }));
+                }
+            }
             Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
         }
     }
@@ -320,7 +330,6 @@ fn reload(
     let load_us = started.elapsed().as_micros() as u64;
     let app_version = new.app_version();
     *runner.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
-    runner.supervisor.switch_version(lib, version)?;
     Ok(Reloaded {
         from_version: old.version,
         to_version: version,

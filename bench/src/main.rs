@@ -1,0 +1,650 @@
+//! `bench`: measures the sandbox host against a raw `posix_spawn` floor and peer sandboxes
+//! (`unshare`, `bwrap`) in one run, prints a table and writes `target/bench/summary.json`.
+//!
+//! The binary is its own sandbox runner: `main` first hands over to
+//! [`host::maybe_run_sandbox_child`], and the manager re-executes `/proc/self/exe`.
+//!
+//! `summary.json` has exactly these top-level keys: `floor_spawn_us`, `create_ready_us`
+//! (`none`, `standard`), `reload_us`, `call_rtt_us`, `usage_us` (`p1`, `p1000`),
+//! `destroy_us`, `sandboxes_1000`, `reload_loop_ms`, `peer_unshare_us`, `peer_bwrap_us`.
+//! A measured latency is `{"p50": .., "p99": .., "n": ..}` (plus a few named extras); a
+//! measurement that was not taken is `{"skipped": "reason"}`.
+
+mod procspawn;
+mod reload_loop;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use host::compile::{Compiler, Profile};
+use host::sandbox::spec::Level;
+use host::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxSpec};
+use serde_json::{Value, json};
+
+use crate::procspawn::{Cmd, which};
+use crate::stats::{Pct, p50_of, round1, skipped};
+
+/// Sample counts of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    quick: bool,
+    spawn: usize,
+    create: usize,
+    reload: usize,
+    call: usize,
+    usage_p1: usize,
+    usage_p1000: usize,
+    many_workers: u32,
+    sandboxes: usize,
+    reload_loop: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                quick,
+                spawn: 200,
+                create: 40,
+                reload: 60,
+                call: 2000,
+                usage_p1: 200,
+                usage_p1000: 5,
+                many_workers: 999,
+                sandboxes: 100,
+                reload_loop: 3,
+            }
+        } else {
+            Sizes {
+                quick,
+                spawn: 1000,
+                create: 300,
+                reload: 500,
+                call: 10000,
+                usage_p1: 1000,
+                usage_p1000: 30,
+                many_workers: 999,
+                sandboxes: 1000,
+                reload_loop: 10,
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    host::maybe_run_sandbox_child();
+    let mut quick = false;
+    let mut out = repo_root()
+        .join("target")
+        .join("bench")
+        .join("summary.json");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--out" => match args.next() {
+                Some(path) => out = PathBuf::from(path),
+                None => return usage("--out needs a path"),
+            },
+            "-h" | "--help" => {
+                println!("usage: bench [--quick] [--out PATH]");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(Sizes::new(quick), &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("bench: {msg}\nusage: bench [--quick] [--out PATH]");
+    ExitCode::from(2)
+}
+
+/// The workspace root this binary was built from.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs every measurement, then destroys every sandbox and removes the state directory,
+/// whether the measurements succeeded, failed or were interrupted.
+async fn run(sizes: Sizes, out: &Path) -> Result<()> {
+    // Not under /tmp: standard isolation gives the sandbox a private /tmp, which would
+    // hide a sandbox directory that lives there (it then leaves /tmp shared and says so).
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let state = tempfile::Builder::new()
+        .prefix("sandbox-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("state directory under {}", base.display()))?;
+    let mut config = ManagerConfig::new("/proc/self/exe");
+    config.state_dir = state.path().join("sandboxes");
+    config.compiler = Compiler {
+        target_dir: Compiler::default_target_dir(),
+        profile: Profile::Release,
+    };
+    config.call_timeout = Duration::from_secs(120);
+    config.start_timeout = Duration::from_secs(60);
+    let manager = Manager::new(config).context("manager")?;
+    let result = tokio::select! {
+        r = measure(&manager, sizes) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    manager.destroy_all().await;
+    drop(state);
+    let summary = result?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("write {}", out.display()))?;
+    print_table(&summary);
+    print_goals(&summary);
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+fn progress(what: &str) {
+    eprintln!("[bench] {what}");
+}
+
+async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
+    let mut s = serde_json::Map::new();
+
+    progress("floor: posix_spawn /bin/true");
+    let floor = spawn_series(vec!["/bin/true".into()], sizes.spawn).await?;
+    s.insert("floor_spawn_us".into(), floor.to_json());
+    progress("peers");
+    s.insert(
+        "peer_unshare_us".into(),
+        peer("unshare", &["-Urpf", "--mount-proc", "true"], sizes.spawn).await,
+    );
+    s.insert(
+        "peer_bwrap_us".into(),
+        peer(
+            "bwrap",
+            &["--ro-bind", "/", "/", "--unshare-all", "true"],
+            sizes.spawn,
+        )
+        .await,
+    );
+
+    progress("building sandbox_app (release) and its ANSWER = 42 copy");
+    let app_dir = repo_root().join("sandbox_app");
+    let compiler = &manager.config().compiler;
+    let mut lib41 = compiler
+        .build(&app_dir)
+        .await
+        .context("build sandbox_app")?
+        .lib;
+    let source = std::fs::read_to_string(app_dir.join("src/lib.rs"))?;
+    let mut lib_note = None;
+    if answer_of(manager, &lib41).await? != json!(41) {
+        // The shared apps target dir can hold another crate's `libsandbox_app.so` (a copy of
+        // the crate built there under the same name), which cargo then reports as fresh.
+        lib41 = compiler
+            .build_source(&app_dir, &source)
+            .await
+            .context("rebuild sandbox_app in a fresh copy")?
+            .lib;
+        lib_note = Some(
+            "Compiler::build returned a stale libsandbox_app.so that did not answer 41; \
+             rebuilt with build_source",
+        );
+    }
+    let source42 = source.replace("pub const ANSWER: i64 = 41;", "pub const ANSWER: i64 = 42;");
+    if source42 == source {
+        bail!("sandbox_app/src/lib.rs has no `pub const ANSWER: i64 = 41;`");
+    }
+    let lib42 = compiler
+        .build_source(&app_dir, &source42)
+        .await
+        .context("build the ANSWER = 42 copy")?
+        .lib;
+    // The default isolation level (standard) for everything but `create_ready_us.none`.
+    let spec = || SandboxSpec::new(AppSource::Library(lib41.clone()));
+
+    progress("create -> ready -> first call; destroy");
+    for i in 0..2 {
+        // Warm-up: first spawns pay for page cache and one-time spawner setup.
+        let id = format!("bench-warm-{i}");
+        manager.create(&id, spec()).await?;
+        manager.destroy(&id).await?;
+    }
+    let none_series = create_series(manager, &lib41, Level::None, "n", sizes.create).await?;
+    let standard_series =
+        create_series(manager, &lib41, Level::Standard, "st", sizes.create).await?;
+    // Breakdown: the same with the small (no debug info) library, to show what the size of
+    // the library costs (it is read, hashed and copied on every create).
+    let small = create_series(manager, &lib42, Level::None, "sm", sizes.create / 2).await?;
+    let mut none = Pct::of_us(&none_series.ready).to_json();
+    none["create_only_p50"] = json!(round1(Pct::of_us(&none_series.create_only).p50));
+    none["lib_bytes"] = json!(file_len(&lib41));
+    none["small_lib_p50"] = json!(round1(Pct::of_us(&small.ready).p50));
+    none["small_lib_bytes"] = json!(file_len(&lib42));
+    if let Some(note) = lib_note {
+        none["note"] = json!(note);
+    }
+    let mut standard = Pct::of_us(&standard_series.ready).to_json();
+    standard["create_only_p50"] = json!(round1(Pct::of_us(&standard_series.create_only).p50));
+    standard["applied"] = standard_series.isolation.clone();
+    s.insert(
+        "create_ready_us".into(),
+        json!({ "none": none, "standard": standard }),
+    );
+    let mut destroy = Pct::of_us(&standard_series.destroy).to_json();
+    destroy["isolation"] = json!("standard");
+    destroy["none_p50"] = json!(round1(Pct::of_us(&none_series.destroy).p50));
+    s.insert("destroy_us".into(), destroy);
+
+    progress("call round trip, reload, usage of a 2-process sandbox");
+    let id = "bench-main";
+    manager.create(id, spec()).await?;
+    for _ in 0..100 {
+        manager.run(id, "answer", Value::Null, None).await?;
+    }
+    let mut calls = Vec::with_capacity(sizes.call);
+    for _ in 0..sizes.call {
+        let t = Instant::now();
+        manager.run(id, "answer", Value::Null, None).await?;
+        calls.push(t.elapsed());
+    }
+    s.insert("call_rtt_us".into(), Pct::of_us(&calls).to_json());
+
+    let mut reloads = Vec::with_capacity(sizes.reload);
+    let mut to_small = Vec::with_capacity(sizes.reload / 2 + 1);
+    let mut to_large = Vec::with_capacity(sizes.reload / 2 + 1);
+    let mut load = Vec::with_capacity(sizes.reload);
+    for i in 0..sizes.reload {
+        let lib = if i % 2 == 0 { &lib42 } else { &lib41 };
+        let t = Instant::now();
+        let report = manager
+            .reload(id, ReloadSource::Library(lib.clone()))
+            .await?;
+        let took = t.elapsed();
+        reloads.push(took);
+        if i % 2 == 0 {
+            to_small.push(took);
+        } else {
+            to_large.push(took);
+        }
+        load.push(Duration::from_micros(report.load_us));
+        if report.status != "reloaded" {
+            bail!("reload {i} reported {:?}", report.status);
+        }
+    }
+    let want = if sizes.reload % 2 == 1 { 42 } else { 41 };
+    let answer = manager.run(id, "answer", Value::Null, None).await?;
+    if answer != json!(want) {
+        bail!(
+            "after {} reloads answer() gave {answer}, want {want}",
+            sizes.reload
+        );
+    }
+    let mut reload = Pct::of_us(&reloads).to_json();
+    reload["runner_load_p50"] = json!(round1(Pct::of_us(&load).p50));
+    reload["to_small_lib_p50"] = json!(round1(Pct::of_us(&to_small).p50));
+    reload["to_large_lib_p50"] = json!(round1(Pct::of_us(&to_large).p50));
+    s.insert("reload_us".into(), reload);
+
+    let p1 = usage_series(manager, id, sizes.usage_p1).await?;
+    manager.destroy(id).await?;
+
+    progress(&format!(
+        "usage of a sandbox with {} extra workers",
+        sizes.many_workers
+    ));
+    let id = "bench-many";
+    manager.create(id, spec()).await?;
+    let t = Instant::now();
+    manager.spawn_workers(id, sizes.many_workers).await?;
+    let spawn_s = t.elapsed().as_secs_f64();
+    let mut p1000 = usage_series(manager, id, sizes.usage_p1000).await?;
+    p1000["spawn_workers_s"] = json!(round1(spawn_s));
+    manager.destroy(id).await?;
+    s.insert("usage_us".into(), json!({ "p1": p1, "p1000": p1000 }));
+
+    progress(&format!("{} idle sandboxes at once", sizes.sandboxes));
+    s.insert(
+        "sandboxes_1000".into(),
+        many_sandboxes(manager, &lib41, sizes).await?,
+    );
+
+    progress("reload loop");
+    s.insert(
+        "reload_loop_ms".into(),
+        reload_loop::measure(&repo_root(), sizes.reload_loop).await,
+    );
+    Ok(Value::Object(s))
+}
+
+/// Timings of one series of create → ready → destroy.
+#[derive(Debug, Default)]
+struct CreateSeries {
+    ready: Vec<Duration>,
+    create_only: Vec<Duration>,
+    destroy: Vec<Duration>,
+    /// What the last sandbox's `info` said was applied.
+    isolation: Value,
+}
+
+/// `n` sandboxes at `level`, one after the other: time `create` + the first `answer` call,
+/// then `destroy`.
+async fn create_series(
+    manager: &Manager,
+    lib: &Path,
+    level: Level,
+    tag: &str,
+    n: usize,
+) -> Result<CreateSeries> {
+    let spec = || SandboxSpec::new(AppSource::Library(lib.to_path_buf())).with_isolation(level);
+    let mut out = CreateSeries::default();
+    for i in 0..n {
+        let id = format!("bench-{tag}-{i}");
+        let t = Instant::now();
+        let info = manager.create(&id, spec()).await?;
+        let created = t.elapsed();
+        let answer = manager.run(&id, "answer", Value::Null, None).await;
+        out.ready.push(t.elapsed());
+        out.create_only.push(created);
+        out.isolation = info.isolation;
+        let t = Instant::now();
+        manager.destroy(&id).await?;
+        out.destroy.push(t.elapsed());
+        let answer = answer?;
+        if !matches!(answer.as_i64(), Some(41 | 42)) {
+            bail!("answer() gave {answer}");
+        }
+    }
+    Ok(out)
+}
+
+/// What `answer()` of a fresh sandbox on `lib` returns (the sandbox is destroyed again).
+async fn answer_of(manager: &Manager, lib: &Path) -> Result<Value> {
+    let id = "bench-probe";
+    manager
+        .create(id, SandboxSpec::new(AppSource::Library(lib.to_path_buf())))
+        .await?;
+    let answer = manager.run(id, "answer", Value::Null, None).await;
+    manager.destroy(id).await?;
+    Ok(answer?)
+}
+
+/// `n` spawn+wait runs of `argv` (10 warm-up runs first), on a blocking thread.
+async fn spawn_series(argv: Vec<String>, n: usize) -> Result<Pct> {
+    let samples = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Cmd::new(&args)?.sample(10, n)
+    })
+    .await??;
+    Ok(Pct::of_us(&samples))
+}
+
+/// A peer sandbox tool, or `{"skipped": ..}` when it is not installed or does not work.
+async fn peer(tool: &str, args: &[&str], n: usize) -> Value {
+    let Some(path) = which(tool) else {
+        return skipped(format!(
+            "{tool} is not installed (`which {tool}` found nothing)"
+        ));
+    };
+    let mut argv = vec![path.to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let line = argv.join(" ");
+    match spawn_series(argv, n).await {
+        Ok(p) => {
+            let mut v = p.to_json();
+            v["command"] = json!(line);
+            v
+        }
+        Err(e) => skipped(format!("`{line}` failed: {e}")),
+    }
+}
+
+/// `n` timed `usage()` calls; notes the process count.
+async fn usage_series(manager: &Manager, id: &str, n: usize) -> Result<Value> {
+    let first = manager.usage(id).await?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        manager.usage(id).await?;
+        samples.push(t.elapsed());
+    }
+    let mut v = Pct::of_us(&samples).to_json();
+    v["processes"] = json!(first.processes);
+    Ok(v)
+}
+
+/// Creates `sizes.sandboxes` idle sandboxes concurrently; reports the wall time, the
+/// host's RSS and the mean PSS of each sandbox's process tree; destroys them.
+async fn many_sandboxes(manager: &Manager, lib: &Path, sizes: Sizes) -> Result<Value> {
+    let n = sizes.sandboxes;
+    let rss_before = vm_rss_kb().unwrap_or(0);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let manager = manager.clone();
+        let spec = SandboxSpec::new(AppSource::Library(lib.to_path_buf()));
+        set.spawn(async move { manager.create(&format!("bench-n-{i}"), spec).await });
+    }
+    let mut pids = Vec::with_capacity(n);
+    let mut first_err = None;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(info)) => pids.push(info.pid),
+            Ok(Err(e)) => first_err = first_err.or(Some(anyhow!(e))),
+            Err(e) => first_err = first_err.or(Some(anyhow!(e))),
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let result = match first_err {
+        Some(e) => Err(e.context(format!("creating {n} sandboxes"))),
+        None => {
+            let rss = vm_rss_kb().unwrap_or(0);
+            let (pss_kb, processes) = tokio::task::spawn_blocking(move || {
+                let mut pss = 0u64;
+                let mut procs = 0usize;
+                for pid in pids {
+                    for p in host::sandbox::procfs::tree(pid) {
+                        pss += pss_kb(p.pid).unwrap_or(0);
+                        procs += 1;
+                    }
+                }
+                (pss, procs)
+            })
+            .await?;
+            let mut v = json!({
+                "n": n,
+                "total_s": (total_s * 1000.0).round() / 1000.0,
+                "host_rss_kb": rss,
+                "host_rss_before_kb": rss_before,
+                "mean_pss_kb": round1(pss_kb as f64 / n as f64),
+                "processes": processes,
+            });
+            if sizes.quick {
+                v["note"] = json!(format!("--quick: {n} sandboxes, not 1000"));
+            }
+            Ok(v)
+        }
+    };
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let manager = manager.clone();
+        set.spawn(async move { manager.destroy(&format!("bench-n-{i}")).await });
+    }
+    while set.join_next().await.is_some() {}
+    let mut v = result?;
+    v["destroy_all_s"] = json!((t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(v)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// A `kB` field of a `/proc` file such as `VmRSS:` of `status` or `Pss:` of `smaps_rollup`.
+fn proc_kb(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+fn vm_rss_kb() -> Option<u64> {
+    proc_kb("/proc/self/status", "VmRSS:")
+}
+
+fn pss_kb(pid: i32) -> Option<u64> {
+    proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The rows of the table: label, summary key path, unit factor to microseconds.
+const ROWS: &[(&str, &[&str], f64)] = &[
+    ("floor_spawn_us", &["floor_spawn_us"], 1.0),
+    ("create_ready_us.none", &["create_ready_us", "none"], 1.0),
+    (
+        "create_ready_us.standard",
+        &["create_ready_us", "standard"],
+        1.0,
+    ),
+    ("reload_us", &["reload_us"], 1.0),
+    ("call_rtt_us", &["call_rtt_us"], 1.0),
+    ("usage_us.p1", &["usage_us", "p1"], 1.0),
+    ("usage_us.p1000", &["usage_us", "p1000"], 1.0),
+    ("destroy_us", &["destroy_us"], 1.0),
+    ("reload_loop_ms (ms)", &["reload_loop_ms"], 1000.0),
+    ("peer_unshare_us", &["peer_unshare_us"], 1.0),
+    ("peer_bwrap_us", &["peer_bwrap_us"], 1.0),
+];
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| &v[*k])
+}
+
+fn print_table(s: &Value) {
+    let floor = p50_of(&s["floor_spawn_us"]);
+    let unshare = p50_of(&s["peer_unshare_us"]);
+    let bwrap = p50_of(&s["peer_bwrap_us"]);
+    let ratio = |x: f64, base: Option<f64>| match base {
+        Some(b) if b > 0.0 => format!("{:.2}x", x / b),
+        _ => "-".into(),
+    };
+    println!(
+        "\n| operation | p50 | p99 | n | / floor | / unshare | / bwrap |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (label, path, to_us) in ROWS {
+        let v = at(s, path);
+        match p50_of(v) {
+            Some(p50) => {
+                let us = p50 * to_us;
+                println!(
+                    "| {label} | {p50:.1} | {:.1} | {} | {} | {} | {} |",
+                    v["p99"].as_f64().unwrap_or(f64::NAN),
+                    v["n"],
+                    ratio(us, floor),
+                    ratio(us, unshare),
+                    ratio(us, bwrap),
+                );
+            }
+            None => println!(
+                "| {label} | - | - | - | skipped: {} | | |",
+                v["skipped"].as_str().unwrap_or("?")
+            ),
+        }
+    }
+    let m = &s["sandboxes_1000"];
+    println!(
+        "\nsandboxes_1000: n={} total_s={} host_rss_kb={} mean_pss_kb={} processes={} destroy_all_s={}",
+        m["n"],
+        m["total_s"],
+        m["host_rss_kb"],
+        m["mean_pss_kb"],
+        m["processes"],
+        m["destroy_all_s"]
+    );
+    if let Some(note) = m["note"].as_str() {
+        println!("  ({note})");
+    }
+}
+
+/// Prints each goal of the issue as met, missed or not measured.
+fn print_goals(s: &Value) {
+    let p50 = |path: &[&str]| p50_of(at(s, path));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "not measured",
+    };
+    let standard = p50(&["create_ready_us", "standard"]);
+    let bwrap = p50(&["peer_bwrap_us"]);
+    let floor = p50(&["floor_spawn_us"]);
+    let m = &s["sandboxes_1000"];
+    let goals: Vec<(String, Option<bool>)> = vec![
+        (
+            "create_ready_us.standard p50 <= 2000".into(),
+            standard.map(|v| v <= 2000.0),
+        ),
+        (
+            "create_ready_us.standard p50 < peer_bwrap_us p50".into(),
+            standard.zip(bwrap).map(|(a, b)| a < b),
+        ),
+        (
+            "create_ready_us.none p50 <= 2 x floor_spawn_us p50".into(),
+            p50(&["create_ready_us", "none"])
+                .zip(floor)
+                .map(|(a, f)| a <= 2.0 * f),
+        ),
+        (
+            "reload_us p50 <= 500".into(),
+            p50(&["reload_us"]).map(|v| v <= 500.0),
+        ),
+        (
+            "call_rtt_us p50 <= 20".into(),
+            p50(&["call_rtt_us"]).map(|v| v <= 20.0),
+        ),
+        (
+            "usage_us.p1000 p50 <= 2000".into(),
+            p50(&["usage_us", "p1000"]).map(|v| v <= 2000.0),
+        ),
+        (
+            format!("{} sandboxes <= 5 s", m["n"]),
+            m["total_s"].as_f64().map(|v| v <= 5.0),
+        ),
+        (
+            "mean PSS per sandbox <= 1.5 MB (1536 kB)".into(),
+            m["mean_pss_kb"].as_f64().map(|v| v <= 1536.0),
+        ),
+        (
+            "reload_loop_ms p50 <= 1000".into(),
+            p50(&["reload_loop_ms"]).map(|v| v <= 1000.0),
+        ),
+    ];
+    println!("\ngoals:");
+    for (goal, ok) in goals {
+        println!("  {:<13} {goal}", verdict(ok));
+    }
+}

@@ -1,0 +1,139 @@
+//! `reload_loop_ms`: edit → `scripts/rebuild-and-reload.sh` → new version serving, driven
+//! against a real `host serve`. Every step that is missing or fails makes the result
+//! `{"skipped": reason}`; nothing is estimated.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::stats::{Pct, skipped};
+
+/// Measures the script `n` times, or says why it could not.
+pub async fn measure(root: &Path, n: usize) -> Value {
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || match try_measure(&root, n) {
+        Ok(v) => v,
+        Err(reason) => skipped(reason),
+    })
+    .await
+    .unwrap_or_else(|e| skipped(format!("reload loop task failed: {e}")))
+}
+
+/// Kills and reaps `host serve` when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
+    let script = root.join("scripts/rebuild-and-reload.sh");
+    if !script.is_file() {
+        return Err("scripts/rebuild-and-reload.sh does not exist yet".into());
+    }
+    let host = root.join("target/release/host");
+    if !host.is_file() {
+        return Err("target/release/host is not built (scripts/bench.sh builds it)".into());
+    }
+    let serve_help = Command::new(&host)
+        .args(["serve", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", host.display()))?;
+    if !serve_help.success() {
+        return Err("`host serve` is not implemented yet (the script needs it)".into());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("sandbox-bench-loop-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let socket = tmp.path().join("host.sock");
+    let crate_dir = tmp.path().join("sandbox_app");
+    copy_app(&root.join("sandbox_app"), &crate_dir)?;
+    let host_cmd = |args: &[&str]| {
+        let mut c = Command::new(&host);
+        c.args(args).env("SANDBOX_HOST_SOCKET", &socket);
+        c
+    };
+    let _serve = Serve(
+        host_cmd(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start `host serve`: {e}"))?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            return Err("`host serve` did not create its socket within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = "bench-loop";
+    let crate_arg = crate_dir.to_string_lossy().into_owned();
+    run_ok(
+        host_cmd(&["create", id, "--app", &crate_arg]),
+        "host create",
+    )?;
+    let lib_rs = crate_dir.join("src/lib.rs");
+    let original = std::fs::read_to_string(&lib_rs).map_err(|e| e.to_string())?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let answer = if i % 2 == 0 { 42 } else { 41 };
+        let edited = original.replace(
+            "pub const ANSWER: i64 = 41;",
+            &format!("pub const ANSWER: i64 = {answer};"),
+        );
+        std::fs::write(&lib_rs, edited).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&script);
+        cmd.arg(id)
+            .arg(&crate_dir)
+            .env("SANDBOX_HOST_SOCKET", &socket);
+        let t = Instant::now();
+        run_ok(cmd, "rebuild-and-reload.sh")?;
+        samples.push(t.elapsed());
+    }
+    let _ = host_cmd(&["destroy", id]).output();
+    Ok(Pct::of_ms(&samples).to_json())
+}
+
+fn run_ok(mut cmd: Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Copies the demo app's manifest and sources so they build from `to`, with the path to
+/// `sandbox_abi` made absolute and the package renamed.
+fn copy_app(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to.join("src")).map_err(|e| e.to_string())?;
+    std::fs::copy(from.join("src/lib.rs"), to.join("src/lib.rs")).map_err(|e| e.to_string())?;
+    let manifest = std::fs::read_to_string(from.join("Cargo.toml")).map_err(|e| e.to_string())?;
+    let abi = from.join("../sandbox_abi");
+    // Renamed: a crate named `sandbox_app` at another path, built in the shared apps target
+    // directory, would overwrite the real one's `libsandbox_app.so`, which cargo then
+    // considers fresh.
+    let manifest = manifest
+        .replace(
+            "path = \"../sandbox_abi\"",
+            &format!("path = \"{}\"", abi.display()),
+        )
+        .replace("name = \"sandbox_app\"", "name = \"bench_loop_app\"");
+    std::fs::write(to.join("Cargo.toml"), manifest).map_err(|e| e.to_string())
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Build the bench in release and run it: a table on stdout and target/bench/summary.json.
+#
+#   scripts/bench.sh [--quick]
+#
+# --quick uses small sample counts (and 100 sandboxes instead of 1000); the whole run
+# takes well under a minute. Runs from any cwd; installs nothing. Peers that are not
+# installed (`bwrap`, `unshare`) are reported as skipped. The host binary is built too,
+# because the reload-loop measurement drives `host serve` and scripts/rebuild-and-reload.sh.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+unset CARGO_TARGET_DIR
+
+cargo build --quiet --release -p bench -p host --manifest-path "$repo/Cargo.toml"
+exec "$repo/target/release/bench" --out "$repo/target/bench/summary.json" "$@"
