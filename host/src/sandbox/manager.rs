@@ -406,7 +406,7 @@ impl Manager {
             AppSource::Library(path) => path.clone(),
             AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
         };
-        let record = install_version(sb, &built, 1)?;
+        let record = install_version(sb, &read_lib(&built)?, 1)?;
         sb.versions.lock().unwrap().push(record.clone());
         if sb.spec.isolation.isolates() {
             let name = sb
@@ -506,6 +506,9 @@ impl Manager {
                 }));
             }
         };
+        if let Some(r) = sb.versions.lock().unwrap().iter_mut().find(|v| v.version == record.version) {
+            r.app_version.clone_from(&ready.app_version);
+        }
         let applied: Vec<ReportEntry> =
             serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
@@ -717,8 +720,8 @@ impl Manager {
         let live = sb.live().await?;
         let current = sb.current_record();
         let from = current.as_ref().map_or(0, |r| r.version);
-        let sha = sha256_file(&lib)?;
-        if current.as_ref().is_some_and(|r| r.sha256 == sha) {
+        let lib = read_lib(&lib)?;
+        if current.as_ref().is_some_and(|r| r.sha256 == lib.sha256) {
             return Ok(ReloadReport {
                 status: "no_change".into(),
                 from_version: from,
@@ -1220,15 +1223,27 @@ async fn death_of(id: &str, live: &Live) -> SandboxError {
 }
 
 /// Copies `lib` to the sandbox's private `app/` directory as version `version`.
-fn install_version(sb: &Sandbox, lib: &Path, version: u32) -> Result<VersionRecord, SandboxError> {
+/// A library read into memory with its sha256, so it is read and hashed once.
+struct LibBytes {
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+fn read_lib(lib: &Path) -> Result<LibBytes, SandboxError> {
     let bytes = std::fs::read(lib).map_err(|e| SandboxError::io(lib, e))?;
     let sha256 = hex(&Sha256::digest(&bytes));
+    Ok(LibBytes { bytes, sha256 })
+}
+
+fn install_version(sb: &Sandbox, lib: &LibBytes, version: u32) -> Result<VersionRecord, SandboxError> {
+    let LibBytes { bytes, sha256 } = lib;
+    let sha256 = sha256.clone();
     // A unique name per version: dlopen caches by path, so reusing a name would load the old
     // code again.
     let path = sb
         .app_dir()
         .join(format!("v{version}-{}.so", &sha256[..12]));
-    std::fs::write(&path, &bytes).map_err(|e| SandboxError::io(&path, e))?;
+    std::fs::write(&path, bytes).map_err(|e| SandboxError::io(&path, e))?;
     Ok(VersionRecord {
         version,
         path,
@@ -1236,11 +1251,6 @@ fn install_version(sb: &Sandbox, lib: &Path, version: u32) -> Result<VersionReco
         app_version: String::new(),
         loaded_at: unix_now(),
     })
-}
-
-fn sha256_file(path: &Path) -> Result<String, SandboxError> {
-    let bytes = std::fs::read(path).map_err(|e| SandboxError::io(path, e))?;
-    Ok(hex(&Sha256::digest(&bytes)))
 }
 
 fn hex(bytes: &[u8]) -> String {
