@@ -62,6 +62,13 @@ impl RunnerRestrictions {
                 ReportEntry::missing(Mechanism::NoNewPrivs, format!("prctl: {err}"))
             };
             push(e)?;
+        // SAFETY: plain prctl(2) query.
+        } else if unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } == 1 {
+            // The spawn sequence sets it before exec at every level; report what the kernel says.
+            push(ReportEntry::applied(
+                Mechanism::NoNewPrivs,
+                "inherited: set by the spawn sequence before exec",
+            ))?;
         } else {
             push(ReportEntry::missing(Mechanism::NoNewPrivs, "not requested"))?;
         }

@@ -218,13 +218,24 @@ fn killing_the_host_kills_its_runners_within_a_second() {
     for pid in workers {
         assert!(!alive(pid), "pid {pid} outlived its host");
     }
-    // A killed host cannot remove its sandboxes' cgroups; do it for it.
-    remove_cgroups(&format!("sandbox-held-{}-", holder.id()));
+    // A killed host cannot remove its sandboxes' cgroups; do it for it, retrying while the
+    // kernel still counts the just-killed processes in them (rmdir is EBUSY until then).
+    let prefix = format!("sandbox-held-{}-", holder.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while remove_cgroups(&prefix) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        remove_cgroups(&prefix),
+        0,
+        "cgroups of the killed host are left"
+    );
 }
 
-/// Removes (now empty) cgroup directories whose name starts with `prefix`, in every hierarchy.
-fn remove_cgroups(prefix: &str) {
-    fn walk(dir: &std::path::Path, prefix: &str, depth: u32) {
+/// Removes (now empty) cgroup directories whose name starts with `prefix`, in every hierarchy;
+/// returns how many are still there.
+fn remove_cgroups(prefix: &str) -> usize {
+    fn walk(dir: &std::path::Path, prefix: &str, depth: u32, left: &mut usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -234,11 +245,15 @@ fn remove_cgroups(prefix: &str) {
                 continue;
             }
             if entry.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = std::fs::remove_dir(&path);
+                if std::fs::remove_dir(&path).is_err() {
+                    *left += 1;
+                }
             } else if depth > 0 {
-                walk(&path, prefix, depth - 1);
+                walk(&path, prefix, depth - 1, left);
             }
         }
     }
-    walk(std::path::Path::new("/sys/fs/cgroup"), prefix, 4);
+    let mut left = 0;
+    walk(std::path::Path::new("/sys/fs/cgroup"), prefix, 4, &mut left);
+    left
 }

@@ -506,7 +506,13 @@ impl Manager {
                 }));
             }
         };
-        if let Some(r) = sb.versions.lock().unwrap().iter_mut().find(|v| v.version == record.version) {
+        if let Some(r) = sb
+            .versions
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .find(|v| v.version == record.version)
+        {
             r.app_version.clone_from(&ready.app_version);
         }
         let applied: Vec<ReportEntry> =
@@ -1235,7 +1241,11 @@ fn read_lib(lib: &Path) -> Result<LibBytes, SandboxError> {
     Ok(LibBytes { bytes, sha256 })
 }
 
-fn install_version(sb: &Sandbox, lib: &LibBytes, version: u32) -> Result<VersionRecord, SandboxError> {
+fn install_version(
+    sb: &Sandbox,
+    lib: &LibBytes,
+    version: u32,
+) -> Result<VersionRecord, SandboxError> {
     let LibBytes { bytes, sha256 } = lib;
     let sha256 = sha256.clone();
     // A unique name per version: dlopen caches by path, so reusing a name would load the old

@@ -307,9 +307,12 @@ fn reload(
     // the sandbox is restarted; calls go on, on prestarted threads.
     let (tx, rx) = mpsc::channel();
     let path = lib.to_owned();
-    std::thread::spawn(move || {
-        let _ = tx.send(LoadedApp::open(&path, version));
-    });
+    std::thread::Builder::new()
+        .name("loader".into())
+        .spawn(move || {
+            let _ = tx.send(LoadedApp::open(&path, version));
+        })
+        .map_err(|e| format!("cannot start a loader thread: {e}"))?;
     let new = match rx.recv_timeout(timeout) {
         Ok(Ok(app)) => app,
         Ok(Err(e)) => return Err(e.to_string()),
@@ -374,7 +377,7 @@ impl CallPool {
     fn prestart(&self, n: usize) {
         for _ in 0..n {
             let inner = Arc::clone(&self.inner);
-            std::thread::spawn(move || pool_thread(&inner));
+            let _ = std::thread::Builder::new().spawn(move || pool_thread(&inner));
         }
     }
 
@@ -387,7 +390,9 @@ impl CallPool {
         }
         drop(q);
         let inner = Arc::clone(&self.inner);
-        std::thread::spawn(move || pool_thread(&inner));
+        // When no thread can be made (pids.max reached, say), the job stays queued and the
+        // next pool thread that finishes a call takes it: slower, but the runner lives on.
+        let _ = std::thread::Builder::new().spawn(move || pool_thread(&inner));
     }
 }
 

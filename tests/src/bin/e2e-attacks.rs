@@ -1,0 +1,154 @@
+//! Runs the hostile app's attacks through the library and prints what happened as one JSON
+//! line. The containment tests run it as an unprivileged user (uid 65534), where the sandbox
+//! gets a user namespace but no cgroup.
+//!
+//! * `e2e-attacks attacks LIB PLAN`: creates a `standard` sandbox from LIB and runs every
+//!   attack; PLAN is JSON `{"secret": PATH, "outside_dir": DIR, "tcp": PORT, "udp": PORT}`.
+//!   The host attacked by `ptrace` is this process.
+//! * `e2e-attacks strict LIB`: tries to create a `strict` sandbox from LIB.
+//!
+//! Sandboxes live under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`; this binary is its own
+//! runner (`/proc/self/exe`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use host::sandbox::{AppSource, Level, Manager, ManagerConfig, SandboxError, SandboxSpec};
+use serde_json::{Value, json};
+
+fn main() {
+    host::maybe_run_sandbox_child();
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: e2e-attacks attacks LIB PLAN | e2e-attacks strict LIB";
+    let mode = args.get(1).expect(usage).clone();
+    let lib = PathBuf::from(args.get(2).expect(usage));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let out = runtime.block_on(async {
+        let manager = Manager::new(ManagerConfig::new("/proc/self/exe")).expect("manager");
+        let out = match mode.as_str() {
+            "attacks" => {
+                let plan: Value =
+                    serde_json::from_str(args.get(3).expect(usage)).expect("PLAN is JSON");
+                attacks(&manager, lib, &plan).await
+            }
+            "strict" => strict(&manager, lib).await,
+            _ => panic!("{usage}"),
+        };
+        manager.destroy_all().await;
+        out
+    });
+    println!("{out}");
+}
+
+async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
+    let id = "attacks";
+    let info = manager
+        .create(id, SandboxSpec::new(AppSource::Library(lib)))
+        .await
+        .expect("create");
+    let run = async |function: &str, args: Value| -> Value {
+        match manager
+            .run(id, function, args, Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => json!({ "call_error": e.to_string() }),
+        }
+    };
+    let outside = PathBuf::from(plan["outside_dir"].as_str().expect("outside_dir"));
+    let own_file = info.dir.join("work").join("mine.txt");
+    let mut results = serde_json::Map::new();
+    results.insert(
+        "read_secret".into(),
+        run("read_file", json!({ "path": plan["secret"] })).await,
+    );
+    results.insert(
+        "write_outside".into(),
+        run(
+            "write_file",
+            json!({ "path": outside.join("pwned-by-nobody") }),
+        )
+        .await,
+    );
+    results.insert(
+        "write_sandbox_dir".into(),
+        run("write_file", json!({ "path": info.dir.join("pwned") })).await,
+    );
+    results.insert(
+        "write_own".into(),
+        run("write_file", json!({ "path": own_file })).await,
+    );
+    results.insert(
+        "net".into(),
+        run(
+            "connect_net",
+            json!({ "tcp": plan["tcp"], "udp": plan["udp"] }),
+        )
+        .await,
+    );
+    results.insert(
+        "ptrace".into(),
+        run("ptrace", json!({ "pid": std::process::id() })).await,
+    );
+    results.insert(
+        "exec".into(),
+        run("setuid_exec", json!({ "path": "/usr/bin/cat" })).await,
+    );
+    results.insert(
+        "become_root".into(),
+        run("setuid_exec", json!({ "path": "/usr/bin/cat", "uid": 0 })).await,
+    );
+    let daemon = run("daemon", Value::Null).await;
+    let daemon_pid = daemon["ns_pid"]
+        .as_i64()
+        .and_then(|ns| e2e::host_pid_in_sandbox(info.pid, ns as i32));
+    let alive_before = daemon_pid.is_some_and(e2e::alive);
+    let usage = manager.usage(id).await.map_or_else(
+        |e| json!({ "error": e.to_string() }),
+        |u| serde_json::to_value(u).expect("usage is JSON"),
+    );
+    let own_file_written = std::fs::read_to_string(&own_file).ok();
+    manager.destroy(id).await.expect("destroy");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while daemon_pid.is_some_and(e2e::alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    results.insert(
+        "daemon".into(),
+        json!({
+            "reported": daemon,
+            "host_pid": daemon_pid,
+            "alive_before_destroy": alive_before,
+            "alive_after_destroy": daemon_pid.is_some_and(e2e::alive),
+        }),
+    );
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    json!({
+        "uid": uid,
+        "host_pid": std::process::id(),
+        "isolation": info.isolation,
+        "usage": usage,
+        "own_file_written": own_file_written,
+        "sandbox_dir_left": info.dir.exists(),
+        "results": results,
+    })
+}
+
+async fn strict(manager: &Manager, lib: PathBuf) -> Value {
+    let spec = SandboxSpec::new(AppSource::Library(lib)).with_isolation(Level::Strict);
+    let result = manager.create("strict", spec).await;
+    let left = std::fs::read_dir(&manager.config().state_dir)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    match result {
+        Ok(info) => json!({ "created": true, "isolation": info.isolation }),
+        Err(e) => json!({
+            "created": false,
+            "isolation_error": matches!(e, SandboxError::Isolation(_)),
+            "error": e.to_string(),
+            "sandboxes_left": manager.list().await.len(),
+            "state_entries_left": left,
+        }),
+    }
+}
