@@ -280,6 +280,8 @@ async fn usage_counts_real_processes_and_reports_versions() {
         )
         .await
         .unwrap();
+    // Create returns once the app answers; its worker is started before the next request.
+    assert_eq!(m.workers("use-1").await.unwrap().workers.len(), 1);
     let before = m.usage("use-1").await.unwrap();
     assert_eq!(before.processes, 2, "runner + 1 worker");
     assert_eq!(before.pid, info.pid);

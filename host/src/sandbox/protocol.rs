@@ -152,8 +152,6 @@ pub struct Ready {
     pub app_version: String,
     /// Microseconds spent in `dlopen` + checks.
     pub load_us: u64,
-    /// Pids of the workers started.
-    pub workers: Vec<i32>,
     /// What the runner applied to itself (isolation report entries).
     #[serde(default)]
     pub restrictions: serde_json::Value,

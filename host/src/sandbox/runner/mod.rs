@@ -170,21 +170,24 @@ fn init(
         version,
         Arc::new(move |event: Event| events_out.send(0, Body::Event(event))),
     );
-    let workers = match supervisor.spawn(app.initial_workers()) {
-        Ok(list) => list.workers.iter().map(|w| w.pid).collect(),
-        Err(e) => {
-            out.err(frame.id, ErrorKind::InitFailed, e);
-            return None;
-        }
-    };
     let ready = Ready {
         app_name: app.name(),
         app_version: app.app_version(),
         load_us,
-        workers,
         restrictions: applied,
     };
     out.ok(frame.id, &ready);
+    // The app answers calls from here on; its workers start right after, before the next
+    // request is read, so a later `workers` or `spawn_workers` sees them. Starting a process
+    // waits for its exec, which is not on the create-to-ready clock.
+    if let Err(e) = supervisor.spawn(app.initial_workers()) {
+        out.send(
+            0,
+            Body::Event(Event::Crashed {
+                reason: format!("initial workers: {e}"),
+            }),
+        );
+    }
     let (reload_tx, reload_rx) = mpsc::channel();
     let runner = Runner {
         current: RwLock::new(Arc::new(app)),
