@@ -56,9 +56,10 @@ pub fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-/// `{"skipped": reason}`: the shape of a measurement that was not taken.
+/// `{"p50": null, "p99": null, "skipped": reason}`: a measurement that was not taken, with
+/// the reason; never a guess.
 pub fn skipped(reason: impl Into<String>) -> Value {
-    json!({ "skipped": reason.into() })
+    json!({ "p50": null, "p99": null, "skipped": reason.into() })
 }
 
 /// The p50 of a `{p50, p99}` value, if it was measured.

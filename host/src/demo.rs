@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use operator::{HealthState, MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde_json::{Value, json};
 
+use crate::sandbox::spec::valid_id;
 use crate::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
 use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
 
@@ -61,9 +62,12 @@ pub struct DemoArgs {
 /// A failure of the demo: a step or guardrail (exit 1) or configuration (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// Provider, key or flags are wrong; nothing was created.
+    /// Provider or key are wrong; nothing was created.
     #[error("{0}")]
     Config(String),
+    /// A flag is wrong (say, an invalid sandbox id); nothing was created.
+    #[error("{0}")]
+    Flags(String),
     /// A step failed.
     #[error("{0}")]
     Step(String),
@@ -160,7 +164,7 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     }
     let code = match &result {
         Ok(()) => 0,
-        Err(DemoError::Config(_)) => 2,
+        Err(DemoError::Config(_) | DemoError::Flags(_)) => 2,
         Err(_) => 1,
     };
     if let Err(e) = &result {
@@ -192,6 +196,7 @@ impl Printer {
     fn error(&self, e: &DemoError) {
         if !self.error_shown.replace(true) {
             match e {
+                DemoError::Flags(msg) => self.line(&format!("[demo] config error: {msg}")),
                 DemoError::Config(msg) => {
                     self.line(&format!("[demo] operator config error: {msg}"))
                 }
@@ -208,6 +213,12 @@ async fn flow(
     out: &Printer,
     report: &mut Value,
 ) -> Result<(), DemoError> {
+    if !valid_id(&args.sandbox_id) {
+        return Err(DemoError::Flags(format!(
+            "invalid --sandbox-id {:?}: use 1 to 64 characters of A-Z, a-z, 0-9, _ and -",
+            args.sandbox_id
+        )));
+    }
     let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
     if choice.by_default {
         if choice.name == "mock" {

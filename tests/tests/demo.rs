@@ -5,14 +5,27 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::HOST;
 use serde_json::{Value, json};
 
+/// One finished run of the binary, with its pid (sandbox cgroups are named after it).
+struct Run {
+    output: Output,
+    pid: u32,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.output
+    }
+}
+
 /// Runs the binary with a private runtime dir and no provider variables from the outside.
-fn host(args: &[&str], env: &[(&str, &str)], runtime_dir: &Path) -> Output {
+fn host(args: &[&str], env: &[(&str, &str)], runtime_dir: &Path) -> Run {
     let mut cmd = Command::new(HOST);
     cmd.args(args).env("XDG_RUNTIME_DIR", runtime_dir).env(
         "SANDBOX_APPS_TARGET_DIR",
@@ -31,15 +44,51 @@ fn host(args: &[&str], env: &[(&str, &str)], runtime_dir: &Path) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    Run {
+        output: child.wait_with_output().unwrap(),
+        pid,
+    }
+}
+
+/// Cgroup directories under `dir` (at most `depth` levels down) whose name starts with
+/// `prefix`.
+fn cgroups_named(dir: &Path, prefix: &str, depth: u32, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            found.push(entry.path());
+        } else if depth > 0 {
+            cgroups_named(&entry.path(), prefix, depth - 1, found);
+        }
+    }
 }
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// No sandbox directory and no process working inside the runtime dir is left.
-fn assert_clean(runtime_dir: &Path) {
+/// No sandbox directory, no process working inside the runtime dir and no cgroup of the
+/// run's sandbox (`sandbox-demo-1-<host pid>-<n>`, in any hierarchy) is left.
+fn assert_clean(runtime_dir: &Path, run: &Run) {
+    let mut cgroups = Vec::new();
+    cgroups_named(
+        Path::new("/sys/fs/cgroup"),
+        &format!("sandbox-demo-1-{}-", run.pid),
+        6,
+        &mut cgroups,
+    );
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
     let sandboxes = runtime_dir.join("sandbox-host").join("sandboxes");
     if let Ok(entries) = std::fs::read_dir(&sandboxes) {
         let left: Vec<_> = entries.flatten().map(|e| e.path()).collect();
@@ -88,7 +137,7 @@ fn demo_with_the_default_mock_prints_the_story_and_passes() {
             "[demo] sandbox destroyed"
         ]
     );
-    assert_clean(dir.path());
+    assert_clean(dir.path(), &out);
 }
 
 #[test]
@@ -112,7 +161,7 @@ fn anomaly_with_25_workers_is_noticed_by_the_mock_and_passes() {
             "[demo] sandbox destroyed"
         ]
     );
-    assert_clean(dir.path());
+    assert_clean(dir.path(), &out);
 }
 
 #[test]
@@ -126,7 +175,7 @@ fn anomaly_without_load_is_healthy_and_passes_with_json_output() {
     assert_eq!(report["operator"]["notifications"], 0);
     assert_eq!(report["guardrail"]["ok"], true);
     assert!(report["timings"]["compile_ms"].is_u64());
-    assert_clean(dir.path());
+    assert_clean(dir.path(), &out);
 }
 
 #[test]
@@ -150,6 +199,17 @@ fn a_missing_key_exits_2_before_any_sandbox_exists() {
     assert!(stdout(&out).contains(
         "Unknown provider: bard. Use anthropic, openai, google-ai, gemini-ai, ollama, or mock"
     ));
+    let out = host(&["demo", "--sandbox-id", "no/such id"], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("[demo] config error: invalid --sandbox-id"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !dir.path().join("sandbox-host").exists(),
+        "a sandbox directory was made"
+    );
 }
 
 /// A fake Anthropic Messages API that answers every request with the same tool calls.
@@ -194,7 +254,7 @@ impl FakeAnthropic {
     }
 }
 
-fn anomaly_against(fake: &FakeAnthropic, dir: &Path) -> Output {
+fn anomaly_against(fake: &FakeAnthropic, dir: &Path) -> Run {
     host(
         &["anomaly", "--load", "25"],
         &[
@@ -219,7 +279,7 @@ fn a_model_that_always_claims_healthy_fails_the_guardrail() {
     assert!(text.contains("[operator] state=healthy"), "{text}");
     assert!(text.contains("[demo] error: anomaly_state_mismatch: live processes=27, threshold=10, operator state=healthy"), "{text}");
     assert!(text.contains("[demo] sandbox destroyed"), "{text}");
-    assert_clean(dir.path());
+    assert_clean(dir.path(), &out);
 }
 
 #[test]
@@ -237,5 +297,5 @@ fn a_model_that_never_notifies_fails_the_guardrail() {
         text.contains("[demo] error: anomaly_notification_missing: live processes=27"),
         "{text}"
     );
-    assert_clean(dir.path());
+    assert_clean(dir.path(), &out);
 }

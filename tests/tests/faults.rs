@@ -158,6 +158,48 @@ async fn a_killed_worker_is_restarted() {
     m.destroy("worker-1").await.unwrap();
 }
 
+/// A worker dies with the *thread* that started it (`PR_SET_PDEATHSIG`), and the runner's
+/// serving threads come and go with the load: workers asked for while a call is in flight
+/// are started for a serving thread that retires afterwards (it finishes when two others are
+/// idle), and they must outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_outlive_the_runner_threads_that_started_them() {
+    let (m, _state) = manager();
+    faulty(&m, "threads-1").await;
+    let call = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            m.run(
+                "threads-1",
+                "sleep",
+                json!(50),
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Starting 30 processes takes longer than the call has left.
+    let added = m.spawn_workers("threads-1", 30).await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), json!(50));
+    let pids: Vec<i32> = added.workers.iter().map(|w| w.pid).collect();
+    // Let the serving thread retire and any killed worker be noticed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = m.workers("threads-1").await.unwrap();
+    assert_eq!(after.workers.len(), 31, "{after:?}");
+    assert_eq!(
+        after.restarts, 0,
+        "a worker died with its thread: {after:?}"
+    );
+    assert_eq!(
+        after.workers.iter().map(|w| w.pid).collect::<Vec<_>>(),
+        pids,
+        "workers were replaced"
+    );
+    assert_eq!(m.usage("threads-1").await.unwrap().worker_restarts, 0);
+    m.destroy("threads-1").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
     let (m, _state) = manager();

@@ -44,7 +44,9 @@ impl Connection {
         closed: oneshot::Sender<()>,
     ) -> std::io::Result<Connection> {
         sock.set_nonblocking(true)?;
-        let (mut reader, writer) = UnixStream::from_std(sock)?.into_split();
+        let (reader, writer) = UnixStream::from_std(sock)?.into_split();
+        // Buffered: a frame's length and body, and often the next frames, in one read.
+        let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let pending_reader = Arc::clone(&pending);
         tokio::spawn(async move {

@@ -16,12 +16,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::compile::Compiler;
 use crate::sandbox::connection::{ConnError, Connection};
 use crate::sandbox::error::SandboxError;
+use crate::sandbox::library::{self, LibBytes};
 use crate::sandbox::procfs;
 use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
 use isolation::landlock::SandboxPaths;
@@ -398,15 +398,16 @@ impl Manager {
     }
 
     async fn start_new(&self, sb: &Arc<Sandbox>) -> Result<(), SandboxError> {
+        std::fs::create_dir_all(&sb.dir).map_err(|e| SandboxError::io(&sb.dir, e))?;
         for sub in ["app", "work"] {
             let d = sb.dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| SandboxError::io(&d, e))?;
+            std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
         }
         let built = match &sb.spec.app {
             AppSource::Library(path) => path.clone(),
             AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
         };
-        let record = install_version(sb, &read_lib(&built)?, 1)?;
+        let record = install_version(sb, &library::read(&built)?, 1)?;
         sb.versions.lock().unwrap().push(record.clone());
         if sb.spec.isolation.isolates() {
             let name = sb
@@ -726,7 +727,7 @@ impl Manager {
         let live = sb.live().await?;
         let current = sb.current_record();
         let from = current.as_ref().map_or(0, |r| r.version);
-        let lib = read_lib(&lib)?;
+        let lib = library::read(&lib)?;
         if current.as_ref().is_some_and(|r| r.sha256 == lib.sha256) {
             return Ok(ReloadReport {
                 status: "no_change".into(),
@@ -1229,42 +1230,18 @@ async fn death_of(id: &str, live: &Live) -> SandboxError {
 }
 
 /// Copies `lib` to the sandbox's private `app/` directory as version `version`.
-/// A library read into memory with its sha256, so it is read and hashed once.
-struct LibBytes {
-    bytes: Vec<u8>,
-    sha256: String,
-}
-
-fn read_lib(lib: &Path) -> Result<LibBytes, SandboxError> {
-    let bytes = std::fs::read(lib).map_err(|e| SandboxError::io(lib, e))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    Ok(LibBytes { bytes, sha256 })
-}
-
 fn install_version(
     sb: &Sandbox,
     lib: &LibBytes,
     version: u32,
 ) -> Result<VersionRecord, SandboxError> {
-    let LibBytes { bytes, sha256 } = lib;
-    let sha256 = sha256.clone();
-    // A unique name per version: dlopen caches by path, so reusing a name would load the old
-    // code again.
-    let path = sb
-        .app_dir()
-        .join(format!("v{version}-{}.so", &sha256[..12]));
-    std::fs::write(&path, bytes).map_err(|e| SandboxError::io(&path, e))?;
     Ok(VersionRecord {
         version,
-        path,
-        sha256,
+        path: library::install(&sb.app_dir(), lib, version)?,
+        sha256: lib.sha256.clone(),
         app_version: String::new(),
         loaded_at: unix_now(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn nonce() -> String {

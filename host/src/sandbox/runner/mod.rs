@@ -1,11 +1,15 @@
 //! The sandbox's init process: the `host` binary re-executed in a hidden mode.
 //!
 //! It owns fd 3, one end of a Unix socketpair whose other end the host holds. It applies its
-//! self-restrictions, loads the app, starts the app's workers and then serves requests. The
-//! reader thread answers `ping` and `workers` itself, hands each `call` to a pool thread and
-//! each `reload` to a thread of its own, so a slow call never delays a ping, a usage read or
-//! a reload. Calls take a reference to the current version; a reload swaps the reference, so
-//! calls in flight finish on the version they started on and new calls see the new one.
+//! self-restrictions, loads the app, starts the app's workers and then serves requests.
+//!
+//! Requests are served leader/follower style: the serving thread that holds the socket's read
+//! lock reads the next frame, releases the lock (another serving thread takes over reading)
+//! and answers the frame itself, so a call runs on the thread that read it, with no hand-off
+//! on its path. When every serving thread is inside a call, a new one is started first, so a
+//! slow call never delays a ping, a usage read or a reload; reloads run on a thread of their
+//! own. Calls take a reference to the current version; a reload swaps the reference, so calls
+//! in flight finish on the version they started on and new calls see the new one.
 //!
 //! No tokio and no HTTP here: the runner is plain threads and blocking I/O.
 
@@ -16,6 +20,7 @@ use std::io::{BufReader, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -39,8 +44,8 @@ pub const CONTROL_FD: i32 = 3;
 /// A queued reload: request id, library, version, timeout.
 type ReloadJob = (u64, PathBuf, u32, Duration);
 
-/// Threads kept idle for calls; more are started when all are busy.
-const IDLE_CALL_THREADS: usize = 2;
+/// Serving threads kept when idle; more are started while every one is inside a call.
+const IDLE_SERVERS: usize = 2;
 
 /// Shared write side of the control socket.
 #[derive(Debug, Clone)]
@@ -84,7 +89,11 @@ struct Runner {
     loader_stuck: std::sync::atomic::AtomicBool,
     supervisor: Arc<Supervisor>,
     out: Out,
-    pool: CallPool,
+    /// The read side of the control socket. Its lock is the leader token: the serving thread
+    /// that holds it reads the next frame.
+    reader: Mutex<BufReader<UnixStream>>,
+    /// Serving threads that are not inside a call (reading, or waiting to read).
+    free: AtomicUsize,
 }
 
 /// Entry point of runner mode. Never returns.
@@ -99,9 +108,9 @@ pub fn main() -> ! {
     let out = Out(Arc::new(Mutex::new(
         sock.try_clone().expect("clone control socket"),
     )));
-    let mut reader = BufReader::with_capacity(64 * 1024, sock);
+    let reader = BufReader::with_capacity(64 * 1024, sock);
 
-    let runner = match init(&mut reader, &out) {
+    let runner = match init(reader, &out) {
         Some((runner, reloads)) => {
             let runner = Arc::new(runner);
             let for_reloads = Arc::clone(&runner);
@@ -113,24 +122,76 @@ pub fn main() -> ! {
         }
         None => std::process::exit(2),
     };
+    // Serving threads are started now, not on demand: while a hung library initialiser holds
+    // the loader lock, creating a thread blocks, and requests must still be served.
+    for _ in 1..IDLE_SERVERS {
+        start_server(&runner);
+    }
+    runner.free.fetch_add(1, Ordering::AcqRel);
+    serve(&runner, false);
+    unreachable!("the main serving thread never retires")
+}
+
+/// One serving thread: reads a frame while holding the read lock, then answers it. Returns
+/// when the thread retires (more than [`IDLE_SERVERS`] idle and `may_retire`).
+fn serve(runner: &Arc<Runner>, may_retire: bool) {
     loop {
-        let frame: RequestFrame = match protocol::read_frame(&mut reader) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => shutdown(&runner),
-            Err(e) => {
-                eprintln!("runner: bad frame from host: {e}");
-                shutdown(&runner)
+        let frame: RequestFrame = {
+            let mut reader = runner.reader.lock().unwrap_or_else(|e| e.into_inner());
+            match protocol::read_frame(&mut *reader) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => shutdown(runner),
+                Err(e) => {
+                    eprintln!("runner: bad frame from host: {e}");
+                    shutdown(runner)
+                }
             }
         };
-        dispatch(&runner, frame);
+        if !is_slow(&frame.request) {
+            dispatch(runner, frame);
+            continue;
+        }
+        // This thread is busy until the request is answered; if it was the last free one,
+        // start another so the socket is still read meanwhile.
+        if runner.free.fetch_sub(1, Ordering::AcqRel) == 1
+            && !runner.loader_stuck.load(Ordering::Acquire)
+        {
+            start_server(runner);
+        }
+        dispatch(runner, frame);
+        if runner.free.fetch_add(1, Ordering::AcqRel) + 1 > IDLE_SERVERS && may_retire {
+            runner.free.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+    }
+}
+
+/// Requests that may take long: answered with the thread marked busy.
+fn is_slow(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Call { .. } | Request::SpawnWorkers { .. } | Request::Workers
+    )
+}
+
+/// Starts one more serving thread. When none can be made (pids.max reached, say), requests
+/// wait until a busy thread finishes its call: slower, but the runner lives on.
+fn start_server(runner: &Arc<Runner>) {
+    runner.free.fetch_add(1, Ordering::AcqRel);
+    let for_thread = Arc::clone(runner);
+    let started = std::thread::Builder::new()
+        .name("serve".into())
+        .spawn(move || serve(&for_thread, true));
+    if started.is_err() {
+        runner.free.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 fn init(
-    reader: &mut BufReader<UnixStream>,
+    mut reader: BufReader<UnixStream>,
     out: &Out,
 ) -> Option<(Runner, mpsc::Receiver<ReloadJob>)> {
-    let frame: RequestFrame = protocol::read_frame(reader).ok()??;
+    let frame: RequestFrame = protocol::read_frame(&mut reader).ok()??;
     let Request::Init {
         lib,
         version,
@@ -177,17 +238,9 @@ fn init(
         restrictions: applied,
     };
     out.ok(frame.id, &ready);
-    // The app answers calls from here on; its workers start right after, before the next
-    // request is read, so a later `workers` or `spawn_workers` sees them. Starting a process
-    // waits for its exec, which is not on the create-to-ready clock.
-    if let Err(e) = supervisor.spawn(app.initial_workers()) {
-        out.send(
-            0,
-            Body::Event(Event::Crashed {
-                reason: format!("initial workers: {e}"),
-            }),
-        );
-    }
+    // The app answers calls from here on. Its workers start on a thread of their own, so
+    // the first call does not wait for their exec; a `workers` request waits for them.
+    supervisor.spawn_initial(app.initial_workers());
     let (reload_tx, reload_rx) = mpsc::channel();
     let runner = Runner {
         current: RwLock::new(Arc::new(app)),
@@ -195,11 +248,9 @@ fn init(
         loader_stuck: Default::default(),
         supervisor,
         out: out.clone(),
-        pool: CallPool::default(),
+        reader: Mutex::new(reader),
+        free: AtomicUsize::new(0),
     };
-    // Threads are started now, not on demand: while a hung library initialiser holds the
-    // loader lock, creating a thread blocks, and calls must still be served.
-    runner.pool.prestart(IDLE_CALL_THREADS);
     Some((runner, reload_rx))
 }
 
@@ -229,10 +280,7 @@ fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
         Request::Ping => runner.out.ok(id, &serde_json::json!({"pong": true})),
         Request::Call { function, args } => {
             let app = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
-            let out = runner.out.clone();
-            runner.pool.run(Box::new(move || {
-                answer_call(&out, id, &app, &function, &args)
-            }));
+            answer_call(&runner.out, id, &app, &function, &args);
         }
         Request::Reload {
             lib,
@@ -295,7 +343,6 @@ fn reload(
     version: u32,
     timeout: Duration,
 ) -> Result<Reloaded, String> {
-    use std::sync::atomic::Ordering;
     if runner.loader_stuck.load(Ordering::Acquire) {
         return Err(
             "an earlier load hung and holds the loader lock: restart the sandbox to reload again"
@@ -353,68 +400,6 @@ fn shutdown(runner: &Runner) -> ! {
 fn set_cloexec(fd: i32) {
     // SAFETY: fcntl on an fd we own, integer arguments only.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A pool that keeps a few idle threads and grows whenever every thread is busy, so a slow
-/// call never queues another behind it.
-#[derive(Default)]
-struct CallPool {
-    inner: Arc<PoolInner>,
-}
-
-#[derive(Default)]
-struct PoolInner {
-    queue: Mutex<PoolQueue>,
-    ready: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct PoolQueue {
-    jobs: std::collections::VecDeque<Job>,
-    idle: usize,
-}
-
-impl CallPool {
-    fn prestart(&self, n: usize) {
-        for _ in 0..n {
-            let inner = Arc::clone(&self.inner);
-            let _ = std::thread::Builder::new().spawn(move || pool_thread(&inner));
-        }
-    }
-
-    fn run(&self, job: Job) {
-        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.jobs.push_back(job);
-        if q.idle >= q.jobs.len() {
-            self.inner.ready.notify_one();
-            return;
-        }
-        drop(q);
-        let inner = Arc::clone(&self.inner);
-        // When no thread can be made (pids.max reached, say), the job stays queued and the
-        // next pool thread that finishes a call takes it: slower, but the runner lives on.
-        let _ = std::thread::Builder::new().spawn(move || pool_thread(&inner));
-    }
-}
-
-fn pool_thread(inner: &PoolInner) {
-    let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        if let Some(job) = q.jobs.pop_front() {
-            drop(q);
-            job();
-            q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
-            continue;
-        }
-        if q.idle >= IDLE_CALL_THREADS {
-            return;
-        }
-        q.idle += 1;
-        q = inner.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-        q.idle -= 1;
-    }
 }
 
 /// Entry point of worker mode: `WORKER_ARG LIB INDEX RUNNER_PID`. Never returns.

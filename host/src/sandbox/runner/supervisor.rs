@@ -13,7 +13,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -52,12 +52,16 @@ struct State {
     recent_restarts: VecDeque<Instant>,
     total_restarts: u32,
     crashed: bool,
+    /// The initial workers are being started (see [`Supervisor::spawn_initial`]).
+    starting: bool,
 }
 
 /// The worker supervisor.
 pub struct Supervisor {
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled when the initial workers are started.
+    settled: Condvar,
     events: EventSink,
 }
 
@@ -72,6 +76,7 @@ impl std::fmt::Debug for Supervisor {
 impl Supervisor {
     /// Creates the supervisor and starts its reaper thread.
     pub fn start(lib: &Path, version: u32, events: EventSink) -> Arc<Supervisor> {
+        let _ = worker_spawner();
         let sup = Arc::new(Supervisor {
             state: Mutex::new(State {
                 lib: lib.to_owned(),
@@ -79,6 +84,7 @@ impl Supervisor {
                 ..State::default()
             }),
             wake: Condvar::new(),
+            settled: Condvar::new(),
             events,
         });
         let reaper = Arc::clone(&sup);
@@ -93,9 +99,55 @@ impl Supervisor {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state once the initial workers are started, so every request sees them.
+    fn lock_settled(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        while st.starting {
+            st = self.settled.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st
+    }
+
+    /// Starts the app's initial workers on a thread of their own: starting a process waits
+    /// for its exec (about a millisecond), and the first call must not wait behind that.
+    /// `spawn`, `list`, `switch_version` and `stop_all` wait until they are started. A
+    /// failure is reported as a crash event.
+    pub fn spawn_initial(self: &Arc<Self>, count: u32) {
+        if count == 0 {
+            return;
+        }
+        self.lock().starting = true;
+        let run = move |sup: &Supervisor| {
+            let result = {
+                let mut st = sup.lock();
+                let result = sup.spawn_locked(&mut st, count);
+                st.starting = false;
+                result
+            };
+            sup.settled.notify_all();
+            if let Err(e) = result {
+                (sup.events)(Event::Crashed {
+                    reason: format!("initial workers: {e}"),
+                });
+            }
+        };
+        let sup = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("initial-workers".into())
+            .spawn(move || run(&sup));
+        if started.is_err() {
+            run(self);
+        }
+    }
+
     /// Starts `count` more workers on the current version.
     pub fn spawn(&self, count: u32) -> Result<WorkerList, String> {
-        let mut st = self.lock();
+        let mut st = self.lock_settled();
+        self.spawn_locked(&mut st, count)?;
+        Ok(list(&st))
+    }
+
+    fn spawn_locked(&self, st: &mut State, count: u32) -> Result<(), String> {
         if st.crashed {
             return Err("sandbox crashed: restart it before adding workers".into());
         }
@@ -115,18 +167,18 @@ impl Supervisor {
             });
         }
         self.wake.notify_all();
-        Ok(list(&st))
+        Ok(())
     }
 
     /// Lists the workers.
     pub fn list(&self) -> WorkerList {
-        list(&self.lock())
+        list(&self.lock_settled())
     }
 
     /// Moves every worker onto a new version: stops the old processes, starts the same number
     /// of new ones under the same indices.
     pub fn switch_version(&self, lib: &Path, version: u32) -> Result<(), String> {
-        let mut st = self.lock();
+        let mut st = self.lock_settled();
         st.lib = lib.to_owned();
         st.version = version;
         let old: Vec<(u32, i32)> = st.workers.iter().map(|w| (w.index, w.pid)).collect();
@@ -153,7 +205,7 @@ impl Supervisor {
 
     /// Kills every worker (on shutdown).
     pub fn stop_all(&self) {
-        let mut st = self.lock();
+        let mut st = self.lock_settled();
         let pids: Vec<i32> = st.workers.drain(..).map(|w| w.pid).collect();
         for pid in pids {
             st.retiring.insert(pid);
@@ -265,8 +317,48 @@ fn list(st: &State) -> WorkerList {
     }
 }
 
-/// Starts one worker: the runner binary in worker mode, with no inherited fds but stdio.
+/// A worker spawn request: library, index, where the pid goes.
+type SpawnJob = (PathBuf, u32, mpsc::Sender<std::io::Result<i32>>);
+
+/// The one long-lived thread that starts every worker. A worker dies with the *thread* that
+/// started it (`PR_SET_PDEATHSIG` follows the parent thread), and serving threads retire, so
+/// workers are never started from them. Started with the supervisor, before any limit bites.
+fn worker_spawner() -> Option<&'static Mutex<mpsc::Sender<SpawnJob>>> {
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<SpawnJob>();
+            std::thread::Builder::new()
+                .name("worker-spawner".into())
+                .spawn(move || {
+                    for (lib, index, reply) in rx {
+                        let _ = reply.send(spawn_worker_here(&lib, index));
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+/// Starts one worker on the worker-spawner thread (on this thread only when that thread
+/// could not be made).
 fn spawn_worker(lib: &Path, index: u32) -> std::io::Result<i32> {
+    let Some(spawner) = worker_spawner() else {
+        return spawn_worker_here(lib, index);
+    };
+    let (tx, rx) = mpsc::channel();
+    let gone = || std::io::Error::other("the worker spawner thread is gone");
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((lib.to_owned(), index, tx))
+        .map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())?
+}
+
+/// Starts one worker: the runner binary in worker mode, with no inherited fds but stdio.
+fn spawn_worker_here(lib: &Path, index: u32) -> std::io::Result<i32> {
     let child = Command::new("/proc/self/exe")
         .arg(super::WORKER_ARG)
         .arg(lib)
