@@ -256,21 +256,51 @@ fn init(
 
 /// The reload thread: takes reload requests in order.
 fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
+    let switches = start_worker_switcher(&runner);
     for (id, lib, version, timeout) in requests {
         match reload(&runner, &lib, version, timeout) {
             Ok(done) => {
                 runner.out.ok(id, &done);
-                // Workers move to the new version after the answer: the swap is done and
-                // calls already see the new code; restarting processes is not on the
-                // caller's clock. A failure shows up as a crash event.
-                if let Err(e) = runner.supervisor.switch_version(&lib, version) {
-                    runner
-                        .out
-                        .send(0, Body::Event(Event::Crashed { reason: e }));
+                // Workers move to the new version after the answer, on a thread of their
+                // own: the swap is done and calls already see the new code; restarting
+                // processes (an exec each) is on neither this reload's clock nor the next's.
+                match &switches {
+                    Some(tx) => {
+                        let _ = tx.send((lib, version));
+                    }
+                    None => switch_workers(&runner, &lib, version),
                 }
             }
             Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
         }
+    }
+}
+
+/// Starts the thread that moves workers to a reloaded version; several queued moves collapse
+/// into the newest. `None` when no thread could be made (reloads then move workers inline).
+fn start_worker_switcher(runner: &Arc<Runner>) -> Option<mpsc::Sender<(PathBuf, u32)>> {
+    let (tx, rx) = mpsc::channel::<(PathBuf, u32)>();
+    let runner = Arc::clone(runner);
+    std::thread::Builder::new()
+        .name("worker-switch".into())
+        .spawn(move || {
+            while let Ok(mut newest) = rx.recv() {
+                while let Ok(newer) = rx.try_recv() {
+                    newest = newer;
+                }
+                switch_workers(&runner, &newest.0, newest.1);
+            }
+        })
+        .ok()
+        .map(|_| tx)
+}
+
+/// Restarts every worker on `lib`; a failure shows up as a crash event.
+fn switch_workers(runner: &Runner, lib: &Path, version: u32) {
+    if let Err(e) = runner.supervisor.switch_version(lib, version) {
+        runner
+            .out
+            .send(0, Body::Event(Event::Crashed { reason: e }));
     }
 }
 
