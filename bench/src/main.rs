@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use host::compile::{Compiler, Profile};
 use host::sandbox::spec::Level;
-use host::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxSpec};
+use host::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxSpec, StartupTimings};
 use serde_json::{Value, json};
 
 use crate::procspawn::{Cmd, which};
@@ -244,19 +244,16 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
     let none_series = create_series(manager, &lib41, Level::None, "n", sizes.create).await?;
     let standard_series =
         create_series(manager, &lib41, Level::Standard, "st", sizes.create).await?;
-    // Breakdown: the same with the small (no debug info) library, to show what the size of
-    // the library costs (it is read, hashed and copied on every create).
-    let small = create_series(manager, &lib42, Level::None, "sm", sizes.create / 2).await?;
     let mut none = Pct::of_us(&none_series.ready).to_json();
     none["create_only_p50"] = json!(round1(Pct::of_us(&none_series.create_only).p50));
+    none["phases_p50"] = none_series.phases_p50();
     none["lib_bytes"] = json!(file_len(&lib41));
-    none["small_lib_p50"] = json!(round1(Pct::of_us(&small.ready).p50));
-    none["small_lib_bytes"] = json!(file_len(&lib42));
     if let Some(note) = lib_note {
         none["note"] = json!(note);
     }
     let mut standard = Pct::of_us(&standard_series.ready).to_json();
     standard["create_only_p50"] = json!(round1(Pct::of_us(&standard_series.create_only).p50));
+    standard["phases_p50"] = standard_series.phases_p50();
     standard["applied"] = standard_series.isolation.clone();
     s.insert(
         "create_ready_us".into(),
@@ -282,8 +279,6 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
     s.insert("call_rtt_us".into(), Pct::of_us(&calls).to_json());
 
     let mut reloads = Vec::with_capacity(sizes.reload);
-    let mut to_small = Vec::with_capacity(sizes.reload / 2 + 1);
-    let mut to_large = Vec::with_capacity(sizes.reload / 2 + 1);
     let mut load = Vec::with_capacity(sizes.reload);
     for i in 0..sizes.reload {
         let lib = if i % 2 == 0 { &lib42 } else { &lib41 };
@@ -291,13 +286,7 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
         let report = manager
             .reload(id, ReloadSource::Library(lib.clone()))
             .await?;
-        let took = t.elapsed();
-        reloads.push(took);
-        if i % 2 == 0 {
-            to_small.push(took);
-        } else {
-            to_large.push(took);
-        }
+        reloads.push(t.elapsed());
         load.push(Duration::from_micros(report.load_us));
         if report.status != "reloaded" {
             bail!("reload {i} reported {:?}", report.status);
@@ -313,8 +302,6 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
     }
     let mut reload = Pct::of_us(&reloads).to_json();
     reload["runner_load_p50"] = json!(round1(Pct::of_us(&load).p50));
-    reload["to_small_lib_p50"] = json!(round1(Pct::of_us(&to_small).p50));
-    reload["to_large_lib_p50"] = json!(round1(Pct::of_us(&to_large).p50));
     s.insert("reload_us".into(), reload);
 
     let p1 = usage_series(manager, id, sizes.usage_p1).await?;
@@ -356,6 +343,28 @@ struct CreateSeries {
     destroy: Vec<Duration>,
     /// What the last sandbox's `info` said was applied.
     isolation: Value,
+    /// Where each start spent its time (`info.startup`).
+    phases: Vec<StartupTimings>,
+}
+
+impl CreateSeries {
+    /// The median of every startup phase, in µs.
+    fn phases_p50(&self) -> Value {
+        let p50 = |f: fn(&StartupTimings) -> u64| {
+            let mut v: Vec<u64> = self.phases.iter().map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        json!({
+            "install_us": p50(|t| t.install_us),
+            "cgroup_us": p50(|t| t.cgroup_us),
+            "prepare_us": p50(|t| t.prepare_us),
+            "spawn_us": p50(|t| t.spawn_us),
+            "ready_us": p50(|t| t.ready_us),
+            "restrict_us": p50(|t| t.restrict_us),
+            "load_us": p50(|t| t.load_us),
+        })
+    }
 }
 
 /// `n` sandboxes at `level`, one after the other: time `create` + the first `answer` call,
@@ -378,6 +387,7 @@ async fn create_series(
         out.ready.push(t.elapsed());
         out.create_only.push(created);
         out.isolation = info.isolation;
+        out.phases.push(info.startup);
         let t = Instant::now();
         manager.destroy(&id).await?;
         out.destroy.push(t.elapsed());

@@ -628,6 +628,13 @@ impl ChildSetup {
         self.proc_mount
     }
 
+    /// True when the child waits for the parent after `clone()` (the user namespace's uid/gid
+    /// maps): the parent must then keep running while the child exists, so the clone cannot
+    /// suspend it (`CLONE_VFORK`).
+    pub fn child_waits_for_parent(&self) -> bool {
+        self.userns.is_some()
+    }
+
     /// True when the child mounts a private tmpfs on `/tmp`: feed it to
     /// [`crate::landlock::SandboxPaths::private_tmp`].
     pub fn has_private_tmp(&self) -> bool {

@@ -233,14 +233,24 @@ fn killing_the_host_kills_its_runners_within_a_second() {
         .unwrap()
         .block_on(built("sandbox_app"));
     let state = scratch();
-    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-holder"))
-        .arg(&lib)
-        .arg(state.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Kills the holder however the test ends, so a failed assertion leaks no process.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = Holder(
+        std::process::Command::new(env!("CARGO_BIN_EXE_e2e-holder"))
+            .arg(&lib)
+            .arg(state.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.take().unwrap())
+    std::io::BufReader::new(holder.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let runner: i32 = line
@@ -251,8 +261,8 @@ fn killing_the_host_kills_its_runners_within_a_second() {
         .unwrap();
     let workers = tree(runner);
     assert!(workers.len() >= 2 && alive(runner));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while workers.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -262,7 +272,7 @@ fn killing_the_host_kills_its_runners_within_a_second() {
     }
     // A killed host cannot remove its sandboxes' cgroups; do it for it, retrying while the
     // kernel still counts the just-killed processes in them (rmdir is EBUSY until then).
-    let prefix = format!("sandbox-held-{}-", holder.id());
+    let prefix = format!("sandbox-held-{}-", holder.0.id());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while remove_cgroups(&prefix) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -140,6 +140,29 @@ pub struct SandboxInfo {
     pub isolation: serde_json::Value,
     /// The sandbox's private directory.
     pub dir: PathBuf,
+    /// Where the last start of the runner spent its time.
+    #[serde(default)]
+    pub startup: StartupTimings,
+}
+
+/// Where a sandbox's start spent its time, in microseconds, phase by phase. The host-side
+/// phases are measured by the host, the runner-side ones by the runner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartupTimings {
+    /// Read, hash (when not cached) and copy the library into the private directory.
+    pub install_us: u64,
+    /// Create the cgroup and write its limits.
+    pub cgroup_us: u64,
+    /// Plan the namespaces, mounts, rlimits and self-restrictions.
+    pub prepare_us: u64,
+    /// Clone the runner (until the host holds its pid).
+    pub spawn_us: u64,
+    /// From the pid to the runner's `ready` answer: child setup, exec, init.
+    pub ready_us: u64,
+    /// Runner: applying Landlock and seccomp to itself (part of `ready_us`).
+    pub restrict_us: u64,
+    /// Runner: `dlopen` and ABI checks (part of `ready_us`).
+    pub load_us: u64,
 }
 
 /// The app version serving now.
@@ -253,6 +276,7 @@ struct Sandbox {
     /// against the current one, which two concurrent swaps would otherwise both read.
     swap_lock: tokio::sync::Mutex<()>,
     isolation: Mutex<serde_json::Value>,
+    startup: Mutex<StartupTimings>,
     /// The sandbox's cgroup, shared by every runner it has had.
     cgroup: Mutex<Option<Arc<Cgroup>>>,
     /// How the cgroup was (or was not) made, for the isolation report.
@@ -375,6 +399,7 @@ impl Manager {
             cpu_prev: Mutex::new(None),
             swap_lock: tokio::sync::Mutex::new(()),
             isolation: Mutex::new(serde_json::Value::Null),
+            startup: Mutex::new(StartupTimings::default()),
             cgroup: Mutex::new(None),
             cgroup_entry: Mutex::new(None),
         });
@@ -407,7 +432,9 @@ impl Manager {
             AppSource::Library(path) => path.clone(),
             AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
         };
+        let started = Instant::now();
         let record = install_version(sb, &library::read(&built)?, 1)?;
+        let install_us = micros(started);
         sb.versions.lock().unwrap().push(record.clone());
         if sb.spec.isolation.isolates() {
             let name = sb
@@ -430,8 +457,14 @@ impl Manager {
                 .map_err(|e| SandboxError::Isolation(e.to_string()))?;
             *sb.cgroup_entry.lock().unwrap() = Some(entry);
         }
+        let cgroup_us = micros(started) - install_us;
         sb.current.store(1, Ordering::Release);
         self.start_runner(sb, &record).await?;
+        {
+            let mut startup = sb.startup.lock().unwrap();
+            startup.install_us = install_us;
+            startup.cgroup_us = cgroup_us;
+        }
         sb.set_status(Status::Running, None);
         Ok(())
     }
@@ -452,10 +485,13 @@ impl Manager {
         sb: &Arc<Sandbox>,
         record: &VersionRecord,
     ) -> Result<(), SandboxError> {
+        let started = Instant::now();
         let (request, restrictions, mut report) = self.prepare_spawn(sb)?;
+        let prepare_us = micros(started);
         let spawned = tokio::task::spawn_blocking(move || Spawner::global().spawn(request))
             .await
             .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
+        let spawn_us = micros(started) - prepare_us;
         let pid = spawned.pid;
         let spawned_errors = spawned.errors;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -471,6 +507,7 @@ impl Manager {
                 .map_err(|e| SandboxError::Protocol(e.to_string()))?,
         };
         let result = conn.request(init, self.inner.config.start_timeout).await;
+        let ready_us = micros(started) - prepare_us - spawn_us;
         let mut errors = spawned_errors;
         tokio::spawn(watch_runner(
             Arc::downgrade(sb),
@@ -524,6 +561,14 @@ impl Manager {
             return Err(SandboxError::Isolation(e.to_string()));
         }
         *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
+        *sb.startup.lock().unwrap() = StartupTimings {
+            prepare_us,
+            spawn_us,
+            ready_us,
+            restrict_us: ready.restrict_us,
+            load_us: ready.load_us,
+            ..StartupTimings::default()
+        };
         let live = Live {
             pid,
             conn,
@@ -661,6 +706,7 @@ impl Manager {
             limits: sb.spec.limits.clone(),
             isolation: sb.isolation.lock().unwrap().clone(),
             dir: sb.dir.clone(),
+            startup: *sb.startup.lock().unwrap(),
         })
     }
 
@@ -976,12 +1022,22 @@ impl Manager {
 /// runner is reaped, removes the cgroup and the directory.
 async fn teardown(sb: &Sandbox) {
     let cgroup = sb.cgroup.lock().unwrap().take();
+    let mut emptied = false;
     if let Some(cg) = &cgroup {
         let cg = Arc::clone(cg);
-        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+        emptied = matches!(
+            tokio::task::spawn_blocking(move || cg.kill_all()).await,
+            Ok(Ok(()))
+        );
     }
     if let Some(live) = sb.live.write().await.take() {
-        stop_runner(live.pid).await;
+        if emptied {
+            // The cgroup is empty: the runner and everything it started are dead (no process
+            // leaves a cgroup on its own), so there is no tree to walk in /proc.
+            let _ = kill(Pid::from_raw(live.pid), Signal::SIGKILL);
+        } else {
+            stop_runner(live.pid).await;
+        }
         let mut exit = live.exit.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
     }
@@ -1111,16 +1167,19 @@ async fn watch_runner(
 ) {
     let _ = closed.await;
     let how = tokio::task::spawn_blocking(move || {
-        // The socket closed: the runner is dead or broken. Make sure, then reap it.
+        // The socket closed: the runner is dead or broken. Give it 200 ms to exit (woken the
+        // moment it does, through a pidfd), then make sure, and reap it.
         let deadline = Instant::now() + Duration::from_millis(200);
+        let pidfd = procfs::PidFd::open(pid);
         loop {
             match waitpid(
                 Pid::from_raw(pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             ) {
-                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => match &pidfd {
+                    Some(fd) => fd.wait_exit(deadline.saturating_duration_since(Instant::now())),
+                    None => std::thread::sleep(Duration::from_millis(2)),
+                },
                 Ok(WaitStatus::StillAlive) => kill_tree(pid),
                 Ok(status) => return describe(status),
                 Err(e) => return format!("unknown ({e})"),
@@ -1248,6 +1307,10 @@ fn nonce() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{}-{n}", std::process::id())
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
 }
 
 fn unix_now() -> u64 {

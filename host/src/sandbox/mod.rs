@@ -14,6 +14,7 @@ pub mod spec;
 
 pub use error::SandboxError;
 pub use manager::{
-    Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, Status, Usage,
+    Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, StartupTimings, Status,
+    Usage,
 };
 pub use spec::{AppSource, Level, Limits, ReloadSource, SandboxSpec};

@@ -59,12 +59,61 @@ pub fn read_stat(pid: i32, buf: &mut String) -> Option<ProcStat> {
     parse_stat(pid, buf)
 }
 
-/// Every live process in the tree rooted at `root` (the root first), from one `/proc` pass.
+/// Every live process in the tree rooted at `root` (the root first).
+///
+/// Follows `/proc/PID/task/TID/children` down from the root, so the cost grows with the
+/// tree, not with the machine; falls back to one pass over all of `/proc` where the kernel
+/// has no `children` files (`CONFIG_PROC_CHILDREN`).
 pub fn tree(root: i32) -> Vec<ProcStat> {
     let mut buf = String::with_capacity(512);
     let Some(root_stat) = read_stat(root, &mut buf) else {
         return Vec::new();
     };
+    if !Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
+        return tree_by_scan(root_stat, &mut buf);
+    }
+    let mut out = vec![root_stat];
+    let mut seen = HashSet::from([root]);
+    let mut i = 0;
+    while i < out.len() {
+        for child in children(out[i].pid) {
+            if seen.insert(child)
+                && let Some(stat) = read_stat(child, &mut buf)
+            {
+                out.push(stat);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The direct children of `pid`, from the `children` file of each of its threads.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    let mut text = String::new();
+    for task in tasks.flatten() {
+        text.clear();
+        let path = task.path().join("children");
+        if File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .is_ok()
+        {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// [`tree`] from one pass over every process in `/proc`, grouped by parent.
+fn tree_by_scan(root_stat: ProcStat, buf: &mut String) -> Vec<ProcStat> {
+    let root = root_stat.pid;
     let mut by_parent: HashMap<i32, Vec<ProcStat>> = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -78,7 +127,7 @@ pub fn tree(root: i32) -> Vec<ProcStat> {
             if pid == root {
                 continue;
             }
-            if let Some(stat) = read_stat(pid, &mut buf) {
+            if let Some(stat) = read_stat(pid, buf) {
                 by_parent.entry(stat.ppid).or_default().push(stat);
             }
         }
@@ -158,6 +207,39 @@ pub fn ns_pid_map(root: i32) -> HashMap<i32, i32> {
         .collect()
 }
 
+/// A pidfd (Linux 5.3+): a handle on one process that becomes readable when it exits.
+#[derive(Debug)]
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    /// Opens a pidfd for `pid`; `None` when the kernel has no pidfds or the process is gone.
+    pub fn open(pid: i32) -> Option<PidFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) with integer arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a non-negative result of pidfd_open is a new fd that nobody else owns.
+        Some(PidFd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    /// Waits until the process exits or `timeout` passes.
+    pub fn wait_exit(&self, timeout: std::time::Duration) {
+        use std::os::fd::AsRawFd;
+        let mut fds = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll(2) on one valid pollfd that lives for the call.
+        unsafe { libc::poll(&mut fds, 1, ms) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,9 +267,14 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        let tree = tree(std::process::id() as i32);
+        let me = std::process::id() as i32;
+        let tree = tree(me);
         assert!(tree.iter().any(|s| s.pid == child.id() as i32));
-        assert_eq!(tree[0].pid, std::process::id() as i32);
+        assert_eq!(tree[0].pid, me);
+        // The fallback pass over all of /proc finds the same child.
+        let mut buf = String::new();
+        let scanned = tree_by_scan(read_stat(me, &mut buf).unwrap(), &mut buf);
+        assert!(scanned.iter().any(|s| s.pid == child.id() as i32));
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -152,6 +152,9 @@ pub struct Ready {
     pub app_version: String,
     /// Microseconds spent in `dlopen` + checks.
     pub load_us: u64,
+    /// Microseconds spent applying the self-restrictions (Landlock, seccomp).
+    #[serde(default)]
+    pub restrict_us: u64,
     /// What the runner applied to itself (isolation report entries).
     #[serde(default)]
     pub restrictions: serde_json::Value,

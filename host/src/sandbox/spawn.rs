@@ -5,10 +5,14 @@
 //! 1. Prepare everything the child needs as raw values: paths and argv/envp as C strings,
 //!    the log file and `/dev/null` opened, the error pipe, the cgroup's `cgroup.procs` fds,
 //!    the namespace setup and rlimits (isolation crate). The child must not allocate.
-//! 2. `clone()` with fork semantics plus the namespace flags of the isolation level.
+//! 2. `clone()` plus the namespace flags of the isolation level: vfork semantics
+//!    (`CLONE_VM | CLONE_VFORK`, on a stack of its own, every signal blocked) unless the
+//!    child must wait for the parent (user namespace maps), else fork semantics.
 //!
 //! Child side, async-signal-safe system calls only, in this order:
-//! 3. Enter the sandbox's cgroup (before any app code runs: no race).
+//! 3. Enter the sandbox's cgroup (before any app code runs: no race). (With vfork semantics,
+//!    every signal handler is first reset to the default: the child shares the host's memory
+//!    until it execs, so no host handler may run in it.)
 //! 4. Namespace setup: user-namespace handshake, shared empty netns, private mounts (`/`
 //!    rprivate, fresh `/proc`, private `/tmp`, app directory read-only), capabilities dropped.
 //! 5. rlimits (address space, open files, file size, CPU seconds; processes when non-root),
@@ -20,7 +24,8 @@
 //! 9. `chdir` into the sandbox's private working directory.
 //! 10. fds: the control socket to fd 3, `/dev/null` to 0 and 1, the log file to 2; close
 //!     every other fd with `close_range`.
-//! 11. `execve` the runner with a cleared environment (allowlist only).
+//! 11. `execve` the runner with a cleared environment (allowlist only), after restoring the
+//!     signal mask the spawner thread had.
 //!
 //! Host side again: write the user namespace's uid/gid maps and release the child.
 //! Runner side (see `runner`): read `init`, apply self-restrictions, load the app.
@@ -94,8 +99,13 @@ impl Spawner {
             std::thread::Builder::new()
                 .name("sandbox-spawner".into())
                 .spawn(move || {
+                    // Without a stack of its own a child cannot share our memory: it is then
+                    // cloned with fork semantics, which is slower but just as correct.
+                    let stack = ChildStack::map()
+                        .inspect_err(|e| tracing::warn!("sandbox spawn stack: {e}"))
+                        .ok();
                     for (request, reply) in rx {
-                        let _ = reply.send(spawn_now(request));
+                        let _ = reply.send(spawn_now(request, stack.as_ref()));
                     }
                 })
                 .expect("start the sandbox spawner thread");
@@ -126,8 +136,62 @@ fn path_c(path: &Path) -> Result<CString, SandboxError> {
     cstring(path.as_os_str().as_bytes(), &path.display().to_string())
 }
 
+/// The stack a child cloned with vfork semantics runs on until it execs. Mapped once by the
+/// spawner thread and reused: the spawner is suspended while a child runs on it.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// Enough for the child's few frames of plain system calls, plus a guard page.
+    const LEN: usize = 256 * 1024;
+
+    fn map() -> Result<ChildStack, SandboxError> {
+        // SAFETY: an anonymous private mapping; the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(SandboxError::Spawn(format!(
+                "map the child stack: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: the lowest page of the mapping made above becomes a guard page (best effort:
+        // a failure only loses the guard).
+        unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) };
+        Ok(ChildStack {
+            base,
+            len: Self::LEN,
+        })
+    }
+
+    /// The initial stack pointer (stacks grow down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of our own mapping, which is page aligned.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+/// The entry point of a child cloned with vfork semantics.
+extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Child` that `spawn_now` passed to clone; it lives in the spawner
+    // thread's frame, which stays untouched while that thread is suspended (CLONE_VFORK).
+    let child = unsafe { &*arg.cast::<Child<'static>>() };
+    // SAFETY: we are the freshly cloned child; see Child::run.
+    unsafe { child.run() }
+}
+
 /// The steps above. Runs on the spawner thread.
-fn spawn_now(req: SpawnRequest) -> Result<Spawned, SandboxError> {
+fn spawn_now(req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, SandboxError> {
     // Step 1: prepare.
     let exe = path_c(&req.runner_exe)?;
     let work_dir = path_c(&req.work_dir)?;
@@ -178,41 +242,83 @@ fn spawn_now(req: SpawnRequest) -> Result<Spawned, SandboxError> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
 
-    // Step 2: clone with fork semantics (no new stack: the child gets a copy of ours).
-    // SAFETY: raw clone without CLONE_VM behaves like fork. The child only runs
-    // async-signal-safe system calls on memory prepared above, then execve or _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0,
-            0,
-            0,
-            0,
-        )
+    let mut child = Child {
+        parent,
+        own_pid_ns: flags & libc::CLONE_NEWPID != 0,
+        fds: raw,
+        cgroup: req.cgroup.as_deref(),
+        setup: &req.setup,
+        rlimits: &req.rlimits,
+        work_dir: &work_dir,
+        exe: &exe,
+        argv: &argv,
+        envp: &envp,
+        shared_memory: None,
     };
-    if pid < 0 {
-        return Err(SandboxError::Spawn(format!(
-            "clone: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    if pid == 0 {
-        let child = Child {
-            parent,
-            own_pid_ns: flags & libc::CLONE_NEWPID != 0,
-            fds: raw,
-            cgroup: req.cgroup.as_deref(),
-            setup: &req.setup,
-            rlimits: &req.rlimits,
-            work_dir: &work_dir,
-            exe: &exe,
-            argv: &argv,
-            envp: &envp,
-        };
-        // SAFETY: we are the freshly cloned child; see Child::run.
-        unsafe { child.run() }
-    }
+
+    // Step 2: clone.
+    let pid = match stack.filter(|_| !req.setup.child_waits_for_parent()) {
+        // vfork semantics, as posix_spawn: no copy of the host's page tables for the child to
+        // throw away at exec, and no copy-on-write faults in the host meanwhile.
+        Some(stack) => {
+            // SAFETY: sigset_t is plain data, valid when zeroed.
+            let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: sigfillset and pthread_sigmask only write the sets we pass. Every signal
+            // stays blocked until the child has reset its handlers (a host handler must not
+            // run on memory the child shares with us).
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            }
+            child.shared_memory = Some(old);
+            // SAFETY: CLONE_VM | CLONE_VFORK suspends this thread until the child execs or
+            // exits; the child runs `vfork_child` on `stack`, which nothing else uses, and
+            // only reads the memory prepared above (see Child::run).
+            let pid = unsafe {
+                libc::clone(
+                    vfork_child,
+                    stack.top(),
+                    flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&raw const child).cast_mut().cast(),
+                )
+            };
+            let clone_error = std::io::Error::last_os_error();
+            // SAFETY: restores the mask saved above.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+            if pid < 0 {
+                return Err(SandboxError::Spawn(format!("clone: {clone_error}")));
+            }
+            pid
+        }
+        // Fork semantics (no new stack: the child gets a copy of ours): the child waits for
+        // the user namespace maps, which this thread writes after the clone.
+        None => {
+            // SAFETY: raw clone without CLONE_VM behaves like fork. The child only runs
+            // async-signal-safe system calls on memory prepared above, then execve or _exit.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    (flags | libc::SIGCHLD) as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if pid < 0 {
+                return Err(SandboxError::Spawn(format!(
+                    "clone: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            if pid == 0 {
+                // SAFETY: we are the freshly cloned child; see Child::run.
+                unsafe { child.run() }
+            }
+            pid as libc::pid_t
+        }
+    };
     let pid = pid as i32;
     drop((child_fd, log, null, err_write));
     // Host side again: user-namespace maps, then the child may go on.
@@ -257,6 +363,9 @@ struct Child<'a> {
     exe: &'a CString,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
+    /// Set when the child shares the host's memory (vfork semantics): the spawner thread's
+    /// signal mask, restored right before exec once every handler is reset.
+    shared_memory: Option<libc::sigset_t>,
 }
 
 impl Child<'_> {
@@ -268,6 +377,24 @@ impl Child<'_> {
         // SAFETY: every call below is a plain system call on prepared memory; no allocation,
         // no locks. On any failure we _exit without running destructors or atexit handlers.
         unsafe {
+            // Sharing the host's memory, with every signal blocked: reset every handler to
+            // the default, so that a signal arriving before exec never runs host code.
+            if self.shared_memory.is_some() {
+                for sig in 1..=64 {
+                    if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                        continue;
+                    }
+                    let mut current: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                        && current.sa_sigaction != libc::SIG_DFL
+                        && current.sa_sigaction != libc::SIG_IGN
+                    {
+                        let mut default: libc::sigaction = std::mem::zeroed();
+                        default.sa_sigaction = libc::SIG_DFL;
+                        libc::sigaction(sig, &default, std::ptr::null_mut());
+                    }
+                }
+            }
             // 3. Cgroup first, so that everything after is accounted and limited.
             if let Some(cg) = self.cgroup
                 && let Err(errno) = cg.enter_from_child()
@@ -324,7 +451,11 @@ impl Child<'_> {
             {
                 libc::_exit(126);
             }
-            // 11. exec the runner with the allowlisted environment.
+            // 11. exec the runner with the allowlisted environment and the spawner's signal
+            // mask (exec keeps the mask; the runner must not start with everything blocked).
+            if let Some(mask) = &self.shared_memory {
+                libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
+            }
             libc::execve(self.exe.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
             libc::_exit(127)
         }

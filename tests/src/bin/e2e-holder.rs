@@ -1,5 +1,6 @@
-//! Creates a sandbox from the library given as argv[1], prints `runner <pid>`, then waits
-//! forever: the test kills this process and checks that the runner dies with it.
+//! Creates a sandbox from the library given as argv[1], waits for its initial workers,
+//! prints `runner <pid>`, then waits forever: the test kills this process and checks that
+//! the runner and its workers die with it.
 
 use host::sandbox::{AppSource, Manager, ManagerConfig, SandboxSpec};
 
@@ -18,6 +19,8 @@ fn main() {
         let manager = Manager::new(config).expect("manager");
         let spec = SandboxSpec::new(AppSource::Library(lib.into()));
         let info = manager.create("held", spec).await.expect("create");
+        // The initial workers start after `ready`; `workers` answers once they have.
+        manager.workers("held").await.expect("workers");
         println!("runner {}", info.pid);
         std::future::pending::<()>().await;
     });

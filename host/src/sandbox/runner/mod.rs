@@ -205,6 +205,7 @@ fn init(
         );
         return None;
     };
+    let restrict_started = Instant::now();
     let applied = match crate::sandbox::restrict::apply_in_runner(&restrictions) {
         Ok(applied) => applied,
         Err(e) => {
@@ -216,6 +217,7 @@ fn init(
             return None;
         }
     };
+    let restrict_us = restrict_started.elapsed().as_micros() as u64;
     let started = Instant::now();
     let app = match LoadedApp::open(&lib, version) {
         Ok(app) => app,
@@ -235,6 +237,7 @@ fn init(
         app_name: app.name(),
         app_version: app.app_version(),
         load_us,
+        restrict_us,
         restrictions: applied,
     };
     out.ok(frame.id, &ready);
@@ -256,19 +259,21 @@ fn init(
 
 /// The reload thread: takes reload requests in order.
 fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
-    let switches = start_worker_switcher(&runner);
+    let restarts = start_worker_mover(&runner);
     for (id, lib, version, timeout) in requests {
         match reload(&runner, &lib, version, timeout) {
             Ok(done) => {
+                // Workers started from now on run the new version; those running move after
+                // the answer, on a thread of their own: the swap is done and calls already see
+                // the new code, and restarting processes (an exec each) is on neither this
+                // reload's clock nor the next's.
+                runner.supervisor.set_version(&lib, version);
                 runner.out.ok(id, &done);
-                // Workers move to the new version after the answer, on a thread of their
-                // own: the swap is done and calls already see the new code; restarting
-                // processes (an exec each) is on neither this reload's clock nor the next's.
-                match &switches {
+                match &restarts {
                     Some(tx) => {
-                        let _ = tx.send((lib, version));
+                        let _ = tx.send(());
                     }
-                    None => switch_workers(&runner, &lib, version),
+                    None => move_workers(&runner),
                 }
             }
             Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
@@ -276,28 +281,26 @@ fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
     }
 }
 
-/// Starts the thread that moves workers to a reloaded version; several queued moves collapse
-/// into the newest. `None` when no thread could be made (reloads then move workers inline).
-fn start_worker_switcher(runner: &Arc<Runner>) -> Option<mpsc::Sender<(PathBuf, u32)>> {
-    let (tx, rx) = mpsc::channel::<(PathBuf, u32)>();
+/// Starts the thread that moves running workers to the newest version; queued requests
+/// collapse into one. `None` when no thread could be made (reloads then move them inline).
+fn start_worker_mover(runner: &Arc<Runner>) -> Option<mpsc::Sender<()>> {
+    let (tx, rx) = mpsc::channel::<()>();
     let runner = Arc::clone(runner);
     std::thread::Builder::new()
-        .name("worker-switch".into())
+        .name("worker-mover".into())
         .spawn(move || {
-            while let Ok(mut newest) = rx.recv() {
-                while let Ok(newer) = rx.try_recv() {
-                    newest = newer;
-                }
-                switch_workers(&runner, &newest.0, newest.1);
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                move_workers(&runner);
             }
         })
         .ok()
         .map(|_| tx)
 }
 
-/// Restarts every worker on `lib`; a failure shows up as a crash event.
-fn switch_workers(runner: &Runner, lib: &Path, version: u32) {
-    if let Err(e) = runner.supervisor.switch_version(lib, version) {
+/// Restarts every worker on an older version; a failure shows up as a crash event.
+fn move_workers(runner: &Runner) {
+    if let Err(e) = runner.supervisor.restart_stale() {
         runner
             .out
             .send(0, Body::Event(Event::Crashed { reason: e }));

@@ -44,8 +44,6 @@ struct Worker {
 #[derive(Debug, Default)]
 struct State {
     workers: Vec<Worker>,
-    lib: PathBuf,
-    version: u32,
     next_index: u32,
     /// Pids we stopped on purpose; their exit is not a crash.
     retiring: HashSet<i32>,
@@ -59,6 +57,9 @@ struct State {
 /// The worker supervisor.
 pub struct Supervisor {
     state: Mutex<State>,
+    /// The library and version that workers start on. Apart from `state`, so that a reload
+    /// sets it without waiting for processes being started under the `state` lock.
+    current: Mutex<(PathBuf, u32)>,
     wake: Condvar,
     /// Signalled when the initial workers are started.
     settled: Condvar,
@@ -78,11 +79,8 @@ impl Supervisor {
     pub fn start(lib: &Path, version: u32, events: EventSink) -> Arc<Supervisor> {
         let _ = worker_spawner();
         let sup = Arc::new(Supervisor {
-            state: Mutex::new(State {
-                lib: lib.to_owned(),
-                version,
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
+            current: Mutex::new((lib.to_owned(), version)),
             wake: Condvar::new(),
             settled: Condvar::new(),
             events,
@@ -110,7 +108,8 @@ impl Supervisor {
 
     /// Starts the app's initial workers on a thread of their own: starting a process waits
     /// for its exec (about a millisecond), and the first call must not wait behind that.
-    /// `spawn`, `list`, `switch_version` and `stop_all` wait until they are started. A
+    /// `spawn`, `list`, `set_version`, `restart_stale` and `stop_all` wait until they are
+    /// started. A
     /// failure is reported as a crash event.
     pub fn spawn_initial(self: &Arc<Self>, count: u32) {
         if count == 0 {
@@ -157,8 +156,8 @@ impl Supervisor {
         for _ in 0..count {
             let index = st.next_index;
             st.next_index += 1;
-            let pid = spawn_worker(&st.lib, index).map_err(|e| format!("spawn worker: {e}"))?;
-            let version = st.version;
+            let (lib, version) = self.current();
+            let pid = spawn_worker(&lib, index).map_err(|e| format!("spawn worker: {e}"))?;
             st.workers.push(Worker {
                 index,
                 pid,
@@ -175,23 +174,40 @@ impl Supervisor {
         list(&self.lock_settled())
     }
 
-    /// Moves every worker onto a new version: stops the old processes, starts the same number
-    /// of new ones under the same indices.
-    pub fn switch_version(&self, lib: &Path, version: u32) -> Result<(), String> {
+    /// Makes `lib` the version that workers start on from now on. Cheap: workers already
+    /// running move later, with [`Supervisor::restart_stale`].
+    pub fn set_version(&self, lib: &Path, version: u32) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = (lib.to_owned(), version);
+    }
+
+    fn current(&self) -> (PathBuf, u32) {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Moves every worker that runs an older version than the current one: stops its
+    /// process and starts a new one under the same index.
+    pub fn restart_stale(&self) -> Result<(), String> {
         let mut st = self.lock_settled();
-        st.lib = lib.to_owned();
-        st.version = version;
-        let old: Vec<(u32, i32)> = st.workers.iter().map(|w| (w.index, w.pid)).collect();
-        for &(_, pid) in &old {
+        let (lib, version) = self.current();
+        let stale: Vec<(u32, i32)> = st
+            .workers
+            .iter()
+            .filter(|w| w.version != version)
+            .map(|w| (w.index, w.pid))
+            .collect();
+        for &(_, pid) in &stale {
             st.retiring.insert(pid);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        st.workers.clear();
+        st.workers.retain(|w| w.version == version);
         if st.crashed {
             return Ok(());
         }
-        for (index, _) in old {
-            let pid = spawn_worker(lib, index).map_err(|e| format!("spawn worker: {e}"))?;
+        for (index, _) in stale {
+            let pid = spawn_worker(&lib, index).map_err(|e| format!("spawn worker: {e}"))?;
             st.workers.push(Worker {
                 index,
                 pid,
@@ -269,10 +285,10 @@ impl Supervisor {
             (self.events)(Event::Crashed { reason });
             return;
         }
-        match spawn_worker(&st.lib, worker.index) {
+        let (lib, version) = self.current();
+        match spawn_worker(&lib, worker.index) {
             Ok(new_pid) => {
                 st.total_restarts += 1;
-                let version = st.version;
                 st.workers.push(Worker {
                     index: worker.index,
                     pid: new_pid,
