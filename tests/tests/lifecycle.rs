@@ -280,7 +280,12 @@ async fn usage_counts_real_processes_and_reports_versions() {
         )
         .await
         .unwrap();
-    // Create returns once the app answers; its worker is started before the next request.
+    // Where the start spent its time, phase by phase; the runner's own phases lie within
+    // the host's view of them.
+    let t = info.startup;
+    assert!(t.install_us > 0 && t.spawn_us > 0 && t.load_us > 0, "{t:?}");
+    assert!(t.load_us + t.restrict_us <= t.ready_us, "{t:?}");
+    // Create returns once the app answers; `workers` once its initial worker is started.
     assert_eq!(m.workers("use-1").await.unwrap().workers.len(), 1);
     let before = m.usage("use-1").await.unwrap();
     assert_eq!(before.processes, 2, "runner + 1 worker");
