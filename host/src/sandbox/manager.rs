@@ -30,6 +30,7 @@ use isolation::{
     Cgroup, LandlockPlan, Mechanism, Report, ReportEntry, Rlimits, RunnerRestrictions, is_root,
 };
 
+use crate::sandbox::runner::ABORT_EXIT;
 use crate::sandbox::spawn::{self, SpawnRequest, Spawner};
 use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
 
@@ -1253,6 +1254,9 @@ async fn pump_events(sb: std::sync::Weak<Sandbox>, mut events: mpsc::UnboundedRe
 
 fn describe(status: WaitStatus) -> String {
     match status {
+        WaitStatus::Exited(_, ABORT_EXIT) => {
+            format!("signal SIGABRT (as pid 1 of its namespace, reported as exit {ABORT_EXIT})")
+        }
         WaitStatus::Exited(_, code) => match spawn::describe_early_exit(code) {
             Some(what) => format!("exit {code} ({what})"),
             None => format!("exit {code}"),

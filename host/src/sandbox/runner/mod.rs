@@ -40,6 +40,14 @@ pub const RUNNER_ARG: &str = "__sandbox_runner";
 pub const WORKER_ARG: &str = "__sandbox_worker";
 /// The control socket's fd in the runner.
 pub const CONTROL_FD: i32 = 3;
+/// Exit status of a runner that raised `SIGABRT` while pid 1 of its pid namespace: `ABORT_EXIT`.
+///
+/// The kernel ignores a signal that a namespace's init sends itself unless it has a handler,
+/// so glibc's `abort()` would fall back to a fault and the crash would read as SIGSEGV. As
+/// pid 1 the runner therefore handles SIGABRT by exiting with this status, which the host
+/// reports as the signal it was. (Faults such as a real SIGSEGV are forced by the kernel and
+/// kill pid 1 as they kill anyone.)
+pub const ABORT_EXIT: i32 = 200 + libc::SIGABRT;
 
 /// A queued reload: request id, library, version, timeout.
 type ReloadJob = (u64, PathBuf, u32, Duration);
@@ -105,6 +113,9 @@ pub fn main() -> ! {
     // Orphans re-parent to us, so the reaper collects them and usage sees them.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if std::process::id() == 1 {
+        report_aborts_as_pid_1();
+    }
     let out = Out(Arc::new(Mutex::new(
         sock.try_clone().expect("clone control socket"),
     )));
@@ -428,6 +439,21 @@ fn reload(
 fn shutdown(runner: &Runner) -> ! {
     runner.supervisor.stop_all();
     std::process::exit(0)
+}
+
+/// See [`ABORT_EXIT`].
+fn report_aborts_as_pid_1() {
+    extern "C" fn on_abort(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(ABORT_EXIT) }
+    }
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask"; the handler only calls
+    // _exit.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+    }
 }
 
 fn set_cloexec(fd: i32) {
