@@ -742,11 +742,14 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     listener.set_nonblocking(true).unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_nonblocking(true).unwrap();
+    let suid = secrets.path().join("suid-cat");
+    setuid_root_cat(&suid);
     let plan = json!({
         "secret": secret,
         "outside_dir": outside.path(),
         "tcp": listener.local_addr().unwrap().port(),
         "udp": udp.local_addr().unwrap().port(),
+        "suid": suid,
     });
     let out = as_nobody(&[
         "attacks".as_ref(),
@@ -794,6 +797,45 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     assert_eq!(r["exec"]["CapEff"], NO_CAPS, "{r}");
     assert_eq!(r["exec"]["CapPrm"], NO_CAPS, "{r}");
     assert_eq!(r["become_root"]["failed"], "setuid", "{r}");
+    // A setuid-root program the host made: Landlock does not let the sandbox execute files
+    // outside the system directories and its app; were it executed, no_new_privs would
+    // still keep it at uid 65534.
+    eprintln!(
+        "setuid-root program from an unprivileged host's sandbox: {}",
+        r["suid_exec"]
+    );
+    if r["suid_exec"]["failed"].is_null() {
+        assert_eq!(r["suid_exec"]["Uid"], "65534 65534 65534 65534", "{r}");
+        assert_eq!(r["suid_exec"]["CapEff"], NO_CAPS, "{r}");
+    } else {
+        assert_eq!(r["suid_exec"]["failed"], "exec", "{r}");
+        assert_eq!(
+            errno(&r["suid_exec"]),
+            EACCES,
+            "Landlock refuses the exec: {r}"
+        );
+    }
+
+    // Without a cgroup, a fork bomb is held by the process rlimit of the sandbox's own user
+    // namespace, and the sandbox is still served and destroyable.
+    let bomb = &r["fork_bomb"];
+    eprintln!(
+        "fork bomb in an unprivileged host's sandbox: {}",
+        bomb["result"]
+    );
+    let rlimits = stopped_by(&bomb["isolation"], "rlimits", "a fork bomb");
+    assert!(rlimits.contains("nproc=32"), "{rlimits}");
+    assert_eq!(
+        errno(&bomb["result"]),
+        EAGAIN,
+        "RLIMIT_NPROC refuses fork: {bomb}"
+    );
+    let forked = bomb["result"]["forked"].as_u64().unwrap();
+    assert!(forked > 0 && forked < 32, "{bomb}");
+    assert_eq!(bomb["answers_after"], true, "{bomb}");
+    assert_eq!(bomb["destroyed"], true, "{bomb}");
+    assert_eq!(bomb["dir_left"], false, "{bomb}");
+    assert_eq!(bomb["runner_alive"], false, "{bomb}");
 
     // Without a cgroup, the pid namespace takes the daemon down with the runner.
     stopped_by(iso, "pid_ns", "a daemon outliving its sandbox");

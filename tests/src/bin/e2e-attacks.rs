@@ -3,8 +3,9 @@
 //! gets a user namespace but no cgroup.
 //!
 //! * `e2e-attacks attacks LIB PLAN`: creates a `standard` sandbox from LIB and runs every
-//!   attack; PLAN is JSON `{"secret": PATH, "outside_dir": DIR, "tcp": PORT, "udp": PORT}`.
-//!   The host attacked by `ptrace` is this process.
+//!   attack; PLAN is JSON `{"secret": PATH, "outside_dir": DIR, "tcp": PORT, "udp": PORT,
+//!   "suid": PATH}` (`suid`: a setuid-root program). The host attacked by `ptrace` is this
+//!   process. Then a fork bomb in a second sandbox limited to 32 processes.
 //! * `e2e-attacks strict LIB`: tries to create a `strict` sandbox from LIB.
 //!
 //! Sandboxes live under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`; this binary is its own
@@ -13,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use host::sandbox::{AppSource, Level, Manager, ManagerConfig, SandboxError, SandboxSpec};
+use host::sandbox::{AppSource, Level, Limits, Manager, ManagerConfig, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
 fn main() {
@@ -40,10 +41,13 @@ fn main() {
     println!("{out}");
 }
 
+/// Processes allowed to the fork bomb's sandbox.
+const BOMB_MAX_PROCESSES: u64 = 32;
+
 async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     let id = "attacks";
     let info = manager
-        .create(id, SandboxSpec::new(AppSource::Library(lib)))
+        .create(id, SandboxSpec::new(AppSource::Library(lib.clone())))
         .await
         .expect("create");
     let run = async |function: &str, args: Value| -> Value {
@@ -98,6 +102,10 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
         "become_root".into(),
         run("setuid_exec", json!({ "path": "/usr/bin/cat", "uid": 0 })).await,
     );
+    results.insert(
+        "suid_exec".into(),
+        run("setuid_exec", json!({ "path": plan["suid"] })).await,
+    );
     let daemon = run("daemon", Value::Null).await;
     let daemon_pid = daemon["ns_pid"]
         .as_i64()
@@ -122,6 +130,7 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
             "alive_after_destroy": daemon_pid.is_some_and(e2e::alive),
         }),
     );
+    results.insert("fork_bomb".into(), fork_bomb(manager, lib).await);
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     json!({
@@ -132,6 +141,39 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
         "own_file_written": own_file_written,
         "sandbox_dir_left": info.dir.exists(),
         "results": results,
+    })
+}
+
+/// A fork bomb in a sandbox of [`BOMB_MAX_PROCESSES`] processes (without a cgroup, the
+/// process rlimit of the sandbox's own user namespace is what holds it), then its destroy.
+async fn fork_bomb(manager: &Manager, lib: PathBuf) -> Value {
+    let id = "bomb";
+    let spec = SandboxSpec {
+        limits: Limits {
+            max_processes: Some(BOMB_MAX_PROCESSES),
+            ..Limits::default()
+        },
+        ..SandboxSpec::new(AppSource::Library(lib))
+    };
+    let info = manager.create(id, spec).await.expect("create the bomb");
+    let bomb = manager
+        .run(
+            id,
+            "fork_bomb",
+            json!({"max": 1000, "failures": 10}),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .map_or_else(|e| json!({ "call_error": e.to_string() }), |v| v);
+    let answers_after = manager.run(id, "answer", Value::Null, None).await.is_ok();
+    let destroyed = manager.destroy(id).await.is_ok();
+    json!({
+        "result": bomb,
+        "isolation": info.isolation,
+        "answers_after": answers_after,
+        "destroyed": destroyed,
+        "dir_left": info.dir.exists(),
+        "runner_alive": e2e::alive(info.pid),
     })
 }
 
