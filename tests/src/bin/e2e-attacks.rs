@@ -164,7 +164,7 @@ async fn fork_bomb(manager: &Manager, lib: PathBuf) -> Value {
             Some(Duration::from_secs(20)),
         )
         .await
-        .map_or_else(|e| json!({ "call_error": e.to_string() }), |v| v);
+        .unwrap_or_else(|e| json!({ "call_error": e.to_string() }));
     let answers_after = manager.run(id, "answer", Value::Null, None).await.is_ok();
     let destroyed = manager.destroy(id).await.is_ok();
     json!({
