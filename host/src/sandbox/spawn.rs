@@ -80,11 +80,14 @@ pub struct Spawned {
 
 type Job = (SpawnRequest, mpsc::Sender<Result<Spawned, SandboxError>>);
 
-/// The thread that clones every runner.
+/// The threads that clone every runner.
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits, not the process.
-/// Runners are therefore cloned from this one thread, which lives as long as the process, so
-/// a runner dies exactly when the host dies, never when some pool thread retires.
+/// Runners are therefore cloned from a few threads that live as long as the process, so a
+/// runner dies exactly when the host dies, never when some pool thread retires. A clone with
+/// vfork semantics holds its thread until the child has exec'd (up to ~2 ms with every
+/// namespace), so there is one spawner per core (at most 4), and concurrent creates do not
+/// queue behind one another's exec.
 #[derive(Debug)]
 pub struct Spawner {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -96,19 +99,18 @@ impl Spawner {
         static SPAWNER: OnceLock<Spawner> = OnceLock::new();
         SPAWNER.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("sandbox-spawner".into())
-                .spawn(move || {
-                    // Without a stack of its own a child cannot share our memory: it is then
-                    // cloned with fork semantics, which is slower but just as correct.
-                    let stack = ChildStack::map()
-                        .inspect_err(|e| tracing::warn!("sandbox spawn stack: {e}"))
-                        .ok();
-                    for (request, reply) in rx {
-                        let _ = reply.send(spawn_now(request, stack.as_ref()));
-                    }
-                })
-                .expect("start the sandbox spawner thread");
+            let rx = Arc::new(Mutex::new(rx));
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            for i in 0..threads {
+                let rx = Arc::clone(&rx);
+                let started = std::thread::Builder::new()
+                    .name("sandbox-spawner".into())
+                    .spawn(move || serve_spawns(&rx));
+                // The first one is required; more only make concurrent creates faster.
+                if i == 0 {
+                    started.expect("start the sandbox spawner thread");
+                }
+            }
             Spawner {
                 jobs: Mutex::new(tx),
             }
@@ -125,6 +127,20 @@ impl Spawner {
             .map_err(|_| SandboxError::Spawn("spawner thread is gone".into()))?;
         rx.recv()
             .map_err(|_| SandboxError::Spawn("spawner thread is gone".into()))?
+    }
+}
+
+/// One spawner thread: takes spawn jobs until the process ends.
+fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    // Without a stack of its own a child cannot share our memory: it is then cloned with fork
+    // semantics, which is slower but just as correct.
+    let stack = ChildStack::map()
+        .inspect_err(|e| tracing::warn!("sandbox spawn stack: {e}"))
+        .ok();
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((request, reply)) = job else { return };
+        let _ = reply.send(spawn_now(request, stack.as_ref()));
     }
 }
 
