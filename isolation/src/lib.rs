@@ -47,10 +47,11 @@
 //! Nothing here allocates or takes locks. On any error, write `err.to_bytes()`
 //! ([`ChildError`]) to the error pipe and `_exit(127)`.
 //!
-//! 11. `unsafe { cg.enter_from_child() }`: writes `"0"` to each pre-opened `cgroup.procs`,
-//!     before any app code and with no race. An errno maps to `ChildStep::CgroupEnter`.
-//!     (Alternative: the parent calls `cg.add_pid(pid)` before step 15 releases a child that
-//!     waits for its user-namespace maps.)
+//! 11. `unsafe { entry.enter_from_child() }` (`entry = cg.open_entry()?`, opened by the parent
+//!     for this spawn): writes `"0"` to each `cgroup.procs`, before any app code and with no
+//!     race. An errno maps to `ChildStep::CgroupEnter`. (Alternative: the parent calls
+//!     `entry.add_pid(pid)` before step 15 releases a child that waits for its user-namespace
+//!     maps.)
 //! 12. `unsafe { setup.run_in_child() }`:
 //!     * waits for the uid/gid maps (user namespace);
 //!     * `setns` into the shared netns;
@@ -107,7 +108,7 @@ pub mod rlimits;
 pub mod runner;
 pub mod seccomp;
 
-pub use cgroups::{Cgroup, CgroupError, CgroupSystem, CgroupUsage, CgroupVersion};
+pub use cgroups::{Cgroup, CgroupEntry, CgroupError, CgroupSystem, CgroupUsage, CgroupVersion};
 pub use error::IsolationError;
 pub use landlock::{Enforcement, LandlockPlan, LandlockStatus, SandboxPaths};
 pub use level::{Level, Limits, parse_size};

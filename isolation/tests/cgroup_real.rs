@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{cs, reap, spawn_exec, unique_id};
 use isolation::cgroups::{CgroupSystem, CgroupVersion};
 use isolation::namespaces::{ChildError, ChildStep};
-use isolation::{Cgroup, Limits};
+use isolation::{Cgroup, CgroupEntry, Limits};
 
 fn system() -> Option<CgroupSystem> {
     match CgroupSystem::detect(None) {
@@ -35,9 +35,9 @@ fn create(sys: &CgroupSystem, tag: &str, limits: &Limits) -> Option<Cgroup> {
     }
 }
 
-fn enter(cg: &Cgroup) -> Result<(), ChildError> {
+fn enter(entry: &CgroupEntry) -> Result<(), ChildError> {
     // SAFETY: called in the fork-like child only; raw writes.
-    unsafe { cg.enter_from_child() }.map_err(|errno| ChildError {
+    unsafe { entry.enter_from_child() }.map_err(|errno| ChildError {
         step: ChildStep::CgroupEnter,
         errno,
     })
@@ -99,8 +99,9 @@ fn lifecycle_limits_enter_usage_kill_remove() {
     // A child enters before exec; the shell forks two more inside.
     let argv = [cs("/bin/sh"), cs("-c"), cs("sleep 30 & sleep 30 & wait")];
     let argv: Vec<&std::ffi::CStr> = argv.iter().map(|c| c.as_c_str()).collect();
+    let entry = cg.open_entry().unwrap();
     // SAFETY: `enter` only makes raw write(2) calls.
-    let pid = unsafe { spawn_exec(0, &argv, || enter(&cg)) };
+    let pid = unsafe { spawn_exec(0, &argv, || enter(&entry)) };
     wait_for("3 processes in the cgroup", || {
         cg.usage().unwrap().procs.len() == 3
     });
@@ -138,8 +139,9 @@ fn pids_limit_is_enforced() {
     let script = "exec 2>/dev/null; for i in 1 2 3 4 5 6; do sleep 30 & done; wait";
     let argv = [cs("/bin/sh"), cs("-c"), cs(script)];
     let argv: Vec<&std::ffi::CStr> = argv.iter().map(|c| c.as_c_str()).collect();
+    let entry = cg.open_entry().unwrap();
     // SAFETY: `enter` only makes raw write(2) calls.
-    let pid = unsafe { spawn_exec(0, &argv, || enter(&cg)) };
+    let pid = unsafe { spawn_exec(0, &argv, || enter(&entry)) };
     wait_for("pids.current to reach the limit", || {
         cg.usage().unwrap().pids == Some(3)
     });
@@ -165,8 +167,9 @@ fn memory_limit_oom_kills_and_is_counted() {
     // `tail` keeps the (endless, newline-free) last line in memory.
     let argv = [cs("/usr/bin/tail"), cs("/dev/zero")];
     let argv: Vec<&std::ffi::CStr> = argv.iter().map(|c| c.as_c_str()).collect();
+    let entry = cg.open_entry().unwrap();
     // SAFETY: `enter` only makes raw write(2) calls.
-    let pid = unsafe { spawn_exec(0, &argv, || enter(&cg)) };
+    let pid = unsafe { spawn_exec(0, &argv, || enter(&entry)) };
     let status = reap(pid);
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
@@ -189,7 +192,7 @@ fn parent_side_add_pid_and_drop_cleans_up() {
     let argv: Vec<&std::ffi::CStr> = argv.iter().map(|c| c.as_c_str()).collect();
     // SAFETY: nothing runs in the child before execve.
     let pid = unsafe { spawn_exec(0, &argv, || Ok(())) };
-    cg.add_pid(pid).unwrap();
+    cg.open_entry().unwrap().add_pid(pid).unwrap();
     assert_eq!(cg.usage().unwrap().procs, vec![pid]);
     let paths = cg.paths();
     drop(cg); // kill + remove
@@ -248,8 +251,9 @@ fn v2_kill_and_remove_on_the_unified_hierarchy() {
     eprintln!("{}", cg.describe());
     let argv = [cs("/bin/sh"), cs("-c"), cs("sleep 30 & sleep 30 & wait")];
     let argv: Vec<&std::ffi::CStr> = argv.iter().map(|c| c.as_c_str()).collect();
+    let entry = cg.open_entry().unwrap();
     // SAFETY: `enter` only makes raw write(2) calls.
-    let pid = unsafe { spawn_exec(0, &argv, || enter(&cg)) };
+    let pid = unsafe { spawn_exec(0, &argv, || enter(&entry)) };
     wait_for("3 processes in the v2 cgroup", || {
         cg.usage().unwrap().procs.len() == 3
     });

@@ -157,10 +157,11 @@ fn run_full_sequence() {
     let out_fd = out_w.as_raw_fd();
 
     // 10-14: clone; the child enters the cgroup, sets up namespaces, rlimits, stdout, execs.
+    let entry = cg.as_ref().map(|cg| cg.open_entry().unwrap());
     let pre = || -> Result<(), ChildError> {
-        if let Some(cg) = &cg {
+        if let Some(entry) = &entry {
             // SAFETY: child side, raw writes only.
-            unsafe { cg.enter_from_child() }.map_err(|errno| ChildError {
+            unsafe { entry.enter_from_child() }.map_err(|errno| ChildError {
                 step: ChildStep::CgroupEnter,
                 errno,
             })?;

@@ -643,7 +643,11 @@ impl Manager {
             runner_exe,
             work_dir,
             log_path: sb.dir.join("runner.log"),
-            cgroup: sb.cgroup(),
+            cgroup: sb
+                .cgroup()
+                .map(|cg| cg.open_entry())
+                .transpose()
+                .map_err(|e| SandboxError::Isolation(format!("open the sandbox's cgroup: {e}")))?,
             setup,
             rlimits,
         };

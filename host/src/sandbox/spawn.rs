@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use isolation::{Cgroup, ChildError, ChildSetup, Rlimits};
+use isolation::{CgroupEntry, ChildError, ChildSetup, Rlimits};
 
 use crate::sandbox::error::SandboxError;
 use crate::sandbox::runner::{CONTROL_FD, RUNNER_ARG};
@@ -59,8 +59,8 @@ pub struct SpawnRequest {
     pub work_dir: PathBuf,
     /// Where the runner's stderr goes.
     pub log_path: PathBuf,
-    /// The sandbox's cgroup, entered by the child before exec.
-    pub cgroup: Option<Arc<Cgroup>>,
+    /// The sandbox's cgroup, opened for this spawn and entered by the child before exec.
+    pub cgroup: Option<CgroupEntry>,
     /// Namespaces, mounts and capabilities, prepared for the child.
     pub setup: ChildSetup,
     /// Resource limits, prepared for the child.
@@ -262,7 +262,7 @@ fn spawn_now(req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, S
         parent,
         own_pid_ns: flags & libc::CLONE_NEWPID != 0,
         fds: raw,
-        cgroup: req.cgroup.as_deref(),
+        cgroup: req.cgroup.as_ref(),
         setup: &req.setup,
         rlimits: &req.rlimits,
         work_dir: &work_dir,
@@ -372,7 +372,7 @@ struct Child<'a> {
     parent: libc::pid_t,
     own_pid_ns: bool,
     fds: ChildFds,
-    cgroup: Option<&'a Cgroup>,
+    cgroup: Option<&'a CgroupEntry>,
     setup: &'a ChildSetup,
     rlimits: &'a Rlimits,
     work_dir: &'a CString,

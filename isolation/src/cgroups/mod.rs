@@ -299,7 +299,7 @@ impl CgroupSystem {
         }
     }
 
-    /// Creates the cgroup `sandbox-<id>`, writes `limits`, and opens its `cgroup.procs` files.
+    /// Creates the cgroup `sandbox-<id>` and writes `limits`.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<Cgroup> {
         validate_id(id)?;
         let name = format!("{SANDBOX_PREFIX}{id}");
@@ -308,29 +308,64 @@ impl CgroupSystem {
             Kind::V1(s) => s.create(&name, limits, self.fake, &mut notes)?,
             Kind::V2(s) => s.create(&name, limits, self.fake, &mut notes)?,
         };
-        let mut cg = Cgroup {
+        Ok(Cgroup {
             id: id.to_string(),
             version: self.version(),
             dirs,
-            procs: Vec::new(),
             notes,
             fake: self.fake,
             removed: false,
-        };
-        // On failure `cg` is dropped, which removes the directories again.
-        for d in &cg.dirs {
-            let p = d.path.join("cgroup.procs");
-            let f =
-                OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(|source| CgroupError::Open {
-                        path: p.clone(),
-                        source,
-                    })?;
-            cg.procs.push(OwnedFd::from(f));
+        })
+    }
+}
+
+/// A cgroup's `cgroup.procs` files, opened (`O_WRONLY|O_CLOEXEC`) for one spawn: the cloned
+/// child writes `"0"` to them before `execve`, so it runs no code outside the cgroup.
+///
+/// Opened per spawn and closed after it, not kept for the cgroup's life: every fd the host
+/// holds is copied into, and closed again by, every child it clones, so fds kept per sandbox
+/// make each spawn cost grow with the number of sandboxes.
+#[derive(Debug)]
+pub struct CgroupEntry {
+    files: Vec<(PathBuf, OwnedFd)>,
+}
+
+impl CgroupEntry {
+    /// Moves the calling process into the cgroup (all hierarchies).
+    ///
+    /// # Safety
+    ///
+    /// Meant for the child between `clone()` and `execve()`: it only calls `write(2)` on fds
+    /// opened by the parent and reads `errno`, so it is async-signal-safe and does not allocate.
+    /// The caller must ensure `self` (the parent's copy in the child's memory) is still intact,
+    /// which holds after a fork-like `clone()` and while the parent waits on a vfork-like one.
+    pub unsafe fn enter_from_child(&self) -> Result<(), Errno> {
+        for (_, fd) in &self.files {
+            // SAFETY: a valid fd and a 1-byte static buffer; write(2) is async-signal-safe.
+            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(Errno::last());
+            }
         }
-        Ok(cg)
+        Ok(())
+    }
+
+    /// Moves process `pid` into the cgroup from the parent (e.g. before releasing a child that
+    /// waits on a pipe).
+    pub fn add_pid(&self, pid: i32) -> Result<()> {
+        let value = pid.to_string();
+        for (path, fd) in &self.files {
+            // SAFETY: a valid fd and a live buffer of the given length.
+            let n = unsafe { libc::write(fd.as_raw_fd(), value.as_ptr().cast(), value.len()) };
+            if n < 0 {
+                return Err(CgroupError::Write {
+                    value,
+                    path: path.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -363,7 +398,6 @@ pub struct Cgroup {
     id: String,
     version: CgroupVersion,
     dirs: Vec<Dir>,
-    procs: Vec<OwnedFd>,
     notes: Notes,
     fake: Option<FakeFs>,
     removed: bool,
@@ -390,48 +424,21 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
-    /// Already-opened (`O_WRONLY|O_CLOEXEC`) `cgroup.procs` of every hierarchy, for the forked
-    /// child to `write(fd, "0")` before `execve`.
-    pub fn procs_files(&self) -> &[OwnedFd] {
-        &self.procs
-    }
-
-    /// Moves the calling process into this cgroup (all hierarchies) by writing `"0"` to each
-    /// pre-opened `cgroup.procs`.
-    ///
-    /// # Safety
-    ///
-    /// Meant for the child between `clone()` and `execve()`: it only calls `write(2)` on fds
-    /// opened by the parent and reads `errno`, so it is async-signal-safe and does not allocate.
-    /// The caller must ensure `self` (the parent's copy in the child's memory) is still intact,
-    /// which holds after a fork-like `clone()`.
-    pub unsafe fn enter_from_child(&self) -> Result<(), Errno> {
-        for fd in &self.procs {
-            // SAFETY: a valid fd and a 1-byte static buffer; write(2) is async-signal-safe.
-            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
-            if n != 1 {
-                return Err(Errno::last());
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves process `pid` into this cgroup from the parent (e.g. before releasing a child that
-    /// waits on a pipe).
-    pub fn add_pid(&self, pid: i32) -> Result<()> {
-        let value = pid.to_string();
-        for (d, fd) in self.dirs.iter().zip(&self.procs) {
-            // SAFETY: a valid fd and a live buffer of the given length.
-            let n = unsafe { libc::write(fd.as_raw_fd(), value.as_ptr().cast(), value.len()) };
-            if n < 0 {
-                return Err(CgroupError::Write {
-                    value,
-                    path: d.path.join("cgroup.procs"),
-                    source: io::Error::last_os_error(),
-                });
-            }
-        }
-        Ok(())
+    /// Opens the `cgroup.procs` of every hierarchy for one spawn (see [`CgroupEntry`]).
+    pub fn open_entry(&self) -> Result<CgroupEntry> {
+        let files = self
+            .dirs
+            .iter()
+            .map(|d| {
+                let path = d.path.join("cgroup.procs");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map(|f| (path.clone(), OwnedFd::from(f)))
+                    .map_err(|source| CgroupError::Open { path, source })
+            })
+            .collect::<Result<_>>()?;
+        Ok(CgroupEntry { files })
     }
 
     /// Limits that were requested but could not be applied (empty when all were).
@@ -600,7 +607,6 @@ impl Cgroup {
 
     fn remove_dirs(&mut self) -> Result<()> {
         self.removed = true;
-        self.procs.clear();
         let mut first_err = None;
         for d in &self.dirs {
             if let Some(f) = self.fake {

@@ -338,7 +338,7 @@ mod tests {
             "{paths:?}"
         );
         assert_eq!(paths.len(), 5);
-        assert_eq!(cg.procs_files().len(), 5);
+        assert_eq!(cg.open_entry().unwrap().files.len(), 5);
         let rd = |p: &Path| fs::read_to_string(p).unwrap();
         assert_eq!(
             rd(&mem.join("memory.limit_in_bytes")),

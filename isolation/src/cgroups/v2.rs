@@ -414,7 +414,7 @@ mod tests {
         assert_eq!(rd("memory.swap.max"), "0");
         assert_eq!(rd("pids.max"), "64");
         assert_eq!(rd("cpu.max"), "50000 100000");
-        assert_eq!(cg.procs_files().len(), 1);
+        assert_eq!(cg.open_entry().unwrap().files.len(), 1);
         assert!(cg.missing().is_empty());
         let e = cg.report_entry();
         assert!(
@@ -423,8 +423,8 @@ mod tests {
             e.detail
         );
 
-        // Parent-side add_pid goes through the pre-opened fd.
-        cg.add_pid(4242).unwrap();
+        // Parent-side add_pid goes through the files opened for a spawn.
+        cg.open_entry().unwrap().add_pid(4242).unwrap();
         assert_eq!(rd("cgroup.procs"), "4242");
 
         fs::write(dir.join("cgroup.procs"), "4242\n4243\n").unwrap();
