@@ -259,6 +259,18 @@ pub fn render_info(info: &SandboxInfo) -> String {
     } else {
         out.push_str(&format!("  limits: {}\n", limits.join(" ")));
     }
+    let t = &info.startup;
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    out.push_str(&format!(
+        "  started in ms: install {}, cgroup {}, prepare {}, spawn {}, ready {} (restrict {}, load {})\n",
+        ms(t.install_us),
+        ms(t.cgroup_us),
+        ms(t.prepare_us),
+        ms(t.spawn_us),
+        ms(t.ready_us),
+        ms(t.restrict_us),
+        ms(t.load_us)
+    ));
     out.push_str(&render_isolation(&info.isolation));
     out.truncate(out.trim_end().len());
     out

@@ -418,9 +418,13 @@ fn every_command_answers_json_with_the_documented_fields() {
             "versions",
             "limits",
             "isolation",
+            "startup",
         ],
     );
     has_fields(&info["app"], &["path", "version", "sha256"]);
+    // Where the start spent its time, measured phase by phase.
+    assert!(info["startup"]["spawn_us"].as_u64().unwrap() > 0, "{info}");
+    assert!(info["startup"]["ready_us"].as_u64().unwrap() > 0, "{info}");
     assert_eq!(info["status"], json!("running"));
     assert_eq!(info["limits"]["max_open_files"], json!(256));
     assert_eq!(info["limits"]["address_space"], json!(4u64 << 30));
@@ -503,6 +507,11 @@ fn every_command_answers_json_with_the_documented_fields() {
     assert_ne!(restarted["pid"], info["pid"]);
     assert_eq!(d.call_answer("shapes"), json!(42));
 
+    assert!(
+        d.ok(&["info", "shapes"])
+            .contains("  started in ms: install "),
+        "the human info shows the startup phases"
+    );
     for human in [
         d.ok(&["info", "shapes"]),
         d.ok(&["usage", "shapes"]),
