@@ -12,6 +12,7 @@
 
 mod procspawn;
 mod reload_loop;
+mod socket_floor;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -276,7 +277,13 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
         manager.run(id, "answer", Value::Null, None).await?;
         calls.push(t.elapsed());
     }
-    s.insert("call_rtt_us".into(), Pct::of_us(&calls).to_json());
+    let mut call = Pct::of_us(&calls).to_json();
+    let n = sizes.call;
+    let floor = tokio::task::spawn_blocking(move || socket_floor::round_trips(n)).await??;
+    let floor = Pct::of_us(&floor);
+    call["socketpair_floor_p50"] = json!(round1(floor.p50));
+    call["socketpair_floor_p99"] = json!(round1(floor.p99));
+    s.insert("call_rtt_us".into(), call);
 
     let mut reloads = Vec::with_capacity(sizes.reload);
     let mut load = Vec::with_capacity(sizes.reload);
@@ -592,6 +599,13 @@ fn print_table(s: &Value) {
                 v["skipped"].as_str().unwrap_or("?")
             ),
         }
+    }
+    let c = &s["call_rtt_us"];
+    if let (Some(call), Some(floor)) = (p50_of(c), c["socketpair_floor_p50"].as_f64()) {
+        println!(
+            "\ncall_rtt_us against a bare socketpair round trip in the same run: {call} vs {floor} µs ({})",
+            ratio(call, Some(floor))
+        );
     }
     let m = &s["sandboxes_1000"];
     println!(
