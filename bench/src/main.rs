@@ -449,6 +449,8 @@ async fn peer(tool: &str, args: &[&str], n: usize) -> Value {
 
 /// `n` timed `usage()` calls; notes the process count.
 async fn usage_series(manager: &Manager, id: &str, n: usize) -> Result<Value> {
+    // Settled first: `workers` answers once the workers of the last reload have moved.
+    manager.workers(id).await?;
     let first = manager.usage(id).await?;
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
