@@ -1,9 +1,13 @@
-//! App libraries on their way into a sandbox: read once, hashed once per file identity, and
-//! copied to a private, versioned path.
+//! App libraries on their way into a sandbox: read once, hashed once per file identity, kept
+//! once per content in the host's store, and hard-linked to a private, versioned path.
 //!
-//! A reload or create reads the library and writes a private copy (dlopen caches by path, so
-//! every version needs a path of its own, and the sandbox must not see later writes to the
-//! original). The sha256 identifies a version (`no_change` on an identical binary), but it is
+//! A reload or create reads the library and gives the sandbox a path of its own for it (dlopen
+//! caches by path, so every version needs its own, and the sandbox must not see later writes
+//! to the original). The bytes are written once per content into the store, a directory
+//! beside the sandboxes (`<state dir>.libs/<sha256>.so`, read-only, never written again), and
+//! each sandbox gets a hard link: ~20 µs instead of writing 400 KB again for every sandbox and
+//! every reload. Where a link cannot be made (another filesystem), the sandbox gets a copy.
+//! A store entry is removed when the last sandbox linking it is destroyed. The sha256 identifies a version (`no_change` on an identical binary), but it is
 //! the most expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's
 //! identity: device, inode, size, mtime and ctime, taken from the open file before and after
 //! the read. A write changes the size or the ctime; the one blind spot, a same-size rewrite
@@ -104,12 +108,57 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Writes `lib` as version `version` into `app_dir` and returns the copy's path. The name is
-/// unique per version: dlopen caches by path, so reusing a name would load the old code again.
-pub fn install(app_dir: &Path, lib: &LibBytes, version: u32) -> Result<PathBuf, SandboxError> {
+/// The store of a state directory: `<state dir>.libs`, beside the sandboxes' directories.
+pub fn store_of(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".libs");
+    state_dir.with_file_name(name)
+}
+
+/// Gives `app_dir` version `version` of `lib`: a hard link to the store's copy (written on
+/// first use), else a copy. Returns the sandbox's path. The name is unique per version:
+/// dlopen caches by path, so reusing a name would load the old code again.
+pub fn install(
+    store: &Path,
+    app_dir: &Path,
+    lib: &LibBytes,
+    version: u32,
+) -> Result<PathBuf, SandboxError> {
     let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
+    if let Ok(stored) = stored(store, lib)
+        && std::fs::hard_link(&stored, &path).is_ok()
+    {
+        return Ok(path);
+    }
     std::fs::write(&path, &lib.bytes).map_err(|e| SandboxError::io(&path, e))?;
     Ok(path)
+}
+
+/// The store's read-only copy of `lib`, written (to a temporary name, then renamed, so a
+/// reader never sees a partial file) when it is not there yet.
+fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = store.join(format!("{}.so", lib.sha256));
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(store)?;
+    let tmp = tempfile::NamedTempFile::new_in(store)?;
+    std::fs::write(tmp.path(), &lib.bytes)?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444))?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
+}
+
+/// Drops the store's copy of `sha256` when no sandbox links to it any more, and the store
+/// itself when it is empty. A create that links it meanwhile keeps its own link, and the next
+/// one writes the copy again.
+pub fn release(store: &Path, sha256: &str) {
+    let path = store.join(format!("{sha256}.so"));
+    if std::fs::metadata(&path).is_ok_and(|m| m.nlink() == 1) {
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = std::fs::remove_dir(store);
 }
 
 #[cfg(test)]
@@ -136,15 +185,34 @@ mod tests {
     }
 
     #[test]
-    fn install_names_each_version_apart() {
+    fn versions_are_links_to_one_read_only_copy_that_goes_with_the_last_link() {
         let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&dir.path().join("sandboxes"));
+        assert_eq!(store, dir.path().join("sandboxes.libs"));
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::create_dir_all(&two).unwrap();
         let lib = LibBytes {
             bytes: b"x".to_vec(),
             sha256: sha256_hex(b"x"),
         };
-        let a = install(dir.path(), &lib, 1).unwrap();
-        let b = install(dir.path(), &lib, 2).unwrap();
-        assert_ne!(a, b);
-        assert_eq!(std::fs::read(&b).unwrap(), b"x");
+        let a = install(&store, &one, &lib, 1).unwrap();
+        let b = install(&store, &one, &lib, 2).unwrap();
+        let c = install(&store, &two, &lib, 1).unwrap();
+        assert_ne!(a, b, "a path per version");
+        assert_eq!(std::fs::read(&c).unwrap(), b"x");
+        let stored = store.join(format!("{}.so", lib.sha256));
+        let meta = std::fs::metadata(&stored).unwrap();
+        assert_eq!(meta.nlink(), 4, "the store's copy and three links");
+        assert_eq!(std::fs::metadata(&a).unwrap().ino(), meta.ino());
+        assert!(meta.permissions().readonly());
+        // Still linked: kept. Last link gone: the copy and the empty store go.
+        release(&store, &lib.sha256);
+        assert!(stored.exists());
+        for p in [&a, &b, &c] {
+            std::fs::remove_file(p).unwrap();
+        }
+        release(&store, &lib.sha256);
+        assert!(!stored.exists() && !store.exists());
     }
 }

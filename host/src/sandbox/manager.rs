@@ -293,6 +293,11 @@ impl Sandbox {
         self.dir.join("app")
     }
 
+    /// The host's store of libraries, beside the sandboxes' directories.
+    fn lib_store(&self) -> PathBuf {
+        library::store_of(self.dir.parent().unwrap_or(Path::new("/")))
+    }
+
     fn current_record(&self) -> Option<VersionRecord> {
         let current = self.current.load(Ordering::Acquire);
         self.versions
@@ -813,6 +818,7 @@ impl Manager {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&record.path);
+                library::release(&sb.lib_store(), &record.sha256);
                 Err(e)
             }
         }
@@ -1050,6 +1056,17 @@ async fn teardown(sb: &Sandbox) {
         let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
     }
     let _ = std::fs::remove_dir_all(&sb.dir);
+    let store = sb.lib_store();
+    let shas: std::collections::HashSet<String> = sb
+        .versions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v.sha256.clone())
+        .collect();
+    for sha in shas {
+        library::release(&store, &sha);
+    }
 }
 
 /// One usage sample, read on a blocking thread.
@@ -1304,7 +1321,7 @@ fn install_version(
 ) -> Result<VersionRecord, SandboxError> {
     Ok(VersionRecord {
         version,
-        path: library::install(&sb.app_dir(), lib, version)?,
+        path: library::install(&sb.lib_store(), &sb.app_dir(), lib, version)?,
         sha256: lib.sha256.clone(),
         app_version: String::new(),
         loaded_at: unix_now(),
