@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::sandbox::protocol::{self, Body, Event, Request, RequestFrame, Response, RunnerError};
 
@@ -36,11 +36,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps the host's end of the socketpair. Events go to `events`; when the runner
+    /// Wraps the host's end of the socketpair. Events are handed to `on_event` in the reader
+    /// task, in socket order, so an event the runner sent before a reply has been handled
+    /// when that reply arrives; when the runner
     /// closes the socket, `closed` fires after every pending request has failed.
     pub fn new(
         sock: StdUnixStream,
-        events: mpsc::UnboundedSender<Event>,
+        on_event: impl Fn(Event) + Send + 'static,
         closed: oneshot::Sender<()>,
     ) -> std::io::Result<Connection> {
         sock.set_nonblocking(true)?;
@@ -68,7 +70,7 @@ impl Connection {
                 };
                 let result = match response.body {
                     Body::Event(event) => {
-                        let _ = events.send(event);
+                        on_event(event);
                         continue;
                     }
                     Body::Ok(value) => Ok(value),

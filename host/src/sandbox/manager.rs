@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::compile::Compiler;
 use crate::sandbox::connection::{ConnError, Connection};
@@ -250,6 +250,9 @@ pub struct SandboxSummary {
 #[derive(Debug)]
 struct Live {
     pid: i32,
+    /// A handle on the runner itself, opened while it could not have been reaped: its pid
+    /// number is reused once it is (pid_max can be as low as 32768).
+    pidfd: Option<Arc<procfs::PidFd>>,
     conn: Connection,
     app_name: String,
     /// Filled with a description of how the runner died.
@@ -499,12 +502,19 @@ impl Manager {
             .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
         let spawn_us = micros(started) - prepare_us;
         let pid = spawned.pid;
+        // Before the watcher exists, so before anyone can reap the runner.
+        let pidfd = procfs::PidFd::open(pid).map(Arc::new);
         let spawned_errors = spawned.errors;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (closed_tx, closed_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
-        let conn = Connection::new(spawned.control, events_tx, closed_tx)
+        let for_events = Arc::downgrade(sb);
+        let on_event = move |event| {
+            if let Some(sb) = for_events.upgrade() {
+                handle_event(&sb, event);
+            }
+        };
+        let conn = Connection::new(spawned.control, on_event, closed_tx)
             .map_err(|e| SandboxError::Spawn(format!("control socket: {e}")))?;
         let init = Request::Init {
             lib: record.path.clone(),
@@ -519,21 +529,21 @@ impl Manager {
             Arc::downgrade(sb),
             self.clone(),
             pid,
+            pidfd.clone(),
             generation,
             closed_rx,
             exit_tx,
         ));
-        tokio::spawn(pump_events(Arc::downgrade(sb), events_rx));
         let ready: Ready = match result {
             Ok(Ok(value)) => {
                 serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))?
             }
             Ok(Err(err)) => {
-                kill_tree(pid);
+                kill_tree(pid, pidfd.as_deref());
                 return Err(SandboxError::InitFailed(err.message));
             }
             Err(e) => {
-                kill_tree(pid);
+                kill_tree(pid, pidfd.as_deref());
                 if let Some(err) = spawn::child_error(&mut errors) {
                     return Err(SandboxError::Isolation(err.to_string()));
                 }
@@ -563,7 +573,7 @@ impl Manager {
             serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
         if let Err(e) = report.record_all(level, applied) {
-            kill_tree(pid);
+            kill_tree(pid, pidfd.as_deref());
             return Err(SandboxError::Isolation(e.to_string()));
         }
         *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
@@ -577,6 +587,7 @@ impl Manager {
         };
         let live = Live {
             pid,
+            pidfd,
             conn,
             app_name: ready.app_name,
             exit: exit_rx,
@@ -987,7 +998,7 @@ impl Manager {
         sb.generation.fetch_add(1, Ordering::AcqRel); // the old runner's watcher stands down
         sb.set_status(Status::Restarting, None);
         if let Some(old) = old {
-            stop_runner(old.pid).await;
+            stop_runner(old.pid, old.pidfd.clone()).await;
         }
         sb.crashes.lock().unwrap().clear();
         sb.restart_count.fetch_add(1, Ordering::AcqRel);
@@ -1047,7 +1058,7 @@ async fn teardown(sb: &Sandbox) {
             // leaves a cgroup on its own), so there is no tree to walk in /proc.
             let _ = kill(Pid::from_raw(live.pid), Signal::SIGKILL);
         } else {
-            stop_runner(live.pid).await;
+            stop_runner(live.pid, live.pidfd.clone()).await;
         }
         let mut exit = live.exit.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
@@ -1146,10 +1157,10 @@ fn sample(pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
     })
 }
 
-/// SIGKILLs a runner's whole tree and waits until the runner is reaped.
-async fn stop_runner(pid: i32) {
+/// SIGKILLs a runner's whole tree.
+async fn stop_runner(pid: i32, pidfd: Option<Arc<procfs::PidFd>>) {
     let _ = tokio::task::spawn_blocking(move || {
-        kill_tree(pid);
+        kill_tree(pid, pidfd.as_deref());
     })
     .await;
 }
@@ -1157,7 +1168,13 @@ async fn stop_runner(pid: i32) {
 /// Kills every process in the tree under `pid`, then `pid` itself. Repeats while the tree
 /// changes, since a process may fork between the scan and the kill; the runner, a subreaper,
 /// adopts orphans, so they stay visible.
-fn kill_tree(pid: i32) {
+///
+/// Does nothing once the runner has exited: it may have been reaped, and its number may name
+/// another process by now. (Without pidfds, on kernels before 5.3, it cannot tell.)
+fn kill_tree(pid: i32, pidfd: Option<&procfs::PidFd>) {
+    if pidfd.is_some_and(procfs::PidFd::exited) {
+        return;
+    }
     for _ in 0..50 {
         let tree = procfs::tree(pid);
         let others: Vec<i32> = tree
@@ -1174,15 +1191,22 @@ fn kill_tree(pid: i32) {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    match pidfd {
+        Some(fd) => fd.kill(),
+        None => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Waits for a runner to exit, records how it died, and restarts it when the death was not
 /// asked for.
+#[allow(clippy::too_many_arguments)]
 async fn watch_runner(
     sb: std::sync::Weak<Sandbox>,
     manager: Manager,
     pid: i32,
+    pidfd: Option<Arc<procfs::PidFd>>,
     generation: u64,
     closed: oneshot::Receiver<()>,
     exit: watch::Sender<Option<String>>,
@@ -1192,7 +1216,6 @@ async fn watch_runner(
         // The socket closed: the runner is dead or broken. Give it 200 ms to exit (woken the
         // moment it does, through a pidfd), then make sure, and reap it.
         let deadline = Instant::now() + Duration::from_millis(200);
-        let pidfd = procfs::PidFd::open(pid);
         loop {
             match waitpid(
                 Pid::from_raw(pid),
@@ -1202,7 +1225,7 @@ async fn watch_runner(
                     Some(fd) => fd.wait_exit(deadline.saturating_duration_since(Instant::now())),
                     None => std::thread::sleep(Duration::from_millis(2)),
                 },
-                Ok(WaitStatus::StillAlive) => kill_tree(pid),
+                Ok(WaitStatus::StillAlive) => kill_tree(pid, pidfd.as_deref()),
                 Ok(status) => return describe(status),
                 Err(e) => return format!("unknown ({e})"),
             }
@@ -1217,7 +1240,12 @@ async fn watch_runner(
         return;
     }
     tracing::warn!(sandbox = %sb.id, pid, %how, "runner died");
-    kill_tree(pid);
+    // The runner is reaped: its pid may name another process already, so nothing is killed
+    // by number. What it left behind goes with its cgroup; without one, its pid namespace or
+    // its workers' PDEATHSIG took them.
+    if let Some(cg) = sb.cgroup() {
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+    }
     sb.live.write().await.take();
     let too_many = {
         let mut crashes = sb.crashes.lock().unwrap();
@@ -1252,23 +1280,21 @@ async fn watch_runner(
     }
 }
 
-async fn pump_events(sb: std::sync::Weak<Sandbox>, mut events: mpsc::UnboundedReceiver<Event>) {
-    while let Some(event) = events.recv().await {
-        let Some(sb) = sb.upgrade() else { return };
-        match event {
-            Event::WorkerRestarted {
-                index,
-                old_pid,
-                new_pid,
-                reason,
-            } => {
-                sb.worker_restarts.fetch_add(1, Ordering::AcqRel);
-                tracing::info!(sandbox = %sb.id, index, old_pid, new_pid, %reason, "worker restarted");
-            }
-            Event::Crashed { reason } => {
-                tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
-                sb.set_status(Status::Crashed, Some(reason));
-            }
+/// What the host does with a runner's event (in the connection's reader task).
+fn handle_event(sb: &Sandbox, event: Event) {
+    match event {
+        Event::WorkerRestarted {
+            index,
+            old_pid,
+            new_pid,
+            reason,
+        } => {
+            sb.worker_restarts.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(sandbox = %sb.id, index, old_pid, new_pid, %reason, "worker restarted");
+        }
+        Event::Crashed { reason } => {
+            tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
+            sb.set_status(Status::Crashed, Some(reason));
         }
     }
 }

@@ -226,6 +226,33 @@ impl PidFd {
         }))
     }
 
+    /// True once the process has exited (it may be reaped since, and its number reused).
+    pub fn exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fds = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd that lives for the call; no wait.
+        unsafe { libc::poll(&mut fds, 1, 0) == 1 }
+    }
+
+    /// Sends SIGKILL to exactly this process, never to a later one with the same number.
+    pub fn kill(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
     /// Waits until the process exits or `timeout` passes.
     pub fn wait_exit(&self, timeout: std::time::Duration) {
         use std::os::fd::AsRawFd;

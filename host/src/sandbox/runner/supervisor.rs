@@ -295,13 +295,15 @@ impl Supervisor {
                     restarts: worker.restarts + 1,
                     version,
                 });
-                drop(st);
+                // Told before the lock is released: a `workers` answer that shows the restart
+                // then goes out after the event, so the host has counted it by then.
                 (self.events)(Event::WorkerRestarted {
                     index: worker.index,
                     old_pid: pid,
                     new_pid,
                     reason,
                 });
+                drop(st);
             }
             Err(e) => {
                 st.crashed = true;
