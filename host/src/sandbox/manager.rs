@@ -1053,11 +1053,10 @@ async fn teardown(sb: &Sandbox) {
         );
     }
     if let Some(live) = sb.live.write().await.take() {
-        if emptied {
-            // The cgroup is empty: the runner and everything it started are dead (no process
-            // leaves a cgroup on its own), so there is no tree to walk in /proc.
-            let _ = kill(Pid::from_raw(live.pid), Signal::SIGKILL);
-        } else {
+        // An empty cgroup means the runner and everything it started are dead (no process
+        // leaves a cgroup on its own): nothing to kill, and no number to kill by, since the
+        // runner may be reaped already.
+        if !emptied {
             stop_runner(live.pid, live.pidfd.clone()).await;
         }
         let mut exit = live.exit.clone();
