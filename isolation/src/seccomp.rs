@@ -145,7 +145,7 @@ const LEAF: usize = 4;
 /// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
+struct Insn {
     code: u16,
     jt: u8,
     jf: u8,
@@ -153,7 +153,7 @@ pub struct Insn {
 }
 
 /// A classic BPF program.
-pub type Program = Vec<Insn>;
+type Program = Vec<Insn>;
 
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
     Insn { code, jt, jf, k }
@@ -257,9 +257,8 @@ impl Asm {
                 self.jump(BPF_JMP_JEQ_K, nr, to, miss);
             }
             if keys.is_empty() {
-                self.code.push((BPF_JMP_JA, To::Next, To::Next, 0));
-                let last = self.code.len() - 1;
-                self.code[last].1 = To::Allow;
+                // `finish` reads an unconditional jump's target from its `jt`.
+                self.code.push((BPF_JMP_JA, To::Allow, To::Next, 0));
             }
             return;
         }

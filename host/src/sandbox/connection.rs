@@ -38,8 +38,8 @@ pub struct Connection {
 impl Connection {
     /// Wraps the host's end of the socketpair. Events are handed to `on_event` in the reader
     /// task, in socket order, so an event the runner sent before a reply has been handled
-    /// when that reply arrives; when the runner
-    /// closes the socket, `closed` fires after every pending request has failed.
+    /// when that reply arrives. When the runner closes the socket, `closed` fires after every
+    /// pending request has failed.
     pub fn new(
         sock: StdUnixStream,
         on_event: impl Fn(Event) + Send + 'static,

@@ -7,9 +7,10 @@
 //! beside the sandboxes (`<state dir>.libs/<sha256>.so`, read-only, never written again), and
 //! each sandbox gets a hard link: ~20 µs instead of writing 400 KB again for every sandbox and
 //! every reload. Where a link cannot be made (another filesystem), the sandbox gets a copy.
-//! A store entry is removed when the last sandbox linking it is destroyed. The sha256 identifies a version (`no_change` on an identical binary), but it is
-//! the most expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's
-//! identity: device, inode, size, mtime and ctime, taken from the open file before and after
+//! A store entry is removed when the last sandbox linking it is destroyed.
+//!
+//! The sha256 identifies a version (`no_change` on an identical binary), but it is the most
+//! expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's identity: device, inode, size, mtime and ctime, taken from the open file before and after
 //! the read. A write changes the size or the ctime; the one blind spot, a same-size rewrite
 //! within one timestamp tick on a kernel without fine-grained timestamps, needs two builds
 //! within a few milliseconds, which cargo does not do.

@@ -249,10 +249,9 @@ pub struct SandboxSummary {
 /// The running runner of a sandbox.
 #[derive(Debug)]
 struct Live {
-    pid: i32,
-    /// A handle on the runner itself, opened while it could not have been reaped: its pid
-    /// number is reused once it is (pid_max can be as low as 32768).
-    pidfd: Option<Arc<procfs::PidFd>>,
+    /// The runner, opened while it could not have been reaped: its pid number is reused once
+    /// it is (pid_max can be as low as 32768).
+    process: Arc<procfs::Process>,
     conn: Connection,
     app_name: String,
     /// Filled with a description of how the runner died.
@@ -503,7 +502,7 @@ impl Manager {
         let spawn_us = micros(started) - prepare_us;
         let pid = spawned.pid;
         // Before the watcher exists, so before anyone can reap the runner.
-        let pidfd = procfs::PidFd::open(pid).map(Arc::new);
+        let process = Arc::new(procfs::Process::open(pid));
         let spawned_errors = spawned.errors;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let (closed_tx, closed_rx) = oneshot::channel();
@@ -528,8 +527,7 @@ impl Manager {
         tokio::spawn(watch_runner(
             Arc::downgrade(sb),
             self.clone(),
-            pid,
-            pidfd.clone(),
+            Arc::clone(&process),
             generation,
             closed_rx,
             exit_tx,
@@ -539,11 +537,11 @@ impl Manager {
                 serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))?
             }
             Ok(Err(err)) => {
-                kill_tree(pid, pidfd.as_deref());
+                kill_tree(&process);
                 return Err(SandboxError::InitFailed(err.message));
             }
             Err(e) => {
-                kill_tree(pid, pidfd.as_deref());
+                kill_tree(&process);
                 if let Some(err) = spawn::child_error(&mut errors) {
                     return Err(SandboxError::Isolation(err.to_string()));
                 }
@@ -573,7 +571,7 @@ impl Manager {
             serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
         if let Err(e) = report.record_all(level, applied) {
-            kill_tree(pid, pidfd.as_deref());
+            kill_tree(&process);
             return Err(SandboxError::Isolation(e.to_string()));
         }
         *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
@@ -586,8 +584,7 @@ impl Manager {
             ..StartupTimings::default()
         };
         let live = Live {
-            pid,
-            pidfd,
+            process,
             conn,
             app_name: ready.app_name,
             exit: exit_rx,
@@ -682,7 +679,7 @@ impl Manager {
             .collect();
         let mut out = Vec::with_capacity(all.len());
         for sb in all {
-            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.pid);
+            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
             out.push(SandboxSummary {
                 id: sb.id.clone(),
                 status: sb.status.lock().unwrap().0.clone(),
@@ -704,7 +701,7 @@ impl Manager {
             id: sb.id.clone(),
             status,
             crash_reason,
-            pid: live.as_ref().map_or(0, |l| l.pid),
+            pid: live.as_ref().map_or(0, |l| l.process.pid()),
             created_at: rfc3339(sb.created_at),
             restart_count: sb.restart_count.load(Ordering::Acquire),
             app: AppInfo {
@@ -905,7 +902,7 @@ impl Manager {
     pub async fn usage(&self, id: &str) -> Result<Usage, SandboxError> {
         let sb = self.get(id)?;
         let live = sb.live().await?;
-        let pid = live.pid;
+        let pid = live.process.pid();
         let app_dir = sb.app_dir();
         let cgroup = sb.cgroup();
         let sample = tokio::task::spawn_blocking(move || sample(pid, cgroup.as_deref(), &app_dir))
@@ -970,7 +967,7 @@ impl Manager {
                 let mut list: WorkerList = serde_json::from_value(value)
                     .map_err(|e| SandboxError::Protocol(e.to_string()))?;
                 // The runner sees its own pid namespace; callers get host pids.
-                let pid = live.pid;
+                let pid = live.process.pid();
                 let map = tokio::task::spawn_blocking(move || procfs::ns_pid_map(pid))
                     .await
                     .unwrap_or_default();
@@ -998,7 +995,7 @@ impl Manager {
         sb.generation.fetch_add(1, Ordering::AcqRel); // the old runner's watcher stands down
         sb.set_status(Status::Restarting, None);
         if let Some(old) = old {
-            stop_runner(old.pid, old.pidfd.clone()).await;
+            stop_runner(Arc::clone(&old.process)).await;
         }
         sb.crashes.lock().unwrap().clear();
         sb.restart_count.fetch_add(1, Ordering::AcqRel);
@@ -1057,7 +1054,7 @@ async fn teardown(sb: &Sandbox) {
         // leaves a cgroup on its own): nothing to kill, and no number to kill by, since the
         // runner may be reaped already.
         if !emptied {
-            stop_runner(live.pid, live.pidfd.clone()).await;
+            stop_runner(Arc::clone(&live.process)).await;
         }
         let mut exit = live.exit.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
@@ -1157,23 +1154,21 @@ fn sample(pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
 }
 
 /// SIGKILLs a runner's whole tree.
-async fn stop_runner(pid: i32, pidfd: Option<Arc<procfs::PidFd>>) {
-    let _ = tokio::task::spawn_blocking(move || {
-        kill_tree(pid, pidfd.as_deref());
-    })
-    .await;
+async fn stop_runner(runner: Arc<procfs::Process>) {
+    let _ = tokio::task::spawn_blocking(move || kill_tree(&runner)).await;
 }
 
-/// Kills every process in the tree under `pid`, then `pid` itself. Repeats while the tree
+/// Kills every process in the tree under the runner, then the runner itself. Repeats while the tree
 /// changes, since a process may fork between the scan and the kill; the runner, a subreaper,
 /// adopts orphans, so they stay visible.
 ///
 /// Does nothing once the runner has exited: it may have been reaped, and its number may name
 /// another process by now. (Without pidfds, on kernels before 5.3, it cannot tell.)
-fn kill_tree(pid: i32, pidfd: Option<&procfs::PidFd>) {
-    if pidfd.is_some_and(procfs::PidFd::exited) {
+fn kill_tree(runner: &procfs::Process) {
+    if runner.exited() {
         return;
     }
+    let pid = runner.pid();
     for _ in 0..50 {
         let tree = procfs::tree(pid);
         let others: Vec<i32> = tree
@@ -1190,27 +1185,21 @@ fn kill_tree(pid: i32, pidfd: Option<&procfs::PidFd>) {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
-    match pidfd {
-        Some(fd) => fd.kill(),
-        None => {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
+    runner.kill();
 }
 
 /// Waits for a runner to exit, records how it died, and restarts it when the death was not
 /// asked for.
-#[allow(clippy::too_many_arguments)]
 async fn watch_runner(
     sb: std::sync::Weak<Sandbox>,
     manager: Manager,
-    pid: i32,
-    pidfd: Option<Arc<procfs::PidFd>>,
+    runner: Arc<procfs::Process>,
     generation: u64,
     closed: oneshot::Receiver<()>,
     exit: watch::Sender<Option<String>>,
 ) {
     let _ = closed.await;
+    let pid = runner.pid();
     let how = tokio::task::spawn_blocking(move || {
         // The socket closed: the runner is dead or broken. Give it 200 ms to exit (woken the
         // moment it does, through a pidfd), then make sure, and reap it.
@@ -1220,11 +1209,10 @@ async fn watch_runner(
                 Pid::from_raw(pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             ) {
-                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => match &pidfd {
-                    Some(fd) => fd.wait_exit(deadline.saturating_duration_since(Instant::now())),
-                    None => std::thread::sleep(Duration::from_millis(2)),
-                },
-                Ok(WaitStatus::StillAlive) => kill_tree(pid, pidfd.as_deref()),
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    runner.wait_exit(deadline.saturating_duration_since(Instant::now()))
+                }
+                Ok(WaitStatus::StillAlive) => kill_tree(&runner),
                 Ok(status) => return describe(status),
                 Err(e) => return format!("unknown ({e})"),
             }

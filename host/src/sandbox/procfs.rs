@@ -207,63 +207,77 @@ pub fn ns_pid_map(root: i32) -> HashMap<i32, i32> {
         .collect()
 }
 
-/// A pidfd (Linux 5.3+): a handle on one process that becomes readable when it exits.
+/// One process, by pid and, where the kernel has pidfds (Linux 5.3+), by a handle that keeps
+/// naming it after it is reaped, when its number may already name another process.
 #[derive(Debug)]
-pub struct PidFd(std::os::fd::OwnedFd);
+pub struct Process {
+    pid: i32,
+    fd: Option<std::os::fd::OwnedFd>,
+}
 
-impl PidFd {
-    /// Opens a pidfd for `pid`; `None` when the kernel has no pidfds or the process is gone.
-    pub fn open(pid: i32) -> Option<PidFd> {
+impl Process {
+    /// Opens `pid`. Call it while the process cannot have been reaped yet.
+    pub fn open(pid: i32) -> Process {
         use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open(2) with integer arguments.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return None;
-        }
         // SAFETY: a non-negative result of pidfd_open is a new fd that nobody else owns.
-        Some(PidFd(unsafe {
-            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
-        }))
+        let fd = (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+        Process { pid, fd }
     }
 
-    /// True once the process has exited (it may be reaped since, and its number reused).
+    /// Its pid in the host's namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// True once it has exited (it may be reaped since). Always false without a pidfd: then
+    /// nobody can tell.
     pub fn exited(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut fds = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one valid pollfd that lives for the call; no wait.
-        unsafe { libc::poll(&mut fds, 1, 0) == 1 }
+        self.poll(0)
     }
 
-    /// Sends SIGKILL to exactly this process, never to a later one with the same number.
+    /// Waits until it exits or `timeout` passes (without a pidfd: 2 ms at most).
+    pub fn wait_exit(&self, timeout: std::time::Duration) {
+        if self.fd.is_none() {
+            std::thread::sleep(timeout.min(std::time::Duration::from_millis(2)));
+            return;
+        }
+        self.poll(timeout.as_millis().min(i32::MAX as u128) as i32);
+    }
+
+    /// SIGKILLs exactly this process (by number only without a pidfd).
     pub fn kill(&self) {
         use std::os::fd::AsRawFd;
-        // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
+        match &self.fd {
+            // SAFETY: pidfd_send_signal(2) with a valid pidfd and no siginfo.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // SAFETY: kill(2) with integer arguments.
+            None => unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            },
+        }
     }
 
-    /// Waits until the process exits or `timeout` passes.
-    pub fn wait_exit(&self, timeout: std::time::Duration) {
+    /// Polls the pidfd for the exit for up to `ms`; true when it has exited.
+    fn poll(&self, ms: i32) -> bool {
         use std::os::fd::AsRawFd;
+        let Some(fd) = &self.fd else { return false };
         let mut fds = libc::pollfd {
-            fd: self.0.as_raw_fd(),
+            fd: fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: poll(2) on one valid pollfd that lives for the call.
-        unsafe { libc::poll(&mut fds, 1, ms) };
+        unsafe { libc::poll(&mut fds, 1, ms) == 1 }
     }
 }
 

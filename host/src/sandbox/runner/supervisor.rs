@@ -108,9 +108,8 @@ impl Supervisor {
 
     /// Starts the app's initial workers on a thread of their own: starting a process waits
     /// for its exec (about a millisecond), and the first call must not wait behind that.
-    /// `spawn`, `list`, `set_version`, `restart_stale` and `stop_all` wait until they are
-    /// started. A
-    /// failure is reported as a crash event.
+    /// `spawn`, `list`, `restart_stale` and `stop_all` wait until they are started. A failure
+    /// is reported as a crash event.
     pub fn spawn_initial(self: &Arc<Self>, count: u32) {
         if count == 0 {
             return;
