@@ -164,6 +164,17 @@ pub struct LimitArgs {
     /// Create sandbox cgroups under this directory (a delegated cgroup v2 subtree).
     #[arg(long, value_name = "DIR")]
     pub cgroup_parent: Option<PathBuf>,
+    /// Bytes the sandbox may write to /work and /tmp together (default 64M); K, M, G, T
+    /// suffixes allowed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_disk: Option<u64>,
+    /// The uid the app runs as when the host is root (default: one of its own per sandbox,
+    /// from 1600000000).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// The gid the app runs as when the host is root (default: the same number as its uid).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
 }
 
 impl From<&LimitArgs> for Limits {
@@ -176,6 +187,7 @@ impl From<&LimitArgs> for Limits {
             max_open_files: args.max_open_files,
             max_file_size: args.max_file_size,
             cpu_seconds: args.cpu_seconds,
+            max_disk: args.max_disk,
         }
     }
 }
@@ -188,6 +200,8 @@ impl LimitArgs {
             isolation: self.isolation,
             network: self.network,
             cgroup_parent: self.cgroup_parent.clone(),
+            uid: self.uid,
+            gid: self.gid,
             ..SandboxSpec::new(app)
         }
     }

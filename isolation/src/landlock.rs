@@ -82,9 +82,26 @@ pub struct SandboxPaths {
     pub private_tmp: bool,
     /// The sandbox has network access (then TCP is not denied).
     pub network: bool,
+    /// The sandbox lives in a root of its own ([`crate::root`]) holding these read-only
+    /// paths: then the rules name the fixed in-sandbox paths only, not the host's system
+    /// directories.
+    pub own_root: Option<Vec<PathBuf>>,
 }
 
-/// System paths that are readable and executable in every sandbox.
+/// Device nodes readable in a root of its own (`/dev/null` is read-write).
+const OWN_ROOT_DEVICES: &[&str] = &["/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+
+/// Newest ABI this crate can ask for.
+const HIGHEST_KNOWN_ABI: u8 = 7;
+
+/// The ABI a plan asks for: the best the kernel offers, and never less than
+/// [`DEFAULT_TARGET_ABI`] (an older kernel then reports "partially enforced", which `strict`
+/// refuses).
+pub fn best_target_abi() -> u8 {
+    (kernel_abi().clamp(0, HIGHEST_KNOWN_ABI as i32) as u8).max(DEFAULT_TARGET_ABI)
+}
+
+/// System paths that are readable and executable in every sandbox without a root of its own.
 pub const SYSTEM_READ_EXEC: &[&str] = &[
     "/usr",
     "/lib",
@@ -109,7 +126,17 @@ impl LandlockPlan {
     pub fn for_sandbox(p: &SandboxPaths) -> Self {
         let mut read_exec: Vec<PathBuf> = vec![p.runner_exe.clone()];
         read_exec.extend(p.app_dir.iter().cloned());
-        read_exec.extend(SYSTEM_READ_EXEC.iter().map(PathBuf::from));
+        match &p.own_root {
+            Some(binds) => {
+                for b in binds {
+                    if !read_exec.contains(b) {
+                        read_exec.push(b.clone());
+                    }
+                }
+                read_exec.extend(OWN_ROOT_DEVICES.iter().map(PathBuf::from));
+            }
+            None => read_exec.extend(SYSTEM_READ_EXEC.iter().map(PathBuf::from)),
+        }
         if p.own_proc {
             read_exec.push("/proc".into());
         }
@@ -120,7 +147,7 @@ impl LandlockPlan {
         Self {
             read_exec,
             read_write,
-            target_abi: DEFAULT_TARGET_ABI,
+            target_abi: best_target_abi(),
             deny_tcp: !p.network,
             scoped: true,
         }

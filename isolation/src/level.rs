@@ -84,6 +84,10 @@ pub struct Limits {
     /// `RLIMIT_AS` per process, bytes of address space.
     #[serde(deserialize_with = "de_size")]
     pub address_space: Option<u64>,
+    /// Bytes the sandbox may write to `/work` and `/tmp` together (a capped tmpfs); `None`
+    /// means [`crate::root::DEFAULT_DISK_BYTES`].
+    #[serde(deserialize_with = "de_size")]
+    pub max_disk: Option<u64>,
 }
 
 /// Parses a size: plain bytes (`"4096"`) or a number with a binary suffix `K`, `M`, `G`, `T`

@@ -105,6 +105,7 @@ pub mod level;
 pub mod namespaces;
 pub mod report;
 pub mod rlimits;
+pub mod root;
 pub mod runner;
 pub mod seccomp;
 
@@ -118,5 +119,6 @@ pub use namespaces::{
 };
 pub use report::{Mechanism, Report, ReportEntry};
 pub use rlimits::Rlimits;
+pub use root::{NewRoot, RootOptions};
 pub use runner::RunnerRestrictions;
 pub use seccomp::BpfBytes;

@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use crate::error::IsolationError;
 use crate::level::Level;
 use crate::report::{Mechanism, ReportEntry};
+use crate::root::{NewRoot, RootOptions, locked_mount_flags};
 
 /// True when the effective uid is 0.
 pub fn is_root() -> bool {
@@ -320,6 +321,10 @@ pub enum ChildStep {
     DropCapabilities = 11,
     /// `setrlimit()`.
     Rlimit = 12,
+    /// Building the sandbox's own root; [`ChildError::index`] names the step.
+    Root = 13,
+    /// Switching to the sandbox's unprivileged uid/gid (setgroups, setresgid, setresuid).
+    SwitchIds = 14,
 }
 
 impl ChildStep {
@@ -338,6 +343,8 @@ impl ChildStep {
             10 => NoNewPrivs,
             11 => DropCapabilities,
             12 => Rlimit,
+            13 => Root,
+            14 => SwitchIds,
             _ => return None,
         })
     }
@@ -351,13 +358,17 @@ pub struct ChildError {
     pub step: ChildStep,
     /// Its errno.
     pub errno: Errno,
+    /// Which sub-step failed, where the step has several ([`ChildStep::Root`]: see
+    /// [`ChildSetup::describe`]); 0 otherwise.
+    pub index: u16,
 }
 
 impl ChildError {
-    /// Encodes as 8 bytes: step, 3 zero bytes, errno (native endian).
+    /// Encodes as 8 bytes: step, index (u16), a zero byte, errno (native endian).
     pub fn to_bytes(self) -> [u8; 8] {
         let e = (self.errno as i32).to_ne_bytes();
-        [self.step as u8, 0, 0, 0, e[0], e[1], e[2], e[3]]
+        let i = self.index.to_ne_bytes();
+        [self.step as u8, i[0], i[1], 0, e[0], e[1], e[2], e[3]]
     }
 
     /// Decodes [`ChildError::to_bytes`].
@@ -366,6 +377,7 @@ impl ChildError {
         Some(Self {
             step,
             errno: Errno::from_raw(i32::from_ne_bytes([b[4], b[5], b[6], b[7]])),
+            index: u16::from_ne_bytes([b[1], b[2]]),
         })
     }
 
@@ -374,6 +386,7 @@ impl ChildError {
         Self {
             step,
             errno: Errno::last(),
+            index: 0,
         }
     }
 }
@@ -412,6 +425,12 @@ pub struct ChildOptions {
     /// Drop every capability (bounding set, ambient, inheritable, permitted, effective), so that
     /// a root host's runner has none after `execve`.
     pub drop_capabilities: bool,
+    /// A root of its own ([`crate::root`]; needs a mount namespace). Replaces `app_dir`,
+    /// `private_tmp` and `tmp_size`: the app dir, `/work` and `/tmp` are part of the root.
+    pub root: Option<RootOptions>,
+    /// Switch to these unprivileged ids (uid, gid; supplementary groups cleared) before exec.
+    /// Only a root host can; a non-root host keeps its user namespace instead.
+    pub switch_ids: Option<(u32, u32)>,
 }
 
 struct UserNsSync {
@@ -447,6 +466,8 @@ pub struct ChildSetup {
     tmp: Option<CString>,
     app: Option<AppBind>,
     workdir: Option<CString>,
+    root: Option<NewRoot>,
+    ids: Option<(u32, u32)>,
     no_new_privs: bool,
     drop_caps: bool,
     cap_last: u32,
@@ -458,33 +479,6 @@ fn cstring(p: &Path) -> Result<CString, IsolationError> {
         path: p.into(),
         reason: "contains a NUL byte".into(),
     })
-}
-
-/// `statvfs` flags of the mount holding `path`, as `MS_*` flags that must be kept on a
-/// remount (in a user namespace, dropping a locked flag is `EPERM`).
-fn locked_mount_flags(path: &Path) -> Result<libc::c_ulong, IsolationError> {
-    let c = cstring(path)?;
-    // SAFETY: zeroed statvfs is a valid out-parameter.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid NUL-terminated path and out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(IsolationError::last_os(format!(
-            "statvfs {}",
-            path.display()
-        )));
-    }
-    let map = [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ];
-    Ok(map
-        .iter()
-        .filter(|(st_f, _)| st.f_flag & st_f != 0)
-        .fold(0, |acc, (_, ms)| acc | ms))
 }
 
 fn cap_last_cap() -> u32 {
@@ -526,7 +520,49 @@ impl ChildSetup {
         let mut mount_notes: Vec<String> = Vec::new();
         let mut tmp = None;
         let mut app = None;
-        if newns {
+        let mut root = None;
+        if plan.level.isolates() {
+            entries.push(match (&opts.root, newns) {
+                (Some(o), true) => {
+                    let o = RootOptions {
+                        proc: flags & libc::CLONE_NEWPID != 0,
+                        ..o.clone()
+                    };
+                    let r = NewRoot::prepare(&o)?;
+                    let e = ReportEntry::applied(Mechanism::Root, r.summary());
+                    root = Some(r);
+                    e
+                }
+                (Some(_), false) => {
+                    ReportEntry::missing(Mechanism::Root, "no mount namespace: the host's root")
+                }
+                (None, _) => ReportEntry::missing(Mechanism::Root, "not requested"),
+            });
+            entries.push(match &root {
+                Some(r) => ReportEntry::applied(
+                    Mechanism::Disk,
+                    format!(
+                        "/work and /tmp share one tmpfs of {} and {} inodes (ENOSPC past \
+                         it; pages charged to the memory cgroup)",
+                        crate::root::human_bytes(r.disk_bytes()),
+                        crate::root::disk_inodes(r.disk_bytes())
+                    ),
+                ),
+                None => ReportEntry::missing(
+                    Mechanism::Disk,
+                    "no own root: the work dir is on the host's filesystem, unbounded",
+                ),
+            });
+        }
+        if root.is_some() {
+            mount_notes.push("/ rprivate, own root (see root)".into());
+            if let Some(e) = entries
+                .iter_mut()
+                .find(|e| e.mechanism == Mechanism::MountNs)
+            {
+                e.detail = format!("{}: {}", e.detail, mount_notes.join(", "));
+            }
+        } else if newns {
             mount_notes.push("/ rprivate".into());
             if flags & libc::CLONE_NEWPID != 0 {
                 mount_notes.push("fresh /proc".into());
@@ -585,7 +621,10 @@ impl ChildSetup {
                 e.detail = format!("{}: {}", e.detail, mount_notes.join(", "));
             }
         }
-        let workdir = opts.workdir.as_deref().map(cstring).transpose()?;
+        let workdir = match &root {
+            Some(_) => Some(cstring(Path::new(crate::root::WORK_DIR))?),
+            None => opts.workdir.as_deref().map(cstring).transpose()?,
+        };
         let drop_caps = opts.drop_capabilities && (is_root() || userns.is_some());
         if plan.level.isolates() {
             entries.push(if drop_caps {
@@ -602,14 +641,38 @@ impl ChildSetup {
                 )
             });
         }
+        let ids = opts.switch_ids.filter(|_| is_root() && plan.level.isolates());
+        if plan.level.isolates() {
+            entries.push(match (ids, &userns) {
+                (Some((uid, gid)), _) => ReportEntry::applied(
+                    Mechanism::Ids,
+                    format!("uid {uid}, gid {gid}, no supplementary groups"),
+                ),
+                (None, Some(_)) => ReportEntry::applied(
+                    Mechanism::Ids,
+                    // SAFETY: geteuid cannot fail.
+                    format!("the host's uid {} in a user namespace", unsafe { libc::geteuid() }),
+                ),
+                (None, None) if is_root() => {
+                    ReportEntry::missing(Mechanism::Ids, "runs as the host's root (uid 0)")
+                }
+                (None, None) => ReportEntry::applied(
+                    Mechanism::Ids,
+                    // SAFETY: geteuid cannot fail.
+                    format!("the host's unprivileged uid {}", unsafe { libc::geteuid() }),
+                ),
+            });
+        }
         Ok(Self {
             flags,
             netns: plan.netns.map(|fd| fd.as_raw_fd()),
             userns,
-            proc_mount: newns && flags & libc::CLONE_NEWPID != 0,
+            proc_mount: root.is_none() && newns && flags & libc::CLONE_NEWPID != 0,
             tmp,
             app,
             workdir,
+            root,
+            ids,
             no_new_privs: opts.no_new_privs,
             drop_caps,
             cap_last: cap_last_cap(),
@@ -625,7 +688,25 @@ impl ChildSetup {
     /// True when the child mounts a fresh `/proc` (own pid and mount namespace): feed it to
     /// [`crate::landlock::SandboxPaths::own_proc`].
     pub fn has_own_proc(&self) -> bool {
-        self.proc_mount
+        self.proc_mount || (self.root.is_some() && self.flags & libc::CLONE_NEWPID != 0)
+    }
+
+    /// The sandbox's own root, when it gets one ([`crate::root`]): then the runner sees only
+    /// the fixed in-sandbox paths.
+    pub fn own_root(&self) -> Option<&NewRoot> {
+        self.root.as_ref()
+    }
+
+    /// Says which step of the child failed, with its path where it has one.
+    pub fn describe(&self, err: &ChildError) -> String {
+        match (&self.root, err.step) {
+            (Some(root), ChildStep::Root) => format!(
+                "sandbox child setup: build the sandbox root: {}: {}",
+                root.describe(err.index),
+                err.errno.desc()
+            ),
+            _ => err.to_string(),
+        }
     }
 
     /// True when the child waits for the parent after `clone()` (the user namespace's uid/gid
@@ -654,7 +735,7 @@ impl ChildSetup {
     ///
     /// The release and the abort are explicit bytes, not EOF: another child cloned meanwhile
     /// holds copies of the pipe until it `execve`s, so EOF could come late.
-    pub fn parent_after_clone(mut self, pid: libc::pid_t) -> Result<(), IsolationError> {
+    pub fn parent_after_clone(&mut self, pid: libc::pid_t) -> Result<(), IsolationError> {
         let Some(sync) = self.userns.take() else {
             return Ok(());
         };
@@ -719,6 +800,7 @@ impl ChildSetup {
                     return Err(ChildError {
                         step: ChildStep::UserNsWait,
                         errno,
+                        index: 0,
                     });
                 }
             }
@@ -746,8 +828,24 @@ impl ChildSetup {
             }
         }
         if self.drop_caps {
-            // SAFETY: prctl/capset raw syscalls with stack data.
-            unsafe { drop_all_caps(self.cap_last)? };
+            // SAFETY: prctl raw syscalls with stack data.
+            unsafe { drop_bounding_and_ambient(self.cap_last)? };
+        }
+        if let Some((uid, gid)) = self.ids {
+            // SAFETY: setgroups/setresgid/setresuid raw syscalls. Groups and gid first: once
+            // the uid is not 0 the process has no capability left to change them.
+            unsafe {
+                if libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+                {
+                    return Err(ChildError::last(ChildStep::SwitchIds));
+                }
+            }
+        }
+        if self.drop_caps {
+            // SAFETY: capset raw syscall with stack data.
+            unsafe { clear_capability_sets()? };
         }
         Ok(())
     }
@@ -756,6 +854,29 @@ impl ChildSetup {
     /// Child only; see [`ChildSetup::run_in_child`].
     unsafe fn mounts(&self) -> Result<(), ChildError> {
         let null = std::ptr::null::<libc::c_char>();
+        if let Some(root) = &self.root {
+            // SAFETY: mount(2) with static strings; then the prepared root steps, which only
+            // make raw system calls on memory owned by `root`.
+            unsafe {
+                if libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    null.cast(),
+                ) != 0
+                {
+                    return Err(ChildError::last(ChildStep::MountPrivate));
+                }
+                return root
+                    .build_in_child()
+                    .map_err(|(index, errno)| ChildError {
+                        step: ChildStep::Root,
+                        errno,
+                        index,
+                    });
+            }
+        }
         // SAFETY: (whole block) mount(2) with static C strings or C strings owned by `self`,
         // all NUL-terminated; null pointers where the kernel accepts them.
         unsafe {
@@ -832,12 +953,13 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Drops the bounding set, the ambient set, and all of permitted/effective/inheritable.
+/// Drops the bounding set and the ambient set (needs `CAP_SETPCAP`, so before any switch of
+/// ids).
 ///
 /// # Safety
-/// Raw prctl/capset only; safe to call in a fork-like child.
-unsafe fn drop_all_caps(cap_last: u32) -> Result<(), ChildError> {
-    // SAFETY: (whole block) prctl(2) and capset(2) with stack-allocated arguments.
+/// Raw prctl only; safe to call in a fork-like child.
+unsafe fn drop_bounding_and_ambient(cap_last: u32) -> Result<(), ChildError> {
+    // SAFETY: (whole block) prctl(2) with plain integer arguments.
     unsafe {
         for cap in 0..=cap_last {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
@@ -857,18 +979,27 @@ unsafe fn drop_all_caps(cap_last: u32) -> Result<(), ChildError> {
         {
             return Err(ChildError::last(ChildStep::DropCapabilities));
         }
-        let hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        if libc::syscall(libc::SYS_capset, &raw const hdr, data.as_ptr()) != 0 {
-            return Err(ChildError::last(ChildStep::DropCapabilities));
-        }
+    }
+    Ok(())
+}
+
+/// Clears the permitted, effective and inheritable sets.
+///
+/// # Safety
+/// Raw capset only; safe to call in a fork-like child.
+unsafe fn clear_capability_sets() -> Result<(), ChildError> {
+    let hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) with stack-allocated header and data.
+    if unsafe { libc::syscall(libc::SYS_capset, &raw const hdr, data.as_ptr()) } != 0 {
+        return Err(ChildError::last(ChildStep::DropCapabilities));
     }
     Ok(())
 }
@@ -896,12 +1027,13 @@ mod tests {
     #[test]
     fn child_error_round_trips() {
         let e = ChildError {
-            step: ChildStep::MountProc,
+            step: ChildStep::Root,
             errno: Errno::EPERM,
+            index: 300,
         };
         assert_eq!(ChildError::from_bytes(e.to_bytes()), Some(e));
         assert_eq!(ChildError::from_bytes([0; 8]), None);
-        assert!(e.to_string().contains("MountProc"));
+        assert!(e.to_string().contains("Root"));
     }
 
     #[test]

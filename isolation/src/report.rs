@@ -35,6 +35,12 @@ pub enum Mechanism {
     NoNewPrivs,
     /// Dropping all capabilities (bounding, ambient, inheritable, effective, permitted).
     Capabilities,
+    /// A root of its own (`pivot_root` into a tmpfs of read-only binds).
+    Root,
+    /// Unprivileged ids: never the host's uid 0.
+    Ids,
+    /// The capped writable disk (`/work` and `/tmp`).
+    Disk,
 }
 
 impl Mechanism {
@@ -53,6 +59,9 @@ impl Mechanism {
             Mechanism::Rlimits => "rlimits",
             Mechanism::NoNewPrivs => "no_new_privs",
             Mechanism::Capabilities => "capabilities",
+            Mechanism::Root => "root",
+            Mechanism::Ids => "ids",
+            Mechanism::Disk => "disk",
         }
     }
 }

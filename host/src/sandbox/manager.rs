@@ -26,6 +26,7 @@ use crate::sandbox::procfs;
 use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
 use isolation::landlock::SandboxPaths;
 use isolation::namespaces::{self, ChildOptions, ChildSetup};
+use isolation::root::RootOptions;
 use isolation::{
     Cgroup, LandlockPlan, Mechanism, Report, ReportEntry, Rlimits, RunnerRestrictions, is_root,
 };
@@ -38,6 +39,11 @@ use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_i
 pub const MAX_CRASHES: usize = 3;
 /// Window of the crash intensity.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+/// First uid (and gid) of the range a root host runs its sandboxes as: each sandbox gets one
+/// of its own, so no two sandboxes share per-user kernel limits, and none is the host's root.
+pub const SANDBOX_ID_BASE: u32 = 1_600_000_000;
+/// How many ids the range holds.
+pub const SANDBOX_ID_SPAN: u32 = 1 << 16;
 
 /// How the manager finds its runner binary and where it keeps sandbox files.
 #[derive(Debug, Clone)]
@@ -282,6 +288,11 @@ struct Sandbox {
     startup: Mutex<StartupTimings>,
     /// The sandbox's cgroup, shared by every runner it has had.
     cgroup: Mutex<Option<Arc<Cgroup>>>,
+    /// The uid and gid its processes run as when the host is root.
+    ids: (u32, u32),
+    /// Whether the current runner lives in a root of its own (then it names its library by
+    /// the fixed in-sandbox path, not the host's).
+    own_root: AtomicBool,
     /// How the cgroup was (or was not) made, for the isolation report.
     cgroup_entry: Mutex<Option<ReportEntry>>,
 }
@@ -293,6 +304,16 @@ impl Sandbox {
 
     fn app_dir(&self) -> PathBuf {
         self.dir.join("app")
+    }
+
+    /// The path by which the runner opens `record`'s library.
+    fn lib_for_runner(&self, record: &VersionRecord) -> PathBuf {
+        match record.path.file_name() {
+            Some(name) if self.own_root.load(Ordering::Acquire) => {
+                Path::new(isolation::root::APP_DIR).join(name)
+            }
+            _ => record.path.clone(),
+        }
     }
 
     /// The host's store of libraries, beside the sandboxes' directories.
@@ -345,6 +366,8 @@ pub struct Manager {
 struct Inner {
     config: ManagerConfig,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// The next default id offset in the sandbox id range.
+    next_ids: AtomicU32,
 }
 
 impl Manager {
@@ -360,6 +383,7 @@ impl Manager {
             inner: Arc::new(Inner {
                 config,
                 sandboxes: Mutex::new(HashMap::new()),
+                next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
             }),
         })
     }
@@ -389,6 +413,10 @@ impl Manager {
             .config
             .state_dir
             .join(format!("{id}.{}", nonce()));
+        let default_id = SANDBOX_ID_BASE
+            + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN;
+        let uid = spec.uid.unwrap_or(default_id);
+        let ids = (uid, spec.gid.unwrap_or(uid));
         let sandbox = Arc::new(Sandbox {
             id: id.to_string(),
             spec,
@@ -410,6 +438,8 @@ impl Manager {
             startup: Mutex::new(StartupTimings::default()),
             cgroup: Mutex::new(None),
             cgroup_entry: Mutex::new(None),
+            ids,
+            own_root: AtomicBool::new(false),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -432,7 +462,7 @@ impl Manager {
 
     async fn start_new(&self, sb: &Arc<Sandbox>) -> Result<(), SandboxError> {
         std::fs::create_dir_all(&sb.dir).map_err(|e| SandboxError::io(&sb.dir, e))?;
-        for sub in ["app", "work"] {
+        for sub in ["app", "work", "root"] {
             let d = sb.dir.join(sub);
             std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
         }
@@ -504,6 +534,7 @@ impl Manager {
         // Before the watcher exists, so before anyone can reap the runner.
         let process = Arc::new(procfs::Process::open(pid));
         let spawned_errors = spawned.errors;
+        let spawned_setup = spawned.setup;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let (closed_tx, closed_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -516,7 +547,7 @@ impl Manager {
         let conn = Connection::new(spawned.control, on_event, closed_tx)
             .map_err(|e| SandboxError::Spawn(format!("control socket: {e}")))?;
         let init = Request::Init {
-            lib: record.path.clone(),
+            lib: sb.lib_for_runner(record),
             version: record.version,
             restrictions: serde_json::to_value(&restrictions)
                 .map_err(|e| SandboxError::Protocol(e.to_string()))?,
@@ -543,7 +574,7 @@ impl Manager {
             Err(e) => {
                 kill_tree(&process);
                 if let Some(err) = spawn::child_error(&mut errors) {
-                    return Err(SandboxError::Isolation(err.to_string()));
+                    return Err(SandboxError::Isolation(spawned_setup.describe(&err)));
                 }
                 let mut exit = exit_rx.clone();
                 let how =
@@ -622,16 +653,31 @@ impl Manager {
         }
         let root = is_root();
         let plan = namespaces::plan(level, sb.spec.network, root).map_err(iso)?;
+        let disk_bytes = sb
+            .spec
+            .limits
+            .max_disk
+            .unwrap_or(isolation::root::DEFAULT_DISK_BYTES);
+        let switch_ids = (root && level.isolates()).then_some(sb.ids);
         let setup = ChildSetup::new(
             &plan,
             &ChildOptions {
                 app_dir: level.isolates().then(|| app_dir.clone()),
                 private_tmp: true,
-                tmp_size: Some(64 << 20),
+                tmp_size: Some(disk_bytes),
                 workdir: Some(work_dir.clone()),
                 keep_visible: vec![work_dir.clone(), runner_exe.clone()],
                 no_new_privs: true,
                 drop_capabilities: level.isolates(),
+                root: level.isolates().then(|| RootOptions {
+                    mountpoint: sb.dir.join("root"),
+                    runner_exe: runner_exe.clone(),
+                    app_dir: app_dir.clone(),
+                    disk_bytes,
+                    owner: switch_ids,
+                    proc: true,
+                }),
+                switch_ids,
             },
         )
         .map_err(iso)?;
@@ -640,18 +686,40 @@ impl Manager {
             .map_err(iso)?;
         let rlimits = Rlimits::from_limits(&sb.spec.limits, root);
         report.record(level, rlimits.report_entry()).map_err(iso)?;
-        let restrictions = RunnerRestrictions::for_level(
-            level,
-            LandlockPlan::for_sandbox(&SandboxPaths {
+        // In a root of its own the runner sees only the fixed in-sandbox paths; otherwise it
+        // sees the host's.
+        let own_root = setup.own_root();
+        sb.own_root.store(own_root.is_some(), Ordering::Release);
+        let paths = match own_root {
+            Some(r) => SandboxPaths {
+                runner_exe: isolation::root::RUNNER.into(),
+                app_dir: Some(isolation::root::APP_DIR.into()),
+                private_dir: isolation::root::WORK_DIR.into(),
+                own_proc: setup.has_own_proc(),
+                private_tmp: true,
+                network: sb.spec.network,
+                own_root: Some(r.read_only_paths().iter().map(PathBuf::from).collect()),
+            },
+            None => SandboxPaths {
                 runner_exe: runner_exe.clone(),
                 app_dir: Some(app_dir),
                 private_dir: work_dir.clone(),
                 own_proc: setup.has_own_proc(),
                 private_tmp: setup.has_private_tmp(),
                 network: sb.spec.network,
-            }),
-        )
-        .map_err(iso)?;
+                own_root: None,
+            },
+        };
+        let restrictions = RunnerRestrictions::for_level(level, LandlockPlan::for_sandbox(&paths))
+            .map_err(iso)?;
+        let (runner_exe, work_dir) = if own_root.is_some() {
+            (
+                PathBuf::from(isolation::root::RUNNER),
+                PathBuf::from(isolation::root::WORK_DIR),
+            )
+        } else {
+            (runner_exe, work_dir)
+        };
         let request = SpawnRequest {
             runner_exe,
             work_dir,
@@ -840,7 +908,7 @@ impl Manager {
     ) -> Result<Reloaded, SandboxError> {
         let timeout = self.inner.config.reload_timeout;
         let request = Request::Reload {
-            lib: record.path.clone(),
+            lib: sb.lib_for_runner(record),
             version: record.version,
             timeout_ms: timeout.as_millis() as u64,
         };

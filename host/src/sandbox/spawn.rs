@@ -76,6 +76,8 @@ pub struct Spawned {
     pub control: UnixStream,
     /// Read end of the error pipe: 8 bytes of [`ChildError`] when isolation setup failed.
     pub errors: File,
+    /// The child's setup, to describe a [`ChildError`] ([`ChildSetup::describe`]).
+    pub setup: ChildSetup,
 }
 
 type Job = (SpawnRequest, mpsc::Sender<Result<Spawned, SandboxError>>);
@@ -207,7 +209,7 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The steps above. Runs on the spawner thread.
-fn spawn_now(req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, SandboxError> {
+fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, SandboxError> {
     // Step 1: prepare.
     let exe = path_c(&req.runner_exe)?;
     let work_dir = path_c(&req.work_dir)?;
@@ -347,6 +349,7 @@ fn spawn_now(req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, S
         pid,
         control: host_end,
         errors: File::from(err_read),
+        setup: req.setup,
     })
 }
 
@@ -418,6 +421,7 @@ impl Child<'_> {
                 self.fail(ChildError {
                     step: isolation::ChildStep::CgroupEnter,
                     errno,
+                    index: 0,
                 });
             }
             // 4. Namespaces, mounts, capabilities.

@@ -49,6 +49,12 @@ pub struct SandboxSpec {
     /// Create the sandbox's cgroup under this directory instead of the host's own cgroup.
     #[serde(default)]
     pub cgroup_parent: Option<PathBuf>,
+    /// The uid the app runs as when the host is root (default: one of the manager's own).
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The gid the app runs as when the host is root (default: the uid's number).
+    #[serde(default)]
+    pub gid: Option<u32>,
 }
 
 impl SandboxSpec {
@@ -60,6 +66,8 @@ impl SandboxSpec {
             isolation: Level::default(),
             network: false,
             cgroup_parent: None,
+            uid: None,
+            gid: None,
         }
     }
 
