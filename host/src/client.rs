@@ -356,7 +356,13 @@ pub fn render_usage(u: &Usage) -> String {
         u.restart_count,
         u.worker_restarts,
         u.mapped_app_copies
-    )
+    ) + &match (u.disk_bytes, u.disk_files) {
+        (Some(b), Some(f)) => format!(
+            "\n  disk {:.1} MiB in {f} files",
+            b as f64 / (1024.0 * 1024.0)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A table of workers.

@@ -382,43 +382,46 @@ async fn a_cpu_spin_is_held_near_its_quota() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Files: Landlock.
+// Files: the sandbox's own root, then Landlock.
+
+const ENOENT: i64 = libc::ENOENT as i64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_secret_outside_the_allowed_paths_fails() {
     let (m, _state, _cleanup) = setup();
-    // World-readable in a world-readable directory: only Landlock stands in the way (the
-    // mount namespace hides /tmp, not /var/tmp).
+    // World-readable in a world-readable directory: file permissions would let anyone read it.
     let secrets = scratch_with_mode(0o755);
     let secret = secrets.path().join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let info = hostile(&m, "secret", Limits::default(), Level::Standard).await;
-    stopped_by(
-        &info.isolation,
-        "landlock",
-        "reading outside the allowed paths",
-    );
-    let r = call(&m, "secret", "read_file", json!({ "path": secret })).await;
-    assert_eq!(
-        errno(&r["read"]),
-        EACCES,
-        "Landlock should deny the read: {r}"
-    );
-    assert_eq!(
-        errno(&r["list_dir"]),
-        EACCES,
-        "Landlock should deny the listing: {r}"
-    );
-    assert!(!r.to_string().contains("the host's secret"));
-    let r = call(&m, "secret", "read_file", json!({"path": "/etc/passwd"})).await;
-    assert_eq!(errno(&r["read"]), EACCES, "{r}");
+    stopped_by(&info.isolation, "root", "reading outside the sandbox's root");
+    for path in [
+        secret.as_path(),
+        Path::new("/etc/passwd"),
+        Path::new("/etc/shadow"),
+        &info.dir.join("runner.log"),
+    ] {
+        let r = call(&m, "secret", "read_file", json!({ "path": path })).await;
+        assert_eq!(
+            (errno(&r["read"]), errno(&r["list_dir"])),
+            (ENOENT, ENOENT),
+            "{} is not in the sandbox's root: {r}",
+            path.display()
+        );
+    }
+    assert!(!format!("{info:?}").contains("the host's secret"));
+    // Landlock, behind the root: /dev/zero is world-writable on the host, the rules make it
+    // read-only.
+    stopped_by(&info.isolation, "landlock", "writing a read-only device");
+    let r = call(&m, "secret", "write_file", json!({"path": "/dev/zero"})).await;
+    assert_eq!(errno(&r), EACCES, "Landlock: /dev/zero is read-only: {r}");
 
-    // Control: the sandbox's own directory is readable.
-    std::fs::write(info.dir.join("work").join("own.txt"), "mine").unwrap();
-    let own = info.dir.join("work").join("own.txt");
-    let r = call(&m, "secret", "read_file", json!({ "path": own })).await;
+    // Control: the sandbox's own directory is readable, and the host sees it through the
+    // runner's root.
+    std::fs::write(e2e::work_dir(&info).join("own.txt"), "mine").unwrap();
+    let r = call(&m, "secret", "read_file", json!({"path": "/work/own.txt"})).await;
     assert_eq!(r["read"]["content"], "mine", "{r}");
     m.destroy("secret").await.unwrap();
 }
@@ -426,51 +429,33 @@ async fn reading_a_secret_outside_the_allowed_paths_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_outside_the_private_directory_fails() {
     let (m, _state, _cleanup) = setup();
-    // Mode 0777: file permissions would let anyone write here; only Landlock stands in the way.
+    // Mode 0777: file permissions would let anyone write here.
     let outside = scratch_with_mode(0o777);
     let info = hostile(&m, "write", Limits::default(), Level::Standard).await;
-    stopped_by(
-        &info.isolation,
-        "landlock",
-        "writing outside the private directory",
-    );
-    let targets = [
-        outside.path().join("pwned"),
-        // The sandbox's own directory, one level above its private `work` directory.
-        info.dir.join("pwned"),
-    ];
-    for target in &targets {
+    stopped_by(&info.isolation, "root", "writing outside the sandbox's root");
+    for target in [outside.path().join("pwned"), info.dir.join("pwned")] {
         let r = call(&m, "write", "write_file", json!({ "path": target })).await;
-        assert_eq!(
-            errno(&r),
-            EACCES,
-            "Landlock should deny writing {}: {r}",
-            target.display()
-        );
+        assert_eq!(errno(&r), ENOENT, "{} is not reachable: {r}", target.display());
         assert!(!target.exists(), "{} was written", target.display());
     }
-    // The app directory (where a reload would pick up code) is mounted read-only in the
-    // sandbox's mount namespace, which refuses before Landlock is asked.
-    let (_, mounts) = mechanism(&info.isolation, "mount_ns");
-    stopped_by(&info.isolation, "mount_ns", "writing the app directory");
-    assert!(mounts.contains("read-only"), "{mounts}");
-    let planted = info.dir.join("app").join("pwned.so");
-    let r = call(&m, "write", "write_file", json!({ "path": planted })).await;
-    assert_eq!(errno(&r), EROFS, "read-only app directory: {r}");
-    assert!(!planted.exists());
-    // Control: the private directory is writable.
-    let own = info.dir.join("work").join("mine.txt");
-    let r = call(&m, "write", "write_file", json!({ "path": own })).await;
-    assert_eq!(r["ok"], true, "{r}");
+    // The root itself, the app directory (where a reload picks up code) and the system
+    // libraries are read-only mounts.
+    for planted in ["/pwned", "/app/pwned.so", "/usr/lib/pwned.so", "/runner"] {
+        let r = call(&m, "write", "write_file", json!({ "path": planted })).await;
+        assert_eq!(errno(&r), EROFS, "{planted} is read-only: {r}");
+    }
+    assert!(!info.dir.join("app").join("pwned.so").exists());
+    // Control: the private directory and /tmp are writable.
+    for own in ["/work/mine.txt", "/tmp/mine.txt"] {
+        let r = call(&m, "write", "write_file", json!({ "path": own })).await;
+        assert_eq!(r["ok"], true, "{own}: {r}");
+    }
     assert_eq!(
-        std::fs::read_to_string(&own).unwrap(),
+        std::fs::read_to_string(e2e::work_dir(&info).join("mine.txt")).unwrap(),
         "written from inside the sandbox"
     );
     m.destroy("write").await.unwrap();
 }
-
-// ---------------------------------------------------------------------------------------------
-// Network: empty network namespace, Landlock TCP rules.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_a_host_tcp_listener_fails() {
@@ -626,25 +611,29 @@ async fn a_setuid_binary_gives_no_privilege() {
     let info = hostile(&m, "suid", Limits::default(), Level::Standard).await;
     stopped_by(&info.isolation, "no_new_privs", "a setuid program");
     stopped_by(&info.isolation, "capabilities", "switching uid");
+    stopped_by(&info.isolation, "root", "executing a host program");
     stopped_by(&info.isolation, "landlock", "executing a planted program");
-    let in_work = info.dir.join("work").join("suid-cat");
-    let in_app = info.dir.join("app").join("suid-cat");
-    setuid_root_cat(&in_work);
-    setuid_root_cat(&in_app);
-    for planted in [&suid, &in_work] {
-        let r = call(&m, "suid", "setuid_exec", json!({ "path": planted })).await;
-        assert_eq!(
-            (r["failed"].as_str(), errno(&r)),
-            (Some("exec"), EACCES),
-            "Landlock should deny executing {}: {r}",
-            planted.display()
-        );
-    }
+    // The host's setuid program is not in the sandbox's root at all.
+    let r = call(&m, "suid", "setuid_exec", json!({ "path": suid })).await;
+    assert_eq!((r["failed"].as_str(), errno(&r)), (Some("exec"), ENOENT), "{r}");
+    // Planted in the writable work dir (by the host, through the runner's root): Landlock
+    // lets nothing there be executed.
+    setuid_root_cat(&e2e::work_dir(&info).join("suid-cat"));
+    let r = call(&m, "suid", "setuid_exec", json!({"path": "/work/suid-cat"})).await;
+    assert_eq!(
+        (r["failed"].as_str(), errno(&r)),
+        (Some("exec"), EACCES),
+        "Landlock should deny executing /work/suid-cat: {r}"
+    );
+    // Planted in the app directory, which may be executed: it is mounted nosuid, and
+    // no_new_privs holds anyway.
+    setuid_root_cat(&info.dir.join("app").join("suid-cat"));
+    let in_app = "/app/suid-cat";
     let r = call(
         &m,
         "suid",
         "setuid_exec",
-        json!({ "path": "/usr/bin/cat", "uid": 65534 }),
+        json!({ "path": in_app, "uid": 65534 }),
     )
     .await;
     assert_eq!(
@@ -744,12 +733,18 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     udp.set_nonblocking(true).unwrap();
     let suid = secrets.path().join("suid-cat");
     setuid_root_cat(&suid);
+    // A Unix socket outside /tmp that uid 65534 itself could connect to.
+    let unix_path = outside.path().join("listener.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    std::fs::set_permissions(&unix_path, std::fs::Permissions::from_mode(0o777)).unwrap();
     let plan = json!({
         "secret": secret,
         "outside_dir": outside.path(),
         "tcp": listener.local_addr().unwrap().port(),
         "udp": udp.local_addr().unwrap().port(),
         "suid": suid,
+        "unix": unix_path,
     });
     let out = as_nobody(&[
         "attacks".as_ref(),
@@ -766,12 +761,16 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     assert_eq!(out["usage"]["source"], "proc", "{out}");
     stopped_by(iso, "user_ns", "an unprivileged host's namespaces");
 
-    stopped_by(iso, "landlock", "reading and writing outside");
-    assert_eq!(errno(&r["read_secret"]["read"]), EACCES, "{r}");
+    stopped_by(iso, "root", "reading and writing outside");
+    stopped_by(iso, "ids", "an unprivileged host's ids");
+    assert_eq!(errno(&r["read_secret"]["read"]), ENOENT, "{r}");
+    assert_eq!(errno(&r["read_shadow"]["read"]), ENOENT, "{r}");
     assert!(!r.to_string().contains("the host's secret"));
-    assert_eq!(errno(&r["write_outside"]), EACCES, "{r}");
+    assert_eq!(errno(&r["write_outside"]), ENOENT, "{r}");
     assert!(!outside.path().join("pwned-by-nobody").exists());
-    assert_eq!(errno(&r["write_sandbox_dir"]), EACCES, "{r}");
+    assert_eq!(errno(&r["write_sandbox_dir"]), ENOENT, "{r}");
+    assert_eq!(errno(&r["connect_unix"]), ENOENT, "{r}");
+    assert!(unix.accept().is_err(), "the sandbox reached a host Unix socket");
     assert_eq!(r["write_own"]["ok"], true, "control: {r}");
     assert_eq!(out["own_file_written"], "written from inside the sandbox");
 
@@ -797,24 +796,9 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     assert_eq!(r["exec"]["CapEff"], NO_CAPS, "{r}");
     assert_eq!(r["exec"]["CapPrm"], NO_CAPS, "{r}");
     assert_eq!(r["become_root"]["failed"], "setuid", "{r}");
-    // A setuid-root program the host made: Landlock does not let the sandbox execute files
-    // outside the system directories and its app; were it executed, no_new_privs would
-    // still keep it at uid 65534.
-    eprintln!(
-        "setuid-root program from an unprivileged host's sandbox: {}",
-        r["suid_exec"]
-    );
-    if r["suid_exec"]["failed"].is_null() {
-        assert_eq!(r["suid_exec"]["Uid"], "65534 65534 65534 65534", "{r}");
-        assert_eq!(r["suid_exec"]["CapEff"], NO_CAPS, "{r}");
-    } else {
-        assert_eq!(r["suid_exec"]["failed"], "exec", "{r}");
-        assert_eq!(
-            errno(&r["suid_exec"]),
-            EACCES,
-            "Landlock refuses the exec: {r}"
-        );
-    }
+    // A setuid-root program the host made is not in the sandbox's root.
+    assert_eq!(r["suid_exec"]["failed"], "exec", "{r}");
+    assert_eq!(errno(&r["suid_exec"]), ENOENT, "{r}");
 
     // Without a cgroup, a fork bomb is held by the process rlimit of the sandbox's own user
     // namespace, and the sandbox is still served and destroyable.

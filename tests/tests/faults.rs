@@ -205,7 +205,8 @@ async fn workers_outlive_the_runner_threads_that_started_them() {
 async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
     let (m, _state) = manager();
     let info = faulty(&m, "loop-1").await;
-    std::fs::write(info.dir.join("work").join("crashloop"), b"").unwrap();
+    let work = e2e::work_dir(&info);
+    std::fs::write(work.join("crashloop"), b"").unwrap();
     let crashed = eventually(Duration::from_secs(10), async || {
         m.info("loop-1")
             .await
@@ -219,7 +220,7 @@ async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
         .unwrap_err();
     assert!(matches!(err, SandboxError::Crashed { .. }), "{err:?}");
     // An explicit restart brings it back (the worker still crashes, so remove the trigger).
-    std::fs::remove_file(info.dir.join("work").join("crashloop")).unwrap();
+    std::fs::remove_file(work.join("crashloop")).unwrap();
     m.restart("loop-1").await.unwrap();
     assert_eq!(
         m.run("loop-1", "answer", Value::Null, None).await.unwrap(),

@@ -119,29 +119,67 @@ pub fn store_of(state_dir: &Path) -> PathBuf {
 /// Gives `app_dir` version `version` of `lib`: a hard link to the store's copy (written on
 /// first use), else a copy. Returns the sandbox's path. The name is unique per version:
 /// dlopen caches by path, so reusing a name would load the old code again.
+///
+/// `share` is false for a sandbox whose app runs with the host's own uid (level `none`): it
+/// could change a file it owns, so it gets a copy of its own, never the store's inode that
+/// other sandboxes map.
 pub fn install(
     store: &Path,
     app_dir: &Path,
     lib: &LibBytes,
     version: u32,
+    share: bool,
 ) -> Result<PathBuf, SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
     let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
-    if let Ok(stored) = stored(store, lib)
+    if share
+        && let Ok(stored) = stored(store, lib)
         && std::fs::hard_link(&stored, &path).is_ok()
     {
         return Ok(path);
     }
     std::fs::write(&path, &lib.bytes).map_err(|e| SandboxError::io(&path, e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
+        .map_err(|e| SandboxError::io(&path, e))?;
     Ok(path)
+}
+
+/// The sha256 of the file at `path`, from the cache while its identity (which any write or
+/// chmod changes, through its ctime) is the one hashed; else read and hashed again.
+fn current_hash(path: &Path) -> std::io::Result<String> {
+    let id = FileId::of(&std::fs::symlink_metadata(path)?);
+    let cached = cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(path)
+        .filter(|(cached, _)| *cached == id)
+        .map(|(_, hash)| hash.clone());
+    match cached {
+        Some(hash) => Ok(hash),
+        None => read(path)
+            .map(|l| l.sha256)
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    }
 }
 
 /// The store's read-only copy of `lib`, written (to a temporary name, then renamed, so a
 /// reader never sees a partial file) when it is not there yet.
 fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::FileTypeExt;
     let path = store.join(format!("{}.so", lib.sha256));
-    if path.exists() {
-        return Ok(path);
+    // A store file is trusted by its content, not its name: it is reused only while it is a
+    // read-only regular file whose hash is the name's. Anything else is replaced.
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let sound = meta.file_type().is_file()
+            && !meta.file_type().is_fifo()
+            && meta.mode() & 0o7777 == 0o444
+            && current_hash(&path).is_ok_and(|h| h == lib.sha256);
+        if sound {
+            return Ok(path);
+        }
+        tracing::warn!("library store: {} does not match its name; replaced", path.display());
+        std::fs::remove_file(&path)?;
     }
     std::fs::create_dir_all(store)?;
     let tmp = tempfile::NamedTempFile::new_in(store)?;
@@ -197,9 +235,9 @@ mod tests {
             bytes: b"x".to_vec(),
             sha256: sha256_hex(b"x"),
         };
-        let a = install(&store, &one, &lib, 1).unwrap();
-        let b = install(&store, &one, &lib, 2).unwrap();
-        let c = install(&store, &two, &lib, 1).unwrap();
+        let a = install(&store, &one, &lib, 1, true).unwrap();
+        let b = install(&store, &one, &lib, 2, true).unwrap();
+        let c = install(&store, &two, &lib, 1, true).unwrap();
         assert_ne!(a, b, "a path per version");
         assert_eq!(std::fs::read(&c).unwrap(), b"x");
         let stored = store.join(format!("{}.so", lib.sha256));
@@ -215,5 +253,35 @@ mod tests {
         }
         release(&store, &lib.sha256);
         assert!(!stored.exists() && !store.exists());
+    }
+
+    #[test]
+    fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_gets_a_copy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&dir.path().join("sandboxes"));
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        let lib = LibBytes {
+            bytes: b"good".to_vec(),
+            sha256: sha256_hex(b"good"),
+        };
+        let first = install(&store, &app, &lib, 1, true).unwrap();
+        // Someone who could chmod it rewrote the stored file in place.
+        let stored = store.join(format!("{}.so", lib.sha256));
+        std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&stored, b"evil").unwrap();
+        std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let second = install(&store, &app, &lib, 2, true).unwrap();
+        assert_eq!(std::fs::read(&second).unwrap(), b"good");
+        assert_eq!(std::fs::read(&stored).unwrap(), b"good");
+        drop(first);
+        // Not shared: a copy of its own, another inode than the store's.
+        let own = install(&store, &app, &lib, 3, false).unwrap();
+        assert_ne!(
+            std::fs::metadata(&own).unwrap().ino(),
+            std::fs::metadata(&stored).unwrap().ino()
+        );
+        assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o777, 0o444);
     }
 }

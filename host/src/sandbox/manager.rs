@@ -220,6 +220,12 @@ pub struct Usage {
     pub app_version: u32,
     /// Distinct app library copies mapped in the runner.
     pub mapped_app_copies: usize,
+    /// Bytes written to the sandbox's disk (`/work` and `/tmp`), when it has a capped one.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Files (inodes) on the sandbox's disk, when it has a capped one.
+    #[serde(default)]
+    pub disk_files: Option<u64>,
     /// Where the figures came from (`proc`, or `cgroup` + `proc`).
     pub source: String,
 }
@@ -971,12 +977,22 @@ impl Manager {
         let sb = self.get(id)?;
         let live = sb.live().await?;
         let pid = live.process.pid();
-        let app_dir = sb.app_dir();
+        let app_dir = if sb.own_root.load(Ordering::Acquire) {
+            PathBuf::from(isolation::root::APP_DIR)
+        } else {
+            sb.app_dir()
+        };
         let cgroup = sb.cgroup();
-        let sample = tokio::task::spawn_blocking(move || sample(pid, cgroup.as_deref(), &app_dir))
+        let own_root = sb.own_root.load(Ordering::Acquire);
+        let sample = tokio::task::spawn_blocking(move || {
+            let disk = own_root
+                .then(|| procfs::disk_usage(pid, isolation::root::WORK_DIR))
+                .flatten();
+            sample(pid, cgroup.as_deref(), &app_dir).map(|s| (s, disk))
+        })
             .await
             .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
-        let Some(sample) = sample else {
+        let Some((sample, disk)) = sample else {
             return Err(death_of(&sb.id, &live).await);
         };
         let cpu_time_ms = sample.cpu_time_ms;
@@ -1008,6 +1024,8 @@ impl Manager {
             worker_restarts: sb.worker_restarts.load(Ordering::Acquire),
             app_version: sb.current.load(Ordering::Acquire),
             mapped_app_copies: sample.mapped_copies,
+            disk_bytes: disk.map(|d| d.0),
+            disk_files: disk.map(|d| d.1),
             source: sample.source.into(),
         })
     }
@@ -1402,7 +1420,13 @@ fn install_version(
 ) -> Result<VersionRecord, SandboxError> {
     Ok(VersionRecord {
         version,
-        path: library::install(&sb.lib_store(), &sb.app_dir(), lib, version)?,
+        path: library::install(
+            &sb.lib_store(),
+            &sb.app_dir(),
+            lib,
+            version,
+            sb.spec.isolation.isolates(),
+        )?,
         sha256: lib.sha256.clone(),
         app_version: String::new(),
         loaded_at: unix_now(),

@@ -171,6 +171,17 @@ pub fn mapped_copies(pid: i32, dir: &Path) -> usize {
         .len()
 }
 
+/// Bytes and files in use on the filesystem that holds `path` as process `pid` sees it
+/// (through `/proc/PID/root`): the sandbox's capped disk.
+pub fn disk_usage(pid: i32, path: &str) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(
+        Path::new(&format!("/proc/{pid}/root")).join(path.trim_start_matches('/')).as_path(),
+    )
+    .ok()?;
+    let bytes = (st.blocks() - st.blocks_free()) * st.fragment_size();
+    Some((bytes, st.files() - st.files_free()))
+}
+
 /// Clock ticks per second, for converting `stat` CPU times.
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.

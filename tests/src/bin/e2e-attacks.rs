@@ -60,7 +60,10 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
         }
     };
     let outside = PathBuf::from(plan["outside_dir"].as_str().expect("outside_dir"));
-    let own_file = info.dir.join("work").join("mine.txt");
+    let own_file = e2e::work_dir(&info).join("mine.txt");
+    // A program the sandbox may run: a copy of cat in its (read-only, executable) app dir.
+    let cat = info.dir.join("app").join("cat");
+    std::fs::copy("/usr/bin/cat", &cat).expect("copy cat into the app dir");
     let mut results = serde_json::Map::new();
     results.insert(
         "read_secret".into(),
@@ -80,7 +83,15 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     );
     results.insert(
         "write_own".into(),
-        run("write_file", json!({ "path": own_file })).await,
+        run("write_file", json!({"path": "/work/mine.txt"})).await,
+    );
+    results.insert(
+        "read_shadow".into(),
+        run("read_file", json!({"path": "/etc/shadow"})).await,
+    );
+    results.insert(
+        "connect_unix".into(),
+        run("connect_unix", json!({ "path": plan["unix"] })).await,
     );
     results.insert(
         "net".into(),
@@ -96,11 +107,11 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     );
     results.insert(
         "exec".into(),
-        run("setuid_exec", json!({ "path": "/usr/bin/cat" })).await,
+        run("setuid_exec", json!({"path": "/app/cat"})).await,
     );
     results.insert(
         "become_root".into(),
-        run("setuid_exec", json!({ "path": "/usr/bin/cat", "uid": 0 })).await,
+        run("setuid_exec", json!({"path": "/app/cat", "uid": 0})).await,
     );
     results.insert(
         "suid_exec".into(),

@@ -10,6 +10,8 @@
 //! Arguments are small JSON values written by the tests (`{"path":"/x","uid":65534}`, a string
 //! or a number); [`field`] and [`num`] read them without a JSON library.
 
+mod escape;
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -471,5 +473,12 @@ sandbox_abi::export_app! {
         "ptrace" => ptrace,
         "setuid_exec" => setuid_exec,
         "daemon" => daemon,
+        "connect_unix" => escape::connect_unix,
+        "open_socket" => escape::open_socket,
+        "raw_syscall" => escape::raw_syscall,
+        "whoami" => escape::whoami,
+        "tamper" => escape::tamper,
+        "fill_disk" => escape::fill_disk,
+        "many_files" => escape::many_files,
     },
 }
