@@ -521,7 +521,18 @@ impl ChildSetup {
         let mut tmp = None;
         let mut app = None;
         let mut root = None;
-        if plan.level.isolates() {
+        if !plan.level.isolates() {
+            entries.push(ReportEntry::missing(
+                Mechanism::Root,
+                "isolation level none: the host's filesystem; only the runner and the workers \
+                 it starts die with the host (PR_SET_PDEATHSIG): a process the app detaches \
+                 (double fork) outlives a host killed with SIGKILL",
+            ));
+            entries.push(ReportEntry::missing(
+                Mechanism::Ids,
+                "isolation level none: the host's uid",
+            ));
+        } else {
             entries.push(match (&opts.root, newns) {
                 (Some(o), true) => {
                     let o = RootOptions {
@@ -641,7 +652,9 @@ impl ChildSetup {
                 )
             });
         }
-        let ids = opts.switch_ids.filter(|_| is_root() && plan.level.isolates());
+        let ids = opts
+            .switch_ids
+            .filter(|_| is_root() && plan.level.isolates());
         if plan.level.isolates() {
             entries.push(match (ids, &userns) {
                 (Some((uid, gid)), _) => ReportEntry::applied(
@@ -651,7 +664,9 @@ impl ChildSetup {
                 (None, Some(_)) => ReportEntry::applied(
                     Mechanism::Ids,
                     // SAFETY: geteuid cannot fail.
-                    format!("the host's uid {} in a user namespace", unsafe { libc::geteuid() }),
+                    format!("the host's uid {} in a user namespace", unsafe {
+                        libc::geteuid()
+                    }),
                 ),
                 (None, None) if is_root() => {
                     ReportEntry::missing(Mechanism::Ids, "runs as the host's root (uid 0)")
@@ -868,13 +883,11 @@ impl ChildSetup {
                 {
                     return Err(ChildError::last(ChildStep::MountPrivate));
                 }
-                return root
-                    .build_in_child()
-                    .map_err(|(index, errno)| ChildError {
-                        step: ChildStep::Root,
-                        errno,
-                        index,
-                    });
+                return root.build_in_child().map_err(|(index, errno)| ChildError {
+                    step: ChildStep::Root,
+                    errno,
+                    index,
+                });
             }
         }
         // SAFETY: (whole block) mount(2) with static C strings or C strings owned by `self`,

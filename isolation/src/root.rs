@@ -303,7 +303,10 @@ impl NewRoot {
         for (sub, dst, mode) in [("work", WORK_DIR, 0o700), ("tmp", TMP_DIR, 0o1777)] {
             let inner = scratch_host.join(sub);
             p.push(Op::Mkdir(c(&inner)?), format!("mkdir the disk's {sub}"));
-            p.push(Op::Chmod(c(&inner)?, mode), format!("chmod the disk's {sub}"));
+            p.push(
+                Op::Chmod(c(&inner)?, mode),
+                format!("chmod the disk's {sub}"),
+            );
             if let Some((uid, gid)) = o.owner.filter(|_| sub == "work") {
                 p.push(
                     Op::Chown {

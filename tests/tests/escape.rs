@@ -125,7 +125,12 @@ async fn no_host_path_or_unix_socket_is_reachable() {
     probes.push("/run/sandbox-host/host.sock".into());
     for path in &probes {
         let r = call(&m, "walls", "connect_unix", json!({ "path": path })).await;
-        assert_eq!(errno(&r), ENOENT, "{} reached from the sandbox: {r}", path.display());
+        assert_eq!(
+            errno(&r),
+            ENOENT,
+            "{} reached from the sandbox: {r}",
+            path.display()
+        );
     }
     for l in &listeners {
         assert!(l.1.accept().is_err(), "{} was reached", l.0.display());
@@ -167,14 +172,20 @@ async fn the_app_never_runs_as_the_hosts_root_and_cannot_touch_the_store() {
     // The kernel's word, not the app's.
     let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid)).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(!uid_line.split_whitespace().skip(1).any(|u| u == "0"), "{uid_line}");
+    assert!(
+        !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+        "{uid_line}"
+    );
     let other = call(&m, "ids-b", "whoami", Value::Null).await;
     assert_ne!(me["uid"], other["uid"], "each sandbox has an id of its own");
 
     // Both sandboxes map the same stored library (one inode). Neither may change it.
     let lib = format!(
         "/app/{}",
-        Path::new(&a.app.path).file_name().unwrap().to_string_lossy()
+        Path::new(&a.app.path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
     );
     let r = call(&m, "ids-a", "tamper", json!({ "path": lib })).await;
     for op in ["write", "chmod", "rename", "unlink"] {
@@ -221,7 +232,11 @@ async fn the_filter_refuses_foreign_socket_families_and_unknown_syscalls() {
         ("AF_NETLINK", libc::AF_NETLINK, libc::SOCK_RAW),
         ("AF_PACKET", libc::AF_PACKET, libc::SOCK_RAW),
         ("AF_ALG", libc::AF_ALG, libc::SOCK_SEQPACKET),
-        ("AF_INET without --network", libc::AF_INET, libc::SOCK_STREAM),
+        (
+            "AF_INET without --network",
+            libc::AF_INET,
+            libc::SOCK_STREAM,
+        ),
     ] {
         let r = call(
             &m,
@@ -272,12 +287,27 @@ async fn the_disk_stops_at_its_cap_and_the_host_loses_nothing() {
             .unwrap()
     };
     let before = host_free();
-    let r = call(&m, "disk", "fill_disk", json!({"dir": "/work", "max_mb": 256})).await;
+    let r = call(
+        &m,
+        "disk",
+        "fill_disk",
+        json!({"dir": "/work", "max_mb": 256}),
+    )
+    .await;
     assert_eq!(errno(&r), ENOSPC, "{r}");
     let written = r["written"].as_u64().unwrap();
-    assert!(written <= cap && written > cap / 2, "wrote {written} of {cap}: {r}");
+    assert!(
+        written <= cap && written > cap / 2,
+        "wrote {written} of {cap}: {r}"
+    );
     // /tmp is the same disk: it is full too.
-    let r = call(&m, "disk", "fill_disk", json!({"dir": "/tmp", "max_mb": 256})).await;
+    let r = call(
+        &m,
+        "disk",
+        "fill_disk",
+        json!({"dir": "/tmp", "max_mb": 256}),
+    )
+    .await;
     assert!(r["written"].as_u64().unwrap() < 1 << 20, "{r}");
     let usage = m.usage("disk").await.unwrap();
     assert!(usage.disk_bytes.unwrap() >= written, "{usage:?}");
@@ -291,7 +321,13 @@ async fn the_disk_stops_at_its_cap_and_the_host_loses_nothing() {
 
     // Inodes: 60 000 small files stop at the cap (16 MiB -> 4096 inodes).
     let info = hostile(&m, "files", limits_disk(cap), Level::Standard).await;
-    let r = call(&m, "files", "many_files", json!({"dir": "/work", "count": 60_000})).await;
+    let r = call(
+        &m,
+        "files",
+        "many_files",
+        json!({"dir": "/work", "count": 60_000}),
+    )
+    .await;
     assert_eq!(errno(&r), ENOSPC, "{r}");
     let created = r["created"].as_u64().unwrap();
     assert!(created < 4096, "created {created} files: {r}");

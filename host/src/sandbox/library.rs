@@ -165,8 +165,8 @@ fn current_hash(path: &Path) -> std::io::Result<String> {
 /// The store's read-only copy of `lib`, written (to a temporary name, then renamed, so a
 /// reader never sees a partial file) when it is not there yet.
 fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::PermissionsExt;
     let path = store.join(format!("{}.so", lib.sha256));
     // A store file is trusted by its content, not its name: it is reused only while it is a
     // read-only regular file whose hash is the name's. Anything else is replaced.
@@ -178,7 +178,10 @@ fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
         if sound {
             return Ok(path);
         }
-        tracing::warn!("library store: {} does not match its name; replaced", path.display());
+        tracing::warn!(
+            "library store: {} does not match its name; replaced",
+            path.display()
+        );
         std::fs::remove_file(&path)?;
     }
     std::fs::create_dir_all(store)?;

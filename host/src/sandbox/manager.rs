@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 use crate::compile::Compiler;
 use crate::sandbox::connection::{ConnError, Connection};
 use crate::sandbox::error::SandboxError;
+use crate::sandbox::kernel_view::KernelView;
 use crate::sandbox::library::{self, LibBytes};
 use crate::sandbox::procfs;
 use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
@@ -419,8 +420,8 @@ impl Manager {
             .config
             .state_dir
             .join(format!("{id}.{}", nonce()));
-        let default_id = SANDBOX_ID_BASE
-            + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN;
+        let default_id =
+            SANDBOX_ID_BASE + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN;
         let uid = spec.uid.unwrap_or(default_id);
         let ids = (uid, spec.gid.unwrap_or(uid));
         let sandbox = Arc::new(Sandbox {
@@ -607,7 +608,13 @@ impl Manager {
         let applied: Vec<ReportEntry> =
             serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
-        if let Err(e) = report.record_all(level, applied) {
+        // What the report says is what the kernel shows of the runner, not what the runner
+        // (which has just loaded app code) or the spawn sequence claims.
+        let checked = report.record_all(level, applied).and_then(|()| {
+            KernelView::read(pid).check(&mut report);
+            report.check(level)
+        });
+        if let Err(e) = checked {
             kill_tree(&process);
             return Err(SandboxError::Isolation(e.to_string()));
         }
@@ -716,8 +723,8 @@ impl Manager {
                 own_root: None,
             },
         };
-        let restrictions = RunnerRestrictions::for_level(level, LandlockPlan::for_sandbox(&paths))
-            .map_err(iso)?;
+        let restrictions =
+            RunnerRestrictions::for_level(level, LandlockPlan::for_sandbox(&paths)).map_err(iso)?;
         let (runner_exe, work_dir) = if own_root.is_some() {
             (
                 PathBuf::from(isolation::root::RUNNER),
@@ -990,8 +997,8 @@ impl Manager {
                 .flatten();
             sample(pid, cgroup.as_deref(), &app_dir).map(|s| (s, disk))
         })
-            .await
-            .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
+        .await
+        .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
         let Some((sample, disk)) = sample else {
             return Err(death_of(&sb.id, &live).await);
         };

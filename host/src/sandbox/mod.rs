@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod kernel_view;
 pub mod library;
 pub mod manager;
 pub mod procfs;

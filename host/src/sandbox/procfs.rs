@@ -175,7 +175,9 @@ pub fn mapped_copies(pid: i32, dir: &Path) -> usize {
 /// (through `/proc/PID/root`): the sandbox's capped disk.
 pub fn disk_usage(pid: i32, path: &str) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(
-        Path::new(&format!("/proc/{pid}/root")).join(path.trim_start_matches('/')).as_path(),
+        Path::new(&format!("/proc/{pid}/root"))
+            .join(path.trim_start_matches('/'))
+            .as_path(),
     )
     .ok()?;
     let bytes = (st.blocks() - st.blocks_free()) * st.fragment_size();
