@@ -650,6 +650,7 @@ impl Manager {
                 private_tmp: setup.has_private_tmp(),
                 network: sb.spec.network,
             }),
+            sb.spec.network,
         )
         .map_err(iso)?;
         let request = SpawnRequest {
