@@ -24,8 +24,13 @@ pub struct RunnerRestrictions {
 
 impl RunnerRestrictions {
     /// Everything for `level` (`None`: nothing): no_new_privs, `plan`, the default seccomp
-    /// filter (compiled once per host process).
-    pub fn for_level(level: Level, plan: LandlockPlan) -> Result<Self, IsolationError> {
+    /// filter (compiled once per host process), its `network` variant when the sandbox has
+    /// network (`socket` may then create `AF_INET`/`AF_INET6`).
+    pub fn for_level(
+        level: Level,
+        plan: LandlockPlan,
+        network: bool,
+    ) -> Result<Self, IsolationError> {
         if !level.isolates() {
             return Ok(Self {
                 no_new_privs: false,
@@ -37,7 +42,7 @@ impl RunnerRestrictions {
         Ok(Self {
             no_new_privs: true,
             landlock: Some(plan),
-            seccomp: Some(seccomp::default_filter()?.as_bytes().to_vec()),
+            seccomp: Some(seccomp::default_filter(network)?.as_bytes().to_vec()),
             level,
         })
     }
@@ -85,7 +90,7 @@ impl RunnerRestrictions {
         match &self.seccomp {
             Some(bytes) => {
                 let e = match seccomp::apply(bytes) {
-                    Ok(()) => seccomp::report_entry(),
+                    Ok(entry) => entry,
                     Err(err) => ReportEntry::missing(Mechanism::Seccomp, err.to_string()),
                 };
                 push(e)?;
@@ -106,13 +111,15 @@ mod tests {
         let r = RunnerRestrictions::for_level(
             Level::Strict,
             LandlockPlan::for_sandbox(&SandboxPaths::default()),
+            false,
         )
         .unwrap();
         assert!(r.no_new_privs && r.landlock.is_some() && r.seccomp.is_some());
         let j = serde_json::to_string(&r).unwrap();
         let back: RunnerRestrictions = serde_json::from_str(&j).unwrap();
         assert_eq!(back, r);
-        let none = RunnerRestrictions::for_level(Level::None, back.landlock.unwrap()).unwrap();
+        let none =
+            RunnerRestrictions::for_level(Level::None, back.landlock.unwrap(), false).unwrap();
         assert!(none.seccomp.is_none() && none.landlock.is_none() && !none.no_new_privs);
     }
 }

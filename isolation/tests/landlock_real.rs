@@ -98,7 +98,7 @@ fn runner_restrictions_apply_in_order() {
         return;
     }
     let d = dirs();
-    let r = RunnerRestrictions::for_level(Level::Standard, plan(&d)).unwrap();
+    let r = RunnerRestrictions::for_level(Level::Standard, plan(&d), false).unwrap();
     let entries = r.apply_in_runner().unwrap();
     let order: Vec<Mechanism> = entries.iter().map(|e| e.mechanism).collect();
     assert_eq!(
@@ -132,7 +132,7 @@ fn strict_fails_when_landlock_is_partial() {
         eprintln!("SKIP: kernel has Landlock ABI 10");
         return;
     }
-    let r = RunnerRestrictions::for_level(Level::Strict, p).unwrap();
+    let r = RunnerRestrictions::for_level(Level::Strict, p, false).unwrap();
     match r.apply_in_runner() {
         Err(IsolationError::Missing {
             mechanism: Mechanism::Landlock,

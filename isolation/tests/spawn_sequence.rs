@@ -137,6 +137,7 @@ fn run_full_sequence() {
             private_tmp: setup.has_private_tmp(),
             network: false,
         }),
+        false,
     )
     .unwrap();
     // (A real host sends this as the first message on the control socket.)

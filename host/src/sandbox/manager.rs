@@ -723,8 +723,12 @@ impl Manager {
                 own_root: None,
             },
         };
-        let restrictions =
-            RunnerRestrictions::for_level(level, LandlockPlan::for_sandbox(&paths)).map_err(iso)?;
+        let restrictions = RunnerRestrictions::for_level(
+            level,
+            LandlockPlan::for_sandbox(&paths),
+            sb.spec.network,
+        )
+        .map_err(iso)?;
         let (runner_exe, work_dir) = if own_root.is_some() {
             (
                 PathBuf::from(isolation::root::RUNNER),
