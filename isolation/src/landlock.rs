@@ -342,8 +342,30 @@ mod tests {
             own_proc: true,
             private_tmp: true,
             network: false,
+            own_root: None,
         });
         assert_eq!(p.read_exec[0], PathBuf::from("/opt/host/bin/host"));
+        assert!(
+            p.read_exec.contains(&"/usr".into()),
+            "the host's system dirs"
+        );
+        // In a root of its own only the fixed in-sandbox paths are named.
+        let own = LandlockPlan::for_sandbox(&SandboxPaths {
+            runner_exe: "/runner".into(),
+            app_dir: Some("/app".into()),
+            private_dir: "/work".into(),
+            own_proc: true,
+            private_tmp: true,
+            network: false,
+            own_root: Some(vec!["/runner".into(), "/app".into(), "/usr/lib".into()]),
+        });
+        assert!(!own.read_exec.contains(&"/usr".into()), "{own:?}");
+        assert!(own.read_exec.contains(&"/usr/lib".into()));
+        assert_eq!(
+            own.read_write,
+            [PathBuf::from("/work"), "/dev/null".into(), "/tmp".into()]
+        );
+        assert!(own.target_abi >= DEFAULT_TARGET_ABI);
         assert!(p.read_exec.contains(&"/proc".into()));
         assert!(p.read_write.contains(&"/tmp".into()));
         assert!(p.deny_tcp && p.scoped);

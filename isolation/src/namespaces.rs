@@ -547,7 +547,9 @@ impl ChildSetup {
                 (Some(_), false) => {
                     ReportEntry::missing(Mechanism::Root, "no mount namespace: the host's root")
                 }
-                (None, _) => ReportEntry::missing(Mechanism::Root, "not requested"),
+                (None, _) => {
+                    ReportEntry::not_needed(Mechanism::Root, "not requested by the caller")
+                }
             });
             entries.push(match &root {
                 Some(r) => ReportEntry::applied(
@@ -558,6 +560,10 @@ impl ChildSetup {
                         crate::root::human_bytes(r.disk_bytes()),
                         crate::root::disk_inodes(r.disk_bytes())
                     ),
+                ),
+                None if opts.root.is_none() => ReportEntry::not_needed(
+                    Mechanism::Disk,
+                    "no own root requested: the work dir is on the host's filesystem, unbounded",
                 ),
                 None => ReportEntry::missing(
                     Mechanism::Disk,
@@ -667,6 +673,10 @@ impl ChildSetup {
                     format!("the host's uid {} in a user namespace", unsafe {
                         libc::geteuid()
                     }),
+                ),
+                (None, None) if is_root() && opts.switch_ids.is_none() => ReportEntry::not_needed(
+                    Mechanism::Ids,
+                    "not requested by the caller: runs as the host's root (uid 0)",
                 ),
                 (None, None) if is_root() => {
                     ReportEntry::missing(Mechanism::Ids, "runs as the host's root (uid 0)")

@@ -40,6 +40,7 @@ fn enter(entry: &CgroupEntry) -> Result<(), ChildError> {
     unsafe { entry.enter_from_child() }.map_err(|errno| ChildError {
         step: ChildStep::CgroupEnter,
         errno,
+        index: 0,
     })
 }
 

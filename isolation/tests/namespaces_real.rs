@@ -108,6 +108,8 @@ fn options(app: &Path, private: &Path) -> ChildOptions {
         keep_visible: vec![private.to_path_buf()],
         no_new_privs: true,
         drop_capabilities: true,
+        root: None,
+        switch_ids: None,
     }
 }
 
@@ -118,7 +120,7 @@ fn run_sandbox_child(is_root: bool) -> (String, Vec<isolation::ReportEntry>) {
     fs::write(&host_tmp, b"host").unwrap();
 
     let ns = plan(Level::Strict, false, is_root).unwrap();
-    let setup = ChildSetup::new(&ns, &options(&app, &private)).unwrap();
+    let mut setup = ChildSetup::new(&ns, &options(&app, &private)).unwrap();
     let entries = setup.report_entries().to_vec();
     let rl = Rlimits::from_limits(
         &Limits {

@@ -108,7 +108,7 @@ fn run_full_sequence() {
         }
     };
     let ns = namespaces::plan(level, false, is_root()).unwrap();
-    let setup = ChildSetup::new(
+    let mut setup = ChildSetup::new(
         &ns,
         &ChildOptions {
             app_dir: Some(app.clone()),
@@ -118,6 +118,8 @@ fn run_full_sequence() {
             keep_visible: vec![private.clone(), runner.clone()],
             no_new_privs: true,
             drop_capabilities: true,
+            root: None,
+            switch_ids: None,
         },
     )
     .unwrap();
@@ -136,6 +138,7 @@ fn run_full_sequence() {
             own_proc: setup.has_own_proc(),
             private_tmp: setup.has_private_tmp(),
             network: false,
+            own_root: None,
         }),
         false,
     )
@@ -165,6 +168,7 @@ fn run_full_sequence() {
             unsafe { entry.enter_from_child() }.map_err(|errno| ChildError {
                 step: ChildStep::CgroupEnter,
                 errno,
+                index: 0,
             })?;
         }
         // SAFETY: child side; async-signal-safe by contract.

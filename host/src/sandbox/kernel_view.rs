@@ -71,7 +71,7 @@ impl KernelView {
                 let caps = ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"];
                 let nonzero: Vec<&str> = caps
                     .into_iter()
-                    .filter(|k| self.field(k).trim_start_matches('0') != "")
+                    .filter(|k| !self.field(k).trim_start_matches('0').is_empty())
                     .collect();
                 verdict(
                     nonzero.is_empty(),
