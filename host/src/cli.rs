@@ -340,7 +340,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
 fn failure(json: bool, e: &ClientError) -> ExitCode {
     if json {
         let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
-        println!("{error}");
+        crate::output::line(&error.to_string());
     }
     eprintln!("host: {e}");
     ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
@@ -369,7 +369,7 @@ fn one_request(
         });
     match result {
         Ok(out) => {
-            println!("{out}");
+            crate::output::line(&out);
             ExitCode::SUCCESS
         }
         Err(e) => failure(args.json, &e),
@@ -468,30 +468,7 @@ pub fn run(command: Command) -> ExitCode {
                 })
             })
         }
-        Command::Operate(a) => {
-            let request = Request::Operate(crate::operate::OperateRequest {
-                id: a.id.clone(),
-                skill: a.skill,
-                provider: a.provider.clone(),
-                model: a.model.clone(),
-                env: crate::operate::forwarded_env(),
-                max_iterations: Some(a.max_iterations),
-                timeout_ms: Some(a.timeout),
-            });
-            one_request(&a.client, request, |v, _| {
-                let outcome: operator::Outcome = decode(v)?;
-                let mut out = format!(
-                    "[operator] state={} summary={:?}\n[operator] notifications={}",
-                    outcome.state,
-                    outcome.summary,
-                    outcome.notifications.len()
-                );
-                if let Some(err) = &outcome.error {
-                    out.push_str(&format!("\n[operator] error={err}"));
-                }
-                Ok(out)
-            })
-        }
+        Command::Operate(a) => operate(a),
         Command::Usage(a) => one_request(&a.client, Request::Usage { id: a.id.clone() }, |v, _| {
             Ok(client::render_usage(&decode(v)?))
         }),
@@ -524,6 +501,57 @@ pub fn run(command: Command) -> ExitCode {
             )
         }
     }
+}
+
+/// `host operate`: exit 0 with a verdict, 1 without one (or on a failure), 2 on a provider
+/// configuration error, 3 without a daemon.
+fn operate(a: OperateArgs) -> ExitCode {
+    let request = Request::Operate(crate::operate::OperateRequest {
+        id: a.id.clone(),
+        skill: a.skill,
+        provider: a.provider.clone(),
+        model: a.model.clone(),
+        env: crate::operate::forwarded_env(),
+        max_iterations: Some(a.max_iterations),
+        timeout_ms: Some(a.timeout),
+    });
+    let socket = socket_path::resolve(a.client.socket.as_deref());
+    let outcome = Client::connect(&socket)
+        .and_then(|mut c| c.request(&request))
+        .and_then(|v| decode::<operator::Outcome>(v.clone()).map(|o| (v, o)));
+    let (value, outcome) = match outcome {
+        Ok(answer) => answer,
+        Err(e) => {
+            let code = failure(a.client.json, &e);
+            return if e.kind() == crate::operate::CONFIG_ERROR {
+                ExitCode::from(2)
+            } else {
+                code
+            };
+        }
+    };
+    if a.client.json {
+        crate::output::line(&value.to_string());
+    } else {
+        crate::output::line(&format!(
+            "[operator] state={} summary={:?}\n[operator] notifications={}",
+            outcome.state,
+            outcome.summary,
+            outcome.notifications.len()
+        ));
+    }
+    if let Some(why) = outcome.no_verdict() {
+        eprintln!("host: {why}");
+        return ExitCode::from(1);
+    }
+    if let Some(err) = &outcome.error {
+        if !a.client.json {
+            crate::output::line(&format!("[operator] error={err}"));
+        }
+        eprintln!("host: operator failed: {err}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn reload(a: ReloadArgs) -> ExitCode {

@@ -462,10 +462,12 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
         match result {
             Ok(value) => {
                 if json {
-                    println!("{value}");
+                    crate::output::line(&value.to_string());
                 } else {
                     match serde_json::from_value::<ReloadReport>(value) {
-                        Ok(report) => println!("{}", render_reload(id, &report, started.elapsed())),
+                        Ok(report) => {
+                            crate::output::line(&render_reload(id, &report, started.elapsed()))
+                        }
                         Err(e) => eprintln!("host: unexpected answer from the daemon: {e}"),
                     }
                 }

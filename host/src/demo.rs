@@ -74,6 +74,9 @@ pub enum DemoError {
     /// The operator's verdict disagrees with live telemetry.
     #[error("{0}")]
     Guardrail(String),
+    /// The operator never called `set_state`: there is no verdict to check.
+    #[error("{0}")]
+    NoVerdict(String),
 }
 
 impl From<SandboxError> for DemoError {
@@ -173,7 +176,7 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     }
     if args.json {
         report["ok"] = json!(result.is_ok());
-        println!("{report}");
+        crate::output::line(&report.to_string());
     }
     ExitCode::from(code)
 }
@@ -189,7 +192,7 @@ struct Printer {
 impl Printer {
     fn line(&self, text: &str) {
         if !self.json {
-            println!("{text}");
+            crate::output::line(text);
         }
     }
 
@@ -386,8 +389,21 @@ async fn steps(
         "notifications": outcome.notifications.len(),
         "iterations": outcome.iterations,
         "stop": outcome.stop,
+        "stop_reason": outcome.stop_reason,
         "usage": outcome.usage,
     });
+    // No verdict (no set_state): say why, and check nothing against telemetry.
+    if let Some(why) = outcome.no_verdict() {
+        out.line(&format!(
+            "[operator] state={} summary={:?}",
+            outcome.state, outcome.summary
+        ));
+        out.line(&format!(
+            "[operator] notifications={}",
+            outcome.notifications.len()
+        ));
+        return Err(DemoError::NoVerdict(why));
+    }
     if let Some(err) = &outcome.error {
         out.line(&format!("[operator] error={err}"));
         return Err(DemoError::Step(format!("operator failed: {err}")));
