@@ -111,8 +111,9 @@ pub struct OperateArgs {
     /// Which skill watches the sandbox.
     #[arg(long, value_enum, default_value = "sandbox")]
     pub skill: crate::operate::SkillKind,
-    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
-    #[arg(long)]
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock [default:
+    /// $BEAMLENS_DEMO_PROVIDER, else anthropic when ANTHROPIC_API_KEY is set, else mock].
+    #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
     /// Model name.
     #[arg(long)]
@@ -121,7 +122,7 @@ pub struct OperateArgs {
     #[arg(long, default_value_t = 4)]
     pub max_iterations: u32,
     /// Operator deadline in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
     /// Client options.
     #[command(flatten)]
@@ -133,7 +134,7 @@ pub struct OperateArgs {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Limits and isolation")]
 pub struct LimitArgs {
-    /// Memory of the whole sandbox (cgroup), bytes; K, M, G suffixes allowed.
+    /// Memory of the whole sandbox (cgroup), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
     /// Processes and threads of the whole sandbox (cgroup pids.max).
@@ -149,13 +150,13 @@ pub struct LimitArgs {
     /// Keep the host's network instead of an empty network namespace.
     #[arg(long)]
     pub network: bool,
-    /// Address space per process (RLIMIT_AS), bytes; K, M, G suffixes allowed.
+    /// Address space per process (RLIMIT_AS), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub address_space: Option<u64>,
     /// Open files per process (RLIMIT_NOFILE).
     #[arg(long, value_name = "N")]
     pub max_open_files: Option<u64>,
-    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G suffixes allowed.
+    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
     /// CPU seconds per process (RLIMIT_CPU).

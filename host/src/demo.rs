@@ -39,8 +39,9 @@ pub struct DemoArgs {
     /// Sandbox id.
     #[arg(long, default_value = "demo-1")]
     pub sandbox_id: String,
-    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
-    #[arg(long)]
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock [default:
+    /// $BEAMLENS_DEMO_PROVIDER, else anthropic when ANTHROPIC_API_KEY is set, else mock].
+    #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
     /// Model name (default: the provider's; also BEAMLENS_DEMO_MODEL).
     #[arg(long)]
@@ -49,7 +50,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub max_iterations: Option<u32>,
     /// Operator deadline in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
     /// Print one JSON object instead of the step lines.
     #[arg(long)]
@@ -288,12 +289,15 @@ async fn steps(
     // Hot reload: a real source change, compiled, not a prebuilt switch.
     let source = std::fs::read_to_string(demo_app_dir().join("src/lib.rs"))
         .map_err(|e| DemoError::Step(format!("read sandbox_app source: {e}")))?;
-    let changed = source.replace("pub const ANSWER: i64 = 41;", "pub const ANSWER: i64 = 42;");
-    if changed == source {
-        return Err(DemoError::Step(
-            "sandbox_app/src/lib.rs no longer says `pub const ANSWER: i64 = 41;`".into(),
-        ));
-    }
+    // Whatever the working copy answers (the development loop's `sed` makes it 43), the
+    // reloaded version answers 42.
+    let changed = with_answer(&source, 42).ok_or_else(|| {
+        DemoError::Step(
+            "sandbox_app/src/lib.rs has no `pub const ANSWER: i64 = …;` line: restore it with \
+             `git checkout sandbox_app/src/lib.rs`"
+                .into(),
+        )
+    })?;
     let spinner = Spinner::start("compiling the change");
     let reloaded = manager
         .reload(
@@ -428,6 +432,25 @@ async fn steps(
     verdict.map_err(DemoError::Guardrail)
 }
 
+/// `source` with its `pub const ANSWER: i64 = …;` line set to `answer`; `None` without
+/// such a line.
+pub fn with_answer(source: &str, answer: i64) -> Option<String> {
+    const PREFIX: &str = "pub const ANSWER: i64 =";
+    let mut found = false;
+    let lines: Vec<String> = source
+        .lines()
+        .map(|line| {
+            if !found && line.trim_start().starts_with(PREFIX) {
+                found = true;
+                format!("{PREFIX} {answer};")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    found.then(|| lines.join("\n") + "\n")
+}
+
 /// Checks the operator's verdict against live telemetry, in the original's order.
 pub fn guardrail(
     mode: Mode,
@@ -503,5 +526,26 @@ impl Spinner {
             task.abort();
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reload_answers_42_whatever_the_working_copy_says() {
+        let edited = "//! app\npub const ANSWER: i64 = 43;\nfn f() {}\n";
+        assert_eq!(
+            with_answer(edited, 42).as_deref(),
+            Some("//! app\npub const ANSWER: i64 = 42;\nfn f() {}\n")
+        );
+        let real = std::fs::read_to_string(demo_app_dir().join("src/lib.rs")).unwrap();
+        assert!(
+            with_answer(&real, 42)
+                .unwrap()
+                .contains("pub const ANSWER: i64 = 42;")
+        );
+        assert_eq!(with_answer("fn f() {}\n", 42), None);
     }
 }
