@@ -332,6 +332,9 @@ pub fn render_list(list: &[SandboxSummary]) -> String {
             s.pid,
             format!("v{}", s.app_version)
         ));
+        if let Some(reason) = &s.reason {
+            out.push_str(&format!("  {reason}"));
+        }
     }
     out
 }

@@ -223,6 +223,8 @@ async fn flow(
             args.sandbox_id
         )));
     }
+    let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
+    crate::sandbox::spec::check_limits(&spec.limits).map_err(DemoError::Flags)?;
     let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
     if choice.by_default {
         if choice.name == "mock" {
@@ -240,7 +242,6 @@ async fn flow(
     let mut timings = json!({});
     let started = Instant::now();
     let spinner = Spinner::start("building sandbox_app");
-    let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
     let created = manager.create(id, spec).await;
     spinner.stop();
     let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;

@@ -556,3 +556,58 @@ fn a_closed_stdout_is_no_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(2), "{stderr}");
 }
+
+/// Whether sandboxes here get a cgroup with a memory controller (root on cgroup v1 with the
+/// memory hierarchy, as on this project's CI).
+fn memory_cgroup_available() -> bool {
+    nix::unistd::geteuid().is_root() && Path::new("/sys/fs/cgroup/memory").is_dir()
+}
+
+#[test]
+fn a_sandbox_killed_by_its_memory_limit_says_out_of_memory() {
+    if !memory_cgroup_available() {
+        println!("SKIPPED: no memory cgroup (not root, or no cgroup v1 memory hierarchy)");
+        return;
+    }
+    let dir = common::scratch();
+    let out = host(&["demo", "--max-memory", "1M"], &[], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[demo] error: sandbox create error: sandbox failed to start: runner exited during start: out of memory: limit 1 MiB"),
+        "{text}"
+    );
+    assert_clean(dir.path(), &out);
+}
+
+#[test]
+fn limits_too_small_to_start_are_refused_with_the_floor_named() {
+    let dir = common::scratch();
+    for (args, message) in [
+        (
+            &["demo", "--max-memory", "10"][..],
+            "--max-memory 10 bytes is below the floor of 1 MiB",
+        ),
+        (
+            &["anomaly", "--max-processes", "1"][..],
+            "--max-processes 1 is below the floor of 4",
+        ),
+        (
+            &["demo", "--cpu", "0"][..],
+            "--cpu 0 is not a positive fraction",
+        ),
+    ] {
+        let out = host(args, &[], dir.path());
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("[demo] config error: {message}")),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("sandbox created"), "{text}");
+    }
+    assert!(
+        !dir.path().join("sandbox-host").exists(),
+        "a sandbox directory was made"
+    );
+}

@@ -244,6 +244,9 @@ pub struct SandboxSummary {
     pub pid: i32,
     /// Version serving now.
     pub app_version: u32,
+    /// Why it crashed or restarts, when it did (e.g. `out of memory: limit 1 MiB, …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The running runner of a sandbox.
@@ -284,6 +287,8 @@ struct Sandbox {
     cgroup: Mutex<Option<Arc<Cgroup>>>,
     /// How the cgroup was (or was not) made, for the isolation report.
     cgroup_entry: Mutex<Option<ReportEntry>>,
+    /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
+    oom_seen: AtomicU64,
 }
 
 impl Sandbox {
@@ -384,6 +389,7 @@ impl Manager {
         if !valid_id(id) {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
+        crate::sandbox::spec::check_limits(&spec.limits).map_err(SandboxError::InvalidLimits)?;
         let dir = self
             .inner
             .config
@@ -410,6 +416,7 @@ impl Manager {
             startup: Mutex::new(StartupTimings::default()),
             cgroup: Mutex::new(None),
             cgroup_entry: Mutex::new(None),
+            oom_seen: AtomicU64::new(0),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -680,11 +687,13 @@ impl Manager {
         let mut out = Vec::with_capacity(all.len());
         for sb in all {
             let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
+            let (status, reason) = sb.status.lock().unwrap().clone();
             out.push(SandboxSummary {
                 id: sb.id.clone(),
-                status: sb.status.lock().unwrap().0.clone(),
+                status,
                 pid,
                 app_version: sb.current.load(Ordering::Acquire),
+                reason,
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1220,8 +1229,14 @@ async fn watch_runner(
     })
     .await
     .unwrap_or_else(|_| "unknown".into());
+    let sb = sb.upgrade();
+    // Killed by its memory limit: say so, from the cgroup's OOM counter.
+    let how = match sb.as_deref().and_then(oom_cause) {
+        Some(oom) => format!("{oom}, {how}"),
+        None => how,
+    };
     let _ = exit.send(Some(how.clone()));
-    let Some(sb) = sb.upgrade() else { return };
+    let Some(sb) = sb else { return };
     if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
     {
         return;
@@ -1284,6 +1299,20 @@ fn handle_event(sb: &Sandbox, event: Event) {
             sb.set_status(Status::Crashed, Some(reason));
         }
     }
+}
+
+/// `out of memory: limit 1 MiB` when the sandbox's cgroup counted OOM kills since the last
+/// look; `None` without a cgroup, without the counter, or without a new kill.
+fn oom_cause(sb: &Sandbox) -> Option<String> {
+    let kills = sb.cgroup()?.usage().ok()?.oom_kills?;
+    let seen = sb.oom_seen.swap(kills, Ordering::AcqRel);
+    (kills > seen).then(|| match sb.spec.limits.max_memory {
+        Some(limit) => format!(
+            "out of memory: limit {}",
+            crate::sandbox::spec::format_bytes(limit)
+        ),
+        None => "out of memory".to_string(),
+    })
 }
 
 fn describe(status: WaitStatus) -> String {
