@@ -643,6 +643,24 @@ async fn ollama_full_run_with_an_unknown_tool() {
     for body in &bodies {
         assert_eq!(body["stream"], false);
     }
+    // Ollama's schema has no minimum/maximum: the bounds reach the model in the text.
+    let tool = |name: &str| {
+        bodies[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .unwrap()["function"]["parameters"]
+            .clone()
+    };
+    let ms = &tool("wait")["properties"]["ms"];
+    assert!(
+        ms.get("maximum").is_none() && ms.get("minimum").is_none(),
+        "{ms}"
+    );
+    assert_eq!(ms["description"], "(minimum 0, maximum 5000)");
+    let limit = &tool("get_snapshots")["properties"]["limit"];
+    assert_eq!(limit["description"], "default 10 (minimum 0)");
     let messages = bodies[2]["messages"].as_array().unwrap();
     let n = messages.len();
     let assistant = &messages[n - 4];
