@@ -414,6 +414,9 @@ pub fn run(command: Command) -> ExitCode {
             };
             one_request(&a.client, request, |v, _| {
                 let info: SandboxInfo = decode(v)?;
+                for warning in &info.warnings {
+                    eprintln!("host: warning: {warning}");
+                }
                 Ok(format!(
                     "created {}: pid {}, {} v{} (sha256 {})",
                     info.id,

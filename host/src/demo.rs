@@ -246,12 +246,16 @@ async fn flow(
     spinner.stop();
     let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;
     timings["create_ms"] = json!(started.elapsed().as_millis() as u64);
-    report["sandbox"] = json!({"id": id, "pid": info.pid, "isolation": info.isolation});
+    report["sandbox"] = json!({"id": id, "pid": info.pid, "isolation": info.isolation,
+                               "warnings": info.warnings});
     out.line(&format!(
         "[demo] sandbox created: {id} (pid {}, isolation {})",
         info.pid,
         isolation_label(&info.isolation)
     ));
+    for warning in &info.warnings {
+        out.line(&format!("[demo] warning: {warning}"));
+    }
 
     let result = steps(
         mode,

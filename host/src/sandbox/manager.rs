@@ -32,7 +32,9 @@ use isolation::{
 
 use crate::sandbox::runner::ABORT_EXIT;
 use crate::sandbox::spawn::{self, SpawnRequest, Spawner};
-use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
+use crate::sandbox::spec::{
+    AppSource, Limits, ReloadSource, SandboxSpec, limit_warnings, valid_id,
+};
 
 /// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
 pub const MAX_CRASHES: usize = 3;
@@ -144,6 +146,9 @@ pub struct SandboxInfo {
     /// Where the last start of the runner spent its time.
     #[serde(default)]
     pub startup: StartupTimings,
+    /// Requested limits nothing enforces, one line each naming the limit, why and the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Where a sandbox's start spent its time, in microseconds, phase by phase. The host-side
@@ -287,6 +292,8 @@ struct Sandbox {
     cgroup: Mutex<Option<Arc<Cgroup>>>,
     /// How the cgroup was (or was not) made, for the isolation report.
     cgroup_entry: Mutex<Option<ReportEntry>>,
+    /// Requested limits nothing enforces, one line each (see [`SandboxInfo::warnings`]).
+    warnings: Mutex<Vec<String>>,
     /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
     oom_seen: AtomicU64,
 }
@@ -417,6 +424,7 @@ impl Manager {
             cgroup: Mutex::new(None),
             cgroup_entry: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
+            warnings: Mutex::new(Vec::new()),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -470,7 +478,26 @@ impl Manager {
             entry
                 .check(sb.spec.isolation)
                 .map_err(|e| SandboxError::Isolation(e.to_string()))?;
+            let warnings = match sb.cgroup() {
+                Some(cg) => limit_warnings(&sb.spec.limits, None, cg.missing()),
+                None => limit_warnings(
+                    &sb.spec.limits,
+                    Some(&format!("no cgroup ({})", entry.detail)),
+                    &[],
+                ),
+            };
+            *sb.warnings.lock().unwrap() = warnings;
             *sb.cgroup_entry.lock().unwrap() = Some(entry);
+        } else {
+            *sb.warnings.lock().unwrap() = crate::sandbox::spec::limit_warnings_with_fix(
+                &sb.spec.limits,
+                Some("no cgroup at --isolation none"),
+                &[],
+                "use --isolation standard",
+            );
+        }
+        for warning in sb.warnings.lock().unwrap().iter() {
+            tracing::warn!(sandbox = %sb.id, "{warning}");
         }
         let cgroup_us = micros(started) - install_us;
         sb.current.store(1, Ordering::Release);
@@ -734,6 +761,7 @@ impl Manager {
             isolation: sb.isolation.lock().unwrap().clone(),
             dir: sb.dir.clone(),
             startup: *sb.startup.lock().unwrap(),
+            warnings: sb.warnings.lock().unwrap().clone(),
         })
     }
 
