@@ -611,3 +611,21 @@ fn limits_too_small_to_start_are_refused_with_the_floor_named() {
         "a sandbox directory was made"
     );
 }
+
+#[test]
+fn a_cgroup_parent_without_cgroup_v2_is_a_clear_error_and_no_sandbox() {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        println!("SKIPPED: /sys/fs/cgroup is cgroup v2 here");
+        return;
+    }
+    let dir = common::scratch();
+    let out = host(&["demo", "--cgroup-parent", "sys"], &[], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("--cgroup-parent sys needs a delegated cgroup v2 subtree: this machine has no cgroup v2 hierarchy"),
+        "{text}"
+    );
+    assert!(!text.contains("sandbox created"), "{text}");
+    assert_clean(dir.path(), &out);
+}

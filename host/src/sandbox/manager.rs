@@ -397,6 +397,11 @@ impl Manager {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
         crate::sandbox::spec::check_limits(&spec.limits).map_err(SandboxError::InvalidLimits)?;
+        if let Some(parent) = &spec.cgroup_parent
+            && spec.isolation.isolates()
+        {
+            check_cgroup_parent(parent)?;
+        }
         let dir = self
             .inner
             .config
@@ -1327,6 +1332,39 @@ fn handle_event(sb: &Sandbox, event: Event) {
             sb.set_status(Status::Crashed, Some(reason));
         }
     }
+}
+
+/// `--cgroup-parent` names a delegated cgroup v2 subtree: refuse it, clearly, where the
+/// directory (an absolute path, or relative to `/sys/fs/cgroup`) is not on cgroup2.
+fn check_cgroup_parent(parent: &Path) -> Result<(), SandboxError> {
+    let root = Path::new("/sys/fs/cgroup");
+    let dir = if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        root.join(parent)
+    };
+    let is_v2 = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    if is_v2(&dir) {
+        return Ok(());
+    }
+    let why = if is_v2(root) {
+        format!(
+            "{} is not a directory of the cgroup v2 hierarchy",
+            dir.display()
+        )
+    } else {
+        format!(
+            "this machine has no cgroup v2 hierarchy at {} (cgroup v1)",
+            root.display()
+        )
+    };
+    Err(SandboxError::Isolation(format!(
+        "--cgroup-parent {} needs a delegated cgroup v2 subtree: {why}",
+        parent.display()
+    )))
 }
 
 /// `out of memory: limit 1 MiB` when the sandbox's cgroup counted OOM kills since the last
