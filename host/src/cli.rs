@@ -111,8 +111,9 @@ pub struct OperateArgs {
     /// Which skill watches the sandbox.
     #[arg(long, value_enum, default_value = "sandbox")]
     pub skill: crate::operate::SkillKind,
-    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
-    #[arg(long)]
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock [default:
+    /// $BEAMLENS_DEMO_PROVIDER, else anthropic when ANTHROPIC_API_KEY is set, else mock].
+    #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
     /// Model name.
     #[arg(long)]
@@ -121,7 +122,7 @@ pub struct OperateArgs {
     #[arg(long, default_value_t = 4)]
     pub max_iterations: u32,
     /// Operator deadline in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
     /// Client options.
     #[command(flatten)]
@@ -133,7 +134,7 @@ pub struct OperateArgs {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Limits and isolation")]
 pub struct LimitArgs {
-    /// Memory of the whole sandbox (cgroup), bytes; K, M, G suffixes allowed.
+    /// Memory of the whole sandbox (cgroup), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
     /// Processes and threads of the whole sandbox (cgroup pids.max).
@@ -149,13 +150,13 @@ pub struct LimitArgs {
     /// Keep the host's network instead of an empty network namespace.
     #[arg(long)]
     pub network: bool,
-    /// Address space per process (RLIMIT_AS), bytes; K, M, G suffixes allowed.
+    /// Address space per process (RLIMIT_AS), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub address_space: Option<u64>,
     /// Open files per process (RLIMIT_NOFILE).
     #[arg(long, value_name = "N")]
     pub max_open_files: Option<u64>,
-    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G suffixes allowed.
+    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G, T suffixes (powers of 1024).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub max_file_size: Option<u64>,
     /// CPU seconds per process (RLIMIT_CPU).
@@ -354,7 +355,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
 fn failure(json: bool, e: &ClientError) -> ExitCode {
     if json {
         let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
-        println!("{error}");
+        crate::output::line(&error.to_string());
     }
     eprintln!("host: {e}");
     ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
@@ -383,7 +384,7 @@ fn one_request(
         });
     match result {
         Ok(out) => {
-            println!("{out}");
+            crate::output::line(&out);
             ExitCode::SUCCESS
         }
         Err(e) => failure(args.json, &e),
@@ -427,6 +428,9 @@ pub fn run(command: Command) -> ExitCode {
             };
             one_request(&a.client, request, |v, _| {
                 let info: SandboxInfo = decode(v)?;
+                for warning in &info.warnings {
+                    eprintln!("host: warning: {warning}");
+                }
                 Ok(format!(
                     "created {}: pid {}, {} v{} (sha256 {})",
                     info.id,
@@ -482,30 +486,7 @@ pub fn run(command: Command) -> ExitCode {
                 })
             })
         }
-        Command::Operate(a) => {
-            let request = Request::Operate(crate::operate::OperateRequest {
-                id: a.id.clone(),
-                skill: a.skill,
-                provider: a.provider.clone(),
-                model: a.model.clone(),
-                env: crate::operate::forwarded_env(),
-                max_iterations: Some(a.max_iterations),
-                timeout_ms: Some(a.timeout),
-            });
-            one_request(&a.client, request, |v, _| {
-                let outcome: operator::Outcome = decode(v)?;
-                let mut out = format!(
-                    "[operator] state={} summary={:?}\n[operator] notifications={}",
-                    outcome.state,
-                    outcome.summary,
-                    outcome.notifications.len()
-                );
-                if let Some(err) = &outcome.error {
-                    out.push_str(&format!("\n[operator] error={err}"));
-                }
-                Ok(out)
-            })
-        }
+        Command::Operate(a) => operate(a),
         Command::Usage(a) => one_request(&a.client, Request::Usage { id: a.id.clone() }, |v, _| {
             Ok(client::render_usage(&decode(v)?))
         }),
@@ -538,6 +519,57 @@ pub fn run(command: Command) -> ExitCode {
             )
         }
     }
+}
+
+/// `host operate`: exit 0 with a verdict, 1 without one (or on a failure), 2 on a provider
+/// configuration error, 3 without a daemon.
+fn operate(a: OperateArgs) -> ExitCode {
+    let request = Request::Operate(crate::operate::OperateRequest {
+        id: a.id.clone(),
+        skill: a.skill,
+        provider: a.provider.clone(),
+        model: a.model.clone(),
+        env: crate::operate::forwarded_env(),
+        max_iterations: Some(a.max_iterations),
+        timeout_ms: Some(a.timeout),
+    });
+    let socket = socket_path::resolve(a.client.socket.as_deref());
+    let outcome = Client::connect(&socket)
+        .and_then(|mut c| c.request(&request))
+        .and_then(|v| decode::<operator::Outcome>(v.clone()).map(|o| (v, o)));
+    let (value, outcome) = match outcome {
+        Ok(answer) => answer,
+        Err(e) => {
+            let code = failure(a.client.json, &e);
+            return if e.kind() == crate::operate::CONFIG_ERROR {
+                ExitCode::from(2)
+            } else {
+                code
+            };
+        }
+    };
+    if a.client.json {
+        crate::output::line(&value.to_string());
+    } else {
+        crate::output::line(&format!(
+            "[operator] state={} summary={:?}\n[operator] notifications={}",
+            outcome.state,
+            outcome.summary,
+            outcome.notifications.len()
+        ));
+    }
+    if let Some(why) = outcome.no_verdict() {
+        eprintln!("host: {why}");
+        return ExitCode::from(1);
+    }
+    if let Some(err) = &outcome.error {
+        if !a.client.json {
+            crate::output::line(&format!("[operator] error={err}"));
+        }
+        eprintln!("host: operator failed: {err}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn reload(a: ReloadArgs) -> ExitCode {

@@ -332,6 +332,9 @@ pub fn render_list(list: &[SandboxSummary]) -> String {
             s.pid,
             format!("v{}", s.app_version)
         ));
+        if let Some(reason) = &s.reason {
+            out.push_str(&format!("  {reason}"));
+        }
     }
     out
 }
@@ -468,10 +471,12 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
         match result {
             Ok(value) => {
                 if json {
-                    println!("{value}");
+                    crate::output::line(&value.to_string());
                 } else {
                     match serde_json::from_value::<ReloadReport>(value) {
-                        Ok(report) => println!("{}", render_reload(id, &report, started.elapsed())),
+                        Ok(report) => {
+                            crate::output::line(&render_reload(id, &report, started.elapsed()))
+                        }
                         Err(e) => eprintln!("host: unexpected answer from the daemon: {e}"),
                     }
                 }

@@ -39,8 +39,9 @@ pub struct DemoArgs {
     /// Sandbox id.
     #[arg(long, default_value = "demo-1")]
     pub sandbox_id: String,
-    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock.
-    #[arg(long)]
+    /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock [default:
+    /// $BEAMLENS_DEMO_PROVIDER, else anthropic when ANTHROPIC_API_KEY is set, else mock].
+    #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
     /// Model name (default: the provider's; also BEAMLENS_DEMO_MODEL).
     #[arg(long)]
@@ -49,7 +50,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub max_iterations: Option<u32>,
     /// Operator deadline in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
     /// Print one JSON object instead of the step lines.
     #[arg(long)]
@@ -74,6 +75,9 @@ pub enum DemoError {
     /// The operator's verdict disagrees with live telemetry.
     #[error("{0}")]
     Guardrail(String),
+    /// The operator never called `set_state`: there is no verdict to check.
+    #[error("{0}")]
+    NoVerdict(String),
 }
 
 impl From<SandboxError> for DemoError {
@@ -173,7 +177,7 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     }
     if args.json {
         report["ok"] = json!(result.is_ok());
-        println!("{report}");
+        crate::output::line(&report.to_string());
     }
     ExitCode::from(code)
 }
@@ -189,7 +193,7 @@ struct Printer {
 impl Printer {
     fn line(&self, text: &str) {
         if !self.json {
-            println!("{text}");
+            crate::output::line(text);
         }
     }
 
@@ -219,6 +223,8 @@ async fn flow(
             args.sandbox_id
         )));
     }
+    let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
+    crate::sandbox::spec::check_limits(&spec.limits).map_err(DemoError::Flags)?;
     let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
     if choice.by_default {
         if choice.name == "mock" {
@@ -236,17 +242,20 @@ async fn flow(
     let mut timings = json!({});
     let started = Instant::now();
     let spinner = Spinner::start("building sandbox_app");
-    let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
     let created = manager.create(id, spec).await;
     spinner.stop();
     let info = created.map_err(|e| DemoError::Step(format!("sandbox create error: {e}")))?;
     timings["create_ms"] = json!(started.elapsed().as_millis() as u64);
-    report["sandbox"] = json!({"id": id, "pid": info.pid, "isolation": info.isolation});
+    report["sandbox"] = json!({"id": id, "pid": info.pid, "isolation": info.isolation,
+                               "warnings": info.warnings});
     out.line(&format!(
         "[demo] sandbox created: {id} (pid {}, isolation {})",
         info.pid,
         isolation_label(&info.isolation)
     ));
+    for warning in &info.warnings {
+        out.line(&format!("[demo] warning: {warning}"));
+    }
 
     let result = steps(
         mode,
@@ -285,12 +294,15 @@ async fn steps(
     // Hot reload: a real source change, compiled, not a prebuilt switch.
     let source = std::fs::read_to_string(demo_app_dir().join("src/lib.rs"))
         .map_err(|e| DemoError::Step(format!("read sandbox_app source: {e}")))?;
-    let changed = source.replace("pub const ANSWER: i64 = 41;", "pub const ANSWER: i64 = 42;");
-    if changed == source {
-        return Err(DemoError::Step(
-            "sandbox_app/src/lib.rs no longer says `pub const ANSWER: i64 = 41;`".into(),
-        ));
-    }
+    // Whatever the working copy answers (the development loop's `sed` makes it 43), the
+    // reloaded version answers 42.
+    let changed = with_answer(&source, 42).ok_or_else(|| {
+        DemoError::Step(
+            "sandbox_app/src/lib.rs has no `pub const ANSWER: i64 = …;` line: restore it with \
+             `git checkout sandbox_app/src/lib.rs`"
+                .into(),
+        )
+    })?;
     let spinner = Spinner::start("compiling the change");
     let reloaded = manager
         .reload(
@@ -386,8 +398,21 @@ async fn steps(
         "notifications": outcome.notifications.len(),
         "iterations": outcome.iterations,
         "stop": outcome.stop,
+        "stop_reason": outcome.stop_reason,
         "usage": outcome.usage,
     });
+    // No verdict (no set_state): say why, and check nothing against telemetry.
+    if let Some(why) = outcome.no_verdict() {
+        out.line(&format!(
+            "[operator] state={} summary={:?}",
+            outcome.state, outcome.summary
+        ));
+        out.line(&format!(
+            "[operator] notifications={}",
+            outcome.notifications.len()
+        ));
+        return Err(DemoError::NoVerdict(why));
+    }
     if let Some(err) = &outcome.error {
         out.line(&format!("[operator] error={err}"));
         return Err(DemoError::Step(format!("operator failed: {err}")));
@@ -410,6 +435,25 @@ async fn steps(
         "error": verdict.as_ref().err(),
     });
     verdict.map_err(DemoError::Guardrail)
+}
+
+/// `source` with its `pub const ANSWER: i64 = …;` line set to `answer`; `None` without
+/// such a line.
+pub fn with_answer(source: &str, answer: i64) -> Option<String> {
+    const PREFIX: &str = "pub const ANSWER: i64 =";
+    let mut found = false;
+    let lines: Vec<String> = source
+        .lines()
+        .map(|line| {
+            if !found && line.trim_start().starts_with(PREFIX) {
+                found = true;
+                format!("{PREFIX} {answer};")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    found.then(|| lines.join("\n") + "\n")
 }
 
 /// Checks the operator's verdict against live telemetry, in the original's order.
@@ -487,5 +531,26 @@ impl Spinner {
             task.abort();
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reload_answers_42_whatever_the_working_copy_says() {
+        let edited = "//! app\npub const ANSWER: i64 = 43;\nfn f() {}\n";
+        assert_eq!(
+            with_answer(edited, 42).as_deref(),
+            Some("//! app\npub const ANSWER: i64 = 42;\nfn f() {}\n")
+        );
+        let real = std::fs::read_to_string(demo_app_dir().join("src/lib.rs")).unwrap();
+        assert!(
+            with_answer(&real, 42)
+                .unwrap()
+                .contains("pub const ANSWER: i64 = 42;")
+        );
+        assert_eq!(with_answer("fn f() {}\n", 42), None);
     }
 }

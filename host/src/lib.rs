@@ -10,6 +10,7 @@ pub mod compile;
 pub mod daemon;
 pub mod demo;
 pub mod operate;
+pub mod output;
 pub mod sandbox;
 pub mod skill;
 

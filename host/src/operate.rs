@@ -12,7 +12,8 @@ use operator::{MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::demo::choose_provider_with;
+use crate::daemon::wire::WireError;
+use crate::demo::{DemoError, choose_provider_with};
 use crate::sandbox::Manager;
 use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
 
@@ -69,14 +70,30 @@ pub fn forwarded_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Runs the operator once on sandbox `req.id` and returns its outcome.
-pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, String> {
-    manager.info(&req.id).await.map_err(|e| e.to_string())?;
+/// Error kind of an `operate` whose provider configuration is wrong (unknown provider, no
+/// key, Ollama not running): the client exits 2 on it, as `demo` does.
+pub const CONFIG_ERROR: &str = "operator_config";
+
+/// Error kind of any other failed `operate`.
+pub const OPERATOR_ERROR: &str = "operator";
+
+/// Runs the operator once on sandbox `req.id` and returns its outcome (which may carry no
+/// verdict: see [`Outcome::no_verdict`]).
+pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, WireError> {
+    manager
+        .info(&req.id)
+        .await
+        .map_err(|e| WireError::from(&e))?;
     let env = req.env.clone();
     let lookup = move |k: &str| env.get(k).cloned();
     let choice = choose_provider_with(req.provider.as_deref(), req.model.as_deref(), &lookup)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            DemoError::Config(_) | DemoError::Flags(_) => {
+                WireError::new(CONFIG_ERROR, e.to_string())
+            }
+            e => WireError::new(OPERATOR_ERROR, e.to_string()),
+        })?;
     let skill: Arc<dyn Skill> = match req.skill {
         SkillKind::Sandbox => Arc::new(SandboxSkill::new(manager.clone(), &req.id)),
         SkillKind::Anomaly => Arc::new(SandboxAnomalySkill::new(

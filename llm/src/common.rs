@@ -51,6 +51,83 @@ pub(crate) fn object_schema(schema: &Value) -> Value {
     }
 }
 
+/// For vendors whose tool schema keeps only `type`, `items`, `description`, `enum`,
+/// `required` and `properties` (Ollama): every other keyword with a scalar value
+/// (`minimum`, `maximum`, `minLength`, `pattern`, `default`, …) is dropped from the schema
+/// and written into the description instead, e.g. `"wait time (minimum 0, maximum 5000)"`,
+/// so the model still sees the bound. At every level, never touching property names.
+pub(crate) fn bounds_into_descriptions(schema: &Value) -> Value {
+    const KEPT: [&str; 6] = [
+        "type",
+        "items",
+        "description",
+        "enum",
+        "required",
+        "properties",
+    ];
+    // Lower bounds before upper ones; anything else after, by name.
+    const ORDER: [&str; 8] = [
+        "minimum",
+        "exclusiveMinimum",
+        "maximum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    ];
+    let Value::Object(map) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    let mut bounds: Vec<(usize, String)> = Vec::new();
+    for (key, value) in map {
+        match key.as_str() {
+            "properties" => {
+                let props = match value {
+                    Value::Object(props) => Value::Object(
+                        props
+                            .iter()
+                            .map(|(name, s)| (name.clone(), bounds_into_descriptions(s)))
+                            .collect(),
+                    ),
+                    other => other.clone(),
+                };
+                out.insert(key.clone(), props);
+            }
+            "items" => {
+                out.insert(key.clone(), bounds_into_descriptions(value));
+            }
+            k if KEPT.contains(&k) => {
+                out.insert(key.clone(), value.clone());
+            }
+            k => {
+                let rank = ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+                match value {
+                    Value::Number(_) => bounds.push((rank, format!("{k} {value}"))),
+                    Value::String(s) if !k.starts_with('$') => {
+                        bounds.push((rank, format!("{k} {s}")))
+                    }
+                    // Structural keywords (`additionalProperties`, `oneOf`, `$schema`, …)
+                    // have no short wording: dropped, as the vendor would.
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !bounds.is_empty() {
+        bounds.sort();
+        let texts: Vec<String> = bounds.into_iter().map(|(_, text)| text).collect();
+        let note = format!("({})", texts.join(", "));
+        let description = match out.get("description").and_then(Value::as_str) {
+            Some(d) if !d.trim().is_empty() => format!("{} {note}", d.trim_end()),
+            _ => note,
+        };
+        out.insert("description".into(), Value::String(description));
+    }
+    Value::Object(out)
+}
+
 /// Arguments as an object (a non-object becomes `{}`), for vendors that require one.
 pub(crate) fn arguments_object(arguments: &Value) -> Value {
     match arguments {
@@ -109,6 +186,35 @@ mod tests {
         assert_eq!(strip_think("<think>hmm</think>\nAnswer"), "Answer");
         assert_eq!(strip_think("a<think>x</think>b<think>y"), "ab");
         assert_eq!(strip_think("plain"), "plain");
+    }
+
+    #[test]
+    fn bounds_move_into_descriptions() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "ms": {"type": "integer", "minimum": 0, "maximum": 5000},
+                "limit": {"type": "integer", "minimum": 0, "description": "default 10"},
+                "ids": {"type": "array", "items": {"type": "string", "maxLength": 16}},
+                "minimum": {"type": "string", "enum": ["a"]}
+            },
+            "required": ["ms"],
+            "additionalProperties": false
+        });
+        assert_eq!(
+            bounds_into_descriptions(&schema),
+            json!({
+                "type": "object",
+                "properties": {
+                    "ms": {"type": "integer", "description": "(minimum 0, maximum 5000)"},
+                    "limit": {"type": "integer", "description": "default 10 (minimum 0)"},
+                    "ids": {"type": "array",
+                            "items": {"type": "string", "description": "(maxLength 16)"}},
+                    "minimum": {"type": "string", "enum": ["a"]}
+                },
+                "required": ["ms"]
+            })
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::common::{
-    arguments_object, max_tokens, model_for, non_empty, object_schema, parse_arguments_string,
-    strip_think,
+    arguments_object, bounds_into_descriptions, max_tokens, model_for, non_empty, object_schema,
+    parse_arguments_string, strip_think,
 };
 use crate::config::{
     ConfigError, ProviderConfig, ProviderKind, http_client, normalise_base_url, ollama_host_url,
@@ -207,7 +207,9 @@ pub(crate) fn to_wire(request: &ChatRequest, model: &str) -> Value {
                     "function": {
                         "name": tool.name,
                         "description": tool.description,
-                        "parameters": object_schema(&tool.parameters),
+                        // Ollama keeps only type/items/description/enum (and
+                        // required/properties): bounds go into the descriptions.
+                        "parameters": bounds_into_descriptions(&object_schema(&tool.parameters)),
                     },
                 })
             })

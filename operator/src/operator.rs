@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::{Outcome, RunError, Stop, summarize};
+use crate::outcome::{NO_VERDICT_SUMMARY, Outcome, RunError, Stop, summarize};
 use crate::skill::Skill;
 use crate::tools::{self, BUILTIN_TOOLS, RunState};
 
@@ -64,6 +64,16 @@ impl fmt::Debug for Operator {
             .field("config", &self.config)
             .finish()
     }
+}
+
+/// Where the run was when the deadline passed.
+enum DeadlineAt {
+    /// Between steps.
+    Between,
+    /// Waiting for the provider's answer to request `n` (1-based).
+    Provider(u32),
+    /// Running the named tool.
+    Tool(String),
 }
 
 /// How a step ended when it did not simply complete.
@@ -133,9 +143,9 @@ impl Operator {
             "You are an operator watching \"{title}\" ({description}).\n\n\
              {skill_prompt}\n\n\
              ## State model\n\
-             Your verdict is one of: healthy, observing, warning, critical. It starts as \
-             healthy; each turn you are told \"Current state: <state>\". Change it with \
-             set_state.\n\n\
+             Your verdict is one of: healthy, observing, warning, critical. There is none \
+             (state unknown) until you call set_state; each turn you are told \
+             \"Current state: <state>\". A run that ends without set_state has no verdict.\n\n\
              ## Rules\n\
              - Act only through tool calls; you may make several calls in one reply, they run \
              in order.\n\
@@ -172,6 +182,9 @@ impl Operator {
         let mut usage = TokenUsage::default();
         let mut iterations: u32 = 0;
         let mut error: Option<RunError> = None;
+        let mut deadline_at = DeadlineAt::Between;
+        // Replies that carried at least one tool call.
+        let mut tool_replies: u32 = 0;
 
         tracing::info!(
             target: "operator",
@@ -251,7 +264,10 @@ impl Operator {
             };
             let response = match reply {
                 Err(Interrupt::Cancelled) => break Stop::Cancelled,
-                Err(Interrupt::Deadline) => break Stop::Deadline,
+                Err(Interrupt::Deadline) => {
+                    deadline_at = DeadlineAt::Provider(iterations);
+                    break Stop::Deadline;
+                }
                 Ok(Err(e)) => {
                     tracing::error!(
                         target: "operator",
@@ -280,6 +296,7 @@ impl Operator {
                 );
                 continue;
             }
+            tool_replies += 1;
 
             let mut results: Vec<ToolResult> = Vec::with_capacity(calls.len());
             let mut interrupted = None;
@@ -306,6 +323,9 @@ impl Operator {
                         results.push(result);
                     }
                     Err(i) => {
+                        if matches!(i, Interrupt::Deadline) {
+                            deadline_at = DeadlineAt::Tool(call.name.clone());
+                        }
                         interrupted = Some(i);
                         break;
                     }
@@ -322,7 +342,19 @@ impl Operator {
             }
         };
 
-        let summary = summarize(&run.notifications);
+        let summary = if run.state.is_verdict() || !run.notifications.is_empty() {
+            summarize(&run.notifications)
+        } else {
+            NO_VERDICT_SUMMARY.to_string()
+        };
+        let stop_reason = self.stop_reason(
+            stop,
+            &run,
+            iterations,
+            tool_replies,
+            &deadline_at,
+            error.as_ref(),
+        );
         tracing::info!(
             target: "operator",
             event = "done",
@@ -332,6 +364,7 @@ impl Operator {
             notifications = run.notifications.len(),
             snapshots = run.snapshots.len(),
             summary = %summary,
+            stop_reason = %stop_reason,
             "operator finished"
         );
         Outcome {
@@ -344,6 +377,48 @@ impl Operator {
             transcript,
             stop,
             error,
+            stop_reason,
+        }
+    }
+
+    /// Why the run ended, in words (see [`Outcome::stop_reason`]).
+    fn stop_reason(
+        &self,
+        stop: Stop,
+        run: &RunState,
+        iterations: u32,
+        tool_replies: u32,
+        deadline_at: &DeadlineAt,
+        error: Option<&RunError>,
+    ) -> String {
+        let verdict = run.state.is_verdict();
+        let ms = self.config.deadline.as_millis();
+        match stop {
+            Stop::Done if verdict => "the model called done".into(),
+            Stop::Done => "the model called done without set_state".into(),
+            Stop::IterationCap => {
+                let missing = if verdict { "done" } else { "set_state" };
+                let mut text = format!("{iterations} iterations without {missing}");
+                if tool_replies == 0 && iterations > 0 {
+                    text.push_str(" (the model answered in prose only, never calling a tool)");
+                }
+                text
+            }
+            Stop::Deadline => match deadline_at {
+                DeadlineAt::Provider(1) => format!("the provider did not answer within {ms} ms"),
+                DeadlineAt::Provider(n) => {
+                    format!("the provider did not answer request {n} within the {ms} ms deadline")
+                }
+                DeadlineAt::Tool(name) => {
+                    format!("the {ms} ms deadline passed while running {name}")
+                }
+                DeadlineAt::Between => format!("the {ms} ms deadline passed"),
+            },
+            Stop::Cancelled => "the run was cancelled".into(),
+            Stop::LlmError => match error {
+                Some(e) => format!("the provider failed: {e}"),
+                None => "the provider failed".into(),
+            },
         }
     }
 }

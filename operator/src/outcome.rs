@@ -7,13 +7,16 @@ use llm::{Message, ProviderError, ProviderErrorKind, TokenUsage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The operator's verdict on what it watches. A run starts `healthy`; any `set_state` is
-/// accepted (no transition rules).
+/// The operator's verdict on what it watches. A run starts `unknown` (no verdict) and only
+/// the model's `set_state` gives it one; any `set_state` to one of the four verdicts is
+/// accepted (no transition rules). `unknown` is never a verdict the model can set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
-    /// Nothing wrong.
+    /// No verdict: the model has not called `set_state`.
     #[default]
+    Unknown,
+    /// Nothing wrong.
     Healthy,
     /// Something worth watching, not yet a problem.
     Observing,
@@ -27,11 +30,17 @@ impl HealthState {
     /// The lowercase name used on the wire and in prompts.
     pub fn as_str(self) -> &'static str {
         match self {
+            HealthState::Unknown => "unknown",
             HealthState::Healthy => "healthy",
             HealthState::Observing => "observing",
             HealthState::Warning => "warning",
             HealthState::Critical => "critical",
         }
+    }
+
+    /// Whether this is a verdict the model gave (anything but `unknown`).
+    pub fn is_verdict(self) -> bool {
+        self != HealthState::Unknown
     }
 }
 
@@ -56,7 +65,8 @@ pub struct ParseNameError {
 impl FromStr for HealthState {
     type Err = ParseNameError;
 
-    /// Parses a state name, ignoring case and surrounding whitespace.
+    /// Parses a verdict name, ignoring case and surrounding whitespace; `unknown` is not
+    /// a verdict and is refused.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "healthy" => Ok(HealthState::Healthy),
@@ -215,9 +225,10 @@ impl From<&ProviderError> for RunError {
 /// The result of one operator run. Everything gathered is kept, however the run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// The last state the model set (`healthy` if it set none).
+    /// The last state the model set; `unknown` if it set none (see [`Outcome::no_verdict`]).
     pub state: HealthState,
-    /// The newest notification's summary (see [`summarize`]), else `"sandbox stable"`.
+    /// The newest notification's summary (see [`summarize`]), else `"sandbox stable"`, or
+    /// [`NO_VERDICT_SUMMARY`] when there is neither a notification nor a verdict.
     pub summary: String,
     /// Notifications recorded, oldest first.
     pub notifications: Vec<Notification>,
@@ -233,10 +244,26 @@ pub struct Outcome {
     pub stop: Stop,
     /// The failure, when `stop` is `llm_error`.
     pub error: Option<RunError>,
+    /// Why the run ended, in words: e.g. `the model called done`, `the provider did not
+    /// answer within 3000 ms`, `4 iterations without set_state`.
+    #[serde(default)]
+    pub stop_reason: String,
+}
+
+impl Outcome {
+    /// `Some("operator gave no verdict: <why>")` when the model never called `set_state`;
+    /// `None` when `state` is a verdict the model gave.
+    pub fn no_verdict(&self) -> Option<String> {
+        (!self.state.is_verdict())
+            .then(|| format!("operator gave no verdict: {}", self.stop_reason))
+    }
 }
 
 /// Summary used when there is no notification.
 pub const STABLE_SUMMARY: &str = "sandbox stable";
+
+/// Summary of a run with neither a notification nor a verdict.
+pub const NO_VERDICT_SUMMARY: &str = "no verdict";
 
 /// Maximum summary length in characters.
 pub const SUMMARY_MAX_CHARS: usize = 80;

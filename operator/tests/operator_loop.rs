@@ -156,7 +156,13 @@ async fn iteration_cap_stops_the_run() {
     assert_eq!(out.iterations, 3);
     assert_eq!(provider.requests().len(), 3);
     assert!(out.error.is_none());
-    assert_eq!(out.state, HealthState::Healthy);
+    // Thinking is not a verdict: the run has none, and says why.
+    assert_eq!(out.state, HealthState::Unknown);
+    assert_eq!(out.stop_reason, "3 iterations without set_state");
+    assert_eq!(
+        out.no_verdict().as_deref(),
+        Some("operator gave no verdict: 3 iterations without set_state")
+    );
 
     // The default cap is 4.
     assert_eq!(OperatorConfig::default().max_iterations, 4);
@@ -292,7 +298,8 @@ async fn bad_arguments_are_error_results_and_the_loop_goes_on() {
     assert!(results[2].content.contains("summary"));
     assert_eq!(content(&results[5])["error"], "snapshot_not_found");
     assert_eq!(content(&results[10])["error"], "broken on purpose");
-    assert_eq!(out.state, HealthState::Healthy);
+    // A refused set_state is no verdict.
+    assert_eq!(out.state, HealthState::Unknown);
     assert!(out.notifications.is_empty());
 }
 
@@ -380,7 +387,7 @@ async fn take_snapshot_result_shape_and_first_message() {
     assert_eq!(
         first.messages,
         vec![Message::User {
-            text: "{\"context\":{\"reason\":\"sandbox health check\"}}\n\nCurrent state: healthy"
+            text: "{\"context\":{\"reason\":\"sandbox health check\"}}\n\nCurrent state: unknown"
                 .into()
         }]
     );
@@ -442,7 +449,7 @@ async fn a_reply_without_tool_calls_is_nudged() {
     let Some(Message::User { text }) = second.messages.last() else {
         panic!("expected a nudge");
     };
-    assert!(text.starts_with(NUDGE) && text.ends_with("Current state: healthy"));
+    assert!(text.starts_with(NUDGE) && text.ends_with("Current state: unknown"));
 }
 
 #[tokio::test]
@@ -462,8 +469,13 @@ async fn summary_is_the_newest_notification_collapsed_and_truncated() {
     assert_eq!(out.summary.chars().count(), 80);
     assert_eq!(out.summary, expected);
 
-    let (out, _) = run_script(vec![vec![snap(), done()]], 4).await;
+    let healthy = tool_call("set_state", json!({"state": "healthy", "reason": "calm"}));
+    let (out, _) = run_script(vec![vec![snap(), healthy, done()]], 4).await;
     assert_eq!(out.summary, "sandbox stable");
+
+    // Neither a notification nor a verdict: the summary does not claim stability.
+    let (out, _) = run_script(vec![vec![snap(), done()]], 4).await;
+    assert_eq!(out.summary, "no verdict");
 }
 
 #[tokio::test]
@@ -496,7 +508,8 @@ async fn outcome_serialises_to_json() {
     let (out, _) = run_script(vec![vec![snap(), notify(json!(["latest"])), done()]], 4).await;
     let v = serde_json::to_value(&out).unwrap();
     assert_eq!(v["stop"], "done");
-    assert_eq!(v["state"], "healthy");
+    assert_eq!(v["state"], "unknown");
+    assert_eq!(v["stop_reason"], "the model called done without set_state");
     assert_eq!(v["summary"], "process count elevated");
     assert_eq!(v["notifications"][0]["type"], "process_spike");
     assert_eq!(v["notifications"][0]["severity"], "warning");

@@ -29,6 +29,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 const SUMMARY: &str = "process count elevated";
 /// The tool the model invents in turn 2.
 const UNKNOWN: &str = "reboot_host";
+/// What a model that answers only in prose says.
+const PROSE: &str = "The sandbox looks fine to me; nothing to report.";
 /// Prompt and completion tokens every scripted reply reports.
 const USAGE: (u64, u64) = (100, 10);
 
@@ -101,6 +103,8 @@ struct Vendor {
     refs: [&'static str; 4],
     /// Finds the result for a call (by id, or by tool name where the format has no id).
     find_result: fn(&Value, &str) -> Option<SentResult>,
+    /// A reply in prose only: no tool call.
+    prose: Value,
 }
 
 fn parse_content(raw: &Value) -> Value {
@@ -149,6 +153,11 @@ fn anthropic() -> Vendor {
             anthropic_reply(json!([anthropic_use("toolu_05", "done", json!({}))])),
         ],
         refs: ["toolu_01", "toolu_02", "toolu_03", "toolu_04"],
+        prose: json!({"id": "msg_p", "type": "message", "role": "assistant",
+                      "model": "claude-haiku-4-5",
+                      "content": [{"type": "text", "text": PROSE}],
+                      "stop_reason": "end_turn", "stop_sequence": null,
+                      "usage": {"input_tokens": USAGE.0, "output_tokens": USAGE.1}}),
         find_result: |body, id| {
             body["messages"]
                 .as_array()?
@@ -208,6 +217,12 @@ fn openai() -> Vendor {
             openai_reply(json!([openai_call("call_done", "done", json!({}))])),
         ],
         refs: ["call_snap", "call_reboot", "call_notify", "call_state"],
+        prose: json!({"id": "chatcmpl-p", "object": "chat.completion", "created": 1_730_000_000,
+                      "model": "gpt-4o-mini",
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": PROSE}}],
+                      "usage": {"prompt_tokens": USAGE.0, "completion_tokens": USAGE.1,
+                                "total_tokens": USAGE.0 + USAGE.1}}),
         find_result: |body, id| {
             body["messages"]
                 .as_array()?
@@ -262,6 +277,7 @@ fn gemini() -> Vendor {
         ],
         // No ids on the wire: results are found by name.
         refs: ["take_snapshot", UNKNOWN, "send_notification", "set_state"],
+        prose: gemini_reply(json!([{"text": PROSE}])),
         find_result: |body, name| {
             body["contents"]
                 .as_array()?
@@ -324,6 +340,10 @@ fn ollama() -> Vendor {
         ],
         // Tool messages carry `tool_name`, no id.
         refs: ["take_snapshot", UNKNOWN, "send_notification", "set_state"],
+        prose: json!({"model": OLLAMA_MODEL, "created_at": "2024-07-22T20:33:28.123648Z",
+                      "message": {"role": "assistant", "content": PROSE},
+                      "done_reason": "stop", "done": true,
+                      "prompt_eval_count": USAGE.0, "eval_count": USAGE.1}),
         find_result: |body, name| {
             body["messages"]
                 .as_array()?
@@ -515,14 +535,14 @@ async fn check(vendor: &Vendor) -> Vec<Value> {
     // Turn 4 answers set_state.
     let state = find(&bodies[3], state_ref).expect("turn 4 carries the set_state result");
     assert_eq!(state.content["state"], "warning");
-    assert_eq!(state.content["previous"], "healthy");
+    assert_eq!(state.content["previous"], "unknown");
 
-    // Each turn told the model the state: still healthy before set_state, warning after.
+    // Each turn told the model the state: unknown before set_state, warning after.
     for (i, body) in bodies.iter().enumerate() {
         let text = body.to_string();
         let warned = text.contains("Current state: warning");
         assert_eq!(warned, i == 3, "request {} state line", i + 1);
-        assert!(text.contains("Current state: healthy"), "request {}", i + 1);
+        assert!(text.contains("Current state: unknown"), "request {}", i + 1);
     }
     bodies
 }
@@ -550,7 +570,7 @@ async fn anthropic_full_run_with_an_unknown_tool() {
     assert_eq!(blocks[1]["tool_use_id"], "toolu_03");
     assert_eq!(blocks[1]["is_error"], false);
     assert_eq!(blocks[2]["type"], "text");
-    assert_eq!(blocks[2]["text"], "Current state: healthy");
+    assert_eq!(blocks[2]["text"], "Current state: unknown");
 }
 
 #[tokio::test]
@@ -612,7 +632,7 @@ async fn google_ai_full_run_with_an_unknown_tool() {
             .is_some()
     );
     assert_eq!(user[1]["functionResponse"]["name"], "send_notification");
-    assert_eq!(user[2]["text"], "Current state: healthy");
+    assert_eq!(user[2]["text"], "Current state: unknown");
 }
 
 #[tokio::test]
@@ -623,6 +643,24 @@ async fn ollama_full_run_with_an_unknown_tool() {
     for body in &bodies {
         assert_eq!(body["stream"], false);
     }
+    // Ollama's schema has no minimum/maximum: the bounds reach the model in the text.
+    let tool = |name: &str| {
+        bodies[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .unwrap()["function"]["parameters"]
+            .clone()
+    };
+    let ms = &tool("wait")["properties"]["ms"];
+    assert!(
+        ms.get("maximum").is_none() && ms.get("minimum").is_none(),
+        "{ms}"
+    );
+    assert_eq!(ms["description"], "(minimum 0, maximum 5000)");
+    let limit = &tool("get_snapshots")["properties"]["limit"];
+    assert_eq!(limit["description"], "default 10 (minimum 0)");
     let messages = bodies[2]["messages"].as_array().unwrap();
     let n = messages.len();
     let assistant = &messages[n - 4];
@@ -639,4 +677,102 @@ async fn ollama_full_run_with_an_unknown_tool() {
     assert_eq!(messages[n - 3]["tool_name"], UNKNOWN);
     assert_eq!(messages[n - 2]["tool_name"], "send_notification");
     assert_eq!(messages[n - 1]["role"], "user");
+}
+
+// ---------------------------------------------------------------- no verdict
+
+/// How a provider stand-in misbehaves.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Accepts the request and never answers (within the run's deadline).
+    Silent,
+    /// Answers every request in prose, never with a tool call.
+    Prose,
+    /// Fails every request with HTTP 500, so the retries give up.
+    ServerError,
+}
+
+/// Runs the real operator against `vendor`'s stand-in misbehaving as `fault`.
+async fn run_faulty(vendor: &Vendor, fault: Fault) -> (Outcome, usize) {
+    let server = MockServer::start().await;
+    let reply = match fault {
+        // Longer than any deadline below: the provider accepted and does not answer.
+        Fault::Silent => ResponseTemplate::new(200)
+            .set_body_json(&vendor.prose)
+            .set_delay(Duration::from_secs(600)),
+        Fault::Prose => ResponseTemplate::new(200).set_body_json(&vendor.prose),
+        Fault::ServerError => ResponseTemplate::new(500)
+            .set_body_json(json!({"error": {"message": "internal error", "code": 500}})),
+    };
+    Mock::given(method("POST"))
+        .and(path(vendor.chat_path.as_str()))
+        .respond_with(reply)
+        .mount(&server)
+        .await;
+    let config =
+        ProviderConfig::new(server.uri(), vendor.key, vendor.model).with_retry(fast_retry());
+    let provider: Arc<dyn Provider> =
+        Arc::from(llm::provider_from_config(vendor.kind, config).expect("provider"));
+    let skill = Arc::new(FakeSkill::new(
+        json!({"processes": 3, "sandbox_id": "demo-1"}),
+    ));
+    let outcome = Operator::new(skill, provider)
+        .with_config(OperatorConfig {
+            max_iterations: 4,
+            request_timeout: Duration::from_secs(30),
+            deadline: Duration::from_millis(match fault {
+                Fault::Silent => 400,
+                _ => 20_000,
+            }),
+            ..OperatorConfig::default()
+        })
+        .run(json!({"reason": "sandbox health check"}))
+        .await;
+    let requests = server.received_requests().await.expect("recording").len();
+    (outcome, requests)
+}
+
+/// For every vendor and every fault: no `set_state`, so state `unknown` and a reason
+/// that names what happened, never the default `healthy`.
+#[tokio::test]
+async fn a_run_without_set_state_has_no_verdict_for_every_vendor() {
+    for vendor in [anthropic(), openai(), gemini(), ollama()] {
+        for fault in [Fault::Silent, Fault::Prose, Fault::ServerError] {
+            let (outcome, requests) = run_faulty(&vendor, fault).await;
+            let what = format!("{:?} {fault:?}: {outcome:?}", vendor.kind);
+            assert_eq!(outcome.state, HealthState::Unknown, "{what}");
+            let line = outcome.no_verdict().unwrap_or_else(|| panic!("{what}"));
+            let json = serde_json::to_value(&outcome).unwrap();
+            assert_eq!(json["state"], "unknown", "{what}");
+            assert_eq!(json["stop_reason"], outcome.stop_reason, "{what}");
+            match fault {
+                Fault::Silent => {
+                    assert_eq!(outcome.stop, Stop::Deadline, "{what}");
+                    assert_eq!(
+                        line,
+                        "operator gave no verdict: the provider did not answer within 400 ms"
+                    );
+                    assert_eq!(outcome.usage.output_tokens, 0, "{what}");
+                }
+                Fault::Prose => {
+                    assert_eq!(outcome.stop, Stop::IterationCap, "{what}");
+                    assert_eq!(
+                        line,
+                        "operator gave no verdict: 4 iterations without set_state (the model \
+                         answered in prose only, never calling a tool)"
+                    );
+                    assert_eq!(requests, 4, "{what}");
+                }
+                Fault::ServerError => {
+                    assert_eq!(outcome.stop, Stop::LlmError, "{what}");
+                    assert!(
+                        line.starts_with("operator gave no verdict: the provider failed: "),
+                        "{line}"
+                    );
+                    assert!(line.contains("HTTP 500"), "{line}");
+                    assert_eq!(requests, fast_retry().max_attempts as usize, "{what}");
+                }
+            }
+        }
+    }
 }

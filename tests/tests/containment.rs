@@ -894,3 +894,29 @@ fn strict_refuses_to_start_when_a_mechanism_is_missing() {
         m.destroy("strict-root").await.unwrap();
     });
 }
+
+#[test]
+fn an_unenforced_memory_limit_of_an_unprivileged_host_is_warned_about() {
+    // On cgroup v1 (this machine) uid 65534 gets no cgroup: --max-memory is not enforced,
+    // and the sandbox says so, once, with the fix.
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        println!("SKIPPED: cgroup v2 here; the unprivileged host may have a delegated subtree");
+        return;
+    }
+    let lib = hostile_lib();
+    let out = as_nobody(&["limits".as_ref(), lib.as_os_str()]);
+    assert_eq!(out["created"], true, "{out}");
+    let warnings = out["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(warnings.len(), 1, "{out}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.starts_with("--max-memory 64 MiB is not enforced: no cgroup ("),
+        "{w}"
+    );
+    assert!(
+        w.ends_with("; run as root, or pass a delegated cgroup v2 subtree with --cgroup-parent"),
+        "{w}"
+    );
+}

@@ -299,3 +299,333 @@ fn a_model_that_never_notifies_fails_the_guardrail() {
     );
     assert_clean(dir.path(), &out);
 }
+
+/// How a provider stand-in misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Accepts the connection, reads the request and never answers.
+    Silent,
+    /// Answers every request in prose, never with a tool call.
+    Prose,
+    /// Answers every request with HTTP 500, so the provider's retries give up.
+    ServerError,
+}
+
+/// One vendor's provider variables (pointing at `url`) and its prose-only reply.
+struct Vendor {
+    name: &'static str,
+    env: fn(&str) -> Vec<(&'static str, String)>,
+    prose: fn() -> Value,
+}
+
+const PROSE: &str = "Everything looks fine to me.";
+
+fn vendors() -> [Vendor; 4] {
+    [
+        Vendor {
+            name: "anthropic",
+            env: |url| {
+                vec![
+                    ("ANTHROPIC_API_KEY", "k".into()),
+                    ("ANTHROPIC_BASE_URL", url.into()),
+                ]
+            },
+            prose: || {
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "fake",
+                       "content": [{"type": "text", "text": PROSE}], "stop_reason": "end_turn",
+                       "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5}})
+            },
+        },
+        Vendor {
+            name: "openai",
+            env: |url| {
+                vec![
+                    ("OPENAI_API_KEY", "k".into()),
+                    ("OPENAI_BASE_URL", url.into()),
+                ]
+            },
+            prose: || {
+                json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "fake",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": PROSE}}],
+                       "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+            },
+        },
+        Vendor {
+            name: "google-ai",
+            env: |url| {
+                vec![
+                    ("GOOGLE_API_KEY", "k".into()),
+                    ("GOOGLE_AI_BASE_URL", url.into()),
+                ]
+            },
+            prose: || {
+                json!({"candidates": [{"index": 0, "finishReason": "STOP",
+                                       "content": {"role": "model", "parts": [{"text": PROSE}]}}],
+                       "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5,
+                                         "totalTokenCount": 15}})
+            },
+        },
+        Vendor {
+            name: "ollama",
+            env: |url| vec![("OLLAMA_HOST", url.into())],
+            prose: || {
+                json!({"model": "qwen3:4b", "created_at": "2024-07-22T20:33:28.123648Z",
+                       "message": {"role": "assistant", "content": PROSE},
+                       "done_reason": "stop", "done": true,
+                       "prompt_eval_count": 10, "eval_count": 5})
+            },
+        },
+    ]
+}
+
+/// A provider stand-in on 127.0.0.1 speaking one vendor's format and misbehaving as
+/// `fault`; `GET /api/tags` (Ollama's probe) always answers with one model. Its thread
+/// ends with the test process.
+fn start_standin(prose: Value, fault: Fault) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Connections that are never answered stay open here.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let (status, reply) = if request_line.starts_with("GET /api/tags") {
+                (
+                    "200 OK",
+                    json!({"models": [{"name": "qwen3:4b", "model": "qwen3:4b"}]}),
+                )
+            } else {
+                match fault {
+                    Fault::Silent => {
+                        held.push(stream);
+                        continue;
+                    }
+                    Fault::Prose => ("200 OK", prose.clone()),
+                    Fault::ServerError => (
+                        "500 Internal Server Error",
+                        json!({"error": {"message": "internal error", "type": "api_error"}}),
+                    ),
+                }
+            };
+            let reply = reply.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
+}
+
+/// For each vendor: `demo` (text) and `anomaly --load 25 --json` against a stand-in
+/// misbehaving as `fault` exit 1 with the no-verdict line and `state: unknown`, and never
+/// reach the guardrail.
+fn no_verdict_for_every_vendor(fault: Fault, expected_reason: &dyn Fn(&str) -> String) {
+    for vendor in vendors() {
+        let url = start_standin((vendor.prose)(), fault);
+        let mut env: Vec<(&str, String)> = (vendor.env)(&url);
+        env.push(("BEAMLENS_DEMO_PROVIDER", vendor.name.into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let timeout = if fault == Fault::Silent {
+            "1500"
+        } else {
+            "30000"
+        };
+        let dir = common::scratch();
+
+        let out = host(&["demo", "--timeout", timeout], &env, dir.path());
+        let text = stdout(&out);
+        let what = format!("{} {fault:?} demo: {text}", vendor.name);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        assert!(
+            text.contains("[operator] state=unknown summary=\"no verdict\""),
+            "{what}"
+        );
+        let line = format!(
+            "[demo] error: operator gave no verdict: {}",
+            expected_reason("demo")
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&line)),
+            "want {line:?}: {what}"
+        );
+        assert!(!text.contains("mismatch"), "{what}");
+        assert!(text.contains("[demo] sandbox destroyed"), "{what}");
+        assert_clean(dir.path(), &out);
+
+        let out = host(
+            &["anomaly", "--load", "25", "--json", "--timeout", timeout],
+            &env,
+            dir.path(),
+        );
+        let what = format!("{} {fault:?} anomaly: {}", vendor.name, stdout(&out));
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let report: Value = serde_json::from_str(stdout(&out).trim()).expect(&what);
+        assert_eq!(report["ok"], false, "{what}");
+        assert_eq!(report["operator"]["state"], "unknown", "{what}");
+        let reason = expected_reason("anomaly");
+        assert!(
+            report["operator"]["stop_reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(&reason)),
+            "want {reason:?}: {what}"
+        );
+        assert_eq!(
+            report["error"],
+            json!(format!(
+                "operator gave no verdict: {}",
+                report["operator"]["stop_reason"].as_str().unwrap()
+            )),
+            "{what}"
+        );
+        assert!(report.get("guardrail").is_none(), "{what}");
+        assert_clean(dir.path(), &out);
+    }
+}
+
+#[test]
+fn a_provider_that_never_answers_gives_no_verdict() {
+    no_verdict_for_every_vendor(Fault::Silent, &|_| {
+        "the provider did not answer within 1500 ms".into()
+    });
+}
+
+#[test]
+fn a_model_that_only_answers_in_prose_gives_no_verdict() {
+    no_verdict_for_every_vendor(Fault::Prose, &|flow| {
+        let cap = if flow == "anomaly" { 5 } else { 4 };
+        format!("{cap} iterations without set_state (the model answered in prose only")
+    });
+}
+
+#[test]
+fn a_provider_failing_after_its_retries_gives_no_verdict() {
+    no_verdict_for_every_vendor(Fault::ServerError, &|_| "the provider failed: ".into());
+}
+
+/// Runs the binary with stdout a pipe whose reader is already gone, so every write to
+/// stdout fails with EPIPE (as with `host info ID | head -3` once `head` has exited).
+fn host_with_closed_stdout(args: &[&str], runtime_dir: &Path) -> Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just returned these two descriptors; each is owned once.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    Command::new(HOST)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .env_remove("BEAMLENS_DEMO_PROVIDER")
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = common::scratch();
+    // No daemon: the JSON error goes to the closed stdout, the status stays 3.
+    let socket = dir.path().join("none.sock");
+    let out = host_with_closed_stdout(
+        &["list", "--json", "--socket", socket.to_str().unwrap()],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    // A configuration error of the demo, reported as JSON: still exit 2.
+    let out = host_with_closed_stdout(&["demo", "--json", "--provider", "bard"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+}
+
+/// Whether sandboxes here get a cgroup with a memory controller (root on cgroup v1 with the
+/// memory hierarchy, as on this project's CI).
+fn memory_cgroup_available() -> bool {
+    nix::unistd::geteuid().is_root() && Path::new("/sys/fs/cgroup/memory").is_dir()
+}
+
+#[test]
+fn a_sandbox_killed_by_its_memory_limit_says_out_of_memory() {
+    if !memory_cgroup_available() {
+        println!("SKIPPED: no memory cgroup (not root, or no cgroup v1 memory hierarchy)");
+        return;
+    }
+    let dir = common::scratch();
+    let out = host(&["demo", "--max-memory", "1M"], &[], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[demo] error: sandbox create error: sandbox failed to start: runner exited during start: out of memory: limit 1 MiB"),
+        "{text}"
+    );
+    assert_clean(dir.path(), &out);
+}
+
+#[test]
+fn limits_too_small_to_start_are_refused_with_the_floor_named() {
+    let dir = common::scratch();
+    for (args, message) in [
+        (
+            &["demo", "--max-memory", "10"][..],
+            "--max-memory 10 bytes is below the floor of 1 MiB",
+        ),
+        (
+            &["anomaly", "--max-processes", "1"][..],
+            "--max-processes 1 is below the floor of 4",
+        ),
+        (
+            &["demo", "--cpu", "0"][..],
+            "--cpu 0 is not a positive fraction",
+        ),
+    ] {
+        let out = host(args, &[], dir.path());
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("[demo] config error: {message}")),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("sandbox created"), "{text}");
+    }
+    assert!(
+        !dir.path().join("sandbox-host").exists(),
+        "a sandbox directory was made"
+    );
+}
+
+#[test]
+fn a_cgroup_parent_without_cgroup_v2_is_a_clear_error_and_no_sandbox() {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        println!("SKIPPED: /sys/fs/cgroup is cgroup v2 here");
+        return;
+    }
+    let dir = common::scratch();
+    let out = host(&["demo", "--cgroup-parent", "sys"], &[], dir.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("--cgroup-parent sys needs a delegated cgroup v2 subtree: this machine has no cgroup v2 hierarchy"),
+        "{text}"
+    );
+    assert!(!text.contains("sandbox created"), "{text}");
+    assert_clean(dir.path(), &out);
+}

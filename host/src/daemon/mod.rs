@@ -483,7 +483,7 @@ async fn dispatch(manager: &Manager, request: Request) -> Response {
                 Ok(value) => Response::Ok(value),
                 Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
             },
-            Err(message) => Response::Error(WireError::new("operator", message)),
+            Err(e) => Response::Error(e),
         },
         Request::Destroy { id } => {
             let result = manager.destroy(&id).await;

@@ -8,6 +8,9 @@ pub enum SandboxError {
     /// The id does not match `[A-Za-z0-9_-]{1,64}`.
     #[error("invalid sandbox id {0:?}: ids are 1 to 64 characters of A-Z a-z 0-9 _ -")]
     InvalidId(String),
+    /// A limit no sandbox can start under (the message names the floor).
+    #[error("{0}")]
+    InvalidLimits(String),
     /// No sandbox of that id.
     #[error("sandbox {0} not found")]
     NotFound(String),
@@ -94,6 +97,7 @@ impl SandboxError {
     pub fn kind(&self) -> &'static str {
         match self {
             SandboxError::InvalidId(_) => "invalid_id",
+            SandboxError::InvalidLimits(_) => "invalid_limits",
             SandboxError::NotFound(_) => "not_found",
             SandboxError::AlreadyExists(_) => "already_exists",
             SandboxError::Timeout { .. } => "timeout",

@@ -34,7 +34,9 @@ use isolation::{
 
 use crate::sandbox::runner::ABORT_EXIT;
 use crate::sandbox::spawn::{self, SpawnRequest, Spawner};
-use crate::sandbox::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
+use crate::sandbox::spec::{
+    AppSource, Limits, ReloadSource, SandboxSpec, limit_warnings, valid_id,
+};
 
 /// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
 pub const MAX_CRASHES: usize = 3;
@@ -151,6 +153,9 @@ pub struct SandboxInfo {
     /// Where the last start of the runner spent its time.
     #[serde(default)]
     pub startup: StartupTimings,
+    /// Requested limits nothing enforces, one line each naming the limit, why and the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Where a sandbox's start spent its time, in microseconds, phase by phase. The host-side
@@ -257,6 +262,9 @@ pub struct SandboxSummary {
     pub pid: i32,
     /// Version serving now.
     pub app_version: u32,
+    /// Why it crashed or restarts, when it did (e.g. `out of memory: limit 1 MiB, …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The running runner of a sandbox.
@@ -302,6 +310,10 @@ struct Sandbox {
     own_root: AtomicBool,
     /// How the cgroup was (or was not) made, for the isolation report.
     cgroup_entry: Mutex<Option<ReportEntry>>,
+    /// Requested limits nothing enforces, one line each (see [`SandboxInfo::warnings`]).
+    warnings: Mutex<Vec<String>>,
+    /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
+    oom_seen: AtomicU64,
 }
 
 impl Sandbox {
@@ -415,6 +427,12 @@ impl Manager {
         if !valid_id(id) {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
+        crate::sandbox::spec::check_limits(&spec.limits).map_err(SandboxError::InvalidLimits)?;
+        if let Some(parent) = &spec.cgroup_parent
+            && spec.isolation.isolates()
+        {
+            check_cgroup_parent(parent)?;
+        }
         let dir = self
             .inner
             .config
@@ -447,6 +465,8 @@ impl Manager {
             cgroup_entry: Mutex::new(None),
             ids,
             own_root: AtomicBool::new(false),
+            oom_seen: AtomicU64::new(0),
+            warnings: Mutex::new(Vec::new()),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -500,7 +520,26 @@ impl Manager {
             entry
                 .check(sb.spec.isolation)
                 .map_err(|e| SandboxError::Isolation(e.to_string()))?;
+            let warnings = match sb.cgroup() {
+                Some(cg) => limit_warnings(&sb.spec.limits, None, cg.missing()),
+                None => limit_warnings(
+                    &sb.spec.limits,
+                    Some(&format!("no cgroup ({})", entry.detail)),
+                    &[],
+                ),
+            };
+            *sb.warnings.lock().unwrap() = warnings;
             *sb.cgroup_entry.lock().unwrap() = Some(entry);
+        } else {
+            *sb.warnings.lock().unwrap() = crate::sandbox::spec::limit_warnings_with_fix(
+                &sb.spec.limits,
+                Some("no cgroup at --isolation none"),
+                &[],
+                "use --isolation standard",
+            );
+        }
+        for warning in sb.warnings.lock().unwrap().iter() {
+            tracing::warn!(sandbox = %sb.id, "{warning}");
         }
         let cgroup_us = micros(started) - install_us;
         sb.current.store(1, Ordering::Release);
@@ -765,11 +804,13 @@ impl Manager {
         let mut out = Vec::with_capacity(all.len());
         for sb in all {
             let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
+            let (status, reason) = sb.status.lock().unwrap().clone();
             out.push(SandboxSummary {
                 id: sb.id.clone(),
-                status: sb.status.lock().unwrap().0.clone(),
+                status,
                 pid,
                 app_version: sb.current.load(Ordering::Acquire),
+                reason,
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -810,6 +851,7 @@ impl Manager {
             isolation: sb.isolation.lock().unwrap().clone(),
             dir: sb.dir.clone(),
             startup: *sb.startup.lock().unwrap(),
+            warnings: sb.warnings.lock().unwrap().clone(),
         })
     }
 
@@ -1317,8 +1359,14 @@ async fn watch_runner(
     })
     .await
     .unwrap_or_else(|_| "unknown".into());
+    let sb = sb.upgrade();
+    // Killed by its memory limit: say so, from the cgroup's OOM counter.
+    let how = match sb.as_deref().and_then(oom_cause) {
+        Some(oom) => format!("{oom}, {how}"),
+        None => how,
+    };
     let _ = exit.send(Some(how.clone()));
-    let Some(sb) = sb.upgrade() else { return };
+    let Some(sb) = sb else { return };
     if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
     {
         return;
@@ -1381,6 +1429,53 @@ fn handle_event(sb: &Sandbox, event: Event) {
             sb.set_status(Status::Crashed, Some(reason));
         }
     }
+}
+
+/// `--cgroup-parent` names a delegated cgroup v2 subtree: refuse it, clearly, where the
+/// directory (an absolute path, or relative to `/sys/fs/cgroup`) is not on cgroup2.
+fn check_cgroup_parent(parent: &Path) -> Result<(), SandboxError> {
+    let root = Path::new("/sys/fs/cgroup");
+    let dir = if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        root.join(parent)
+    };
+    let is_v2 = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    if is_v2(&dir) {
+        return Ok(());
+    }
+    let why = if is_v2(root) {
+        format!(
+            "{} is not a directory of the cgroup v2 hierarchy",
+            dir.display()
+        )
+    } else {
+        format!(
+            "this machine has no cgroup v2 hierarchy at {} (cgroup v1)",
+            root.display()
+        )
+    };
+    Err(SandboxError::Isolation(format!(
+        "--cgroup-parent {} needs a delegated cgroup v2 subtree: {why}",
+        parent.display()
+    )))
+}
+
+/// `out of memory: limit 1 MiB` when the sandbox's cgroup counted OOM kills since the last
+/// look; `None` without a cgroup, without the counter, or without a new kill.
+fn oom_cause(sb: &Sandbox) -> Option<String> {
+    let kills = sb.cgroup()?.usage().ok()?.oom_kills?;
+    let seen = sb.oom_seen.swap(kills, Ordering::AcqRel);
+    (kills > seen).then(|| match sb.spec.limits.max_memory {
+        Some(limit) => format!(
+            "out of memory: limit {}",
+            crate::sandbox::spec::format_bytes(limit)
+        ),
+        None => "out of memory".to_string(),
+    })
 }
 
 fn describe(status: WaitStatus) -> String {

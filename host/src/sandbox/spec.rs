@@ -100,3 +100,179 @@ mod tests {
         assert!(!valid_id("a b"));
     }
 }
+
+/// The smallest `--max-memory` a sandbox can be set up under: below it the runner cannot
+/// even finish its isolation setup (it exits 119). A real app needs more (the demo app
+/// about 4 MiB); between the two the sandbox is killed by its limit, and says so.
+pub const MIN_MEMORY: u64 = 1 << 20;
+
+/// The smallest `--max-processes` a sandbox starts with: the runner, the app process and
+/// their threads (fewer and the runner exits 101 during start).
+pub const MIN_PROCESSES: u64 = 4;
+
+/// Renders a byte count in binary units: `1 MiB`, `1.5 GiB`, `512 KiB`, `10 bytes`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// How to get a limit enforced when no cgroup does.
+pub const ENFORCE_FIX: &str =
+    "run as root, or pass a delegated cgroup v2 subtree with --cgroup-parent";
+
+/// The requested cgroup limits as `(key, flag text)`: `("max_memory", "--max-memory 64 MiB")`.
+/// The keys are those the cgroup code names in its "not applied" notes.
+pub fn cgroup_limit_flags(limits: &Limits) -> Vec<(&'static str, String)> {
+    let mut flags = Vec::new();
+    if let Some(bytes) = limits.max_memory {
+        flags.push((
+            "max_memory",
+            format!("--max-memory {}", format_bytes(bytes)),
+        ));
+    }
+    if let Some(n) = limits.max_processes {
+        flags.push(("max_processes", format!("--max-processes {n}")));
+    }
+    if let Some(cpu) = limits.cpu {
+        flags.push(("cpu", format!("--cpu {cpu}")));
+    }
+    flags
+}
+
+/// One warning per requested limit that nothing enforces: `why` is the reason for all of
+/// them (no cgroup), or `missing` names the ones the cgroup could not apply (`max_memory
+/// (no memory controller)`, as the cgroup code notes them).
+pub fn limit_warnings(limits: &Limits, why: Option<&str>, missing: &[String]) -> Vec<String> {
+    limit_warnings_with_fix(limits, why, missing, ENFORCE_FIX)
+}
+
+/// [`limit_warnings`] with another fix than [`ENFORCE_FIX`].
+pub fn limit_warnings_with_fix(
+    limits: &Limits,
+    why: Option<&str>,
+    missing: &[String],
+    fix: &str,
+) -> Vec<String> {
+    cgroup_limit_flags(limits)
+        .into_iter()
+        .filter_map(|(key, flag)| {
+            let reason = match why {
+                Some(why) => why.to_string(),
+                None => {
+                    let note = missing.iter().find(|m| m.starts_with(key))?;
+                    note[key.len()..]
+                        .trim()
+                        .trim_start_matches('(')
+                        .trim_end_matches(')')
+                        .to_string()
+                }
+            };
+            Some(format!("{flag} is not enforced: {reason}; {fix}"))
+        })
+        .collect()
+}
+
+/// Refuses limits no sandbox can start under, naming the floor: memory below
+/// [`MIN_MEMORY`], processes below [`MIN_PROCESSES`], a CPU fraction that is not a positive
+/// number.
+pub fn check_limits(limits: &Limits) -> Result<(), String> {
+    if let Some(bytes) = limits.max_memory
+        && bytes < MIN_MEMORY
+    {
+        return Err(format!(
+            "--max-memory {} is below the floor of {}: the sandbox cannot start under it",
+            format_bytes(bytes),
+            format_bytes(MIN_MEMORY)
+        ));
+    }
+    if let Some(n) = limits.max_processes
+        && n < MIN_PROCESSES
+    {
+        return Err(format!(
+            "--max-processes {n} is below the floor of {MIN_PROCESSES}: the runner, the app \
+             process and their threads need at least that many"
+        ));
+    }
+    if let Some(cpu) = limits.cpu
+        && !(cpu.is_finite() && cpu > 0.0)
+    {
+        return Err(format!(
+            "--cpu {cpu} is not a positive fraction of a core (0.5 = half a core)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+
+    #[test]
+    fn limits_below_the_floor_are_refused_with_the_floor_named() {
+        let limits = |f: fn(&mut Limits)| {
+            let mut l = Limits::default();
+            f(&mut l);
+            check_limits(&l)
+        };
+        assert_eq!(limits(|_| {}), Ok(()));
+        let e = limits(|l| l.max_memory = Some(10)).unwrap_err();
+        assert!(
+            e.contains("--max-memory 10 bytes is below the floor of 1 MiB"),
+            "{e}"
+        );
+        assert_eq!(limits(|l| l.max_memory = Some(1 << 20)), Ok(()));
+        let e = limits(|l| l.max_processes = Some(1)).unwrap_err();
+        assert!(
+            e.contains("--max-processes 1 is below the floor of 4"),
+            "{e}"
+        );
+        assert!(
+            limits(|l| l.cpu = Some(0.0))
+                .unwrap_err()
+                .contains("--cpu 0")
+        );
+        assert!(limits(|l| l.cpu = Some(f64::NAN)).is_err());
+        assert!(limits(|l| l.cpu = Some(-1.0)).is_err());
+        assert_eq!(limits(|l| l.cpu = Some(0.5)), Ok(()));
+        assert_eq!(format_bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(format_bytes(512 << 10), "512 KiB");
+    }
+
+    #[test]
+    fn each_unenforced_limit_gets_one_warning_with_the_fix() {
+        let limits = Limits {
+            max_memory: Some(64 << 20),
+            cpu: Some(0.5),
+            ..Limits::default()
+        };
+        let w = limit_warnings(&limits, Some("no cgroup (not root)"), &[]);
+        assert_eq!(
+            w,
+            [
+                format!("--max-memory 64 MiB is not enforced: no cgroup (not root); {ENFORCE_FIX}"),
+                format!("--cpu 0.5 is not enforced: no cgroup (not root); {ENFORCE_FIX}"),
+            ]
+        );
+        let w = limit_warnings(&limits, None, &["cpu (no cpu controller)".into()]);
+        assert_eq!(
+            w,
+            [format!(
+                "--cpu 0.5 is not enforced: no cpu controller; {ENFORCE_FIX}"
+            )]
+        );
+        assert!(limit_warnings(&Limits::default(), Some("x"), &[]).is_empty());
+    }
+}

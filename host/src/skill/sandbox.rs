@@ -41,14 +41,15 @@ impl SandboxSkill {
 
     /// The snapshot of one sandbox, shared with the other skills.
     pub(crate) async fn snapshot_of(manager: &Manager, id: &str) -> Value {
-        let status = match manager.info(id).await {
-            Ok(info) => info.status,
+        let (status, reason) = match manager.info(id).await {
+            Ok(info) => (info.status, info.crash_reason),
             Err(e) => return json!({"sandbox_id": id, "error": e.to_string()}),
         };
-        match manager.usage(id).await {
+        let mut snapshot = match manager.usage(id).await {
             Ok(u) => json!({
                 "sandbox_id": id,
                 "status": status,
+                "oom_kills": u.oom_kills,
                 "processes": u.processes,
                 "threads": u.threads,
                 "memory_bytes": u.memory_bytes,
@@ -58,7 +59,12 @@ impl SandboxSkill {
                 "app_version": u.app_version,
             }),
             Err(e) => json!({"sandbox_id": id, "status": status, "error": e.to_string()}),
+        };
+        // Why it crashed or restarts (say, `out of memory: limit 1 MiB, signal SIGKILL`).
+        if let Some(reason) = reason {
+            snapshot["crash_reason"] = json!(reason);
         }
+        snapshot
     }
 
     /// The callbacks, shared with the anomaly skill.

@@ -7,6 +7,8 @@
 //!   "suid": PATH}` (`suid`: a setuid-root program). The host attacked by `ptrace` is this
 //!   process. Then a fork bomb in a second sandbox limited to 32 processes.
 //! * `e2e-attacks strict LIB`: tries to create a `strict` sandbox from LIB.
+//! * `e2e-attacks limits LIB`: creates a `standard` sandbox from LIB with `--max-memory 64M`
+//!   and prints its limit warnings.
 //!
 //! Sandboxes live under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`; this binary is its own
 //! runner (`/proc/self/exe`).
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 fn main() {
     host::maybe_run_sandbox_child();
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: e2e-attacks attacks LIB PLAN | e2e-attacks strict LIB";
+    let usage = "usage: e2e-attacks attacks LIB PLAN | e2e-attacks strict|limits LIB";
     let mode = args.get(1).expect(usage).clone();
     let lib = PathBuf::from(args.get(2).expect(usage));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -33,6 +35,7 @@ fn main() {
                 attacks(&manager, lib, &plan).await
             }
             "strict" => strict(&manager, lib).await,
+            "limits" => limits(&manager, lib).await,
             _ => panic!("{usage}"),
         };
         manager.destroy_all().await;
@@ -186,6 +189,20 @@ async fn fork_bomb(manager: &Manager, lib: PathBuf) -> Value {
         "dir_left": info.dir.exists(),
         "runner_alive": e2e::alive(info.pid),
     })
+}
+
+async fn limits(manager: &Manager, lib: PathBuf) -> Value {
+    let spec = SandboxSpec {
+        limits: Limits {
+            max_memory: Some(64 << 20),
+            ..Limits::default()
+        },
+        ..SandboxSpec::new(AppSource::Library(lib))
+    };
+    match manager.create("limits", spec).await {
+        Ok(info) => json!({ "created": true, "warnings": info.warnings }),
+        Err(e) => json!({ "created": false, "error": e.to_string() }),
+    }
 }
 
 async fn strict(manager: &Manager, lib: PathBuf) -> Value {
