@@ -12,7 +12,8 @@
 //!
 //! ## Host, once per process
 //!
-//! 1. [`seccomp::default_filter()`] compiles the seccomp filter once (about 20-60 µs).
+//! 1. [`seccomp::default_filter`]`(network)` compiles the seccomp allow-list once per variant
+//!    (without and with network).
 //! 2. As root: [`namespaces::shared_netns()`] creates the shared empty network namespace.
 //!    Optional: the first [`namespaces::plan`] also does it.
 //! 3. [`cgroups::CgroupSystem::shared`]`(parent)` detects v1 or v2 and prepares the parent of
@@ -77,7 +78,8 @@
 //! 17. host: the first message to the runner carries
 //!     [`RunnerRestrictions::for_level`]`(level, `[`LandlockPlan::for_sandbox`]`(&SandboxPaths {
 //!     runner_exe, app_dir, private_dir, own_proc: setup.has_own_proc(), private_tmp:
-//!     setup.has_private_tmp(), network }))`. (Call those two before step 15 consumes `setup`.)
+//!     setup.has_private_tmp(), network }), network)`. (Call those two before step 15 consumes
+//!     `setup`.)
 //!
 //! ## Runner, before loading any app code (still single-threaded)
 //!

@@ -108,7 +108,7 @@ fn errno(v: &Value) -> i64 {
 const EPERM: i64 = libc::EPERM as i64;
 const EACCES: i64 = libc::EACCES as i64;
 const EAGAIN: i64 = libc::EAGAIN as i64;
-const ENETUNREACH: i64 = libc::ENETUNREACH as i64;
+const EAFNOSUPPORT: i64 = libc::EAFNOSUPPORT as i64;
 const EROFS: i64 = libc::EROFS as i64;
 
 /// A scratch directory (under /var/tmp, outside every sandbox) with the given mode.
@@ -473,6 +473,10 @@ async fn writing_outside_the_private_directory_fails() {
     m.destroy("write").await.unwrap();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Network: the seccomp socket-family rule, then an empty network namespace and Landlock TCP
+// rules behind it.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_a_host_tcp_listener_fails() {
     let (m, _state, _cleanup) = setup();
@@ -486,6 +490,8 @@ async fn connecting_to_a_host_tcp_listener_fails() {
     let info = hostile(&m, "net", Limits::default(), Level::Standard).await;
     stopped_by(&info.isolation, "net_ns", "reaching the host's network");
     stopped_by(&info.isolation, "landlock", "TCP connect");
+    let seccomp = stopped_by(&info.isolation, "seccomp", "creating an AF_INET socket");
+    assert!(seccomp.contains("socket: AF_UNIX only"), "{seccomp}");
     let r = call(
         &m,
         "net",
@@ -493,17 +499,17 @@ async fn connecting_to_a_host_tcp_listener_fails() {
         json!({"tcp": tcp_port, "udp": udp_port}),
     )
     .await;
-    // Landlock's TCP rule is checked before the network stack: EACCES.
+    // Without network the seccomp filter refuses the AF_INET socket itself, before Landlock's
+    // TCP rule (EACCES) or the empty network namespace (ENETUNREACH) are reached.
     assert_eq!(
         errno(&r["tcp"]),
-        EACCES,
-        "Landlock should deny TCP connect: {r}"
+        EAFNOSUPPORT,
+        "seccomp should refuse the TCP socket: {r}"
     );
-    // UDP, which Landlock does not cover, meets the empty network namespace: only `lo`, down.
     assert_eq!(
         errno(&r["udp"]),
-        ENETUNREACH,
-        "the empty netns has no route: {r}"
+        EAFNOSUPPORT,
+        "seccomp should refuse the UDP socket: {r}"
     );
     assert_eq!(r["interfaces"], json!(["lo"]), "{r}");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -798,8 +804,17 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     assert_eq!(out["own_file_written"], "written from inside the sandbox");
 
     stopped_by(iso, "net_ns", "reaching the host's network");
-    assert_eq!(errno(&r["net"]["tcp"]), EACCES, "Landlock denies TCP: {r}");
-    assert_eq!(errno(&r["net"]["udp"]), ENETUNREACH, "own empty netns: {r}");
+    stopped_by(iso, "seccomp", "creating an AF_INET socket");
+    assert_eq!(
+        errno(&r["net"]["tcp"]),
+        EAFNOSUPPORT,
+        "seccomp refuses AF_INET: {r}"
+    );
+    assert_eq!(
+        errno(&r["net"]["udp"]),
+        EAFNOSUPPORT,
+        "seccomp refuses AF_INET: {r}"
+    );
     assert_eq!(r["net"]["interfaces"], json!(["lo"]), "{r}");
     assert!(listener.accept().is_err());
     assert!(udp.recv(&mut [0u8; 64]).is_err());
