@@ -271,6 +271,13 @@ pub fn render_info(info: &SandboxInfo) -> String {
         ms(t.restrict_us),
         ms(t.load_us)
     ));
+    if let (Some(root), Some(ids)) = (t.root_us, t.ids_us) {
+        out.push_str(&format!(
+            "  of which, before exec: own root {}, ids {}\n",
+            ms(root),
+            ms(ids)
+        ));
+    }
     out.push_str(&render_isolation(&info.isolation));
     out.truncate(out.trim_end().len());
     out

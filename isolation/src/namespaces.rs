@@ -455,6 +455,28 @@ struct AppBind {
     remount_flags: libc::c_ulong,
 }
 
+/// How long the child spent building its root and switching ids, in nanoseconds, written by
+/// the child itself. The parent sees them only when the child shared its memory until exec
+/// (vfork semantics); after a fork-like clone they stay 0.
+#[derive(Debug, Default)]
+pub struct ChildTimings {
+    /// Building the sandbox's own root (mounts, binds, `pivot_root`).
+    pub root_ns: std::sync::atomic::AtomicU64,
+    /// `setgroups`, `setresgid`, `setresuid` and clearing the capability sets.
+    pub ids_ns: std::sync::atomic::AtomicU64,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (`clock_gettime` is async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Everything the child needs between `clone()` and `execve()`, prepared (all strings and fds
 /// allocated) in the parent. Build one per spawn with [`ChildSetup::new`].
 #[derive(Debug)]
@@ -468,6 +490,7 @@ pub struct ChildSetup {
     workdir: Option<CString>,
     root: Option<NewRoot>,
     ids: Option<(u32, u32)>,
+    timings: ChildTimings,
     no_new_privs: bool,
     drop_caps: bool,
     cap_last: u32,
@@ -698,6 +721,7 @@ impl ChildSetup {
             workdir,
             root,
             ids,
+            timings: ChildTimings::default(),
             no_new_privs: opts.no_new_privs,
             drop_caps,
             cap_last: cap_last_cap(),
@@ -720,6 +744,11 @@ impl ChildSetup {
     /// the fixed in-sandbox paths.
     pub fn own_root(&self) -> Option<&NewRoot> {
         self.root.as_ref()
+    }
+
+    /// What the child measured of its own setup ([`ChildTimings`]).
+    pub fn timings(&self) -> &ChildTimings {
+        &self.timings
     }
 
     /// Says which step of the child failed, with its path where it has one.
@@ -837,8 +866,15 @@ impl ChildSetup {
             }
         }
         if self.flags & libc::CLONE_NEWNS != 0 {
+            let started = monotonic_ns();
             // SAFETY: mount(2) calls with static or parent-prepared NUL-terminated strings.
             unsafe { self.mounts()? };
+            if self.root.is_some() {
+                self.timings.root_ns.store(
+                    monotonic_ns() - started,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
         }
         if let Some(dir) = &self.workdir {
             // SAFETY: chdir(2) with a parent-prepared C string.
@@ -856,6 +892,7 @@ impl ChildSetup {
             // SAFETY: prctl raw syscalls with stack data.
             unsafe { drop_bounding_and_ambient(self.cap_last)? };
         }
+        let ids_started = monotonic_ns();
         if let Some((uid, gid)) = self.ids {
             // SAFETY: setgroups/setresgid/setresuid raw syscalls. Groups and gid first: once
             // the uid is not 0 the process has no capability left to change them.
@@ -871,6 +908,12 @@ impl ChildSetup {
         if self.drop_caps {
             // SAFETY: capset raw syscall with stack data.
             unsafe { clear_capability_sets()? };
+        }
+        if self.ids.is_some() {
+            self.timings.ids_ns.store(
+                monotonic_ns() - ids_started,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         Ok(())
     }

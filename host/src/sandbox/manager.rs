@@ -176,6 +176,13 @@ pub struct StartupTimings {
     pub restrict_us: u64,
     /// Runner: `dlopen` and ABI checks (part of `ready_us`).
     pub load_us: u64,
+    /// Child, before exec: building the sandbox's own root (part of `spawn_us`; measured only
+    /// when the child shares the host's memory until exec, i.e. as root).
+    #[serde(default)]
+    pub root_us: Option<u64>,
+    /// Child, before exec: switching to the sandbox's uid/gid (as `root_us`).
+    #[serde(default)]
+    pub ids_us: Option<u64>,
 }
 
 /// The app version serving now.
@@ -664,6 +671,8 @@ impl Manager {
             ready_us,
             restrict_us: ready.restrict_us,
             load_us: ready.load_us,
+            root_us: child_us(&spawned_setup.timings().root_ns),
+            ids_us: child_us(&spawned_setup.timings().ids_ns),
             ..StartupTimings::default()
         };
         let live = Live {
@@ -1173,6 +1182,14 @@ impl Manager {
         for id in ids {
             let _ = self.destroy(&id).await;
         }
+    }
+}
+
+/// A child-measured duration in µs, `None` when the child could not report it (0).
+fn child_us(ns: &std::sync::atomic::AtomicU64) -> Option<u64> {
+    match ns.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n.div_ceil(1000)),
     }
 }
 
