@@ -277,7 +277,8 @@ fn a_model_that_always_claims_healthy_fails_the_guardrail() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("[operator] state=healthy"), "{text}");
-    assert!(text.contains("[demo] error: anomaly_state_mismatch: live processes=27, threshold=10, operator state=healthy"), "{text}");
+    // 28 = init + the app process + the initial worker + 25 injected.
+    assert!(text.contains("[demo] error: anomaly_state_mismatch: live processes=28, threshold=10, operator state=healthy"), "{text}");
     assert!(text.contains("[demo] sandbox destroyed"), "{text}");
     assert_clean(dir.path(), &out);
 }
@@ -294,7 +295,7 @@ fn a_model_that_never_notifies_fails_the_guardrail() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("[demo] error: anomaly_notification_missing: live processes=27"),
+        text.contains("[demo] error: anomaly_notification_missing: live processes=28"),
         "{text}"
     );
     assert_clean(dir.path(), &out);

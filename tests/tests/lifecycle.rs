@@ -258,7 +258,7 @@ async fn destroy_leaves_no_process_and_no_directory() {
         .unwrap();
     m.spawn_workers("gone-1", 3).await.unwrap();
     let pids = tree(info.pid);
-    assert_eq!(pids.len(), 5, "runner + 4 workers: {pids:?}");
+    assert_eq!(pids.len(), 6, "init + app process + 4 workers: {pids:?}");
     m.destroy("gone-1").await.unwrap();
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived destroy");
@@ -288,12 +288,12 @@ async fn usage_counts_real_processes_and_reports_versions() {
     // Create returns once the app answers; `workers` once its initial worker is started.
     assert_eq!(m.workers("use-1").await.unwrap().workers.len(), 1);
     let before = m.usage("use-1").await.unwrap();
-    assert_eq!(before.processes, 2, "runner + 1 worker");
+    assert_eq!(before.processes, 3, "init + app process + 1 worker");
     assert_eq!(before.pid, info.pid);
     assert!(before.memory_bytes > 0 && before.threads >= 2 && before.open_fds >= 4);
     assert_eq!((before.app_version, before.mapped_app_copies), (1, 1));
     m.spawn_workers("use-1", 25).await.unwrap();
     let after = m.usage("use-1").await.unwrap();
-    assert_eq!(after.processes, 27);
+    assert_eq!(after.processes, 28);
     m.destroy("use-1").await.unwrap();
 }

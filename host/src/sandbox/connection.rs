@@ -1,5 +1,11 @@
-//! The host's end of a runner's control socket: async requests with ids, matched replies,
-//! and events, over the framing in `protocol`.
+//! The host's end of one of a sandbox's sockets (init's control plane or the app process's
+//! data plane): async requests with ids, matched replies, and events, over the framing in
+//! `protocol`.
+//!
+//! Frames are written by one writer task per connection, whole: a request whose caller gives
+//! up (a deadline, a cancelled `select!`) can never leave half a frame on the socket, and a
+//! peer that stops reading makes requests time out instead of blocking every later one. A
+//! pending entry is removed however its request ends.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -10,54 +16,111 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::sandbox::protocol::{self, Body, Event, Request, RequestFrame, Response, RunnerError};
+use crate::sandbox::protocol::{
+    self, Body, ErrorKind, Event, Request, RequestFrame, Response, RunnerError,
+};
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnError {
-    /// The runner closed the socket (it died).
+    /// The peer closed the socket (it died).
     Closed,
     /// No answer within the timeout.
     Timeout,
 }
 
-type Pending =
-    Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<serde_json::Value, RunnerError>>>>>>;
+/// A reply: the peer's answer, or its typed error.
+pub type Reply = Result<serde_json::Value, RunnerError>;
 
-/// A connection to one runner.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>>;
+
+/// Frames queued for the writer task before a request waits for room.
+const WRITE_QUEUE: usize = 256;
+
+/// A connection to one peer.
 #[derive(Debug)]
 pub struct Connection {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    frames: mpsc::Sender<Vec<u8>>,
     pending: Pending,
     next_id: AtomicU64,
 }
 
+/// A request on its way: await it for the reply (dropping it forgets the request).
+#[derive(Debug)]
+pub struct InFlight {
+    reply: oneshot::Receiver<Reply>,
+    _entry: PendingEntry,
+}
+
+impl std::future::Future for InFlight {
+    type Output = Result<Reply, ConnError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.reply)
+            .poll(cx)
+            .map(|r| r.map_err(|_| ConnError::Closed))
+    }
+}
+
+/// Removes its id from the pending map when dropped, whether the reply came or not.
+#[derive(Debug)]
+struct PendingEntry {
+    pending: Pending,
+    id: u64,
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if let Some(map) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            map.remove(&self.id);
+        }
+    }
+}
+
 impl Connection {
-    /// Wraps the host's end of the socketpair. Events are handed to `on_event` in the reader
-    /// task, in socket order, so an event the runner sent before a reply has been handled
-    /// when that reply arrives. When the runner closes the socket, `closed` fires after every
-    /// pending request has failed.
+    /// Wraps the host's end of a socketpair. Events are handed to `on_event` in the reader
+    /// task, in socket order, so an event the peer sent before a reply has been handled when
+    /// that reply arrives. A frame that does not parse is skipped; a frame over the size
+    /// limit ends the connection (it cannot be skipped reliably). When the peer closes the
+    /// socket, `closed` fires after every pending request has failed.
     pub fn new(
         sock: StdUnixStream,
         on_event: impl Fn(Event) + Send + 'static,
         closed: oneshot::Sender<()>,
     ) -> std::io::Result<Connection> {
         sock.set_nonblocking(true)?;
-        let (reader, writer) = UnixStream::from_std(sock)?.into_split();
+        let (reader, mut writer) = UnixStream::from_std(sock)?.into_split();
+        let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
         // Buffered: a frame's length and body, and often the next frames, in one read.
         let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let pending_reader = Arc::clone(&pending);
         tokio::spawn(async move {
             let mut len = [0u8; 4];
+            let mut skipped = 0u64;
             loop {
                 if reader.read_exact(&mut len).await.is_err() {
                     break;
                 }
                 let Ok(n) = protocol::check_len(u32::from_le_bytes(len)) else {
+                    tracing::warn!("peer sent a frame over the size limit; closing");
                     break;
                 };
                 let mut buf = vec![0u8; n];
@@ -65,8 +128,11 @@ impl Connection {
                     break;
                 }
                 let Ok(response) = serde_json::from_slice::<Response>(&buf) else {
-                    tracing::warn!("runner sent an unparseable frame; closing");
-                    break;
+                    skipped += 1;
+                    if skipped.is_power_of_two() {
+                        tracing::warn!(skipped, "peer sent unparseable frames; skipped");
+                    }
+                    continue;
                 };
                 let result = match response.body {
                     Body::Event(event) => {
@@ -93,20 +159,34 @@ impl Connection {
             let _ = closed.send(());
         });
         Ok(Connection {
-            writer: tokio::sync::Mutex::new(writer),
+            frames,
             pending,
             next_id: AtomicU64::new(1),
         })
     }
 
-    /// Sends `request` and waits for its reply.
-    pub async fn request(
-        &self,
-        request: Request,
-        timeout: Duration,
-    ) -> Result<Result<serde_json::Value, RunnerError>, ConnError> {
+    /// Queues `request` whole for the writer; the returned [`InFlight`] resolves to the reply.
+    /// A request too large for a frame is answered at once with a `bad_request` error.
+    pub async fn send(&self, request: Request) -> Result<InFlight, ConnError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let entry = PendingEntry {
+            pending: Arc::clone(&self.pending),
+            id,
+        };
+        let bytes = match protocol::encode(&RequestFrame { id, request }) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = tx.send(Err(RunnerError {
+                    kind: ErrorKind::BadRequest,
+                    message: format!("request refused: {e} ({} bytes)", protocol::MAX_FRAME),
+                }));
+                return Ok(InFlight {
+                    reply: rx,
+                    _entry: entry,
+                });
+            }
+        };
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             let Some(map) = pending.as_mut() else {
@@ -114,30 +194,21 @@ impl Connection {
             };
             map.insert(id, tx);
         }
-        let bytes =
-            protocol::encode(&RequestFrame { id, request }).map_err(|_| ConnError::Closed)?;
-        if self.writer.lock().await.write_all(&bytes).await.is_err() {
-            self.forget(id);
-            return Err(ConnError::Closed);
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_)) => Err(ConnError::Closed),
-            Err(_) => {
-                self.forget(id);
-                Err(ConnError::Timeout)
-            }
-        }
+        self.frames
+            .send(bytes)
+            .await
+            .map_err(|_| ConnError::Closed)?;
+        Ok(InFlight {
+            reply: rx,
+            _entry: entry,
+        })
     }
 
-    fn forget(&self, id: u64) {
-        if let Some(map) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            map.remove(&id);
+    /// Sends `request` and waits for its reply, both within `timeout`.
+    pub async fn request(&self, request: Request, timeout: Duration) -> Result<Reply, ConnError> {
+        match tokio::time::timeout(timeout, async { self.send(request).await?.await }).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnError::Timeout),
         }
     }
 }

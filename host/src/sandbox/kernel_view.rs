@@ -14,6 +14,9 @@ pub struct KernelView {
     pub status: HashMap<String, String>,
     /// Namespaces (`pid`, `mnt`, ...) that differ from the host's own.
     pub own_ns: Vec<&'static str>,
+    /// Namespaces the host may not look at (a process that is not dumpable, seen by a
+    /// non-root host): they confirm nothing either way.
+    pub hidden_ns: Vec<&'static str>,
     /// The mounts it sees: (mount point, filesystem type, read-only).
     pub mounts: Vec<(String, String, bool)>,
 }
@@ -34,18 +37,21 @@ impl KernelView {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let mountinfo =
             std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        let own_ns = NAMESPACES
-            .iter()
-            .filter(|(ns, _)| {
-                let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
-                let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
-                matches!((theirs, ours), (Ok(t), Ok(o)) if t != o)
-            })
-            .map(|(ns, _)| *ns)
-            .collect();
+        let mut own_ns = Vec::new();
+        let mut hidden_ns = Vec::new();
+        for (ns, _) in NAMESPACES {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+            match (theirs, ours) {
+                (Ok(t), Ok(o)) if t != o => own_ns.push(*ns),
+                (Ok(_), Ok(_)) => {}
+                _ => hidden_ns.push(*ns),
+            }
+        }
         KernelView {
             status: parse_status(&status),
             own_ns,
+            hidden_ns,
             mounts: parse_mountinfo(&mountinfo),
         }
     }
@@ -91,6 +97,7 @@ impl KernelView {
                     format!("Uid: {uid}, Gid: {gid}"),
                 )
             }
+            Mechanism::Root | Mechanism::Disk if self.mounts.is_empty() => None,
             Mechanism::Root => {
                 let root = self.mounts.iter().find(|(at, ..)| at == "/");
                 let ok = root.is_some_and(|(_, fs, ro)| fs == "tmpfs" && *ro);
@@ -202,6 +209,7 @@ mod tests {
         KernelView {
             status: parse_status(STATUS),
             own_ns: vec!["pid", "mnt", "ipc", "uts", "net"],
+            hidden_ns: vec![],
             mounts: parse_mountinfo(MOUNTS),
         }
     }
@@ -217,6 +225,7 @@ mod tests {
         KernelView {
             status: parse_status(&status),
             own_ns: vec![],
+            hidden_ns: vec![],
             mounts: parse_mountinfo("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"),
         }
     }

@@ -24,7 +24,9 @@ use crate::sandbox::error::SandboxError;
 use crate::sandbox::kernel_view::KernelView;
 use crate::sandbox::library::{self, LibBytes};
 use crate::sandbox::procfs;
-use crate::sandbox::protocol::{ErrorKind, Event, Ready, Reloaded, Request, WorkerList};
+use crate::sandbox::protocol::{
+    ErrorKind, Event, InitReady, Loaded, Reloaded, Request, WorkerList,
+};
 use isolation::landlock::SandboxPaths;
 use isolation::namespaces::{self, ChildOptions, ChildSetup};
 use isolation::root::RootOptions;
@@ -42,6 +44,8 @@ use crate::sandbox::spec::{
 pub const MAX_CRASHES: usize = 3;
 /// Window of the crash intensity.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+/// Most initial workers an app may ask for (its table's word).
+const MAX_INITIAL_WORKERS: u32 = 256;
 /// First uid (and gid) of the range a root host runs its sandboxes as: each sandbox gets one
 /// of its own, so no two sandboxes share per-user kernel limits, and none is the host's root.
 pub const SANDBOX_ID_BASE: u32 = 1_600_000_000;
@@ -134,8 +138,11 @@ pub struct SandboxInfo {
     pub status: Status,
     /// Why it crashed, when it did.
     pub crash_reason: Option<String>,
-    /// Runner pid.
+    /// Runner (init) pid.
     pub pid: i32,
+    /// The app process's pid (the one that runs app code; 0 when none is known).
+    #[serde(default)]
+    pub app_pid: i32,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Runner restarts (crashes and explicit restarts).
@@ -183,21 +190,33 @@ pub struct StartupTimings {
     /// Child, before exec: switching to the sandbox's uid/gid (as `root_us`).
     #[serde(default)]
     pub ids_us: Option<u64>,
+    /// Init: forking the app process, the second process of the two planes (part of
+    /// `ready_us`).
+    #[serde(default)]
+    pub app_fork_us: Option<u64>,
 }
 
 /// The app version serving now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppInfo {
-    /// App name from its table.
+    /// App name from its table: the app's own word.
     pub name: String,
     /// Path of the loaded copy.
     pub path: PathBuf,
     /// Host-assigned version number.
     pub version: u32,
-    /// The app's own version string.
+    /// The app's own version string: the app's own word.
     pub app_version: String,
     /// sha256 of the library.
     pub sha256: String,
+    /// The fields above that only the app vouches for (its self-declared name and version);
+    /// everything else the host measured or assigned.
+    #[serde(default = "app_claims")]
+    pub claimed_by_app: Vec<String>,
+}
+
+fn app_claims() -> Vec<String> {
+    vec!["name".into(), "app_version".into()]
 }
 
 /// A sandbox's resource usage, measured by the host from `/proc` (and its cgroup).
@@ -280,7 +299,13 @@ struct Live {
     /// The runner, opened while it could not have been reaped: its pid number is reused once
     /// it is (pid_max can be as low as 32768).
     process: Arc<procfs::Process>,
-    conn: Connection,
+    /// Init's control socket: status, workers, versions.
+    control: Connection,
+    /// The app process's data socket: calls and reloads.
+    data: Connection,
+    /// The app process's host pid (0 if it could not be found).
+    app_pid: i32,
+    /// The app's name, its own word.
     app_name: String,
     /// Filled with a description of how the runner died.
     exit: watch::Receiver<Option<String>>,
@@ -315,6 +340,8 @@ struct Sandbox {
     /// Whether the current runner lives in a root of its own (then it names its library by
     /// the fixed in-sandbox path, not the host's).
     own_root: AtomicBool,
+    /// How the current runner's app process exited, as its init reported.
+    app_exit: Mutex<Option<String>>,
     /// How the cgroup was (or was not) made, for the isolation report.
     cgroup_entry: Mutex<Option<ReportEntry>>,
     /// Requested limits nothing enforces, one line each (see [`SandboxInfo::warnings`]).
@@ -472,6 +499,7 @@ impl Manager {
             cgroup_entry: Mutex::new(None),
             ids,
             own_root: AtomicBool::new(false),
+            app_exit: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
         });
@@ -590,6 +618,7 @@ impl Manager {
         let spawned_setup = spawned.setup;
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let (closed_tx, closed_rx) = oneshot::channel();
+        let (data_closed_tx, data_closed_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(None);
         let for_events = Arc::downgrade(sb);
         let on_event = move |event| {
@@ -597,51 +626,96 @@ impl Manager {
                 handle_event(&sb, event);
             }
         };
-        let conn = Connection::new(spawned.control, on_event, closed_tx)
-            .map_err(|e| SandboxError::Spawn(format!("control socket: {e}")))?;
+        // Two planes: init's control socket, whose events are init's observations, and the app
+        // process's data socket, where only answers to our own requests count.
+        // Until the watcher runs, a failure here must kill the runner itself.
+        let control = Connection::new(spawned.control, on_event, closed_tx).map_err(|e| {
+            kill_tree(&process);
+            SandboxError::Spawn(format!("control socket: {e}"))
+        })?;
+        let data_events = Arc::downgrade(sb);
+        let data = Connection::new(
+            spawned.data,
+            move |event| {
+                if let Some(sb) = data_events.upgrade() {
+                    tracing::debug!(sandbox = %sb.id, ?event, "ignored an event on the data plane");
+                }
+            },
+            data_closed_tx,
+        )
+        .map_err(|e| {
+            kill_tree(&process);
+            SandboxError::Spawn(format!("data socket: {e}"))
+        })?;
+        let restrictions = serde_json::to_value(&restrictions).map_err(|e| {
+            kill_tree(&process);
+            SandboxError::Protocol(e.to_string())
+        })?;
         let init = Request::Init {
             lib: sb.lib_for_runner(record),
             version: record.version,
-            restrictions: serde_json::to_value(&restrictions)
-                .map_err(|e| SandboxError::Protocol(e.to_string()))?,
+            restrictions,
         };
-        let result = conn.request(init, self.inner.config.start_timeout).await;
-        let ready_us = micros(started) - prepare_us - spawn_us;
+        let timeout = self.inner.config.start_timeout;
+        let result = control.request(init, timeout).await;
         let mut errors = spawned_errors;
         tokio::spawn(watch_runner(
             Arc::downgrade(sb),
             self.clone(),
             Arc::clone(&process),
             generation,
-            closed_rx,
+            (closed_rx, data_closed_rx),
             exit_tx,
         ));
-        let ready: Ready = match result {
-            Ok(Ok(value)) => {
-                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))?
+        let start_failed = async |e: ConnError, errors: &mut std::fs::File| {
+            kill_tree(&process);
+            if let Some(err) = spawn::child_error(errors) {
+                return SandboxError::Isolation(spawned_setup.describe(&err));
             }
+            let mut exit = exit_rx.clone();
+            let how = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+                .await
+                .ok()
+                .and_then(|r| r.ok().and_then(|v| v.clone()));
+            SandboxError::InitFailed(match (e, how) {
+                (_, Some(how)) => format!("runner exited during start: {how}"),
+                (ConnError::Timeout, None) => "runner did not report ready in time".into(),
+                (ConnError::Closed, None) => "runner closed its socket during start".into(),
+            })
+        };
+        let ready: InitReady = match result {
+            Ok(Ok(value)) => serde_json::from_value(value).map_err(|e| {
+                kill_tree(&process);
+                SandboxError::Protocol(format!("init's ready: {e}"))
+            })?,
             Ok(Err(err)) => {
                 kill_tree(&process);
                 return Err(SandboxError::InitFailed(err.message));
             }
-            Err(e) => {
-                kill_tree(&process);
-                if let Some(err) = spawn::child_error(&mut errors) {
-                    return Err(SandboxError::Isolation(spawned_setup.describe(&err)));
-                }
-                let mut exit = exit_rx.clone();
-                let how =
-                    tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok().and_then(|v| v.clone()));
-                return Err(SandboxError::InitFailed(match (e, how) {
-                    (_, Some(how)) => format!("runner exited during start: {how}"),
-                    (ConnError::Timeout, None) => "runner did not report ready in time".into(),
-                    (ConnError::Closed, None) => "runner closed its socket during start".into(),
-                }));
-            }
+            Err(e) => return Err(start_failed(e, &mut errors).await),
         };
+        let ready_us = micros(started) - prepare_us - spawn_us;
+        // The app process is init's only child at this point.
+        let app_pid = procfs::children_of(pid).first().copied().unwrap_or(0);
+        let load = Request::Load {
+            lib: sb.lib_for_runner(record),
+            version: record.version,
+        };
+        let loaded: Loaded = match data.request(load, timeout).await {
+            Ok(Ok(value)) => match serde_json::from_value(value) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    kill_tree(&process);
+                    return Err(SandboxError::Protocol(format!("app process: {e}")));
+                }
+            },
+            Ok(Err(err)) => {
+                kill_tree(&process);
+                return Err(SandboxError::InitFailed(err.message));
+            }
+            Err(e) => return Err(start_failed(e, &mut errors).await),
+        };
+        let load_round_us = micros(started) - prepare_us - spawn_us - ready_us;
         if let Some(r) = sb
             .versions
             .lock()
@@ -649,15 +723,18 @@ impl Manager {
             .iter_mut()
             .find(|v| v.version == record.version)
         {
-            r.app_version.clone_from(&ready.app_version);
+            r.app_version.clone_from(&loaded.app_version);
         }
         let applied: Vec<ReportEntry> =
             serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
-        // What the report says is what the kernel shows of the runner, not what the runner
-        // (which has just loaded app code) or the spawn sequence claims.
+        // What the report says is what the kernel shows of init and of the app process, not
+        // what init or the spawn sequence claims: an entry holds only if both show it.
         let checked = report.record_all(level, applied).and_then(|()| {
             KernelView::read(pid).check(&mut report);
+            if app_pid > 0 {
+                KernelView::read(app_pid).check(&mut report);
+            }
             report.check(level)
         });
         if let Err(e) = checked {
@@ -668,17 +745,51 @@ impl Manager {
         *sb.startup.lock().unwrap() = StartupTimings {
             prepare_us,
             spawn_us,
-            ready_us,
+            ready_us: ready_us + load_round_us,
             restrict_us: ready.restrict_us,
-            load_us: ready.load_us,
+            load_us: loaded.load_us,
             root_us: child_us(&spawned_setup.timings().root_ns),
             ids_us: child_us(&spawned_setup.timings().ids_ns),
+            app_fork_us: Some(ready.fork_us),
             ..StartupTimings::default()
         };
+        // The app's initial workers: the count is its own word, bounded by init. Sent before
+        // the sandbox is live, so a `workers` request queues behind it; not awaited, so the
+        // first call does not wait for their execs.
+        if loaded.initial_workers > 0 {
+            let count = loaded.initial_workers.min(MAX_INITIAL_WORKERS);
+            let reply = control.send(Request::SpawnWorkers { count }).await;
+            let for_reply = Arc::downgrade(sb);
+            tokio::spawn(async move {
+                let failed = match reply {
+                    Ok(reply) => match reply.await {
+                        Ok(Err(e)) => Some(e.message),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                if let (Some(reason), Some(sb)) = (failed, for_reply.upgrade()) {
+                    handle_event(
+                        &sb,
+                        Event::Crashed {
+                            reason: format!("initial workers: {reason}"),
+                        },
+                    );
+                }
+            });
+        }
+        // A destroy that raced this (re)start has taken the cgroup and the old runner: this
+        // one must not outlive it.
+        if sb.destroying.load(Ordering::Acquire) {
+            kill_tree(&process);
+            return Err(SandboxError::NotFound(sb.id.clone()));
+        }
         let live = Live {
             process,
-            conn,
-            app_name: ready.app_name,
+            control,
+            data,
+            app_pid,
+            app_name: loaded.app_name,
             exit: exit_rx,
         };
         *sb.live.write().await = Some(Arc::new(live));
@@ -837,6 +948,7 @@ impl Manager {
             status,
             crash_reason,
             pid: live.as_ref().map_or(0, |l| l.process.pid()),
+            app_pid: live.as_ref().map_or(0, |l| l.app_pid),
             created_at: rfc3339(sb.created_at),
             restart_count: sb.restart_count.load(Ordering::Acquire),
             app: AppInfo {
@@ -854,6 +966,7 @@ impl Manager {
                     .as_ref()
                     .map(|r| r.sha256.clone())
                     .unwrap_or_default(),
+                claimed_by_app: app_claims(),
             },
             versions: sb.versions.lock().unwrap().clone(),
             limits: sb.spec.limits.clone(),
@@ -879,7 +992,7 @@ impl Manager {
             function: function.to_string(),
             args: args.to_string(),
         };
-        match live.conn.request(request, timeout).await {
+        match live.data.request(request, timeout).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(match err.kind {
                 ErrorKind::Panicked => SandboxError::AppPanicked(err.message),
@@ -947,15 +1060,17 @@ impl Manager {
             .unwrap_or(0)
             + 1;
         let mut record = install_version(&sb, &lib, next)?;
+        let from = sb.current.load(Ordering::Acquire);
         match self.swap(&sb, &live, &record).await {
             Ok(done) => {
                 record.app_version = done.app_version.clone();
                 sb.versions.lock().unwrap().push(record);
                 sb.current.store(next, Ordering::Release);
+                // The versions are the host's own numbers, not what the app process answered.
                 Ok(ReloadReport {
                     status: "reloaded".into(),
-                    from_version: done.from_version,
-                    to_version: done.to_version,
+                    from_version: from,
+                    to_version: next,
                     load_us: done.load_us,
                     compile_ms,
                 })
@@ -981,18 +1096,36 @@ impl Manager {
             timeout_ms: timeout.as_millis() as u64,
         };
         match live
-            .conn
+            .data
             .request(request, timeout + Duration::from_secs(1))
             .await
         {
             Ok(Ok(value)) => {
-                serde_json::from_value(value).map_err(|e| SandboxError::Protocol(e.to_string()))
+                let done: Reloaded = serde_json::from_value(value)
+                    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+                // Workers move to the new version: init's job, told on the control plane.
+                // Not awaited: restarting them (an exec each) is on no reload's clock.
+                let _ = live
+                    .control
+                    .send(Request::SetVersion {
+                        lib: sb.lib_for_runner(record),
+                        version: record.version,
+                    })
+                    .await;
+                Ok(done)
             }
             Ok(Err(err)) => Err(SandboxError::ReloadRefused(err.message)),
-            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
-                op: "reload".into(),
-                ms: timeout.as_millis() as u64,
-            }),
+            Err(ConnError::Timeout) => {
+                // The app process may still swap after we gave up (it refuses past its own
+                // deadline, but its answer can be late): then no one knows which version
+                // serves. Restart it on the version the host records, which is the old one.
+                tracing::warn!(sandbox = %sb.id, "reload timed out; restarting on the old version");
+                kill_tree(&live.process);
+                Err(SandboxError::Timeout {
+                    op: "reload".into(),
+                    ms: timeout.as_millis() as u64,
+                })
+            }
             Err(ConnError::Closed) => Err(death_of(&sb.id, live).await),
         }
     }
@@ -1027,8 +1160,8 @@ impl Manager {
         sb.current.store(version, Ordering::Release);
         Ok(ReloadReport {
             status: "reloaded".into(),
-            from_version: done.from_version,
-            to_version: done.to_version,
+            from_version: from,
+            to_version: version,
             load_us: done.load_us,
             compile_ms: None,
         })
@@ -1046,11 +1179,14 @@ impl Manager {
         };
         let cgroup = sb.cgroup();
         let own_root = sb.own_root.load(Ordering::Acquire);
+        // Through the app process's root: init is not dumpable, so a non-root host may not
+        // look into its /proc files.
+        let app_pid = live.app_pid;
         let sample = tokio::task::spawn_blocking(move || {
             let disk = own_root
-                .then(|| procfs::disk_usage(pid, isolation::root::WORK_DIR))
+                .then(|| procfs::disk_usage(app_pid, isolation::root::WORK_DIR))
                 .flatten();
-            sample(pid, cgroup.as_deref(), &app_dir).map(|s| (s, disk))
+            sample(pid, app_pid, cgroup.as_deref(), &app_dir).map(|s| (s, disk))
         })
         .await
         .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
@@ -1107,7 +1243,7 @@ impl Manager {
         let sb = self.get(id)?;
         let live = sb.live().await?;
         match live
-            .conn
+            .control
             .request(request, self.inner.config.call_timeout)
             .await
         {
@@ -1150,7 +1286,11 @@ impl Manager {
         let record = sb
             .current_record()
             .ok_or_else(|| SandboxError::Protocol("no current version".into()))?;
-        self.start_runner(&sb, &record).await?;
+        if let Err(e) = self.start_runner(&sb, &record).await {
+            // Not `restarting` forever: the sandbox is down until the next explicit restart.
+            sb.set_status(Status::Crashed, Some(format!("restart failed: {e}")));
+            return Err(e);
+        }
         sb.set_status(Status::Running, None);
         self.info(id).await
     }
@@ -1249,11 +1389,13 @@ struct Sample {
 /// fds are counted, so one usage read stays cheap for a sandbox of thousands of processes.
 const FD_COUNT_LIMIT: usize = 100;
 
-/// Reads usage from the cgroup's counters when there is a cgroup (cheap and independent of
+/// Reads usage of the sandbox whose init is `pid` and app process `app_pid` from the
+/// cgroup's counters when there is a cgroup (cheap and independent of
 /// the number of processes; the cgroup's memory figure, not summed RSS, which counts shared
 /// pages once per process), else from one pass over `/proc`.
-fn sample(pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
-    let mapped_copies = procfs::mapped_copies(pid, app_dir);
+fn sample(pid: i32, app_pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
+    // The app's copies are mapped by the app process (init never loads it).
+    let mapped_copies = procfs::mapped_copies(app_pid, app_dir);
     if let Some(u) = cgroup.and_then(|cg| cg.usage().ok())
         && !u.procs.is_empty()
     {
@@ -1351,10 +1493,22 @@ async fn watch_runner(
     manager: Manager,
     runner: Arc<procfs::Process>,
     generation: u64,
-    closed: oneshot::Receiver<()>,
+    (closed, data_closed): (oneshot::Receiver<()>, oneshot::Receiver<()>),
     exit: watch::Sender<Option<String>>,
 ) {
-    let _ = closed.await;
+    // Either plane closing ends the runner: init closes the control socket when it exits
+    // (after telling how the app process died), and an app process that closes its data
+    // socket but lives on can serve no call again, so init gets a moment to report, then the
+    // runner is killed and restarted like any that died.
+    let mut closed = closed;
+    tokio::select! {
+        _ = &mut closed => {}
+        _ = data_closed => {
+            if tokio::time::timeout(Duration::from_millis(300), &mut closed).await.is_err() {
+                kill_tree(&runner);
+            }
+        }
+    }
     let pid = runner.pid();
     let how = tokio::task::spawn_blocking(move || {
         // The socket closed: the runner is dead or broken. Give it 200 ms to exit (woken the
@@ -1368,7 +1522,12 @@ async fn watch_runner(
                 Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
                     runner.wait_exit(deadline.saturating_duration_since(Instant::now()))
                 }
-                Ok(WaitStatus::StillAlive) => kill_tree(&runner),
+                Ok(WaitStatus::StillAlive) => {
+                    // Killed; wait for the exit (on the pidfd) before looking again, rather
+                    // than walking /proc in a loop.
+                    kill_tree(&runner);
+                    runner.wait_exit(Duration::from_millis(500));
+                }
                 Ok(status) => return describe(status),
                 Err(e) => return format!("unknown ({e})"),
             }
@@ -1377,6 +1536,14 @@ async fn watch_runner(
     .await
     .unwrap_or_else(|_| "unknown".into());
     let sb = sb.upgrade();
+    // How the app process died, as init saw it, says more than how init then exited.
+    let how = match sb
+        .as_deref()
+        .and_then(|sb| sb.app_exit.lock().unwrap().take())
+    {
+        Some(app) => format!("app process {app}"),
+        None => how,
+    };
     // Killed by its memory limit: say so, from the cgroup's OOM counter.
     let how = match sb.as_deref().and_then(oom_cause) {
         Some(oom) => format!("{oom}, {how}"),
@@ -1444,6 +1611,9 @@ fn handle_event(sb: &Sandbox, event: Event) {
         Event::Crashed { reason } => {
             tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
             sb.set_status(Status::Crashed, Some(reason));
+        }
+        Event::AppExited { how } => {
+            *sb.app_exit.lock().unwrap() = Some(how);
         }
     }
 }
@@ -1530,8 +1700,8 @@ async fn death_of(id: &str, live: &Live) -> SandboxError {
         .and_then(|r| r.ok().and_then(|v| v.clone()))
         .unwrap_or_else(|| "runner closed its socket".into());
     let signal = how
-        .strip_prefix("signal ")
-        .map(|s| s.split_whitespace().next().unwrap_or(s).to_string());
+        .split_once("signal ")
+        .map(|(_, s)| s.split([' ', ',']).next().unwrap_or(s).to_string());
     crashed(id, format!("runner died: {how}"), signal)
 }
 

@@ -88,6 +88,15 @@ pub fn tree(root: i32) -> Vec<ProcStat> {
     out
 }
 
+/// The direct children of `pid` (host pids), however the kernel lets them be found.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    tree(pid)
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// The direct children of `pid`, from the `children` file of each of its threads.
 fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();

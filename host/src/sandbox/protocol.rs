@@ -1,4 +1,11 @@
-//! The wire protocol between the host and a sandbox's runner.
+//! The wire protocol between the host and a sandbox: two planes, one framing.
+//!
+//! * The **control plane** (fd 3 of the sandbox's init, which never loads app code): `init`,
+//!   `ping`, workers, `set_version`, `shutdown`; events (worker restarts, crash loops, the app
+//!   process's exit). What it says is what init observed, so the host believes it.
+//! * The **data plane** (fd 4, held only by the app process): `load`, `call`, `reload`. Its
+//!   answers are the app's word: they can only make its own calls fail. The host ignores
+//!   events and answers to unknown ids there.
 //!
 //! Frames are a 4-byte little-endian length followed by that many bytes of JSON. Every request
 //! carries an id; the runner answers each with a [`Response`] of the same id, in any order
@@ -31,15 +38,30 @@ pub struct RequestFrame {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// First frame: restrict the runner, load the app, start its workers, answer [`Ready`].
+    /// Control, first frame: restrict init, fork the app process, answer [`InitReady`].
+    /// `lib` and `version` are what workers start on.
     Init {
-        /// Path of the versioned library copy to load.
+        /// Path of the versioned library copy workers load.
         lib: PathBuf,
         /// Version number the host gave this copy.
         version: u32,
         /// Self-restrictions to apply before any app code runs (isolation crate data).
         #[serde(default)]
         restrictions: serde_json::Value,
+    },
+    /// Data, first frame: load the app, answer [`Loaded`].
+    Load {
+        /// Path of the versioned library copy to load.
+        lib: PathBuf,
+        /// Version number the host gave this copy.
+        version: u32,
+    },
+    /// Control: workers start on this version from now on, and running ones move to it.
+    SetVersion {
+        /// Path of the versioned library copy.
+        lib: PathBuf,
+        /// Its version number.
+        version: u32,
     },
     /// Liveness check; answered by the reader thread, never queued behind calls.
     Ping,
@@ -141,23 +163,38 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The app process exited, as init saw it (`waitpid`); init exits next.
+    AppExited {
+        /// How (`signal SIGSEGV`, `exit 3`).
+        how: String,
+    },
 }
 
-/// Answer to `Init`.
+/// Answer to `Init` (control plane: init's own word).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ready {
-    /// The app's name from its table.
+pub struct InitReady {
+    /// Microseconds spent applying the self-restrictions (Landlock, seccomp).
+    pub restrict_us: u64,
+    /// Microseconds spent forking the app process.
+    #[serde(default)]
+    pub fork_us: u64,
+    /// What init applied to itself, and so to the app process it forked (report entries).
+    #[serde(default)]
+    pub restrictions: serde_json::Value,
+}
+
+/// Answer to `Load` (data plane: the app's word, except the timing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Loaded {
+    /// The app's name from its table (its own word).
     pub app_name: String,
-    /// The app's own version string.
+    /// The app's own version string (its own word).
     pub app_version: String,
     /// Microseconds spent in `dlopen` + checks.
     pub load_us: u64,
-    /// Microseconds spent applying the self-restrictions (Landlock, seccomp).
+    /// Workers the app asks for at start (its own word; the host caps it).
     #[serde(default)]
-    pub restrict_us: u64,
-    /// What the runner applied to itself (isolation report entries).
-    #[serde(default)]
-    pub restrictions: serde_json::Value,
+    pub initial_workers: u32,
 }
 
 /// Answer to `Reload`.

@@ -22,8 +22,8 @@
 //!    (not possible in a new pid namespace, where the runner notices the closed socket).
 //! 8. `PR_SET_NO_NEW_PRIVS`: no setuid or file-capability gain from here on.
 //! 9. `chdir` into the sandbox's private working directory.
-//! 10. fds: the control socket to fd 3, `/dev/null` to 0 and 1, the log file to 2; close
-//!     every other fd with `close_range`.
+//! 10. fds: the control socket to fd 3, the data socket to fd 4, `/dev/null` to 0 and 1, the
+//!     log file to 2; close every other fd with `close_range`.
 //! 11. `execve` the runner with a cleared environment (allowlist only), after restoring the
 //!     signal mask the spawner thread had.
 //!
@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use isolation::{CgroupEntry, ChildError, ChildSetup, Rlimits};
 
 use crate::sandbox::error::SandboxError;
-use crate::sandbox::runner::{CONTROL_FD, RUNNER_ARG};
+use crate::sandbox::runner::{CONTROL_FD, DATA_FD, RUNNER_ARG};
 
 /// Environment variables passed through to the runner; everything else is cleared.
 pub const ENV_ALLOWLIST: &[&str] = &["LANG", "TZ"];
@@ -72,8 +72,10 @@ pub struct SpawnRequest {
 pub struct Spawned {
     /// Its pid in the host's namespace.
     pub pid: i32,
-    /// The host's end of the control socket.
+    /// The host's end of the control socket (init's, fd 3).
     pub control: UnixStream,
+    /// The host's end of the data socket (the app process's, fd 4).
+    pub data: UnixStream,
     /// Read end of the error pipe: 8 bytes of [`ChildError`] when isolation setup failed.
     pub errors: File,
     /// The child's setup, to describe a [`ChildError`] ([`ChildSetup::describe`]).
@@ -242,16 +244,24 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
         .map_err(|e| SandboxError::io(Path::new("/dev/null"), e))?;
     let (host_end, child_end) =
         UnixStream::pair().map_err(|e| SandboxError::Spawn(format!("socketpair: {e}")))?;
+    let (host_data, child_data) =
+        UnixStream::pair().map_err(|e| SandboxError::Spawn(format!("socketpair: {e}")))?;
     let (err_read, err_write) = pipe()?;
     // Lift every fd the child rearranges above 3, so that no dup2 in step 10 overwrites a
     // source that a later dup2 still needs.
     let child_fd = high_fd(&child_end)?;
+    let child_data = {
+        let high = high_fd(&child_data)?;
+        drop(child_data);
+        high
+    };
     let null = high_fd(&null)?;
     let log = high_fd(&log)?;
     let err_write = high_fd(&err_write)?;
     drop(child_end);
     let raw = ChildFds {
         sock: child_fd.as_raw_fd(),
+        data: child_data.as_raw_fd(),
         null: null.as_raw_fd(),
         log: log.as_raw_fd(),
         errors: err_write.as_raw_fd(),
@@ -338,7 +348,7 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
         }
     };
     let pid = pid as i32;
-    drop((child_fd, log, null, err_write));
+    drop((child_fd, child_data, log, null, err_write));
     // Host side again: user-namespace maps, then the child may go on.
     if let Err(e) = req.setup.parent_after_clone(pid) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
@@ -348,6 +358,7 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
     Ok(Spawned {
         pid,
         control: host_end,
+        data: host_data,
         errors: File::from(err_read),
         setup: req.setup,
     })
@@ -365,6 +376,7 @@ pub fn child_error(errors: &mut File) -> Option<ChildError> {
 #[derive(Debug, Clone, Copy)]
 struct ChildFds {
     sock: i32,
+    data: i32,
     null: i32,
     log: i32,
     errors: i32,
@@ -449,21 +461,23 @@ impl Child<'_> {
             if libc::chdir(self.work_dir.as_ptr()) < 0 {
                 libc::_exit(124);
             }
-            // 10. fds: socket → 3, /dev/null → 0 and 1, log → 2, close the rest.
+            // 10. fds: control → 3, data → 4, /dev/null → 0 and 1, log → 2, close the rest.
             let fds = self.fds;
             if libc::dup2(fds.sock, CONTROL_FD) < 0
+                || libc::dup2(fds.data, DATA_FD) < 0
                 || libc::dup2(fds.null, 0) < 0
                 || libc::dup2(fds.null, 1) < 0
                 || libc::dup2(fds.log, 2) < 0
             {
                 libc::_exit(125);
             }
-            // dup2 onto the same number keeps FD_CLOEXEC; clear it on fd 3 explicitly.
+            // dup2 onto the same number keeps FD_CLOEXEC; clear it on fds 3 and 4 explicitly.
             libc::fcntl(CONTROL_FD, libc::F_SETFD, 0);
+            libc::fcntl(DATA_FD, libc::F_SETFD, 0);
             // The error pipe is CLOEXEC: it closes by itself at exec, unless exec fails.
             if libc::syscall(
                 libc::SYS_close_range,
-                CONTROL_FD as u32 + 1,
+                DATA_FD as u32 + 1,
                 fds.errors as u32 - 1,
                 0,
             ) < 0

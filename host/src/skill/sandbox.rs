@@ -111,6 +111,9 @@ impl SandboxSkill {
                     "restart_count": info.restart_count,
                     "created_at": info.created_at,
                     "app_version": info.app.version,
+                    // Only the app vouches for these two: labelled so the model weighs them so.
+                    "app_name_claimed_by_app": info.app.name,
+                    "app_version_string_claimed_by_app": info.app.app_version,
                     "resource_usage": usage,
                 }))
             }
@@ -132,7 +135,11 @@ impl SandboxSkill {
             }
             "sandbox_app_versions" => {
                 let info = manager.info(id).await.map_err(|e| e.to_string())?;
-                Ok(json!({"current": info.app.version, "versions": info.versions}))
+                Ok(json!({
+                    "current": info.app.version,
+                    "versions": info.versions,
+                    "note": "each version's app_version string is the app's own claim; version numbers and sha256 are the host's",
+                }))
             }
             "sandbox_health_check" => {
                 let info = manager.info(id).await.map_err(|e| e.to_string())?;

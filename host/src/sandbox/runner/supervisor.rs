@@ -8,7 +8,9 @@
 //! the sandbox.
 //!
 //! The reaper thread waits on any child (`waitpid(-1)`), so it also reaps orphans that the
-//! kernel re-parents to the runner (it is a child subreaper, or pid 1 of its namespace).
+//! kernel re-parents to init (it is a child subreaper, or pid 1 of its namespace), and the app
+//! process: when that exits, init reports how and exits too. The app's own children are the
+//! app process's, never init's, so `waitpid(-1)` here cannot steal them.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,9 @@ pub const MAX_WORKERS: usize = 4096;
 /// Where events go (the control socket).
 pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// Told how the app process exited; init exits right after.
+pub type AppExit = Box<dyn Fn(String) + Send + Sync>;
+
 #[derive(Debug)]
 struct Worker {
     index: u32,
@@ -50,8 +55,6 @@ struct State {
     recent_restarts: VecDeque<Instant>,
     total_restarts: u32,
     crashed: bool,
-    /// The initial workers are being started (see [`Supervisor::spawn_initial`]).
-    starting: bool,
 }
 
 /// The worker supervisor.
@@ -61,9 +64,9 @@ pub struct Supervisor {
     /// sets it without waiting for processes being started under the `state` lock.
     current: Mutex<(PathBuf, u32)>,
     wake: Condvar,
-    /// Signalled when the initial workers are started.
-    settled: Condvar,
     events: EventSink,
+    /// The app process, and what to do when it exits.
+    app: (i32, AppExit),
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -75,15 +78,23 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// Creates the supervisor and starts its reaper thread.
-    pub fn start(lib: &Path, version: u32, events: EventSink) -> Arc<Supervisor> {
+    /// Creates the supervisor and starts its reaper thread, which also waits for the app
+    /// process `app_pid` and calls `on_app_exit` when it is gone (then stops every worker and
+    /// exits).
+    pub fn start(
+        lib: &Path,
+        version: u32,
+        events: EventSink,
+        app_pid: i32,
+        on_app_exit: AppExit,
+    ) -> Arc<Supervisor> {
         let _ = worker_spawner();
         let sup = Arc::new(Supervisor {
             state: Mutex::new(State::default()),
             current: Mutex::new((lib.to_owned(), version)),
             wake: Condvar::new(),
-            settled: Condvar::new(),
             events,
+            app: (app_pid, on_app_exit),
         });
         let reaper = Arc::clone(&sup);
         std::thread::Builder::new()
@@ -97,50 +108,9 @@ impl Supervisor {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The state once the initial workers are started, so every request sees them.
-    fn lock_settled(&self) -> MutexGuard<'_, State> {
-        let mut st = self.lock();
-        while st.starting {
-            st = self.settled.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        st
-    }
-
-    /// Starts the app's initial workers on a thread of their own: starting a process waits
-    /// for its exec (about a millisecond), and the first call must not wait behind that.
-    /// `spawn`, `list`, `restart_stale` and `stop_all` wait until they are started. A failure
-    /// is reported as a crash event.
-    pub fn spawn_initial(self: &Arc<Self>, count: u32) {
-        if count == 0 {
-            return;
-        }
-        self.lock().starting = true;
-        let run = move |sup: &Supervisor| {
-            let result = {
-                let mut st = sup.lock();
-                let result = sup.spawn_locked(&mut st, count);
-                st.starting = false;
-                result
-            };
-            sup.settled.notify_all();
-            if let Err(e) = result {
-                (sup.events)(Event::Crashed {
-                    reason: format!("initial workers: {e}"),
-                });
-            }
-        };
-        let sup = Arc::clone(self);
-        let started = std::thread::Builder::new()
-            .name("initial-workers".into())
-            .spawn(move || run(&sup));
-        if started.is_err() {
-            run(self);
-        }
-    }
-
     /// Starts `count` more workers on the current version.
     pub fn spawn(&self, count: u32) -> Result<WorkerList, String> {
-        let mut st = self.lock_settled();
+        let mut st = self.lock();
         self.spawn_locked(&mut st, count)?;
         Ok(list(&st))
     }
@@ -170,7 +140,7 @@ impl Supervisor {
 
     /// Lists the workers.
     pub fn list(&self) -> WorkerList {
-        list(&self.lock_settled())
+        list(&self.lock())
     }
 
     /// Makes `lib` the version that workers start on from now on. Cheap: workers already
@@ -189,7 +159,7 @@ impl Supervisor {
     /// Moves every worker that runs an older version than the current one: stops its
     /// process and starts a new one under the same index.
     pub fn restart_stale(&self) -> Result<(), String> {
-        let mut st = self.lock_settled();
+        let mut st = self.lock();
         let (lib, version) = self.current();
         let stale: Vec<(u32, i32)> = st
             .workers
@@ -220,7 +190,7 @@ impl Supervisor {
 
     /// Kills every worker (on shutdown).
     pub fn stop_all(&self) {
-        let mut st = self.lock_settled();
+        let mut st = self.lock();
         let pids: Vec<i32> = st.workers.drain(..).map(|w| w.pid).collect();
         for pid in pids {
             st.retiring.insert(pid);
@@ -248,6 +218,11 @@ impl Supervisor {
             WaitStatus::Signaled(pid, sig, _) => (pid.as_raw(), format!("signal {sig}"), false),
             _ => return,
         };
+        if pid == self.app.0 {
+            (self.app.1)(reason);
+            self.stop_all();
+            std::process::exit(0);
+        }
         let mut st = self.lock();
         if st.retiring.remove(&pid) {
             return;
