@@ -43,8 +43,9 @@ fn setup() -> (Manager, tempfile::TempDir, Cleanup) {
 }
 
 async fn hostile(m: &Manager, id: &str, limits: Limits, level: Level) -> SandboxInfo {
-    let mut spec =
-        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level);
+    let mut spec = in_test_cgroup(
+        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level),
+    );
     spec.limits = limits;
     m.create(id, spec)
         .await
@@ -179,8 +180,9 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_sandbox_is_still_destroyable() {
     let pids = tree(info.pid);
     assert!(pids.len() as u64 > forked, "{pids:?}");
     let cgroups = cgroup_dirs(&info);
+    let hierarchies = if cgroup_v2() { 1 } else { 3 };
     assert!(
-        cgroups.len() >= 3 && cgroups.iter().all(|d| d.is_dir()),
+        cgroups.len() >= hierarchies && cgroups.iter().all(|d| d.is_dir()),
         "the runner should be in the sandbox's memory, pids and cpu cgroups: {cgroups:?}"
     );
     m.destroy("fork-bomb").await.unwrap();
@@ -251,8 +253,8 @@ async fn concurrent_calls_after_a_fork_bomb_do_not_crash_the_runner() {
     m.destroy("fork-calls").await.unwrap();
 }
 
-/// The sandbox's cgroup directories, one per v1 hierarchy: where its runner is, by
-/// `/proc/<pid>/cgroup` (the cgroups are named after the sandbox's directory).
+/// The sandbox's cgroup directories, one per v1 hierarchy (v2: the one directory): where its
+/// runner is, by `/proc/<pid>/cgroup` (the cgroups are named after the sandbox's directory).
 fn cgroup_dirs(info: &SandboxInfo) -> Vec<PathBuf> {
     let name = info
         .dir
@@ -265,11 +267,15 @@ fn cgroup_dirs(info: &SandboxInfo) -> Vec<PathBuf> {
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            (!controllers.is_empty() && path.ends_with(&name)).then(|| {
-                Path::new("/sys/fs/cgroup")
-                    .join(controllers)
-                    .join(path.trim_start_matches('/'))
-            })
+            let mount = if cgroup_v2() {
+                Path::new("/sys/fs/cgroup").to_path_buf()
+            } else if controllers.is_empty() {
+                return None;
+            } else {
+                Path::new("/sys/fs/cgroup").join(controllers)
+            };
+            path.ends_with(&name)
+                .then(|| mount.join(path.trim_start_matches('/')))
         })
         .collect()
 }
@@ -343,7 +349,13 @@ async fn a_cpu_spin_is_held_near_its_quota() {
     };
     let info = hostile(&m, "cpu-spin", limits, Level::Standard).await;
     let cgroup = stopped_by(&info.isolation, "cgroup", "a CPU spin");
-    assert!(cgroup.contains("cfs_quota_us=20000"), "{cgroup}");
+    // v1: cpu.cfs_quota_us (over cpu.cfs_period_us=100000); v2: cpu.max "<quota> <period>".
+    let quota = if cgroup_v2() {
+        "cpu.max=20000 100000"
+    } else {
+        "cfs_quota_us=20000"
+    };
+    assert!(cgroup.contains(quota), "{cgroup}");
     hostile(&m, "cpu-neighbour", Limits::default(), Level::Standard).await;
 
     // Two threads spin for 4 s (two cores' worth of demand against a fifth of one).
@@ -575,6 +587,10 @@ async fn a_setuid_binary_gives_no_privilege() {
     // unprivileged process root's uid and capabilities; in a sandbox it must give nothing.
     // The attack: switch to uid 65534, then exec a setuid-root `cat /proc/self/status`, so the
     // kernel itself reports the credentials the program got.
+    if !is_root() {
+        skip("needs root (makes a setuid-root program)");
+        return;
+    }
     let dir = scratch_with_mode(0o755);
     let suid = dir.path().join("suid-cat");
     setuid_root_cat(&suid);
@@ -732,6 +748,10 @@ fn hostile_lib() -> PathBuf {
 
 #[test]
 fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
+        return;
+    }
     let lib = hostile_lib();
     let secrets = scratch_with_mode(0o755);
     let secret = secrets.path().join("secret.txt");
@@ -760,7 +780,8 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     let iso = &out["isolation"];
     let r = &out["results"];
 
-    // No cgroup for an unprivileged host on cgroup v1: reported, with the reason.
+    // No cgroup for an unprivileged host without a delegated subtree (v1, or a v2 cgroup it
+    // does not own): reported, with the reason.
     let (cgroup, why) = mechanism(iso, "cgroup");
     assert!(!cgroup && !why.is_empty(), "{iso}");
     assert_eq!(out["usage"]["source"], "proc", "{out}");
@@ -851,6 +872,10 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
 
 #[test]
 fn strict_refuses_to_start_when_a_mechanism_is_missing() {
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
+        return;
+    }
     let lib = hostile_lib();
     // As uid 65534 on cgroup v1 no cgroup can be created: `strict` must refuse, name the
     // mechanism and leave nothing behind.
