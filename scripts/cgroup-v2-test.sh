@@ -28,6 +28,7 @@
 # Env: CGV2_CACHE (kernel cache, default ~/.cache/sandbox-host-cgv2), CGV2_KERNEL_DIR (an
 # extracted linux-image package to use instead), CGV2_ACCEL (tcg|kvm), CGV2_MEM (MiB, 2048),
 # CGV2_TIMEOUT (s, 600), CGV2_UID (1000), CGV2_WHO ("root user": which runs),
+# CGV2_NARROW=1 (build only the binaries run here, not the workspace's tests),
 # CGV2_VERBOSE=1 (guest console and every test's output).
 set -euo pipefail
 
@@ -194,8 +195,13 @@ cleanup() { [ -n "$qpid" ] && kill "$qpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$work/ctl" "$work/out" "$work/initrd"
-args=()
-for t in "${TESTS[@]}"; do IFS='|' read -r _ pkg tgt _ <<< "$t"; args+=(-p "$pkg" --test "$tgt"); done
+# The same set as `cargo test --workspace` (so that .ci/run's main run already built them, with
+# the same features); CGV2_NARROW=1 builds only the binaries run here.
+args=(--workspace)
+if [ "${CGV2_NARROW:-0}" = 1 ]; then
+  args=()
+  for t in "${TESTS[@]}"; do IFS='|' read -r _ pkg tgt _ <<< "$t"; args+=(-p "$pkg" --test "$tgt"); done
+fi
 [ $build = 1 ] && log "building the test binaries (cargo test --no-run)"
 cargo test --no-run "${args[@]}" --message-format=json 2> "$work/build.log" > "$work/build.json" \
   || { tail -30 "$work/build.log" >&2; die "cargo test --no-run failed"; }
