@@ -137,6 +137,8 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_sandbox_is_still_destroyable() {
         cgroup.contains(&format!("pids.max={MAX_PROCS}")),
         "{cgroup}"
     );
+    // The kernel's word, not the report's: pids.max is the same file on v1 and v2.
+    assert_eq!(cgroup_file(&info, "pids.max"), MAX_PROCS.to_string());
     hostile(&m, "fork-neighbour", Limits::default(), Level::Standard).await;
 
     // Fork sleeping children until the kernel refuses 50 times in a row.
@@ -280,6 +282,20 @@ fn cgroup_dirs(info: &SandboxInfo) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A control file of the sandbox's cgroup (the first of its directories that has it), trimmed.
+fn cgroup_file(info: &SandboxInfo, file: &str) -> String {
+    let dirs = cgroup_dirs(info);
+    let path = dirs
+        .iter()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no {file} in the sandbox's cgroups {dirs:?}"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_is_oom_killed_inside_its_sandbox_only() {
     const LIMIT: u64 = 64 << 20;
@@ -291,6 +307,12 @@ async fn a_memory_bomb_is_oom_killed_inside_its_sandbox_only() {
     let info = hostile(&m, "mem-bomb", limits, Level::Standard).await;
     let cgroup = stopped_by(&info.isolation, "cgroup", "a memory bomb");
     assert!(cgroup.contains("memory"), "{cgroup}");
+    let limit_file = if cgroup_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(cgroup_file(&info, limit_file), LIMIT.to_string());
     hostile(&m, "mem-neighbour", Limits::default(), Level::Standard).await;
 
     // A forked child maps and touches 4 MiB at a time, up to 2 GiB, until it is killed.
@@ -356,6 +378,12 @@ async fn a_cpu_spin_is_held_near_its_quota() {
         "cfs_quota_us=20000"
     };
     assert!(cgroup.contains(quota), "{cgroup}");
+    if cgroup_v2() {
+        assert_eq!(cgroup_file(&info, "cpu.max"), "20000 100000");
+    } else {
+        assert_eq!(cgroup_file(&info, "cpu.cfs_quota_us"), "20000");
+        assert_eq!(cgroup_file(&info, "cpu.cfs_period_us"), "100000");
+    }
     hostile(&m, "cpu-neighbour", Limits::default(), Level::Standard).await;
 
     // Two threads spin for 4 s (two cores' worth of demand against a fifth of one).
