@@ -43,12 +43,15 @@ log() { echo "$me: $*" >&2; }
 # containment: sandboxes made by the manager, limits read back (pids.max, memory, cpu.max),
 #   the OOM killer, a double-forked daemon killed with the cgroup; as root also the
 #   unprivileged-host and strict cases. Skipped here: none; tests needing root skip as uid 1000.
+# escape: the sandbox's own root, ids, store, socket families and disk cap on this kernel
+#   (the root-host tests skip as uid 1000).
 # lifecycle: usage from the cgroup and destroy; only the tests that need no cargo at run time
 #   (the others compile app sources, minutes under TCG).
 TESTS=(
   "cgroup_real|isolation|cgroup_real|"
   "namespaces_real|isolation|namespaces_real|"
   "containment|e2e|containment|"
+  "escape|e2e|escape|"
   "lifecycle|e2e|lifecycle|destroy_leaves_no_process_and_no_directory usage_counts_real_processes_and_reports_versions"
 )
 
