@@ -14,24 +14,29 @@ use isolation::cgroups::{CgroupSystem, CgroupVersion};
 use isolation::namespaces::{ChildError, ChildStep};
 use isolation::{Cgroup, CgroupEntry, Limits};
 
+/// The detected system, under `$SANDBOX_TEST_CGROUP_PARENT` when set (a delegated v2 subtree
+/// for a non-root run). `None` (the test is skipped) only when not root and nothing usable is
+/// delegated; as root, or with a parent given, no cgroups is a failure.
 fn system() -> Option<CgroupSystem> {
-    match CgroupSystem::detect(None) {
+    let parent = common::cgroup_parent();
+    match CgroupSystem::detect(parent.as_deref()) {
         Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("SKIP: no usable cgroups here: {e}");
+        Err(e) if !common::root() && parent.is_none() => {
+            common::skip(&format!("no usable cgroups here: {e}"));
             None
         }
+        Err(e) => panic!("no cgroups as root or under {parent:?}: {e}"),
     }
 }
 
 fn create(sys: &CgroupSystem, tag: &str, limits: &Limits) -> Option<Cgroup> {
     match sys.create(&unique_id(tag), limits) {
         Ok(c) => Some(c),
-        Err(e) if !common::root() => {
-            eprintln!("SKIP: not root and cgroup creation failed: {e}");
+        Err(e) if !common::root() && common::cgroup_parent().is_none() => {
+            common::skip(&format!("not root and cgroup creation failed: {e}"));
             None
         }
-        Err(e) => panic!("cgroup create failed as root: {e}"),
+        Err(e) => panic!("cgroup create failed: {e}"),
     }
 }
 
@@ -209,8 +214,9 @@ fn shared_system_is_detected_once() {
     if system().is_none() {
         return;
     }
-    let a = CgroupSystem::shared(None).unwrap();
-    let b = CgroupSystem::shared(None).unwrap();
+    let parent = common::cgroup_parent();
+    let a = CgroupSystem::shared(parent.as_deref()).unwrap();
+    let b = CgroupSystem::shared(parent.as_deref()).unwrap();
     assert!(std::sync::Arc::ptr_eq(&a, &b));
     eprintln!("{}", a.describe());
 }
@@ -228,14 +234,14 @@ fn v2_kill_and_remove_on_the_unified_hierarchy() {
         unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == libc::CGROUP2_SUPER_MAGIC;
     let sys = if common::root() && is_v2 {
         CgroupSystem::v2_at(unified, "0::/\n", None).unwrap()
-    } else if let Ok(sys) = CgroupSystem::detect(None) {
+    } else if let Ok(sys) = CgroupSystem::detect(common::cgroup_parent().as_deref()) {
         if sys.version() != CgroupVersion::V2 {
-            eprintln!("SKIP: no writable v2 hierarchy");
+            common::skip("no writable v2 hierarchy");
             return;
         }
         sys
     } else {
-        eprintln!("SKIP: no writable v2 hierarchy");
+        common::skip("no writable v2 hierarchy");
         return;
     };
     eprintln!("{}", sys.describe());

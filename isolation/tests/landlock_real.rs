@@ -56,7 +56,7 @@ fn landlock_confines_reads_and_writes() {
     let st = landlock::apply(&plan(&d)).unwrap();
     eprintln!("{st:?}");
     if landlock::kernel_abi() == 0 {
-        eprintln!("SKIP: no Landlock in this kernel");
+        common::skip("no Landlock in this kernel");
         assert_eq!(st.enforcement, Enforcement::None);
         return;
     }
@@ -129,7 +129,7 @@ fn strict_fails_when_landlock_is_partial() {
     // Ask for more than any kernel this crate knows can have today: partially enforced.
     p.target_abi = 10;
     if landlock::kernel_abi() >= 10 {
-        eprintln!("SKIP: kernel has Landlock ABI 10");
+        common::skip("kernel has Landlock ABI 10");
         return;
     }
     let r = RunnerRestrictions::for_level(Level::Strict, p, false).unwrap();

@@ -152,7 +152,7 @@ fn run_sandbox_child(is_root: bool) -> (String, Vec<isolation::ReportEntry>) {
 #[test]
 fn root_child_gets_namespaces_mounts_and_shared_netns() {
     if !root() {
-        eprintln!("SKIP: needs root (the non-root path is tested by nonroot_child_*)");
+        common::skip("needs root (the non-root path is tested by nonroot_child_*)");
         return;
     }
     let host_net = ns_link("self", "net");
@@ -185,6 +185,7 @@ fn root_child_gets_namespaces_mounts_and_shared_netns() {
 #[test]
 fn root_child_with_user_namespace_handshake() {
     if !root() {
+        common::skip("needs root (an identity map as root)");
         return;
     }
     // The non-root flag set (user + own netns), exercised as root with an identity map.
@@ -241,6 +242,7 @@ fn child_in_tmp_is_refused_under_strict_and_reported_under_standard() {
 fn probe_and_failed_handshake() {
     assert!(namespaces::probe(0).is_ok());
     if !root() {
+        common::skip("the failed-handshake half needs root");
         return;
     }
     // A child whose parent fails the handshake gets UserNsWait, not a half-set-up sandbox.

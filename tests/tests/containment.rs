@@ -43,8 +43,9 @@ fn setup() -> (Manager, tempfile::TempDir, Cleanup) {
 }
 
 async fn hostile(m: &Manager, id: &str, limits: Limits, level: Level) -> SandboxInfo {
-    let mut spec =
-        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level);
+    let mut spec = in_test_cgroup(
+        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level),
+    );
     spec.limits = limits;
     m.create(id, spec)
         .await
@@ -136,6 +137,8 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_sandbox_is_still_destroyable() {
         cgroup.contains(&format!("pids.max={MAX_PROCS}")),
         "{cgroup}"
     );
+    // The kernel's word, not the report's: pids.max is the same file on v1 and v2.
+    assert_eq!(cgroup_file(&info, "pids.max"), MAX_PROCS.to_string());
     hostile(&m, "fork-neighbour", Limits::default(), Level::Standard).await;
 
     // Fork sleeping children until the kernel refuses 50 times in a row.
@@ -179,8 +182,9 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_sandbox_is_still_destroyable() {
     let pids = tree(info.pid);
     assert!(pids.len() as u64 > forked, "{pids:?}");
     let cgroups = cgroup_dirs(&info);
+    let hierarchies = if cgroup_v2() { 1 } else { 3 };
     assert!(
-        cgroups.len() >= 3 && cgroups.iter().all(|d| d.is_dir()),
+        cgroups.len() >= hierarchies && cgroups.iter().all(|d| d.is_dir()),
         "the runner should be in the sandbox's memory, pids and cpu cgroups: {cgroups:?}"
     );
     m.destroy("fork-bomb").await.unwrap();
@@ -251,8 +255,8 @@ async fn concurrent_calls_after_a_fork_bomb_do_not_crash_the_runner() {
     m.destroy("fork-calls").await.unwrap();
 }
 
-/// The sandbox's cgroup directories, one per v1 hierarchy: where its runner is, by
-/// `/proc/<pid>/cgroup` (the cgroups are named after the sandbox's directory).
+/// The sandbox's cgroup directories, one per v1 hierarchy (v2: the one directory): where its
+/// runner is, by `/proc/<pid>/cgroup` (the cgroups are named after the sandbox's directory).
 fn cgroup_dirs(info: &SandboxInfo) -> Vec<PathBuf> {
     let name = info
         .dir
@@ -265,13 +269,31 @@ fn cgroup_dirs(info: &SandboxInfo) -> Vec<PathBuf> {
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            (!controllers.is_empty() && path.ends_with(&name)).then(|| {
-                Path::new("/sys/fs/cgroup")
-                    .join(controllers)
-                    .join(path.trim_start_matches('/'))
-            })
+            let mount = if cgroup_v2() {
+                Path::new("/sys/fs/cgroup").to_path_buf()
+            } else if controllers.is_empty() {
+                return None;
+            } else {
+                Path::new("/sys/fs/cgroup").join(controllers)
+            };
+            path.ends_with(&name)
+                .then(|| mount.join(path.trim_start_matches('/')))
         })
         .collect()
+}
+
+/// A control file of the sandbox's cgroup (the first of its directories that has it), trimmed.
+fn cgroup_file(info: &SandboxInfo, file: &str) -> String {
+    let dirs = cgroup_dirs(info);
+    let path = dirs
+        .iter()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no {file} in the sandbox's cgroups {dirs:?}"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +307,12 @@ async fn a_memory_bomb_is_oom_killed_inside_its_sandbox_only() {
     let info = hostile(&m, "mem-bomb", limits, Level::Standard).await;
     let cgroup = stopped_by(&info.isolation, "cgroup", "a memory bomb");
     assert!(cgroup.contains("memory"), "{cgroup}");
+    let limit_file = if cgroup_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(cgroup_file(&info, limit_file), LIMIT.to_string());
     hostile(&m, "mem-neighbour", Limits::default(), Level::Standard).await;
 
     // A forked child maps and touches 4 MiB at a time, up to 2 GiB, until it is killed.
@@ -343,7 +371,19 @@ async fn a_cpu_spin_is_held_near_its_quota() {
     };
     let info = hostile(&m, "cpu-spin", limits, Level::Standard).await;
     let cgroup = stopped_by(&info.isolation, "cgroup", "a CPU spin");
-    assert!(cgroup.contains("cfs_quota_us=20000"), "{cgroup}");
+    // v1: cpu.cfs_quota_us (over cpu.cfs_period_us=100000); v2: cpu.max "<quota> <period>".
+    let quota = if cgroup_v2() {
+        "cpu.max=20000 100000"
+    } else {
+        "cfs_quota_us=20000"
+    };
+    assert!(cgroup.contains(quota), "{cgroup}");
+    if cgroup_v2() {
+        assert_eq!(cgroup_file(&info, "cpu.max"), "20000 100000");
+    } else {
+        assert_eq!(cgroup_file(&info, "cpu.cfs_quota_us"), "20000");
+        assert_eq!(cgroup_file(&info, "cpu.cfs_period_us"), "100000");
+    }
     hostile(&m, "cpu-neighbour", Limits::default(), Level::Standard).await;
 
     // Two threads spin for 4 s (two cores' worth of demand against a fifth of one).
@@ -582,6 +622,10 @@ async fn a_setuid_binary_gives_no_privilege() {
     // unprivileged process root's uid and capabilities; in a sandbox it must give nothing.
     // The attack: switch to uid 65534, then exec a setuid-root `cat /proc/self/status`, so the
     // kernel itself reports the credentials the program got.
+    if !is_root() {
+        skip("needs root (makes a setuid-root program)");
+        return;
+    }
     let dir = scratch_with_mode(0o755);
     let suid = dir.path().join("suid-cat");
     setuid_root_cat(&suid);
@@ -747,6 +791,10 @@ fn hostile_lib() -> PathBuf {
 
 #[test]
 fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
+        return;
+    }
     let lib = hostile_lib();
     let secrets = scratch_with_mode(0o755);
     let secret = secrets.path().join("secret.txt");
@@ -781,7 +829,8 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
     let iso = &out["isolation"];
     let r = &out["results"];
 
-    // No cgroup for an unprivileged host on cgroup v1: reported, with the reason.
+    // No cgroup for an unprivileged host without a delegated subtree (v1, or a v2 cgroup it
+    // does not own): reported, with the reason.
     let (cgroup, why) = mechanism(iso, "cgroup");
     assert!(!cgroup && !why.is_empty(), "{iso}");
     assert_eq!(out["usage"]["source"], "proc", "{out}");
@@ -873,6 +922,10 @@ fn attacks_from_a_sandbox_of_an_unprivileged_host_are_contained() {
 
 #[test]
 fn strict_refuses_to_start_when_a_mechanism_is_missing() {
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
+        return;
+    }
     let lib = hostile_lib();
     // As uid 65534 on cgroup v1 no cgroup can be created: `strict` must refuse, name the
     // mechanism and leave nothing behind.

@@ -252,7 +252,9 @@ async fn destroy_leaves_no_process_and_no_directory() {
     let info = m
         .create(
             "gone-1",
-            SandboxSpec::new(AppSource::Library(built("sandbox_app").await)),
+            in_test_cgroup(SandboxSpec::new(AppSource::Library(
+                built("sandbox_app").await,
+            ))),
         )
         .await
         .unwrap();
@@ -276,7 +278,9 @@ async fn usage_counts_real_processes_and_reports_versions() {
     let info = m
         .create(
             "use-1",
-            SandboxSpec::new(AppSource::Library(built("sandbox_app").await)),
+            in_test_cgroup(SandboxSpec::new(AppSource::Library(
+                built("sandbox_app").await,
+            ))),
         )
         .await
         .unwrap();

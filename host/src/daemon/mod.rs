@@ -214,6 +214,17 @@ pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), Dae
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
     let bound = bind(socket)?;
     let manager = Manager::new(config)?;
+    // The cgroup sandboxes go under, prepared before the daemon has any child: on cgroup v2 the
+    // daemon moves itself into the `host` leaf of its own (delegated) cgroup, never a process
+    // it does not own (isolation::cgroups::v2).
+    let unified = nix::sys::statfs::statfs(isolation::cgroups::CGROUP_ROOT)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if unified {
+        match isolation::cgroups::CgroupSystem::shared(None) {
+            Ok(sys) => tracing::info!("sandbox cgroups: {}", sys.describe()),
+            Err(e) => tracing::info!("sandbox cgroups: {e}"),
+        }
+    }
     let owner = nix::unistd::geteuid().as_raw();
     let (stop_tx, stop_rx) = watch::channel(false);
     let in_flight = Arc::new(AtomicUsize::new(0));

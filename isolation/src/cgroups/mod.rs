@@ -176,7 +176,8 @@ pub(crate) struct FakeFs {
 /// How this machine mounts cgroups and where this host's sandboxes go.
 ///
 /// Detect it once per host ([`CgroupSystem::shared`]); on v2 detection enables the controllers
-/// in the delegated subtree and, if needed, moves the host's processes into a `host` leaf.
+/// in the delegated subtree and, if needed, moves the host itself (never a process it does not
+/// own) into a `host` leaf.
 #[derive(Debug)]
 pub struct CgroupSystem {
     kind: Kind,
@@ -252,7 +253,19 @@ impl CgroupSystem {
         parent_override: Option<&Path>,
         fake: Option<FakeFs>,
     ) -> Result<Self> {
-        let sys = v2::V2System::prepare(mount, proc_self_cgroup, parent_override, fake)?;
+        let owner = v2::Owner::this_process();
+        Self::v2_with_owner(mount, proc_self_cgroup, parent_override, fake, &owner)
+    }
+
+    /// [`CgroupSystem::v2_with`] with the process that counts as "this host" injected.
+    pub(crate) fn v2_with_owner(
+        mount: &Path,
+        proc_self_cgroup: &str,
+        parent_override: Option<&Path>,
+        fake: Option<FakeFs>,
+        owner: &v2::Owner,
+    ) -> Result<Self> {
+        let sys = v2::V2System::prepare(mount, proc_self_cgroup, parent_override, fake, owner)?;
         Ok(Self {
             kind: Kind::V2(sys),
             fake,

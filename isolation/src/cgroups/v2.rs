@@ -3,9 +3,13 @@
 //! Sandboxes go under a delegated subtree `<base>`: the host's own cgroup (the `0::` line of
 //! `/proc/self/cgroup`) or `--cgroup-parent`. Preparation enables `+memory +pids +cpu` in
 //! `<base>/cgroup.subtree_control`. Because of the "no internal processes" rule a non-root
-//! cgroup with processes cannot enable controllers for its children, so the processes of
-//! `<base>` (the host, usually) are first moved into the leaf `<base>/host`. A later host started
-//! from inside `<base>/host` recognises the leaf and uses its parent again.
+//! cgroup with processes cannot enable controllers for its children, so the host first moves
+//! itself (the daemon and its threads, and processes it started) into the leaf `<base>/host`.
+//! It never moves a process it does not own: when `<base>` also holds others (a terminal's
+//! `session-N.scope`: the shell, its siblings), nothing is moved, the controllers stay off and
+//! the report says why (run under a unit with `Delegate=yes`, e.g. `systemd/`, or pass
+//! `--cgroup-parent`). A later host started from inside `<base>/host` recognises the leaf and
+//! uses its parent again.
 //!
 //! Per sandbox: `<base>/sandbox-<id>` with `memory.max`, `memory.swap.max = 0`, `pids.max` and
 //! `cpu.max = "<quota> <period>"`.
@@ -22,11 +26,57 @@ use crate::level::Limits;
 /// Controllers a sandbox wants, in the order they are enabled.
 pub const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
-/// The leaf the host's own processes move to when `<base>` must enable controllers.
+/// The leaf the host itself moves to when `<base>` must enable controllers.
 pub const HOST_LEAF: &str = "host";
 
 /// CFS period used for `cpu.max`, microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Which processes count as this host's own: itself and its descendants. The only ones it
+/// may move between cgroups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner {
+    /// This process (`getpid()`).
+    pub me: i32,
+    /// The parent of a process, `None` when it is gone (`/proc/PID/stat`, injectable).
+    pub ppid_of: fn(i32) -> Option<i32>,
+}
+
+impl Owner {
+    pub(crate) fn this_process() -> Self {
+        Self {
+            me: std::process::id() as i32,
+            ppid_of: proc_ppid,
+        }
+    }
+
+    /// Whether `pid` is this process or one of its descendants.
+    fn owns(&self, pid: i32) -> bool {
+        let mut p = pid;
+        // Bounded: a pid reused meanwhile cannot make the walk loop.
+        for _ in 0..256 {
+            if p == self.me {
+                return true;
+            }
+            match (self.ppid_of)(p) {
+                Some(pp) if pp > 0 && pp != p => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+/// The parent pid field of `/proc/PID/stat` (after the last `)`: state, then ppid).
+fn proc_ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
 
 /// A prepared v2 subtree.
 #[derive(Debug)]
@@ -61,6 +111,7 @@ impl V2System {
         proc_self_cgroup: &str,
         parent_override: Option<&Path>,
         fake: Option<FakeFs>,
+        owner: &Owner,
     ) -> Result<Self> {
         let base_rel: String = match parent_override {
             Some(p) => match p.strip_prefix(mount) {
@@ -130,32 +181,47 @@ impl V2System {
                 .map(|c| format!("+{c}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let mut moved = false;
-            if !is_root_cgroup && !read_pids(&base.join("cgroup.procs"))?.is_empty() {
-                match move_procs_to_leaf(&base, fake) {
-                    Ok(n) => {
-                        moved = true;
-                        notes.push(format!(
-                            "moved {n} host process(es) to {}/{HOST_LEAF}",
-                            base.display()
-                        ));
+            // A child the host forks between reading `cgroup.procs` and the write lands in
+            // `<base>` and makes it EBUSY: move again, a few rounds.
+            let mut res = Ok(());
+            let mut moved = 0;
+            for _round in 0..4 {
+                if !is_root_cgroup {
+                    // Whose processes are in `<base>`: only this host's may move.
+                    let pids = read_pids(&base.join("cgroup.procs"))?;
+                    let (ours, foreign): (Vec<i32>, Vec<i32>) =
+                        pids.into_iter().partition(|p| owner.owns(*p));
+                    if !foreign.is_empty() {
+                        notes.push(foreign_processes(&base, foreign.len()));
+                        res = Err(CgroupError::Unavailable(String::new()));
+                        break;
                     }
-                    Err(e) if is_denied(&e) => notes.push(format!("cannot move host: {e}")),
-                    Err(e) => return Err(e),
+                    if !ours.is_empty() {
+                        match move_to_leaf(&base, &ours, fake) {
+                            Ok(n) => moved += n,
+                            Err(e) if is_denied(&e) => {
+                                res = Err(e);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                res = write_file(&subtree, &value);
+                if !matches!(&res, Err(e) if errno_of(e) == Some(libc::EBUSY)) || is_root_cgroup {
+                    break;
                 }
             }
-            let mut res = write_file(&subtree, &value);
-            let busy = matches!(&res, Err(e) if errno_of(e) == Some(libc::EBUSY));
-            if busy && !moved && !is_root_cgroup {
-                let n = move_procs_to_leaf(&base, fake)?;
+            if moved > 0 {
                 notes.push(format!(
-                    "moved {n} host process(es) to {}/{HOST_LEAF}",
+                    "moved the host ({moved} process(es)) into {}/{HOST_LEAF}",
                     base.display()
                 ));
-                res = write_file(&subtree, &value);
             }
             match res {
                 Ok(()) => {}
+                // Already said why.
+                Err(CgroupError::Unavailable(_)) => {}
                 Err(e) if is_denied(&e) || errno_of(&e) == Some(libc::EBUSY) => {
                     notes.push(format!("cannot enable controllers: {e}"));
                 }
@@ -271,26 +337,38 @@ fn not_delegated(base: &Path, reason: String) -> CgroupError {
     }
 }
 
-/// Moves every process of `<base>` into `<base>/host`; returns how many moved.
-fn move_procs_to_leaf(base: &Path, fake: Option<FakeFs>) -> Result<usize> {
+fn foreign_processes(base: &Path, n: usize) -> String {
+    format!(
+        "controllers not enabled: {} holds {n} process(es) this host did not start (a login session's scope?); they are \
+         left where they are, and while they are there the no-internal-processes rule keeps \
+         controllers off for sandboxes below it: run the host in a unit of its own with \
+         Delegate=yes (systemd/sandbox-host.service, or `systemd-run --user --scope -p \
+         Delegate=yes host serve`), or pass --cgroup-parent",
+        base.display()
+    )
+}
+
+/// Moves `pids` (this host and its descendants; one write per process moves all its threads)
+/// from `<base>` into `<base>/host`; returns how many moved.
+fn move_to_leaf(base: &Path, pids: &[i32], fake: Option<FakeFs>) -> Result<usize> {
     let leaf = base.join(HOST_LEAF);
     mkdir(&leaf, fake)?;
     let procs = leaf.join("cgroup.procs");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .truncate(true)
+        .truncate(fake.is_some())
         .open(&procs)
         .map_err(|source| CgroupError::Open {
             path: procs.clone(),
             source,
         })?;
-    let mut n = 0;
-    for pid in read_pids(&base.join("cgroup.procs"))? {
+    let mut moved = Vec::new();
+    for &pid in pids {
         // One pid per write(2), as cgroupfs requires.
         let value = format!("{pid}\n");
         match io::Write::write(&mut file, value.as_bytes()) {
-            Ok(_) => n += 1,
-            // Exited meanwhile, or a kernel thread / zombie that cannot move.
+            Ok(_) => moved.push(pid),
+            // Exited meanwhile, or a zombie that cannot move.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => {}
             Err(source) => {
                 return Err(CgroupError::Write {
@@ -302,16 +380,20 @@ fn move_procs_to_leaf(base: &Path, fake: Option<FakeFs>) -> Result<usize> {
         }
     }
     if fake.is_some() {
-        // The fake cgroupfs does not move anything by itself.
-        std::fs::write(base.join("cgroup.procs"), "").map_err(|source: io::Error| {
-            CgroupError::Write {
-                value: String::new(),
-                path: base.join("cgroup.procs"),
-                source,
-            }
+        // The fake cgroupfs does not move anything by itself: take the moved ones out.
+        let base_procs = base.join("cgroup.procs");
+        let left: String = read_pids(&base_procs)?
+            .into_iter()
+            .filter(|p| !moved.contains(p))
+            .map(|p| format!("{p}\n"))
+            .collect();
+        std::fs::write(&base_procs, &left).map_err(|source| CgroupError::Write {
+            value: left.clone(),
+            path: base_procs.clone(),
+            source,
         })?;
     }
-    Ok(n)
+    Ok(moved.len())
 }
 
 #[cfg(test)]
@@ -349,16 +431,24 @@ mod tests {
         }
     }
 
+    /// Pid 100 is "this host", 200 its child; 300 (ppid 1) belongs to someone else.
+    const HOST_100: Owner = Owner {
+        me: 100,
+        ppid_of: |p| match p {
+            200 => Some(100),
+            300 => Some(1),
+            _ => None,
+        },
+    };
+
+    fn v2(root: &Path, self_cgroup: &str, parent: Option<&Path>) -> CgroupSystem {
+        CgroupSystem::v2_with_owner(root, self_cgroup, parent, Some(FAKE_V2), &HOST_100).unwrap()
+    }
+
     #[test]
     fn prepares_delegated_subtree_and_moves_host_to_leaf() {
         let root = fake_root();
-        let sys = CgroupSystem::v2_with(
-            root.path(),
-            "0::/user.slice/app.scope\n",
-            None,
-            Some(FAKE_V2),
-        )
-        .unwrap();
+        let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
         assert_eq!(sys.version(), CgroupVersion::V2);
         let scope = root.path().join("user.slice/app.scope");
         // The fake file holds what was written: all three controllers in one write.
@@ -366,16 +456,79 @@ mod tests {
             fs::read_to_string(scope.join("cgroup.subtree_control")).unwrap(),
             "+memory +pids +cpu"
         );
-        // Both host processes were written (one per write) into the leaf.
+        // The host and its child were written (one per write) into the leaf.
         assert_eq!(
             fs::read_to_string(scope.join("host/cgroup.procs")).unwrap(),
             "100\n200\n"
         );
+        assert_eq!(fs::read_to_string(scope.join("cgroup.procs")).unwrap(), "");
         assert!(
-            sys.describe().contains("moved 2 host process(es)"),
+            sys.describe()
+                .contains("moved the host (2 process(es)) into"),
             "{}",
             sys.describe()
         );
+    }
+
+    #[test]
+    fn processes_the_host_does_not_own_are_never_moved() {
+        // A terminal's session scope: the host (100), its child (200) and the shell (300).
+        let root = fake_root();
+        let scope = root.path().join("user.slice/app.scope");
+        fs::write(scope.join("cgroup.procs"), "100\n200\n300\n").unwrap();
+        let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
+        // Nothing moved, no leaf made, no controller enabled.
+        assert_eq!(
+            fs::read_to_string(scope.join("cgroup.procs")).unwrap(),
+            "100\n200\n300\n"
+        );
+        assert!(!scope.join(HOST_LEAF).exists());
+        assert_eq!(
+            fs::read_to_string(scope.join("cgroup.subtree_control")).unwrap(),
+            ""
+        );
+        let d = sys.describe();
+        assert!(
+            d.contains("no controllers")
+                && d.contains("1 process(es) this host did not start")
+                && d.contains("Delegate=yes")
+                && d.contains("--cgroup-parent"),
+            "{d}"
+        );
+        // Sandboxes still get a cgroup (kill, accounting), with the limits reported missing.
+        let cg = sys.create("f", &limits()).unwrap();
+        assert_eq!(cg.missing().len(), 3, "{:?}", cg.missing());
+        assert!(!cg.report_entry().applied);
+        cg.remove().unwrap();
+        // A --cgroup-parent elsewhere works without touching the scope.
+        let sys = v2(
+            root.path(),
+            "0::/user.slice/app.scope\n",
+            Some(Path::new("/user.slice/sandboxes")),
+        );
+        assert!(
+            sys.describe().contains("memory+pids+cpu"),
+            "{}",
+            sys.describe()
+        );
+        assert_eq!(
+            fs::read_to_string(scope.join("cgroup.procs")).unwrap(),
+            "100\n200\n300\n"
+        );
+    }
+
+    #[test]
+    fn the_real_owner_is_this_process_and_its_children() {
+        let me = Owner::this_process();
+        assert!(me.owns(std::process::id() as i32));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(me.owns(child.id() as i32));
+        assert!(!me.owns(1), "pid 1 is nobody's child");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
@@ -399,13 +552,7 @@ mod tests {
     #[test]
     fn creates_sandbox_with_limits_usage_kill_remove() {
         let root = fake_root();
-        let sys = CgroupSystem::v2_with(
-            root.path(),
-            "0::/user.slice/app.scope\n",
-            None,
-            Some(FAKE_V2),
-        )
-        .unwrap();
+        let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
         let cg = sys.create("demo-1", &limits()).unwrap();
         let dir = root.path().join("user.slice/app.scope/sandbox-demo-1");
         assert_eq!(cg.paths(), vec![dir.clone()]);
@@ -450,13 +597,7 @@ mod tests {
         let scope = root.path().join("user.slice/app.scope");
         fs::write(scope.join("cgroup.controllers"), "memory").unwrap();
         fs::write(scope.join("cgroup.procs"), "").unwrap();
-        let sys = CgroupSystem::v2_with(
-            root.path(),
-            "0::/user.slice/app.scope\n",
-            None,
-            Some(FAKE_V2),
-        )
-        .unwrap();
+        let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
         assert!(
             sys.describe().contains("pids+cpu not delegated"),
             "{}",
@@ -503,13 +644,7 @@ mod tests {
     #[test]
     fn leftover_sandbox_dir_is_recreated() {
         let root = fake_root();
-        let sys = CgroupSystem::v2_with(
-            root.path(),
-            "0::/user.slice/app.scope\n",
-            None,
-            Some(FAKE_V2),
-        )
-        .unwrap();
+        let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
         let first = sys.create("e", &limits()).unwrap();
         std::mem::forget(first); // A crashed host leaves the directory behind.
         let again = sys.create("e", &limits()).unwrap();

@@ -213,3 +213,39 @@ pub fn unique_id(tag: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Env var naming a file to which skipped tests append their `SKIPPED:` line (one per test);
+/// `scripts/cgroup-v2-test.sh` and `.ci/run` count them.
+pub const SKIP_FILE_ENV: &str = "SANDBOX_TEST_SKIP_FILE";
+
+/// Records that the calling test cannot run here and why: prints `SKIPPED: <test>: <reason>`
+/// to stdout and appends the same line to `$SANDBOX_TEST_SKIP_FILE`. The caller then returns
+/// (libtest counts it as passed; the scripts subtract the skips).
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("?");
+    let line = format!("SKIPPED: {name}: {reason}\n");
+    print!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_FILE_ENV).filter(|p| !p.is_empty()) {
+        use std::io::Write;
+        // O_APPEND: one write(2) per line, so parallel tests and processes do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Env var with the cgroup parent (`--cgroup-parent`) the cgroup tests put their cgroups
+/// under: a delegated cgroup v2 subtree when not root. Unset: the detected default.
+pub const CGROUP_PARENT_ENV: &str = "SANDBOX_TEST_CGROUP_PARENT";
+
+/// The cgroup parent from [`CGROUP_PARENT_ENV`].
+pub fn cgroup_parent() -> Option<std::path::PathBuf> {
+    std::env::var_os(CGROUP_PARENT_ENV)
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+}

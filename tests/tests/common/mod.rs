@@ -81,6 +81,9 @@ pub async fn demo_lib_answering(n: i64) -> PathBuf {
     .await
 }
 
+/// Set: the test apps are not built but taken from `target/e2e-libs/<key>.so` as they are.
+pub const PREBUILT_LIBS_ENV: &str = "SANDBOX_TEST_PREBUILT_LIBS";
+
 /// Builds once per test process, then keeps a copy under `target/e2e-libs` (a build cache,
 /// like the rest of `target/`): the target dir's own file is overwritten by later builds.
 async fn cached(
@@ -90,8 +93,17 @@ async fn cached(
     static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let dir = root().join("target").join("e2e-libs");
-    std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("{key}.so"));
+    // Prebuilt by the caller (scripts/cgroup-v2-test.sh: a guest without a build).
+    if std::env::var_os(PREBUILT_LIBS_ENV).is_some() {
+        assert!(
+            out.is_file(),
+            "${PREBUILT_LIBS_ENV} is set but {} is missing",
+            out.display()
+        );
+        return out;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
     let _serial = LOCK.lock().await;
     if !DONE.lock().unwrap().contains(&key) {
         let lib = build.await.unwrap().lib;
@@ -140,4 +152,55 @@ pub fn scratch() -> TempDir {
         .prefix("e2e-")
         .tempdir_in("/var/tmp")
         .unwrap()
+}
+
+/// Env var naming a file to which skipped tests append their `SKIPPED:` line (one per test);
+/// `scripts/cgroup-v2-test.sh` and `.ci/run` count them.
+pub const SKIP_FILE_ENV: &str = "SANDBOX_TEST_SKIP_FILE";
+
+/// Records that the calling test cannot run here and why: prints `SKIPPED: <test>: <reason>`
+/// to stdout and appends the same line to `$SANDBOX_TEST_SKIP_FILE`. The caller then returns
+/// (libtest counts it as passed; the scripts subtract the skips).
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("?");
+    let line = format!("SKIPPED: {name}: {reason}\n");
+    print!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_FILE_ENV).filter(|p| !p.is_empty()) {
+        use std::io::Write;
+        // O_APPEND: one write(2) per line, so parallel tests and processes do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Env var with the cgroup parent (`--cgroup-parent`) for the tests' sandboxes: a delegated
+/// cgroup v2 subtree when not root. Unset: the detected default.
+pub const CGROUP_PARENT_ENV: &str = "SANDBOX_TEST_CGROUP_PARENT";
+
+/// `spec` with its cgroup parent from [`CGROUP_PARENT_ENV`].
+pub fn in_test_cgroup(mut spec: host::sandbox::SandboxSpec) -> host::sandbox::SandboxSpec {
+    spec.cgroup_parent = std::env::var_os(CGROUP_PARENT_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    spec
+}
+
+/// The cgroup version of the unified or legacy hierarchy this machine mounts.
+pub fn cgroup_v2() -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let rc = unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: statfs filled it (rc == 0).
+    rc == 0 && unsafe { st.assume_init() }.f_type == libc::CGROUP2_SUPER_MAGIC
 }
