@@ -50,12 +50,16 @@ async fn forged_frames_change_nothing_the_host_observed() {
     let (m, _state) = manager();
     let _cleanup = Cleanup(m.clone());
     let forger = built("forger_app").await;
-    let spec = SandboxSpec::new(AppSource::Library(forger.clone())).with_isolation(Level::Standard);
+    let spec = in_test_cgroup(
+        SandboxSpec::new(AppSource::Library(forger.clone())).with_isolation(Level::Standard),
+    );
     let info = m.create("forger", spec).await.expect("create the forger");
     let neighbour = m
         .create(
             "neighbour",
-            SandboxSpec::new(AppSource::Library(built("hostile_app").await)),
+            in_test_cgroup(SandboxSpec::new(AppSource::Library(
+                built("hostile_app").await,
+            ))),
         )
         .await
         .expect("create the neighbour");
@@ -151,7 +155,9 @@ async fn a_crash_is_what_init_observed_not_a_frame() {
     let info = m
         .create(
             "honest",
-            SandboxSpec::new(AppSource::Library(built("forger_app").await)),
+            in_test_cgroup(SandboxSpec::new(AppSource::Library(
+                built("forger_app").await,
+            ))),
         )
         .await
         .unwrap();
