@@ -1631,7 +1631,10 @@ fn check_cgroup_parent(parent: &Path) -> Result<(), SandboxError> {
         nix::sys::statfs::statfs(p)
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
     };
-    if is_v2(&dir) {
+    // The parent may not exist yet (the cgroup code creates it): judge by the nearest
+    // directory that does.
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(root);
+    if is_v2(existing) {
         return Ok(());
     }
     let why = if is_v2(root) {
