@@ -84,6 +84,8 @@ pub(crate) struct V2System {
     base: PathBuf,
     enabled: Vec<String>,
     notes: Vec<String>,
+    /// Why the controllers could not be enabled, for each sandbox's report.
+    off_reason: Option<String>,
 }
 
 fn euid() -> u32 {
@@ -156,6 +158,7 @@ impl V2System {
         })?;
         let available: Vec<&str> = available.split_whitespace().collect();
         let mut notes = Vec::new();
+        let mut off_reason = None;
         let missing: Vec<&str> = CONTROLLERS
             .iter()
             .copied()
@@ -192,7 +195,9 @@ impl V2System {
                     let (ours, foreign): (Vec<i32>, Vec<i32>) =
                         pids.into_iter().partition(|p| owner.owns(*p));
                     if !foreign.is_empty() {
-                        notes.push(foreign_processes(&base, foreign.len()));
+                        let why = foreign_processes(&base, foreign.len());
+                        off_reason = Some(why.clone());
+                        notes.push(why);
                         res = Err(CgroupError::Unavailable(String::new()));
                         break;
                     }
@@ -223,7 +228,9 @@ impl V2System {
                 // Already said why.
                 Err(CgroupError::Unavailable(_)) => {}
                 Err(e) if is_denied(&e) || errno_of(&e) == Some(libc::EBUSY) => {
-                    notes.push(format!("cannot enable controllers: {e}"));
+                    let why = format!("cannot enable controllers: {e}");
+                    off_reason = Some(why.clone());
+                    notes.push(why);
                 }
                 Err(e) => return Err(e),
             }
@@ -237,6 +244,7 @@ impl V2System {
             base,
             enabled,
             notes,
+            off_reason,
         })
     }
 
@@ -290,7 +298,10 @@ impl V2System {
     }
 
     fn apply(&self, dir: &Path, limits: &Limits, notes: &mut Notes) -> Result<()> {
-        let why = |c: &str| format!("{c} controller not enabled in {}", self.base.display());
+        let why = |c: &str| match &self.off_reason {
+            Some(r) => format!("{c} controller not enabled in {}: {r}", self.base.display()),
+            None => format!("{c} controller not enabled in {}", self.base.display()),
+        };
         if let Some(m) = limits.max_memory {
             if self.has("memory") {
                 write_file(&dir.join("memory.max"), &m.to_string())?;
@@ -498,7 +509,12 @@ mod tests {
         // Sandboxes still get a cgroup (kill, accounting), with the limits reported missing.
         let cg = sys.create("f", &limits()).unwrap();
         assert_eq!(cg.missing().len(), 3, "{:?}", cg.missing());
-        assert!(!cg.report_entry().applied);
+        let e = cg.report_entry();
+        assert!(
+            !e.applied && e.detail.contains("did not start"),
+            "{}",
+            e.detail
+        );
         cg.remove().unwrap();
         // A --cgroup-parent elsewhere works without touching the scope.
         let sys = v2(
