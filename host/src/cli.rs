@@ -79,6 +79,23 @@ pub struct ServeArgs {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Where sandboxes' directories live [default: $XDG_RUNTIME_DIR/sandbox-host/sandboxes,
+    /// root: /run/sandbox-host/sandboxes]; the library store and staging sit beside it.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Largest library a create or reload accepts; K, M, G, T suffixes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
+    pub max_lib_size: u64,
+    /// Longest request line (a call's arguments, a reload's source); K, M, G, T suffixes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1M")]
+    pub max_request: u64,
+    /// Most client connections at once (past it the longest-idle one is closed, or, when
+    /// none is idle, the new one is refused).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a request may take to arrive from its first byte (and its answer to be read).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub request_timeout: f64,
 }
 
 /// Options every client command takes.
@@ -339,9 +356,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let socket = socket_path::resolve(args.socket.as_deref());
-    let config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    let mut config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
+        eprintln!("host serve: --request-timeout must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let limits = crate::daemon::DaemonLimits {
+        max_lib_size: args.max_lib_size,
+        max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
+        max_connections: args.max_connections.max(1),
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
+        ..Default::default()
+    };
     with_runtime(
-        |rt| match rt.block_on(crate::daemon::serve(&socket, config)) {
+        |rt| match rt.block_on(crate::daemon::serve_with(&socket, config, limits)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("host serve: {e}");
@@ -371,10 +402,22 @@ fn one_request(
     request: Request,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
+    one_request_fds(args, request, None, human)
+}
+
+/// [`one_request`] with a descriptor the client opened (the file or directory it names).
+fn one_request_fds(
+    args: &ClientArgs,
+    request: Request,
+    fd: Option<std::os::fd::OwnedFd>,
+    human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
+) -> ExitCode {
+    use std::os::fd::AsFd;
     let socket = socket_path::resolve(args.socket.as_deref());
     let started = Instant::now();
+    let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
     let result = Client::connect(&socket)
-        .and_then(|mut c| c.request(&request))
+        .and_then(|mut c| c.request_with_fds(&request, &fds))
         .and_then(|value| {
             if args.json {
                 Ok(value.to_string())
@@ -421,12 +464,17 @@ pub fn run(command: Command) -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return failure(a.client.json, &e),
             };
+            // Opened here, with the client's rights: the daemon reads it by descriptor.
+            let fd = match client::fd_for_app(&app) {
+                Ok(fd) => fd,
+                Err(e) => return failure(a.client.json, &e),
+            };
             let spec = a.limits.spec(app);
             let request = Request::Create {
                 id: a.id.clone(),
                 spec,
             };
-            one_request(&a.client, request, |v, _| {
+            one_request_fds(&a.client, request, Some(fd), |v, _| {
                 let info: SandboxInfo = decode(v)?;
                 for warning in &info.warnings {
                     eprintln!("host: warning: {warning}");
@@ -603,12 +651,16 @@ fn reload(a: ReloadArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => return failure(json, &e),
     };
+    let fd = match client::fd_for_reload(&source) {
+        Ok(fd) => fd,
+        Err(e) => return failure(json, &e),
+    };
     let id = a.id.clone();
     let request = Request::Reload {
         id: a.id.clone(),
         source,
     };
-    one_request(&a.client, request, move |v, took| {
+    one_request_fds(&a.client, request, fd, move |v, took| {
         Ok(client::render_reload(&id, &decode(v)?, took))
     })
 }

@@ -3,6 +3,7 @@
 //! `reload --watch` loop.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +42,32 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// Something other than a daemon of this user (or root) listens on the socket; nothing
+    /// was sent to it.
+    #[error(
+        "refusing to talk to {}: the server runs as uid {uid}, not as this user (uid {me}) or \
+         root; nothing was sent",
+        path.display()
+    )]
+    UntrustedServer {
+        /// The socket.
+        path: PathBuf,
+        /// The server's uid (`SO_PEERCRED`).
+        uid: u32,
+        /// This client's uid.
+        me: u32,
+    },
+    /// A file the command names cannot be opened by this client.
+    #[error("cannot open {} as uid {uid}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// This client's uid.
+        uid: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// The daemon answered with an error.
     #[error(transparent)]
     Remote(#[from] WireError),
@@ -62,6 +89,8 @@ impl ClientError {
             ClientError::NoDaemon { .. } => "no_daemon",
             ClientError::PermissionDenied { .. } => "permission_denied",
             ClientError::Connect { .. } => "connect",
+            ClientError::UntrustedServer { .. } => "untrusted_server",
+            ClientError::Open { .. } => "input",
             ClientError::Remote(e) => &e.kind,
             ClientError::Io(_) => "io",
             ClientError::Protocol(_) => "protocol",
@@ -76,6 +105,7 @@ impl ClientError {
             ClientError::NoDaemon { .. }
                 | ClientError::PermissionDenied { .. }
                 | ClientError::Connect { .. }
+                | ClientError::UntrustedServer { .. }
         )
     }
 }
@@ -87,13 +117,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the daemon's socket.
+    /// Connects to the daemon's socket and checks, before sending anything, that the server
+    /// runs as this user or root (`SO_PEERCRED`): a socket path another user could have
+    /// bound (a shared or predictable directory) gets no request and no provider key.
     pub fn connect(socket: &SocketPath) -> Result<Client, ClientError> {
         let path = &socket.path;
         match UnixStream::connect(path) {
-            Ok(stream) => Ok(Client {
-                stream: BufReader::new(stream),
-            }),
+            Ok(stream) => {
+                let me = nix::unistd::geteuid().as_raw();
+                let (uid, _) = crate::daemon::peer::peer_credentials(&stream).map_err(|e| {
+                    ClientError::Connect {
+                        path: path.clone(),
+                        source: e,
+                    }
+                })?;
+                if uid != me && uid != 0 {
+                    return Err(ClientError::UntrustedServer {
+                        path: path.clone(),
+                        uid,
+                        me,
+                    });
+                }
+                Ok(Client {
+                    stream: BufReader::new(stream),
+                })
+            }
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ClientError::NoDaemon {
@@ -118,10 +166,20 @@ impl Client {
 
     /// Sends one request and returns the daemon's value.
     pub fn request(&mut self, request: &Request) -> Result<serde_json::Value, ClientError> {
-        let line = wire::encode(request).map_err(ClientError::Io)?;
+        self.request_with_fds(request, &[])
+    }
+
+    /// Sends one request with descriptors (`SCM_RIGHTS`, announced by the line's `fds`) and
+    /// returns the daemon's value.
+    pub fn request_with_fds(
+        &mut self,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<serde_json::Value, ClientError> {
+        let line = wire::encode_request(request, fds.len()).map_err(ClientError::Io)?;
         // A refused peer is told why and disconnected before it writes: read the answer
         // even when the write fails.
-        let written = self.stream.get_mut().write_all(&line);
+        let written = send_with_fds(self.stream.get_ref(), &line, fds);
         let mut answer = Vec::new();
         let read = read_line(&mut self.stream, &mut answer);
         match (read, written) {
@@ -151,6 +209,71 @@ impl Client {
     }
 }
 
+/// Writes `line`, the descriptors riding on its first bytes.
+fn send_with_fds(stream: &UnixStream, line: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let mut rest = line;
+    if !fds.is_empty() {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let sent = loop {
+            match sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[io::IoSlice::new(rest)],
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
+        rest = &rest[sent..];
+    }
+    let mut stream = stream;
+    stream.write_all(rest)
+}
+
+/// The descriptor that goes with a create of `app`: its library or crate directory.
+pub fn fd_for_app(app: &crate::sandbox::AppSource) -> Result<OwnedFd, ClientError> {
+    match app {
+        crate::sandbox::AppSource::Library(path) => open_for_daemon(path, false),
+        crate::sandbox::AppSource::Crate(dir) => open_for_daemon(dir, true),
+    }
+}
+
+/// The descriptor that goes with a reload from `source`, if it names a file.
+pub fn fd_for_reload(source: &ReloadWire) -> Result<Option<OwnedFd>, ClientError> {
+    match source {
+        ReloadWire::Library(path) => open_for_daemon(path, false).map(Some),
+        ReloadWire::Crate(dir)
+        | ReloadWire::Source {
+            crate_dir: Some(dir),
+            ..
+        } => open_for_daemon(dir, true).map(Some),
+        ReloadWire::Source {
+            crate_dir: None, ..
+        } => Ok(None),
+    }
+}
+
+/// Opens what a command names with this client's own rights, for the daemon to read by
+/// descriptor: a file read-only, or a directory (`O_DIRECTORY`).
+pub fn open_for_daemon(path: &Path, directory: bool) -> Result<OwnedFd, ClientError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY | if directory { libc::O_DIRECTORY } else { 0 };
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| ClientError::Open {
+            path: path.to_owned(),
+            uid: nix::unistd::geteuid().as_raw(),
+            source,
+        })
+}
+
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
     loop {
         let chunk = reader.fill_buf()?;
@@ -167,8 +290,11 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> 
 
 /// Makes a path absolute against the client's working directory (the daemon has its own).
 pub fn absolute(path: &Path) -> Result<PathBuf, ClientError> {
-    path.canonicalize()
-        .map_err(|e| ClientError::Input(format!("{}: {e}", path.display())))
+    path.canonicalize().map_err(|source| ClientError::Open {
+        path: path.to_owned(),
+        uid: nix::unistd::geteuid().as_raw(),
+        source,
+    })
 }
 
 /// Formats milliseconds for humans: `412 ms`, `1.23 s`.
@@ -474,7 +600,9 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
             id: id.into(),
             source: ReloadWire::Crate(crate_dir.clone()),
         };
-        let result = Client::connect(socket).and_then(|mut c| c.request(&request));
+        let result = open_for_daemon(&crate_dir, true).and_then(|fd| {
+            Client::connect(socket).and_then(|mut c| c.request_with_fds(&request, &[fd.as_fd()]))
+        });
         match result {
             Ok(value) => {
                 if json {

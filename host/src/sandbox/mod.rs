@@ -8,6 +8,7 @@ pub mod library;
 pub mod manager;
 pub mod procfs;
 pub mod protocol;
+pub mod ratelimit;
 pub mod restrict;
 pub mod runner;
 pub mod spawn;
