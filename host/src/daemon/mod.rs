@@ -260,6 +260,14 @@ pub async fn serve_with(
     let bound = bind(socket)?;
     crate::sandbox::library::set_max_size(limits.max_lib_size);
     let staging_dir = staging::staging_of(&config.state_dir);
+    // What dead hosts left (their pids are in the names): swept before serving, one line.
+    let report = {
+        let (state, staging) = (config.state_dir.clone(), staging_dir.clone());
+        tokio::task::spawn_blocking(move || crate::sandbox::sweep::sweep(&state, &staging))
+            .await
+            .unwrap_or_default()
+    };
+    tracing::info!("{report}");
     let manager = Manager::new(config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);

@@ -13,6 +13,7 @@ pub mod restrict;
 pub mod runner;
 pub mod spawn;
 pub mod spec;
+pub mod sweep;
 
 pub use error::SandboxError;
 pub use manager::{
