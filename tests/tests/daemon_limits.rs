@@ -371,6 +371,17 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
         dirs.iter().all(|d| d.is_dir()),
         "a killed daemon leaves its dirs"
     );
+    // A process that outlived its daemon in a sandbox's cgroup (say, one the app detached):
+    // put one there by hand, in every hierarchy of the first sandbox.
+    let mut survivor = Command::new("sleep").arg("60").spawn().unwrap();
+    let survivor_pid = survivor.id() as i32;
+    let first_cgroups: Vec<&PathBuf> = cgroups
+        .iter()
+        .filter(|c| c.to_string_lossy().contains("dead-a"))
+        .collect();
+    for c in &first_cgroups {
+        std::fs::write(c.join("cgroup.procs"), survivor_pid.to_string()).unwrap();
+    }
 
     let second = Daemon::start(dir.path(), "second", &[]);
     let log = second.log();
@@ -379,9 +390,18 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
         .filter(|l| l.contains("recovered what dead hosts left"))
         .collect();
     assert_eq!(line.len(), 1, "{log}");
+    eprintln!("{}", line[0]);
     assert!(line[0].contains("2 sandbox dirs"), "{}", line[0]);
     if !cgroups.is_empty() {
-        assert!(line[0].contains("2 cgroups"), "{}", line[0]);
+        assert!(line[0].contains("2 cgroups (1 processes killed)"), "{}", line[0]);
+    }
+    // Reaped by us, its parent: it must have been killed by the sweep.
+    let status = survivor.wait().unwrap();
+    if !first_cgroups.is_empty() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    } else {
+        let _ = survivor.kill();
     }
     assert!(line[0].contains("0 errors"), "{}", line[0]);
     for d in &dirs {
