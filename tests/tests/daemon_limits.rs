@@ -393,7 +393,11 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
     eprintln!("{}", line[0]);
     assert!(line[0].contains("2 sandbox dirs"), "{}", line[0]);
     if !cgroups.is_empty() {
-        assert!(line[0].contains("2 cgroups (1 processes killed)"), "{}", line[0]);
+        assert!(
+            line[0].contains("2 cgroups (1 processes killed)"),
+            "{}",
+            line[0]
+        );
     }
     // Reaped by us, its parent: it must have been killed by the sweep.
     let status = survivor.wait().unwrap();
