@@ -13,6 +13,7 @@ pub mod limit_args;
 pub mod operate;
 pub mod output;
 pub mod provider;
+pub mod render;
 pub mod sandbox;
 pub mod skill;
 
