@@ -16,9 +16,7 @@ use crate::client::{self, Client, ClientError};
 use crate::daemon::socket_path;
 use crate::daemon::wire::{ReloadWire, Request};
 use crate::sandbox::protocol::WorkerList;
-use crate::sandbox::{
-    AppSource, Level, Limits, ReloadReport, SandboxInfo, SandboxSpec, SandboxSummary,
-};
+use crate::sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
 /// Runs untrusted native apps in sandboxes and watches them with an AI operator.
 #[derive(Debug, Parser)]
@@ -79,6 +77,23 @@ pub struct ServeArgs {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Where sandboxes' directories live [default: $XDG_RUNTIME_DIR/sandbox-host/sandboxes,
+    /// root: /run/sandbox-host/sandboxes]; the library store and staging sit beside it.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Largest library a create or reload accepts; K, M, G, T suffixes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
+    pub max_lib_size: u64,
+    /// Longest request line (a call's arguments, a reload's source); K, M, G, T suffixes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1M")]
+    pub max_request: u64,
+    /// Most client connections at once (past it the longest-idle one is closed, or, when
+    /// none is idle, the new one is refused).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a request may take to arrive from its first byte (and its answer to be read).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub request_timeout: f64,
 }
 
 /// Options every client command takes.
@@ -129,90 +144,7 @@ pub struct OperateArgs {
     pub client: ClientArgs,
 }
 
-/// Limits and isolation of a new sandbox; maps to a [`SandboxSpec`]. Unset limits are
-/// unlimited.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Limits and isolation")]
-pub struct LimitArgs {
-    /// Memory of the whole sandbox (cgroup), bytes; K, M, G, T suffixes (powers of 1024).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub max_memory: Option<u64>,
-    /// Processes and threads of the whole sandbox (cgroup pids.max).
-    #[arg(long, value_name = "N")]
-    pub max_processes: Option<u64>,
-    /// CPU bandwidth as a fraction of one core (0.5 = half a core).
-    #[arg(long, value_name = "FRACTION")]
-    pub cpu: Option<f64>,
-    /// none (process + rlimits), standard (all the kernel offers), strict (fail if anything
-    /// is missing).
-    #[arg(long, value_name = "LEVEL", default_value = "standard")]
-    pub isolation: Level,
-    /// Keep the host's network instead of an empty network namespace.
-    #[arg(long)]
-    pub network: bool,
-    /// Address space per process (RLIMIT_AS), bytes; K, M, G, T suffixes (powers of 1024).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub address_space: Option<u64>,
-    /// Open files per process (RLIMIT_NOFILE).
-    #[arg(long, value_name = "N")]
-    pub max_open_files: Option<u64>,
-    /// Largest file a process may write (RLIMIT_FSIZE), bytes; K, M, G, T suffixes (powers of 1024).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    pub max_file_size: Option<u64>,
-    /// CPU seconds per process (RLIMIT_CPU).
-    #[arg(long, value_name = "SECONDS")]
-    pub cpu_seconds: Option<u64>,
-    /// Create sandbox cgroups under this directory (a delegated cgroup v2 subtree).
-    #[arg(long, value_name = "DIR")]
-    pub cgroup_parent: Option<PathBuf>,
-    /// Bytes the sandbox may write to /work and /tmp together (default 64M); K, M, G, T
-    /// suffixes allowed.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub max_disk: Option<u64>,
-    /// The uid the app runs as when the host is root (default: one of its own per sandbox,
-    /// from 1600000000).
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<u32>,
-    /// The gid the app runs as when the host is root (default: the same number as its uid).
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<u32>,
-}
-
-impl From<&LimitArgs> for Limits {
-    fn from(args: &LimitArgs) -> Limits {
-        Limits {
-            max_memory: args.max_memory,
-            max_processes: args.max_processes,
-            cpu: args.cpu,
-            address_space: args.address_space,
-            max_open_files: args.max_open_files,
-            max_file_size: args.max_file_size,
-            cpu_seconds: args.cpu_seconds,
-            max_disk: args.max_disk,
-        }
-    }
-}
-
-impl LimitArgs {
-    /// The spec of a sandbox running `app` with these limits.
-    pub fn spec(&self, app: AppSource) -> SandboxSpec {
-        SandboxSpec {
-            limits: Limits::from(self),
-            isolation: self.isolation,
-            network: self.network,
-            cgroup_parent: self.cgroup_parent.clone(),
-            uid: self.uid,
-            gid: self.gid,
-            ..SandboxSpec::new(app)
-        }
-    }
-}
-
-/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024), as
-/// [`isolation::parse_size`] does.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    isolation::parse_size(text).map_err(|e| e.to_string())
-}
+pub use crate::limit_args::{LimitArgs, parse_size};
 
 /// Options of `host create`.
 #[derive(Debug, Args)]
@@ -339,9 +271,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let socket = socket_path::resolve(args.socket.as_deref());
-    let config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    let mut config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
+        eprintln!("host serve: --request-timeout must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let limits = crate::daemon::DaemonLimits {
+        max_lib_size: args.max_lib_size,
+        max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
+        max_connections: args.max_connections.max(1),
+        request_timeout: Duration::from_secs_f64(args.request_timeout),
+        ..Default::default()
+    };
     with_runtime(
-        |rt| match rt.block_on(crate::daemon::serve(&socket, config)) {
+        |rt| match rt.block_on(crate::daemon::serve_with(&socket, config, limits)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("host serve: {e}");
@@ -371,10 +317,22 @@ fn one_request(
     request: Request,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
+    one_request_fds(args, request, None, human)
+}
+
+/// [`one_request`] with a descriptor the client opened (the file or directory it names).
+fn one_request_fds(
+    args: &ClientArgs,
+    request: Request,
+    fd: Option<std::os::fd::OwnedFd>,
+    human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
+) -> ExitCode {
+    use std::os::fd::AsFd;
     let socket = socket_path::resolve(args.socket.as_deref());
     let started = Instant::now();
+    let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
     let result = Client::connect(&socket)
-        .and_then(|mut c| c.request(&request))
+        .and_then(|mut c| c.request_with_fds(&request, &fds))
         .and_then(|value| {
             if args.json {
                 Ok(value.to_string())
@@ -421,12 +379,17 @@ pub fn run(command: Command) -> ExitCode {
                 Ok(app) => app,
                 Err(e) => return failure(a.client.json, &e),
             };
+            // Opened here, with the client's rights: the daemon reads it by descriptor.
+            let fd = match client::fd_for_app(&app) {
+                Ok(fd) => fd,
+                Err(e) => return failure(a.client.json, &e),
+            };
             let spec = a.limits.spec(app);
             let request = Request::Create {
                 id: a.id.clone(),
                 spec,
             };
-            one_request(&a.client, request, |v, _| {
+            one_request_fds(&a.client, request, Some(fd), |v, _| {
                 let info: SandboxInfo = decode(v)?;
                 for warning in &info.warnings {
                     eprintln!("host: warning: {warning}");
@@ -603,12 +566,16 @@ fn reload(a: ReloadArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => return failure(json, &e),
     };
+    let fd = match client::fd_for_reload(&source) {
+        Ok(fd) => fd,
+        Err(e) => return failure(json, &e),
+    };
     let id = a.id.clone();
     let request = Request::Reload {
         id: a.id.clone(),
         source,
     };
-    one_request(&a.client, request, move |v, took| {
+    one_request_fds(&a.client, request, fd, move |v, took| {
         Ok(client::render_reload(&id, &decode(v)?, took))
     })
 }
@@ -616,6 +583,7 @@ fn reload(a: ReloadArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::Limits;
     use clap::CommandFactory;
 
     #[test]

@@ -3,14 +3,18 @@
 //! `reload --watch` loop.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::daemon::socket_path::SocketPath;
 use crate::daemon::wire::{self, ReloadWire, Request, Response, WireError};
-use crate::sandbox::protocol::WorkerList;
-use crate::sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
+use crate::sandbox::{ReloadReport, SandboxInfo};
+
+pub use crate::render::{
+    fmt_ms, render_info, render_list, render_reload, render_usage, render_workers,
+};
 
 /// Why a client request failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,32 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// Something other than a daemon of this user (or root) listens on the socket; nothing
+    /// was sent to it.
+    #[error(
+        "refusing to talk to {}: the server runs as uid {uid}, not as this user (uid {me}) or \
+         root; nothing was sent",
+        path.display()
+    )]
+    UntrustedServer {
+        /// The socket.
+        path: PathBuf,
+        /// The server's uid (`SO_PEERCRED`).
+        uid: u32,
+        /// This client's uid.
+        me: u32,
+    },
+    /// A file the command names cannot be opened by this client.
+    #[error("cannot open {} as uid {uid}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// This client's uid.
+        uid: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// The daemon answered with an error.
     #[error(transparent)]
     Remote(#[from] WireError),
@@ -62,6 +92,8 @@ impl ClientError {
             ClientError::NoDaemon { .. } => "no_daemon",
             ClientError::PermissionDenied { .. } => "permission_denied",
             ClientError::Connect { .. } => "connect",
+            ClientError::UntrustedServer { .. } => "untrusted_server",
+            ClientError::Open { .. } => "input",
             ClientError::Remote(e) => &e.kind,
             ClientError::Io(_) => "io",
             ClientError::Protocol(_) => "protocol",
@@ -76,6 +108,7 @@ impl ClientError {
             ClientError::NoDaemon { .. }
                 | ClientError::PermissionDenied { .. }
                 | ClientError::Connect { .. }
+                | ClientError::UntrustedServer { .. }
         )
     }
 }
@@ -87,13 +120,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the daemon's socket.
+    /// Connects to the daemon's socket and checks, before sending anything, that the server
+    /// runs as this user or root (`SO_PEERCRED`): a socket path another user could have
+    /// bound (a shared or predictable directory) gets no request and no provider key.
     pub fn connect(socket: &SocketPath) -> Result<Client, ClientError> {
         let path = &socket.path;
         match UnixStream::connect(path) {
-            Ok(stream) => Ok(Client {
-                stream: BufReader::new(stream),
-            }),
+            Ok(stream) => {
+                let me = nix::unistd::geteuid().as_raw();
+                let (uid, _) = crate::daemon::peer::peer_credentials(&stream).map_err(|e| {
+                    ClientError::Connect {
+                        path: path.clone(),
+                        source: e,
+                    }
+                })?;
+                if uid != me && uid != 0 {
+                    return Err(ClientError::UntrustedServer {
+                        path: path.clone(),
+                        uid,
+                        me,
+                    });
+                }
+                Ok(Client {
+                    stream: BufReader::new(stream),
+                })
+            }
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ClientError::NoDaemon {
@@ -118,10 +169,20 @@ impl Client {
 
     /// Sends one request and returns the daemon's value.
     pub fn request(&mut self, request: &Request) -> Result<serde_json::Value, ClientError> {
-        let line = wire::encode(request).map_err(ClientError::Io)?;
+        self.request_with_fds(request, &[])
+    }
+
+    /// Sends one request with descriptors (`SCM_RIGHTS`, announced by the line's `fds`) and
+    /// returns the daemon's value.
+    pub fn request_with_fds(
+        &mut self,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<serde_json::Value, ClientError> {
+        let line = wire::encode_request(request, fds.len()).map_err(ClientError::Io)?;
         // A refused peer is told why and disconnected before it writes: read the answer
         // even when the write fails.
-        let written = self.stream.get_mut().write_all(&line);
+        let written = send_with_fds(self.stream.get_ref(), &line, fds);
         let mut answer = Vec::new();
         let read = read_line(&mut self.stream, &mut answer);
         match (read, written) {
@@ -151,6 +212,71 @@ impl Client {
     }
 }
 
+/// Writes `line`, the descriptors riding on its first bytes.
+fn send_with_fds(stream: &UnixStream, line: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let mut rest = line;
+    if !fds.is_empty() {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let sent = loop {
+            match sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[io::IoSlice::new(rest)],
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
+        rest = &rest[sent..];
+    }
+    let mut stream = stream;
+    stream.write_all(rest)
+}
+
+/// The descriptor that goes with a create of `app`: its library or crate directory.
+pub fn fd_for_app(app: &crate::sandbox::AppSource) -> Result<OwnedFd, ClientError> {
+    match app {
+        crate::sandbox::AppSource::Library(path) => open_for_daemon(path, false),
+        crate::sandbox::AppSource::Crate(dir) => open_for_daemon(dir, true),
+    }
+}
+
+/// The descriptor that goes with a reload from `source`, if it names a file.
+pub fn fd_for_reload(source: &ReloadWire) -> Result<Option<OwnedFd>, ClientError> {
+    match source {
+        ReloadWire::Library(path) => open_for_daemon(path, false).map(Some),
+        ReloadWire::Crate(dir)
+        | ReloadWire::Source {
+            crate_dir: Some(dir),
+            ..
+        } => open_for_daemon(dir, true).map(Some),
+        ReloadWire::Source {
+            crate_dir: None, ..
+        } => Ok(None),
+    }
+}
+
+/// Opens what a command names with this client's own rights, for the daemon to read by
+/// descriptor: a file read-only, or a directory (`O_DIRECTORY`).
+pub fn open_for_daemon(path: &Path, directory: bool) -> Result<OwnedFd, ClientError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY | if directory { libc::O_DIRECTORY } else { 0 };
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| ClientError::Open {
+            path: path.to_owned(),
+            uid: nix::unistd::geteuid().as_raw(),
+            source,
+        })
+}
+
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
     loop {
         let chunk = reader.fill_buf()?;
@@ -167,233 +293,11 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> 
 
 /// Makes a path absolute against the client's working directory (the daemon has its own).
 pub fn absolute(path: &Path) -> Result<PathBuf, ClientError> {
-    path.canonicalize()
-        .map_err(|e| ClientError::Input(format!("{}: {e}", path.display())))
-}
-
-/// Formats milliseconds for humans: `412 ms`, `1.23 s`.
-pub fn fmt_ms(ms: f64) -> String {
-    if ms < 1.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 10.0 {
-        format!("{ms:.1} ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else {
-        format!("{:.2} s", ms / 1000.0)
-    }
-}
-
-/// One line for a reload or rollback, with the client's end-to-end time:
-/// `reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)`.
-pub fn render_reload(id: &str, report: &ReloadReport, total: Duration) -> String {
-    let total = fmt_ms(total.as_secs_f64() * 1000.0);
-    let build = report
-        .compile_ms
-        .map(|ms| format!("build {}, ", fmt_ms(ms as f64)))
-        .unwrap_or_default();
-    if report.status == "no_change" {
-        format!(
-            "unchanged {id}: still v{} ({build}same library, nothing to reload)",
-            report.from_version
-        )
-    } else {
-        format!(
-            "reloaded {id}: v{} -> v{} in {total} ({build}swap {})",
-            report.from_version,
-            report.to_version,
-            fmt_ms(report.load_us as f64 / 1000.0)
-        )
-    }
-}
-
-/// A few lines describing a sandbox.
-pub fn render_info(info: &SandboxInfo) -> String {
-    let mut out = format!(
-        "{}: {} (pid {}), created {}, {} restart(s)\n",
-        info.id,
-        status_name(&info.status),
-        info.pid,
-        info.created_at,
-        info.restart_count
-    );
-    if let Some(reason) = &info.crash_reason {
-        out.push_str(&format!("  crash reason: {reason}\n"));
-    }
-    out.push_str(&format!(
-        "  app: {} v{} ({}) sha256 {}\n",
-        if info.app.name.is_empty() {
-            "?"
-        } else {
-            &info.app.name
-        },
-        info.app.version,
-        info.app.path.display(),
-        short_sha(&info.app.sha256)
-    ));
-    for v in &info.versions {
-        let mark = if v.version == info.app.version {
-            "*"
-        } else {
-            " "
-        };
-        let line = format!(
-            "  {mark} v{} sha256 {} {}",
-            v.version,
-            short_sha(&v.sha256),
-            v.app_version
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    let limits: Vec<String> = match serde_json::to_value(&info.limits) {
-        Ok(serde_json::Value::Object(map)) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        _ => Vec::new(),
-    };
-    if limits.is_empty() {
-        out.push_str("  limits: none\n");
-    } else {
-        out.push_str(&format!("  limits: {}\n", limits.join(" ")));
-    }
-    let t = &info.startup;
-    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
-    out.push_str(&format!(
-        "  started in ms: install {}, cgroup {}, prepare {}, spawn {}, ready {} (restrict {}, load {})\n",
-        ms(t.install_us),
-        ms(t.cgroup_us),
-        ms(t.prepare_us),
-        ms(t.spawn_us),
-        ms(t.ready_us),
-        ms(t.restrict_us),
-        ms(t.load_us)
-    ));
-    if let (Some(root), Some(ids)) = (t.root_us, t.ids_us) {
-        out.push_str(&format!(
-            "  of which, before exec: own root {}, ids {}\n",
-            ms(root),
-            ms(ids)
-        ));
-    }
-    out.push_str(&render_isolation(&info.isolation));
-    out.truncate(out.trim_end().len());
-    out
-}
-
-/// The isolation report: one line per mechanism when it has the usual shape
-/// (`{"level", "mechanisms": [{"mechanism", "applied", "detail"}]}`), else its JSON.
-fn render_isolation(isolation: &serde_json::Value) -> String {
-    let mechanisms = isolation.get("mechanisms").and_then(|m| m.as_array());
-    let Some(mechanisms) = mechanisms else {
-        return match isolation {
-            serde_json::Value::Null => String::new(),
-            other => format!("  isolation: {other}\n"),
-        };
-    };
-    let level = isolation
-        .get("level")
-        .and_then(|l| l.as_str())
-        .unwrap_or("?");
-    let mut out = format!("  isolation: {level}\n");
-    for m in mechanisms {
-        let applied = m.get("applied").and_then(|a| a.as_bool()).unwrap_or(false);
-        out.push_str(&format!(
-            "    {} {}: {}\n",
-            if applied { "+" } else { "-" },
-            m.get("mechanism").and_then(|n| n.as_str()).unwrap_or("?"),
-            m.get("detail").and_then(|d| d.as_str()).unwrap_or("")
-        ));
-    }
-    out
-}
-
-/// A status as its JSON name (`running`, `restarting`, `crashed`).
-fn status_name(status: &Status) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn short_sha(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
-/// A table of sandboxes.
-pub fn render_list(list: &[SandboxSummary]) -> String {
-    if list.is_empty() {
-        return "no sandboxes".into();
-    }
-    let mut out = format!(
-        "{:<24} {:<10} {:>8} {:>7}",
-        "ID", "STATUS", "PID", "VERSION"
-    );
-    for s in list {
-        out.push_str(&format!(
-            "\n{:<24} {:<10} {:>8} {:>7}",
-            s.id,
-            status_name(&s.status),
-            s.pid,
-            format!("v{}", s.app_version)
-        ));
-        if let Some(reason) = &s.reason {
-            out.push_str(&format!("  {reason}"));
-        }
-    }
-    out
-}
-
-/// A sandbox's usage, one figure per line.
-pub fn render_usage(u: &Usage) -> String {
-    format!(
-        "{} (pid {}, app v{}, from {})\n  processes {}  threads {}  open fds {}\n  \
-         memory {:.1} MiB  cpu {} ms ({:.1}%)\n  uptime {}  restarts {} (workers {})  \
-         mapped app copies {}",
-        u.sandbox_id,
-        u.pid,
-        u.app_version,
-        u.source,
-        u.processes,
-        u.threads,
-        u.open_fds,
-        u.memory_bytes as f64 / (1024.0 * 1024.0),
-        u.cpu_time_ms,
-        u.cpu_percent,
-        fmt_ms(u.uptime_ms as f64),
-        u.restart_count,
-        u.worker_restarts,
-        u.mapped_app_copies
-    ) + &match (u.disk_bytes, u.disk_files) {
-        (Some(b), Some(f)) => format!(
-            "\n  disk {:.1} MiB in {f} files",
-            b as f64 / (1024.0 * 1024.0)
-        ),
-        _ => String::new(),
-    }
-}
-
-/// A table of workers.
-pub fn render_workers(id: &str, w: &WorkerList) -> String {
-    let mut out = format!(
-        "{id}: {} worker(s), {} restart(s){}",
-        w.workers.len(),
-        w.restarts,
-        if w.crashed {
-            ", past restart intensity"
-        } else {
-            ""
-        }
-    );
-    for worker in &w.workers {
-        out.push_str(&format!(
-            "\n  #{:<3} pid {:<8} v{:<4} restarts {}",
-            worker.index, worker.pid, worker.version, worker.restarts
-        ));
-    }
-    out
+    path.canonicalize().map_err(|source| ClientError::Open {
+        path: path.to_owned(),
+        uid: nix::unistd::geteuid().as_raw(),
+        source,
+    })
 }
 
 /// Modification fingerprint of a crate: `Cargo.toml`, `build.rs` and `src/**/*.rs`.
@@ -474,7 +378,9 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
             id: id.into(),
             source: ReloadWire::Crate(crate_dir.clone()),
         };
-        let result = Client::connect(socket).and_then(|mut c| c.request(&request));
+        let result = open_for_daemon(&crate_dir, true).and_then(|fd| {
+            Client::connect(socket).and_then(|mut c| c.request_with_fds(&request, &[fd.as_fd()]))
+        });
         match result {
             Ok(value) => {
                 if json {
@@ -500,42 +406,6 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(fmt_ms(0.312), "0.31 ms");
-        assert_eq!(fmt_ms(4.25), "4.2 ms");
-        assert_eq!(fmt_ms(412.4), "412 ms");
-        assert_eq!(fmt_ms(1234.0), "1.23 s");
-    }
-
-    #[test]
-    fn isolation_reads_one_mechanism_per_line() {
-        let report = serde_json::json!({"level": "standard", "mechanisms": [
-            {"mechanism": "pid_ns", "applied": true, "detail": "new pid namespace"},
-            {"mechanism": "user_ns", "applied": false, "detail": "host runs as root"},
-        ]});
-        assert_eq!(
-            render_isolation(&report),
-            "  isolation: standard\n    + pid_ns: new pid namespace\n    - user_ns: host runs as root\n"
-        );
-        assert_eq!(render_isolation(&serde_json::Value::Null), "");
-    }
-
-    #[test]
-    fn a_reload_is_one_line() {
-        let report = ReloadReport {
-            status: "reloaded".into(),
-            from_version: 1,
-            to_version: 2,
-            load_us: 310,
-            compile_ms: Some(380),
-        };
-        assert_eq!(
-            render_reload("demo", &report, Duration::from_millis(412)),
-            "reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)"
-        );
-    }
 
     #[test]
     fn a_missing_socket_means_no_daemon_and_says_how_to_start_one() {

@@ -175,6 +175,9 @@ impl Compiler {
         crate_dir: &Path,
         lib_rs: &str,
     ) -> Result<Built, SandboxError> {
+        // Two source reloads of one crate share its target directory and artifact path:
+        // without the lock each could stage the other's `.so`.
+        let _serial = BUILD_LOCK.lock().await;
         let tmp = tempfile::Builder::new()
             .prefix("sandbox-src-")
             .tempdir()
@@ -279,6 +282,22 @@ fn absolutize_paths(manifest: &str, base: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_source_build_waits_for_the_build_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let compiler = Compiler {
+            target_dir: tmp.path().join("target"),
+            profile: Profile::Dev,
+        };
+        let held = BUILD_LOCK.lock().await;
+        // Fails at once (no such crate) unless it first waits for the lock, as it must.
+        let missing = tmp.path().join("missing");
+        let build = compiler.build_source(&missing, "");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), build).await;
+        assert!(waited.is_err(), "build_source ran without the build lock");
+        drop(held);
+    }
 
     #[test]
     fn relative_dependency_paths_become_absolute() {

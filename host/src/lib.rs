@@ -9,8 +9,11 @@ pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod demo;
+pub mod limit_args;
 pub mod operate;
 pub mod output;
+pub mod provider;
+pub mod render;
 pub mod sandbox;
 pub mod skill;
 

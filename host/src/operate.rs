@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::daemon::wire::WireError;
-use crate::demo::{DemoError, choose_provider_with};
+use crate::provider::choose_provider_with;
 use crate::sandbox::Manager;
 use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
 
@@ -88,12 +88,7 @@ pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, 
     let lookup = move |k: &str| env.get(k).cloned();
     let choice = choose_provider_with(req.provider.as_deref(), req.model.as_deref(), &lookup)
         .await
-        .map_err(|e| match e {
-            DemoError::Config(_) | DemoError::Flags(_) => {
-                WireError::new(CONFIG_ERROR, e.to_string())
-            }
-            e => WireError::new(OPERATOR_ERROR, e.to_string()),
-        })?;
+        .map_err(|e| WireError::new(CONFIG_ERROR, e.to_string()))?;
     let skill: Arc<dyn Skill> = match req.skill {
         SkillKind::Sandbox => Arc::new(SandboxSkill::new(manager.clone(), &req.id)),
         SkillKind::Anomaly => Arc::new(SandboxAnomalySkill::new(

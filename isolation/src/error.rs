@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cgroups::CgroupError;
 use crate::landlock::LandlockError;
-use crate::report::Mechanism;
+use crate::mechanism::Mechanism;
 use crate::seccomp::SeccompError;
 
 /// Everything that can go wrong in this crate, outside the async-signal-safe child code (which

@@ -104,6 +104,7 @@ pub mod cgroups;
 pub mod error;
 pub mod landlock;
 pub mod level;
+pub mod mechanism;
 pub mod namespaces;
 pub mod report;
 pub mod rlimits;

@@ -10,26 +10,31 @@
 //! start, while a socket file left by a dead daemon is replaced. SIGINT or SIGTERM removes
 //! the socket, destroys every sandbox and removes the lock file.
 
+pub mod conn;
 pub mod peer;
+pub mod session;
+pub mod slots;
 pub mod socket_path;
+pub mod staging;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::{Mode, umask};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
+use crate::sandbox::ratelimit::{self, RateLimiter};
 use crate::sandbox::{AppSource, Manager, ManagerConfig, SandboxError};
 use socket_path::SocketPath;
 use wire::{Hello, ReloadWire, Request, Response, WireError};
@@ -207,12 +212,62 @@ fn bind(socket: &SocketPath) -> Result<Bound, DaemonError> {
     }
 }
 
-/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox.
+/// What the daemon lets clients make it hold; see README "Daemon limits".
+#[derive(Debug, Clone)]
+pub struct DaemonLimits {
+    /// Longest request line in bytes (`--max-request`, default 1 MiB).
+    pub max_request: usize,
+    /// Most connections at once (`--max-connections`, default 256).
+    pub max_connections: usize,
+    /// Time from a request's first byte to its newline, and for writing its answer
+    /// (`--request-timeout`, default 10 s).
+    pub request_timeout: Duration,
+    /// Bytes shared by all connections for request lines longer than 64 KiB (default 16 MiB).
+    pub line_pool: usize,
+    /// Largest library in bytes (`--max-lib-size`, default 256 MiB).
+    pub max_lib_size: u64,
+    /// Bounds on a crate sent by descriptor.
+    pub crate_limits: staging::CrateLimits,
+}
+
+impl Default for DaemonLimits {
+    fn default() -> DaemonLimits {
+        DaemonLimits {
+            max_request: wire::DEFAULT_MAX_REQUEST,
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            line_pool: 16 * 1024 * 1024,
+            max_lib_size: crate::sandbox::library::DEFAULT_MAX_SIZE,
+            crate_limits: staging::CrateLimits::default(),
+        }
+    }
+}
+
+/// Runs the daemon on `socket` with the default limits; see [`serve_with`].
 pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), DaemonError> {
+    serve_with(socket, config, DaemonLimits::default()).await
+}
+
+/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox.
+pub async fn serve_with(
+    socket: &SocketPath,
+    config: ManagerConfig,
+    limits: DaemonLimits,
+) -> Result<(), DaemonError> {
     // Handlers first: a signal from now on is a clean shutdown, never a default death.
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
     let bound = bind(socket)?;
+    crate::sandbox::library::set_max_size(limits.max_lib_size);
+    let staging_dir = staging::staging_of(&config.state_dir);
+    // What dead hosts left (their pids are in the names): swept before serving, one line.
+    let report = {
+        let (state, staging) = (config.state_dir.clone(), staging_dir.clone());
+        tokio::task::spawn_blocking(move || crate::sandbox::sweep::sweep(&state, &staging))
+            .await
+            .unwrap_or_default()
+    };
+    tracing::info!("{report}");
     let manager = Manager::new(config)?;
     // The cgroup sandboxes go under, prepared before the daemon has any child: on cgroup v2 the
     // daemon moves itself into the `host` leaf of its own (delegated) cgroup, never a process
@@ -225,32 +280,57 @@ pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), Dae
             Err(e) => tracing::info!("sandbox cgroups: {e}"),
         }
     }
-    let owner = nix::unistd::geteuid().as_raw();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let connections = AtomicU64::new(0);
+    let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
+    let slots = slots::Slots::new(limits.max_connections);
+    let shared = Arc::new(session::Shared {
+        manager: manager.clone(),
+        owner: nix::unistd::geteuid().as_raw(),
+        stop: stop_rx,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        line_pool: Arc::new(Semaphore::new(permits)),
+        limits,
+        staging: staging_dir,
+        staged_crates: Mutex::new(HashMap::new()),
+        log_limit: RateLimiter::per_second(ratelimit::DEFAULT_PER_SECOND),
+    });
+    let mut connections = 0u64;
+    let mut flush = tokio::time::interval(Duration::from_secs(5));
     tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
 
     let signal_name = loop {
         tokio::select! {
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let conn = connections.fetch_add(1, Ordering::Relaxed) + 1;
-                    tokio::spawn(handle(
-                        stream,
-                        conn,
-                        owner,
-                        manager.clone(),
-                        stop_rx.clone(),
-                        Arc::clone(&in_flight),
-                    ));
+                    connections += 1;
+                    let conn = connections;
+                    match slots.take(conn) {
+                        Ok((slot, _)) => {
+                            tokio::spawn(session::handle(stream, conn, slot, Arc::clone(&shared)));
+                        }
+                        Err(full) => {
+                            shared.log("busy", || tracing::warn!(
+                                conn, "refused a connection: {} connections, none idle", full.max
+                            ));
+                            let refusal = Response::Error(WireError::new(wire::BUSY, format!(
+                                "the daemon serves at most {} connections at once and all are \
+                                 busy; try again",
+                                full.max
+                            )));
+                            // Best effort, never waiting: the connection is closed right away.
+                            if let Ok(line) = wire::encode(&refusal) {
+                                let _ = stream.try_write(&line);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     // E.g. out of fds: keep serving the connections we have.
-                    tracing::warn!("accept: {e}");
+                    shared.log("accept", || tracing::warn!("accept: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            _ = flush.tick() => shared.flush_log(),
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
@@ -263,116 +343,24 @@ pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), Dae
     manager.destroy_all().await;
     // A create still in flight would leave a sandbox behind: let it finish, then sweep.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     manager.destroy_all().await;
+    let staged: Vec<PathBuf> = shared
+        .staged_crates
+        .lock()
+        .unwrap()
+        .drain()
+        .map(|(_, p)| p)
+        .collect();
+    for dir in staged {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir(&shared.staging);
     drop(bound);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Serves one connection: checks the peer, then answers requests until it closes.
-async fn handle(
-    stream: UnixStream,
-    conn: u64,
-    owner: u32,
-    manager: Manager,
-    stop: watch::Receiver<bool>,
-    in_flight: Arc<AtomicUsize>,
-) {
-    let peer = peer::check(&stream, owner);
-    let (read, mut write) = stream.into_split();
-    match peer {
-        Ok((uid, pid)) => tracing::debug!(conn, uid, pid, "connected"),
-        Err(e) => {
-            tracing::warn!(conn, "refused: {e}");
-            let refusal = Response::Error(WireError::new(wire::PERMISSION_DENIED, e.to_string()));
-            if let Ok(line) = wire::encode(&refusal) {
-                let _ = write.write_all(&line).await;
-            }
-            return;
-        }
-    }
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match read_line(&mut reader, &mut line).await {
-            Ok(false) => return,
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!(conn, "bad input, closing: {e}");
-                let error = WireError::new(wire::BAD_REQUEST, e.to_string());
-                if let Ok(line) = wire::encode(&Response::Error(error)) {
-                    let _ = write.write_all(&line).await;
-                }
-                return;
-            }
-        }
-        let text = line.trim_ascii();
-        if text.is_empty() {
-            continue;
-        }
-        let response = match serde_json::from_slice::<Request>(text) {
-            Err(e) => {
-                tracing::debug!(conn, "bad request: {e}");
-                Response::Error(WireError::new(
-                    wire::BAD_REQUEST,
-                    format!("not a valid request: {e}"),
-                ))
-            }
-            Ok(_) if *stop.borrow() => Response::Error(WireError::new(
-                wire::SHUTTING_DOWN,
-                "the daemon is shutting down",
-            )),
-            Ok(request) => {
-                in_flight.fetch_add(1, Ordering::AcqRel);
-                let started = Instant::now();
-                let op = op_name(&request);
-                let response = dispatch(&manager, request).await;
-                in_flight.fetch_sub(1, Ordering::AcqRel);
-                match &response {
-                    Response::Ok(_) => {
-                        tracing::debug!(conn, op, ms = started.elapsed().as_millis() as u64, "ok")
-                    }
-                    Response::Error(e) => {
-                        tracing::info!(conn, op, kind = %e.kind, "failed: {}", first_line(&e.message))
-                    }
-                }
-                response
-            }
-        };
-        let encoded = wire::encode(&response).or_else(|e| {
-            wire::encode(&Response::Error(WireError::new(
-                wire::INTERNAL,
-                format!("cannot encode the answer: {e}"),
-            )))
-        });
-        let Ok(encoded) = encoded else { return };
-        if let Err(e) = write.write_all(&encoded).await {
-            tracing::debug!(conn, "client went away: {e}");
-            return;
-        }
-    }
-}
-
-/// Reads one line (up to [`wire::MAX_LINE`]); false at end of input.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-) -> io::Result<bool> {
-    loop {
-        let chunk = reader.fill_buf().await?;
-        if chunk.is_empty() {
-            return Ok(!line.is_empty());
-        }
-        let (used, done) = wire::take_line(line, chunk)?;
-        reader.consume(used);
-        if done {
-            return Ok(true);
-        }
-    }
 }
 
 fn op_name(request: &Request) -> &'static str {
@@ -419,7 +407,8 @@ fn ok<T: serde::Serialize>(result: Result<T, SandboxError>) -> Response {
 }
 
 /// Runs one request against the manager.
-async fn dispatch(manager: &Manager, request: Request) -> Response {
+async fn dispatch(sh: &session::Shared, request: Request) -> Response {
+    let manager = &sh.manager;
     match request {
         Request::Ping => ok(Ok(Hello {
             pid: std::process::id(),
@@ -500,6 +489,10 @@ async fn dispatch(manager: &Manager, request: Request) -> Response {
             let result = manager.destroy(&id).await;
             if result.is_ok() {
                 tracing::info!(sandbox = %id, "destroyed");
+                let staged = sh.staged_crates.lock().unwrap().remove(&id);
+                if let Some(dir) = staged {
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                }
             }
             ok(result.map(|()| serde_json::json!({ "destroyed": id })))
         }

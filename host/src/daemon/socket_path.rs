@@ -2,7 +2,7 @@
 //! `$XDG_RUNTIME_DIR/sandbox-host/host.sock` (root: `/run/sandbox-host/host.sock`).
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming the socket.
@@ -59,7 +59,9 @@ pub fn resolve(explicit: Option<&Path>) -> SocketPath {
     }
 }
 
-/// Makes sure the socket's directory exists and is private to this user.
+/// Makes sure the socket's directory exists and is private to this user, never following a
+/// symbolic link (`lstat`, `O_NOFOLLOW`): a link planted where the directory should be (e.g.
+/// at the predictable `/tmp/sandbox-host-UID`) is refused.
 ///
 /// A missing directory is created 0700 (with any missing parents). The default directory,
 /// if it exists, must belong to this user and is set to 0700. A directory named with
@@ -71,48 +73,83 @@ pub fn prepare_dir(socket: &SocketPath) -> io::Result<Option<String>> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    match std::fs::metadata(&dir) {
+    let meta = match std::fs::symlink_metadata(&dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-            Ok(None)
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)?;
+            }
+            // The last step by plain mkdir: someone who made it first is found out below.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let meta = std::fs::symlink_metadata(&dir)?;
+            let me = nix::unistd::geteuid().as_raw();
+            if meta.file_type().is_dir() && meta.uid() == me && meta.mode() & 0o077 == 0 {
+                return Ok(None);
+            }
+            meta
         }
-        Err(e) => Err(e),
-        Ok(meta) if !meta.is_dir() => Err(io::Error::new(
+        Err(e) => return Err(e),
+        Ok(meta) => meta,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; refusing to use it as the socket's directory",
+                dir.display()
+            ),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(io::Error::new(
             io::ErrorKind::NotADirectory,
             format!("{} is not a directory", dir.display()),
-        )),
-        Ok(meta) => {
-            let me = nix::unistd::geteuid().as_raw();
-            let open_to_others = meta.mode() & 0o077 != 0;
-            if socket.is_default {
-                if meta.uid() != me {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "{} belongs to uid {}, not to this user (uid {me})",
-                            dir.display(),
-                            meta.uid()
-                        ),
-                    ));
-                }
-                if open_to_others {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                }
-                Ok(None)
-            } else if open_to_others {
-                Ok(Some(format!(
-                    "{} is accessible to other users (mode {:o}); the socket is 0600 and peers \
-                     are checked, but a private directory is safer",
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    let open_to_others = meta.mode() & 0o077 != 0;
+    if socket.is_default {
+        if meta.uid() != me {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to uid {}, not to this user (uid {me})",
                     dir.display(),
-                    meta.mode() & 0o7777
-                )))
-            } else {
-                Ok(None)
-            }
+                    meta.uid()
+                ),
+            ));
         }
+        if open_to_others {
+            // chmod through a descriptor of the directory itself, never through a link.
+            let opened = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&dir)?;
+            let now = opened.metadata()?;
+            if now.ino() != meta.ino() || now.dev() != meta.dev() {
+                return Err(io::Error::other(format!(
+                    "{} was replaced while being prepared",
+                    dir.display()
+                )));
+            }
+            opened.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(None)
+    } else if open_to_others {
+        Ok(Some(format!(
+            "{} is accessible to other users (mode {:o}); the socket is 0600 and peers \
+             are checked, but a private directory is safer",
+            dir.display(),
+            meta.mode() & 0o7777
+        )))
+    } else {
+        Ok(None)
     }
 }
 
@@ -141,6 +178,27 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             assert_eq!(path, PathBuf::from("/run/sandbox-host/host.sock"));
         }
+    }
+
+    #[test]
+    fn a_symbolic_link_as_the_directory_is_refused_and_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = tmp.path().join("sandbox-host-1000");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let socket = SocketPath {
+            path: link.join("host.sock"),
+            is_default: true,
+        };
+        let err = prepare_dir(&socket).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().mode() & 0o777,
+            0o755,
+            "the link's target is untouched"
+        );
     }
 
     #[test]

@@ -4,8 +4,21 @@
 //!
 //! Newline-delimited JSON over a Unix stream socket. The client writes one request per line;
 //! the daemon answers every request with exactly one line, in order. A connection may carry
-//! any number of requests; either side ends it by closing. A line longer than [`MAX_LINE`]
-//! bytes ends the connection.
+//! any number of requests; either side ends it by closing. A request line longer than the
+//! daemon's `--max-request` (default [`DEFAULT_MAX_REQUEST`], 1 MiB), or not finished within
+//! its `--request-timeout`, ends the connection with one `bad_request` line; an answer is at
+//! most [`MAX_LINE`] bytes.
+//!
+//! # Descriptors
+//!
+//! The client opens the files it names with its own rights and sends the descriptors with
+//! the request line (`SCM_RIGHTS`, on the `sendmsg` that carries the line's first byte); the
+//! line says how many with a top-level `"fds": N` (at most [`MAX_FDS`]). `create` and
+//! `reload` take one: the library (`O_RDONLY`) or the crate directory (`O_RDONLY|
+//! O_DIRECTORY`) their source names, or for a source reload the `crate_dir`. A request whose
+//! count does not match what arrived is refused, and descriptors no request claimed are
+//! closed. Without descriptors a path is used only when the peer runs as the daemon's own
+//! user (so it names nothing that user could not open).
 //!
 //! A request is an object whose `op` names the operation:
 //!
@@ -44,8 +57,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{ReloadSource, SandboxError, SandboxSpec};
 
-/// Longest line either side accepts, in bytes (a `reload` may carry a whole `lib.rs`).
+/// Longest answer line a client accepts, in bytes (a call's result, a build's diagnostics).
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// The daemon's default longest request line, in bytes (a `reload` may carry a whole
+/// `lib.rs`, a `call` its arguments): `--max-request`.
+pub const DEFAULT_MAX_REQUEST: usize = 1024 * 1024;
+
+/// Most descriptors one request may carry.
+pub const MAX_FDS: usize = 4;
+
+/// Error kind: the daemon has no room for another connection.
+pub const BUSY: &str = "busy";
 
 /// Error kind: the line was not a valid request.
 pub const BAD_REQUEST: &str = "bad_request";
@@ -205,6 +228,25 @@ pub struct Hello {
     pub sandboxes: usize,
 }
 
+/// The envelope fields every request line may carry besides its `op`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Envelope {
+    /// How many descriptors came with the line.
+    #[serde(default)]
+    pub fds: usize,
+}
+
+/// Encodes a request that `fds` descriptors accompany (see the module docs).
+pub fn encode_request(request: &Request, fds: usize) -> io::Result<Vec<u8>> {
+    let mut value = serde_json::to_value(request).map_err(io::Error::other)?;
+    if fds > 0
+        && let Some(map) = value.as_object_mut()
+    {
+        map.insert("fds".into(), fds.into());
+    }
+    encode(&value)
+}
+
 /// Encodes one message as a JSON line (with its trailing newline).
 pub fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
@@ -281,6 +323,19 @@ mod tests {
             serde_json::to_value(&err).unwrap(),
             json!({"error": {"kind": "not_found", "message": "sandbox x not found"}})
         );
+    }
+
+    #[test]
+    fn a_request_announces_its_descriptors() {
+        let line = encode_request(&Request::Info { id: "d".into() }, 1).unwrap();
+        let env: Envelope = serde_json::from_slice(&line).unwrap();
+        assert_eq!(env.fds, 1);
+        assert_eq!(
+            serde_json::from_slice::<Request>(&line).unwrap(),
+            Request::Info { id: "d".into() }
+        );
+        let plain: Envelope = serde_json::from_str(r#"{"op":"ping"}"#).unwrap();
+        assert_eq!(plain.fds, 0);
     }
 
     #[test]

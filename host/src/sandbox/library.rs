@@ -1,7 +1,7 @@
-//! App libraries on their way into a sandbox: read once, hashed once per file identity, kept
+//! App libraries on their way into a sandbox: streamed, hashed once per file identity, kept
 //! once per content in the host's store, and hard-linked to a private, versioned path.
 //!
-//! A reload or create reads the library and gives the sandbox a path of its own for it (dlopen
+//! A reload or create opens the library and gives the sandbox a path of its own for it (dlopen
 //! caches by path, so every version needs its own, and the sandbox must not see later writes
 //! to the original). The bytes are written once per content into the store, a directory
 //! beside the sandboxes (`<state dir>.libs/<sha256>.so`, read-only, never written again), and
@@ -9,29 +9,64 @@
 //! every reload. Where a link cannot be made (another filesystem), the sandbox gets a copy.
 //! A store entry is removed when the last sandbox linking it is destroyed.
 //!
+//! A library is never read whole into memory: it is opened once (`O_NONBLOCK`, so a FIFO
+//! cannot hang the host), checked with `fstat` to be a regular file of at most
+//! [`max_size`] bytes (default [`DEFAULT_MAX_SIZE`], `--max-lib-size`), and copied in
+//! [`CHUNK`]-byte pieces while hashing; a copy whose hash is not the one read first (the file
+//! changed in between) is refused. A half-written store file has a temporary name that
+//! carries the writer's pid (`.incoming-<pid>-…`), so a later daemon can sweep it.
+//!
 //! The sha256 identifies a version (`no_change` on an identical binary), but it is the most
-//! expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's identity: device, inode, size, mtime and ctime, taken from the open file before and after
-//! the read. A write changes the size or the ctime; the one blind spot, a same-size rewrite
-//! within one timestamp tick on a kernel without fine-grained timestamps, needs two builds
-//! within a few milliseconds, which cargo does not do.
+//! expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's identity:
+//! device, inode, size, mtime and ctime, taken from the open file before and after the read. A
+//! write changes the size or the ctime; the one blind spot, a same-size rewrite within one
+//! timestamp tick on a kernel without fine-grained timestamps, needs two builds within a few
+//! milliseconds, which cargo does not do. Hashing runs through `block_in_place` on a
+//! multi-threaded runtime, so it never stalls other tasks.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
 use crate::sandbox::error::SandboxError;
 
-/// A library read into memory with its sha256 (lowercase hex).
+/// The default largest library, in bytes (256 MiB).
+pub const DEFAULT_MAX_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Bytes copied or hashed per read.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Prefix of a store file still being written (followed by the writer's pid and a dash).
+pub const INCOMING_PREFIX: &str = ".incoming-";
+
+static MAX_SIZE: AtomicU64 = AtomicU64::new(DEFAULT_MAX_SIZE);
+
+/// The largest library this process accepts, in bytes.
+pub fn max_size() -> u64 {
+    MAX_SIZE.load(Ordering::Relaxed)
+}
+
+/// Sets the largest library this process accepts (`--max-lib-size`).
+pub fn set_max_size(bytes: u64) {
+    MAX_SIZE.store(bytes, Ordering::Relaxed);
+}
+
+/// A library, opened and hashed, ready to be installed; holds its file open so that what is
+/// installed is what was hashed (checked again while copying).
 #[derive(Debug)]
 pub struct LibBytes {
-    /// The file's contents.
-    pub bytes: Vec<u8>,
-    /// sha256 of `bytes`.
+    /// The path it was opened by.
+    pub path: PathBuf,
+    file: File,
+    /// Its size in bytes.
+    pub size: u64,
+    /// sha256 of its contents (lowercase hex).
     pub sha256: String,
 }
 
@@ -65,48 +100,171 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, (FileId, String)>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// Reads `lib` and returns it with its sha256, hashing only when the file is new or changed.
+/// Runs blocking file work without stalling the async runtime: through `block_in_place` on
+/// a multi-threaded tokio runtime, directly elsewhere.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Why a file cannot be a library: not a regular file (with what it is), or too large.
+fn check_file(meta: &std::fs::Metadata, max: u64) -> io::Result<()> {
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(what) = what {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({what}); a library must be a regular file"),
+        ));
+    }
+    if meta.size() > max {
+        return Err(too_large(meta.size(), max));
+    }
+    Ok(())
+}
+
+fn too_large(size: u64, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "{} bytes is more than the largest library accepted, {max} bytes (--max-lib-size)",
+            size
+        ),
+    )
+}
+
+/// Opens a library without blocking on a FIFO and without a controlling tty.
+fn open_lib(path: &Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+/// Streams `file` from offset 0 through `sink`, at most `max` bytes; returns (bytes, sha256).
+fn stream(
+    file: &File,
+    max: u64,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        offset += n as u64;
+        if offset > max {
+            return Err(too_large(offset, max));
+        }
+        hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
+    }
+    Ok((offset, hex(&hasher.finalize())))
+}
+
+fn hex(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    digest.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Opens `lib` and returns it with its sha256, hashing only when the file is new or changed.
+/// Refuses anything but a regular file of at most [`max_size`] bytes.
 pub fn read(lib: &Path) -> Result<LibBytes, SandboxError> {
+    blocking(|| read_blocking(lib))
+}
+
+fn read_blocking(lib: &Path) -> Result<LibBytes, SandboxError> {
     let io = |e| SandboxError::io(lib, e);
-    let mut file = File::open(lib).map_err(io)?;
-    let before = FileId::of(&file.metadata().map_err(io)?);
-    let mut bytes = Vec::with_capacity(before.size as usize);
-    file.read_to_end(&mut bytes).map_err(io)?;
-    let after = FileId::of(&file.metadata().map_err(io)?);
+    let max = max_size();
+    let file = open_lib(lib).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_file(&meta, max).map_err(io)?;
+    let before = FileId::of(&meta);
     let cached = cache()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(lib)
         .filter(|(id, _)| *id == before)
         .map(|(_, hash)| hash.clone());
-    // Written to while we read: the bytes may be torn, hash them and cache nothing.
-    let stable = before == after && bytes.len() as u64 == before.size;
-    let sha256 = match cached {
-        Some(hash) if stable => hash,
-        _ => {
-            let hash = sha256_hex(&bytes);
-            if stable {
-                let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() >= CACHE_LIMIT {
-                    cache.clear();
-                }
-                cache.insert(lib.to_owned(), (before, hash.clone()));
-            }
-            hash
+    if let Some(sha256) = cached {
+        return Ok(LibBytes {
+            path: lib.to_owned(),
+            file,
+            size: before.size,
+            sha256,
+        });
+    }
+    let (size, sha256) = stream(&file, max, |_| Ok(())).map_err(io)?;
+    let after = FileId::of(&file.metadata().map_err(io)?);
+    // Written to while we read: the hash may be of torn bytes; cache nothing (the install
+    // checks the hash again while it copies).
+    if before == after && size == before.size {
+        let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
         }
-    };
-    Ok(LibBytes { bytes, sha256 })
+        cache.insert(lib.to_owned(), (before, sha256.clone()));
+    }
+    Ok(LibBytes {
+        path: lib.to_owned(),
+        file,
+        size,
+        sha256,
+    })
+}
+
+/// Copies the library `fd` (a descriptor a client opened) into a new file `dest`, streamed
+/// and capped at [`max_size`] bytes; refuses anything but a regular file. Returns the bytes
+/// copied.
+pub fn copy_from_fd(fd: &File, dest: &Path) -> io::Result<u64> {
+    blocking(|| {
+        let max = max_size();
+        check_file(&fd.metadata()?, max)?;
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dest)?;
+        let copied = stream(fd, max, |chunk| out.write_all(chunk));
+        match copied {
+            Ok((n, _)) => Ok(n),
+            Err(e) => {
+                let _ = std::fs::remove_file(dest);
+                Err(e)
+            }
+        }
+    })
 }
 
 /// sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex(&Sha256::digest(bytes))
 }
 
 /// The store of a state directory: `<state dir>.libs`, beside the sandboxes' directories.
@@ -114,6 +272,34 @@ pub fn store_of(state_dir: &Path) -> PathBuf {
     let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".libs");
     state_dir.with_file_name(name)
+}
+
+/// Writes `lib` to a new file `path` (mode 0444), streamed; fails, removing it, when the
+/// bytes are not those hashed.
+fn write_copy(lib: &LibBytes, path: &Path) -> io::Result<()> {
+    let mut out = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let result =
+        stream(&lib.file, max_size(), |chunk| out.write_all(chunk)).and_then(|(_, sha)| {
+            if sha == lib.sha256 {
+                out.set_permissions(std::fs::Permissions::from_mode(0o444))
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} changed while it was being installed",
+                        lib.path.display()
+                    ),
+                ))
+            }
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }
 
 /// Gives `app_dir` version `version` of `lib`: a hard link to the store's copy (written on
@@ -130,23 +316,22 @@ pub fn install(
     version: u32,
     share: bool,
 ) -> Result<PathBuf, SandboxError> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
-    if share
-        && let Ok(stored) = stored(store, lib)
-        && std::fs::hard_link(&stored, &path).is_ok()
-    {
-        return Ok(path);
-    }
-    std::fs::write(&path, &lib.bytes).map_err(|e| SandboxError::io(&path, e))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
-        .map_err(|e| SandboxError::io(&path, e))?;
-    Ok(path)
+    blocking(|| {
+        let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
+        if share
+            && let Ok(stored) = stored(store, lib)
+            && std::fs::hard_link(&stored, &path).is_ok()
+        {
+            return Ok(path);
+        }
+        write_copy(lib, &path).map_err(|e| SandboxError::io(&path, e))?;
+        Ok(path)
+    })
 }
 
 /// The sha256 of the file at `path`, from the cache while its identity (which any write or
 /// chmod changes, through its ctime) is the one hashed; else read and hashed again.
-fn current_hash(path: &Path) -> std::io::Result<String> {
+fn current_hash(path: &Path) -> io::Result<String> {
     let id = FileId::of(&std::fs::symlink_metadata(path)?);
     let cached = cache()
         .lock()
@@ -156,23 +341,20 @@ fn current_hash(path: &Path) -> std::io::Result<String> {
         .map(|(_, hash)| hash.clone());
     match cached {
         Some(hash) => Ok(hash),
-        None => read(path)
+        None => read_blocking(path)
             .map(|l| l.sha256)
-            .map_err(|e| std::io::Error::other(e.to_string())),
+            .map_err(|e| io::Error::other(e.to_string())),
     }
 }
 
-/// The store's read-only copy of `lib`, written (to a temporary name, then renamed, so a
-/// reader never sees a partial file) when it is not there yet.
-fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::PermissionsExt;
+/// The store's read-only copy of `lib`, written (to a temporary name carrying this pid, then
+/// renamed, so a reader never sees a partial file) when it is not there yet.
+fn stored(store: &Path, lib: &LibBytes) -> io::Result<PathBuf> {
     let path = store.join(format!("{}.so", lib.sha256));
     // A store file is trusted by its content, not its name: it is reused only while it is a
     // read-only regular file whose hash is the name's. Anything else is replaced.
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         let sound = meta.file_type().is_file()
-            && !meta.file_type().is_fifo()
             && meta.mode() & 0o7777 == 0o444
             && current_hash(&path).is_ok_and(|h| h == lib.sha256);
         if sound {
@@ -185,9 +367,9 @@ fn stored(store: &Path, lib: &LibBytes) -> std::io::Result<PathBuf> {
         std::fs::remove_file(&path)?;
     }
     std::fs::create_dir_all(store)?;
-    let tmp = tempfile::NamedTempFile::new_in(store)?;
-    std::fs::write(tmp.path(), &lib.bytes)?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{INCOMING_PREFIX}{}-", std::process::id()))
+        .make_in(store, |p| write_copy(lib, p))?;
     tmp.persist(&path).map_err(|e| e.error)?;
     Ok(path)
 }
@@ -207,6 +389,66 @@ pub fn release(store: &Path, sha256: &str) {
 mod tests {
     use super::*;
 
+    /// A library file with `bytes` in `dir`, opened.
+    fn lib_of(dir: &Path, bytes: &[u8]) -> LibBytes {
+        let path = dir.join(format!("src-{}.so", sha256_hex(bytes)));
+        std::fs::write(&path, bytes).unwrap();
+        read(&path).unwrap()
+    }
+
+    #[test]
+    fn only_regular_files_up_to_the_limit_are_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |path: &Path, what: &str| {
+            let err = read(path).unwrap_err().to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(what), "{err}");
+        };
+        refused(Path::new("/dev/zero"), "a character device");
+        refused(dir.path(), "a directory");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        refused(&fifo, "a FIFO");
+        // 2 GB, sparse: refused by its size, without reading a byte.
+        let big = dir.path().join("big.so");
+        File::create(&big).unwrap().set_len(2 << 30).unwrap();
+        let started = std::time::Instant::now();
+        refused(&big, "--max-lib-size");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // The same checks hold for a descriptor a client sends.
+        let zero = File::open("/dev/zero").unwrap();
+        let err = copy_from_fd(&zero, &dir.path().join("z.so")).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        let err = copy_from_fd(&File::open(&big).unwrap(), &dir.path().join("b.so")).unwrap_err();
+        assert!(err.to_string().contains("--max-lib-size"), "{err}");
+        assert!(!dir.path().join("b.so").exists());
+        let small = dir.path().join("small.so");
+        std::fs::write(&small, b"abc").unwrap();
+        let copy = dir.path().join("copy.so");
+        assert_eq!(
+            copy_from_fd(&File::open(&small).unwrap(), &copy).unwrap(),
+            3
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_library_that_changes_after_hashing_is_not_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(&dir.path().join("sandboxes"));
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        let lib = lib_of(dir.path(), b"hashed");
+        std::fs::write(&lib.path, b"swapped").unwrap();
+        let err = install(&store, &app, &lib, 1, true).unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        assert_eq!(std::fs::read_dir(&app).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(&store)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     #[test]
     fn a_changed_file_is_hashed_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -222,7 +464,7 @@ mod tests {
         // Rewritten in place (same inode): the cache must not answer with the old hash.
         std::fs::write(&lib, b"second").unwrap();
         let two = read(&lib).unwrap();
-        assert_eq!(two.bytes, b"second");
+        assert_eq!(two.size, 6);
         assert_eq!(two.sha256, sha256_hex(b"second"));
     }
 
@@ -234,10 +476,7 @@ mod tests {
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         std::fs::create_dir_all(&one).unwrap();
         std::fs::create_dir_all(&two).unwrap();
-        let lib = LibBytes {
-            bytes: b"x".to_vec(),
-            sha256: sha256_hex(b"x"),
-        };
+        let lib = lib_of(dir.path(), b"x");
         let a = install(&store, &one, &lib, 1, true).unwrap();
         let b = install(&store, &one, &lib, 2, true).unwrap();
         let c = install(&store, &two, &lib, 1, true).unwrap();
@@ -265,10 +504,7 @@ mod tests {
         let store = store_of(&dir.path().join("sandboxes"));
         let app = dir.path().join("app");
         std::fs::create_dir_all(&app).unwrap();
-        let lib = LibBytes {
-            bytes: b"good".to_vec(),
-            sha256: sha256_hex(b"good"),
-        };
+        let lib = lib_of(dir.path(), b"good");
         let first = install(&store, &app, &lib, 1, true).unwrap();
         // Someone who could chmod it rewrote the stored file in place.
         let stored = store.join(format!("{}.so", lib.sha256));

@@ -8,10 +8,12 @@ pub mod library;
 pub mod manager;
 pub mod procfs;
 pub mod protocol;
+pub mod ratelimit;
 pub mod restrict;
 pub mod runner;
 pub mod spawn;
 pub mod spec;
+pub mod sweep;
 
 pub use error::SandboxError;
 pub use manager::{

@@ -565,6 +565,11 @@ impl Cgroup {
     /// also catches children forked while we were reading the list. Never signals the calling
     /// process itself.
     pub fn kill_all(&self) -> Result<()> {
+        self.kill_all_within(Duration::from_secs(2))
+    }
+
+    /// [`Cgroup::kill_all`], waiting at most `within` for the cgroup to empty.
+    fn kill_all_within(&self, within: Duration) -> Result<()> {
         let me = std::process::id() as i32;
         let kill_file = self.dirs[0].path.join("cgroup.kill");
         let v2_kill = self.version == CgroupVersion::V2 && kill_file.exists();
@@ -575,7 +580,7 @@ impl Cgroup {
                 .map(|d| Freezer::V1(d.path.join("freezer.state"))),
         }
         .filter(|f| f.path().exists());
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + within;
         let mut rounds = 0u32;
         loop {
             let pids: Vec<i32> = self.pids()?.into_iter().filter(|&p| p != me).collect();
@@ -619,30 +624,67 @@ impl Cgroup {
     }
 
     fn remove_dirs(&mut self) -> Result<()> {
+        self.remove_dirs_within(Duration::from_secs(2))
+    }
+
+    fn remove_dirs_within(&mut self, within: Duration) -> Result<()> {
         self.removed = true;
         let mut first_err = None;
-        for d in &self.dirs {
+        let mut left = Vec::new();
+        for d in std::mem::take(&mut self.dirs) {
             if let Some(f) = self.fake {
                 let _ = (f.on_rmdir)(&d.path);
             }
-            if let Err(e) = rmdir_retry(&d.path) {
+            if let Err(e) = rmdir_retry_within(&d.path, within) {
                 first_err.get_or_insert(e);
+                left.push(d);
             }
         }
+        self.dirs = left;
         first_err.map_or(Ok(()), Err)
     }
 }
+
+/// How long a drop may block its caller (which may be an async runtime's worker) before
+/// it hands the rest of the kill and `rmdir` retries to a thread of its own.
+const DROP_BUDGET: Duration = Duration::from_millis(25);
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
         if self.removed {
             return;
         }
-        if let Err(e) = self.kill_all() {
-            tracing::warn!(id = %self.id, error = %e, "cgroup kill on drop");
+        // Quick attempt: processes die and directories go within microseconds to
+        // milliseconds, so almost every drop ends here.
+        let killed = self.kill_all_within(DROP_BUDGET).is_ok();
+        if killed && self.remove_dirs_within(DROP_BUDGET).is_ok() {
+            return;
         }
-        if let Err(e) = self.remove_dirs() {
-            tracing::warn!(id = %self.id, error = %e, "cgroup remove on drop");
+        // The slow rest (up to about 4 s) never blocks the caller.
+        let mut rest = Cgroup {
+            id: std::mem::take(&mut self.id),
+            version: self.version,
+            dirs: std::mem::take(&mut self.dirs),
+            notes: Notes::default(),
+            fake: self.fake,
+            removed: true,
+        };
+        self.removed = true;
+        if rest.dirs.is_empty() {
+            return;
+        }
+        let spawned = thread::Builder::new()
+            .name("cgroup-drop".into())
+            .spawn(move || {
+                if let Err(e) = rest.kill_all() {
+                    tracing::warn!(id = %rest.id, error = %e, "cgroup kill on drop");
+                }
+                if let Err(e) = rest.remove_dirs() {
+                    tracing::warn!(id = %rest.id, error = %e, "cgroup remove on drop");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cgroup drop: no thread for the cleanup");
         }
     }
 }
@@ -850,8 +892,9 @@ pub(crate) fn mkdir_fresh(path: &Path, fake: Option<FakeFs>) -> Result<()> {
 }
 
 /// `rmdir` with retries on `EBUSY`; a missing directory counts as removed.
-pub(crate) fn rmdir_retry(path: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// `rmdir` of a cgroup directory, retried on `EBUSY` (exiting processes) for at most `within`.
+pub(crate) fn rmdir_retry_within(path: &Path, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
     let mut wait = Duration::from_micros(500);
     loop {
         match fs::remove_dir(path) {

@@ -1,0 +1,273 @@
+//! Human renderings of the daemon's answers: one line per reload, a few lines per sandbox,
+//! tables of sandboxes and workers, usage figures.
+
+use std::time::Duration;
+
+use crate::sandbox::protocol::WorkerList;
+use crate::sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
+
+/// Formats milliseconds for humans: `412 ms`, `1.23 s`.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// One line for a reload or rollback, with the client's end-to-end time:
+/// `reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)`.
+pub fn render_reload(id: &str, report: &ReloadReport, total: Duration) -> String {
+    let total = fmt_ms(total.as_secs_f64() * 1000.0);
+    let build = report
+        .compile_ms
+        .map(|ms| format!("build {}, ", fmt_ms(ms as f64)))
+        .unwrap_or_default();
+    if report.status == "no_change" {
+        format!(
+            "unchanged {id}: still v{} ({build}same library, nothing to reload)",
+            report.from_version
+        )
+    } else {
+        format!(
+            "reloaded {id}: v{} -> v{} in {total} ({build}swap {})",
+            report.from_version,
+            report.to_version,
+            fmt_ms(report.load_us as f64 / 1000.0)
+        )
+    }
+}
+
+/// A few lines describing a sandbox.
+pub fn render_info(info: &SandboxInfo) -> String {
+    let mut out = format!(
+        "{}: {} (pid {}), created {}, {} restart(s)\n",
+        info.id,
+        status_name(&info.status),
+        info.pid,
+        info.created_at,
+        info.restart_count
+    );
+    if let Some(reason) = &info.crash_reason {
+        out.push_str(&format!("  crash reason: {reason}\n"));
+    }
+    out.push_str(&format!(
+        "  app: {} v{} ({}) sha256 {}\n",
+        if info.app.name.is_empty() {
+            "?"
+        } else {
+            &info.app.name
+        },
+        info.app.version,
+        info.app.path.display(),
+        short_sha(&info.app.sha256)
+    ));
+    for v in &info.versions {
+        let mark = if v.version == info.app.version {
+            "*"
+        } else {
+            " "
+        };
+        let line = format!(
+            "  {mark} v{} sha256 {} {}",
+            v.version,
+            short_sha(&v.sha256),
+            v.app_version
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let limits: Vec<String> = match serde_json::to_value(&info.limits) {
+        Ok(serde_json::Value::Object(map)) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if limits.is_empty() {
+        out.push_str("  limits: none\n");
+    } else {
+        out.push_str(&format!("  limits: {}\n", limits.join(" ")));
+    }
+    let t = &info.startup;
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    out.push_str(&format!(
+        "  started in ms: install {}, cgroup {}, prepare {}, spawn {}, ready {} (restrict {}, load {})\n",
+        ms(t.install_us),
+        ms(t.cgroup_us),
+        ms(t.prepare_us),
+        ms(t.spawn_us),
+        ms(t.ready_us),
+        ms(t.restrict_us),
+        ms(t.load_us)
+    ));
+    if let (Some(root), Some(ids)) = (t.root_us, t.ids_us) {
+        out.push_str(&format!(
+            "  of which, before exec: own root {}, ids {}\n",
+            ms(root),
+            ms(ids)
+        ));
+    }
+    out.push_str(&render_isolation(&info.isolation));
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// The isolation report: one line per mechanism when it has the usual shape
+/// (`{"level", "mechanisms": [{"mechanism", "applied", "detail"}]}`), else its JSON.
+fn render_isolation(isolation: &serde_json::Value) -> String {
+    let mechanisms = isolation.get("mechanisms").and_then(|m| m.as_array());
+    let Some(mechanisms) = mechanisms else {
+        return match isolation {
+            serde_json::Value::Null => String::new(),
+            other => format!("  isolation: {other}\n"),
+        };
+    };
+    let level = isolation
+        .get("level")
+        .and_then(|l| l.as_str())
+        .unwrap_or("?");
+    let mut out = format!("  isolation: {level}\n");
+    for m in mechanisms {
+        let applied = m.get("applied").and_then(|a| a.as_bool()).unwrap_or(false);
+        out.push_str(&format!(
+            "    {} {}: {}\n",
+            if applied { "+" } else { "-" },
+            m.get("mechanism").and_then(|n| n.as_str()).unwrap_or("?"),
+            m.get("detail").and_then(|d| d.as_str()).unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// A status as its JSON name (`running`, `restarting`, `crashed`).
+fn status_name(status: &Status) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn short_sha(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// A table of sandboxes.
+pub fn render_list(list: &[SandboxSummary]) -> String {
+    if list.is_empty() {
+        return "no sandboxes".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<10} {:>8} {:>7}",
+        "ID", "STATUS", "PID", "VERSION"
+    );
+    for s in list {
+        out.push_str(&format!(
+            "\n{:<24} {:<10} {:>8} {:>7}",
+            s.id,
+            status_name(&s.status),
+            s.pid,
+            format!("v{}", s.app_version)
+        ));
+        if let Some(reason) = &s.reason {
+            out.push_str(&format!("  {reason}"));
+        }
+    }
+    out
+}
+
+/// A sandbox's usage, one figure per line.
+pub fn render_usage(u: &Usage) -> String {
+    format!(
+        "{} (pid {}, app v{}, from {})\n  processes {}  threads {}  open fds {}\n  \
+         memory {:.1} MiB  cpu {} ms ({:.1}%)\n  uptime {}  restarts {} (workers {})  \
+         mapped app copies {}",
+        u.sandbox_id,
+        u.pid,
+        u.app_version,
+        u.source,
+        u.processes,
+        u.threads,
+        u.open_fds,
+        u.memory_bytes as f64 / (1024.0 * 1024.0),
+        u.cpu_time_ms,
+        u.cpu_percent,
+        fmt_ms(u.uptime_ms as f64),
+        u.restart_count,
+        u.worker_restarts,
+        u.mapped_app_copies
+    ) + &match (u.disk_bytes, u.disk_files) {
+        (Some(b), Some(f)) => format!(
+            "\n  disk {:.1} MiB in {f} files",
+            b as f64 / (1024.0 * 1024.0)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A table of workers.
+pub fn render_workers(id: &str, w: &WorkerList) -> String {
+    let mut out = format!(
+        "{id}: {} worker(s), {} restart(s){}",
+        w.workers.len(),
+        w.restarts,
+        if w.crashed {
+            ", past restart intensity"
+        } else {
+            ""
+        }
+    );
+    for worker in &w.workers {
+        out.push_str(&format!(
+            "\n  #{:<3} pid {:<8} v{:<4} restarts {}",
+            worker.index, worker.pid, worker.version, worker.restarts
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_ms(0.312), "0.31 ms");
+        assert_eq!(fmt_ms(4.25), "4.2 ms");
+        assert_eq!(fmt_ms(412.4), "412 ms");
+        assert_eq!(fmt_ms(1234.0), "1.23 s");
+    }
+
+    #[test]
+    fn isolation_reads_one_mechanism_per_line() {
+        let report = serde_json::json!({"level": "standard", "mechanisms": [
+            {"mechanism": "pid_ns", "applied": true, "detail": "new pid namespace"},
+            {"mechanism": "user_ns", "applied": false, "detail": "host runs as root"},
+        ]});
+        assert_eq!(
+            render_isolation(&report),
+            "  isolation: standard\n    + pid_ns: new pid namespace\n    - user_ns: host runs as root\n"
+        );
+        assert_eq!(render_isolation(&serde_json::Value::Null), "");
+    }
+
+    #[test]
+    fn a_reload_is_one_line() {
+        let report = ReloadReport {
+            status: "reloaded".into(),
+            from_version: 1,
+            to_version: 2,
+            load_us: 310,
+            compile_ms: Some(380),
+        };
+        assert_eq!(
+            render_reload("demo", &report, Duration::from_millis(412)),
+            "reloaded demo: v1 -> v2 in 412 ms (build 380 ms, swap 0.31 ms)"
+        );
+    }
+}
