@@ -79,6 +79,41 @@ pub struct ServeArgs {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Limits of the build sandbox.
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Limits of the build sandbox that every app build (`create --app`, `reload`, `--watch`,
+/// the demo's builds) runs in.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Build limits")]
+pub struct BuildArgs {
+    /// Memory of a whole build (cgroup), bytes; K, M, G, T suffixes (powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
+    pub build_memory: u64,
+    /// Processes and threads of a whole build (cgroup pids.max).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub build_processes: u64,
+    /// CPU seconds per build process (RLIMIT_CPU).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub build_cpu_time: u64,
+    /// Wall time of a whole build, seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub build_timeout: u64,
+}
+
+impl BuildArgs {
+    /// The build sandbox's limits.
+    pub fn limits(&self) -> crate::compile::BuildLimits {
+        crate::compile::BuildLimits {
+            memory: self.build_memory,
+            processes: self.build_processes,
+            cpu_seconds: self.build_cpu_time,
+            wall: Duration::from_secs(self.build_timeout),
+            ..Default::default()
+        }
+    }
 }
 
 /// Options every client command takes.
@@ -339,7 +374,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let socket = socket_path::resolve(args.socket.as_deref());
-    let config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    let mut config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    config.compiler.limits = args.build.limits();
     with_runtime(
         |rt| match rt.block_on(crate::daemon::serve(&socket, config)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -656,6 +692,29 @@ mod tests {
         assert_eq!(limits.max_open_files, Some(64));
         assert_eq!(limits.cpu_seconds, Some(5));
         assert_eq!(limits.max_file_size, None);
+    }
+
+    #[test]
+    fn build_limits_have_documented_defaults() {
+        let Command::Serve(a) = Cli::try_parse_from(["host", "serve"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(a.build.limits(), crate::compile::BuildLimits::default());
+        let Command::Serve(a) = Cli::try_parse_from([
+            "host",
+            "serve",
+            "--build-memory",
+            "1G",
+            "--build-timeout",
+            "9",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(a.build.limits().memory, 1 << 30);
+        assert_eq!(a.build.limits().wall, Duration::from_secs(9));
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn euid() -> u32 {
 impl Compiler {
     /// The default: `$SANDBOX_APPS_TARGET_DIR`, else `target/apps` of the source tree this
     /// binary was built from if it still exists and belongs to this user, else a per-user
-    /// cache directory (`$XDG_CACHE_HOME/sandbox-host/apps`, `~/.cache/...`).
+    /// cache directory (`$XDG_CACHE_HOME/sandbox-host/target`, `~/.cache/...`).
     pub fn default_target_dir() -> PathBuf {
         use std::os::unix::fs::MetadataExt;
         if let Ok(dir) = std::env::var("SANDBOX_APPS_TARGET_DIR") {
@@ -96,7 +96,7 @@ impl Compiler {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .unwrap_or_else(std::env::temp_dir);
-        cache.join("sandbox-host").join("apps")
+        cache.join("sandbox-host").join("target")
     }
 
     /// Builds the crate in `crate_dir` and returns its cdylib.

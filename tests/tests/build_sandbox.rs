@@ -117,3 +117,85 @@ async fn a_rebuild_reuses_the_cache_and_only_the_library_leaves() {
         );
     }
 }
+
+#[test]
+fn without_cargo_the_error_says_a_toolchain_is_needed() {
+    let runtime = common::scratch();
+    let out = std::process::Command::new(common::HOST)
+        .args(["demo", "--provider", "mock"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env(
+            "SANDBOX_APPS_TARGET_DIR",
+            common::root().join("target/apps"),
+        )
+        .env("PATH", "/usr/sbin:/sbin")
+        .env_remove("CARGO")
+        .output()
+        .unwrap();
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "building an app needs a Rust toolchain (cargo); or pass a prebuilt library with --lib"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("No such file or directory"), "{stderr}");
+}
+
+/// The build sandbox's own start cost: `cargo --version` in the sandbox against the same
+/// command outside. Printed, and bounded loosely (the machine is shared).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_build_sandbox_starts_quickly() {
+    let tc = host::compile::sandbox::Toolchain::find().unwrap();
+    let cargo = tc.sysroot.join("bin/cargo");
+    let dir = common::scratch();
+    let mut plain = Vec::new();
+    let mut boxed = Vec::new();
+    for i in 0..7 {
+        let t = Instant::now();
+        let out = std::process::Command::new(&cargo)
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        plain.push(t.elapsed());
+        let root = dir.path().join(format!("root{i}"));
+        let target = dir.path().join("target");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&target).unwrap();
+        let job = host::compile::sandbox::Job {
+            shim_exe: common::HOST.into(),
+            mountpoint: root,
+            target_dir: target,
+            binds: Vec::new(),
+            writable: Vec::new(),
+            args: vec!["--version".into()],
+            limits: Default::default(),
+        };
+        let out = host::compile::sandbox::run(job, &tc).await.unwrap();
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("cargo "));
+        boxed.push(out.elapsed);
+    }
+    plain.sort();
+    boxed.sort();
+    let (p, b) = (plain[3], boxed[3]);
+    eprintln!(
+        "cargo --version: plain p50 {p:?}, in the build sandbox p50 {b:?}: start cost {:?}",
+        b.saturating_sub(p)
+    );
+    assert!(
+        b < p + Duration::from_millis(500),
+        "plain {p:?}, sandboxed {b:?}"
+    );
+}

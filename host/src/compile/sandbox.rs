@@ -367,10 +367,6 @@ struct Prepared {
     plan: Vec<u8>,
 }
 
-// SAFETY: the raw pointers of the argv/envp arrays are built on the waiter thread itself;
-// `Prepared` holds only owned values.
-unsafe impl Send for Prepared {}
-
 fn cstr(b: &[u8]) -> Result<CString, SandboxError> {
     CString::new(b).map_err(|_| SandboxError::Spawn("a build argument contains a NUL byte".into()))
 }
