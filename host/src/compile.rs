@@ -10,6 +10,7 @@
 
 pub mod sandbox;
 pub mod stage;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
