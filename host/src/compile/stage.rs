@@ -5,7 +5,9 @@
 //! inside the crate's *source root* — the outermost ancestor of the crate holding a
 //! `Cargo.toml` with a `[workspace]` table (else the crate's parent directory) — and must not
 //! be the source root itself, an ancestor of the crate, or lie under a `target` or hidden
-//! directory or the compiler's own target dir. Each one is bound read-only at its own host
+//! directory or the compiler's own target dir. The `sandbox_abi` of the tree this binary was
+//! built from (the contract every app uses) is always allowed. Each one is bound read-only at
+//! its own host
 //! path under `/src`, so relative paths between them keep working; of the rest of the tree
 //! only the manifests of the workspaces those dependencies belong to are visible (read-only,
 //! for `edition.workspace = true` and the like).
@@ -45,6 +47,15 @@ pub struct Staged {
 /// The in-sandbox path of host path `p` (canonical) under [`inside::SRC`].
 pub fn src_path(p: &Path) -> PathBuf {
     Path::new(inside::SRC).join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// The `sandbox_abi` crate of the source tree this binary was built from, if it still exists.
+fn host_abi() -> Option<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sandbox_abi")
+        .canonicalize()
+        .ok()
+        .filter(|d| d.join("Cargo.toml").is_file())
 }
 
 /// The outermost ancestor of `dir` with a `Cargo.toml` that has a `[workspace]` table, else
@@ -94,10 +105,16 @@ pub fn path_dependencies(dir: &Path, forbidden: &Path) -> Result<Vec<PathBuf>, S
             if dep.starts_with(&krate) || !dep.join("Cargo.toml").is_file() {
                 continue; // a file of this crate ([lib] path, build = ...), or not a crate
             }
-            check_dependency(&dep, dir, &root, forbidden).map_err(|why| {
+            let allowed = host_abi().is_some_and(|abi| abi == dep);
+            let checked = match allowed {
+                true => Ok(()),
+                false => check_dependency(&dep, dir, &root, forbidden),
+            };
+            checked.map_err(|why| {
                 fail(format!(
                     "path dependency {value:?} of {} ({}) {why}; path dependencies must be \
-                     crates inside the source root {} (see the README's Builds paragraph)",
+                     crates inside the source root {} or the host's own sandbox_abi (see the \
+                     README's Builds paragraph)",
                     krate.display(),
                     dep.display(),
                     root.display()
@@ -214,7 +231,13 @@ pub fn stage(
     let root = source_root(from);
     let mut manifests: Vec<PathBuf> = Vec::new();
     for d in &deps {
-        for a in d.ancestors().skip(1).take_while(|a| a.starts_with(&root)) {
+        // Up to the source root, or for the host's sandbox_abi up to its own workspace.
+        let top = if d.starts_with(&root) {
+            root.clone()
+        } else {
+            source_root(d)
+        };
+        for a in d.ancestors().skip(1).take_while(|a| a.starts_with(&top)) {
             let m = a.join("Cargo.toml");
             if !manifests.contains(&m)
                 && std::fs::read_to_string(&m).is_ok_and(|t| has_workspace(&t))
