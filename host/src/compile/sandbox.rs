@@ -122,8 +122,9 @@ const SETUP_FAILED: i32 = 119;
 pub async fn run(job: Job, toolchain: &Toolchain) -> Result<Outcome, SandboxError> {
     let started = Instant::now();
     let limits = job.limits;
-    let prepared = prepare(&job, toolchain)?;
-    let cgroup = prepared.cgroup_handle.clone();
+    let mut prepared = prepare(&job, toolchain)?;
+    // Held here only, so that the cgroup is removed once this build is over.
+    let cgroup = prepared.cgroup_handle.take();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
