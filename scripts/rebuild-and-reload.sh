@@ -4,9 +4,9 @@
 #   scripts/rebuild-and-reload.sh [--release] [--socket PATH] ID [CRATE_DIR]
 #
 # CRATE_DIR defaults to the workspace's sandbox_app. The daemon (`host serve`) builds the
-# crate itself with `cargo build --lib --release` in the shared apps target directory
-# (target/apps), so dependencies are never rebuilt, and reloads the artifact into sandbox
-# ID. Apps are always built in release, like every build the host makes; `--release` is
+# crate itself with `cargo build --lib --release --offline` in its build sandbox (README,
+# "Builds"), in the crate's own kept target directory under target/apps/builds, so
+# dependencies are never rebuilt, and reloads the artifact into sandbox ID. Apps are always built in release, like every build the host makes; `--release` is
 # accepted so callers can say so, and changes nothing.
 #
 # On success prints one line:

@@ -151,8 +151,8 @@ async fn run(sizes: Sizes, out: &Path) -> Result<()> {
     let mut config = ManagerConfig::new("/proc/self/exe");
     config.state_dir = state.path().join("sandboxes");
     config.compiler = Compiler {
-        target_dir: Compiler::default_target_dir(),
         profile: Profile::Release,
+        ..config.compiler
     };
     config.call_timeout = Duration::from_secs(120);
     config.start_timeout = Duration::from_secs(60);

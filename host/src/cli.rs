@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Seconds a request may take to arrive from its first byte (and its answer to be read).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub request_timeout: f64,
+    /// Limits of the build sandbox.
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// Options every client command takes.
@@ -144,7 +147,7 @@ pub struct OperateArgs {
     pub client: ClientArgs,
 }
 
-pub use crate::limit_args::{LimitArgs, parse_size};
+pub use crate::limit_args::{BuildArgs, LimitArgs, parse_size};
 
 /// Options of `host create`.
 #[derive(Debug, Args)]
@@ -286,6 +289,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         ..Default::default()
     };
+    config.compiler.limits = args.build.limits();
     with_runtime(
         |rt| match rt.block_on(crate::daemon::serve_with(&socket, config, limits)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -624,6 +628,29 @@ mod tests {
         assert_eq!(limits.max_open_files, Some(64));
         assert_eq!(limits.cpu_seconds, Some(5));
         assert_eq!(limits.max_file_size, None);
+    }
+
+    #[test]
+    fn build_limits_have_documented_defaults() {
+        let Command::Serve(a) = Cli::try_parse_from(["host", "serve"]).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(a.build.limits(), crate::compile::BuildLimits::default());
+        let Command::Serve(a) = Cli::try_parse_from([
+            "host",
+            "serve",
+            "--build-memory",
+            "1G",
+            "--build-timeout",
+            "9",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(a.build.limits().memory, 1 << 30);
+        assert_eq!(a.build.limits().wall, Duration::from_secs(9));
     }
 
     #[test]

@@ -1,27 +1,33 @@
-//! Builds an app crate, or a changed copy of its source, into a fresh `.so` with cargo.
+//! Builds an app crate, or a changed copy of its source, into a fresh `.so` with cargo, in
+//! the build sandbox ([`sandbox`]): cargo never runs with the daemon's rights.
 //!
-//! Every build shares one target directory, so dependencies (at least `sandbox_abi`) are
-//! compiled once and a one-line change rebuilds only the app crate. Builds are serialised
-//! process-wide: cargo would lock the target directory anyway, and the artifact path is
-//! shared between builds of the same crate name.
+//! Each crate directory gets a build directory of its own, `<target>/builds/<name>-<hash>/`:
+//! `src/` (the crate's private copy, which the build may write), `target/` (cargo's target
+//! dir, kept between builds, so dependencies such as `sandbox_abi` are compiled once and a
+//! source reload rebuilds only the app crate), `staged/` (the libraries taken out, which the
+//! build cannot write), `root/` (the sandbox root's mountpoint) and `lock` (one build of a
+//! crate at a time, across processes too). Builds are also serialised process-wide.
+
+pub mod sandbox;
+pub mod stage;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Instant;
+use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
+pub use self::sandbox::BuildLimits;
+use self::sandbox::{BUILD_UID, Job, Toolchain};
 use crate::sandbox::SandboxError;
 
 /// A library cargo produced.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// A content-addressed copy of the `.so` under `<target>/staged/`: the file cargo wrote
-    /// is overwritten by the next build of a crate of the same name (a source reload builds
-    /// a copy of the crate), so callers never see cargo's own path.
+    /// A content-addressed copy of the `.so` under the crate's `staged/` directory, outside
+    /// anything the build can write.
     pub lib: PathBuf,
-    /// Wall time cargo took.
+    /// Wall time the sandboxed build took.
     pub compile_ms: u64,
 }
 
@@ -38,24 +44,54 @@ pub enum Profile {
 /// Where and how apps are built.
 #[derive(Debug, Clone)]
 pub struct Compiler {
-    /// The shared target directory.
+    /// The directory holding every crate's build directory.
     pub target_dir: PathBuf,
     /// Build profile.
     pub profile: Profile,
+    /// The host binary, re-executed as the build sandbox's shim (`None`: this process's own
+    /// executable, which must be the `host` binary or call [`crate::maybe_run_sandbox_child`]).
+    pub shim_exe: Option<PathBuf>,
+    /// The build sandbox's limits.
+    pub limits: BuildLimits,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Compiler {
+            target_dir: Compiler::default_target_dir(),
+            profile: Profile::default(),
+            shim_exe: None,
+            limits: BuildLimits::default(),
+        }
+    }
 }
 
 static BUILD_LOCK: Mutex<()> = Mutex::const_new(());
 
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 impl Compiler {
-    /// The default: `target/apps` of the source tree this binary was built from, if it
-    /// still exists, else a per-user cache directory.
+    /// The default: `$SANDBOX_APPS_TARGET_DIR`, else `target/apps` of the source tree this
+    /// binary was built from if it still exists and belongs to this user, else a per-user
+    /// cache directory (`$XDG_CACHE_HOME/sandbox-host/target`, `~/.cache/...`).
     pub fn default_target_dir() -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
         if let Ok(dir) = std::env::var("SANDBOX_APPS_TARGET_DIR") {
             return PathBuf::from(dir);
         }
         let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        if tree.join("Cargo.toml").is_file() {
-            return tree.join("target").join("apps");
+        let in_tree = tree.join("target").join("apps");
+        // The nearest existing directory of target/apps decides: a tree built by another user
+        // (root's checkout, run by a copied binary) is not ours to write.
+        let owner = in_tree
+            .ancestors()
+            .find_map(|a| std::fs::metadata(a).ok())
+            .map(|m| m.uid());
+        if tree.join("Cargo.toml").is_file() && owner == Some(euid()) {
+            return in_tree;
         }
         let cache = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
@@ -66,136 +102,185 @@ impl Compiler {
 
     /// Builds the crate in `crate_dir` and returns its cdylib.
     pub async fn build(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
-        let _serial = BUILD_LOCK.lock().await;
-        let mut built = self
-            .for_crate(crate_dir, "crates")
-            .build_unlocked(crate_dir)
-            .await?;
-        built.lib = self.stage(&built.lib)?;
-        Ok(built)
+        self.build_in_sandbox(crate_dir, None).await
     }
 
-    /// The target directory for one crate directory: `<target>/<kind>/<name>-<path hash>`.
+    /// Builds the crate in `crate_dir` with `src/lib.rs` replaced by `lib_rs`, in the crate's
+    /// private copy, so the crate on disk is untouched. The native `hot_reload_source`.
+    pub async fn build_source(
+        &self,
+        crate_dir: &Path,
+        lib_rs: &str,
+    ) -> Result<Built, SandboxError> {
+        self.build_in_sandbox(crate_dir, Some(lib_rs)).await
+    }
+
+    /// The build directory of one crate directory: `<target>/builds/<name>-<path hash>`.
     ///
     /// Cargo names a cdylib after its package and fingerprints a crate that is its own
-    /// workspace root by name and version, not by path. Two crates of the same name in one
-    /// target directory would overwrite each other's library, and cargo would then call the
-    /// other one fresh. A directory per crate path keeps them apart; dependencies are still
-    /// built once per crate and reused by every later build of it.
-    fn for_crate(&self, crate_dir: &Path, kind: &str) -> Compiler {
+    /// workspace root by name and version, not by path: a directory per crate path keeps two
+    /// crates of the same name apart.
+    pub fn build_dir(&self, canonical: &Path) -> PathBuf {
         use sha2::{Digest, Sha256};
-        let canonical = crate_dir
-            .canonicalize()
-            .unwrap_or_else(|_| crate_dir.to_owned());
         let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
         let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let name = canonical
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("app");
-        Compiler {
-            target_dir: self.target_dir.join(kind).join(format!("{name}-{tag}")),
-            profile: self.profile,
-        }
+        self.target_dir.join("builds").join(format!("{name}-{tag}"))
     }
 
-    async fn build_unlocked(&self, crate_dir: &Path) -> Result<Built, SandboxError> {
-        let manifest = crate_dir.join("Cargo.toml");
-        if !manifest.is_file() {
-            return Err(SandboxError::BuildFailed {
-                diagnostics: format!(
-                    "{} is not a cargo crate (no Cargo.toml)",
-                    crate_dir.display()
-                ),
-            });
-        }
-        let started = Instant::now();
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.arg("build")
-            .arg("--lib")
-            .arg("--message-format=json-render-diagnostics")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &self.target_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if self.profile == Profile::Release {
-            cmd.arg("--release");
-        }
-        let output = cmd.output().await.map_err(|e| SandboxError::BuildFailed {
-            diagnostics: format!("cannot run cargo: {e}"),
-        })?;
-        let compile_ms = started.elapsed().as_millis() as u64;
-        if !output.status.success() {
-            return Err(SandboxError::BuildFailed {
-                diagnostics: String::from_utf8_lossy(&output.stderr)
-                    .trim_end()
-                    .to_string(),
-            });
-        }
-        let lib = find_cdylib(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
-            SandboxError::BuildFailed {
-                diagnostics: format!(
-                    "{} built no cdylib (crate-type = [\"cdylib\"])",
-                    manifest.display()
-                ),
-            }
-        })?;
-        Ok(Built { lib, compile_ms })
-    }
-
-    /// Copies a fresh artifact to `<target>/staged/<name>-<sha256 prefix>.so`, while the
-    /// build lock is still held.
-    fn stage(&self, artifact: &Path) -> Result<PathBuf, SandboxError> {
-        use sha2::{Digest, Sha256};
-        let bytes = std::fs::read(artifact).map_err(|e| SandboxError::io(artifact, e))?;
-        let digest = Sha256::digest(&bytes);
-        let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let dir = self.target_dir.join("staged");
-        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io(&dir, e))?;
-        let stem = artifact
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("app");
-        let staged = dir.join(format!("{stem}-{tag}.so"));
-        if !staged.exists() {
-            let tmp = dir.join(format!("{stem}-{tag}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, &bytes).map_err(|e| SandboxError::io(&tmp, e))?;
-            std::fs::rename(&tmp, &staged).map_err(|e| SandboxError::io(&staged, e))?;
-        }
-        Ok(staged)
-    }
-
-    /// Builds the crate in `crate_dir` with `src/lib.rs` replaced by `lib_rs`, in a temporary
-    /// copy, so the crate on disk is untouched. The native `hot_reload_source`.
-    pub async fn build_source(
+    async fn build_in_sandbox(
         &self,
         crate_dir: &Path,
-        lib_rs: &str,
+        lib_rs: Option<&str>,
     ) -> Result<Built, SandboxError> {
-        // Two source reloads of one crate share its target directory and artifact path:
-        // without the lock each could stage the other's `.so`.
+        let fail = |d: String| SandboxError::BuildFailed { diagnostics: d };
+        let toolchain = Toolchain::find()?;
+        let canonical = crate_dir
+            .canonicalize()
+            .map_err(|e| fail(format!("{} is not a cargo crate: {e}", crate_dir.display())))?;
         let _serial = BUILD_LOCK.lock().await;
-        let tmp = tempfile::Builder::new()
-            .prefix("sandbox-src-")
-            .tempdir()
-            .map_err(|e| SandboxError::io(&std::env::temp_dir(), e))?;
-        let copy = tmp
-            .path()
-            .join(crate_dir.file_name().unwrap_or("app".as_ref()));
-        copy_crate(crate_dir, &copy)?;
-        let lib_path = copy.join("src").join("lib.rs");
-        std::fs::write(&lib_path, lib_rs).map_err(|e| SandboxError::io(&lib_path, e))?;
-        // Keyed by the original crate, so every source reload of it reuses its dependencies.
-        let mut built = self
-            .for_crate(crate_dir, "source-reloads")
-            .build_unlocked(&copy)
-            .await?;
-        built.lib = self.stage(&built.lib)?;
-        Ok(built)
+        let dir = self.build_dir(&canonical);
+        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io(&dir, e))?;
+        let _lock = lock_dir(&dir).await?;
+        let owner = isolation::namespaces::is_root().then_some((BUILD_UID, BUILD_UID));
+        let target = dir.join("target");
+        prepare_target(&target, owner)?;
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).map_err(|e| SandboxError::io(&root, e))?;
+        let forbidden = self
+            .target_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.target_dir.clone());
+        let staged = stage::stage(&canonical, &dir.join("src"), lib_rs, owner, &forbidden)?;
+        let manifest = staged.crate_inside.join("Cargo.toml");
+        let mut args: Vec<String> = [
+            "build",
+            "--lib",
+            "--offline",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(manifest.to_string_lossy().into_owned());
+        if self.profile == Profile::Release {
+            args.push("--release".into());
+        }
+        let shim_exe = match &self.shim_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| SandboxError::io(Path::new("/proc/self/exe"), e))?,
+        };
+        let shim_exe = shim_exe.canonicalize().unwrap_or(shim_exe);
+        let job = Job {
+            shim_exe,
+            mountpoint: root,
+            target_dir: target.clone(),
+            writable: vec![staged.crate_inside.clone()],
+            binds: staged.binds,
+            args,
+            limits: self.limits,
+        };
+        let out = sandbox::run(job, &toolchain).await?;
+        let compile_ms = out.elapsed.as_millis() as u64;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        if let Some(limit) = &out.limit {
+            return Err(fail(format!("{limit}\n{stderr}").trim_end().to_string()));
+        }
+        if out.code != Some(0) {
+            return Err(fail(explain_offline(stderr)));
+        }
+        let reported = find_cdylib(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+            fail(format!(
+                "{} built no cdylib (crate-type = [\"cdylib\"])",
+                canonical.join("Cargo.toml").display()
+            ))
+        })?;
+        let bytes = stage::take_artifact(&target, &reported.to_string_lossy())?;
+        let stem = reported
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("app")
+            .to_string();
+        let lib = store(&dir.join("staged"), &stem, &bytes)?;
+        Ok(Built { lib, compile_ms })
     }
+}
+
+/// Adds a hint to cargo's error when a dependency is missing offline.
+fn explain_offline(stderr: String) -> String {
+    if stderr.contains("offline") && stderr.contains("no matching package") {
+        format!(
+            "{stderr}\nbuilds run offline: a registry dependency must already be in the \
+             host's cargo cache (run `cargo fetch` in the crate) or be vendored in the crate"
+        )
+    } else {
+        stderr
+    }
+}
+
+/// Takes the crate's `lock` file (waits while another process builds the same crate).
+async fn lock_dir(dir: &Path) -> Result<std::fs::File, SandboxError> {
+    let path = dir.join("lock");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SandboxError::io(&path, e))?;
+    loop {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates the target dir, owned by the build's ids (re-owned when it is not).
+fn prepare_target(target: &Path, owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(target).map_err(|e| SandboxError::io(target, e))?;
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    let meta = std::fs::symlink_metadata(target).map_err(|e| SandboxError::io(target, e))?;
+    if meta.uid() != uid || meta.gid() != gid {
+        chown_tree(target, uid, gid)?;
+    }
+    Ok(())
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| SandboxError::io(p, e))?;
+    let meta = std::fs::symlink_metadata(p).map_err(|e| SandboxError::io(p, e))?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(p).map_err(|e| SandboxError::io(p, e))? {
+            let e = e.map_err(|e| SandboxError::io(p, e))?;
+            chown_tree(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `<dir>/<stem>-<sha256 prefix>.so` (once per content).
+fn store(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf, SandboxError> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(dir).map_err(|e| SandboxError::io(dir, e))?;
+    let staged = dir.join(format!("{stem}-{tag}.so"));
+    if !staged.exists() {
+        let tmp = dir.join(format!("{stem}-{tag}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| SandboxError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &staged).map_err(|e| SandboxError::io(&staged, e))?;
+    }
+    Ok(staged)
 }
 
 /// Picks the `.so` of the cdylib target from cargo's JSON messages.
@@ -220,65 +305,6 @@ fn find_cdylib(json_lines: &str) -> Option<PathBuf> {
         .next_back()
 }
 
-/// Copies a crate (manifest and `src/`, not `target/`) so it builds from anywhere:
-/// relative `path` dependencies become absolute, and the copy is its own workspace root.
-fn copy_crate(from: &Path, to: &Path) -> Result<(), SandboxError> {
-    let from = from.canonicalize().map_err(|e| SandboxError::io(from, e))?;
-    copy_dir(&from.join("src"), &to.join("src"))?;
-    let manifest_path = from.join("Cargo.toml");
-    let manifest =
-        std::fs::read_to_string(&manifest_path).map_err(|e| SandboxError::io(&manifest_path, e))?;
-    let mut rewritten = absolutize_paths(&manifest, &from);
-    if !rewritten.contains("[workspace]") {
-        rewritten.push_str("\n[workspace]\n");
-    }
-    let out = to.join("Cargo.toml");
-    std::fs::write(&out, rewritten).map_err(|e| SandboxError::io(&out, e))?;
-    for extra in ["build.rs", "Cargo.lock"] {
-        let src = from.join(extra);
-        if src.is_file() {
-            std::fs::copy(&src, to.join(extra)).map_err(|e| SandboxError::io(&src, e))?;
-        }
-    }
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(to).map_err(|e| SandboxError::io(to, e))?;
-    for entry in std::fs::read_dir(from).map_err(|e| SandboxError::io(from, e))? {
-        let entry = entry.map_err(|e| SandboxError::io(from, e))?;
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target).map_err(|e| SandboxError::io(&entry.path(), e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Rewrites `path = "relative"` in a manifest to absolute paths under `base`.
-fn absolutize_paths(manifest: &str, base: &Path) -> String {
-    let mut out = String::with_capacity(manifest.len());
-    let mut rest = manifest;
-    while let Some(at) = rest.find("path = \"") {
-        let start = at + "path = \"".len();
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('"') else {
-            break;
-        };
-        let value = &rest[start..start + len];
-        if Path::new(value).is_absolute() {
-            out.push_str(value);
-        } else {
-            out.push_str(&base.join(value).to_string_lossy());
-        }
-        rest = &rest[start + len..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,22 +315,16 @@ mod tests {
         let compiler = Compiler {
             target_dir: tmp.path().join("target"),
             profile: Profile::Dev,
+            ..Compiler::default()
         };
         let held = BUILD_LOCK.lock().await;
-        // Fails at once (no such crate) unless it first waits for the lock, as it must.
-        let missing = tmp.path().join("missing");
-        let build = compiler.build_source(&missing, "");
+        // Fails at once (not a crate) unless it first waits for the lock, as it must.
+        let not_a_crate = tmp.path().join("empty");
+        std::fs::create_dir_all(&not_a_crate).unwrap();
+        let build = compiler.build_source(&not_a_crate, "");
         let waited = tokio::time::timeout(std::time::Duration::from_millis(300), build).await;
         assert!(waited.is_err(), "build_source ran without the build lock");
         drop(held);
-    }
-
-    #[test]
-    fn relative_dependency_paths_become_absolute() {
-        let m = "[dependencies]\nsandbox_abi = { path = \"../sandbox_abi\" }\nx = { path = \"/abs\" }\n";
-        let out = absolutize_paths(m, Path::new("/src/app"));
-        assert!(out.contains("path = \"/src/app/../sandbox_abi\""), "{out}");
-        assert!(out.contains("path = \"/abs\""));
     }
 
     #[test]

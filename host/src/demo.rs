@@ -58,6 +58,9 @@ pub struct DemoArgs {
     /// Limits and isolation of the demo sandbox.
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
+    /// Limits of the build sandbox the demo app is built in.
+    #[command(flatten)]
+    pub build: crate::limit_args::BuildArgs,
 }
 
 /// A failure of the demo: a step or guardrail (exit 1) or configuration (exit 2).
@@ -183,7 +186,9 @@ async fn flow(
             ));
         }
     }
-    let manager = Manager::new(ManagerConfig::new("/proc/self/exe"))?;
+    let mut config = ManagerConfig::new("/proc/self/exe");
+    config.compiler.limits = args.build.limits();
+    let manager = Manager::new(config)?;
     let manager = MANAGER.get_or_init(|| manager).clone();
     let id = args.sandbox_id.as_str();
     let mut timings = json!({});

@@ -17,7 +17,7 @@ pub mod render;
 pub mod sandbox;
 pub mod skill;
 
-/// Runs the hidden runner or worker mode if argv asks for it; returns otherwise.
+/// Runs the hidden runner, worker or build-shim mode if argv asks for it; returns otherwise.
 ///
 /// Call this first thing in `main`, before any runtime or thread is started.
 pub fn maybe_run_sandbox_child() {
@@ -27,6 +27,10 @@ pub fn maybe_run_sandbox_child() {
         Some(sandbox::runner::WORKER_ARG) => {
             let rest: Vec<String> = args.collect();
             sandbox::runner::worker_main(&rest)
+        }
+        Some(compile::sandbox::SHIM_ARG) => {
+            let rest: Vec<String> = args.collect();
+            compile::sandbox::shim_main(&rest)
         }
         _ => {}
     }

@@ -2,6 +2,7 @@
 //! of their own so that `cli` and `demo` both use them without importing each other.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -90,4 +91,36 @@ impl LimitArgs {
 /// [`isolation::parse_size`] does.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     isolation::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// Limits of the build sandbox that every app build (`create --app`, `reload`, `--watch`,
+/// the demo's builds) runs in.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Build limits")]
+pub struct BuildArgs {
+    /// Memory of a whole build (cgroup), bytes; K, M, G, T suffixes (powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
+    pub build_memory: u64,
+    /// Processes and threads of a whole build (cgroup pids.max).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub build_processes: u64,
+    /// CPU seconds per build process (RLIMIT_CPU).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub build_cpu_time: u64,
+    /// Wall time of a whole build, seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub build_timeout: u64,
+}
+
+impl BuildArgs {
+    /// The build sandbox's limits.
+    pub fn limits(&self) -> crate::compile::BuildLimits {
+        crate::compile::BuildLimits {
+            memory: self.build_memory,
+            processes: self.build_processes,
+            cpu_seconds: self.build_cpu_time,
+            wall: Duration::from_secs(self.build_timeout),
+            ..Default::default()
+        }
+    }
 }

@@ -51,6 +51,10 @@ pub struct LandlockPlan {
     pub read_exec: Vec<PathBuf>,
     /// Readable, writable (create, remove, rename inside) paths, without execute.
     pub read_write: Vec<PathBuf>,
+    /// Readable, writable and executable paths (a build's target dir, where cargo runs the
+    /// build scripts it compiled). App sandboxes have none.
+    #[serde(default)]
+    pub read_write_exec: Vec<PathBuf>,
     /// The newest Landlock ABI whose rights are requested; an older kernel gives "partially
     /// enforced".
     #[serde(default = "default_abi")]
@@ -147,6 +151,7 @@ impl LandlockPlan {
         Self {
             read_exec,
             read_write,
+            read_write_exec: Vec::new(),
             target_abi: best_target_abi(),
             deny_tcp: !p.network,
             scoped: true,
@@ -302,6 +307,12 @@ pub fn apply(plan: &LandlockPlan) -> Result<LandlockStatus, LandlockError> {
     }
     for p in &plan.read_write {
         if let Some(rule) = open_rule(p, write_no_exec, write_no_exec & file, &mut skipped)? {
+            created = created.add_rule(rule)?;
+        }
+    }
+    let all = AccessFs::from_all(target);
+    for p in &plan.read_write_exec {
+        if let Some(rule) = open_rule(p, all, all & file, &mut skipped)? {
             created = created.add_rule(rule)?;
         }
     }

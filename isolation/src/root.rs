@@ -69,22 +69,36 @@ pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 /// Bytes of disk per inode the cap allows by default (so 64 MiB gives 16 384 inodes).
 const BYTES_PER_INODE: u64 = 4096;
 
+/// One more bind into the root, beyond the fixed layout (the build sandbox's toolchain, crate
+/// and target dirs). A `src` that is a symlink is recreated as the same symlink at `dst`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The host path.
+    pub src: PathBuf,
+    /// The absolute in-sandbox path.
+    pub dst: PathBuf,
+    /// Read-write (`nosuid,nodev`) instead of read-only.
+    pub writable: bool,
+}
+
 /// What goes into one sandbox's root.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RootOptions {
     /// An empty host directory the root tmpfs is mounted on (in the child's private mount
     /// namespace only; the host never sees the mount).
     pub mountpoint: PathBuf,
     /// The runner binary, bound at [`RUNNER`].
     pub runner_exe: PathBuf,
-    /// The app's library directory, bound at [`APP_DIR`].
-    pub app_dir: PathBuf,
+    /// The app's library directory, bound at [`APP_DIR`] (none: no `/app`).
+    pub app_dir: Option<PathBuf>,
     /// Bytes the sandbox may write to `/work` and `/tmp` together.
     pub disk_bytes: u64,
     /// Owner of `/work` (the sandbox's ids when the host switches to them).
     pub owner: Option<(u32, u32)>,
     /// Mount a fresh `/proc` (the sandbox has its own pid namespace).
     pub proc: bool,
+    /// More binds, made after the library directories, in order (app sandboxes: none).
+    pub extra_binds: Vec<Bind>,
 }
 
 /// The inode cap for a disk of `bytes`.
@@ -224,6 +238,17 @@ impl Plan {
 
     /// Binds host path `src` read-only at in-sandbox path `dst` (a directory or a file).
     fn bind_ro(&mut self, src: &Path, dst: &str, noexec: bool) -> Result<(), IsolationError> {
+        self.bind(src, dst, noexec, false)
+    }
+
+    /// Binds host path `src` at in-sandbox path `dst`, read-only unless `writable`.
+    fn bind(
+        &mut self,
+        src: &Path,
+        dst: &str,
+        noexec: bool,
+        writable: bool,
+    ) -> Result<(), IsolationError> {
         let meta = fs::metadata(src).map_err(|e| IsolationError::Sys {
             op: format!("stat {} for the sandbox root", src.display()),
             source: e,
@@ -246,7 +271,7 @@ impl Plan {
         )?;
         let mut flags = libc::MS_BIND
             | libc::MS_REMOUNT
-            | libc::MS_RDONLY
+            | if writable { 0 } else { libc::MS_RDONLY }
             | libc::MS_NOSUID
             | libc::MS_NODEV
             | locked_mount_flags(src)?;
@@ -259,8 +284,30 @@ impl Plan {
             None,
             flags,
             None,
-            format!("remount {dst} read-only"),
+            if writable {
+                format!("remount {dst} nosuid,nodev")
+            } else {
+                format!("remount {dst} read-only")
+            },
         )
+    }
+
+    /// Recreates host symlink `host` at in-sandbox path `dst`.
+    fn symlink_like(&mut self, host: &Path, dst: &str) -> Result<(), IsolationError> {
+        let target = fs::read_link(host).map_err(|e| IsolationError::Sys {
+            op: format!("readlink {}", host.display()),
+            source: e,
+        })?;
+        self.parent_dir(dst)?;
+        let path = self.at(dst);
+        self.push(
+            Op::Symlink {
+                target: c(&target)?,
+                path: c(&path)?,
+            },
+            format!("symlink {dst} -> {}", target.display()),
+        );
+        Ok(())
     }
 }
 
@@ -337,28 +384,19 @@ impl NewRoot {
             "remove the disk's scratch dir".into(),
         );
 
-        let mut binds = vec![format!("{RUNNER}"), APP_DIR.to_string()];
+        let mut binds = vec![format!("{RUNNER}")];
         p.bind_ro(&o.runner_exe, RUNNER, false)?;
-        p.bind_ro(&o.app_dir, APP_DIR, false)?;
+        if let Some(app_dir) = &o.app_dir {
+            p.bind_ro(app_dir, APP_DIR, false)?;
+            binds.push(APP_DIR.to_string());
+        }
         for dir in LIB_DIRS {
             let host = Path::new(dir);
             let Ok(meta) = fs::symlink_metadata(host) else {
                 continue;
             };
             if meta.file_type().is_symlink() {
-                let target = fs::read_link(host).map_err(|e| IsolationError::Sys {
-                    op: format!("readlink {dir}"),
-                    source: e,
-                })?;
-                p.parent_dir(dir)?;
-                let path = p.at(dir);
-                p.push(
-                    Op::Symlink {
-                        target: c(&target)?,
-                        path: c(&path)?,
-                    },
-                    format!("symlink {dir} -> {}", target.display()),
-                );
+                p.symlink_like(host, dir)?;
             } else if meta.is_dir() {
                 p.bind_ro(host, dir, false)?;
                 binds.push(dir.to_string());
@@ -368,6 +406,27 @@ impl NewRoot {
             if Path::new(file).is_file() {
                 p.bind_ro(Path::new(file), file, true)?;
                 binds.push(file.to_string());
+            }
+        }
+        let mut writable = Vec::new();
+        for b in &o.extra_binds {
+            let dst = b.dst.to_string_lossy().into_owned();
+            if !b.dst.is_absolute() {
+                return Err(IsolationError::Path {
+                    path: b.dst.clone(),
+                    reason: "an in-sandbox bind target must be absolute".into(),
+                });
+            }
+            let is_link = fs::symlink_metadata(&b.src).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link {
+                p.symlink_like(&b.src, &dst)?;
+            } else {
+                p.bind(&b.src, &dst, false, b.writable)?;
+                if b.writable {
+                    writable.push(dst);
+                } else {
+                    binds.push(dst);
+                }
             }
         }
         p.mkdir("/dev")?;
@@ -428,8 +487,13 @@ impl NewRoot {
             None,
             "remount / read-only".into(),
         )?;
+        let rw = if writable.is_empty() {
+            String::new()
+        } else {
+            format!("; read-write {}", writable.join(" "))
+        };
         let summary = format!(
-            "pivot_root into a tmpfs; read-only {}; /work and /tmp on a {} tmpfs ({inodes} \
+            "pivot_root into a tmpfs; read-only {}{rw}; /work and /tmp on a {} tmpfs ({inodes} \
              inodes); /dev {}; {}; host root detached",
             binds.join(" "),
             human_bytes(o.disk_bytes),
@@ -549,10 +613,11 @@ mod tests {
         RootOptions {
             mountpoint: dir.join("root"),
             runner_exe: std::env::current_exe().unwrap(),
-            app_dir: dir.to_path_buf(),
+            app_dir: Some(dir.to_path_buf()),
             disk_bytes: DEFAULT_DISK_BYTES,
             owner: Some((1234, 1234)),
             proc: true,
+            extra_binds: Vec::new(),
         }
     }
 
@@ -587,6 +652,40 @@ mod tests {
         assert!(root.summary().contains("64 MiB tmpfs (16384 inodes)"));
         assert_eq!(root.describe(0), "mount the root tmpfs");
         assert_eq!(root.describe(u16::MAX), "an unknown step");
+    }
+
+    #[test]
+    fn extra_binds_follow_the_library_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(dir.path());
+        o.app_dir = None;
+        o.extra_binds = vec![
+            Bind {
+                src: dir.path().to_path_buf(),
+                dst: "/target".into(),
+                writable: true,
+            },
+            Bind {
+                src: "/usr".into(),
+                dst: "/usr".into(),
+                writable: false,
+            },
+        ];
+        let root = NewRoot::prepare(&o).unwrap();
+        let steps: Vec<&str> = root.ops.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(
+            !steps.iter().any(|s| s.ends_with("onto /app")),
+            "{steps:#?}"
+        );
+        assert!(
+            steps.contains(&"remount /target nosuid,nodev"),
+            "{steps:#?}"
+        );
+        assert!(steps.contains(&"remount /usr read-only"), "{steps:#?}");
+        assert!(root.summary().contains("read-write /target"));
+        assert!(root.read_only_paths().contains(&"/usr".to_string()));
+        o.extra_binds[0].dst = "relative".into();
+        assert!(NewRoot::prepare(&o).is_err());
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn plan(d: &Dirs) -> LandlockPlan {
     LandlockPlan {
         read_exec,
         read_write: vec![d.rw.clone(), "/dev/null".into()],
+        read_write_exec: Vec::new(),
         target_abi: landlock::DEFAULT_TARGET_ABI,
         deny_tcp: true,
         scoped: true,

@@ -73,13 +73,14 @@ impl ManagerConfig {
     /// Defaults for a runner binary: state under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`
     /// (or the temp directory), apps built into the shared target directory.
     pub fn new(runner_exe: impl Into<PathBuf>) -> ManagerConfig {
+        let runner_exe = runner_exe.into();
         ManagerConfig {
-            runner_exe: runner_exe.into(),
-            state_dir: default_state_dir(),
             compiler: Compiler {
-                target_dir: Compiler::default_target_dir(),
-                profile: Default::default(),
+                shim_exe: Some(runner_exe.clone()),
+                ..Compiler::default()
             },
+            runner_exe,
+            state_dir: default_state_dir(),
             call_timeout: Duration::from_secs(5),
             reload_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
@@ -844,10 +845,11 @@ impl Manager {
                 root: level.isolates().then(|| RootOptions {
                     mountpoint: sb.dir.join("root"),
                     runner_exe: runner_exe.clone(),
-                    app_dir: app_dir.clone(),
+                    app_dir: Some(app_dir.clone()),
                     disk_bytes,
                     owner: switch_ids,
                     proc: true,
+                    extra_binds: Vec::new(),
                 }),
                 switch_ids,
             },

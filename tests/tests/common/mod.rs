@@ -44,7 +44,8 @@ pub fn manager() -> (Manager, TempDir) {
 pub fn compiler() -> Compiler {
     Compiler {
         target_dir: root().join("target").join("apps"),
-        profile: Default::default(),
+        shim_exe: Some(HOST.into()),
+        ..Compiler::default()
     }
 }
 
