@@ -922,40 +922,32 @@ impl ChildSetup {
     /// Child only; see [`ChildSetup::run_in_child`].
     unsafe fn mounts(&self) -> Result<(), ChildError> {
         let null = std::ptr::null::<libc::c_char>();
-        if let Some(root) = &self.root {
-            // SAFETY: mount(2) with static strings; then the prepared root steps, which only
-            // make raw system calls on memory owned by `root`.
-            unsafe {
-                if libc::mount(
-                    null,
-                    c"/".as_ptr(),
-                    null,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    null.cast(),
-                ) != 0
-                {
-                    return Err(ChildError::last(ChildStep::MountPrivate));
-                }
-                return root.build_in_child().map_err(|(index, errno)| ChildError {
-                    step: ChildStep::Root,
-                    errno,
-                    index,
-                });
-            }
-        }
-        // SAFETY: (whole block) mount(2) with static C strings or C strings owned by `self`,
-        // all NUL-terminated; null pointers where the kernel accepts them.
-        unsafe {
-            if libc::mount(
+        // SAFETY: mount(2) with static strings: `/` recursively private first, so nothing
+        // below propagates to the host.
+        if unsafe {
+            libc::mount(
                 null,
                 c"/".as_ptr(),
                 null,
                 libc::MS_REC | libc::MS_PRIVATE,
                 null.cast(),
-            ) != 0
-            {
-                return Err(ChildError::last(ChildStep::MountPrivate));
-            }
+            )
+        } != 0
+        {
+            return Err(ChildError::last(ChildStep::MountPrivate));
+        }
+        if let Some(root) = &self.root {
+            // SAFETY: the prepared root steps only make raw system calls on memory owned by
+            // `root`.
+            return unsafe { root.build_in_child() }.map_err(|(index, errno)| ChildError {
+                step: ChildStep::Root,
+                errno,
+                index,
+            });
+        }
+        // SAFETY: (whole block) mount(2) with static C strings or C strings owned by `self`,
+        // all NUL-terminated; null pointers where the kernel accepts them.
+        unsafe {
             if self.proc_mount
                 && libc::mount(
                     c"proc".as_ptr(),

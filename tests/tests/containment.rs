@@ -14,42 +14,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use host::sandbox::{AppSource, Level, Limits, Manager, SandboxInfo, SandboxSpec};
+use host::sandbox::{Level, Limits, Manager, SandboxInfo};
 use serde_json::{Value, json};
-
-/// Destroys every sandbox of a manager when dropped, also when the test panics.
-struct Cleanup(Manager);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let m = self.0.clone();
-        // A fresh runtime on a fresh thread: this may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime")
-                .block_on(m.destroy_all());
-        })
-        .join();
-    }
-}
 
 /// A manager, its state directory and its cleanup guard. Bind all three in this order: locals
 /// drop in reverse, so the sandboxes are destroyed before their directory is removed.
 fn setup() -> (Manager, tempfile::TempDir, Cleanup) {
     let (m, state) = manager();
     (m.clone(), state, Cleanup(m))
-}
-
-async fn hostile(m: &Manager, id: &str, limits: Limits, level: Level) -> SandboxInfo {
-    let mut spec = in_test_cgroup(
-        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level),
-    );
-    spec.limits = limits;
-    m.create(id, spec)
-        .await
-        .unwrap_or_else(|e| panic!("create {id}: {e}"))
 }
 
 async fn call(m: &Manager, id: &str, function: &str, args: Value) -> Value {

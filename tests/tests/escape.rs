@@ -13,33 +13,6 @@ use common::*;
 use host::sandbox::{AppSource, Level, Limits, Manager, SandboxInfo, SandboxSpec};
 use serde_json::{Value, json};
 
-/// Destroys every sandbox of a manager when dropped, also when the test panics.
-struct Cleanup(Manager);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let m = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime")
-                .block_on(m.destroy_all());
-        })
-        .join();
-    }
-}
-
-async fn hostile(m: &Manager, id: &str, limits: Limits, level: Level) -> SandboxInfo {
-    let mut spec = in_test_cgroup(
-        SandboxSpec::new(AppSource::Library(built("hostile_app").await)).with_isolation(level),
-    );
-    spec.limits = limits;
-    m.create(id, spec)
-        .await
-        .unwrap_or_else(|e| panic!("create {id}: {e}"))
-}
-
 async fn call(m: &Manager, id: &str, function: &str, args: Value) -> Value {
     m.run(id, function, args, Some(Duration::from_secs(60)))
         .await

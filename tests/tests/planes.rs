@@ -9,25 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use host::sandbox::{AppSource, Level, Manager, SandboxSpec, Status};
+use host::sandbox::{AppSource, Level, SandboxSpec, Status};
 use serde_json::{Value, json};
-
-/// Destroys every sandbox of a manager when dropped, also when the test panics.
-struct Cleanup(Manager);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let m = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime")
-                .block_on(m.destroy_all());
-        })
-        .join();
-    }
-}
 
 fn mechanisms(isolation: &Value) -> Vec<(String, bool)> {
     isolation["mechanisms"]

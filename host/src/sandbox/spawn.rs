@@ -522,7 +522,7 @@ pub fn describe_early_exit(code: i32) -> Option<&'static str> {
 }
 
 /// A close-on-exec pipe, read end first.
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two fds on success, which we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -536,7 +536,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
 }
 
 /// Duplicates `fd` to a number of at least 10, close-on-exec.
-fn high_fd(fd: &impl AsRawFd) -> Result<OwnedFd, SandboxError> {
+pub(crate) fn high_fd(fd: &impl AsRawFd) -> Result<OwnedFd, SandboxError> {
     // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that we then own.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if new < 0 {

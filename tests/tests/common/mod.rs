@@ -205,3 +205,41 @@ pub fn cgroup_v2() -> bool {
     // SAFETY: statfs filled it (rc == 0).
     rc == 0 && unsafe { st.assume_init() }.f_type == libc::CGROUP2_SUPER_MAGIC
 }
+
+/// Destroys every sandbox of a manager when dropped, also when the test panics.
+pub struct Cleanup(pub Manager);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let m = self.0.clone();
+        // A fresh runtime on a fresh thread: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime")
+                .block_on(m.destroy_all());
+        })
+        .join();
+    }
+}
+
+/// Creates sandbox `id` of the hostile test app with `limits` at `level`, in the tests'
+/// cgroup parent.
+pub async fn hostile(
+    m: &Manager,
+    id: &str,
+    limits: host::sandbox::Limits,
+    level: host::sandbox::Level,
+) -> host::sandbox::SandboxInfo {
+    let mut spec = in_test_cgroup(
+        host::sandbox::SandboxSpec::new(host::sandbox::AppSource::Library(
+            built("hostile_app").await,
+        ))
+        .with_isolation(level),
+    );
+    spec.limits = limits;
+    m.create(id, spec)
+        .await
+        .unwrap_or_else(|e| panic!("create {id}: {e}"))
+}

@@ -11,6 +11,7 @@ use isolation::{Cgroup, ChildSetup, Rlimits, RunnerRestrictions};
 
 use super::{OUTPUT_CAP, SETUP_FAILED, SHIM_ARG};
 use crate::sandbox::SandboxError;
+use crate::sandbox::spawn::{high_fd, pipe};
 
 /// Kills the build (its pid 1, so the whole pid namespace) when the build future is dropped.
 pub(super) struct KillOnDrop(pub(super) Option<OwnedFd>);
@@ -93,33 +94,6 @@ pub(super) struct Prepared {
 type Started = tokio::sync::oneshot::Sender<Result<Running, SandboxError>>;
 type Done = tokio::sync::oneshot::Sender<Option<i32>>;
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two fds on success, which we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SandboxError::Spawn(format!(
-            "pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fresh fds from pipe2, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Duplicates `fd` to a number of at least 10, close-on-exec.
-fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
-    // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that we then own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(SandboxError::Spawn(format!(
-            "dup: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
 /// The build's thread: clones the child, releases it, reports it started, reaps it.
 pub(super) fn waiter(mut p: Prepared, started: Started, done: Done) {
     let spawned = (|| -> Result<(i32, OwnedFd, Readers), SandboxError> {
@@ -138,11 +112,11 @@ pub(super) fn waiter(mut p: Prepared, started: Started, done: Done) {
             .open("/dev/null")
             .map_err(|e| SandboxError::io(Path::new("/dev/null"), e))?;
         let fds = [
-            high(OwnedFd::from(null))?,
-            high(out_w)?,
-            high(err_w)?,
-            high(plan_r)?,
-            high(fail_w)?,
+            high_fd(&OwnedFd::from(null))?,
+            high_fd(&out_w)?,
+            high_fd(&err_w)?,
+            high_fd(&plan_r)?,
+            high_fd(&fail_w)?,
         ];
         let raw = fds.each_ref().map(|f| f.as_raw_fd());
         let argv: Vec<*const libc::c_char> = p
