@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 pub use self::sandbox::BuildLimits;
 use self::sandbox::{BUILD_UID, Job, Toolchain};
-use crate::sandbox::SandboxError;
+use crate::error::SandboxError;
 
 /// A library cargo produced.
 #[derive(Debug, Clone)]

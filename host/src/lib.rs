@@ -2,13 +2,16 @@
 //! them, and lets an AI operator watch them.
 //!
 //! Arrows point one way: `cli -> {daemon, demo}`, `demo -> {operator, sandbox, compile}`,
-//! `skill -> sandbox`. `sandbox` knows nothing of skills, operators or LLMs.
+//! `skill -> sandbox`, `sandbox -> compile`, and `{sandbox, compile} -> {error, fds}`.
+//! `sandbox` knows nothing of skills, operators or LLMs; `compile` nothing of sandboxes.
 
 pub mod cli;
 pub mod client;
 pub mod compile;
 pub mod daemon;
 pub mod demo;
+pub mod error;
+mod fds;
 pub mod limit_args;
 pub mod operate;
 pub mod output;

@@ -24,7 +24,7 @@ use isolation::{
     Cgroup, ChildOptions, ChildSetup, LandlockPlan, Level, Limits, Rlimits, RunnerRestrictions,
 };
 
-use crate::sandbox::SandboxError;
+use crate::error::SandboxError;
 
 /// argv\[1\] of the hidden build-shim mode.
 pub const SHIM_ARG: &str = "__sandbox_build_shim";

@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use isolation::root::Bind;
 
 use super::sandbox::inside;
-use crate::sandbox::SandboxError;
+use crate::error::SandboxError;
 
 /// Most bytes of a crate copied for a build.
 const COPY_BYTES_CAP: u64 = 256 << 20;

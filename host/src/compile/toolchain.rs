@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::compile::sandbox::inside;
-use crate::sandbox::SandboxError;
+use crate::error::SandboxError;
 
 /// The message when no cargo can be found.
 pub const NO_CARGO: &str =

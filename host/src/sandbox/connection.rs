@@ -212,3 +212,98 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::protocol::{Body, Response};
+
+    fn ignore(_: Event) {}
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_times_requests_out_and_blocks_no_later_one() {
+        let (host, _peer) = StdUnixStream::pair().unwrap();
+        let (closed, _) = oneshot::channel();
+        let conn = Connection::new(host, ignore, closed).unwrap();
+        let big = "x".repeat(1 << 20);
+        // The socket buffer fills after a few frames; every request must still end at its
+        // deadline (before, the write sat outside the timeout and blocked for ever).
+        for _ in 0..8 {
+            let request = Request::Call {
+                function: "f".into(),
+                args: big.clone(),
+            };
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(5),
+                conn.request(request, Duration::from_millis(100)),
+            )
+            .await
+            .expect("a request outlived its deadline");
+            assert_eq!(outcome.unwrap_err(), ConnError::Timeout);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_leaves_no_half_frame_and_no_pending_entry() {
+        let (host, peer) = StdUnixStream::pair().unwrap();
+        // The peer answers every request with its own id, in order.
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(peer.try_clone().unwrap());
+            let mut writer = peer;
+            while let Ok(Some(frame)) = protocol::read_frame::<_, RequestFrame>(&mut reader) {
+                let answer = Response {
+                    id: frame.id,
+                    body: Body::Ok(serde_json::json!(frame.id)),
+                };
+                if protocol::write_frame(&mut writer, &answer).is_err() {
+                    break;
+                }
+            }
+        });
+        let (closed, _) = oneshot::channel();
+        let conn = Connection::new(host, ignore, closed).unwrap();
+        // Cancelled as soon as it was polled once: a caller's deadline or Ctrl-C.
+        let big = Request::Call {
+            function: "f".into(),
+            args: "y".repeat(8 << 20),
+        };
+        // (`timeout` polls the request once: it is queued, then dropped while waiting.)
+        let cancelled =
+            tokio::time::timeout(Duration::ZERO, conn.request(big, Duration::from_secs(5))).await;
+        assert!(cancelled.is_err(), "answered at once");
+        // The next request is framed and answered correctly.
+        let reply = conn
+            .request(Request::Ping, Duration::from_secs(5))
+            .await
+            .expect("the connection still works")
+            .expect("an answer");
+        assert_eq!(reply, serde_json::json!(2), "the ping's own answer");
+        assert!(
+            conn.pending
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|m| m.is_empty()),
+            "a pending entry was left behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_is_refused_at_once_as_a_bad_request() {
+        let (host, _peer) = StdUnixStream::pair().unwrap();
+        let (closed, _) = oneshot::channel();
+        let conn = Connection::new(host, ignore, closed).unwrap();
+        let huge = Request::Call {
+            function: "f".into(),
+            args: "z".repeat(protocol::MAX_FRAME + 1),
+        };
+        let started = std::time::Instant::now();
+        let err = conn
+            .request(huge, Duration::from_secs(5))
+            .await
+            .expect("answered, not timed out")
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest, "{}", err.message);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -34,7 +34,7 @@ use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use crate::sandbox::error::SandboxError;
+use crate::error::SandboxError;
 
 /// The default largest library, in bytes (256 MiB).
 pub const DEFAULT_MAX_SIZE: u64 = 256 * 1024 * 1024;

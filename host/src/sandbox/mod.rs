@@ -2,7 +2,6 @@
 //! lifecycle manager and usage measurement. Knows nothing of skills, operators or LLMs.
 
 pub mod connection;
-pub mod error;
 pub mod kernel_view;
 pub mod library;
 pub mod manager;
@@ -15,7 +14,7 @@ pub mod spawn;
 pub mod spec;
 pub mod sweep;
 
-pub use error::SandboxError;
+pub use crate::error::SandboxError;
 pub use manager::{
     Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, StartupTimings, Status,
     Usage,

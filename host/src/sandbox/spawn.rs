@@ -32,7 +32,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use isolation::{CgroupEntry, ChildError, ChildSetup, Rlimits};
 
-use crate::sandbox::error::SandboxError;
+use crate::error::SandboxError;
+use crate::fds::{high_fd, pipe};
 use crate::sandbox::runner::{CONTROL_FD, DATA_FD, RUNNER_ARG};
 
 /// Environment variables passed through to the runner; everything else is cleared.
@@ -519,32 +520,4 @@ pub fn describe_early_exit(code: i32) -> Option<&'static str> {
         127 => "exec of the runner failed",
         _ => return None,
     })
-}
-
-/// A close-on-exec pipe, read end first.
-pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two fds on success, which we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SandboxError::Spawn(format!(
-            "pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fresh fds from pipe2, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Duplicates `fd` to a number of at least 10, close-on-exec.
-pub(crate) fn high_fd(fd: &impl AsRawFd) -> Result<OwnedFd, SandboxError> {
-    // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that we then own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(SandboxError::Spawn(format!(
-            "dup fd: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: `new` is a fresh fd returned above and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

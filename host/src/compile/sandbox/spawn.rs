@@ -10,8 +10,14 @@ use std::path::Path;
 use isolation::{Cgroup, ChildSetup, Rlimits, RunnerRestrictions};
 
 use super::{OUTPUT_CAP, SETUP_FAILED, SHIM_ARG};
-use crate::sandbox::SandboxError;
-use crate::sandbox::spawn::{high_fd, pipe};
+use crate::error::SandboxError;
+use crate::fds::{high_fd, pipe};
+
+/// Lifts `fd` above the child's targets and closes the original: the parent must not keep
+/// a pipe's write end, or its reader never sees the end of the output.
+fn high(fd: OwnedFd) -> Result<OwnedFd, SandboxError> {
+    high_fd(&fd)
+}
 
 /// Kills the build (its pid 1, so the whole pid namespace) when the build future is dropped.
 pub(super) struct KillOnDrop(pub(super) Option<OwnedFd>);
@@ -112,11 +118,11 @@ pub(super) fn waiter(mut p: Prepared, started: Started, done: Done) {
             .open("/dev/null")
             .map_err(|e| SandboxError::io(Path::new("/dev/null"), e))?;
         let fds = [
-            high_fd(&OwnedFd::from(null))?,
-            high_fd(&out_w)?,
-            high_fd(&err_w)?,
-            high_fd(&plan_r)?,
-            high_fd(&fail_w)?,
+            high(OwnedFd::from(null))?,
+            high(out_w)?,
+            high(err_w)?,
+            high(plan_r)?,
+            high(fail_w)?,
         ];
         let raw = fds.each_ref().map(|f| f.as_raw_fd());
         let argv: Vec<*const libc::c_char> = p

@@ -24,8 +24,8 @@ use nix::unistd::Pid;
 use tokio::sync::{oneshot, watch};
 
 use crate::compile::Compiler;
+use crate::error::SandboxError;
 use crate::sandbox::connection::{ConnError, Connection};
-use crate::sandbox::error::SandboxError;
 use crate::sandbox::kernel_view::KernelView;
 use crate::sandbox::library::{self, LibBytes};
 use crate::sandbox::procfs;
