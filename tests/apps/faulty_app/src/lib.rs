@@ -34,6 +34,17 @@ fn bad_json(_: &str) -> Result<String, String> {
     Ok("this is not json".into())
 }
 
+/// Runs a child process of the app's own (`/runner --help`; its exit status does not matter)
+/// and waits for it: `"ok"`, or an error naming why (ECHILD when something else in the app's
+/// process reaped the child first).
+fn child(_: &str) -> Result<String, String> {
+    std::process::Command::new("/runner")
+        .arg("--help")
+        .output()
+        .map(|_| "\"ok\"".into())
+        .map_err(|e| format!("running a child: {e}"))
+}
+
 fn save() -> Vec<u8> {
     Vec::new()
 }
@@ -64,6 +75,7 @@ sandbox_abi::export_app! {
         "abort" => abort,
         "sleep" => sleep,
         "bad_json" => bad_json,
+        "child" => child,
     },
     state: (save, restore),
     worker: worker,
