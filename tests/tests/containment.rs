@@ -939,8 +939,12 @@ fn strict_refuses_to_start_when_a_mechanism_is_missing() {
 fn an_unenforced_memory_limit_of_an_unprivileged_host_is_warned_about() {
     // On cgroup v1 (this machine) uid 65534 gets no cgroup: --max-memory is not enforced,
     // and the sandbox says so, once, with the fix.
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        println!("SKIPPED: cgroup v2 here; the unprivileged host may have a delegated subtree");
+    if cgroup_v2() {
+        skip("cgroup v2 here; the unprivileged host may have a delegated subtree");
+        return;
+    }
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
         return;
     }
     let lib = hostile_lib();
@@ -959,4 +963,80 @@ fn an_unenforced_memory_limit_of_an_unprivileged_host_is_warned_about() {
         w.ends_with("; run as root, or pass a delegated cgroup v2 subtree with --cgroup-parent"),
         "{w}"
     );
+}
+
+/// Kills and reaps a child process when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_unprivileged_create_prints_the_limit_nothing_enforces() {
+    // The line a user sees: `host create --max-memory` against a daemon of uid 65534 on this
+    // cgroup v1 machine, where nothing can enforce it.
+    if cgroup_v2() {
+        skip("cgroup v2 here; the unprivileged host may have a delegated subtree");
+        return;
+    }
+    if !is_root() {
+        skip("needs root (runs the host as uid 65534)");
+        return;
+    }
+    let lib = hostile_lib();
+    let runtime = scratch_with_mode(0o777);
+    let socket = runtime.path().join("host.sock");
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let mut c = std::process::Command::new(HOST);
+        c.args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .current_dir("/");
+        c
+    };
+    let state = runtime.path().join("sandboxes");
+    let _serve = Reaped(
+        as_nobody(&["serve".as_ref(), "--state-dir".as_ref(), state.as_os_str()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the daemon made no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = as_nobody(&[
+        "create".as_ref(),
+        "warned".as_ref(),
+        "--lib".as_ref(),
+        lib.as_os_str(),
+        "--max-memory".as_ref(),
+        "64M".as_ref(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("--max-memory 64 MiB is not enforced: no cgroup ("))
+        .unwrap_or_else(|| panic!("no warning line in {stderr:?}"));
+    assert!(warning.starts_with("host: warning: "), "{warning}");
+    assert!(
+        warning
+            .ends_with("run as root, or pass a delegated cgroup v2 subtree with --cgroup-parent"),
+        "{warning}"
+    );
+    let _ = as_nobody(&["destroy".as_ref(), "warned".as_ref()]).output();
 }
