@@ -354,7 +354,7 @@ async fn steps(
         "usage": outcome.usage,
     });
     // No verdict (no set_state): say why, and check nothing against telemetry.
-    if let Some(why) = outcome.no_verdict() {
+    let verdict_lines = |out: &Printer| {
         out.line(&format!(
             "[operator] state={} summary={:?}",
             outcome.state, outcome.summary
@@ -363,20 +363,16 @@ async fn steps(
             "[operator] notifications={}",
             outcome.notifications.len()
         ));
+    };
+    if let Some(why) = outcome.no_verdict() {
+        verdict_lines(out);
         return Err(DemoError::NoVerdict(why));
     }
     if let Some(err) = &outcome.error {
         out.line(&format!("[operator] error={err}"));
         return Err(DemoError::Step(format!("operator failed: {err}")));
     }
-    out.line(&format!(
-        "[operator] state={} summary={:?}",
-        outcome.state, outcome.summary
-    ));
-    out.line(&format!(
-        "[operator] notifications={}",
-        outcome.notifications.len()
-    ));
+    verdict_lines(out);
 
     let live = manager.usage(id).await?;
     let verdict = guardrail(mode, live.processes, PROCESS_THRESHOLD, &outcome);

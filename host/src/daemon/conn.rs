@@ -78,6 +78,9 @@ pub struct LineReader {
     pool: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no newline: each chunk is searched once, not
+    /// the whole line again for every chunk of a long one.
+    scanned: usize,
     fds: VecDeque<OwnedFd>,
     chunk: Vec<u8>,
     eof: bool,
@@ -91,6 +94,7 @@ impl LineReader {
             pool,
             held: None,
             pending: Vec::new(),
+            scanned: 0,
             fds: VecDeque::new(),
             chunk: Vec::new(),
             eof: false,
@@ -112,7 +116,12 @@ impl LineReader {
         let mut deadline =
             (!self.pending.is_empty()).then(|| Instant::now() + self.limits.request_timeout);
         loop {
-            if let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
+            let found = self.pending[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| self.scanned + i);
+            self.scanned = self.pending.len();
+            if let Some(at) = found {
                 if at > self.limits.max_request {
                     return Err(InputError::TooLong {
                         max: self.limits.max_request,
@@ -120,6 +129,8 @@ impl LineReader {
                 }
                 let rest = self.pending.split_off(at + 1);
                 let mut bytes = std::mem::replace(&mut self.pending, rest);
+                // What follows the newline has not been searched yet.
+                self.scanned = 0;
                 bytes.pop();
                 self.pending.shrink_to(FREE_LINE);
                 self.rebalance();
