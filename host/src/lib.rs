@@ -2,7 +2,8 @@
 //! them, and lets an AI operator watch them.
 //!
 //! Arrows point one way: `cli -> {daemon, demo}`, `demo -> {operator, sandbox, compile}`,
-//! `skill -> sandbox`, `sandbox -> compile`, and `{sandbox, compile} -> {error, fds}`.
+//! `skill -> sandbox`, `sandbox -> compile`, and `{sandbox, compile} -> {error, fds}`;
+//! `events` is below everything that emits (`sandbox`, `operate`, the detector).
 //! `sandbox` knows nothing of skills, operators or LLMs; `compile` nothing of sandboxes.
 
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod compile;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod events;
 mod fds;
 pub mod limit_args;
 pub mod operate;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::daemon::wire::WireError;
+use crate::events::{EventBus, EventKind};
 use crate::provider::choose_provider_with;
 use crate::sandbox::Manager;
 use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
@@ -80,6 +81,18 @@ pub const OPERATOR_ERROR: &str = "operator";
 /// Runs the operator once on sandbox `req.id` and returns its outcome (which may carry no
 /// verdict: see [`Outcome::no_verdict`]).
 pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, WireError> {
+    let context = json!({"reason": "operator run requested with host operate"});
+    operate_with(manager, req, "request", context).await
+}
+
+/// Runs the operator once with `context` as its first message, reporting the run in the
+/// manager's event stream under `trigger` (`request`, `detector`).
+pub async fn operate_with(
+    manager: &Manager,
+    req: OperateRequest,
+    trigger: &str,
+    context: serde_json::Value,
+) -> Result<Outcome, WireError> {
     manager
         .info(&req.id)
         .await
@@ -106,9 +119,80 @@ pub async fn operate(manager: &Manager, req: OperateRequest) -> Result<Outcome, 
         deadline: Duration::from_millis(req.timeout_ms.unwrap_or(30_000)),
         ..OperatorConfig::default()
     };
-    let context = json!({"reason": "operator run requested with host operate"});
-    Ok(Operator::new(skill, provider)
+    let events = manager.events();
+    let run = operator::ids::new_id();
+    events.sandbox(
+        &req.id,
+        EventKind::OperatorStarted {
+            run: run.clone(),
+            skill: match req.skill {
+                SkillKind::Sandbox => "sandbox",
+                SkillKind::Anomaly => "anomaly",
+            }
+            .to_string(),
+            provider: choice.name.clone(),
+            trigger: trigger.to_string(),
+        },
+    );
+    let outcome = Operator::new(skill, provider)
         .with_config(config)
         .run(context)
-        .await)
+        .await;
+    report_outcome(events, &req.id, &run, &outcome);
+    Ok(outcome)
+}
+
+/// Puts what an operator run did into the event stream: its snapshots and notifications in
+/// the order they were made, then its verdict (or that it gave none).
+pub fn report_outcome(events: &EventBus, sandbox: &str, run: &str, outcome: &Outcome) {
+    for snapshot in &outcome.snapshots {
+        events.sandbox(
+            sandbox,
+            EventKind::OperatorSnapshot {
+                run: run.to_string(),
+                id: snapshot.id.clone(),
+                data: snapshot.data.clone(),
+            },
+        );
+    }
+    for n in &outcome.notifications {
+        events.sandbox(
+            sandbox,
+            EventKind::OperatorNotification {
+                run: run.to_string(),
+                severity: n.severity.as_str().to_string(),
+                summary: n.summary.clone(),
+            },
+        );
+    }
+    match outcome.no_verdict() {
+        None => {
+            events.sandbox(
+                sandbox,
+                EventKind::OperatorState {
+                    run: run.to_string(),
+                    state: outcome.state.as_str().to_string(),
+                    summary: outcome.summary.clone(),
+                },
+            );
+            events.sandbox(
+                sandbox,
+                EventKind::OperatorDone {
+                    run: run.to_string(),
+                    state: outcome.state.as_str().to_string(),
+                    stop: outcome.stop.as_str().to_string(),
+                    notifications: outcome.notifications.len(),
+                },
+            );
+        }
+        Some(reason) => {
+            events.sandbox(
+                sandbox,
+                EventKind::OperatorNoVerdict {
+                    run: run.to_string(),
+                    reason,
+                },
+            );
+        }
+    }
 }

@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::compile::Compiler;
 use crate::error::SandboxError;
+use crate::events::{EventBus, EventKind};
 use crate::sandbox::connection::{ConnError, Connection};
 use crate::sandbox::kernel_view::KernelView;
 use crate::sandbox::library::{self, LibBytes};
@@ -83,6 +84,8 @@ pub struct ManagerConfig {
     pub reload_timeout: Duration,
     /// How long a runner may take to report ready.
     pub start_timeout: Duration,
+    /// Where the manager reports what happens to its sandboxes.
+    pub events: EventBus,
 }
 
 impl ManagerConfig {
@@ -100,6 +103,7 @@ impl ManagerConfig {
             call_timeout: Duration::from_secs(5),
             reload_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
+            events: EventBus::default(),
         }
     }
 }
@@ -174,6 +178,8 @@ struct Sandbox {
     warnings: Mutex<Vec<String>>,
     /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
     oom_seen: AtomicU64,
+    /// The manager's event stream.
+    events: EventBus,
 }
 
 impl Sandbox {
@@ -208,6 +214,11 @@ impl Sandbox {
             .iter()
             .find(|v| v.version == current)
             .cloned()
+    }
+
+    /// Reports an event about this sandbox.
+    fn emit(&self, kind: EventKind) {
+        self.events.sandbox(&self.id, kind);
     }
 
     fn set_status(&self, status: Status, reason: Option<String>) {
@@ -272,6 +283,25 @@ impl Manager {
         &self.inner.config
     }
 
+    /// The stream of what happens to this manager's sandboxes.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.config.events
+    }
+
+    /// The ids of every sandbox, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
     fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
         self.inner
             .sandboxes
@@ -328,6 +358,7 @@ impl Manager {
             app_exit: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
+            events: self.inner.config.events.clone(),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -337,8 +368,18 @@ impl Manager {
             }
             map.insert(id.to_string(), Arc::clone(&sandbox));
         }
+        let started = Instant::now();
         match self.start_new(&sandbox).await {
-            Ok(()) => self.info(id).await,
+            Ok(()) => {
+                let info = self.info(id).await?;
+                sandbox.emit(EventKind::SandboxCreated {
+                    pid: info.pid,
+                    version: info.app.version,
+                    isolation: sandbox.spec.isolation.to_string(),
+                    ready_us: micros(started),
+                });
+                Ok(info)
+            }
             Err(e) => {
                 self.inner.sandboxes.lock().unwrap().remove(id);
                 sandbox.destroying.store(true, Ordering::Release);
@@ -452,8 +493,16 @@ impl Manager {
 
     /// Starts `count` more supervised workers.
     pub async fn spawn_workers(&self, id: &str, count: u32) -> Result<WorkerList, SandboxError> {
-        self.worker_request(id, Request::SpawnWorkers { count })
-            .await
+        let list = self
+            .worker_request(id, Request::SpawnWorkers { count })
+            .await?;
+        if let Ok(sb) = self.get(id) {
+            sb.emit(EventKind::WorkersAdded {
+                count,
+                total: list.workers.len() as u32,
+            });
+        }
+        Ok(list)
     }
 
     async fn worker_request(&self, id: &str, request: Request) -> Result<WorkerList, SandboxError> {
@@ -509,7 +558,12 @@ impl Manager {
             return Err(e);
         }
         sb.set_status(Status::Running, None);
-        self.info(id).await
+        let info = self.info(id).await?;
+        sb.emit(EventKind::SandboxRestarted {
+            pid: info.pid,
+            after: "request".into(),
+        });
+        Ok(info)
     }
 
     /// Destroys a sandbox: kills its whole process tree and removes its directory.
@@ -523,6 +577,7 @@ impl Manager {
             .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         sb.destroying.store(true, Ordering::Release);
         teardown(&sb).await;
+        sb.emit(EventKind::SandboxDestroyed {});
         Ok(())
     }
 

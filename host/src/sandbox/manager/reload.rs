@@ -12,6 +12,28 @@ impl Manager {
         source: ReloadSource,
     ) -> Result<ReloadReport, SandboxError> {
         let sb = self.get(id)?;
+        let result = self.reload_into(&sb, source).await;
+        match &result {
+            Ok(r) if r.status == "reloaded" => sb.emit(EventKind::SandboxReloaded {
+                from: r.from_version,
+                to: r.to_version,
+                load_us: r.load_us,
+            }),
+            Ok(_) => {}
+            Err(e) => sb.emit(EventKind::SandboxReloadFailed {
+                version: sb.current.load(Ordering::Acquire),
+                reason: e.to_string(),
+            }),
+        }
+        result
+    }
+
+    async fn reload_into(
+        &self,
+        sb: &Arc<Sandbox>,
+        source: ReloadSource,
+    ) -> Result<ReloadReport, SandboxError> {
+        let sb = Arc::clone(sb);
         let compiler = &self.inner.config.compiler;
         let (lib, compile_ms) = match source {
             ReloadSource::Library(path) => (path, None),
@@ -155,6 +177,7 @@ impl Manager {
         let live = sb.live().await?;
         let done = self.swap(&sb, &live, &record).await?;
         sb.current.store(version, Ordering::Release);
+        sb.emit(EventKind::SandboxRolledBack { from, to: version });
         Ok(ReloadReport {
             status: "reloaded".into(),
             from_version: from,

@@ -72,6 +72,7 @@ pub(super) async fn watch_runner(
         return;
     }
     tracing::warn!(sandbox = %sb.id, pid, %how, "runner died");
+    let cause = crash_cause(&how);
     // The runner is reaped: its pid may name another process already, so nothing is killed
     // by number. What it left behind goes with its cgroup; without one, its pid namespace or
     // its workers' PDEATHSIG took them.
@@ -88,6 +89,11 @@ pub(super) async fn watch_runner(
         }
         crashes.len() > MAX_CRASHES
     };
+    sb.emit(EventKind::SandboxCrashed {
+        cause: cause.into(),
+        how: how.clone(),
+        final_: too_many,
+    });
     if too_many {
         sb.set_status(
             Status::Crashed,
@@ -104,7 +110,14 @@ pub(super) async fn watch_runner(
         return;
     };
     match manager.start_runner(&sb, &record).await {
-        Ok(()) => sb.set_status(Status::Running, None),
+        Ok(()) => {
+            sb.set_status(Status::Running, None);
+            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
+            sb.emit(EventKind::SandboxRestarted {
+                pid,
+                after: "crash".into(),
+            });
+        }
         Err(e) => sb.set_status(
             Status::Crashed,
             Some(format!("restart after {how} failed: {e}")),
@@ -123,9 +136,15 @@ pub(super) fn handle_event(sb: &Sandbox, event: Event) {
         } => {
             sb.worker_restarts.fetch_add(1, Ordering::AcqRel);
             tracing::info!(sandbox = %sb.id, index, old_pid, new_pid, %reason, "worker restarted");
+            sb.emit(EventKind::WorkerRestarted { index, reason });
         }
         Event::Crashed { reason } => {
             tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
+            sb.emit(EventKind::SandboxCrashed {
+                cause: "supervisor".into(),
+                how: reason.clone(),
+                final_: true,
+            });
             sb.set_status(Status::Crashed, Some(reason));
         }
         Event::AppExited { how } => {
@@ -146,6 +165,20 @@ pub(super) fn oom_cause(sb: &Sandbox) -> Option<String> {
         ),
         None => "out of memory".to_string(),
     })
+}
+
+/// What the host observed of a death, from its own description of it (see [`describe`] and
+/// [`oom_cause`]): `oom`, `signal`, `exit` or `unknown`.
+pub(super) fn crash_cause(how: &str) -> &'static str {
+    if how.contains("out of memory") {
+        "oom"
+    } else if how.contains("signal ") {
+        "signal"
+    } else if how.contains("exit ") {
+        "exit"
+    } else {
+        "unknown"
+    }
 }
 
 pub(super) fn describe(status: WaitStatus) -> String {
