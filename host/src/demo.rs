@@ -114,6 +114,7 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     if let Some(manager) = MANAGER.get()
         && manager.destroy(&args.sandbox_id).await.is_ok()
     {
+        manager.settled().await;
         out.line("[demo] sandbox destroyed");
     }
     let code = match &result {
@@ -225,7 +226,11 @@ async fn flow(
     }
     report["timings"] = timings;
     match manager.destroy(id).await {
-        Ok(()) => out.line("[demo] sandbox destroyed"),
+        Ok(()) => {
+            // Its cgroup and directory go in the background; the demo exits right after.
+            manager.settled().await;
+            out.line("[demo] sandbox destroyed")
+        }
         Err(e) => out.line(&format!("[demo] sandbox destroy error: {e}")),
     }
     result

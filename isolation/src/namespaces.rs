@@ -740,6 +740,12 @@ impl ChildSetup {
         self.proc_mount || (self.root.is_some() && self.flags & libc::CLONE_NEWPID != 0)
     }
 
+    /// True when the child is the init of a pid namespace of its own: its death then takes
+    /// every process of the namespace with it.
+    pub fn has_pid_ns(&self) -> bool {
+        self.flags & libc::CLONE_NEWPID != 0
+    }
+
     /// The sandbox's own root, when it gets one ([`crate::root`]): then the runner sees only
     /// the fixed in-sandbox paths.
     pub fn own_root(&self) -> Option<&NewRoot> {

@@ -169,6 +169,7 @@ async fn a_fork_bomb_stops_at_pids_max_and_the_sandbox_is_still_destroyable() {
         "survivors: {:?}",
         pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
     );
+    m.settled().await;
     assert!(!info.dir.exists(), "{} left behind", info.dir.display());
     assert!(
         cgroups.iter().all(|d| !d.exists()),

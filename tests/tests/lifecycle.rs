@@ -51,6 +51,7 @@ async fn answer_41_then_source_reload_42_then_rollback_41() {
     assert_eq!(info.app.version, 1);
 
     m.destroy("life-1").await.unwrap();
+    m.settled().await;
     assert!(
         std::fs::read_dir(state.path().join("sandboxes"))
             .unwrap()
@@ -265,6 +266,7 @@ async fn destroy_leaves_no_process_and_no_directory() {
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived destroy");
     }
+    m.settled().await;
     assert!(!info.dir.exists());
     assert!(matches!(
         m.run("gone-1", "answer", Value::Null, None).await,

@@ -131,6 +131,7 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     );
     let own_file_written = std::fs::read_to_string(&own_file).ok();
     manager.destroy(id).await.expect("destroy");
+    manager.settled().await;
     let deadline = Instant::now() + Duration::from_secs(3);
     while daemon_pid.is_some_and(e2e::alive) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -181,6 +182,7 @@ async fn fork_bomb(manager: &Manager, lib: PathBuf) -> Value {
         .unwrap_or_else(|e| json!({ "call_error": e.to_string() }));
     let answers_after = manager.run(id, "answer", Value::Null, None).await.is_ok();
     let destroyed = manager.destroy(id).await.is_ok();
+    manager.settled().await;
     json!({
         "result": bomb,
         "isolation": info.isolation,

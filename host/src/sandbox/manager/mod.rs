@@ -170,6 +170,8 @@ struct Sandbox {
     /// Whether the current runner lives in a root of its own (then it names its library by
     /// the fixed in-sandbox path, not the host's).
     own_root: AtomicBool,
+    /// Whether the current runner is the init of a pid namespace of its own.
+    pid_ns: AtomicBool,
     /// How the current runner's app process exited, as its init reported.
     app_exit: Mutex<Option<String>>,
     /// How the cgroup was (or was not) made, for the isolation report.
@@ -258,6 +260,8 @@ struct Inner {
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     /// The next default id offset in the sandbox id range.
     next_ids: AtomicU32,
+    /// What destroyed sandboxes left to remove (cgroups, directories), still being removed.
+    cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Manager {
@@ -274,6 +278,7 @@ impl Manager {
                 config,
                 sandboxes: Mutex::new(HashMap::new()),
                 next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
+                cleanups: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -355,6 +360,7 @@ impl Manager {
             cgroup_entry: Mutex::new(None),
             ids,
             own_root: AtomicBool::new(false),
+            pid_ns: AtomicBool::new(false),
             app_exit: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
@@ -383,7 +389,8 @@ impl Manager {
             Err(e) => {
                 self.inner.sandboxes.lock().unwrap().remove(id);
                 sandbox.destroying.store(true, Ordering::Release);
-                teardown(&sandbox).await;
+                kill_processes(&sandbox).await;
+                let _ = cleanup(&sandbox).await;
                 Err(e)
             }
         }
@@ -566,7 +573,9 @@ impl Manager {
         Ok(info)
     }
 
-    /// Destroys a sandbox: kills its whole process tree and removes its directory.
+    /// Destroys a sandbox: returns once every process of it is dead; its cgroup and its
+    /// directory are removed in the background (see [`Manager::settled`]; a daemon that dies
+    /// before that finishes leaves them to the next one's sweep).
     pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
         let sb = self
             .inner
@@ -576,9 +585,27 @@ impl Manager {
             .remove(id)
             .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         sb.destroying.store(true, Ordering::Release);
-        teardown(&sb).await;
+        kill_processes(&sb).await;
         sb.emit(EventKind::SandboxDestroyed {});
+        let handle = cleanup(&sb);
+        let mut cleanups = self.inner.cleanups.lock().unwrap();
+        cleanups.retain(|h| !h.is_finished());
+        cleanups.push(handle);
         Ok(())
+    }
+
+    /// Waits until what destroyed sandboxes left (cgroups, directories, library links) is
+    /// removed.
+    pub async fn settled(&self) {
+        loop {
+            let handles = std::mem::take(&mut *self.inner.cleanups.lock().unwrap());
+            if handles.is_empty() {
+                return;
+            }
+            for handle in handles {
+                let _ = handle.await;
+            }
+        }
     }
 
     /// Destroys every sandbox (host shutdown).
@@ -594,6 +621,7 @@ impl Manager {
         for id in ids {
             let _ = self.destroy(&id).await;
         }
+        self.settled().await;
     }
 }
 

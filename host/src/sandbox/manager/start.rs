@@ -260,9 +260,12 @@ impl Manager {
                 }
             });
         }
-        // A destroy that raced this (re)start has taken the cgroup and the old runner: this
-        // one must not outlive it.
+        // A destroy that raced this (re)start has taken the old runner: this one must not
+        // outlive it. Checked under the lock a destroy takes after setting `destroying`, so
+        // either it sees this runner or this sees the destroy.
+        let mut slot = sb.live.write().await;
         if sb.destroying.load(Ordering::Acquire) {
+            drop(slot);
             kill_tree(&process);
             return Err(SandboxError::NotFound(sb.id.clone()));
         }
@@ -274,7 +277,7 @@ impl Manager {
             app_name: loaded.app_name,
             exit: exit_rx,
         };
-        *sb.live.write().await = Some(Arc::new(live));
+        *slot = Some(Arc::new(live));
         Ok(())
     }
 
@@ -345,6 +348,7 @@ impl Manager {
         // sees the host's.
         let own_root = setup.own_root();
         sb.own_root.store(own_root.is_some(), Ordering::Release);
+        sb.pid_ns.store(setup.has_pid_ns(), Ordering::Release);
         let paths = match own_root {
             Some(r) => SandboxPaths {
                 runner_exe: isolation::root::RUNNER.into(),

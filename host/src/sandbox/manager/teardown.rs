@@ -1,33 +1,56 @@
-//! Teardown: killing a sandbox's processes (cgroup first, then the tree) and removing what
-//! it left.
+//! Teardown, in two halves: killing a sandbox's processes (on the caller's clock: `destroy`
+//! returns when they are dead), then removing what it left (cgroup, directory, library
+//! links) in the background.
 use super::*;
 
-/// Kills the sandbox's processes (cgroup first, then the runner's tree), waits until the
-/// runner is reaped, removes the cgroup and the directory.
-pub(super) async fn teardown(sb: &Sandbox) {
-    let cgroup = sb.cgroup.lock().unwrap().take();
+/// Kills every process of the sandbox and waits until the runner is reaped.
+///
+/// A runner that is the init of its own pid namespace is simply killed: the kernel kills
+/// every other process of the namespace and reports init's exit only once they are all
+/// reaped (`zap_pid_ns_processes`), so its reaped exit means the whole sandbox is dead, with
+/// no cgroup to walk. Otherwise (or if that did not finish in time) the cgroup is emptied,
+/// then the runner's tree is killed.
+pub(super) async fn kill_processes(sb: &Sandbox) {
+    let live = sb.live.write().await.take();
+    if let Some(live) = &live
+        && sb.pid_ns.load(Ordering::Acquire)
+    {
+        live.process.kill();
+        if reaped(live, Duration::from_secs(2)).await {
+            return;
+        }
+    }
     let mut emptied = false;
-    if let Some(cg) = &cgroup {
-        let cg = Arc::clone(cg);
+    if let Some(cg) = sb.cgroup() {
         emptied = matches!(
             tokio::task::spawn_blocking(move || cg.kill_all()).await,
             Ok(Ok(()))
         );
     }
-    if let Some(live) = sb.live.write().await.take() {
+    if let Some(live) = live {
         // An empty cgroup means the runner and everything it started are dead (no process
         // leaves a cgroup on its own): nothing to kill, and no number to kill by, since the
         // runner may be reaped already.
         if !emptied {
             stop_runner(Arc::clone(&live.process)).await;
         }
-        let mut exit = live.exit.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
+        reaped(&live, Duration::from_secs(2)).await;
     }
-    if let Some(cg) = cgroup.and_then(|cg| Arc::try_unwrap(cg).ok()) {
-        let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
-    }
-    let _ = std::fs::remove_dir_all(&sb.dir);
+}
+
+/// Waits up to `within` until the runner's watcher has reaped it.
+async fn reaped(live: &Live, within: Duration) -> bool {
+    let mut exit = live.exit.clone();
+    tokio::time::timeout(within, exit.wait_for(|e| e.is_some()))
+        .await
+        .is_ok()
+}
+
+/// Starts removing what the dead sandbox left: its cgroup (a v1 `rmdir` is retried while
+/// the kernel still offlines it), its directory and its links into the library store.
+pub(super) fn cleanup(sb: &Sandbox) -> tokio::task::JoinHandle<()> {
+    let cgroup = sb.cgroup.lock().unwrap().take();
+    let dir = sb.dir.clone();
     let store = sb.lib_store();
     let shas: std::collections::HashSet<String> = sb
         .versions
@@ -36,9 +59,17 @@ pub(super) async fn teardown(sb: &Sandbox) {
         .iter()
         .map(|v| v.sha256.clone())
         .collect();
-    for sha in shas {
-        library::release(&store, &sha);
-    }
+    tokio::task::spawn_blocking(move || {
+        if let Some(cg) = cgroup.and_then(|cg| Arc::try_unwrap(cg).ok()) {
+            // Empty already, unless a process escaped the kill above: then this kills it.
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        for sha in shas {
+            library::release(&store, &sha);
+        }
+    })
 }
 
 /// SIGKILLs a runner's whole tree.
