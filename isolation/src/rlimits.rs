@@ -145,6 +145,54 @@ impl Rlimits {
         Ok(())
     }
 
+    /// Applies every limit to process `pid` from outside, with `prlimit64(pid, …)` (a
+    /// prepared runner gets its tenant's limits this way; raising a hard limit needs
+    /// `CAP_SYS_RESOURCE`).
+    pub fn apply_to(&self, pid: libc::pid_t) -> std::io::Result<()> {
+        for e in &self.entries[..self.len] {
+            // SAFETY: prlimit64(2) with a pointer to a live, initialized struct and no
+            // old-value pointer.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    pid,
+                    e.resource,
+                    &raw const e.limit,
+                    std::ptr::null_mut::<Rlimit64>(),
+                )
+            };
+            if rc != 0 {
+                let err = std::io::Error::last_os_error();
+                return Err(std::io::Error::new(
+                    err.kind(),
+                    format!("prlimit {} of pid {pid}: {err}", name(e.resource)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each limit as `(resource, soft, hard)`.
+    pub fn entries(&self) -> Vec<(c_int, u64, u64)> {
+        self.entries[..self.len]
+            .iter()
+            .map(|e| (e.resource, e.limit.cur, e.limit.max))
+            .collect()
+    }
+
+    /// The row of `/proc/PID/limits` that shows `resource`, e.g. `Max open files`.
+    pub fn proc_row(resource: c_int) -> &'static str {
+        match name(resource) {
+            "as" => "Max address space",
+            "nofile" => "Max open files",
+            "fsize" => "Max file size",
+            "cpu" => "Max cpu time",
+            "core" => "Max core file size",
+            "nproc" => "Max processes",
+            _ => "?",
+        }
+    }
+
     /// `name=value` for each limit, e.g. `core=0 nofile=256`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.entries[..self.len]

@@ -250,6 +250,8 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         }
         let reload_ended_before = holder.is_finished();
         m.destroy(&id).await.unwrap();
+        // The directory goes in the background, on no reload's clock.
+        m.settled().await;
         let clean = eventually(Duration::from_secs(5), async || {
             processes_of(uid).is_empty() && !info.dir.exists()
         })

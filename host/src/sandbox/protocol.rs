@@ -90,6 +90,16 @@ pub enum Request {
     Workers,
     /// Stop workers and exit.
     Shutdown,
+    /// Control, to a prepared runner before its app is loaded: set the tenant's rlimits on
+    /// init and the app process (a host without `CAP_SYS_RESOURCE` cannot set them on
+    /// another uid's processes; init shares their uid). The host then reads them back from
+    /// `/proc/PID/limits`.
+    SetLimits {
+        /// The sandbox's limits.
+        limits: isolation::Limits,
+        /// Whether the host is root (then `max_processes` is not an rlimit).
+        host_root: bool,
+    },
 }
 
 /// A frame from the runner: a response to request `id`, or an event when `id` is 0.

@@ -42,6 +42,8 @@ use isolation::{
 
 use crate::sandbox::runner::ABORT_EXIT;
 use crate::sandbox::spawn::{self, SpawnRequest, Spawner};
+mod boot;
+mod pool;
 mod reload;
 mod start;
 mod supervision;
@@ -49,6 +51,9 @@ mod teardown;
 mod types;
 mod usage;
 
+use self::boot::*;
+use self::pool::*;
+pub use self::pool::{PoolStats, default_pool_size, pool_size_from_env};
 use self::start::*;
 use self::supervision::*;
 use self::teardown::*;
@@ -86,6 +91,8 @@ pub struct ManagerConfig {
     pub start_timeout: Duration,
     /// Where the manager reports what happens to its sandboxes.
     pub events: EventBus,
+    /// Prepared runners to keep (0: none; see [`pool_size_from_env`]).
+    pub pool_size: usize,
 }
 
 impl ManagerConfig {
@@ -104,6 +111,7 @@ impl ManagerConfig {
             reload_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(10),
             events: EventBus::default(),
+            pool_size: pool_size_from_env(),
         }
     }
 }
@@ -262,6 +270,8 @@ struct Inner {
     next_ids: AtomicU32,
     /// What destroyed sandboxes left to remove (cgroups, directories), still being removed.
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Prepared runners.
+    pool: Pool,
 }
 
 impl Manager {
@@ -279,6 +289,7 @@ impl Manager {
                 sandboxes: Mutex::new(HashMap::new()),
                 next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
                 cleanups: Mutex::new(Vec::new()),
+                pool: Pool::default(),
             }),
         })
     }
@@ -286,6 +297,11 @@ impl Manager {
     /// The configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config
+    }
+
+    /// The next uid (and gid) of the sandbox id range.
+    fn next_sandbox_id(&self) -> u32 {
+        SANDBOX_ID_BASE + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN
     }
 
     /// The stream of what happens to this manager's sandboxes.
@@ -328,15 +344,22 @@ impl Manager {
         {
             check_cgroup_parent(parent)?;
         }
-        let dir = self
-            .inner
-            .config
-            .state_dir
-            .join(format!("{id}.{}", nonce()));
-        let default_id =
-            SANDBOX_ID_BASE + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN;
-        let uid = spec.uid.unwrap_or(default_id);
-        let ids = (uid, spec.gid.unwrap_or(uid));
+        if self.inner.sandboxes.lock().unwrap().contains_key(id) {
+            return Err(SandboxError::AlreadyExists(id.to_string()));
+        }
+        let prepared = self.take_prepared(&spec);
+        let (dir, ids) = match &prepared {
+            Some(p) => (p.dir.clone(), p.ids),
+            None => {
+                let dir = self
+                    .inner
+                    .config
+                    .state_dir
+                    .join(format!("{id}.{}", nonce()));
+                let uid = spec.uid.unwrap_or_else(|| self.next_sandbox_id());
+                (dir, (uid, spec.gid.unwrap_or(uid)))
+            }
+        };
         let sandbox = Arc::new(Sandbox {
             id: id.to_string(),
             spec,
@@ -375,7 +398,9 @@ impl Manager {
             map.insert(id.to_string(), Arc::clone(&sandbox));
         }
         let started = Instant::now();
-        match self.start_new(&sandbox).await {
+        let result = self.start_new(&sandbox, prepared).await;
+        self.refill_pool();
+        match result {
             Ok(()) => {
                 let info = self.info(id).await?;
                 sandbox.emit(EventKind::SandboxCreated {
@@ -608,8 +633,9 @@ impl Manager {
         }
     }
 
-    /// Destroys every sandbox (host shutdown).
+    /// Destroys every sandbox and every prepared runner (host shutdown).
     pub async fn destroy_all(&self) {
+        self.close_pool();
         let ids: Vec<String> = self
             .inner
             .sandboxes

@@ -4,11 +4,18 @@
 use super::*;
 
 impl Manager {
-    pub(super) async fn start_new(&self, sb: &Arc<Sandbox>) -> Result<(), SandboxError> {
-        std::fs::create_dir_all(&sb.dir).map_err(|e| SandboxError::io(&sb.dir, e))?;
-        for sub in ["app", "work", "root"] {
-            let d = sb.dir.join(sub);
-            std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
+    pub(super) async fn start_new(
+        &self,
+        sb: &Arc<Sandbox>,
+        prepared: Option<Prepared>,
+    ) -> Result<(), SandboxError> {
+        // A prepared runner comes with its directory (the sandbox's from now on).
+        if prepared.is_none() {
+            std::fs::create_dir_all(&sb.dir).map_err(|e| SandboxError::io(&sb.dir, e))?;
+            for sub in ["app", "work", "root"] {
+                let d = sb.dir.join(sub);
+                std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
+            }
         }
         let built = match &sb.spec.app {
             AppSource::Library(path) => path.clone(),
@@ -60,7 +67,10 @@ impl Manager {
         }
         let cgroup_us = micros(started) - install_us;
         sb.current.store(1, Ordering::Release);
-        self.start_runner(sb, &record).await?;
+        match prepared {
+            Some(prepared) => self.start_prepared(sb, &record, prepared).await?,
+            None => self.start_runner(sb, &record).await?,
+        }
         {
             let mut startup = sb.startup.lock().unwrap();
             startup.install_us = install_us;
@@ -87,117 +97,51 @@ impl Manager {
         record: &VersionRecord,
     ) -> Result<(), SandboxError> {
         let started = Instant::now();
-        let (request, restrictions, mut report) = self.prepare_spawn(sb)?;
+        let plan = self.prepare_spawn(&PlanInput::tenant(sb))?;
         let prepare_us = micros(started);
-        let spawned = tokio::task::spawn_blocking(move || Spawner::global().spawn(request))
-            .await
-            .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
-        let spawn_us = micros(started) - prepare_us;
-        let pid = spawned.pid;
-        // Before the watcher exists, so before anyone can reap the runner.
-        let process = Arc::new(procfs::Process::open(pid));
-        let spawned_errors = spawned.errors;
-        let spawned_setup = spawned.setup;
+        sb.own_root.store(plan.own_root, Ordering::Release);
+        sb.pid_ns.store(plan.pid_ns, Ordering::Release);
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let (closed_tx, closed_rx) = oneshot::channel();
-        let (data_closed_tx, data_closed_rx) = oneshot::channel();
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let for_events = Arc::downgrade(sb);
-        let on_event = move |event| {
-            if let Some(sb) = for_events.upgrade() {
-                handle_event(&sb, event);
-            }
-        };
-        // Two planes: init's control socket, whose events are init's observations, and the app
-        // process's data socket, where only answers to our own requests count.
-        // Until the watcher runs, a failure here must kill the runner itself.
-        let control = Connection::new(spawned.control, on_event, closed_tx).map_err(|e| {
-            kill_tree(&process);
-            SandboxError::Spawn(format!("control socket: {e}"))
-        })?;
-        let data_events = Arc::downgrade(sb);
-        let data = Connection::new(
-            spawned.data,
-            move |event| {
-                if let Some(sb) = data_events.upgrade() {
-                    tracing::debug!(sandbox = %sb.id, ?event, "ignored an event on the data plane");
-                }
-            },
-            data_closed_tx,
-        )
-        .map_err(|e| {
-            kill_tree(&process);
-            SandboxError::Spawn(format!("data socket: {e}"))
-        })?;
-        let restrictions = serde_json::to_value(&restrictions).map_err(|e| {
-            kill_tree(&process);
-            SandboxError::Protocol(e.to_string())
-        })?;
-        let init = Request::Init {
-            lib: sb.lib_for_runner(record),
-            version: record.version,
-            restrictions,
-        };
-        let timeout = self.inner.config.start_timeout;
-        let result = control.request(init, timeout).await;
-        let mut errors = spawned_errors;
-        tokio::spawn(watch_runner(
-            Arc::downgrade(sb),
-            self.clone(),
-            Arc::clone(&process),
-            generation,
-            (closed_rx, data_closed_rx),
-            exit_tx,
-        ));
-        let start_failed = async |e: ConnError, errors: &mut std::fs::File| {
-            kill_tree(&process);
-            if let Some(err) = spawn::child_error(errors) {
-                return SandboxError::Isolation(spawned_setup.describe(&err));
-            }
-            let mut exit = exit_rx.clone();
-            let how = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
-                .await
-                .ok()
-                .and_then(|r| r.ok().and_then(|v| v.clone()));
-            SandboxError::InitFailed(match (e, how) {
-                (_, Some(how)) => format!("runner exited during start: {how}"),
-                (ConnError::Timeout, None) => "runner did not report ready in time".into(),
-                (ConnError::Closed, None) => "runner closed its socket during start".into(),
-            })
-        };
-        let ready: InitReady = match result {
-            Ok(Ok(value)) => serde_json::from_value(value).map_err(|e| {
-                kill_tree(&process);
-                SandboxError::Protocol(format!("init's ready: {e}"))
-            })?,
-            Ok(Err(err)) => {
-                kill_tree(&process);
-                return Err(SandboxError::InitFailed(err.message));
-            }
-            Err(e) => return Err(start_failed(e, &mut errors).await),
-        };
-        let ready_us = micros(started) - prepare_us - spawn_us;
-        // The app process is init's only child at this point.
-        let app_pid = procfs::children_of(pid).first().copied().unwrap_or(0);
+        let owner: Owner = Arc::new(std::sync::OnceLock::new());
+        let _ = owner.set((Arc::downgrade(sb), generation));
+        let mut booted = self
+            .boot(plan, sb.lib_for_runner(record), record.version, owner)
+            .await?;
+        booted.timings.prepare_us = prepare_us;
+        self.attach(sb, record, booted).await
+    }
+
+    /// Gives a booted runner its app: `load` on the data plane, the report checked against
+    /// the kernel, the initial workers; then the runner is the sandbox's live one.
+    pub(super) async fn attach(
+        &self,
+        sb: &Arc<Sandbox>,
+        record: &VersionRecord,
+        mut booted: Booted,
+    ) -> Result<(), SandboxError> {
+        let started = Instant::now();
+        let pid = booted.process.pid();
+        let app_pid = booted.app_pid;
         let load = Request::Load {
             lib: sb.lib_for_runner(record),
             version: record.version,
         };
-        let loaded: Loaded = match data.request(load, timeout).await {
+        let timeout = self.inner.config.start_timeout;
+        let loaded: Loaded = match booted.data.request(load, timeout).await {
             Ok(Ok(value)) => match serde_json::from_value(value) {
                 Ok(loaded) => loaded,
                 Err(e) => {
-                    kill_tree(&process);
+                    booted.kill();
                     return Err(SandboxError::Protocol(format!("app process: {e}")));
                 }
             },
             Ok(Err(err)) => {
-                kill_tree(&process);
+                booted.kill();
                 return Err(SandboxError::InitFailed(err.message));
             }
-            Err(e) => return Err(start_failed(e, &mut errors).await),
+            Err(e) => return Err(booted.failure(e).await),
         };
-        let load_round_us = micros(started) - prepare_us - spawn_us - ready_us;
+        let load_round_us = micros(started);
         if let Some(r) = sb
             .versions
             .lock()
@@ -208,8 +152,9 @@ impl Manager {
             r.app_version.clone_from(&loaded.app_version);
         }
         let applied: Vec<ReportEntry> =
-            serde_json::from_value(ready.restrictions.clone()).unwrap_or_default();
+            serde_json::from_value(booted.ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
+        let mut report = std::mem::take(&mut booted.report);
         // What the report says is what the kernel shows of init and of the app process, not
         // what init or the spawn sequence claims: an entry holds only if both show it.
         let checked = report.record_all(level, applied).and_then(|()| {
@@ -220,27 +165,21 @@ impl Manager {
             report.check(level)
         });
         if let Err(e) = checked {
-            kill_tree(&process);
+            booted.kill();
             return Err(SandboxError::Isolation(e.to_string()));
         }
         *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
         *sb.startup.lock().unwrap() = StartupTimings {
-            prepare_us,
-            spawn_us,
-            ready_us: ready_us + load_round_us,
-            restrict_us: ready.restrict_us,
+            ready_us: booted.timings.ready_us + load_round_us,
             load_us: loaded.load_us,
-            root_us: child_us(&spawned_setup.timings().root_ns),
-            ids_us: child_us(&spawned_setup.timings().ids_ns),
-            app_fork_us: Some(ready.fork_us),
-            ..StartupTimings::default()
+            ..booted.timings
         };
         // The app's initial workers: the count is its own word, bounded by init. Sent before
         // the sandbox is live, so a `workers` request queues behind it; not awaited, so the
         // first call does not wait for their execs.
         if loaded.initial_workers > 0 {
             let count = loaded.initial_workers.min(MAX_INITIAL_WORKERS);
-            let reply = control.send(Request::SpawnWorkers { count }).await;
+            let reply = booted.control.send(Request::SpawnWorkers { count }).await;
             let for_reply = Arc::downgrade(sb);
             tokio::spawn(async move {
                 let failed = match reply {
@@ -266,16 +205,16 @@ impl Manager {
         let mut slot = sb.live.write().await;
         if sb.destroying.load(Ordering::Acquire) {
             drop(slot);
-            kill_tree(&process);
+            booted.kill();
             return Err(SandboxError::NotFound(sb.id.clone()));
         }
         let live = Live {
-            process,
-            control,
-            data,
+            process: booted.process,
+            control: booted.control,
+            data: booted.data,
             app_pid,
             app_name: loaded.app_name,
-            exit: exit_rx,
+            exit: booted.exit,
         };
         *slot = Some(Arc::new(live));
         Ok(())
@@ -283,22 +222,19 @@ impl Manager {
 
     /// Plans the isolation of one runner (namespaces, mounts, rlimits, self-restrictions) and
     /// starts the isolation report with what the host side will apply.
-    pub(super) fn prepare_spawn(
-        &self,
-        sb: &Sandbox,
-    ) -> Result<(SpawnRequest, RunnerRestrictions, Report), SandboxError> {
+    pub(super) fn prepare_spawn(&self, sb: &PlanInput<'_>) -> Result<Plan, SandboxError> {
         let iso = |e: isolation::IsolationError| SandboxError::Isolation(e.to_string());
-        let level = sb.spec.isolation;
+        let level = sb.level;
         let runner_exe = self
             .inner
             .config
             .runner_exe
             .canonicalize()
             .unwrap_or_else(|_| self.inner.config.runner_exe.clone());
-        let app_dir = sb.app_dir();
+        let app_dir = sb.dir.join("app");
         let work_dir = sb.dir.join("work");
         let mut report = Report::new();
-        if let Some(entry) = sb.cgroup_entry.lock().unwrap().clone() {
+        if let Some(entry) = sb.cgroup_entry.clone() {
             report.record(level, entry).map_err(iso)?;
         } else if !level.isolates() {
             report
@@ -309,9 +245,8 @@ impl Manager {
                 .map_err(iso)?;
         }
         let root = is_root();
-        let plan = namespaces::plan(level, sb.spec.network, root).map_err(iso)?;
+        let plan = namespaces::plan(level, sb.network, root).map_err(iso)?;
         let disk_bytes = sb
-            .spec
             .limits
             .max_disk
             .unwrap_or(isolation::root::DEFAULT_DISK_BYTES);
@@ -342,13 +277,14 @@ impl Manager {
         report
             .record_all(level, setup.report_entries().iter().cloned())
             .map_err(iso)?;
-        let rlimits = Rlimits::from_limits(&sb.spec.limits, root);
-        report.record(level, rlimits.report_entry()).map_err(iso)?;
+        let rlimits = Rlimits::from_limits(sb.limits, root);
+        if sb.tenant {
+            report.record(level, rlimits.report_entry()).map_err(iso)?;
+        }
         // In a root of its own the runner sees only the fixed in-sandbox paths; otherwise it
         // sees the host's.
         let own_root = setup.own_root();
-        sb.own_root.store(own_root.is_some(), Ordering::Release);
-        sb.pid_ns.store(setup.has_pid_ns(), Ordering::Release);
+        let (has_own_root, pid_ns) = (own_root.is_some(), setup.has_pid_ns());
         let paths = match own_root {
             Some(r) => SandboxPaths {
                 runner_exe: isolation::root::RUNNER.into(),
@@ -356,7 +292,7 @@ impl Manager {
                 private_dir: isolation::root::WORK_DIR.into(),
                 own_proc: setup.has_own_proc(),
                 private_tmp: true,
-                network: sb.spec.network,
+                network: sb.network,
                 own_root: Some(r.read_only_paths().iter().map(PathBuf::from).collect()),
             },
             None => SandboxPaths {
@@ -365,16 +301,13 @@ impl Manager {
                 private_dir: work_dir.clone(),
                 own_proc: setup.has_own_proc(),
                 private_tmp: setup.has_private_tmp(),
-                network: sb.spec.network,
+                network: sb.network,
                 own_root: None,
             },
         };
-        let restrictions = RunnerRestrictions::for_level(
-            level,
-            LandlockPlan::for_sandbox(&paths),
-            sb.spec.network,
-        )
-        .map_err(iso)?;
+        let restrictions =
+            RunnerRestrictions::for_level(level, LandlockPlan::for_sandbox(&paths), sb.network)
+                .map_err(iso)?;
         let (runner_exe, work_dir) = if own_root.is_some() {
             (
                 PathBuf::from(isolation::root::RUNNER),
@@ -388,14 +321,21 @@ impl Manager {
             work_dir,
             log_path: sb.dir.join("runner.log"),
             cgroup: sb
-                .cgroup()
+                .cgroup
+                .as_ref()
                 .map(|cg| cg.open_entry())
                 .transpose()
                 .map_err(|e| SandboxError::Isolation(format!("open the sandbox's cgroup: {e}")))?,
             setup,
             rlimits,
         };
-        Ok((request, restrictions, report))
+        Ok(Plan {
+            request,
+            restrictions,
+            report,
+            own_root: has_own_root,
+            pid_ns,
+        })
     }
 }
 
@@ -441,4 +381,35 @@ pub(super) fn check_cgroup_parent(parent: &Path) -> Result<(), SandboxError> {
         "--cgroup-parent {} needs a delegated cgroup v2 subtree: {why}",
         parent.display()
     )))
+}
+
+/// What a runner's plan depends on: a sandbox's, or (for the pool) no tenant's at all.
+pub(super) struct PlanInput<'a> {
+    pub level: isolation::Level,
+    pub network: bool,
+    pub limits: &'a Limits,
+    /// The runner's directory (`app`, `work`, `root` inside).
+    pub dir: &'a Path,
+    pub ids: (u32, u32),
+    pub cgroup: Option<Arc<Cgroup>>,
+    pub cgroup_entry: Option<ReportEntry>,
+    /// Whether the plan is a tenant's: then its rlimits are reported as applied at spawn
+    /// (a prepared runner gets them from the host when it is given to a sandbox).
+    pub tenant: bool,
+}
+
+impl PlanInput<'_> {
+    /// The plan input of sandbox `sb`.
+    pub fn tenant(sb: &Sandbox) -> PlanInput<'_> {
+        PlanInput {
+            level: sb.spec.isolation,
+            network: sb.spec.network,
+            limits: &sb.spec.limits,
+            dir: &sb.dir,
+            ids: sb.ids,
+            cgroup: sb.cgroup(),
+            cgroup_entry: sb.cgroup_entry.lock().unwrap().clone(),
+            tenant: true,
+        }
+    }
 }

@@ -4,11 +4,14 @@ use super::*;
 
 /// Waits for a runner to exit, records how it died, and restarts it when the death was not
 /// asked for.
+///
+/// Its sandbox is `owner`'s, set when the runner is given to one (a prepared runner waits
+/// in the pool without); one that dies ownerless is only reaped. The manager is held weakly,
+/// so watchers never keep a dropped manager (and its pool) alive.
 pub(super) async fn watch_runner(
-    sb: std::sync::Weak<Sandbox>,
-    manager: Manager,
+    owner: Owner,
+    manager: std::sync::Weak<Inner>,
     runner: Arc<procfs::Process>,
-    generation: u64,
     (closed, data_closed): (oneshot::Receiver<()>, oneshot::Receiver<()>),
     exit: watch::Sender<Option<String>>,
 ) {
@@ -51,7 +54,10 @@ pub(super) async fn watch_runner(
     })
     .await
     .unwrap_or_else(|_| "unknown".into());
-    let sb = sb.upgrade();
+    let (sb, generation) = match owner.get() {
+        Some((sb, generation)) => (sb.upgrade(), *generation),
+        None => (None, 0),
+    };
     // How the app process died, as init saw it, says more than how init then exited.
     let how = match sb
         .as_deref()
@@ -107,6 +113,9 @@ pub(super) async fn watch_runner(
     sb.set_status(Status::Restarting, Some(how.clone()));
     sb.restart_count.fetch_add(1, Ordering::AcqRel);
     let Some(record) = sb.current_record() else {
+        return;
+    };
+    let Some(manager) = manager.upgrade().map(|inner| Manager { inner }) else {
         return;
     };
     match manager.start_runner(&sb, &record).await {

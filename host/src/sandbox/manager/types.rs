@@ -98,6 +98,14 @@ pub struct StartupTimings {
     /// `ready_us`).
     #[serde(default)]
     pub app_fork_us: Option<u64>,
+    /// Whether the runner came prepared from the pool: then the phases above were spent
+    /// before the create, and only `assign_us`, `install_us`, `cgroup_us` and the load were
+    /// on its clock.
+    #[serde(default)]
+    pub pooled: bool,
+    /// A prepared runner: moving it into the cgroup, its rlimits, its version.
+    #[serde(default)]
+    pub assign_us: Option<u64>,
 }
 
 /// The app version serving now.

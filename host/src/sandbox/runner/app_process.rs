@@ -220,7 +220,8 @@ fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
         Request::Init { .. }
         | Request::SpawnWorkers { .. }
         | Request::Workers
-        | Request::SetVersion { .. } => runner.out.err(
+        | Request::SetVersion { .. }
+        | Request::SetLimits { .. } => runner.out.err(
             id,
             ErrorKind::BadRequest,
             "workers and init belong to the control plane",

@@ -181,6 +181,16 @@ fn serve(
                     out.send(0, Body::Event(Event::Crashed { reason }));
                 }
             }
+            Request::SetLimits { limits, host_root } => {
+                let rlimits = isolation::Rlimits::from_limits(&limits, host_root);
+                match [0, app_pid]
+                    .iter()
+                    .try_for_each(|&pid| rlimits.apply_to(pid))
+                {
+                    Ok(()) => out.ok(id, &serde_json::json!({"limits": rlimits.describe()})),
+                    Err(e) => out.err(id, ErrorKind::BadRequest, e.to_string()),
+                }
+            }
             Request::Shutdown => {
                 out.ok(id, &serde_json::json!({"bye": true}));
                 stop(supervisor, app_pid)

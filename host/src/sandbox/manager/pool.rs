@@ -1,0 +1,380 @@
+//! Prepared runners: booted in advance with everything that is no tenant's, handed out one
+//! per sandbox at create.
+//!
+//! A prepared runner has done steps 1–16 of `docs/spawn.md` for a `standard` sandbox without
+//! network: cloned with every namespace, its own root built on a directory of its own
+//! (`<state>/pool.<pid>-<n>`), its uid/gid taken from the sandbox id range, exec'd, Landlock
+//! and the seccomp allow-list installed (the rules name only fixed in-sandbox paths, so they
+//! are the same for every sandbox), the app process forked and waiting for `load`. No app
+//! code has run in it.
+//!
+//! At create, what is the tenant's is applied from the host, in this order, before the app
+//! library is named to it: the sandbox's cgroup is created and both processes are moved in
+//! (there are exactly two: init forks workers only when told), the tenant's rlimits are set
+//! on both with `prlimit`, the library is linked into the runner's `/app` (a bind of its
+//! host directory, so the link shows inside), and only then `load` runs the app's
+//! constructors. Then the report is checked against the kernel, as for any runner.
+//!
+//! A prepared runner serves exactly one sandbox: it leaves the pool by value and is never
+//! put back. One that died waiting is discarded at take. The pool holds only runners of
+//! this daemon's process (their `PR_SET_PDEATHSIG` kills them with it), and a crash leaves
+//! their directories to the next daemon's sweep.
+//!
+//! Only a root host uses the pool (moving processes between cgroups and raising another
+//! process's limits need it), and only for specs it fits: `standard`, no network, default
+//! ids, the default disk size. Everything else takes the ordinary spawn, as does every
+//! restart.
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Prepared runners kept by default: one per core, at most 4.
+pub fn default_pool_size() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// The pool size from `SANDBOX_HOST_POOL` (a number; 0 turns the pool off), else
+/// [`default_pool_size`].
+pub fn pool_size_from_env() -> usize {
+    std::env::var("SANDBOX_HOST_POOL")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(default_pool_size)
+}
+
+/// What the pool holds and has done.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// The size it refills to (0: off).
+    pub target: usize,
+    /// Prepared runners waiting now.
+    pub ready: usize,
+    /// Sandboxes that got a prepared runner.
+    pub served: u64,
+    /// Creates that fit the pool but found it empty.
+    pub missed: u64,
+    /// Prepared runners found dead at take, or that failed to prepare.
+    pub discarded: u64,
+    /// Microseconds the last refill took to prepare one runner.
+    pub last_prepare_us: u64,
+    /// Why the pool stopped refilling, if it did.
+    pub disabled: Option<String>,
+}
+
+/// The pool of one manager.
+#[derive(Debug, Default)]
+pub(super) struct Pool {
+    ready: Mutex<VecDeque<Prepared>>,
+    refilling: AtomicBool,
+    closed: AtomicBool,
+    stats: Mutex<PoolStats>,
+}
+
+/// A booted runner waiting for a sandbox. Dropped unused, it is killed and its directory
+/// removed.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    booted: Option<Booted>,
+    pub dir: PathBuf,
+    pub ids: (u32, u32),
+}
+
+impl Prepared {
+    /// Whether its runner still lives (a dead one is never handed out).
+    fn alive(&self) -> bool {
+        self.booted
+            .as_ref()
+            .is_some_and(|b| b.exit.borrow().is_none() && !b.process.exited())
+    }
+
+    /// Takes the runner out, for the one sandbox it will serve.
+    fn into_booted(mut self) -> Booted {
+        self.booted.take().expect("a prepared runner is taken once")
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(booted) = self.booted.take() {
+            booted.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Whether `spec` can be served by a prepared runner (see the module docs).
+pub(super) fn fits(spec: &SandboxSpec) -> bool {
+    spec.isolation == isolation::Level::Standard
+        && !spec.network
+        && spec.uid.is_none()
+        && spec.gid.is_none()
+        && spec.limits.max_disk.is_none()
+        && is_root()
+}
+
+impl Manager {
+    /// The pool's figures.
+    pub fn pool_stats(&self) -> PoolStats {
+        let pool = &self.inner.pool;
+        let mut stats = pool.stats.lock().unwrap().clone();
+        stats.target = self.inner.config.pool_size;
+        stats.ready = pool.ready.lock().unwrap().len();
+        stats
+    }
+
+    /// Fills the pool now (the daemon calls this at start) and waits until it is full or
+    /// cannot fill; without a pool (size 0, not root) it returns at once.
+    pub async fn warm_pool(&self) {
+        if self.inner.config.pool_size == 0 || !is_root() {
+            return;
+        }
+        self.refill_pool();
+        let pool = &self.inner.pool;
+        while pool.refilling.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Kills every prepared runner and stops refilling (shutdown).
+    pub(super) fn close_pool(&self) {
+        let pool = &self.inner.pool;
+        pool.closed.store(true, Ordering::Release);
+        let drained: Vec<Prepared> = pool.ready.lock().unwrap().drain(..).collect();
+        drop(drained);
+    }
+
+    /// A live prepared runner for a sandbox of `spec`, if the pool has one and `spec` fits.
+    pub(super) fn take_prepared(&self, spec: &SandboxSpec) -> Option<Prepared> {
+        if self.inner.config.pool_size == 0 || !fits(spec) {
+            return None;
+        }
+        let pool = &self.inner.pool;
+        let taken = loop {
+            let next = pool.ready.lock().unwrap().pop_front();
+            match next {
+                Some(p) if p.alive() => break Some(p),
+                Some(dead) => {
+                    pool.stats.lock().unwrap().discarded += 1;
+                    drop(dead);
+                }
+                None => break None,
+            }
+        };
+        let mut stats = pool.stats.lock().unwrap();
+        match taken {
+            Some(_) => stats.served += 1,
+            None => stats.missed += 1,
+        }
+        taken
+    }
+
+    /// Starts refilling the pool in the background, one runner at a time, unless a refill
+    /// runs already.
+    pub(super) fn refill_pool(&self) {
+        let target = self.inner.config.pool_size;
+        let pool = &self.inner.pool;
+        if target == 0
+            || !is_root()
+            || pool.closed.load(Ordering::Acquire)
+            || pool.stats.lock().unwrap().disabled.is_some()
+            || pool.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let pool = &manager.inner.pool;
+            loop {
+                while pool.ready.lock().unwrap().len() < target
+                    && !pool.closed.load(Ordering::Acquire)
+                {
+                    let started = Instant::now();
+                    match manager.prepare_runner().await {
+                        Ok(p) => {
+                            pool.stats.lock().unwrap().last_prepare_us = micros(started);
+                            pool.ready.lock().unwrap().push_back(p);
+                        }
+                        Err(e) => {
+                            // A runner that cannot be prepared now will not be the next
+                            // time either (a missing mechanism, a full disk): stop, and let
+                            // creates take the ordinary spawn, which reports the cause.
+                            tracing::warn!("the runner pool stops refilling: {e}");
+                            let mut stats = pool.stats.lock().unwrap();
+                            stats.discarded += 1;
+                            stats.disabled = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                pool.refilling.store(false, Ordering::Release);
+                // A take between the last check and the flag's reset would leave the pool
+                // short until the next create: look once more.
+                let short = pool.ready.lock().unwrap().len() < target
+                    && !pool.closed.load(Ordering::Acquire)
+                    && pool.stats.lock().unwrap().disabled.is_none();
+                if !short || pool.refilling.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+            // Closed while this one was being prepared: it must not stay.
+            if pool.closed.load(Ordering::Acquire) {
+                let drained: Vec<Prepared> = pool.ready.lock().unwrap().drain(..).collect();
+                drop(drained);
+            }
+        });
+    }
+
+    /// Boots one runner for the pool: its own directory and ids, the `standard` plan without
+    /// network, default limits (the tenant's are applied at take), no cgroup yet.
+    async fn prepare_runner(&self) -> Result<Prepared, SandboxError> {
+        let started = Instant::now();
+        let dir = self
+            .inner
+            .config
+            .state_dir
+            .join(format!("pool.{}", nonce()));
+        for d in [
+            dir.clone(),
+            dir.join("app"),
+            dir.join("work"),
+            dir.join("root"),
+        ] {
+            std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
+        }
+        let id = self.next_sandbox_id();
+        let ids = (id, id);
+        let limits = Limits::default();
+        let booted = async {
+            let plan = self.prepare_spawn(&PlanInput {
+                level: isolation::Level::Standard,
+                network: false,
+                limits: &limits,
+                dir: &dir,
+                ids,
+                cgroup: None,
+                cgroup_entry: None,
+                tenant: false,
+            })?;
+            let prepare_us = micros(started);
+            // Workers start on the version the sandbox names at take (`set_version`).
+            let placeholder = Path::new(isolation::root::APP_DIR).join(".none");
+            let owner: Owner = Arc::new(std::sync::OnceLock::new());
+            let mut booted = self.boot(plan, placeholder, 0, owner).await?;
+            booted.timings.prepare_us = prepare_us;
+            Ok::<_, SandboxError>(booted)
+        }
+        .await;
+        match booted {
+            Ok(booted) => Ok(Prepared {
+                booted: Some(booted),
+                dir,
+                ids,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives prepared runner `prepared` to sandbox `sb` (whose directory is the runner's):
+    /// cgroup, rlimits and version first, then `load` (see the module docs).
+    pub(super) async fn start_prepared(
+        &self,
+        sb: &Arc<Sandbox>,
+        record: &VersionRecord,
+        prepared: Prepared,
+    ) -> Result<(), SandboxError> {
+        let started = Instant::now();
+        let mut booted = prepared.into_booted();
+        if let Err(e) = self.assign(sb, record, &mut booted).await {
+            booted.kill();
+            return Err(e);
+        }
+        booted.timings.assign_us = Some(micros(started));
+        booted.timings.pooled = true;
+        // 4. The app.
+        self.attach(sb, record, booted).await
+    }
+
+    /// Steps 1–3 of [`Manager::start_prepared`]; on an error the caller kills the runner.
+    async fn assign(
+        &self,
+        sb: &Arc<Sandbox>,
+        record: &VersionRecord,
+        booted: &mut Booted,
+    ) -> Result<(), SandboxError> {
+        let level = sb.spec.isolation;
+        let iso = |e: isolation::IsolationError| SandboxError::Isolation(e.to_string());
+        let pids = [booted.process.pid(), booted.app_pid];
+        let refuse = |why: String| {
+            SandboxError::Isolation(format!("give a prepared runner its sandbox: {why}"))
+        };
+        if booted.app_pid <= 0 {
+            return Err(refuse("its app process was not found".into()));
+        }
+        // 1. The cgroup, before any app code runs: both processes, then a check that they
+        //    are all there is (nothing forks in a prepared runner until told).
+        let entry = sb.cgroup_entry.lock().unwrap().clone();
+        if let Some(entry) = entry {
+            booted.report.record(level, entry).map_err(iso)?;
+        }
+        if let Some(cg) = sb.cgroup() {
+            let moved = cg.open_entry().and_then(|e| {
+                pids.iter().try_for_each(|&pid| e.add_pid(pid))?;
+                cg.pids()
+            });
+            match moved {
+                Ok(inside) => {
+                    let tree: Vec<i32> = procfs::tree(pids[0]).iter().map(|p| p.pid).collect();
+                    if let Some(out) = tree.iter().find(|p| !inside.contains(p)) {
+                        return Err(refuse(format!("pid {out} is not in its cgroup")));
+                    }
+                }
+                Err(e) => return Err(refuse(format!("enter the cgroup: {e}"))),
+            }
+        }
+        // 2. The tenant's rlimits, on both (workers inherit init's). Init sets them (a root
+        //    host without CAP_SYS_RESOURCE may not touch another uid's); what counts is what
+        //    the kernel then shows for each process.
+        let set = Request::SetLimits {
+            limits: sb.spec.limits.clone(),
+            host_root: true,
+        };
+        match booted
+            .control
+            .request(set, self.inner.config.start_timeout)
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(refuse(format!("set rlimits: {}", e.message))),
+            Err(e) => return Err(refuse(format!("set rlimits: {e:?}"))),
+        }
+        let rlimits = Rlimits::from_limits(&sb.spec.limits, true);
+        for pid in pids {
+            if let Some(wrong) = procfs::rlimit_mismatch(pid, &rlimits) {
+                return Err(refuse(format!("pid {pid}: {wrong}")));
+            }
+        }
+        let mut entry = rlimits.report_entry();
+        entry
+            .detail
+            .push_str(" (set before the app was loaded) [kernel: /proc/PID/limits]");
+        booted.report.record(level, entry).map_err(iso)?;
+        // 3. Its owner and the version its workers start on.
+        sb.own_root.store(booted.own_root, Ordering::Release);
+        sb.pid_ns.store(booted.pid_ns, Ordering::Release);
+        let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let _ = booted.owner.set((Arc::downgrade(sb), generation));
+        let _ = booted
+            .control
+            .send(Request::SetVersion {
+                lib: sb.lib_for_runner(record),
+                version: record.version,
+            })
+            .await;
+        Ok(())
+    }
+}
