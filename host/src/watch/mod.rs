@@ -21,7 +21,7 @@ use tokio::sync::watch as signal;
 
 use crate::events::EventKind;
 use crate::operate::{OperateRequest, SkillKind};
-use crate::sandbox::{Manager, Usage};
+use crate::sandbox::{Gauges, Manager};
 use crate::skill::{Check, PROCESS_THRESHOLD, guardrail};
 use detector::{Decision, Flag, Gate, Metric, Rule, Sample, SandboxWatch, Thresholds};
 use sinks::{JsonlSink, SinkError, Verdict, WebhookSink};
@@ -241,12 +241,10 @@ async fn run(
             .filter(|id| set.watched(id))
             .collect();
         state.retain(|id, _| ids.binary_search(id).is_ok());
-        for id in ids {
-            // A sandbox that is restarting or crashed has nothing to measure this time.
-            let Ok(usage) = manager.usage(&id).await else {
-                continue;
-            };
-            let now = Instant::now();
+        // One blocking pass for all of them; a sandbox restarting or crashed is left out.
+        let sampled = manager.gauges(&ids).await;
+        let now = Instant::now();
+        for (id, usage) in sampled {
             let entry = state.entry(id.clone()).or_insert_with(|| Watched {
                 watch: SandboxWatch::new(thresholds.window),
                 gate: Arc::new(Mutex::new(Gate::new(config.cooldown, config.max_per_hour))),
@@ -315,7 +313,7 @@ async fn run(
     }
 }
 
-fn sample_of(u: &Usage, cpu_percent: f64) -> Sample {
+fn sample_of(u: &Gauges, cpu_percent: f64) -> Sample {
     [
         u.processes as f64,
         u.memory_bytes as f64,
