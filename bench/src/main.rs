@@ -6,7 +6,8 @@
 //!
 //! `summary.json` has exactly these top-level keys: `floor_spawn_us`, `create_ready_us`
 //! (`none`, `standard`), `reload_us`, `call_rtt_us`, `usage_us` (`p1`, `p1000`),
-//! `destroy_us`, `sandboxes_1000`, `reload_loop_ms`, `peer_unshare_us`, `peer_bwrap_us`.
+//! `destroy_us`, `sandboxes_1000`, `reload_loop_ms`, `peer_unshare_us`, `peer_bwrap_us`,
+//! `daemon_rss_kb`, `watching` (detector cost and event latency, see `watching.rs`).
 //! A measured latency is `{"p50": .., "p99": .., "n": ..}` (plus a few named extras); a
 //! measurement that was not taken is `{"p50": null, "p99": null, "skipped": "reason"}`.
 
@@ -15,6 +16,7 @@ mod procspawn;
 mod reload_loop;
 mod socket_floor;
 mod stats;
+mod watching;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +81,7 @@ impl Sizes {
 fn main() -> ExitCode {
     host::maybe_run_sandbox_child();
     let mut quick = false;
+    let mut only_watching = false;
     let mut out = repo_root()
         .join("target")
         .join("bench")
@@ -87,12 +90,16 @@ fn main() -> ExitCode {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--only-watching" => only_watching = true,
             "--out" => match args.next() {
                 Some(path) => out = PathBuf::from(path),
                 None => return usage("--out needs a path"),
             },
             "-h" | "--help" => {
-                println!("usage: bench [--quick] [--out PATH]");
+                println!(
+                    "usage: bench [--quick] [--out PATH] [--only-watching]\n  \
+                     --only-watching: measure only the `watching` figure and print it as JSON"
+                );
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),
@@ -111,9 +118,14 @@ fn main() -> ExitCode {
     // Measured from a runtime task, as the daemon's connection handlers use the manager (a
     // future polled by `block_on` itself pays one more thread wake-up per request).
     let measured = runtime.block_on(async move {
-        tokio::spawn(async move { run(Sizes::new(quick), &out).await })
-            .await
-            .unwrap_or_else(|e| Err(anyhow!("bench task: {e}")))
+        tokio::spawn(async move {
+            if only_watching {
+                return only_watching_figure(quick).await;
+            }
+            run(Sizes::new(quick), &out).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow!("bench task: {e}")))
     });
     match measured {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +134,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--only-watching`: builds the demo app and measures just the `watching` figure.
+async fn only_watching_figure(quick: bool) -> Result<()> {
+    let compiler = Compiler {
+        profile: Profile::Release,
+        ..Compiler::default()
+    };
+    let lib = compiler
+        .build(&repo_root().join("sandbox_app"))
+        .await
+        .context("build sandbox_app")?
+        .lib;
+    let figure = watching::measure(&repo_root(), &lib, quick).await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({ "watching": figure }))?
+    );
+    Ok(())
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -339,6 +370,12 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
     s.insert(
         "reload_loop_ms".into(),
         reload_loop::measure(&repo_root(), sizes.reload_loop).await,
+    );
+
+    progress("watching 100 idle sandboxes; event latency to a follower");
+    s.insert(
+        "watching".into(),
+        watching::measure(&repo_root(), &lib41, sizes.quick).await,
     );
 
     progress("daemon memory under hostile clients");
@@ -629,6 +666,20 @@ fn print_table(s: &Value) {
     if let Some(note) = m["note"].as_str() {
         println!("  ({note})");
     }
+    let w = &s["watching"];
+    println!(
+        "watching: {} sandboxes at 1 s: daemon cpu={}% (unwatched {}%) rss_delta_kb={} event_latency_ms p50={} p99={}{}",
+        w["sandboxes"],
+        w["daemon_cpu_percent"],
+        w["daemon_cpu_percent_unwatched"],
+        w["rss_delta_kb"],
+        w["event_latency_ms"]["p50"],
+        w["event_latency_ms"]["p99"],
+        w["skipped"]
+            .as_str()
+            .map(|why| format!(" (skipped: {why})"))
+            .unwrap_or_default()
+    );
     let r = &s["daemon_rss_kb"];
     println!(
         "daemon_rss_kb under 48 unterminated 15 MB lines and 1000 idle connections: before={} loaded={} after={} peak={}{}",
@@ -655,6 +706,7 @@ fn print_goals(s: &Value) {
     let bwrap = p50(&["peer_bwrap_us"]);
     let floor = p50(&["floor_spawn_us"]);
     let m = &s["sandboxes_1000"];
+    let w = &s["watching"];
     let goals: Vec<(String, Option<bool>)> = vec![
         (
             "create_ready_us.standard p50 <= 2000".into(),
@@ -693,6 +745,18 @@ fn print_goals(s: &Value) {
         (
             "reload_loop_ms p50 <= 1000".into(),
             p50(&["reload_loop_ms"]).map(|v| v <= 1000.0),
+        ),
+        (
+            "watching: daemon CPU < 2% of one core (100 sandboxes, 1 s)".into(),
+            w["daemon_cpu_percent"].as_f64().map(|v| v < 2.0),
+        ),
+        (
+            "watching: RSS delta < 20 MB".into(),
+            w["rss_delta_kb"].as_f64().map(|v| v < 20.0 * 1024.0),
+        ),
+        (
+            "watching: event latency p99 < 50 ms".into(),
+            w["event_latency_ms"]["p99"].as_f64().map(|v| v < 50.0),
         ),
     ];
     println!("\ngoals:");

@@ -65,6 +65,8 @@ pub enum Command {
     Restart(IdArgs),
     /// Destroy a sandbox and everything in it.
     Destroy(IdArgs),
+    /// Print the daemon's events (the last ones kept, then with --follow every new one).
+    Events(crate::client_events::EventsArgs),
 }
 
 /// Options of `host serve`.
@@ -97,6 +99,9 @@ pub struct ServeArgs {
     /// Limits of the build sandbox.
     #[command(flatten)]
     pub build: BuildArgs,
+    /// The event stream and the detector.
+    #[command(flatten)]
+    pub watch: crate::watch::args::WatchArgs,
 }
 
 /// Options every client command takes.
@@ -163,6 +168,12 @@ pub struct CreateArgs {
     /// Limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Have the daemon's detector watch this sandbox [default: the daemon's --watch].
+    #[arg(long, conflicts_with = "no_watch")]
+    pub watch: bool,
+    /// Keep the daemon's detector off this sandbox.
+    #[arg(long)]
+    pub no_watch: bool,
     /// Client options.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -290,19 +301,30 @@ fn serve(args: &ServeArgs) -> ExitCode {
         ..Default::default()
     };
     config.compiler.limits = args.build.limits();
-    with_runtime(
-        |rt| match rt.block_on(crate::daemon::serve_with(&socket, config, limits)) {
+    let watch = match args.watch.config() {
+        Ok(watch) => watch,
+        Err(e) => {
+            eprintln!("host serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    config.events =
+        crate::events::EventBus::new(args.watch.event_ring, crate::events::DEFAULT_CHANNEL);
+    with_runtime(|rt| {
+        match rt.block_on(crate::daemon::serve_watching(
+            &socket, config, limits, watch,
+        )) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("host serve: {e}");
                 ExitCode::from(1)
             }
-        },
-    )
+        }
+    })
 }
 
 /// Exit status of a failed client command.
-fn failure(json: bool, e: &ClientError) -> ExitCode {
+pub(crate) fn failure(json: bool, e: &ClientError) -> ExitCode {
     if json {
         let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
         crate::output::line(&error.to_string());
@@ -392,6 +414,11 @@ pub fn run(command: Command) -> ExitCode {
             let request = Request::Create {
                 id: a.id.clone(),
                 spec,
+                watch: match (a.watch, a.no_watch) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
             };
             one_request_fds(&a.client, request, Some(fd), |v, _| {
                 let info: SandboxInfo = decode(v)?;
@@ -477,6 +504,7 @@ pub fn run(command: Command) -> ExitCode {
                 ))
             })
         }
+        Command::Events(a) => crate::client_events::run(&a),
         Command::Destroy(a) => {
             let id = a.id.clone();
             one_request(

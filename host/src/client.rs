@@ -202,6 +202,11 @@ impl Client {
         }
     }
 
+    /// The connection itself, for a request answered by a stream of lines (`events`).
+    pub fn into_stream(self) -> BufReader<UnixStream> {
+        self.stream
+    }
+
     /// Sends one request and decodes the value as `T`.
     pub fn request_as<T: serde::de::DeserializeOwned>(
         &mut self,
@@ -277,7 +282,8 @@ pub fn open_for_daemon(path: &Path, directory: bool) -> Result<OwnedFd, ClientEr
         })
 }
 
-fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+/// Reads one line (bounded by [`wire::MAX_LINE`]); false at the end of input.
+pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
     loop {
         let chunk = reader.fill_buf()?;
         if chunk.is_empty() {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use operator::{HealthState, MockProvider, Operator, OperatorConfig, Outcome, Skill};
+use operator::{MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde_json::{Value, json};
 
 use crate::sandbox::spec::valid_id;
@@ -409,46 +409,19 @@ pub fn with_answer(source: &str, answer: i64) -> Option<String> {
     found.then(|| lines.join("\n") + "\n")
 }
 
-/// Checks the operator's verdict against live telemetry, in the original's order.
+/// Checks the operator's verdict against live telemetry, in the original's order (see
+/// [`crate::skill::guardrail`], which the detector shares).
 pub fn guardrail(
     mode: Mode,
     processes: u64,
     threshold: u64,
     outcome: &Outcome,
 ) -> Result<(), String> {
-    let state = outcome.state;
-    let notified = outcome.notifications.len();
-    let detail = |name: &str| {
-        format!(
-            "{name}: live processes={processes}, threshold={threshold}, operator state={state}, notifications={notified}"
-        )
+    let check = match mode {
+        Mode::Plumbing => crate::skill::Check::Plumbing,
+        Mode::Anomaly => crate::skill::Check::Anomaly,
     };
-    match mode {
-        Mode::Plumbing => {
-            if state != HealthState::Healthy {
-                return Err(detail("plumbing_state_mismatch"));
-            }
-            if notified > 0 {
-                return Err(detail("plumbing_unexpected_notification"));
-            }
-        }
-        Mode::Anomaly => {
-            let spiking = processes > threshold;
-            if spiking && state != HealthState::Warning {
-                return Err(detail("anomaly_state_mismatch"));
-            }
-            if spiking && notified == 0 {
-                return Err(detail("anomaly_notification_missing"));
-            }
-            if !spiking && state != HealthState::Healthy {
-                return Err(detail("anomaly_state_mismatch"));
-            }
-            if !spiking && notified > 0 {
-                return Err(detail("anomaly_unexpected_notification"));
-            }
-        }
-    }
-    Ok(())
+    crate::skill::guardrail(check, processes, threshold, outcome)
 }
 
 fn isolation_label(isolation: &Value) -> String {

@@ -3,11 +3,13 @@
 //!
 //! Arrows point one way: `cli -> {daemon, demo}`, `demo -> {operator, sandbox, compile}`,
 //! `skill -> sandbox`, `sandbox -> compile`, and `{sandbox, compile} -> {error, fds}`;
-//! `events` is below everything that emits (`sandbox`, `operate`, the detector).
+//! `events` is below everything that emits (`sandbox`, `operate`, the detector `watch`);
+//! `watch -> {sandbox, events, operate, skill}` and `daemon -> watch`.
 //! `sandbox` knows nothing of skills, operators or LLMs; `compile` nothing of sandboxes.
 
 pub mod cli;
 pub mod client;
+pub mod client_events;
 pub mod compile;
 pub mod daemon;
 pub mod demo;
@@ -21,6 +23,7 @@ pub mod provider;
 pub mod render;
 pub mod sandbox;
 pub mod skill;
+pub mod watch;
 
 /// Runs the hidden runner, worker or build-shim mode if argv asks for it; returns otherwise.
 ///

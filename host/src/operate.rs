@@ -93,6 +93,19 @@ pub async fn operate_with(
     trigger: &str,
     context: serde_json::Value,
 ) -> Result<Outcome, WireError> {
+    let run = operator::ids::new_id();
+    operate_run(manager, req, trigger, &run, context).await
+}
+
+/// [`operate_with`] under a run id the caller chose (the detector names the run in its
+/// `detector.trigger` event before the run begins).
+pub async fn operate_run(
+    manager: &Manager,
+    req: OperateRequest,
+    trigger: &str,
+    run: &str,
+    context: serde_json::Value,
+) -> Result<Outcome, WireError> {
     manager
         .info(&req.id)
         .await
@@ -120,7 +133,7 @@ pub async fn operate_with(
         ..OperatorConfig::default()
     };
     let events = manager.events();
-    let run = operator::ids::new_id();
+    let run = run.to_string();
     events.sandbox(
         &req.id,
         EventKind::OperatorStarted {

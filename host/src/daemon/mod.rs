@@ -11,6 +11,7 @@
 //! the socket, destroys every sandbox and removes the lock file.
 
 pub mod conn;
+pub mod events_stream;
 pub mod peer;
 pub mod session;
 pub mod slots;
@@ -36,6 +37,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::sandbox::ratelimit::{self, RateLimiter};
 use crate::sandbox::{AppSource, Manager, ManagerConfig, SandboxError};
+use crate::watch::{WatchConfig, WatchSet};
 use socket_path::SocketPath;
 use wire::{Hello, ReloadWire, Request, Response, WireError};
 
@@ -74,6 +76,9 @@ pub enum DaemonError {
     /// The sandbox manager could not start.
     #[error(transparent)]
     Manager(#[from] SandboxError),
+    /// A detector sink (`--watch-jsonl`, `--watch-webhook`) could not be set up.
+    #[error("watch: {0}")]
+    Watch(#[source] crate::watch::sinks::SinkError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DaemonError {
@@ -248,11 +253,23 @@ pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), Dae
     serve_with(socket, config, DaemonLimits::default()).await
 }
 
-/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox.
+/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox; no
+/// sandbox is watched unless its create asks (see [`serve_watching`]).
 pub async fn serve_with(
     socket: &SocketPath,
     config: ManagerConfig,
     limits: DaemonLimits,
+) -> Result<(), DaemonError> {
+    serve_watching(socket, config, limits, WatchConfig::default()).await
+}
+
+/// [`serve_with`] with the detector configured by `watch` (it runs whenever a sandbox is
+/// watched: all by default with `watch.default_on`, else those created with `--watch`).
+pub async fn serve_watching(
+    socket: &SocketPath,
+    config: ManagerConfig,
+    limits: DaemonLimits,
+    watch: WatchConfig,
 ) -> Result<(), DaemonError> {
     // Handlers first: a signal from now on is a clean shutdown, never a default death.
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
@@ -281,6 +298,14 @@ pub async fn serve_with(
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watch_set = Arc::new(WatchSet::new(watch.default_on));
+    let detector = crate::watch::spawn(
+        manager.clone(),
+        watch,
+        Arc::clone(&watch_set),
+        stop_rx.clone(),
+    )
+    .map_err(DaemonError::Watch)?;
     let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
     let slots = slots::Slots::new(limits.max_connections);
     let shared = Arc::new(session::Shared {
@@ -293,6 +318,7 @@ pub async fn serve_with(
         staging: staging_dir,
         staged_crates: Mutex::new(HashMap::new()),
         log_limit: RateLimiter::per_second(ratelimit::DEFAULT_PER_SECOND),
+        watch: watch_set,
     });
     let mut connections = 0u64;
     let mut flush = tokio::time::interval(Duration::from_secs(5));
@@ -340,6 +366,8 @@ pub async fn serve_with(
     tracing::info!(signal = signal_name, sandboxes = count, "shutting down");
     let _ = stop_tx.send(true);
     bound.unlink_socket();
+    // No new runs start once it is gone; runs already going end with their sandboxes.
+    let _ = detector.await;
     manager.destroy_all().await;
     // A create still in flight would leave a sandbox behind: let it finish, then sweep.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -377,6 +405,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Restart { .. } => "restart",
         Request::Destroy { .. } => "destroy",
         Request::Operate(_) => "operate",
+        Request::Events { .. } => "events",
     }
 }
 
@@ -415,14 +444,20 @@ async fn dispatch(sh: &session::Shared, request: Request) -> Response {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sandboxes: manager.list().await.len(),
         })),
-        Request::Create { id, spec } => {
+        // Served by the connection itself (events_stream); here only with descriptors.
+        Request::Events { .. } => Response::Error(WireError::new(
+            wire::BAD_REQUEST,
+            "events takes no descriptor",
+        )),
+        Request::Create { id, spec, watch } => {
             let (AppSource::Crate(path) | AppSource::Library(path)) = &spec.app;
             if let Err(e) = require_absolute(path) {
                 return Response::Error(e);
             }
             let result = manager.create(&id, spec).await;
             if let Ok(info) = &result {
-                tracing::info!(sandbox = %id, pid = info.pid, "created");
+                sh.watch.set(&id, watch);
+                tracing::info!(sandbox = %id, pid = info.pid, watched = sh.watch.watched(&id), "created");
             }
             ok(result)
         }
@@ -488,6 +523,7 @@ async fn dispatch(sh: &session::Shared, request: Request) -> Response {
         Request::Destroy { id } => {
             let result = manager.destroy(&id).await;
             if result.is_ok() {
+                sh.watch.remove(&id);
                 tracing::info!(sandbox = %id, "destroyed");
                 let staged = sh.staged_crates.lock().unwrap().remove(&id);
                 if let Some(dir) = staged {

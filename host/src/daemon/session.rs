@@ -42,6 +42,8 @@ pub struct Shared {
     pub staged_crates: Mutex<HashMap<String, PathBuf>>,
     /// Log lines per sandbox or client.
     pub log_limit: RateLimiter<String>,
+    /// Which sandboxes the detector watches.
+    pub watch: Arc<crate::watch::WatchSet>,
 }
 
 impl Shared {
@@ -151,6 +153,25 @@ pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) 
         let text = line.bytes.trim_ascii();
         if text.is_empty() && line.fds.is_empty() {
             continue;
+        }
+        // A stream, not one answer (a stray descriptor makes it a bad request below).
+        if line.fds.is_empty()
+            && let Some(req) = super::events_stream::parse(text)
+        {
+            if *sh.stop.borrow() {
+                say(
+                    &stream,
+                    timeout,
+                    wire::SHUTTING_DOWN,
+                    "the daemon is shutting down".into(),
+                )
+                .await;
+                return;
+            }
+            match super::events_stream::serve(&stream, &sh, &slot, req).await {
+                super::events_stream::After::Continue => continue,
+                super::events_stream::After::Close => return,
+            }
         }
         let response = respond(&sh, conn, uid, &client, text, line.fds).await;
         let encoded = wire::encode(&response).or_else(|e| {
@@ -265,6 +286,7 @@ fn sandbox_of(request: &Request) -> Option<&str> {
         | Request::Restart { id }
         | Request::Destroy { id } => Some(id),
         Request::Operate(req) => Some(&req.id),
+        Request::Events { id, .. } => id.as_deref(),
         Request::Ping | Request::List => None,
     }
 }
@@ -330,7 +352,7 @@ async fn take_fds(
     }
     let own = uid == sh.owner;
     match (&mut request, fd) {
-        (Request::Create { id, spec }, fd) => match (&mut spec.app, fd) {
+        (Request::Create { id, spec, .. }, fd) => match (&mut spec.app, fd) {
             (AppSource::Library(path), Some(fd)) => {
                 let staged = stage_lib(sh, fd, path).await?;
                 cleanup.files.push(staged.clone());

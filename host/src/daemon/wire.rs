@@ -35,7 +35,12 @@
 //! {"op":"workers","id":"demo","add":2}                              (add: optional)
 //! {"op":"restart","id":"demo"}
 //! {"op":"destroy","id":"demo"}
+//! {"op":"events","id":"demo","follow":true,"last":50}          (id, follow, last: optional)
 //! ```
+//!
+//! `events` is the one request answered by more than one line: `{"ok":{"stream":"events",
+//! "backlog":N}}`, then N event lines, then, with `follow`, one line per new event (or
+//! `{"lagged":N}` when the connection fell N events behind) until either side closes.
 //!
 //! Paths are absolute: the daemon does not share the client's working directory.
 //!
@@ -91,6 +96,9 @@ pub enum Request {
         id: String,
         /// App and limits.
         spec: SandboxSpec,
+        /// Whether the detector watches it; the daemon's `--watch` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        watch: Option<bool>,
     },
     /// List sandboxes.
     List,
@@ -151,6 +159,19 @@ pub enum Request {
     },
     /// Run the AI operator once on a sandbox; answers an `operator::Outcome`.
     Operate(crate::operate::OperateRequest),
+    /// Stream events: a header line, the backlog, then (with `follow`) every new event,
+    /// until the client hangs up (see `daemon::events_stream`).
+    Events {
+        /// Only events about this sandbox.
+        #[serde(default)]
+        id: Option<String>,
+        /// Keep streaming new events after the backlog.
+        #[serde(default)]
+        follow: bool,
+        /// At most this many backlog events (default: the whole ring).
+        #[serde(default)]
+        last: Option<usize>,
+    },
 }
 
 /// The wire form of [`ReloadSource`].
@@ -305,6 +326,7 @@ mod tests {
         let create = Request::Create {
             id: "d".into(),
             spec: SandboxSpec::new(AppSource::Library("/l.so".into())),
+            watch: None,
         };
         let text = serde_json::to_string(&create).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), create);

@@ -16,7 +16,7 @@ pub mod sweep;
 
 pub use crate::error::SandboxError;
 pub use manager::{
-    Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, StartupTimings, Status,
-    Usage,
+    Gauges, Manager, ManagerConfig, ReloadReport, SandboxInfo, SandboxSummary, StartupTimings,
+    Status, Usage,
 };
 pub use spec::{AppSource, Level, Limits, ReloadSource, SandboxSpec};

@@ -3,10 +3,12 @@
 //! watches is given when it is built, so several operators can watch different sandboxes.
 
 mod anomaly;
+mod guardrail;
 mod multi;
 mod sandbox;
 
 pub use anomaly::SandboxAnomalySkill;
+pub use guardrail::{Check, guardrail};
 pub use multi::MultiSandboxSkill;
 pub use sandbox::SandboxSkill;
 

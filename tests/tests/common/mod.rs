@@ -10,6 +10,8 @@ use host::compile::Compiler;
 use host::sandbox::{Manager, ManagerConfig};
 use tempfile::TempDir;
 
+pub mod serve;
+
 /// The host binary under test.
 pub const HOST: &str = env!("CARGO_BIN_EXE_e2e-host");
 

@@ -58,6 +58,7 @@ use self::start::*;
 use self::supervision::*;
 use self::teardown::*;
 pub use self::types::*;
+pub use self::usage::Gauges;
 use crate::sandbox::spec::{
     AppSource, Limits, ReloadSource, SandboxSpec, limit_warnings, valid_id,
 };

@@ -21,7 +21,7 @@ impl Manager {
             let disk = own_root
                 .then(|| procfs::disk_usage(app_pid, isolation::root::WORK_DIR))
                 .flatten();
-            sample(pid, app_pid, cgroup.as_deref(), &app_dir).map(|s| (s, disk))
+            sample(pid, app_pid, cgroup.as_deref(), Some(&app_dir)).map(|s| (s, disk))
         })
         .await
         .map_err(|e| SandboxError::Protocol(format!("usage task: {e}")))?;
@@ -64,6 +64,56 @@ impl Manager {
     }
 }
 
+/// The figures a watcher samples often: what [`Usage`] counts, without the dear parts (the
+/// app's mapped copies, the disk) and without touching the `cpu_percent` window other
+/// callers share (a watcher derives its own rate from `cpu_time_ms`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauges {
+    /// Live processes.
+    pub processes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Memory in bytes, as [`Usage::memory_bytes`].
+    pub memory_bytes: u64,
+    /// CPU time in milliseconds, including reaped children.
+    pub cpu_time_ms: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+}
+
+impl Manager {
+    /// [`Gauges`] of each live sandbox of `ids`, read in one blocking pass (one thread
+    /// hand-off per call, not per sandbox); sandboxes gone, crashed or restarting are left out.
+    pub async fn gauges(&self, ids: &[String]) -> Vec<(String, Gauges)> {
+        let mut targets = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(sb) = self.get(id) else { continue };
+            let Ok(live) = sb.live().await else { continue };
+            targets.push((id.clone(), live.process.pid(), live.app_pid, sb.cgroup()));
+        }
+        tokio::task::spawn_blocking(move || {
+            targets
+                .into_iter()
+                .filter_map(|(id, pid, app_pid, cgroup)| {
+                    let s = sample(pid, app_pid, cgroup.as_deref(), None)?;
+                    Some((
+                        id,
+                        Gauges {
+                            processes: s.processes,
+                            threads: s.threads,
+                            memory_bytes: s.memory_bytes,
+                            cpu_time_ms: s.cpu_time_ms,
+                            open_fds: s.open_fds,
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
 /// One usage sample, read on a blocking thread.
 struct Sample {
     processes: u64,
@@ -85,9 +135,15 @@ const FD_COUNT_LIMIT: usize = 100;
 /// cgroup's counters when there is a cgroup (cheap and independent of
 /// the number of processes; the cgroup's memory figure, not summed RSS, which counts shared
 /// pages once per process), else from one pass over `/proc`.
-fn sample(pid: i32, app_pid: i32, cgroup: Option<&Cgroup>, app_dir: &Path) -> Option<Sample> {
+/// `app_dir` absent: the mapped copies are not counted (reading `maps` is most of the cost).
+fn sample(
+    pid: i32,
+    app_pid: i32,
+    cgroup: Option<&Cgroup>,
+    app_dir: Option<&Path>,
+) -> Option<Sample> {
     // The app's copies are mapped by the app process (init never loads it).
-    let mapped_copies = procfs::mapped_copies(app_pid, app_dir);
+    let mapped_copies = app_dir.map_or(0, |dir| procfs::mapped_copies(app_pid, dir));
     if let Some(u) = cgroup.and_then(|cg| cg.usage().ok())
         && !u.procs.is_empty()
     {

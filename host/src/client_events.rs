@@ -1,0 +1,127 @@
+//! `host events [ID] [--follow] [--json] [--last N]`: the daemon's event stream on stdout,
+//! one line per event (raw JSON with `--json`, else `time event sandbox key=value…`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::client::{self, Client, ClientError};
+use crate::daemon::socket_path;
+use crate::daemon::wire::{self, Request, Response};
+
+/// Options of `host events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only events about this sandbox.
+    pub id: Option<String>,
+    /// After the backlog, print every new event until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// At most N backlog events [default: all the daemon keeps, see `serve --event-ring`].
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Client options.
+    #[command(flatten)]
+    pub client: crate::cli::ClientArgs,
+}
+
+/// Runs `host events`: exit 0 when the backlog (or, following, the stream) ended normally.
+pub fn run(a: &EventsArgs) -> ExitCode {
+    match stream(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => crate::cli::failure(a.client.json, &e),
+    }
+}
+
+fn stream(a: &EventsArgs) -> Result<(), ClientError> {
+    let socket = socket_path::resolve(a.client.socket.as_deref());
+    let mut conn = Client::connect(&socket)?.into_stream();
+    let request = Request::Events {
+        id: a.id.clone(),
+        follow: a.follow,
+        last: a.last,
+    };
+    let line = wire::encode_request(&request, 0).map_err(ClientError::Io)?;
+    conn.get_mut().write_all(&line).map_err(ClientError::Io)?;
+    let mut buf = Vec::new();
+    if !client::read_line(&mut conn, &mut buf).map_err(ClientError::Io)? {
+        return Err(ClientError::Protocol(
+            "the daemon closed without an answer".into(),
+        ));
+    }
+    let backlog = match serde_json::from_slice::<Response>(buf.trim_ascii()) {
+        Ok(Response::Ok(v)) => v["backlog"].as_u64().unwrap_or(0),
+        Ok(Response::Error(e)) => return Err(ClientError::Remote(e)),
+        Err(e) => return Err(ClientError::Protocol(e.to_string())),
+    };
+    let mut seen = 0u64;
+    while a.follow || seen < backlog {
+        buf.clear();
+        if !client::read_line(&mut conn, &mut buf).map_err(ClientError::Io)? {
+            // The daemon stopped (or evicted this follower after saying so).
+            return if a.follow {
+                Ok(())
+            } else {
+                Err(ClientError::Protocol("the backlog ended early".into()))
+            };
+        }
+        seen += 1;
+        let text = String::from_utf8_lossy(buf.trim_ascii());
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {text}")))?;
+        if let Some(error) = value.get("error") {
+            let e: wire::WireError = serde_json::from_value(error.clone())
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            return Err(ClientError::Remote(e));
+        }
+        if a.client.json {
+            crate::output::line(&text);
+        } else {
+            crate::output::line(&render_event(&value));
+        }
+    }
+    Ok(())
+}
+
+/// One event for humans: `time event sandbox key=value…` (`-` for a daemon-wide event);
+/// a lag marker reads `lagged: N events missed`.
+pub fn render_event(value: &Value) -> String {
+    if let Some(n) = value.get("lagged") {
+        return format!("lagged: {n} events missed (this reader fell behind)");
+    }
+    let s = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("-");
+    let mut out = format!("{} {} {}", s("time"), s("event"), s("sandbox"));
+    if let Some(fields) = value.as_object() {
+        for (k, v) in fields {
+            if matches!(k.as_str(), "seq" | "time" | "event" | "sandbox") {
+                continue;
+            }
+            let v = match v {
+                Value::String(t) if !t.is_empty() && !t.contains(char::is_whitespace) => t.clone(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!(" {k}={v}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let e = json!({"seq": 3, "time": "2025-01-01T00:00:00.000Z", "event": "sandbox.reloaded",
+            "sandbox": "a", "from": 1, "to": 2});
+        assert_eq!(
+            render_event(&e),
+            "2025-01-01T00:00:00.000Z sandbox.reloaded a from=1 to=2"
+        );
+        let e = json!({"time": "t", "event": "detector.held", "reason": "a b"});
+        assert_eq!(render_event(&e), "t detector.held - reason=\"a b\"");
+        assert!(render_event(&json!({"lagged": 5})).contains("5 events missed"));
+    }
+}
