@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// root: /run/sandbox-host/sandboxes]; the library store and staging sit beside it.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Prepared runners to keep for creates (root only; 0 turns the pool off) [default: one
+    /// per core, at most 4; env SANDBOX_HOST_POOL].
+    #[arg(long, value_name = "N")]
+    pub pool: Option<usize>,
     /// Largest library a create or reload accepts; K, M, G, T suffixes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub max_lib_size: u64,
@@ -288,6 +292,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let mut config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
     if let Some(dir) = &args.state_dir {
         config.state_dir = dir.clone();
+    }
+    if let Some(n) = args.pool {
+        config.pool_size = n;
     }
     if !(args.request_timeout.is_finite() && args.request_timeout > 0.0) {
         eprintln!("host serve: --request-timeout must be a positive number of seconds");

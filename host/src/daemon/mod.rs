@@ -286,6 +286,22 @@ pub async fn serve_watching(
     };
     tracing::info!("{report}");
     let manager = Manager::new(config)?;
+    {
+        // Prepared runners, filled in the background: the socket serves meanwhile.
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            manager.warm_pool().await;
+            let stats = manager.pool_stats();
+            if stats.target > 0 {
+                tracing::info!(
+                    ready = stats.ready,
+                    prepare_us = stats.last_prepare_us,
+                    disabled = ?stats.disabled,
+                    "runner pool filled"
+                );
+            }
+        });
+    }
     // The cgroup sandboxes go under, prepared before the daemon has any child: on cgroup v2 the
     // daemon moves itself into the `host` leaf of its own (delegated) cgroup, never a process
     // it does not own (isolation::cgroups::v2).

@@ -19,6 +19,29 @@ fn answer(_: &str) -> Result<String, String> {
     Ok("1".into())
 }
 
+/// What the constructor saw, at `dlopen` time, before any call: its cgroups and its limits.
+static SEEN_AT_LOAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs at `dlopen`: the earliest moment app code runs in a sandbox.
+extern "C" fn look_at_load() {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| format!("error: {e}"));
+    let text = format!(
+        "{{\"cgroup\":{:?},\"limits\":{:?}}}",
+        read("/proc/self/cgroup"),
+        read("/proc/self/limits")
+    );
+    let _ = SEEN_AT_LOAD.set(text);
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LOOK_AT_LOAD: extern "C" fn() = look_at_load;
+
+/// What [`look_at_load`] saw: `{"cgroup": "...", "limits": "..."}`.
+fn seen_at_load(_: &str) -> Result<String, String> {
+    SEEN_AT_LOAD.get().cloned().ok_or_else(|| "the constructor did not run".into())
+}
+
 /// Holds a call thread for `ms` milliseconds.
 fn hold(args: &str) -> Result<String, String> {
     let ms = num(args, "ms").unwrap_or(500);
@@ -463,6 +486,7 @@ sandbox_abi::export_app! {
     version: "0.1.0",
     functions: {
         "answer" => answer,
+        "seen_at_load" => seen_at_load,
         "hold" => hold,
         "fork_bomb" => fork_bomb,
         "memory_bomb" => memory_bomb,
