@@ -188,9 +188,14 @@ async fn run(sizes: Sizes, out: &Path) -> Result<()> {
     };
     config.call_timeout = Duration::from_secs(120);
     config.start_timeout = Duration::from_secs(60);
+    // The same configuration without a pool: the "pool empty" figures.
+    let mut cold_config = config.clone();
+    cold_config.pool_size = 0;
+    cold_config.state_dir = state.path().join("sandboxes-cold");
     let manager = Manager::new(config).context("manager")?;
+    let cold = Manager::new(cold_config).context("manager without a pool")?;
     let result = tokio::select! {
-        r = measure(&manager, sizes) => r,
+        r = measure(&manager, &cold, sizes) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     manager.destroy_all().await;
@@ -211,7 +216,7 @@ fn progress(what: &str) {
     eprintln!("[bench] {what}");
 }
 
-async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
+async fn measure(manager: &Manager, cold: &Manager, sizes: Sizes) -> Result<Value> {
     let mut s = serde_json::Map::new();
 
     progress("floor: posix_spawn /bin/true");
@@ -275,8 +280,10 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
         manager.destroy(&id).await?;
     }
     let none_series = create_series(manager, &lib41, Level::None, "n", sizes.create).await?;
+    // With the pool warm (refilled, off the clock, before each create), then without one.
     let standard_series =
         create_series(manager, &lib41, Level::Standard, "st", sizes.create).await?;
+    let cold_series = create_series(cold, &lib41, Level::Standard, "sc", sizes.create).await?;
     let mut none = Pct::of_us(&none_series.ready).to_json();
     none["create_only_p50"] = json!(round1(Pct::of_us(&none_series.create_only).p50));
     none["phases_p50"] = none_series.phases_p50();
@@ -288,11 +295,18 @@ async fn measure(manager: &Manager, sizes: Sizes) -> Result<Value> {
     standard["create_only_p50"] = json!(round1(Pct::of_us(&standard_series.create_only).p50));
     standard["phases_p50"] = standard_series.phases_p50();
     standard["applied"] = standard_series.isolation.clone();
+    standard["pooled"] = json!(standard_series.phases.iter().filter(|p| p.pooled).count());
+    let mut standard_cold = Pct::of_us(&cold_series.ready).to_json();
+    standard_cold["create_only_p50"] = json!(round1(Pct::of_us(&cold_series.create_only).p50));
+    standard_cold["phases_p50"] = cold_series.phases_p50();
     s.insert(
         "create_ready_us".into(),
-        json!({ "none": none, "standard": standard }),
+        json!({ "none": none, "standard": standard, "standard_pool_empty": standard_cold }),
     );
-    let mut destroy = Pct::of_us(&standard_series.destroy).to_json();
+    s.insert("pool".into(), pool_figures(manager, &standard_series));
+    let mut all_destroys = standard_series.destroy.clone();
+    all_destroys.extend(cold_series.destroy.iter().copied());
+    let mut destroy = Pct::of_us(&all_destroys).to_json();
     destroy["isolation"] = json!("standard");
     destroy["none_p50"] = json!(round1(Pct::of_us(&none_series.destroy).p50));
     s.insert("destroy_us".into(), destroy);
@@ -396,6 +410,8 @@ struct CreateSeries {
     isolation: Value,
     /// Where each start spent its time (`info.startup`).
     phases: Vec<StartupTimings>,
+    /// The pool's time to prepare its last runner, before each create.
+    prepare: Vec<Duration>,
 }
 
 impl CreateSeries {
@@ -430,6 +446,11 @@ async fn create_series(
     let spec = || SandboxSpec::new(AppSource::Library(lib.to_path_buf())).with_isolation(level);
     let mut out = CreateSeries::default();
     for i in 0..n {
+        // A pool refills in the background after each create; here it is given the time
+        // (off the clock) that a daemon between creates has.
+        manager.warm_pool().await;
+        out.prepare
+            .push(Duration::from_micros(manager.pool_stats().last_prepare_us));
         let id = format!("bench-{tag}-{i}");
         let t = Instant::now();
         let info = manager.create(&id, spec()).await?;
@@ -448,6 +469,23 @@ async fn create_series(
         }
     }
     Ok(out)
+}
+
+/// The pool's own figures: its size, the time to prepare one runner, and what one costs in
+/// memory (PSS of its init and app process) while it waits.
+fn pool_figures(manager: &Manager, series: &CreateSeries) -> Value {
+    let stats = manager.pool_stats();
+    let pids = manager.pool_pids();
+    let pss: Vec<u64> = pids.iter().filter_map(|&p| pss_kb(p)).collect();
+    let runners = (pids.len() / 2).max(1) as u64;
+    json!({
+        "target": stats.target,
+        "served": stats.served,
+        "missed": stats.missed,
+        "prepare_us": Pct::of_us(&series.prepare).to_json(),
+        "pss_kb_per_prepared_runner": pss.iter().sum::<u64>() / runners,
+        "disabled": stats.disabled,
+    })
 }
 
 /// What `answer()` of a fresh sandbox on `lib` returns (the sandbox is destroyed again).
@@ -601,6 +639,12 @@ const ROWS: &[(&str, &[&str], f64)] = &[
         &["create_ready_us", "standard"],
         1.0,
     ),
+    (
+        "create_ready_us.standard (pool empty)",
+        &["create_ready_us", "standard_pool_empty"],
+        1.0,
+    ),
+    ("pool.prepare_us", &["pool", "prepare_us"], 1.0),
     ("reload_us", &["reload_us"], 1.0),
     ("call_rtt_us", &["call_rtt_us"], 1.0),
     ("usage_us.p1", &["usage_us", "p1"], 1.0),
@@ -707,40 +751,56 @@ fn print_goals(s: &Value) {
     let floor = p50(&["floor_spawn_us"]);
     let m = &s["sandboxes_1000"];
     let w = &s["watching"];
+    let p99 = |path: &[&str]| at(s, path)["p99"].as_f64();
+    let cold = p50(&["create_ready_us", "standard_pool_empty"]);
+    let call = p50(&["call_rtt_us"]);
+    let call_floor = s["call_rtt_us"]["socketpair_floor_p50"].as_f64();
     let goals: Vec<(String, Option<bool>)> = vec![
         (
-            "create_ready_us.standard p50 <= 2000".into(),
-            standard.map(|v| v <= 2000.0),
+            "create_ready_us.standard p50 <= 1000 (pool warm)".into(),
+            standard.map(|v| v <= 1000.0),
         ),
         (
-            "create_ready_us.standard p50 < peer_bwrap_us p50".into(),
-            standard.zip(bwrap).map(|(a, b)| a < b),
+            "create_ready_us.standard p50 <= 0.25 x peer_bwrap_us p50".into(),
+            standard.zip(bwrap).map(|(a, b)| a <= 0.25 * b),
         ),
         (
-            "create_ready_us.none p50 <= 2 x floor_spawn_us p50".into(),
+            "create_ready_us.standard p99 <= 3000".into(),
+            p99(&["create_ready_us", "standard"]).map(|v| v <= 3000.0),
+        ),
+        (
+            "create_ready_us.standard_pool_empty p50 (informational: no slower than before)".into(),
+            cold.map(|_| true),
+        ),
+        (
+            "create_ready_us.none p50 <= 1.5 x floor_spawn_us p50".into(),
             p50(&["create_ready_us", "none"])
                 .zip(floor)
-                .map(|(a, f)| a <= 2.0 * f),
+                .map(|(a, f)| a <= 1.5 * f),
         ),
         (
-            "reload_us p50 <= 500".into(),
-            p50(&["reload_us"]).map(|v| v <= 500.0),
+            "destroy_us p99 <= 10000".into(),
+            p99(&["destroy_us"]).map(|v| v <= 10_000.0),
         ),
         (
-            "call_rtt_us p50 <= 20".into(),
-            p50(&["call_rtt_us"]).map(|v| v <= 20.0),
+            "reload_us p50 <= 300".into(),
+            p50(&["reload_us"]).map(|v| v <= 300.0),
+        ),
+        (
+            "call_rtt_us p50 <= 1.3 x socketpair floor p50".into(),
+            call.zip(call_floor).map(|(c, f)| c <= 1.3 * f),
         ),
         (
             "usage_us.p1000 p50 <= 2000".into(),
             p50(&["usage_us", "p1000"]).map(|v| v <= 2000.0),
         ),
         (
-            format!("{} sandboxes <= 5 s", m["n"]),
-            m["total_s"].as_f64().map(|v| v <= 5.0),
+            format!("{} sandboxes <= 3 s", m["n"]),
+            m["total_s"].as_f64().map(|v| v <= 3.0),
         ),
         (
-            "mean PSS per sandbox <= 1.5 MB (1536 kB)".into(),
-            m["mean_pss_kb"].as_f64().map(|v| v <= 1536.0),
+            "mean PSS per sandbox <= 1 MB (1024 kB)".into(),
+            m["mean_pss_kb"].as_f64().map(|v| v <= 1024.0),
         ),
         (
             "reload_loop_ms p50 <= 1000".into(),

@@ -114,7 +114,10 @@ async fn a_pooled_sandbox_has_its_cgroup_and_limits_before_its_constructor_runs(
     let info = hostile(&m, "limited", limits, Level::Standard).await;
     assert!(info.startup.pooled, "{:?}", info.startup);
     let names = cgroup_names(&info);
-    assert!(!names.is_empty(), "the runner is in no cgroup of its sandbox");
+    assert!(
+        !names.is_empty(),
+        "the runner is in no cgroup of its sandbox"
+    );
     let (cgroup, rlimits) = seen_at_load(&m, "limited").await;
     for name in &names {
         assert!(
@@ -127,7 +130,11 @@ async fn a_pooled_sandbox_has_its_cgroup_and_limits_before_its_constructor_runs(
         .find(|l| l.starts_with("Max open files"))
         .unwrap();
     assert_eq!(
-        nofile.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        nofile
+            .split_whitespace()
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>(),
         ["123", "123"],
         "the constructor ran with {nofile}"
     );
@@ -153,16 +160,32 @@ async fn a_pooled_sandbox_is_as_contained_as_a_spawned_one() {
     assert!(info.startup.pooled, "{:?}", info.startup);
     let call = async |f: &str, args: Value| m.run("walls", f, args, None).await.unwrap();
     let who = call("whoami", Value::Null).await;
-    assert_eq!(who["uid"].as_u64(), uid_of(info.app_pid).map(u64::from), "{who}");
+    assert_eq!(
+        who["uid"].as_u64(),
+        uid_of(info.app_pid).map(u64::from),
+        "{who}"
+    );
     assert_ne!(who["uid"], json!(0), "{who}");
-    for path in ["/etc/shadow", "/root/.profile", "/run/sandbox-host/x", "/sys/fs/cgroup/x"] {
+    for path in [
+        "/etc/shadow",
+        "/root/.profile",
+        "/run/sandbox-host/x",
+        "/sys/fs/cgroup/x",
+    ] {
         let r = call("read_file", json!({ "path": path })).await.to_string();
         assert!(!r.contains("\"content\""), "{path} was readable: {r}");
     }
     let net = call("open_socket", json!({ "family": libc::AF_NETLINK })).await;
     assert_eq!(net["ok"], json!(false), "{net}");
     // Every mechanism the kernel shows, as for a spawned runner.
-    for mechanism in ["pid_ns", "mount_ns", "seccomp", "no_new_privs", "root", "ids"] {
+    for mechanism in [
+        "pid_ns",
+        "mount_ns",
+        "seccomp",
+        "no_new_privs",
+        "root",
+        "ids",
+    ] {
         let entry = info.isolation["mechanisms"]
             .as_array()
             .unwrap()
@@ -184,7 +207,10 @@ fn killing_the_daemon_leaves_no_prepared_runner() {
         let children = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
             .unwrap_or_default();
         let mut all: Vec<i32> = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{daemon}/task")).into_iter().flatten() {
+        for task in std::fs::read_dir(format!("/proc/{daemon}/task"))
+            .into_iter()
+            .flatten()
+        {
             let path = task.unwrap().path().join("children");
             all.extend(
                 std::fs::read_to_string(path)
@@ -193,7 +219,11 @@ fn killing_the_daemon_leaves_no_prepared_runner() {
                     .filter_map(|p| p.parse::<i32>().ok()),
             );
         }
-        all.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        all.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
         all.sort();
         all.dedup();
         all
@@ -201,14 +231,18 @@ fn killing_the_daemon_leaves_no_prepared_runner() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     // The daemon logs once the pool is full.
     while !d.log().contains("runner pool filled") {
-        assert!(std::time::Instant::now() < deadline, "the pool never filled:\n{}", d.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never filled:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let prepared: Vec<i32> = runners()
-        .into_iter()
-        .flat_map(tree)
-        .collect();
-    assert!(prepared.len() >= 4, "init and app process each: {prepared:?}");
+    let prepared: Vec<i32> = runners().into_iter().flat_map(tree).collect();
+    assert!(
+        prepared.len() >= 4,
+        "init and app process each: {prepared:?}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon),
         nix::sys::signal::Signal::SIGKILL,

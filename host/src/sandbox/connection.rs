@@ -2,10 +2,13 @@
 //! data plane): async requests with ids, matched replies, and events, over the framing in
 //! `protocol`.
 //!
-//! Frames are written by one writer task per connection, whole: a request whose caller gives
-//! up (a deadline, a cancelled `select!`) can never leave half a frame on the socket, and a
-//! peer that stops reading makes requests time out instead of blocking every later one. A
-//! pending entry is removed however its request ends.
+//! Frames are written whole: a caller writes its frame itself (one non-blocking `write`, no
+//! task switch on a call's path) when nothing is queued and the socket takes all of it;
+//! otherwise the frame, or its unwritten rest, is queued for the connection's writer task,
+//! and later frames queue behind it. A request whose caller gives up (a deadline, a cancelled
+//! `select!`) can therefore never leave half a frame on the socket, and a peer that stops
+//! reading makes requests time out instead of blocking every later one. A pending entry is
+//! removed however its request ends.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -14,9 +17,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::collections::VecDeque;
+
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Notify, oneshot};
 
 use crate::sandbox::protocol::{
     self, Body, ErrorKind, Event, Request, RequestFrame, Response, RunnerError,
@@ -42,9 +48,123 @@ const WRITE_QUEUE: usize = 256;
 /// A connection to one peer.
 #[derive(Debug)]
 pub struct Connection {
-    frames: mpsc::Sender<Vec<u8>>,
+    writer: Arc<Writer>,
     pending: Pending,
     next_id: AtomicU64,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer task sends what is queued, then ends.
+        self.writer
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
+        self.writer.wake.notify_one();
+    }
+}
+
+/// The write side: the socket, the frames waiting for it, and the writer task's wake-ups.
+#[derive(Debug)]
+struct Writer {
+    half: OwnedWriteHalf,
+    queue: Mutex<WriteQueue>,
+    /// Wakes the writer task: a frame was queued, or the connection dropped.
+    wake: Notify,
+    /// Wakes senders waiting for room in a full queue.
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct WriteQueue {
+    frames: VecDeque<Vec<u8>>,
+    /// Bytes of the first frame already written.
+    offset: usize,
+    /// The connection was dropped: no new frames.
+    closed: bool,
+    /// The socket failed: nothing more can be written.
+    broken: bool,
+}
+
+impl Writer {
+    /// Writes `frame` now when nothing is queued and the socket takes it whole; else queues
+    /// it (or its unwritten rest) for the writer task, waiting while the queue is full.
+    async fn send(&self, frame: Vec<u8>) -> Result<(), ConnError> {
+        loop {
+            let room = self.room.notified();
+            {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.broken {
+                    return Err(ConnError::Closed);
+                }
+                if q.frames.is_empty() {
+                    let written = match self.half.try_write(&frame) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                        Err(_) => {
+                            q.broken = true;
+                            return Err(ConnError::Closed);
+                        }
+                    };
+                    if written < frame.len() {
+                        q.frames.push_back(frame);
+                        q.offset = written;
+                        self.wake.notify_one();
+                    }
+                    return Ok(());
+                }
+                if q.frames.len() < WRITE_QUEUE {
+                    q.frames.push_back(frame);
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// The writer task: writes queued frames in order as the socket takes them.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let (empty, closed) = loop {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let q = &mut *q;
+                let Some(front) = q.frames.front() else {
+                    break (true, q.closed);
+                };
+                match self.half.try_write(&front[q.offset..]) {
+                    Ok(n) => {
+                        q.offset += n;
+                        if q.offset == front.len() {
+                            q.frames.pop_front();
+                            q.offset = 0;
+                            self.room.notify_waiters();
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break (false, false),
+                    Err(_) => {
+                        q.broken = true;
+                        q.frames.clear();
+                        self.room.notify_waiters();
+                        return;
+                    }
+                }
+            };
+            if empty && closed {
+                return;
+            }
+            if empty {
+                self.wake.notified().await;
+            } else if self.half.writable().await.is_err() {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.broken = true;
+                q.frames.clear();
+                self.room.notify_waiters();
+                return;
+            }
+        }
+    }
 }
 
 /// A request on its way: await it for the reply (dropping it forgets the request).
@@ -99,15 +219,14 @@ impl Connection {
         closed: oneshot::Sender<()>,
     ) -> std::io::Result<Connection> {
         sock.set_nonblocking(true)?;
-        let (reader, mut writer) = UnixStream::from_std(sock)?.into_split();
-        let (frames, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if writer.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
+        let (reader, half) = UnixStream::from_std(sock)?.into_split();
+        let writer = Arc::new(Writer {
+            half,
+            queue: Mutex::new(WriteQueue::default()),
+            wake: Notify::new(),
+            room: Notify::new(),
         });
+        tokio::spawn(Arc::clone(&writer).run());
         // Buffered: a frame's length and body, and often the next frames, in one read.
         let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -159,7 +278,7 @@ impl Connection {
             let _ = closed.send(());
         });
         Ok(Connection {
-            frames,
+            writer,
             pending,
             next_id: AtomicU64::new(1),
         })
@@ -194,10 +313,7 @@ impl Connection {
             };
             map.insert(id, tx);
         }
-        self.frames
-            .send(bytes)
-            .await
-            .map_err(|_| ConnError::Closed)?;
+        self.writer.send(bytes).await?;
         Ok(InFlight {
             reply: rx,
             _entry: entry,

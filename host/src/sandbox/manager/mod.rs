@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -348,6 +348,7 @@ impl Manager {
         if self.inner.sandboxes.lock().unwrap().contains_key(id) {
             return Err(SandboxError::AlreadyExists(id.to_string()));
         }
+        let _creating = Creating::enter(&self.inner.pool.creating);
         let prepared = self.take_prepared(&spec);
         let (dir, ids) = match &prepared {
             Some(p) => (p.dir.clone(), p.ids),

@@ -30,6 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
+/// How long the refill stays out of the way of a create (and of the calls right after it).
+const REFILL_BACKOFF: Duration = Duration::from_millis(5);
+
 /// Prepared runners kept by default: one per core, at most 4.
 pub fn default_pool_size() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
@@ -69,6 +72,9 @@ pub(super) struct Pool {
     ready: Mutex<VecDeque<Prepared>>,
     refilling: AtomicBool,
     closed: AtomicBool,
+    /// Creates in flight: the refill waits until there are none (it is background work, and
+    /// a prepare competes with them for the cores).
+    pub(super) creating: AtomicUsize,
     stats: Mutex<PoolStats>,
 }
 
@@ -122,6 +128,20 @@ impl Manager {
         stats.target = self.inner.config.pool_size;
         stats.ready = pool.ready.lock().unwrap().len();
         stats
+    }
+
+    /// The host pids of every process of the prepared runners (init and app process each),
+    /// to measure what the pool costs.
+    pub fn pool_pids(&self) -> Vec<i32> {
+        self.inner
+            .pool
+            .ready
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.booted.as_ref())
+            .flat_map(|b| [b.process.pid(), b.app_pid])
+            .collect()
     }
 
     /// Fills the pool now (the daemon calls this at start) and waits until it is full or
@@ -190,6 +210,11 @@ impl Manager {
                 while pool.ready.lock().unwrap().len() < target
                     && !pool.closed.load(Ordering::Acquire)
                 {
+                    // Low priority by yielding: after a create, its first calls come next.
+                    while pool.creating.load(Ordering::Acquire) > 0 {
+                        tokio::time::sleep(REFILL_BACKOFF).await;
+                    }
+                    tokio::time::sleep(REFILL_BACKOFF).await;
                     let started = Instant::now();
                     match manager.prepare_runner().await {
                         Ok(p) => {
@@ -376,5 +401,22 @@ impl Manager {
             })
             .await;
         Ok(())
+    }
+}
+
+/// Counts a create in flight for as long as it lives.
+pub(super) struct Creating<'a>(&'a AtomicUsize);
+
+impl<'a> Creating<'a> {
+    /// Counts one more create.
+    pub fn enter(counter: &'a AtomicUsize) -> Creating<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Creating(counter)
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
