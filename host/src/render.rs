@@ -113,6 +113,13 @@ pub fn render_info(info: &SandboxInfo) -> String {
             ms(ids)
         ));
     }
+    if t.pooled {
+        out.push_str(&format!(
+            "  pooled: a prepared runner (the spawn phases ran before the create); given its \
+             cgroup, limits and version in {} ms\n",
+            ms(t.assign_us.unwrap_or(0))
+        ));
+    }
     out.push_str(&render_isolation(&info.isolation));
     out.truncate(out.trim_end().len());
     out

@@ -349,7 +349,9 @@ fn own_cgroups(pid: i32, daemon: i32) -> Vec<PathBuf> {
 #[test]
 fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
     let dir = scratch();
-    let mut first = Daemon::start(dir.path(), "first", &[]);
+    // Without a pool, so that each sandbox's directory and cgroup carry its id and the counts
+    // below are exact (prepared runners' `pool.*` directories are swept the same way).
+    let mut first = Daemon::start(dir.path(), "first", &["--pool", "0"]);
     let lib = block_on(built("sandbox_app"));
     let (mut pids, mut dirs, mut cgroups) = (Vec::new(), Vec::new(), Vec::new());
     for id in ["dead-a", "dead-b"] {
@@ -383,7 +385,7 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
         std::fs::write(c.join("cgroup.procs"), survivor_pid.to_string()).unwrap();
     }
 
-    let second = Daemon::start(dir.path(), "second", &[]);
+    let second = Daemon::start(dir.path(), "second", &["--pool", "0"]);
     let log = second.log();
     let line: Vec<&str> = log
         .lines()
