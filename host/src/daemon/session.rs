@@ -42,6 +42,8 @@ pub struct Shared {
     pub staged_crates: Mutex<HashMap<String, PathBuf>>,
     /// Log lines per sandbox or client.
     pub log_limit: RateLimiter<String>,
+    /// The daemon's metrics (call latency is recorded in the dispatch).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
