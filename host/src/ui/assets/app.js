@@ -118,6 +118,7 @@ function updateCharts(sample) {
     for (const [id, points] of chart.series) last[id] = points[points.length - 1];
     // For tests and tools: the newest value of each series.
     chart.canvas.dataset.last = JSON.stringify(last);
+    chart.canvas.dataset.points = String(Math.max(0, ...[...chart.series.values()].map(p => p.length)));
     draw(chart);
   }
   const legend = document.getElementById('legend');
@@ -175,7 +176,7 @@ function describe(e) {
     case 'sandbox.restarted': return 'pid ' + e.pid + ' after ' + e.after;
     case 'sandbox.destroyed': return '';
     case 'operator.started': return e.skill + ' via ' + e.provider + ' (' + e.trigger + ')';
-    case 'operator.snapshot': return 'snapshot ' + e.id + ': ' + JSON.stringify(e.data).slice(0, 200);
+    case 'operator.snapshot': return 'snapshot ' + e.id + ': ' + JSON.stringify(e.data).slice(0, 160) + '…';
     case 'operator.notification': return '[' + e.severity + '] ' + e.summary;
     case 'operator.state': return e.state + ': ' + e.summary;
     case 'operator.done': return 'verdict ' + e.state + ' (' + e.stop + ', ' + e.notifications + ' notifications)';
