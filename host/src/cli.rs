@@ -100,12 +100,57 @@ pub struct ServeArgs {
     /// Seconds a request may take to arrive from its first byte (and its answer to be read).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub request_timeout: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics; ADDR is PORT (binds 127.0.0.1),
+    /// IP:PORT or localhost:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Allow --metrics on a non-loopback address (the metrics name every sandbox).
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+    /// Serve the read-only dashboard at http://ADDR/; ADDR as for --metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<String>,
+    /// Token the dashboard requires on every request (required off loopback).
+    #[arg(
+        long,
+        env = "SANDBOX_HOST_UI_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub ui_token: Option<String>,
     /// Limits of the build sandbox.
     #[command(flatten)]
     pub build: BuildArgs,
     /// The event stream and the detector.
     #[command(flatten)]
     pub watch: crate::watch::args::WatchArgs,
+}
+
+impl ServeArgs {
+    /// The HTTP servers the flags ask for, checked.
+    pub fn http(&self) -> Result<crate::listen::HttpServers, crate::listen::ListenError> {
+        use crate::listen::{HttpServers, Token, parse_addr};
+        let servers = HttpServers {
+            metrics: self
+                .metrics
+                .as_deref()
+                .map(|a| parse_addr("metrics", a))
+                .transpose()?,
+            metrics_allow_remote: self.metrics_allow_remote,
+            ui: self
+                .ui
+                .as_deref()
+                .map(|a| parse_addr("ui", a))
+                .transpose()?,
+            ui_token: self
+                .ui_token
+                .as_deref()
+                .map(|t| Token::new("ui", t))
+                .transpose()?,
+        };
+        servers.check()?;
+        Ok(servers)
+    }
 }
 
 /// Options every client command takes.
@@ -300,7 +345,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("host serve: --request-timeout must be a positive number of seconds");
         return ExitCode::from(2);
     }
+    let http = match args.http() {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("host serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let limits = crate::daemon::DaemonLimits {
+        http,
         max_lib_size: args.max_lib_size,
         max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
         max_connections: args.max_connections.max(1),

@@ -17,12 +17,15 @@ pub mod error;
 pub mod events;
 mod fds;
 pub mod limit_args;
+pub mod listen;
+pub mod metrics;
 pub mod operate;
 pub mod output;
 pub mod provider;
 pub mod render;
 pub mod sandbox;
 pub mod skill;
+pub mod ui;
 pub mod watch;
 
 /// Runs the hidden runner, worker or build-shim mode if argv asks for it; returns otherwise.

@@ -79,6 +79,9 @@ pub enum DaemonError {
     /// A detector sink (`--watch-jsonl`, `--watch-webhook`) could not be set up.
     #[error("watch: {0}")]
     Watch(#[source] crate::watch::sinks::SinkError),
+    /// A metrics or dashboard server could not start.
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DaemonError {
@@ -233,6 +236,8 @@ pub struct DaemonLimits {
     pub max_lib_size: u64,
     /// Bounds on a crate sent by descriptor.
     pub crate_limits: staging::CrateLimits,
+    /// The HTTP servers to start (metrics, dashboard); none by default.
+    pub http: crate::listen::HttpServers,
 }
 
 impl Default for DaemonLimits {
@@ -244,6 +249,7 @@ impl Default for DaemonLimits {
             line_pool: 16 * 1024 * 1024,
             max_lib_size: crate::sandbox::library::DEFAULT_MAX_SIZE,
             crate_limits: staging::CrateLimits::default(),
+            http: crate::listen::HttpServers::default(),
         }
     }
 }
@@ -322,6 +328,8 @@ pub async fn serve_watching(
         stop_rx.clone(),
     )
     .map_err(DaemonError::Watch)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(crate::metrics::DEFAULT_CAP));
+    limits.http.start(&manager, &metrics, &stop_rx).await?;
     let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
     let slots = slots::Slots::new(limits.max_connections);
     let shared = Arc::new(session::Shared {
@@ -335,6 +343,7 @@ pub async fn serve_watching(
         staged_crates: Mutex::new(HashMap::new()),
         log_limit: RateLimiter::per_second(ratelimit::DEFAULT_PER_SECOND),
         watch: watch_set,
+        metrics,
     });
     let mut connections = 0u64;
     let mut flush = tokio::time::interval(Duration::from_secs(5));
@@ -486,7 +495,10 @@ async fn dispatch(sh: &session::Shared, request: Request) -> Response {
             timeout_ms,
         } => {
             let timeout = timeout_ms.map(Duration::from_millis);
-            ok(manager.run(&id, &function, args, timeout).await)
+            let started = Instant::now();
+            let result = manager.run(&id, &function, args, timeout).await;
+            sh.metrics.observe_call(started.elapsed(), result.is_ok());
+            ok(result)
         }
         Request::Reload { id, source } => {
             let path = match &source {

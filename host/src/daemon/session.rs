@@ -44,6 +44,8 @@ pub struct Shared {
     pub log_limit: RateLimiter<String>,
     /// Which sandboxes the detector watches.
     pub watch: Arc<crate::watch::WatchSet>,
+    /// The daemon's metrics (call latency is recorded in the dispatch).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
