@@ -189,6 +189,8 @@ async fn flow(
     }
     let mut config = ManagerConfig::new("/proc/self/exe");
     config.compiler.limits = args.build.limits();
+    // One sandbox, then the process exits: prepared runners would only cost time.
+    config.pool_size = 0;
     let manager = Manager::new(config)?;
     let manager = MANAGER.get_or_init(|| manager).clone();
     let id = args.sandbox_id.as_str();

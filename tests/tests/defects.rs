@@ -248,15 +248,16 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         if way == 0 {
             hit[0] += 1;
         }
-        let reload_ended_before = holder.is_finished();
         m.destroy(&id).await.unwrap();
-        // The directory goes in the background, on no reload's clock.
-        m.settled().await;
+        // Every process of the sandbox, the restarted runner included, goes with the destroy,
+        // whatever still holds the sandbox: the reload is still building (or has just failed
+        // because of this very destroy), so nothing here waits for it to let go. (Before,
+        // this also compared when the reload ended; a destroy that kills the restart makes
+        // the reload fail at once, so that order says nothing any more.)
         let clean = eventually(Duration::from_secs(5), async || {
-            processes_of(uid).is_empty() && !info.dir.exists()
+            processes_of(uid).is_empty()
         })
         .await;
-        let reload_ended_first = holder.is_finished();
         let left = processes_of(uid);
         for &pid in &left {
             let _ = nix::sys::signal::kill(
@@ -264,17 +265,15 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let held = holder.await.unwrap() && !reload_ended_before;
+        // The directory goes in the background (a v1 cgroup's rmdir may be retried a while).
+        m.settled().await;
         assert!(
-            clean,
+            clean && !info.dir.exists(),
             "round {round}: after destroy, processes {left:?} of the sandbox's uid {uid} are \
              alive; its dir exists: {}",
             info.dir.exists()
         );
-        assert!(
-            !(held && reload_ended_first),
-            "round {round}: the restarted runner went only when the reload let go of the sandbox"
-        );
+        let _ = holder.await.unwrap();
         for pid in before {
             assert!(!alive(pid), "round {round}: pid {pid} outlived the destroy");
         }

@@ -413,13 +413,13 @@ mod tests {
             function: "f".into(),
             args: "z".repeat(protocol::MAX_FRAME + 1),
         };
-        let started = std::time::Instant::now();
+        // The peer never reads or answers: only a refusal before anything is written can
+        // end this request other than by its timeout.
         let err = conn
-            .request(huge, Duration::from_secs(5))
+            .request(huge, Duration::from_secs(60))
             .await
             .expect("answered, not timed out")
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadRequest, "{}", err.message);
-        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

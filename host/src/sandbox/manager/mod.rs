@@ -637,7 +637,7 @@ impl Manager {
 
     /// Destroys every sandbox and every prepared runner (host shutdown).
     pub async fn destroy_all(&self) {
-        self.close_pool();
+        self.close_pool().await;
         let ids: Vec<String> = self
             .inner
             .sandboxes

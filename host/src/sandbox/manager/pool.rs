@@ -157,10 +157,14 @@ impl Manager {
         }
     }
 
-    /// Kills every prepared runner and stops refilling (shutdown).
-    pub(super) fn close_pool(&self) {
+    /// Stops refilling, waits for a refill in progress to stand down, and kills every
+    /// prepared runner and removes its directory (shutdown).
+    pub(super) async fn close_pool(&self) {
         let pool = &self.inner.pool;
         pool.closed.store(true, Ordering::Release);
+        while pool.refilling.load(Ordering::Acquire) {
+            tokio::time::sleep(REFILL_BACKOFF).await;
+        }
         let drained: Vec<Prepared> = pool.ready.lock().unwrap().drain(..).collect();
         drop(drained);
     }
@@ -215,6 +219,9 @@ impl Manager {
                         tokio::time::sleep(REFILL_BACKOFF).await;
                     }
                     tokio::time::sleep(REFILL_BACKOFF).await;
+                    if pool.closed.load(Ordering::Acquire) {
+                        break;
+                    }
                     let started = Instant::now();
                     match manager.prepare_runner().await {
                         Ok(p) => {
