@@ -139,7 +139,8 @@ pub enum EventKind {
         /// What it says.
         summary: String,
     },
-    /// The operator set a health state (after the guardrail).
+    /// The operator's verdict: the state the model set, as the operator recorded it. The
+    /// guardrail's judgment of it goes to the detector's sinks (`accepted`, `reason`).
     #[serde(rename = "operator.state")]
     OperatorState {
         /// The run.
