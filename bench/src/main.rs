@@ -430,6 +430,8 @@ impl CreateSeries {
             "ready_us": p50(|t| t.ready_us),
             "restrict_us": p50(|t| t.restrict_us),
             "load_us": p50(|t| t.load_us),
+            "check_us": p50(|t| t.check_us),
+            "assign_us": p50(|t| t.assign_us.unwrap_or(0)),
         })
     }
 }

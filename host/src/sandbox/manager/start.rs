@@ -155,6 +155,7 @@ impl Manager {
             serde_json::from_value(booted.ready.restrictions.clone()).unwrap_or_default();
         let level = sb.spec.isolation;
         let mut report = std::mem::take(&mut booted.report);
+        let check_started = Instant::now();
         // What the report says is what the kernel shows of init and of the app process, not
         // what init or the spawn sequence claims: an entry holds only if both show it.
         let checked = report.record_all(level, applied).and_then(|()| {
@@ -172,6 +173,7 @@ impl Manager {
         *sb.startup.lock().unwrap() = StartupTimings {
             ready_us: booted.timings.ready_us + load_round_us,
             load_us: loaded.load_us,
+            check_us: micros(check_started),
             ..booted.timings
         };
         // The app's initial workers: the count is its own word, bounded by init. Sent before

@@ -106,6 +106,9 @@ pub struct StartupTimings {
     /// A prepared runner: moving it into the cgroup, its rlimits, its version.
     #[serde(default)]
     pub assign_us: Option<u64>,
+    /// Reading what the kernel shows of both processes and checking the report against it.
+    #[serde(default)]
+    pub check_us: u64,
 }
 
 /// The app version serving now.
