@@ -10,6 +10,9 @@
 //!    child must wait for the parent (user namespace maps), else fork semantics.
 //!
 //! Child side, async-signal-safe system calls only, in this order:
+//! 2a. `PR_SET_PDEATHSIG(SIGKILL)` at once: until its exec the child holds a copy of every
+//!    host descriptor (the daemon's listening socket among them), so it must not outlive a
+//!    host killed meanwhile (set again at 7, since the id switch clears it).
 //! 3. Enter the sandbox's cgroup (before any app code runs: no race). (With vfork semantics,
 //!    every signal handler is first reset to the default: the child shares the host's memory
 //!    until it execs, so no host handler may run in it.)
@@ -427,6 +430,11 @@ impl Child<'_> {
                     }
                 }
             }
+            // Die with the spawner thread from the start: until its exec, this child holds a
+            // copy of every descriptor of the host (its listening socket among them), so a
+            // host killed now must not leave it running. Set again at 7: the id switch in 4
+            // clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             // 3. Cgroup first, so that everything after is accounted and limited.
             if let Some(cg) = self.cgroup
                 && let Err(errno) = cg.enter_from_child()
