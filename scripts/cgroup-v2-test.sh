@@ -354,9 +354,15 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
 ln -sf /proc/self/fd /dev/fd; ln -sf fd/0 /dev/stdin; ln -sf fd/1 /dev/stdout; ln -sf fd/2 /dev/stderr
+# A checkout under /tmp, /run or /var/tmp (a CI clone, say) would vanish under the fresh
+# tmpfs mounts below: keep it aside and bind it back.
+mkdir -p /cgv2/repo && mount -o bind "$CGV2_ROOT" /cgv2/repo
 mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs -o mode=755 run /run
 mount -t tmpfs -o mode=1777 vartmp /var/tmp
+if [ ! -e "$CGV2_ROOT/Cargo.toml" ]; then
+  mkdir -p "$CGV2_ROOT" && mount -o bind /cgv2/repo "$CGV2_ROOT"
+fi
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mkdir -p "$CGV2_OUT"
