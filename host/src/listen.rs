@@ -219,6 +219,32 @@ impl HttpServers {
     }
 }
 
+/// Serves `app` on `listener` (with the peer's address available to handlers) until `stop`
+/// turns true or its sender is gone; a server error is logged as `WHAT server: …`.
+pub async fn serve(
+    what: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    {
+        tracing::warn!("{what} server: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

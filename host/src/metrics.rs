@@ -13,7 +13,6 @@
 //! are escaped by the encoder; label values the host chose are from small fixed sets.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -360,7 +359,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     manager: Manager,
     loopback_only: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let state = Server {
         metrics,
@@ -371,22 +370,7 @@ pub async fn serve(
         .route("/metrics", axum::routing::get(scrape))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
-    let shutdown = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(e) = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
-        tracing::warn!("metrics server: {e}");
-    }
+    crate::listen::serve("metrics", listener, app, stop).await;
 }
 
 async fn guard(State(s): State<Server>, request: Request, next: Next) -> Response {

@@ -13,7 +13,6 @@
 
 mod stream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -83,23 +82,7 @@ pub async fn serve(
         .layer(middleware::from_fn_with_state(ui.clone(), guard))
         .layer(middleware::from_fn(security_headers))
         .with_state(ui);
-    let mut stop = stop;
-    let shutdown = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(e) = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
-        tracing::warn!("dashboard server: {e}");
-    }
+    crate::listen::serve("dashboard", listener, app, stop).await;
 }
 
 async fn index() -> Response {

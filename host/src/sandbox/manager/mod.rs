@@ -638,15 +638,7 @@ impl Manager {
     /// Destroys every sandbox and every prepared runner (host shutdown).
     pub async fn destroy_all(&self) {
         self.close_pool().await;
-        let ids: Vec<String> = self
-            .inner
-            .sandboxes
-            .lock()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        for id in ids {
+        for id in self.ids() {
             let _ = self.destroy(&id).await;
         }
         self.settled().await;
