@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::collections::VecDeque;
@@ -50,7 +49,6 @@ const WRITE_QUEUE: usize = 256;
 pub struct Connection {
     writer: Arc<Writer>,
     pending: Pending,
-    next_id: AtomicU64,
 }
 
 impl Drop for Connection {
@@ -277,18 +275,32 @@ impl Connection {
                 .take();
             let _ = closed.send(());
         });
-        Ok(Connection {
-            writer,
-            pending,
-            next_id: AtomicU64::new(1),
-        })
+        Ok(Connection { writer, pending })
     }
 
     /// Queues `request` whole for the writer; the returned [`InFlight`] resolves to the reply.
     /// A request too large for a frame is answered at once with a `bad_request` error.
     pub async fn send(&self, request: Request) -> Result<InFlight, ConnError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        // Each request's id is random and unused, never the next of a sequence: a peer can
+        // answer only the requests it was sent, not write answers ahead to ids it expects. (The
+        // app process runs attacker code at `dlopen`, before it answers `load`; with ids
+        // counted from 1, its forged answers queued in the socket were taken for the replies
+        // to `load` and to the first calls.)
+        let id = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(map) = pending.as_mut() else {
+                return Err(ConnError::Closed);
+            };
+            let id = loop {
+                let id = rand::random::<u64>();
+                if id != 0 && !map.contains_key(&id) {
+                    break id;
+                }
+            };
+            map.insert(id, tx);
+            id
+        };
         let entry = PendingEntry {
             pending: Arc::clone(&self.pending),
             id,
@@ -296,23 +308,25 @@ impl Connection {
         let bytes = match protocol::encode(&RequestFrame { id, request }) {
             Ok(bytes) => bytes,
             Err(e) => {
-                let _ = tx.send(Err(RunnerError {
+                let refusal = Err(RunnerError {
                     kind: ErrorKind::BadRequest,
                     message: format!("request refused: {e} ({} bytes)", protocol::MAX_FRAME),
-                }));
+                });
+                if let Some(tx) = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                    .and_then(|map| map.remove(&id))
+                {
+                    let _ = tx.send(refusal);
+                }
                 return Ok(InFlight {
                     reply: rx,
                     _entry: entry,
                 });
             }
         };
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(map) = pending.as_mut() else {
-                return Err(ConnError::Closed);
-            };
-            map.insert(id, tx);
-        }
         self.writer.send(bytes).await?;
         Ok(InFlight {
             reply: rx,
@@ -362,14 +376,19 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_request_leaves_no_half_frame_and_no_pending_entry() {
         let (host, peer) = StdUnixStream::pair().unwrap();
-        // The peer answers every request with its own id, in order.
+        // The peer answers every request, in order: a ping with "pong", anything else with
+        // what it was.
         std::thread::spawn(move || {
             let mut reader = std::io::BufReader::new(peer.try_clone().unwrap());
             let mut writer = peer;
             while let Ok(Some(frame)) = protocol::read_frame::<_, RequestFrame>(&mut reader) {
+                let what = match frame.request {
+                    Request::Ping => "pong".to_string(),
+                    other => format!("{other:?}").chars().take(16).collect(),
+                };
                 let answer = Response {
                     id: frame.id,
-                    body: Body::Ok(serde_json::json!(frame.id)),
+                    body: Body::Ok(serde_json::json!(what)),
                 };
                 if protocol::write_frame(&mut writer, &answer).is_err() {
                     break;
@@ -393,7 +412,7 @@ mod tests {
             .await
             .expect("the connection still works")
             .expect("an answer");
-        assert_eq!(reply, serde_json::json!(2), "the ping's own answer");
+        assert_eq!(reply, serde_json::json!("pong"), "the ping's own answer");
         assert!(
             conn.pending
                 .lock()
@@ -421,5 +440,50 @@ mod tests {
             .expect("answered, not timed out")
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadRequest, "{}", err.message);
+    }
+
+    /// An attacker who has read this code writes answers to the ids it expects before the
+    /// host asks anything (the forger app does this from its constructor). No request may
+    /// take one of them for its reply.
+    #[tokio::test]
+    async fn answers_written_before_the_request_are_not_its_reply() {
+        let (host, peer) = StdUnixStream::pair().unwrap();
+        // Forged answers to the first ids, already in the socket before any request.
+        let mut forger = peer.try_clone().unwrap();
+        for id in 0..=64u64 {
+            let forged = Response {
+                id,
+                body: Body::Ok(serde_json::json!("FORGED")),
+            };
+            protocol::write_frame(&mut forger, &forged).unwrap();
+        }
+        // Then an honest peer: each request is answered with "honest".
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(peer.try_clone().unwrap());
+            let mut writer = peer;
+            while let Ok(Some(frame)) = protocol::read_frame::<_, RequestFrame>(&mut reader) {
+                let answer = Response {
+                    id: frame.id,
+                    body: Body::Ok(serde_json::json!("honest")),
+                };
+                if protocol::write_frame(&mut writer, &answer).is_err() {
+                    break;
+                }
+            }
+        });
+        let (closed, _) = oneshot::channel();
+        let conn = Connection::new(host, ignore, closed).unwrap();
+        for _ in 0..3 {
+            let reply = conn
+                .request(Request::Ping, Duration::from_secs(5))
+                .await
+                .expect("answered")
+                .expect("an answer");
+            assert_eq!(
+                reply,
+                serde_json::json!("honest"),
+                "a forged reply was taken"
+            );
+        }
     }
 }
