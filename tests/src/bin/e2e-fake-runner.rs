@@ -15,9 +15,14 @@ fn main() {
     if control.read_exact(&mut len).is_ok() {
         let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
         let _ = control.read_exact(&mut frame);
-        let answer = br#"{"id":1,"ok":"this is not a ready frame"}"#;
+        // Answers the request's own id (ids are random), so the answer is taken as the reply.
+        let id = serde_json::from_slice::<serde_json::Value>(&frame)
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+            .unwrap_or(0);
+        let answer = format!(r#"{{"id":{id},"ok":"this is not a ready frame"}}"#);
         let _ = control.write_all(&(answer.len() as u32).to_le_bytes());
-        let _ = control.write_all(answer);
+        let _ = control.write_all(answer.as_bytes());
     }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
