@@ -377,14 +377,14 @@ mod tests {
     async fn a_cancelled_request_leaves_no_half_frame_and_no_pending_entry() {
         let (host, peer) = StdUnixStream::pair().unwrap();
         // The peer answers every request, in order: a ping with "pong", anything else with
-        // what it was.
+        // "other".
         std::thread::spawn(move || {
             let mut reader = std::io::BufReader::new(peer.try_clone().unwrap());
             let mut writer = peer;
             while let Ok(Some(frame)) = protocol::read_frame::<_, RequestFrame>(&mut reader) {
                 let what = match frame.request {
-                    Request::Ping => "pong".to_string(),
-                    other => format!("{other:?}").chars().take(16).collect(),
+                    Request::Ping => "pong",
+                    _ => "other",
                 };
                 let answer = Response {
                     id: frame.id,
