@@ -2,7 +2,7 @@
 //! (`unshare`, `bwrap`) in one run, prints a table and writes `target/bench/summary.json`.
 //!
 //! The binary is its own sandbox runner: `main` first hands over to
-//! [`host::maybe_run_sandbox_child`], and the manager re-executes `/proc/self/exe`.
+//! [`sandbox::maybe_run_sandbox_child`], and the manager re-executes `/proc/self/exe`.
 //!
 //! `summary.json` has exactly these top-level keys: `floor_spawn_us`, `create_ready_us`
 //! (`none`, `standard`), `reload_us`, `call_rtt_us`, `usage_us` (`p1`, `p1000`),
@@ -23,9 +23,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use host::compile::{Compiler, Profile};
-use host::sandbox::spec::Level;
-use host::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxSpec, StartupTimings};
+use appbuild::{Compiler, Profile};
+use proto::spec::Level;
+use sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxSpec, StartupTimings};
 use serde_json::{Value, json};
 
 use crate::procspawn::{Cmd, which};
@@ -79,7 +79,7 @@ impl Sizes {
 }
 
 fn main() -> ExitCode {
-    host::maybe_run_sandbox_child();
+    sandbox::maybe_run_sandbox_child();
     let mut quick = false;
     let mut only_watching = false;
     let mut out = repo_root()
@@ -577,7 +577,7 @@ async fn many_sandboxes(manager: &Manager, lib: &Path, sizes: Sizes) -> Result<V
                 let mut pss = 0u64;
                 let mut procs = 0usize;
                 for pid in pids {
-                    for p in host::sandbox::procfs::tree(pid) {
+                    for p in sandbox::procfs::tree(pid) {
                         pss += pss_kb(p.pid).unwrap_or(0);
                         procs += 1;
                     }

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{self, Client, ClientError};
-use crate::daemon::socket_path;
-use crate::daemon::wire::{ReloadWire, Request};
-use crate::sandbox::protocol::WorkerList;
-use crate::sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
+use daemon::socket_path;
+use proto::control::{ReloadWire, Request};
+use proto::runner::WorkerList;
+use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
 mod serve;
+mod watch_args;
 pub use serve::ServeArgs;
 use serve::serve;
 
@@ -102,7 +103,7 @@ pub struct OperateArgs {
     pub id: String,
     /// Which skill watches the sandbox.
     #[arg(long, value_enum, default_value = "sandbox")]
-    pub skill: crate::operate::SkillKind,
+    pub skill: proto::operate::SkillKind,
     /// LLM provider: anthropic, openai, google-ai (gemini-ai), ollama, mock [default:
     /// $BEAMLENS_DEMO_PROVIDER, else anthropic when ANTHROPIC_API_KEY is set, else mock].
     #[arg(long, value_name = "PROVIDER")]
@@ -436,12 +437,12 @@ pub fn run(command: Command) -> ExitCode {
 /// `host operate`: exit 0 with a verdict, 1 without one (or on a failure), 2 on a provider
 /// configuration error, 3 without a daemon.
 fn operate(a: OperateArgs) -> ExitCode {
-    let request = Request::Operate(crate::operate::OperateRequest {
+    let request = Request::Operate(proto::operate::OperateRequest {
         id: a.id.clone(),
         skill: a.skill,
         provider: a.provider.clone(),
         model: a.model.clone(),
-        env: crate::operate::forwarded_env(),
+        env: proto::operate::forwarded_env(),
         max_iterations: Some(a.max_iterations),
         timeout_ms: Some(a.timeout),
     });
@@ -453,7 +454,7 @@ fn operate(a: OperateArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(e) => {
             let code = failure(a.client.json, &e);
-            return if e.kind() == crate::operate::CONFIG_ERROR {
+            return if e.kind() == watch::operate::CONFIG_ERROR {
                 ExitCode::from(2)
             } else {
                 code
@@ -532,8 +533,8 @@ fn reload(a: ReloadArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::Limits;
     use clap::CommandFactory;
+    use sandbox::Limits;
 
     #[test]
     fn the_cli_is_well_formed() {
@@ -580,7 +581,7 @@ mod tests {
         let Command::Serve(a) = Cli::try_parse_from(["host", "serve"]).unwrap().command else {
             panic!("not serve");
         };
-        assert_eq!(a.build.limits(), crate::compile::BuildLimits::default());
+        assert_eq!(a.build.limits(), appbuild::BuildLimits::default());
         let Command::Serve(a) = Cli::try_parse_from([
             "host",
             "serve",

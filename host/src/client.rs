@@ -1,5 +1,5 @@
 //! The client side of the control socket: a blocking connection that sends
-//! [`Request`](crate::daemon::wire::Request)s, human renderings of the answers, and the
+//! [`Request`](proto::control::Request)s, human renderings of the answers, and the
 //! `reload --watch` loop.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -8,9 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::daemon::socket_path::SocketPath;
-use crate::daemon::wire::{self, ReloadWire, Request, Response, WireError};
-use crate::sandbox::{ReloadReport, SandboxInfo};
+use daemon::socket_path::SocketPath;
+use proto::control::{self as wire, ReloadWire, Request, Response, WireError};
+use sandbox::{ReloadReport, SandboxInfo};
 
 pub use crate::render::{
     fmt_ms, render_info, render_list, render_reload, render_usage, render_workers,
@@ -128,12 +128,11 @@ impl Client {
         match UnixStream::connect(path) {
             Ok(stream) => {
                 let me = nix::unistd::geteuid().as_raw();
-                let (uid, _) = crate::daemon::peer::peer_credentials(&stream).map_err(|e| {
-                    ClientError::Connect {
+                let (uid, _) =
+                    daemon::peer::peer_credentials(&stream).map_err(|e| ClientError::Connect {
                         path: path.clone(),
                         source: e,
-                    }
-                })?;
+                    })?;
                 if uid != me && uid != 0 {
                     return Err(ClientError::UntrustedServer {
                         path: path.clone(),
@@ -243,10 +242,10 @@ fn send_with_fds(stream: &UnixStream, line: &[u8], fds: &[BorrowedFd<'_>]) -> io
 }
 
 /// The descriptor that goes with a create of `app`: its library or crate directory.
-pub fn fd_for_app(app: &crate::sandbox::AppSource) -> Result<OwnedFd, ClientError> {
+pub fn fd_for_app(app: &sandbox::AppSource) -> Result<OwnedFd, ClientError> {
     match app {
-        crate::sandbox::AppSource::Library(path) => open_for_daemon(path, false),
-        crate::sandbox::AppSource::Crate(dir) => open_for_daemon(dir, true),
+        sandbox::AppSource::Library(path) => open_for_daemon(path, false),
+        sandbox::AppSource::Crate(dir) => open_for_daemon(dir, true),
     }
 }
 

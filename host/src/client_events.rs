@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::client::{self, Client, ClientError};
-use crate::daemon::socket_path;
-use crate::daemon::wire::{self, Request, Response};
+use daemon::socket_path;
+use proto::control::{self as wire, Request, Response};
 
 /// Options of `host events`.
 #[derive(Debug, clap::Args)]

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use operator::{MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde_json::{Value, json};
 
-use crate::sandbox::spec::valid_id;
-use crate::sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
-use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+use proto::spec::valid_id;
+use sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
+use watch::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
 
 /// The demo app crate in the source tree this binary was built from.
 pub fn demo_app_dir() -> std::path::PathBuf {
@@ -89,10 +89,10 @@ impl From<SandboxError> for DemoError {
     }
 }
 
-pub use crate::provider::{ProviderChoice, choose_provider, choose_provider_with};
+pub use watch::provider::{ProviderChoice, choose_provider, choose_provider_with};
 
-impl From<crate::provider::ProviderError> for DemoError {
-    fn from(e: crate::provider::ProviderError) -> DemoError {
+impl From<watch::provider::ProviderError> for DemoError {
+    fn from(e: watch::provider::ProviderError) -> DemoError {
         DemoError::Config(e.0)
     }
 }
@@ -175,7 +175,7 @@ async fn flow(
         )));
     }
     let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
-    crate::sandbox::spec::check_limits(&spec.limits).map_err(DemoError::Flags)?;
+    proto::spec::check_limits(&spec.limits).map_err(DemoError::Flags)?;
     let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
     if choice.by_default {
         if choice.name == "mock" {
@@ -412,7 +412,7 @@ pub fn with_answer(source: &str, answer: i64) -> Option<String> {
 }
 
 /// Checks the operator's verdict against live telemetry, in the original's order (see
-/// [`crate::skill::guardrail`], which the detector shares).
+/// [`watch::skill::guardrail`], which the detector shares).
 pub fn guardrail(
     mode: Mode,
     processes: u64,
@@ -420,10 +420,10 @@ pub fn guardrail(
     outcome: &Outcome,
 ) -> Result<(), String> {
     let check = match mode {
-        Mode::Plumbing => crate::skill::Check::Plumbing,
-        Mode::Anomaly => crate::skill::Check::Anomaly,
+        Mode::Plumbing => watch::skill::Check::Plumbing,
+        Mode::Anomaly => watch::skill::Check::Anomaly,
     };
-    crate::skill::guardrail(check, processes, threshold, outcome)
+    watch::skill::guardrail(check, processes, threshold, outcome)
 }
 
 fn isolation_label(isolation: &Value) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sandbox::{AppSource, Level, Limits, SandboxSpec};
+use sandbox::{AppSource, Level, Limits, SandboxSpec};
 
 /// Limits and isolation of a new sandbox; maps to a [`SandboxSpec`]. Unset limits are
 /// unlimited.
@@ -114,8 +114,8 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     /// The build sandbox's limits.
-    pub fn limits(&self) -> crate::compile::BuildLimits {
-        crate::compile::BuildLimits {
+    pub fn limits(&self) -> appbuild::BuildLimits {
+        appbuild::BuildLimits {
             memory: self.build_memory,
             processes: self.build_processes,
             cpu_seconds: self.build_cpu_time,

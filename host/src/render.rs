@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::sandbox::protocol::WorkerList;
-use crate::sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
+use proto::runner::WorkerList;
+use sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
 
 /// Formats milliseconds for humans: `412 ms`, `1.23 s`.
 pub fn fmt_ms(ms: f64) -> String {

@@ -102,6 +102,7 @@
 
 pub mod cgroups;
 pub mod error;
+pub mod fds;
 pub mod landlock;
 pub mod level;
 pub mod mechanism;

@@ -37,7 +37,7 @@ pub fn alive(pid: i32) -> bool {
 /// The sandbox's working directory as the host can reach it: through the app process's root
 /// (`/proc/PID/root/work`; init is not dumpable) when the sandbox has a root of its own, else
 /// its host directory.
-pub fn work_dir(info: &host::sandbox::SandboxInfo) -> std::path::PathBuf {
+pub fn work_dir(info: &sandbox::SandboxInfo) -> std::path::PathBuf {
     let own_root = info.isolation["mechanisms"].as_array().is_some_and(|m| {
         m.iter()
             .any(|e| e["mechanism"] == "root" && e["applied"] == true)

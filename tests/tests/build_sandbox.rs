@@ -151,7 +151,7 @@ fn without_cargo_the_error_says_a_toolchain_is_needed() {
 /// command outside. Printed, and bounded loosely (the machine is shared).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_build_sandbox_starts_quickly() {
-    let tc = host::compile::sandbox::Toolchain::find().unwrap();
+    let tc = appbuild::sandbox::Toolchain::find().unwrap();
     let cargo = tc.sysroot.join("bin/cargo");
     let dir = common::scratch();
     let mut plain = Vec::new();
@@ -168,7 +168,7 @@ async fn the_build_sandbox_starts_quickly() {
         let target = dir.path().join("target");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&target).unwrap();
-        let job = host::compile::sandbox::Job {
+        let job = appbuild::sandbox::Job {
             shim_exe: common::HOST.into(),
             mountpoint: root,
             target_dir: target,
@@ -177,7 +177,7 @@ async fn the_build_sandbox_starts_quickly() {
             args: vec!["--version".into()],
             limits: Default::default(),
         };
-        let out = host::compile::sandbox::run(job, &tc).await.unwrap();
+        let out = appbuild::sandbox::run(job, &tc).await.unwrap();
         assert_eq!(
             out.code,
             Some(0),

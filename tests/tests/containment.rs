@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use host::sandbox::{Level, Limits, Manager, SandboxInfo};
+use sandbox::{Level, Limits, Manager, SandboxInfo};
 use serde_json::{Value, json};
 
 /// A manager, its state directory and its cleanup guard. Bind all three in this order: locals
@@ -214,7 +214,7 @@ async fn concurrent_calls_after_a_fork_bomb_do_not_crash_the_runner() {
     for c in calls {
         let result = c.await.unwrap();
         assert!(
-            !matches!(result, Err(host::sandbox::SandboxError::Crashed { .. })),
+            !matches!(result, Err(sandbox::SandboxError::Crashed { .. })),
             "{result:?}"
         );
     }

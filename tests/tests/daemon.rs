@@ -181,7 +181,7 @@ fn host_cmd(socket: &Path) -> Command {
     cmd.env("SANDBOX_HOST_SOCKET", socket).stdin(Stdio::null());
     // The client forwards provider variables to `operate`; keep the tests' environment out.
     for (key, _) in std::env::vars() {
-        if host::operate::FORWARDED_ENV
+        if proto::operate::FORWARDED_ENV
             .iter()
             .any(|p| key.starts_with(p))
         {
@@ -691,7 +691,7 @@ fn shutdown_leaves_nothing(signal: Signal, ids: &[&str]) {
     );
     assert!(!d.socket.exists(), "socket left behind");
     assert!(
-        !host::daemon::lock_path(&d.socket).exists(),
+        !daemon::lock_path(&d.socket).exists(),
         "lock file left behind"
     );
     for dir in &dirs {

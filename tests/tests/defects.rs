@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use host::sandbox::{
+use sandbox::{
     AppSource, Level, Manager, ManagerConfig, ReloadSource, SandboxError, SandboxInfo, SandboxSpec,
     Status,
 };
@@ -208,7 +208,7 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         let id = format!("race-{round}");
         let info = create(&m, &id, "faulty_app").await;
         let uid = uid_of(info.app_pid).unwrap();
-        assert!(uid >= host::sandbox::manager::SANDBOX_ID_BASE, "uid {uid}");
+        assert!(uid >= sandbox::manager::SANDBOX_ID_BASE, "uid {uid}");
         let before = tree(info.pid);
         assert!(before.contains(&info.app_pid), "{before:?}");
         // Holds the sandbox through its build (and fails in the end: the sandbox is gone).

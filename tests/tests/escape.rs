@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use host::sandbox::{AppSource, Level, Limits, Manager, SandboxInfo, SandboxSpec};
+use sandbox::{AppSource, Level, Limits, Manager, SandboxInfo, SandboxSpec};
 use serde_json::{Value, json};
 
 async fn call(m: &Manager, id: &str, function: &str, args: Value) -> Value {
@@ -341,7 +341,7 @@ async fn a_host_under_tmp_gets_full_standard_isolation() {
     std::fs::copy(HOST, &exe).unwrap();
     let app = tmp.path().join("hostile.so");
     std::fs::copy(&lib, &app).unwrap();
-    let mut config = host::sandbox::ManagerConfig::new(&exe);
+    let mut config = sandbox::ManagerConfig::new(&exe);
     config.state_dir = tmp.path().join("sandboxes");
     config.compiler = compiler();
     let m = Manager::new(config).unwrap();

@@ -6,18 +6,14 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use common::*;
-use host::sandbox::{AppSource, Level, SandboxError, SandboxSpec, Status};
+use sandbox::{AppSource, Level, SandboxError, SandboxSpec, Status};
 use serde_json::{Value, json};
 
-async fn faulty(m: &host::sandbox::Manager, id: &str) -> host::sandbox::SandboxInfo {
+async fn faulty(m: &sandbox::Manager, id: &str) -> sandbox::SandboxInfo {
     faulty_at(m, id, Level::Standard).await
 }
 
-async fn faulty_at(
-    m: &host::sandbox::Manager,
-    id: &str,
-    level: Level,
-) -> host::sandbox::SandboxInfo {
+async fn faulty_at(m: &sandbox::Manager, id: &str, level: Level) -> sandbox::SandboxInfo {
     let spec =
         SandboxSpec::new(AppSource::Library(built("faulty_app").await)).with_isolation(level);
     m.create(id, spec).await.unwrap()

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use host::sandbox::{AppSource, ReloadSource, SandboxError, SandboxSpec};
+use sandbox::{AppSource, ReloadSource, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,11 +167,11 @@ async fn a_library_whose_load_hangs_times_out_and_the_old_version_serves() {
     let _ = &mut m;
     let (m, _state2) = {
         let state = scratch();
-        let mut config = host::sandbox::ManagerConfig::new(HOST);
+        let mut config = sandbox::ManagerConfig::new(HOST);
         config.state_dir = state.path().join("sandboxes");
         config.compiler = compiler();
         config.reload_timeout = Duration::from_millis(300);
-        (host::sandbox::Manager::new(config).unwrap(), state)
+        (sandbox::Manager::new(config).unwrap(), state)
     };
     m.create(
         "hang-1",

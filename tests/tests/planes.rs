@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use host::sandbox::{AppSource, Level, SandboxSpec, Status};
+use sandbox::{AppSource, Level, SandboxSpec, Status};
 use serde_json::{Value, json};
 
 fn mechanisms(isolation: &Value) -> Vec<(String, bool)> {

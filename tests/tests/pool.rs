@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::serve::Serve;
 use common::*;
-use host::sandbox::{Level, Limits, Manager, ManagerConfig, SandboxInfo};
+use sandbox::{Level, Limits, Manager, ManagerConfig, SandboxInfo};
 use serde_json::{Value, json};
 
 /// A manager whose pool keeps `size` prepared runners, filled before it returns.

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use host::sandbox::{AppSource, Level, Manager, ManagerConfig, SandboxError, SandboxSpec};
+use sandbox::{AppSource, Level, Manager, ManagerConfig, SandboxError, SandboxSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_ready_does_not_parse_is_killed_not_leaked() {

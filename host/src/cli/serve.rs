@@ -57,13 +57,14 @@ pub struct ServeArgs {
     pub build: BuildArgs,
     /// The event stream and the detector.
     #[command(flatten)]
-    pub watch: crate::watch::args::WatchArgs,
+    pub watch: crate::cli::watch_args::WatchArgs,
 }
 
 impl ServeArgs {
     /// The HTTP servers the flags ask for, checked.
-    pub fn http(&self) -> Result<crate::listen::HttpServers, crate::listen::ListenError> {
-        use crate::listen::{HttpServers, Token, parse_addr};
+    pub fn http(&self) -> Result<daemon::listen::HttpServers, daemon::http::ListenError> {
+        use daemon::http::{Token, parse_addr};
+        use daemon::listen::HttpServers;
         let servers = HttpServers {
             metrics: self
                 .metrics
@@ -101,7 +102,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let socket = socket_path::resolve(args.socket.as_deref());
-    let mut config = crate::sandbox::ManagerConfig::new("/proc/self/exe");
+    let mut config = sandbox::ManagerConfig::new("/proc/self/exe");
     if let Some(dir) = &args.state_dir {
         config.state_dir = dir.clone();
     }
@@ -119,7 +120,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let limits = crate::daemon::DaemonLimits {
+    let limits = daemon::DaemonLimits {
         http,
         max_lib_size: args.max_lib_size,
         max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
@@ -136,16 +137,14 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     config.events =
-        crate::events::EventBus::new(args.watch.event_ring, crate::events::DEFAULT_CHANNEL);
-    with_runtime(|rt| {
-        match rt.block_on(crate::daemon::serve_watching(
-            &socket, config, limits, watch,
-        )) {
+        sandbox::events::EventBus::new(args.watch.event_ring, sandbox::events::DEFAULT_CHANNEL);
+    with_runtime(
+        |rt| match rt.block_on(daemon::serve_watching(&socket, config, limits, watch)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("host serve: {e}");
                 ExitCode::from(1)
             }
-        }
-    })
+        },
+    )
 }

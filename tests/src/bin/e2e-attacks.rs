@@ -16,11 +16,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use host::sandbox::{AppSource, Level, Limits, Manager, ManagerConfig, SandboxError, SandboxSpec};
+use sandbox::{AppSource, Level, Limits, Manager, ManagerConfig, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
 fn main() {
-    host::maybe_run_sandbox_child();
+    sandbox::maybe_run_sandbox_child();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: e2e-attacks attacks LIB PLAN | e2e-attacks strict|limits LIB";
     let mode = args.get(1).expect(usage).clone();

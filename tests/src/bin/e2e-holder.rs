@@ -2,10 +2,10 @@
 //! prints `runner <pid>`, then waits forever: the test kills this process and checks that
 //! the runner and its workers die with it.
 
-use host::sandbox::{AppSource, Manager, ManagerConfig, SandboxSpec};
+use sandbox::{AppSource, Manager, ManagerConfig, SandboxSpec};
 
 fn main() {
-    host::maybe_run_sandbox_child();
+    sandbox::maybe_run_sandbox_child();
     let lib = std::env::args()
         .nth(1)
         .expect("usage: e2e-holder LIB STATE_DIR");

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use host::compile::Compiler;
-use host::sandbox::{Manager, ManagerConfig};
+use appbuild::Compiler;
+use sandbox::{Manager, ManagerConfig};
 use tempfile::TempDir;
 
 pub mod serve;
@@ -91,7 +91,7 @@ pub const PREBUILT_LIBS_ENV: &str = "SANDBOX_TEST_PREBUILT_LIBS";
 /// like the rest of `target/`): the target dir's own file is overwritten by later builds.
 async fn cached(
     key: String,
-    build: impl std::future::Future<Output = Result<host::compile::Built, host::sandbox::SandboxError>>,
+    build: impl std::future::Future<Output = Result<appbuild::Built, appbuild::error::BuildError>>,
 ) -> PathBuf {
     static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -143,10 +143,7 @@ pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) 
 
 /// Every process in the tree under `pid` (including it).
 pub fn tree(pid: i32) -> Vec<i32> {
-    host::sandbox::procfs::tree(pid)
-        .iter()
-        .map(|p| p.pid)
-        .collect()
+    sandbox::procfs::tree(pid).iter().map(|p| p.pid).collect()
 }
 
 /// A scratch directory outside `/tmp`: a sandbox's private `/tmp` would hide anything there.
@@ -192,7 +189,7 @@ pub fn is_root() -> bool {
 pub const CGROUP_PARENT_ENV: &str = "SANDBOX_TEST_CGROUP_PARENT";
 
 /// `spec` with its cgroup parent from [`CGROUP_PARENT_ENV`].
-pub fn in_test_cgroup(mut spec: host::sandbox::SandboxSpec) -> host::sandbox::SandboxSpec {
+pub fn in_test_cgroup(mut spec: sandbox::SandboxSpec) -> sandbox::SandboxSpec {
     spec.cgroup_parent = std::env::var_os(CGROUP_PARENT_ENV)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
@@ -231,14 +228,12 @@ impl Drop for Cleanup {
 pub async fn hostile(
     m: &Manager,
     id: &str,
-    limits: host::sandbox::Limits,
-    level: host::sandbox::Level,
-) -> host::sandbox::SandboxInfo {
+    limits: sandbox::Limits,
+    level: sandbox::Level,
+) -> sandbox::SandboxInfo {
     let mut spec = in_test_cgroup(
-        host::sandbox::SandboxSpec::new(host::sandbox::AppSource::Library(
-            built("hostile_app").await,
-        ))
-        .with_isolation(level),
+        sandbox::SandboxSpec::new(sandbox::AppSource::Library(built("hostile_app").await))
+            .with_isolation(level),
     );
     spec.limits = limits;
     m.create(id, spec)

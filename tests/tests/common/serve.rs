@@ -73,7 +73,7 @@ impl Serve {
         cmd.env("SANDBOX_HOST_SOCKET", &self.socket)
             .stdin(Stdio::null());
         for (key, _) in std::env::vars() {
-            if host::operate::FORWARDED_ENV
+            if proto::operate::FORWARDED_ENV
                 .iter()
                 .any(|p| key.starts_with(p))
             {

@@ -1,0 +1,453 @@
+//! Stages a crate for the build sandbox: a private copy the build may write, the path
+//! dependencies it may read, and, after the build, the one `.so` taken out of its target dir.
+//!
+//! The rule for path dependencies: each must be a crate directory (it holds a `Cargo.toml`)
+//! inside the crate's *source root* — the outermost ancestor of the crate holding a
+//! `Cargo.toml` with a `[workspace]` table (else the crate's parent directory) — and must not
+//! be the source root itself, an ancestor of the crate, or lie under a `target` or hidden
+//! directory or the compiler's own target dir. The `sandbox_abi` of the tree this binary was
+//! built from (the contract every app uses) is always allowed. Each one is bound read-only at
+//! its own host
+//! path under `/src`, so relative paths between them keep working; of the rest of the tree
+//! only the manifests of the workspaces those dependencies belong to are visible (read-only,
+//! for `edition.workspace = true` and the like).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use isolation::root::Bind;
+
+use super::sandbox::inside;
+use crate::error::BuildError;
+
+/// Most bytes of a crate copied for a build.
+const COPY_BYTES_CAP: u64 = 256 << 20;
+/// Most files and directories of a crate copied for a build.
+const COPY_ENTRIES_CAP: usize = 20_000;
+/// Largest library taken out of a build.
+pub const ARTIFACT_CAP: u64 = 256 << 20;
+
+fn fail(diagnostics: String) -> BuildError {
+    BuildError::failed(diagnostics)
+}
+
+/// A crate staged for one build.
+#[derive(Debug)]
+pub struct Staged {
+    /// The copy's path inside the sandbox (`/src/<the crate's host path>`).
+    pub crate_inside: PathBuf,
+    /// Binds: the copy read-write, the path dependencies read-only.
+    pub binds: Vec<Bind>,
+}
+
+/// The in-sandbox path of host path `p` (canonical) under [`inside::SRC`].
+pub fn src_path(p: &Path) -> PathBuf {
+    Path::new(inside::SRC).join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// The `sandbox_abi` crate of the source tree this binary was built from, if it still exists.
+fn host_abi() -> Option<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sandbox_abi")
+        .canonicalize()
+        .ok()
+        .filter(|d| d.join("Cargo.toml").is_file())
+}
+
+/// The outermost ancestor of `dir` with a `Cargo.toml` that has a `[workspace]` table, else
+/// `dir`'s parent.
+pub fn source_root(dir: &Path) -> PathBuf {
+    let mut found = None;
+    for a in dir.ancestors().skip(1) {
+        if std::fs::read_to_string(a.join("Cargo.toml")).is_ok_and(|m| has_workspace(&m)) {
+            found = Some(a.to_path_buf());
+        }
+    }
+    found.unwrap_or_else(|| dir.parent().unwrap_or(Path::new("/")).to_path_buf())
+}
+
+fn has_workspace(manifest: &str) -> bool {
+    manifest.lines().any(|l| l.trim() == "[workspace]")
+}
+
+/// Byte ranges of every `path = "..."` value in a manifest.
+fn path_values(manifest: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = manifest[from..].find("path = \"") {
+        let start = from + at + "path = \"".len();
+        let Some(len) = manifest[start..].find('"') else {
+            break;
+        };
+        out.push((start, len));
+        from = start + len;
+    }
+    out
+}
+
+/// The path dependencies of the crate at `dir` (canonical), transitively, checked against the
+/// rule in the module docs.
+pub fn path_dependencies(dir: &Path, forbidden: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let root = source_root(dir);
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(krate) = todo.pop() {
+        let manifest = read_manifest(&krate)?;
+        for (start, len) in path_values(&manifest) {
+            let value = &manifest[start..start + len];
+            let Ok(dep) = krate.join(value).canonicalize() else {
+                continue;
+            };
+            if dep.starts_with(&krate) || !dep.join("Cargo.toml").is_file() {
+                continue; // a file of this crate ([lib] path, build = ...), or not a crate
+            }
+            let allowed = host_abi().is_some_and(|abi| abi == dep);
+            let checked = match allowed {
+                true => Ok(()),
+                false => check_dependency(&dep, dir, &root, forbidden),
+            };
+            checked.map_err(|why| {
+                fail(format!(
+                    "path dependency {value:?} of {} ({}) {why}; path dependencies must be \
+                     crates inside the source root {} or the host's own sandbox_abi (see the \
+                     README's Builds paragraph)",
+                    krate.display(),
+                    dep.display(),
+                    root.display()
+                ))
+            })?;
+            if dep != dir && !found.contains(&dep) {
+                found.push(dep.clone());
+                todo.push(dep);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn check_dependency(
+    dep: &Path,
+    krate: &Path,
+    root: &Path,
+    forbidden: &Path,
+) -> Result<(), &'static str> {
+    if !dep.starts_with(root) {
+        return Err("is outside the source root");
+    }
+    if dep == root || krate.starts_with(dep) {
+        return Err("contains the crate being built");
+    }
+    if dep.starts_with(forbidden) {
+        return Err("is in the build directory");
+    }
+    let rel = dep.strip_prefix(root).unwrap_or(dep);
+    let hidden = rel.components().any(|c| match c {
+        Component::Normal(n) => n == "target" || n.as_bytes().starts_with(b"."),
+        _ => true,
+    });
+    if hidden {
+        return Err("is under a target or hidden directory");
+    }
+    Ok(())
+}
+
+fn read_manifest(dir: &Path) -> Result<String, BuildError> {
+    let path = dir.join("Cargo.toml");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| fail(format!("{} is not a cargo crate: {e}", path.display())))?;
+    let mut s = String::new();
+    (&mut f)
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .map_err(|e| BuildError::io(&path, e))?;
+    Ok(s)
+}
+
+/// Copies the crate at `from` (canonical) into `to` (replaced), for the build: no `target/`
+/// or `.git`, symlinks copied as symlinks (never followed, so a link to a host file copies no
+/// content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
+/// place, a `[workspace]` table added when missing, `src/lib.rs` replaced by `lib_rs` when
+/// given, and everything owned by `owner`.
+pub fn stage(
+    from: &Path,
+    to: &Path,
+    lib_rs: Option<&str>,
+    owner: Option<(u32, u32)>,
+    forbidden: &Path,
+) -> Result<Staged, BuildError> {
+    let manifest = read_manifest(from)?;
+    let deps = path_dependencies(from, forbidden)?;
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| BuildError::io(to, e))?;
+    }
+    let mut budget = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
+    copy_tree(from, to, true, owner, &mut budget)?;
+    let mut rewritten = String::with_capacity(manifest.len());
+    let mut last = 0;
+    for (start, len) in path_values(&manifest) {
+        let value = &manifest[start..start + len];
+        let Ok(dep) = from.join(value).canonicalize() else {
+            continue;
+        };
+        if deps.contains(&dep) {
+            rewritten.push_str(&manifest[last..start]);
+            rewritten.push_str(&src_path(&dep).to_string_lossy());
+            last = start + len;
+        }
+    }
+    rewritten.push_str(&manifest[last..]);
+    if !has_workspace(&rewritten) {
+        rewritten.push_str("\n[workspace]\n");
+    }
+    write_owned(&to.join("Cargo.toml"), rewritten.as_bytes(), owner)?;
+    if let Some(src) = lib_rs {
+        let dir = to.join("src");
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            chown(&dir, owner)?;
+        }
+        write_owned(&dir.join("lib.rs"), src.as_bytes(), owner)?;
+    }
+    let crate_inside = src_path(from);
+    let mut binds = vec![Bind {
+        src: to.to_path_buf(),
+        dst: crate_inside.clone(),
+        writable: true,
+    }];
+    binds.extend(deps.iter().map(|d| Bind {
+        src: d.clone(),
+        dst: src_path(d),
+        writable: false,
+    }));
+    // A dependency that inherits from its workspace (`edition.workspace = true`) needs the
+    // workspace's manifest: that one file, never the rest of the workspace.
+    let root = source_root(from);
+    let mut manifests: Vec<PathBuf> = Vec::new();
+    for d in &deps {
+        // Up to the source root, or for the host's sandbox_abi up to its own workspace.
+        let top = if d.starts_with(&root) {
+            root.clone()
+        } else {
+            source_root(d)
+        };
+        for a in d.ancestors().skip(1).take_while(|a| a.starts_with(&top)) {
+            let m = a.join("Cargo.toml");
+            if !manifests.contains(&m)
+                && std::fs::read_to_string(&m).is_ok_and(|t| has_workspace(&t))
+                && std::fs::symlink_metadata(&m).is_ok_and(|m| m.is_file())
+            {
+                manifests.push(m);
+            }
+        }
+    }
+    binds.extend(manifests.iter().map(|m| Bind {
+        src: m.clone(),
+        dst: src_path(m),
+        writable: false,
+    }));
+    Ok(Staged {
+        crate_inside,
+        binds,
+    })
+}
+
+fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| BuildError::io(p, e))?;
+    }
+    Ok(())
+}
+
+fn write_owned(p: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(p).is_ok() {
+        std::fs::remove_file(p).map_err(|e| BuildError::io(p, e))?;
+    }
+    std::fs::write(p, bytes).map_err(|e| BuildError::io(p, e))?;
+    chown(p, owner)
+}
+
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    top: bool,
+    owner: Option<(u32, u32)>,
+    budget: &mut (u64, usize),
+) -> Result<(), BuildError> {
+    std::fs::create_dir(to).map_err(|e| BuildError::io(to, e))?;
+    chown(to, owner)?;
+    for entry in std::fs::read_dir(from).map_err(|e| BuildError::io(from, e))? {
+        let entry = entry.map_err(|e| BuildError::io(from, e))?;
+        let name = entry.file_name();
+        if name == ".git" || (top && name == "target") {
+            continue;
+        }
+        budget.1 = budget.1.checked_sub(1).ok_or_else(|| {
+            fail(format!(
+                "{} has more than {COPY_ENTRIES_CAP} files",
+                from.display()
+            ))
+        })?;
+        let src = entry.path();
+        let dst = to.join(&name);
+        let kind = entry.file_type().map_err(|e| BuildError::io(&src, e))?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
+            std::os::unix::fs::symlink(&target, &dst).map_err(|e| BuildError::io(&dst, e))?;
+            chown(&dst, owner)?;
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst, false, owner, budget)?;
+        } else if kind.is_file() {
+            let mut input = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&src)
+                .map_err(|e| BuildError::io(&src, e))?;
+            let mut output = File::create(&dst).map_err(|e| BuildError::io(&dst, e))?;
+            let n = std::io::copy(&mut (&mut input).take(budget.0 + 1), &mut output)
+                .map_err(|e| BuildError::io(&dst, e))?;
+            budget.0 = budget.0.checked_sub(n).ok_or_else(|| {
+                fail(format!(
+                    "{} is larger than {} MiB",
+                    from.display(),
+                    COPY_BYTES_CAP >> 20
+                ))
+            })?;
+            let mode = entry.metadata().map_or(0o644, |m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o755
+            });
+            std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| BuildError::io(&dst, e))?;
+            chown(&dst, owner)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the library cargo reported at in-sandbox path `inside_path` out of the host target
+/// dir `target`: only a regular file directly in a profile directory (`/target/<profile>/
+/// lib*.so`), opened beneath `target` without following any symlink, at most
+/// [`ARTIFACT_CAP`] bytes.
+pub fn take_artifact(target: &Path, inside_path: &str) -> Result<Vec<u8>, BuildError> {
+    let rel = Path::new(inside_path)
+        .strip_prefix(inside::TARGET)
+        .map_err(|_| {
+            fail(format!(
+                "cargo reported a library outside the target dir: {inside_path}"
+            ))
+        })?;
+    let parts: Vec<_> = rel.components().collect();
+    let ok = parts.len() == 2
+        && parts.iter().all(|c| matches!(c, Component::Normal(_)))
+        && rel.extension() == Some("so".as_ref());
+    if !ok {
+        return Err(fail(format!(
+            "cargo reported an unexpected library path: {inside_path}"
+        )));
+    }
+    let dir = File::open(target).map_err(|e| BuildError::io(target, e))?;
+    let c = std::ffi::CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| fail("library path contains a NUL byte".into()))?;
+    // SAFETY: open_how is plain data; all-zero is valid (and required for unknown fields).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_BENEATH
+        | libc::RESOLVE_NO_SYMLINKS
+        | libc::RESOLVE_NO_MAGICLINKS
+        | libc::RESOLVE_NO_XDEV;
+    // SAFETY: openat2 with a live directory fd, a NUL-terminated path and a valid open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &raw const how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let full = target.join(rel);
+    if fd < 0 {
+        return Err(BuildError::io(&full, std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let meta = file.metadata().map_err(|e| BuildError::io(&full, e))?;
+    if !meta.is_file() {
+        return Err(fail(format!("{} is not a regular file", full.display())));
+    }
+    if meta.len() > ARTIFACT_CAP {
+        return Err(fail(format!(
+            "{} is larger than {} MiB",
+            full.display(),
+            ARTIFACT_CAP >> 20
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(ARTIFACT_CAP + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| BuildError::io(&full, e))?;
+    if bytes.len() as u64 > ARTIFACT_CAP {
+        return Err(fail(format!("{} grew past the cap", full.display())));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_values_are_found() {
+        let m = "[lib]\npath = \"src/lib.rs\"\n[dependencies]\na = { path = \"../a\" }\n";
+        let v: Vec<&str> = path_values(m).iter().map(|&(s, l)| &m[s..s + l]).collect();
+        assert_eq!(v, ["src/lib.rs", "../a"]);
+    }
+
+    #[test]
+    fn dependencies_outside_the_source_root_are_refused() {
+        let root = Path::new("/w");
+        let krate = Path::new("/w/apps/x");
+        let forbidden = Path::new("/w/target/apps");
+        assert!(check_dependency(Path::new("/w/abi"), krate, root, forbidden).is_ok());
+        for bad in [
+            "/etc",
+            "/w",
+            "/w/apps",
+            "/w/target/apps/builds/y/src",
+            "/w/.git/x",
+        ] {
+            assert!(
+                check_dependency(Path::new(bad), krate, root, forbidden).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn artifact_paths_must_be_in_a_profile_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "/etc/shadow",
+            "/target/../x.so",
+            "/target/release/deps/x.so",
+            "/target/x.so",
+        ] {
+            assert!(take_artifact(dir.path(), bad).is_err(), "{bad}");
+        }
+        std::fs::create_dir(dir.path().join("release")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("release/libx.so")).unwrap();
+        assert!(take_artifact(dir.path(), "/target/release/libx.so").is_err());
+        std::fs::remove_file(dir.path().join("release/libx.so")).unwrap();
+        std::fs::write(dir.path().join("release/libx.so"), b"ELF").unwrap();
+        assert_eq!(
+            take_artifact(dir.path(), "/target/release/libx.so").unwrap(),
+            b"ELF"
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! `host serve`: a foreground daemon that owns sandboxes and serves the control socket.
+//!
+//! One [`Manager`] owns every sandbox. The daemon listens on a Unix socket (see
+//! [`socket_path`]) in a private directory, checks each peer's uid (see [`peer`]) and
+//! answers newline-delimited JSON requests (see `proto::control`), each connection in its own task.
+//! A bad request gets an error answer and never stops the daemon.
+//!
+//! One daemon per socket: a lock file next to the socket (`host.sock.lock`, holding the
+//! daemon's pid) is `flock`ed for the daemon's lifetime, so a second daemon refuses to
+//! start, while a socket file left by a dead daemon is replaced. SIGINT or SIGTERM removes
+//! the socket, destroys every sandbox and removes the lock file.
+
+pub mod conn;
+pub mod events_stream;
+pub mod http;
+pub mod listen;
+pub mod metrics_http;
+pub mod peer;
+pub mod session;
+pub mod slots;
+pub mod socket_path;
+pub mod staging;
+pub mod ui;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{Mode, umask};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+
+use ::watch::{WatchConfig, WatchSet};
+use proto::control::{self as wire, Hello, ReloadWire, Request, Response, WireError};
+use sandbox::ratelimit::{self, RateLimiter};
+use sandbox::{AppSource, Manager, ManagerConfig, SandboxError};
+use socket_path::SocketPath;
+
+/// How long shutdown waits for requests still in flight (e.g. a create) to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon serves this socket.
+    #[error(
+        "another daemon{} is already serving {}; stop it first, or pick another socket with --socket",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        path.display()
+    )]
+    AlreadyRunning {
+        /// The socket.
+        path: PathBuf,
+        /// The other daemon's pid, when its lock file says.
+        pid: Option<i32>,
+    },
+    /// The socket path names something that is not a socket.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The sandbox manager could not start.
+    #[error(transparent)]
+    Manager(#[from] SandboxError),
+    /// A detector sink (`--watch-jsonl`, `--watch-webhook`) could not be set up.
+    #[error("watch: {0}")]
+    Watch(#[source] ::watch::sinks::SinkError),
+    /// A metrics or dashboard server could not start.
+    #[error(transparent)]
+    Listen(#[from] crate::http::ListenError),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DaemonError {
+    let path = path.to_owned();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// The daemon's socket, bound, with the lock that makes it ours. Dropping it removes both.
+#[derive(Debug)]
+struct Bound {
+    listener: UnixListener,
+    socket: PathBuf,
+    lock_path: PathBuf,
+    lock: Option<Flock<File>>,
+}
+
+impl Bound {
+    /// Removes the socket file, so new clients see no daemon (the lock is kept).
+    fn unlink_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.unlink_socket();
+        // Unlink while still holding the lock: a daemon that opened the old file gets it
+        // and notices, by its inode, that it is no longer the file on disk.
+        let _ = std::fs::remove_file(&self.lock_path);
+        self.lock.take();
+    }
+}
+
+/// Path of the lock file of `socket`.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Takes the daemon lock of a socket, or says who holds it.
+fn take_lock(socket: &Path) -> Result<Flock<File>, DaemonError> {
+    let path = lock_path(socket);
+    loop {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("open lock file", &path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                // A daemon that just stopped may have unlinked this file after we opened it:
+                // only the file on disk counts.
+                let ours = lock.metadata().map_err(io_err("stat lock file", &path))?;
+                let current = std::fs::metadata(&path).ok();
+                if !current.is_some_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev()) {
+                    continue;
+                }
+                let pid = format!("{}\n", std::process::id());
+                lock.set_len(0)
+                    .and_then(|()| lock.rewind())
+                    .and_then(|()| lock.write_all(pid.as_bytes()))
+                    .map_err(io_err("write lock file", &path))?;
+                return Ok(lock);
+            }
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(DaemonError::AlreadyRunning {
+                    path: socket.to_owned(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(DaemonError::Io {
+                    what: "lock",
+                    path,
+                    source: errno.into(),
+                });
+            }
+        }
+    }
+}
+
+/// Prepares the directory, takes the lock, replaces a stale socket and binds a new one
+/// (mode 0600).
+fn bind(socket: &SocketPath) -> Result<Bound, DaemonError> {
+    let path = &socket.path;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(warning) = socket_path::prepare_dir(socket).map_err(io_err("prepare", dir))? {
+        tracing::warn!("{warning}");
+    }
+    let lock = take_lock(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                // Someone listens without holding the lock (not one of ours).
+                return Err(DaemonError::AlreadyRunning {
+                    path: path.clone(),
+                    pid: None,
+                });
+            }
+            tracing::info!(socket = %path.display(), "replacing the stale socket of a dead daemon");
+            std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+        }
+        Ok(_) => return Err(DaemonError::NotASocket(path.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", path)(e)),
+    }
+    // Create the socket 0600 from the start; the chmod after is belt and braces.
+    let old_mask = umask(Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(old_mask);
+    let std_listener = bound.map_err(io_err("bind", path))?;
+    let lock_path = lock_path(path);
+    let finish = || -> io::Result<UnixListener> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std_listener.set_nonblocking(true)?;
+        UnixListener::from_std(std_listener)
+    };
+    match finish() {
+        Ok(listener) => Ok(Bound {
+            listener,
+            socket: path.clone(),
+            lock_path,
+            lock: Some(lock),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&lock_path);
+            Err(io_err("listen", path)(e))
+        }
+    }
+}
+
+/// What the daemon lets clients make it hold; see README "Daemon limits".
+#[derive(Debug, Clone)]
+pub struct DaemonLimits {
+    /// Longest request line in bytes (`--max-request`, default 1 MiB).
+    pub max_request: usize,
+    /// Most connections at once (`--max-connections`, default 256).
+    pub max_connections: usize,
+    /// Time from a request's first byte to its newline, and for writing its answer
+    /// (`--request-timeout`, default 10 s).
+    pub request_timeout: Duration,
+    /// Bytes shared by all connections for request lines longer than 64 KiB (default 16 MiB).
+    pub line_pool: usize,
+    /// Largest library in bytes (`--max-lib-size`, default 256 MiB).
+    pub max_lib_size: u64,
+    /// Bounds on a crate sent by descriptor.
+    pub crate_limits: staging::CrateLimits,
+    /// The HTTP servers to start (metrics, dashboard); none by default.
+    pub http: crate::listen::HttpServers,
+}
+
+impl Default for DaemonLimits {
+    fn default() -> DaemonLimits {
+        DaemonLimits {
+            max_request: wire::DEFAULT_MAX_REQUEST,
+            max_connections: 256,
+            request_timeout: Duration::from_secs(10),
+            line_pool: 16 * 1024 * 1024,
+            max_lib_size: sandbox::library::DEFAULT_MAX_SIZE,
+            crate_limits: staging::CrateLimits::default(),
+            http: crate::listen::HttpServers::default(),
+        }
+    }
+}
+
+/// Runs the daemon on `socket` with the default limits; see [`serve_with`].
+pub async fn serve(socket: &SocketPath, config: ManagerConfig) -> Result<(), DaemonError> {
+    serve_with(socket, config, DaemonLimits::default()).await
+}
+
+/// Runs the daemon on `socket` until SIGINT or SIGTERM, then destroys every sandbox; no
+/// sandbox is watched unless its create asks (see [`serve_watching`]).
+pub async fn serve_with(
+    socket: &SocketPath,
+    config: ManagerConfig,
+    limits: DaemonLimits,
+) -> Result<(), DaemonError> {
+    serve_watching(socket, config, limits, WatchConfig::default()).await
+}
+
+/// [`serve_with`] with the detector configured by `watch` (it runs whenever a sandbox is
+/// watched: all by default with `watch.default_on`, else those created with `--watch`).
+pub async fn serve_watching(
+    socket: &SocketPath,
+    config: ManagerConfig,
+    limits: DaemonLimits,
+    watch: WatchConfig,
+) -> Result<(), DaemonError> {
+    // Handlers first: a signal from now on is a clean shutdown, never a default death.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
+    let bound = bind(socket)?;
+    sandbox::library::set_max_size(limits.max_lib_size);
+    let staging_dir = staging::staging_of(&config.state_dir);
+    // What dead hosts left (their pids are in the names): swept before serving, one line.
+    let report = {
+        let (state, staging) = (config.state_dir.clone(), staging_dir.clone());
+        tokio::task::spawn_blocking(move || sandbox::sweep::sweep(&state, &staging))
+            .await
+            .unwrap_or_default()
+    };
+    tracing::info!("{report}");
+    let manager = Manager::new(config)?;
+    {
+        // Prepared runners, filled in the background: the socket serves meanwhile.
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            manager.warm_pool().await;
+            let stats = manager.pool_stats();
+            if stats.target > 0 {
+                tracing::info!(
+                    ready = stats.ready,
+                    prepare_us = stats.last_prepare_us,
+                    disabled = ?stats.disabled,
+                    "runner pool filled"
+                );
+            }
+        });
+    }
+    // The cgroup sandboxes go under, prepared before the daemon has any child: on cgroup v2 the
+    // daemon moves itself into the `host` leaf of its own (delegated) cgroup, never a process
+    // it does not own (isolation::cgroups::v2).
+    let unified = nix::sys::statfs::statfs(isolation::cgroups::CGROUP_ROOT)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if unified {
+        match isolation::cgroups::CgroupSystem::shared(None) {
+            Ok(sys) => tracing::info!("sandbox cgroups: {}", sys.describe()),
+            Err(e) => tracing::info!("sandbox cgroups: {e}"),
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watch_set = Arc::new(WatchSet::new(watch.default_on));
+    let detector = ::watch::spawn(
+        manager.clone(),
+        watch,
+        Arc::clone(&watch_set),
+        stop_rx.clone(),
+    )
+    .map_err(DaemonError::Watch)?;
+    let metrics = Arc::new(::watch::metrics::Metrics::new(
+        ::watch::metrics::DEFAULT_CAP,
+    ));
+    limits.http.start(&manager, &metrics, &stop_rx).await?;
+    let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
+    let slots = slots::Slots::new(limits.max_connections);
+    let shared = Arc::new(session::Shared {
+        manager: manager.clone(),
+        owner: nix::unistd::geteuid().as_raw(),
+        stop: stop_rx,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        line_pool: Arc::new(Semaphore::new(permits)),
+        limits,
+        staging: staging_dir,
+        staged_crates: Mutex::new(HashMap::new()),
+        log_limit: RateLimiter::per_second(ratelimit::DEFAULT_PER_SECOND),
+        watch: watch_set,
+        metrics,
+    });
+    let mut connections = 0u64;
+    let mut flush = tokio::time::interval(Duration::from_secs(5));
+    tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
+
+    let signal_name = loop {
+        tokio::select! {
+            accepted = bound.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections += 1;
+                    let conn = connections;
+                    match slots.take(conn) {
+                        Ok((slot, _)) => {
+                            tokio::spawn(session::handle(stream, conn, slot, Arc::clone(&shared)));
+                        }
+                        Err(full) => {
+                            shared.log("busy", || tracing::warn!(
+                                conn, "refused a connection: {} connections, none idle", full.max
+                            ));
+                            let refusal = Response::Error(WireError::new(wire::BUSY, format!(
+                                "the daemon serves at most {} connections at once and all are \
+                                 busy; try again",
+                                full.max
+                            )));
+                            // Best effort, never waiting: the connection is closed right away.
+                            if let Ok(line) = wire::encode(&refusal) {
+                                let _ = stream.try_write(&line);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // E.g. out of fds: keep serving the connections we have.
+                    shared.log("accept", || tracing::warn!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = flush.tick() => shared.flush_log(),
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+    };
+
+    let count = manager.list().await.len();
+    tracing::info!(signal = signal_name, sandboxes = count, "shutting down");
+    let _ = stop_tx.send(true);
+    bound.unlink_socket();
+    // No new runs start once it is gone; runs already going end with their sandboxes.
+    let _ = detector.await;
+    manager.destroy_all().await;
+    // A create still in flight would leave a sandbox behind: let it finish, then sweep.
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    manager.destroy_all().await;
+    let staged: Vec<PathBuf> = shared
+        .staged_crates
+        .lock()
+        .unwrap()
+        .drain()
+        .map(|(_, p)| p)
+        .collect();
+    for dir in staged {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let _ = std::fs::remove_dir(&shared.staging);
+    drop(bound);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Ping => "ping",
+        Request::Create { .. } => "create",
+        Request::List => "list",
+        Request::Info { .. } => "info",
+        Request::Call { .. } => "call",
+        Request::Reload { .. } => "reload",
+        Request::Rollback { .. } => "rollback",
+        Request::Usage { .. } => "usage",
+        Request::Workers { .. } => "workers",
+        Request::Restart { .. } => "restart",
+        Request::Destroy { .. } => "destroy",
+        Request::Operate(_) => "operate",
+        Request::Events { .. } => "events",
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// Paths cross the socket as the client saw them; the daemon has its own working directory.
+fn require_absolute(path: &Path) -> Result<(), WireError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            wire::BAD_REQUEST,
+            format!("{} is not an absolute path", path.display()),
+        ))
+    }
+}
+
+fn ok<T: serde::Serialize>(result: Result<T, SandboxError>) -> Response {
+    match result {
+        Ok(value) => match serde_json::to_value(value) {
+            Ok(value) => Response::Ok(value),
+            Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
+        },
+        Err(e) => Response::Error(WireError::from(&e)),
+    }
+}
+
+/// Runs one request against the manager.
+async fn dispatch(sh: &session::Shared, request: Request) -> Response {
+    let manager = &sh.manager;
+    match request {
+        Request::Ping => ok(Ok(Hello {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            sandboxes: manager.list().await.len(),
+        })),
+        // Served by the connection itself (events_stream); here only with descriptors.
+        Request::Events { .. } => Response::Error(WireError::new(
+            wire::BAD_REQUEST,
+            "events takes no descriptor",
+        )),
+        Request::Create { id, spec, watch } => {
+            let (AppSource::Crate(path) | AppSource::Library(path)) = &spec.app;
+            if let Err(e) = require_absolute(path) {
+                return Response::Error(e);
+            }
+            let result = manager.create(&id, spec).await;
+            if let Ok(info) = &result {
+                sh.watch.set(&id, watch);
+                tracing::info!(sandbox = %id, pid = info.pid, watched = sh.watch.watched(&id), "created");
+            }
+            ok(result)
+        }
+        Request::List => ok(Ok(manager.list().await)),
+        Request::Info { id } => ok(manager.info(&id).await),
+        Request::Call {
+            id,
+            function,
+            args,
+            timeout_ms,
+        } => {
+            let timeout = timeout_ms.map(Duration::from_millis);
+            let started = Instant::now();
+            let result = manager.run(&id, &function, args, timeout).await;
+            sh.metrics.observe_call(started.elapsed(), result.is_ok());
+            ok(result)
+        }
+        Request::Reload { id, source } => {
+            let path = match &source {
+                ReloadWire::Library(p) | ReloadWire::Crate(p) => Some(p),
+                ReloadWire::Source { crate_dir, .. } => crate_dir.as_ref(),
+            };
+            if let Some(Err(e)) = path.map(|p| require_absolute(p)) {
+                return Response::Error(e);
+            }
+            let result = manager.reload(&id, source.into()).await;
+            if let Ok(report) = &result {
+                tracing::info!(
+                    sandbox = %id,
+                    status = %report.status,
+                    from = report.from_version,
+                    to = report.to_version,
+                    compile_ms = report.compile_ms,
+                    load_us = report.load_us,
+                    "reload"
+                );
+            }
+            ok(result)
+        }
+        Request::Rollback { id, version } => {
+            let result = manager.rollback(&id, version).await;
+            if let Ok(report) = &result {
+                tracing::info!(sandbox = %id, from = report.from_version, to = report.to_version, "rollback");
+            }
+            ok(result)
+        }
+        Request::Usage { id } => ok(manager.usage(&id).await),
+        Request::Workers { id, add } => match add {
+            Some(count) => ok(manager.spawn_workers(&id, count).await),
+            None => ok(manager.workers(&id).await),
+        },
+        Request::Restart { id } => {
+            let result = manager.restart(&id).await;
+            if result.is_ok() {
+                tracing::info!(sandbox = %id, "restarted");
+            }
+            ok(result)
+        }
+        Request::Operate(req) => match ::watch::operate::operate(manager, req).await {
+            Ok(outcome) => match serde_json::to_value(outcome) {
+                Ok(value) => Response::Ok(value),
+                Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
+            },
+            Err(e) => Response::Error(e),
+        },
+        Request::Destroy { id } => {
+            let result = manager.destroy(&id).await;
+            if result.is_ok() {
+                sh.watch.remove(&id);
+                tracing::info!(sandbox = %id, "destroyed");
+                let staged = sh.staged_crates.lock().unwrap().remove(&id);
+                if let Some(dir) = staged {
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                }
+            }
+            ok(result.map(|()| serde_json::json!({ "destroyed": id })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_sits_next_to_the_socket() {
+        assert_eq!(
+            lock_path(Path::new("/run/sandbox-host/host.sock")),
+            PathBuf::from("/run/sandbox-host/host.sock.lock")
+        );
+    }
+
+    #[test]
+    fn a_second_lock_on_one_socket_is_refused_with_the_holders_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("host.sock");
+        let first = take_lock(&socket).unwrap();
+        match take_lock(&socket) {
+            Err(DaemonError::AlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id() as i32));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        assert!(take_lock(&socket).is_ok());
+    }
+}

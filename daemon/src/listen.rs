@@ -1,0 +1,106 @@
+//! The daemon's HTTP servers (`--metrics`, `--ui`): checked, bound and started together.
+
+use std::net::SocketAddr;
+
+use crate::http::{ListenError, Token, bind};
+
+/// The daemon's HTTP servers (`--metrics`, `--ui`); none by default.
+#[derive(Debug, Clone, Default)]
+pub struct HttpServers {
+    /// Where to serve `/metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// Whether `metrics` may be a non-loopback address.
+    pub metrics_allow_remote: bool,
+    /// Where to serve the dashboard.
+    pub ui: Option<SocketAddr>,
+    /// The token the dashboard requires (required when `ui` is not loopback).
+    pub ui_token: Option<Token>,
+}
+
+/// The addresses the servers actually listen on (a port 0 resolved).
+#[derive(Debug, Clone, Default)]
+pub struct Listening {
+    /// The metrics server's address.
+    pub metrics: Option<SocketAddr>,
+    /// The dashboard's address.
+    pub ui: Option<SocketAddr>,
+}
+
+impl HttpServers {
+    /// Refuses a non-loopback address without its protection: the dashboard needs a token,
+    /// the metrics `--metrics-allow-remote` (they name every sandbox and what it uses).
+    pub fn check(&self) -> Result<(), ListenError> {
+        if let Some(addr) = self.metrics
+            && !addr.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(ListenError::Remote {
+                what: "metrics",
+                addr,
+                hint: "add --metrics-allow-remote to serve metrics to other machines",
+            });
+        }
+        if let Some(addr) = self.ui
+            && !addr.ip().is_loopback()
+            && self.ui_token.is_none()
+        {
+            return Err(ListenError::Remote {
+                what: "ui",
+                addr,
+                hint: "give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN",
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks, binds and starts the servers (each in its own task, until `stop`).
+    pub async fn start(
+        &self,
+        manager: &sandbox::Manager,
+        metrics: &std::sync::Arc<::watch::metrics::Metrics>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Listening, ListenError> {
+        self.check()?;
+        let mut listening = Listening::default();
+        let metrics_listener = match self.metrics {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        let ui_listener = match self.ui {
+            Some(addr) => Some(bind("ui", addr).await?),
+            None => None,
+        };
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr().ok();
+            listening.metrics = addr;
+            tokio::spawn(
+                std::sync::Arc::clone(metrics).follow(manager.events().clone(), stop.clone()),
+            );
+            let loopback_only = !self.metrics_allow_remote;
+            tokio::spawn(crate::metrics_http::serve(
+                listener,
+                std::sync::Arc::clone(metrics),
+                manager.clone(),
+                loopback_only,
+                stop.clone(),
+            ));
+            if let Some(addr) = addr {
+                tracing::info!("metrics on http://{addr}/metrics");
+            }
+        }
+        if let Some(listener) = ui_listener {
+            let addr = listener.local_addr().ok();
+            listening.ui = addr;
+            tokio::spawn(crate::ui::serve(
+                listener,
+                manager.clone(),
+                self.ui_token.clone(),
+                stop.clone(),
+            ));
+            if let Some(addr) = addr {
+                tracing::info!("dashboard on http://{addr}/");
+            }
+        }
+        Ok(listening)
+    }
+}

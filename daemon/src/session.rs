@@ -1,0 +1,474 @@
+//! One client connection: the peer check, bounded request lines (see [`conn`]), the
+//! descriptors that come with them (see [`staging`]), one answer per request, and log lines
+//! rate-limited per sandbox and per client.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+use tokio::sync::{Semaphore, watch};
+
+use super::conn::{InputLimits, LineReader};
+use super::slots::Slot;
+use super::staging::{self, CrateLimits};
+use super::{DaemonLimits, dispatch, first_line, op_name};
+use proto::control::{self as wire, Envelope, ReloadWire, Request, Response, WireError};
+use sandbox::ratelimit::{RateLimiter, Verdict};
+use sandbox::{AppSource, Manager};
+
+/// What every connection of one daemon shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The sandboxes.
+    pub manager: Manager,
+    /// The daemon's uid.
+    pub owner: u32,
+    /// True once the daemon is stopping.
+    pub stop: watch::Receiver<bool>,
+    /// Requests being served.
+    pub in_flight: Arc<AtomicUsize>,
+    /// Bytes of long request lines, shared (1 KiB per permit).
+    pub line_pool: Arc<Semaphore>,
+    /// The limits.
+    pub limits: DaemonLimits,
+    /// Where descriptors' contents are copied.
+    pub staging: PathBuf,
+    /// Staged crates of live sandboxes, by sandbox id.
+    pub staged_crates: Mutex<HashMap<String, PathBuf>>,
+    /// Log lines per sandbox or client.
+    pub log_limit: RateLimiter<String>,
+    /// Which sandboxes the detector watches.
+    pub watch: Arc<::watch::WatchSet>,
+    /// The daemon's metrics (call latency is recorded in the dispatch).
+    pub metrics: Arc<::watch::metrics::Metrics>,
+}
+
+impl Shared {
+    /// Logs through the rate limiter: `emit` runs when `key` is under its budget, after one
+    /// `suppressed N` line when lines of `key` were dropped before.
+    pub fn log(&self, key: &str, emit: impl FnOnce()) {
+        if let Verdict::Pass { suppressed } = self.log_limit.check(&key.to_string()) {
+            if suppressed > 0 {
+                tracing::warn!(key, "suppressed {suppressed} log lines");
+            }
+            emit();
+        }
+    }
+
+    /// Logs the `suppressed N` lines of keys that went quiet.
+    pub fn flush_log(&self) {
+        for (key, n) in self.log_limit.flush() {
+            let key = key.unwrap_or_else(|| "(others)".into());
+            tracing::warn!(key = %key, "suppressed {n} log lines");
+        }
+    }
+}
+
+/// Counts a request in flight for as long as it lives, panics included.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more request in `counter`.
+    pub fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes all of `buf` through a shared reference to the stream.
+pub async fn write_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes one error line, within the request deadline, ignoring failures.
+async fn say(stream: &UnixStream, timeout: Duration, kind: &str, message: String) {
+    if let Ok(line) = wire::encode(&Response::Error(WireError::new(kind, message))) {
+        let _ = tokio::time::timeout(timeout, write_all(stream, &line)).await;
+    }
+}
+
+/// Serves one connection: checks the peer, then answers requests until it closes.
+pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) {
+    let timeout = sh.limits.request_timeout;
+    let uid = match super::peer::check(&stream, sh.owner) {
+        Ok((uid, pid)) => {
+            tracing::debug!(conn, uid, pid, "connected");
+            uid
+        }
+        Err(e) => {
+            sh.log("refused", || tracing::warn!(conn, "refused: {e}"));
+            say(&stream, timeout, wire::PERMISSION_DENIED, e.to_string()).await;
+            return;
+        }
+    };
+    let client = format!("client uid {uid}");
+    let input = InputLimits {
+        max_request: sh.limits.max_request,
+        request_timeout: timeout,
+    };
+    let mut reader = LineReader::new(input, Arc::clone(&sh.line_pool));
+    loop {
+        if !reader.mid_line() {
+            slot.idle();
+        }
+        let next = tokio::select! {
+            next = reader.next(&stream, || slot.busy()) => next,
+            _ = slot.evicted.notified() => {
+                sh.log("evicted", || tracing::info!(conn, "closed an idle connection to make room"));
+                let max = sh.limits.max_connections;
+                say(&stream, timeout, wire::BUSY, format!(
+                    "closed: the daemon serves at most {max} connections and this one was the longest idle"
+                )).await;
+                return;
+            }
+        };
+        let line = match next {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(e) => {
+                sh.log(&client, || tracing::warn!(conn, "bad input, closing: {e}"));
+                say(&stream, timeout, wire::BAD_REQUEST, e.to_string()).await;
+                return;
+            }
+        };
+        slot.busy();
+        let text = line.bytes.trim_ascii();
+        if text.is_empty() && line.fds.is_empty() {
+            continue;
+        }
+        // A stream, not one answer (a stray descriptor makes it a bad request below).
+        if line.fds.is_empty()
+            && let Some(req) = super::events_stream::parse(text)
+        {
+            if *sh.stop.borrow() {
+                say(
+                    &stream,
+                    timeout,
+                    wire::SHUTTING_DOWN,
+                    "the daemon is shutting down".into(),
+                )
+                .await;
+                return;
+            }
+            match super::events_stream::serve(&stream, &sh, &slot, req).await {
+                super::events_stream::After::Continue => continue,
+                super::events_stream::After::Close => return,
+            }
+        }
+        let response = respond(&sh, conn, uid, &client, text, line.fds).await;
+        let encoded = wire::encode(&response).or_else(|e| {
+            wire::encode(&Response::Error(WireError::new(
+                wire::INTERNAL,
+                format!("cannot encode the answer: {e}"),
+            )))
+        });
+        let Ok(encoded) = encoded else { return };
+        match tokio::time::timeout(timeout, write_all(&stream, &encoded)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(conn, "client went away: {e}");
+                return;
+            }
+            Err(_) => {
+                sh.log(&client, || {
+                    tracing::warn!(conn, "client did not read its answer in time; closing")
+                });
+                return;
+            }
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    Response::Error(WireError::new(wire::BAD_REQUEST, message))
+}
+
+/// Parses one line, takes its descriptors, and runs it (in a task of its own, so that a
+/// panic becomes an `internal` answer, never a lost connection or a stuck shutdown).
+async fn respond(
+    sh: &Arc<Shared>,
+    conn: u64,
+    uid: u32,
+    client: &str,
+    text: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Response {
+    let request = match serde_json::from_slice::<Request>(text) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::debug!(conn, "bad request: {e}");
+            return bad(format!("not a valid request: {e}"));
+        }
+    };
+    let announced = serde_json::from_slice::<Envelope>(text)
+        .unwrap_or_default()
+        .fds;
+    if announced != fds.len() {
+        return bad(format!(
+            "the request announces {announced} descriptor(s) but {} came with it",
+            fds.len()
+        ));
+    }
+    if *sh.stop.borrow() {
+        return Response::Error(WireError::new(
+            wire::SHUTTING_DOWN,
+            "the daemon is shutting down",
+        ));
+    }
+    let op = op_name(&request);
+    let key = sandbox_of(&request).map_or_else(|| client.to_string(), |id| format!("sandbox {id}"));
+    let guard = InFlight::enter(&sh.in_flight);
+    let started = Instant::now();
+    let task = {
+        let sh = Arc::clone(sh);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (request, cleanup) = match take_fds(&sh, uid, request, fds).await {
+                Ok(prepared) => prepared,
+                Err(e) => return Response::Error(e),
+            };
+            let response = dispatch(&sh, request).await;
+            cleanup.run(&sh, &response).await;
+            response
+        })
+    };
+    let response = match task.await {
+        Ok(response) => response,
+        Err(e) => {
+            sh.log(&key, || {
+                tracing::error!(conn, op, "request failed inside the daemon: {e}")
+            });
+            Response::Error(WireError::new(
+                wire::INTERNAL,
+                format!("the daemon failed while serving {op} (a bug; it keeps running): {e}"),
+            ))
+        }
+    };
+    match &response {
+        Response::Ok(_) => {
+            tracing::debug!(conn, op, ms = started.elapsed().as_millis() as u64, "ok")
+        }
+        Response::Error(e) => sh.log(
+            &key,
+            || tracing::info!(conn, op, kind = %e.kind, "failed: {}", first_line(&e.message)),
+        ),
+    }
+    response
+}
+
+fn sandbox_of(request: &Request) -> Option<&str> {
+    match request {
+        Request::Create { id, .. }
+        | Request::Info { id }
+        | Request::Call { id, .. }
+        | Request::Reload { id, .. }
+        | Request::Rollback { id, .. }
+        | Request::Usage { id }
+        | Request::Workers { id, .. }
+        | Request::Restart { id }
+        | Request::Destroy { id } => Some(id),
+        Request::Operate(req) => Some(&req.id),
+        Request::Events { id, .. } => id.as_deref(),
+        Request::Ping | Request::List => None,
+    }
+}
+
+/// What to remove once a request is answered.
+#[derive(Debug, Default)]
+struct Cleanup {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// A crate staged for a new sandbox: kept while it lives (its source reloads use it).
+    keep_for: Option<(String, PathBuf)>,
+}
+
+impl Cleanup {
+    async fn run(self, sh: &Shared, response: &Response) {
+        let mut dirs = self.dirs;
+        if let Some((id, dir)) = self.keep_for {
+            if matches!(response, Response::Ok(_)) {
+                let old = sh.staged_crates.lock().unwrap().insert(id, dir);
+                dirs.extend(old);
+            } else {
+                dirs.push(dir);
+            }
+        }
+        let files = self.files;
+        let _ = tokio::task::spawn_blocking(move || {
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
+            for d in dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        })
+        .await;
+    }
+}
+
+fn deny_path(path: &Path) -> WireError {
+    WireError::new(
+        wire::PERMISSION_DENIED,
+        format!(
+            "{}: send it as a descriptor: the daemon opens no path for a client of another uid",
+            path.display()
+        ),
+    )
+}
+
+/// Replaces the paths of a create or reload by the staged copies of the descriptors that
+/// came with it. Without descriptors a path is used only for a peer of the daemon's uid.
+async fn take_fds(
+    sh: &Arc<Shared>,
+    uid: u32,
+    mut request: Request,
+    mut fds: Vec<OwnedFd>,
+) -> Result<(Request, Cleanup), WireError> {
+    let mut cleanup = Cleanup::default();
+    let fd = fds.pop();
+    if !fds.is_empty() {
+        return Err(WireError::new(
+            wire::BAD_REQUEST,
+            "a request carries at most one descriptor",
+        ));
+    }
+    let own = uid == sh.owner;
+    match (&mut request, fd) {
+        (Request::Create { id, spec, .. }, fd) => match (&mut spec.app, fd) {
+            (AppSource::Library(path), Some(fd)) => {
+                let staged = stage_lib(sh, fd, path).await?;
+                cleanup.files.push(staged.clone());
+                *path = staged;
+            }
+            (AppSource::Crate(path), Some(fd)) => {
+                let (holder, staged) = stage_crate(sh, fd, path).await?;
+                cleanup.keep_for = Some((id.clone(), holder));
+                *path = staged;
+            }
+            (AppSource::Library(path) | AppSource::Crate(path), None) if !own => {
+                return Err(deny_path(path));
+            }
+            _ => {}
+        },
+        (Request::Reload { source, .. }, fd) => match (source, fd) {
+            (ReloadWire::Library(path), Some(fd)) => {
+                let staged = stage_lib(sh, fd, path).await?;
+                cleanup.files.push(staged.clone());
+                *path = staged;
+            }
+            (
+                ReloadWire::Crate(path)
+                | ReloadWire::Source {
+                    crate_dir: Some(path),
+                    ..
+                },
+                Some(fd),
+            ) => {
+                let (holder, staged) = stage_crate(sh, fd, path).await?;
+                cleanup.dirs.push(holder);
+                *path = staged;
+            }
+            (
+                ReloadWire::Source {
+                    crate_dir: None, ..
+                },
+                Some(_),
+            ) => {
+                return Err(WireError::new(
+                    wire::BAD_REQUEST,
+                    "a source reload without crate_dir takes no descriptor",
+                ));
+            }
+            (
+                ReloadWire::Library(path)
+                | ReloadWire::Crate(path)
+                | ReloadWire::Source {
+                    crate_dir: Some(path),
+                    ..
+                },
+                None,
+            ) if !own => return Err(deny_path(path)),
+            _ => {}
+        },
+        (other, Some(_)) => {
+            return Err(WireError::new(
+                wire::BAD_REQUEST,
+                format!("{} takes no descriptor", op_name(other)),
+            ));
+        }
+        (_, None) => {}
+    }
+    Ok((request, cleanup))
+}
+
+async fn stage_lib(sh: &Shared, fd: OwnedFd, named: &Path) -> Result<PathBuf, WireError> {
+    let (named, staging) = (named.to_owned(), sh.staging.clone());
+    tokio::task::spawn_blocking(move || staging::stage_library(fd, &named, &staging))
+        .await
+        .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
+        .map_err(|e| WireError::new("io", e.to_string()))
+}
+
+/// Stages a crate into `<staging>/<pid>-<n>.crate/<name>`; returns (that holder directory,
+/// to remove later, and the crate in it, named as the client's so builds stay apart).
+async fn stage_crate(
+    sh: &Shared,
+    fd: OwnedFd,
+    named: &Path,
+) -> Result<(PathBuf, PathBuf), WireError> {
+    let holder = sh.staging.join(staging::fresh_name(".crate"));
+    let name = named
+        .file_name()
+        .map_or_else(|| "app".into(), |n| n.to_owned());
+    let dest = holder.join(name);
+    let limits: CrateLimits = sh.limits.crate_limits;
+    let named = named.to_owned();
+    let staged = tokio::task::spawn_blocking(move || {
+        let staged = staging::stage_crate_from_fd(fd, &named, &dest, limits);
+        if staged.is_err() {
+            let _ = std::fs::remove_dir_all(dest.parent().unwrap_or(&dest));
+        }
+        staged
+    })
+    .await
+    .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
+    .map_err(|e| WireError::new("io", e.to_string()))?;
+    Ok((holder, staged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_is_no_longer_in_flight() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let guard = InFlight::enter(&counter);
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("dispatch bug");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+    }
+}

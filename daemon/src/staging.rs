@@ -1,0 +1,410 @@
+//! What a client sends by descriptor, copied into the daemon's own staging directory before
+//! anything uses it, so the daemon never opens a path a client names with its own rights.
+//!
+//! * A library: [`stage_library`] copies the descriptor's regular file (streamed, at most
+//!   `--max-lib-size` bytes) to `<staging>/<pid>-<n>.so`.
+//! * A crate directory: [`stage_crate_from_fd`] walks the directory descriptor with
+//!   `openat(O_NOFOLLOW)` (symbolic links, devices and FIFOs are refused, `target/` and
+//!   dot-directories skipped) and copies at most [`CrateLimits`] files and bytes. Relative
+//!   `path = "…"` dependencies in `Cargo.toml` are made absolute against the directory the
+//!   client named, and the copy is its own workspace root.
+//!
+//! Staged names carry the daemon's pid (`<pid>-<n>…`), so a later daemon can tell a dead
+//! daemon's leftovers from a live one's.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::dir::{Dir, Type};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+use sandbox::library;
+
+/// Bounds on a staged crate.
+#[derive(Debug, Clone, Copy)]
+pub struct CrateLimits {
+    /// Most files.
+    pub max_files: usize,
+    /// Most bytes in all files.
+    pub max_bytes: u64,
+    /// Deepest directory nesting.
+    pub max_depth: usize,
+}
+
+impl Default for CrateLimits {
+    fn default() -> CrateLimits {
+        CrateLimits {
+            max_files: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_depth: 32,
+        }
+    }
+}
+
+/// Why something sent by descriptor could not be staged; names the path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file (as the client named it, or in the staging directory).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The crate holds something that is not a regular file or directory.
+    #[error("{}: {what}; a crate sent to the daemon may hold only regular files and directories", path.display())]
+    NotPlain {
+        /// The entry, under the client's path.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The crate is larger than the limits.
+    #[error("{}: {what}", path.display())]
+    TooLarge {
+        /// The crate.
+        path: PathBuf,
+        /// Which limit.
+        what: String,
+    },
+}
+
+/// The staging directory of a state directory: `<state dir>.staging`.
+pub fn staging_of(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".staging");
+    state_dir.with_file_name(name)
+}
+
+/// A fresh name in the staging directory: `<pid>-<n><suffix>`.
+pub fn fresh_name(suffix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}{suffix}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn make_dir(dir: &Path) -> Result<(), StageError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StageError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Copies the library `fd` (named `named` by the client) into `staging`; returns the copy.
+pub fn stage_library(fd: OwnedFd, named: &Path, staging: &Path) -> Result<PathBuf, StageError> {
+    make_dir(staging)?;
+    let dest = staging.join(fresh_name(".so"));
+    library::copy_from_fd(&File::from(fd), &dest).map_err(|source| StageError::Io {
+        path: named.to_owned(),
+        source,
+    })?;
+    Ok(dest)
+}
+
+/// Copies the crate directory `dirfd` (named `named` by the client) to `dest` (which must not
+/// exist), within `limits`; returns `dest`. See the module docs.
+pub fn stage_crate_from_fd(
+    dirfd: OwnedFd,
+    named: &Path,
+    dest: &Path,
+    limits: CrateLimits,
+) -> Result<PathBuf, StageError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source: io::Error| StageError::Io { path, source }
+    };
+    let meta = File::from(dirfd.try_clone().map_err(io(named))?)
+        .metadata()
+        .map_err(io(named))?;
+    if !meta.is_dir() {
+        return Err(StageError::NotPlain {
+            path: named.to_owned(),
+            what: "not a directory",
+        });
+    }
+    if let Some(parent) = dest.parent() {
+        make_dir(parent)?;
+    }
+    let mut budget = Budget {
+        files: 0,
+        bytes: 0,
+        limits,
+        root: named.to_owned(),
+    };
+    let result = copy_tree(dirfd, named, dest, 0, &mut budget).and_then(|()| {
+        let manifest = dest.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(io(&named.join("Cargo.toml")))?;
+        let mut rewritten = absolutize_paths(&text, named);
+        if !rewritten.contains("[workspace]") {
+            rewritten.push_str("\n[workspace]\n");
+        }
+        std::fs::write(&manifest, rewritten).map_err(io(&manifest))
+    });
+    match result {
+        Ok(()) => Ok(dest.to_owned()),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dest);
+            Err(e)
+        }
+    }
+}
+
+struct Budget {
+    files: usize,
+    bytes: u64,
+    limits: CrateLimits,
+    root: PathBuf,
+}
+
+impl Budget {
+    fn too_large(&self, what: String) -> StageError {
+        StageError::TooLarge {
+            path: self.root.clone(),
+            what,
+        }
+    }
+}
+
+fn copy_tree(
+    dirfd: OwnedFd,
+    named: &Path,
+    dest: &Path,
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<(), StageError> {
+    if depth > budget.limits.max_depth {
+        return Err(budget.too_large(format!(
+            "nested deeper than {} directories",
+            budget.limits.max_depth
+        )));
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dest)
+        .map_err(|source| StageError::Io {
+            path: dest.to_owned(),
+            source,
+        })?;
+    let mut dir = Dir::from_fd(dirfd).map_err(|e| StageError::Io {
+        path: named.to_owned(),
+        source: e.into(),
+    })?;
+    let parent_fd = dir.as_raw_fd();
+    let mut entries = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| StageError::Io {
+            path: named.to_owned(),
+            source: e.into(),
+        })?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        entries.push((entry.file_name().to_owned(), entry.file_type()));
+    }
+    for (name, kind) in entries {
+        let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
+        let path = named.join(&text);
+        let is_dir = kind == Some(Type::Directory);
+        // Build output and version control are not part of a crate's source.
+        if is_dir && depth == 0 && text == "target" || is_dir && text.starts_with('.') {
+            continue;
+        }
+        budget.files += 1;
+        if budget.files > budget.limits.max_files {
+            return Err(budget.too_large(format!("more than {} files", budget.limits.max_files)));
+        }
+        // SAFETY: `parent_fd` is the open directory of `dir`, alive for this loop.
+        let parent = unsafe { std::os::fd::BorrowedFd::borrow_raw(parent_fd) };
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let fd = openat(parent, name.as_c_str(), flags, Mode::empty()).map_err(|e| {
+            if e == nix::errno::Errno::ELOOP {
+                StageError::NotPlain {
+                    path: path.clone(),
+                    what: "a symbolic link",
+                }
+            } else {
+                StageError::Io {
+                    path: path.clone(),
+                    source: e.into(),
+                }
+            }
+        })?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|source| StageError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let t = meta.file_type();
+        if t.is_dir() {
+            copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget)?;
+        } else if t.is_file() {
+            budget.bytes += meta.size();
+            if budget.bytes > budget.limits.max_bytes {
+                return Err(budget.too_large(format!(
+                    "more than {} bytes of files",
+                    budget.limits.max_bytes
+                )));
+            }
+            copy_file(&file, meta.size(), &dest.join(&text)).map_err(|source| StageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        } else {
+            return Err(StageError::NotPlain {
+                path,
+                what: "a special file",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies at most `size` bytes (the size fstat saw: a file that grows is cut there).
+fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
+    let mut out = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let mut limited = from
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)?
+        .take(size);
+    let mut buf = vec![0u8; library::CHUNK];
+    loop {
+        let n = limited.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&buf[..n])?;
+    }
+}
+
+/// Rewrites `path = "relative"` in a manifest to absolute paths under `base`.
+fn absolutize_paths(manifest: &str, base: &Path) -> String {
+    let mut out = String::with_capacity(manifest.len());
+    let mut rest = manifest;
+    while let Some(at) = rest.find("path = \"") {
+        let start = at + "path = \"".len();
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('"') else {
+            break;
+        };
+        let value = &rest[start..start + len];
+        if Path::new(value).is_absolute() {
+            out.push_str(value);
+        } else {
+            out.push_str(&base.join(value).to_string_lossy());
+        }
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_dir(path: &Path) -> OwnedFd {
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn a_crate_is_copied_without_following_links_and_within_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("app");
+        std::fs::create_dir_all(src.join("src/m")).unwrap();
+        std::fs::create_dir_all(src.join("target/release")).unwrap();
+        std::fs::write(
+            src.join("Cargo.toml"),
+            "[dependencies]\nabi = { path = \"../abi\" }\n",
+        )
+        .unwrap();
+        std::fs::write(src.join("src/lib.rs"), "pub fn f() {}").unwrap();
+        std::fs::write(src.join("src/m/x.rs"), "x").unwrap();
+        std::fs::write(src.join("target/release/big"), vec![0u8; 1000]).unwrap();
+        let dest = tmp.path().join("staging/one");
+        stage_crate_from_fd(open_dir(&src), &src, &dest, CrateLimits::default()).unwrap();
+        assert_eq!(std::fs::read(dest.join("src/m/x.rs")).unwrap(), b"x");
+        assert!(!dest.join("target").exists());
+        let manifest = std::fs::read_to_string(dest.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("{}/../abi", src.display())),
+            "{manifest}"
+        );
+        assert!(manifest.contains("[workspace]"));
+
+        // A link out of the crate (say, to /etc/shadow) is refused, not followed.
+        std::os::unix::fs::symlink("/etc/shadow", src.join("src/secret.rs")).unwrap();
+        let err = stage_crate_from_fd(
+            open_dir(&src),
+            &src,
+            &tmp.path().join("staging/two"),
+            CrateLimits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("secret.rs: a symbolic link"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("staging/two").exists());
+        std::fs::remove_file(src.join("src/secret.rs")).unwrap();
+
+        let few = CrateLimits {
+            max_files: 2,
+            ..CrateLimits::default()
+        };
+        let err =
+            stage_crate_from_fd(open_dir(&src), &src, &tmp.path().join("s3"), few).unwrap_err();
+        assert!(err.to_string().contains("more than 2 files"), "{err}");
+        let small = CrateLimits {
+            max_bytes: 10,
+            ..CrateLimits::default()
+        };
+        let err =
+            stage_crate_from_fd(open_dir(&src), &src, &tmp.path().join("s4"), small).unwrap_err();
+        assert!(err.to_string().contains("more than 10 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_library_descriptor_is_staged_and_dev_zero_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lib = tmp.path().join("lib.so");
+        std::fs::write(&lib, b"elf").unwrap();
+        let fd: OwnedFd = File::open(&lib).unwrap().into();
+        let staged = stage_library(fd, &lib, &tmp.path().join("st")).unwrap();
+        assert_eq!(std::fs::read(&staged).unwrap(), b"elf");
+        let name = staged.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("{}-", std::process::id())),
+            "{name}"
+        );
+        let zero: OwnedFd = File::open("/dev/zero").unwrap().into();
+        let err = stage_library(zero, Path::new("/dev/zero"), &tmp.path().join("st"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/dev/zero: not a regular file"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! The sandbox host's messages, and nothing else: what crosses the control socket (client and
+//! daemon), the two runner planes (host and sandbox) and the event stream. Written down in
+//! `docs/protocol.md`.
+//!
+//! * [`control`]: the control socket's newline-delimited JSON requests and answers.
+//! * [`runner`]: the length-prefixed frames between the host and a sandbox's init and app
+//!   planes, and the argv and descriptor numbers of the runner's hidden modes.
+//! * [`spec`]: what a sandbox is made from (id, app, limits, isolation level).
+//! * [`info`]: what the host answers about a sandbox (info, usage, list, reload reports).
+//! * [`events`]: the event record.
+//! * [`operate`]: the request to run the AI operator on a sandbox.
+
+pub mod control;
+pub mod events;
+pub mod info;
+pub mod operate;
+pub mod runner;
+pub mod spec;

@@ -1,0 +1,346 @@
+//! The sandbox's init: the control plane. It never loads app code.
+//!
+//! In order:
+//! 1. Takes fd 3 (control) and fd 4 (data), both close-on-exec; becomes a child subreaper
+//!    when it is not pid 1 (level `none`); makes itself not dumpable, so the app process (same
+//!    uid) can neither read its memory through `/proc/1/mem` nor attach to it (seccomp refuses
+//!    `ptrace` too). As pid 1 of its pid namespace it installs no signal handler, so the kernel
+//!    drops every signal the app sends it, `SIGKILL` included.
+//! 2. Reads `init`, applies the self-restrictions (no_new_privs, Landlock, seccomp) to itself.
+//! 3. Routes stderr through a pipe it copies to the log with a budget ([`LOG_BYTES_PER_SEC`],
+//!    [`LOG_BYTES_TOTAL`]), so the app cannot fill the host's disk through its log.
+//! 4. Forks the app process while still single-threaded: the child closes fd 3 and serves the
+//!    data plane on fd 4 ([`super::app_process`]); init closes fd 4.
+//! 5. Starts the worker supervisor (its reaper also waits for the app process), answers
+//!    `ready`, then serves control requests one at a time.
+//!
+//! When the app process exits, init reports how (`app_exited`), stops the workers and exits:
+//! the host restarts the sandbox as it restarts any runner that died.
+
+use std::io::{BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::supervisor::Supervisor;
+use super::{CONTROL_FD, DATA_FD, Out, set_cloexec};
+use proto::runner::{self as protocol, Body, ErrorKind, Event, InitReady, Request, RequestFrame};
+
+/// Bytes of app and worker stderr copied to the log per second; the rest is counted and
+/// reported in one "suppressed" line.
+pub const LOG_BYTES_PER_SEC: usize = 64 * 1024;
+/// Bytes of app and worker stderr copied to the log over a runner's life.
+pub const LOG_BYTES_TOTAL: usize = 8 << 20;
+
+/// Entry point of runner mode. Never returns.
+pub fn main() -> ! {
+    // SAFETY: fd 3 was installed by the spawn sequence as our end of the control socketpair;
+    // we are its only owner in this process.
+    let sock = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    set_cloexec(CONTROL_FD);
+    set_cloexec(DATA_FD);
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        if libc::getpid() != 1 {
+            // Orphans re-parent to us, so the reaper collects them and usage sees them.
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let out = Out(Arc::new(Mutex::new(
+        sock.try_clone().expect("clone control socket"),
+    )));
+    let mut reader = BufReader::with_capacity(64 * 1024, sock);
+    let Ok(Some(frame)) = protocol::read_frame::<_, RequestFrame>(&mut reader) else {
+        std::process::exit(2)
+    };
+    let Request::Init {
+        lib,
+        version,
+        restrictions,
+    } = frame.request
+    else {
+        out.err(
+            frame.id,
+            ErrorKind::BadRequest,
+            "first request must be init",
+        );
+        std::process::exit(2)
+    };
+    let restrict_started = Instant::now();
+    let applied = match crate::restrict::apply_in_runner(&restrictions) {
+        Ok(applied) => applied,
+        Err(e) => {
+            out.err(
+                frame.id,
+                ErrorKind::InitFailed,
+                format!("restrictions: {e}"),
+            );
+            std::process::exit(2)
+        }
+    };
+    let restrict_us = restrict_started.elapsed().as_micros() as u64;
+    let log = match LogPipe::install() {
+        Ok(log) => log,
+        Err(e) => {
+            out.err(frame.id, ErrorKind::InitFailed, format!("log pipe: {e}"));
+            std::process::exit(2)
+        }
+    };
+    let fork_started = Instant::now();
+    // SAFETY: init is single-threaded here (no thread has been started yet), so the child may
+    // run ordinary code.
+    let app_pid = match unsafe { libc::fork() } {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            out.err(
+                frame.id,
+                ErrorKind::InitFailed,
+                format!("fork the app process: {e}"),
+            );
+            std::process::exit(2)
+        }
+        0 => become_app_process(out, reader, log),
+        pid => pid,
+    };
+    // SAFETY: closing init's copy of the data socket, which only the app process may hold.
+    unsafe { libc::close(DATA_FD) };
+    let fork_us = fork_started.elapsed().as_micros() as u64;
+    log.forward();
+    let events_out = out.clone();
+    let exit_out = out.clone();
+    let supervisor = Supervisor::start(
+        &lib,
+        version,
+        Arc::new(move |event: Event| events_out.send(0, Body::Event(event))),
+        app_pid,
+        Box::new(move |how: String| {
+            exit_out.send(0, Body::Event(Event::AppExited { how }));
+        }),
+    );
+    out.ok(
+        frame.id,
+        &InitReady {
+            restrict_us,
+            fork_us,
+            restrictions: applied,
+        },
+    );
+    serve(&mut reader, &out, &supervisor, app_pid)
+}
+
+/// The forked child: drops everything of the control plane and serves the data plane.
+fn become_app_process(out: Out, reader: BufReader<UnixStream>, log: LogPipe) -> ! {
+    // Every fd but stdio and the data socket goes: the control socket (fd 3 and the writer's
+    // duplicate), the log file and the pipe's read end. The Rust owners are forgotten, not
+    // dropped, so nothing closes those numbers again later.
+    std::mem::forget((out, reader, log));
+    // SAFETY: close(2)/close_range(2) and integer-argument prctls in a single-threaded
+    // child; DATA_FD (4) is kept, everything from 5 up and fd 3 are closed.
+    unsafe {
+        libc::close(CONTROL_FD);
+        libc::syscall(libc::SYS_close_range, DATA_FD as u32 + 1, u32::MAX, 0u32);
+        // Dumpable again: the host reads this process's /proc files, which a non-root host
+        // may only do for a dumpable process.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    super::app_process::main()
+}
+
+/// Control requests, one at a time, until the host closes the socket.
+fn serve(
+    reader: &mut BufReader<UnixStream>,
+    out: &Out,
+    supervisor: &Arc<Supervisor>,
+    app_pid: i32,
+) -> ! {
+    loop {
+        let frame: RequestFrame = match protocol::read_frame(reader) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => stop(supervisor, app_pid),
+            Err(e) => {
+                eprintln!("init: bad frame from host: {e}");
+                stop(supervisor, app_pid)
+            }
+        };
+        let id = frame.id;
+        match frame.request {
+            Request::Ping => out.ok(id, &serde_json::json!({"pong": true})),
+            Request::SpawnWorkers { count } => match supervisor.spawn(count) {
+                Ok(list) => out.ok(id, &list),
+                Err(e) if supervisor.list().crashed => out.err(id, ErrorKind::Crashed, e),
+                Err(e) => out.err(id, ErrorKind::BadRequest, e),
+            },
+            Request::Workers => out.ok(id, &supervisor.list()),
+            Request::SetVersion { lib, version } => {
+                supervisor.set_version(&lib, version);
+                out.ok(id, &serde_json::json!({"version": version}));
+                if let Err(reason) = supervisor.restart_stale() {
+                    out.send(0, Body::Event(Event::Crashed { reason }));
+                }
+            }
+            Request::SetLimits { limits, host_root } => {
+                let rlimits = isolation::Rlimits::from_limits(&limits, host_root);
+                match [0, app_pid]
+                    .iter()
+                    .try_for_each(|&pid| rlimits.apply_to(pid))
+                {
+                    Ok(()) => out.ok(id, &serde_json::json!({"limits": rlimits.describe()})),
+                    Err(e) => out.err(id, ErrorKind::BadRequest, e.to_string()),
+                }
+            }
+            Request::Shutdown => {
+                out.ok(id, &serde_json::json!({"bye": true}));
+                stop(supervisor, app_pid)
+            }
+            Request::Init { .. } => out.err(id, ErrorKind::BadRequest, "already initialised"),
+            Request::Load { .. } | Request::Call { .. } | Request::Reload { .. } => out.err(
+                id,
+                ErrorKind::BadRequest,
+                "calls and reloads go to the app process (data plane)",
+            ),
+        }
+    }
+}
+
+/// Stops the workers and the app process, and exits.
+fn stop(supervisor: &Supervisor, app_pid: i32) -> ! {
+    supervisor.stop_all();
+    // SAFETY: kill(2) of our own child, which only we reap.
+    unsafe { libc::kill(app_pid, libc::SIGKILL) };
+    std::process::exit(0)
+}
+
+/// The pipe every process of the sandbox but init writes its stderr to.
+struct LogPipe {
+    read: OwnedFd,
+    log: OwnedFd,
+}
+
+impl LogPipe {
+    /// Keeps the log (fd 2) on a fd of its own and puts the pipe's write end on fd 2, so the
+    /// app process and every worker inherit it.
+    fn install() -> std::io::Result<LogPipe> {
+        let mut fds = [0; 2];
+        // SAFETY: fcntl/pipe2/dup2/close on fds this process owns; results checked.
+        unsafe {
+            let log = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 10);
+            if log < 0 || libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(fds[1], 2) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fds[1]);
+            Ok(LogPipe {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                log: OwnedFd::from_raw_fd(log),
+            })
+        }
+    }
+
+    /// Copies the pipe to the log on a thread of its own, within the budget.
+    fn forward(self) {
+        let _ = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || {
+                let mut pipe = std::fs::File::from(self.read);
+                let mut log = std::fs::File::from(self.log);
+                let mut budget = LogBudget::new(Instant::now());
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let (keep, notice) = budget.take(Instant::now(), n);
+                    if let Some(notice) = notice {
+                        let _ = log.write_all(notice.as_bytes());
+                    }
+                    let _ = log.write_all(&buf[..keep]);
+                }
+            });
+    }
+}
+
+/// How much app output the log takes: [`LOG_BYTES_PER_SEC`] per second and
+/// [`LOG_BYTES_TOTAL`] in all; what is dropped is counted and said once.
+#[derive(Debug)]
+struct LogBudget {
+    window: Instant,
+    in_window: usize,
+    total: usize,
+    dropped: usize,
+    full_said: bool,
+}
+
+impl LogBudget {
+    fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            window: now,
+            in_window: 0,
+            total: 0,
+            dropped: 0,
+            full_said: false,
+        }
+    }
+
+    /// Of `n` bytes read at `now`: how many to write, and a notice to write first.
+    fn take(&mut self, now: Instant, n: usize) -> (usize, Option<String>) {
+        let mut notice = None;
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.dropped > 0 && self.total < LOG_BYTES_TOTAL {
+                notice = Some(format!(
+                    "\n[sandbox] suppressed {} bytes of app output (over {} per second)\n",
+                    self.dropped, LOG_BYTES_PER_SEC
+                ));
+                self.dropped = 0;
+            }
+            self.window = now;
+            self.in_window = 0;
+        }
+        let room = LOG_BYTES_PER_SEC
+            .saturating_sub(self.in_window)
+            .min(LOG_BYTES_TOTAL.saturating_sub(self.total));
+        let keep = n.min(room);
+        self.in_window += keep;
+        self.total += keep;
+        self.dropped += n - keep;
+        if self.total >= LOG_BYTES_TOTAL && !self.full_said {
+            self.full_said = true;
+            notice = Some(format!(
+                "\n[sandbox] log full ({LOG_BYTES_TOTAL} bytes): further app output is dropped\n"
+            ));
+        }
+        (keep, notice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_takes_a_bounded_rate_and_total_and_says_what_it_dropped() {
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(t0);
+        assert_eq!(b.take(t0, 1000), (1000, None));
+        let (keep, notice) = b.take(t0, LOG_BYTES_PER_SEC);
+        assert_eq!((keep, notice), (LOG_BYTES_PER_SEC - 1000, None));
+        assert_eq!(b.take(t0, 500), (0, None));
+        let (keep, notice) = b.take(t0 + Duration::from_secs(1), 10);
+        assert_eq!(keep, 10);
+        assert!(notice.unwrap().contains("suppressed 1500 bytes"));
+        // Over the whole life: at most LOG_BYTES_TOTAL, said once.
+        let mut written = 0;
+        let mut full = 0;
+        for s in 2..400u64 {
+            let (keep, notice) = b.take(t0 + Duration::from_secs(s), LOG_BYTES_PER_SEC);
+            written += keep;
+            full += notice.is_some_and(|n| n.contains("log full")) as usize;
+        }
+        assert!(written + 1010 + LOG_BYTES_PER_SEC - 1000 <= LOG_BYTES_TOTAL + LOG_BYTES_PER_SEC);
+        assert_eq!(full, 1);
+    }
+}

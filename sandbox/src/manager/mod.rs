@@ -1,0 +1,714 @@
+//! The lifecycle API: create, list, info, run, reload, rollback, usage, workers, restart,
+//! destroy. Async (tokio); every sandbox is an init (control plane) and an app process (data
+//! plane), each reached over a socketpair of its own.
+//!
+//! By responsibility: `types` (the public shapes), this file (the manager, the sandbox
+//! record, the calls that need no more), `start` (directories, library, cgroup, spawn, the
+//! kernel-checked report), `reload` (hot reload and rollback), `usage` (measurement),
+//! `supervision` (deaths, restarts, events) and `teardown`.
+//!
+//! A runner that dies unexpectedly (a call segfaulted, the OOM killer) fails the calls in
+//! flight with `Crashed` and the signal, and is restarted on its current version. More than
+//! [`MAX_CRASHES`] deaths within [`CRASH_WINDOW`] leave the sandbox `crashed` until an
+//! explicit `restart`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::sync::{oneshot, watch};
+
+use crate::connection::{ConnError, Connection};
+use crate::error::SandboxError;
+use crate::events::{EventBus, EventKind};
+use crate::kernel_view::KernelView;
+use crate::library::{self, LibBytes};
+use crate::procfs;
+use appbuild::Compiler;
+use isolation::landlock::SandboxPaths;
+use isolation::namespaces::{self, ChildOptions, ChildSetup};
+use isolation::root::RootOptions;
+use isolation::{
+    Cgroup, LandlockPlan, Mechanism, Report, ReportEntry, Rlimits, RunnerRestrictions, is_root,
+};
+use proto::runner::{ErrorKind, Event, InitReady, Loaded, Reloaded, Request, WorkerList};
+
+use crate::spawn::{self, SpawnRequest, Spawner};
+use proto::runner::ABORT_EXIT;
+mod boot;
+mod pool;
+mod reload;
+mod start;
+mod supervision;
+mod teardown;
+mod usage;
+
+use self::boot::*;
+use self::pool::*;
+pub use self::pool::{PoolStats, default_pool_size, pool_size_from_env};
+use self::start::*;
+use self::supervision::*;
+use self::teardown::*;
+pub use self::usage::Gauges;
+pub use proto::info::*;
+use proto::spec::{AppSource, Limits, ReloadSource, SandboxSpec, limit_warnings, valid_id};
+
+/// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
+pub const MAX_CRASHES: usize = 3;
+/// Window of the crash intensity.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+/// Most initial workers an app may ask for (its table's word).
+const MAX_INITIAL_WORKERS: u32 = 256;
+/// First uid (and gid) of the range a root host runs its sandboxes as: each sandbox gets one
+/// of its own, so no two sandboxes share per-user kernel limits, and none is the host's root.
+pub const SANDBOX_ID_BASE: u32 = 1_600_000_000;
+/// How many ids the range holds.
+pub const SANDBOX_ID_SPAN: u32 = 1 << 16;
+
+/// How the manager finds its runner binary and where it keeps sandbox files.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The runner binary: the host binary itself (`/proc/self/exe`) or one named explicitly.
+    pub runner_exe: PathBuf,
+    /// Parent directory of every sandbox's private directory.
+    pub state_dir: PathBuf,
+    /// How apps are built.
+    pub compiler: Compiler,
+    /// Default timeout of a call.
+    pub call_timeout: Duration,
+    /// How long a reload's load and state hand-over may take.
+    pub reload_timeout: Duration,
+    /// How long a runner may take to report ready.
+    pub start_timeout: Duration,
+    /// Where the manager reports what happens to its sandboxes.
+    pub events: EventBus,
+    /// Prepared runners to keep (0: none; see [`pool_size_from_env`]).
+    pub pool_size: usize,
+}
+
+impl ManagerConfig {
+    /// Defaults for a runner binary: state under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`
+    /// (or the temp directory), apps built into the shared target directory.
+    pub fn new(runner_exe: impl Into<PathBuf>) -> ManagerConfig {
+        let runner_exe = runner_exe.into();
+        ManagerConfig {
+            compiler: Compiler {
+                shim_exe: Some(runner_exe.clone()),
+                ..Compiler::default()
+            },
+            runner_exe,
+            state_dir: default_state_dir(),
+            call_timeout: Duration::from_secs(5),
+            reload_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(10),
+            events: EventBus::default(),
+            pool_size: pool_size_from_env(),
+        }
+    }
+}
+
+/// Where sandboxes live by default: `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`, else
+/// `/run/sandbox-host/sandboxes` for root, else `/var/tmp/sandbox-host-UID/sandboxes`. Never
+/// under `/tmp`: a sandbox's private `/tmp` would hide its own directory.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sandbox-host").join("sandboxes");
+    }
+    if is_root() {
+        return PathBuf::from("/run/sandbox-host/sandboxes");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/var/tmp/sandbox-host-{uid}/sandboxes"))
+}
+
+/// The running runner of a sandbox.
+#[derive(Debug)]
+struct Live {
+    /// The runner, opened while it could not have been reaped: its pid number is reused once
+    /// it is (pid_max can be as low as 32768).
+    process: Arc<procfs::Process>,
+    /// Init's control socket: status, workers, versions.
+    control: Connection,
+    /// The app process's data socket: calls and reloads.
+    data: Connection,
+    /// The app process's host pid (0 if it could not be found).
+    app_pid: i32,
+    /// The app's name, its own word.
+    app_name: String,
+    /// Filled with a description of how the runner died.
+    exit: watch::Receiver<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Sandbox {
+    id: String,
+    spec: SandboxSpec,
+    dir: PathBuf,
+    created_at: SystemTime,
+    created: Instant,
+    live: tokio::sync::RwLock<Option<Arc<Live>>>,
+    versions: Mutex<Vec<VersionRecord>>,
+    current: AtomicU32,
+    status: Mutex<(Status, Option<String>)>,
+    restart_count: AtomicU32,
+    worker_restarts: AtomicU32,
+    generation: AtomicU64,
+    crashes: Mutex<VecDeque<Instant>>,
+    destroying: AtomicBool,
+    cpu_prev: Mutex<Option<(Instant, u64)>>,
+    /// Serialises reloads and rollbacks: each picks the next version number and compares
+    /// against the current one, which two concurrent swaps would otherwise both read.
+    swap_lock: tokio::sync::Mutex<()>,
+    isolation: Mutex<serde_json::Value>,
+    startup: Mutex<StartupTimings>,
+    /// The sandbox's cgroup, shared by every runner it has had.
+    cgroup: Mutex<Option<Arc<Cgroup>>>,
+    /// The uid and gid its processes run as when the host is root.
+    ids: (u32, u32),
+    /// Whether the current runner lives in a root of its own (then it names its library by
+    /// the fixed in-sandbox path, not the host's).
+    own_root: AtomicBool,
+    /// Whether the current runner is the init of a pid namespace of its own.
+    pid_ns: AtomicBool,
+    /// How the current runner's app process exited, as its init reported.
+    app_exit: Mutex<Option<String>>,
+    /// How the cgroup was (or was not) made, for the isolation report.
+    cgroup_entry: Mutex<Option<ReportEntry>>,
+    /// Requested limits nothing enforces, one line each (see [`SandboxInfo::warnings`]).
+    warnings: Mutex<Vec<String>>,
+    /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
+    oom_seen: AtomicU64,
+    /// The manager's event stream.
+    events: EventBus,
+}
+
+impl Sandbox {
+    fn cgroup(&self) -> Option<Arc<Cgroup>> {
+        self.cgroup.lock().unwrap().clone()
+    }
+
+    fn app_dir(&self) -> PathBuf {
+        self.dir.join("app")
+    }
+
+    /// The path by which the runner opens `record`'s library.
+    fn lib_for_runner(&self, record: &VersionRecord) -> PathBuf {
+        match record.path.file_name() {
+            Some(name) if self.own_root.load(Ordering::Acquire) => {
+                Path::new(isolation::root::APP_DIR).join(name)
+            }
+            _ => record.path.clone(),
+        }
+    }
+
+    /// The host's store of libraries, beside the sandboxes' directories.
+    fn lib_store(&self) -> PathBuf {
+        library::store_of(self.dir.parent().unwrap_or(Path::new("/")))
+    }
+
+    fn current_record(&self) -> Option<VersionRecord> {
+        let current = self.current.load(Ordering::Acquire);
+        self.versions
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v.version == current)
+            .cloned()
+    }
+
+    /// Reports an event about this sandbox.
+    fn emit(&self, kind: EventKind) {
+        self.events.sandbox(&self.id, kind);
+    }
+
+    fn set_status(&self, status: Status, reason: Option<String>) {
+        *self.status.lock().unwrap() = (status, reason);
+    }
+
+    async fn live(&self) -> Result<Arc<Live>, SandboxError> {
+        let (status, reason) = self.status.lock().unwrap().clone();
+        if status == Status::Crashed {
+            return Err(SandboxError::Crashed {
+                id: self.id.clone(),
+                reason: reason.unwrap_or_else(|| "crashed".into()),
+                signal: None,
+            });
+        }
+        self.live
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| SandboxError::Crashed {
+                id: self.id.clone(),
+                reason: "runner is restarting".into(),
+                signal: None,
+            })
+    }
+}
+
+/// Owns every sandbox of this host.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ManagerConfig,
+    sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// The next default id offset in the sandbox id range.
+    next_ids: AtomicU32,
+    /// What destroyed sandboxes left to remove (cgroups, directories), still being removed.
+    cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Prepared runners.
+    pool: Pool,
+}
+
+impl Manager {
+    /// Creates a manager; makes the state directory (0700).
+    pub fn new(config: ManagerConfig) -> Result<Manager, SandboxError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(|e| SandboxError::io(&config.state_dir, e))?;
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                config,
+                sandboxes: Mutex::new(HashMap::new()),
+                next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
+                cleanups: Mutex::new(Vec::new()),
+                pool: Pool::default(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// The next uid (and gid) of the sandbox id range.
+    fn next_sandbox_id(&self) -> u32 {
+        SANDBOX_ID_BASE + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN
+    }
+
+    /// The stream of what happens to this manager's sandboxes.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.config.events
+    }
+
+    /// The ids of every sandbox, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        self.inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))
+    }
+
+    /// Creates and starts a sandbox; returns when its app is loaded and its workers started.
+    pub async fn create(&self, id: &str, spec: SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        if !valid_id(id) {
+            return Err(SandboxError::InvalidId(id.to_string()));
+        }
+        proto::spec::check_limits(&spec.limits).map_err(SandboxError::InvalidLimits)?;
+        if let Some(parent) = &spec.cgroup_parent
+            && spec.isolation.isolates()
+        {
+            check_cgroup_parent(parent)?;
+        }
+        if self.inner.sandboxes.lock().unwrap().contains_key(id) {
+            return Err(SandboxError::AlreadyExists(id.to_string()));
+        }
+        let _creating = Creating::enter(&self.inner.pool.creating);
+        let prepared = self.take_prepared(&spec);
+        let (dir, ids) = match &prepared {
+            Some(p) => (p.dir.clone(), p.ids),
+            None => {
+                let dir = self
+                    .inner
+                    .config
+                    .state_dir
+                    .join(format!("{id}.{}", nonce()));
+                let uid = spec.uid.unwrap_or_else(|| self.next_sandbox_id());
+                (dir, (uid, spec.gid.unwrap_or(uid)))
+            }
+        };
+        let sandbox = Arc::new(Sandbox {
+            id: id.to_string(),
+            spec,
+            dir,
+            created_at: SystemTime::now(),
+            created: Instant::now(),
+            live: tokio::sync::RwLock::new(None),
+            versions: Mutex::new(Vec::new()),
+            current: AtomicU32::new(0),
+            status: Mutex::new((Status::Restarting, None)),
+            restart_count: AtomicU32::new(0),
+            worker_restarts: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            crashes: Mutex::new(VecDeque::new()),
+            destroying: AtomicBool::new(false),
+            cpu_prev: Mutex::new(None),
+            swap_lock: tokio::sync::Mutex::new(()),
+            isolation: Mutex::new(serde_json::Value::Null),
+            startup: Mutex::new(StartupTimings::default()),
+            cgroup: Mutex::new(None),
+            cgroup_entry: Mutex::new(None),
+            ids,
+            own_root: AtomicBool::new(false),
+            pid_ns: AtomicBool::new(false),
+            app_exit: Mutex::new(None),
+            oom_seen: AtomicU64::new(0),
+            warnings: Mutex::new(Vec::new()),
+            events: self.inner.config.events.clone(),
+        });
+        {
+            // Reserve the id before the slow part, so two creates of one id cannot both win.
+            let mut map = self.inner.sandboxes.lock().unwrap();
+            if map.contains_key(id) {
+                return Err(SandboxError::AlreadyExists(id.to_string()));
+            }
+            map.insert(id.to_string(), Arc::clone(&sandbox));
+        }
+        let started = Instant::now();
+        let result = self.start_new(&sandbox, prepared).await;
+        self.refill_pool();
+        match result {
+            Ok(()) => {
+                let info = self.info(id).await?;
+                sandbox.emit(EventKind::SandboxCreated {
+                    pid: info.pid,
+                    version: info.app.version,
+                    isolation: sandbox.spec.isolation.to_string(),
+                    ready_us: micros(started),
+                });
+                Ok(info)
+            }
+            Err(e) => {
+                self.inner.sandboxes.lock().unwrap().remove(id);
+                sandbox.destroying.store(true, Ordering::Release);
+                kill_processes(&sandbox).await;
+                let _ = cleanup(&sandbox).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lists sandboxes, sorted by id.
+    pub async fn list(&self) -> Vec<SandboxSummary> {
+        let all: Vec<Arc<Sandbox>> = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::with_capacity(all.len());
+        for sb in all {
+            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
+            let (status, reason) = sb.status.lock().unwrap().clone();
+            out.push(SandboxSummary {
+                id: sb.id.clone(),
+                status,
+                pid,
+                app_version: sb.current.load(Ordering::Acquire),
+                reason,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Describes one sandbox.
+    pub async fn info(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live.read().await.clone();
+        let record = sb.current_record();
+        let (status, crash_reason) = sb.status.lock().unwrap().clone();
+        Ok(SandboxInfo {
+            id: sb.id.clone(),
+            status,
+            crash_reason,
+            pid: live.as_ref().map_or(0, |l| l.process.pid()),
+            app_pid: live.as_ref().map_or(0, |l| l.app_pid),
+            created_at: rfc3339(sb.created_at),
+            restart_count: sb.restart_count.load(Ordering::Acquire),
+            app: AppInfo {
+                name: live
+                    .as_ref()
+                    .map(|l| l.app_name.clone())
+                    .unwrap_or_default(),
+                path: record.as_ref().map(|r| r.path.clone()).unwrap_or_default(),
+                version: record.as_ref().map_or(0, |r| r.version),
+                app_version: record
+                    .as_ref()
+                    .map(|r| r.app_version.clone())
+                    .unwrap_or_default(),
+                sha256: record
+                    .as_ref()
+                    .map(|r| r.sha256.clone())
+                    .unwrap_or_default(),
+                claimed_by_app: proto::info::app_claims(),
+            },
+            versions: sb.versions.lock().unwrap().clone(),
+            limits: sb.spec.limits.clone(),
+            isolation: sb.isolation.lock().unwrap().clone(),
+            dir: sb.dir.clone(),
+            startup: *sb.startup.lock().unwrap(),
+            warnings: sb.warnings.lock().unwrap().clone(),
+        })
+    }
+
+    /// Calls an app function with JSON arguments.
+    pub async fn run(
+        &self,
+        id: &str,
+        function: &str,
+        args: serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<serde_json::Value, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live().await?;
+        let timeout = timeout.unwrap_or(self.inner.config.call_timeout);
+        let request = Request::Call {
+            function: function.to_string(),
+            args: args.to_string(),
+        };
+        match live.data.request(request, timeout).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(match err.kind {
+                ErrorKind::Panicked => SandboxError::AppPanicked(err.message),
+                ErrorKind::UnknownFunction => SandboxError::UnknownFunction(err.message),
+                ErrorKind::Crashed => crashed(&sb.id, err.message, None),
+                _ => SandboxError::AppError(err.message),
+            }),
+            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
+                op: format!("call {function}"),
+                ms: timeout.as_millis() as u64,
+            }),
+            Err(ConnError::Closed) => Err(death_of(&sb.id, &live).await),
+        }
+    }
+
+    /// Lists the sandbox's supervised workers.
+    pub async fn workers(&self, id: &str) -> Result<WorkerList, SandboxError> {
+        self.worker_request(id, Request::Workers).await
+    }
+
+    /// Starts `count` more supervised workers.
+    pub async fn spawn_workers(&self, id: &str, count: u32) -> Result<WorkerList, SandboxError> {
+        let list = self
+            .worker_request(id, Request::SpawnWorkers { count })
+            .await?;
+        if let Ok(sb) = self.get(id) {
+            sb.emit(EventKind::WorkersAdded {
+                count,
+                total: list.workers.len() as u32,
+            });
+        }
+        Ok(list)
+    }
+
+    async fn worker_request(&self, id: &str, request: Request) -> Result<WorkerList, SandboxError> {
+        let sb = self.get(id)?;
+        let live = sb.live().await?;
+        match live
+            .control
+            .request(request, self.inner.config.call_timeout)
+            .await
+        {
+            Ok(Ok(value)) => {
+                let mut list: WorkerList = serde_json::from_value(value)
+                    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+                // The runner sees its own pid namespace; callers get host pids.
+                let pid = live.process.pid();
+                let map = tokio::task::spawn_blocking(move || procfs::ns_pid_map(pid))
+                    .await
+                    .unwrap_or_default();
+                if !map.is_empty() {
+                    for w in &mut list.workers {
+                        w.pid = map.get(&w.pid).copied().unwrap_or(0);
+                    }
+                }
+                Ok(list)
+            }
+            Ok(Err(err)) if err.kind == ErrorKind::Crashed => Err(crashed(id, err.message, None)),
+            Ok(Err(err)) => Err(SandboxError::AppError(err.message)),
+            Err(ConnError::Timeout) => Err(SandboxError::Timeout {
+                op: "workers".into(),
+                ms: self.inner.config.call_timeout.as_millis() as u64,
+            }),
+            Err(ConnError::Closed) => Err(death_of(id, &live).await),
+        }
+    }
+
+    /// Restarts the sandbox's runner on its current version (state is not carried over).
+    pub async fn restart(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let sb = self.get(id)?;
+        let old = sb.live.write().await.take();
+        sb.generation.fetch_add(1, Ordering::AcqRel); // the old runner's watcher stands down
+        sb.set_status(Status::Restarting, None);
+        if let Some(old) = old {
+            stop_runner(Arc::clone(&old.process)).await;
+        }
+        sb.crashes.lock().unwrap().clear();
+        sb.restart_count.fetch_add(1, Ordering::AcqRel);
+        let record = sb
+            .current_record()
+            .ok_or_else(|| SandboxError::Protocol("no current version".into()))?;
+        if let Err(e) = self.start_runner(&sb, &record).await {
+            // Not `restarting` forever: the sandbox is down until the next explicit restart.
+            sb.set_status(Status::Crashed, Some(format!("restart failed: {e}")));
+            return Err(e);
+        }
+        sb.set_status(Status::Running, None);
+        let info = self.info(id).await?;
+        sb.emit(EventKind::SandboxRestarted {
+            pid: info.pid,
+            after: "request".into(),
+        });
+        Ok(info)
+    }
+
+    /// Destroys a sandbox: returns once every process of it is dead; its cgroup and its
+    /// directory are removed in the background (see [`Manager::settled`]; a daemon that dies
+    /// before that finishes leaves them to the next one's sweep).
+    pub async fn destroy(&self, id: &str) -> Result<(), SandboxError> {
+        let sb = self
+            .inner
+            .sandboxes
+            .lock()
+            .unwrap()
+            .remove(id)
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
+        sb.destroying.store(true, Ordering::Release);
+        kill_processes(&sb).await;
+        sb.emit(EventKind::SandboxDestroyed {});
+        let handle = cleanup(&sb);
+        let mut cleanups = self.inner.cleanups.lock().unwrap();
+        cleanups.retain(|h| !h.is_finished());
+        cleanups.push(handle);
+        Ok(())
+    }
+
+    /// Waits until what destroyed sandboxes left (cgroups, directories, library links) is
+    /// removed.
+    pub async fn settled(&self) {
+        loop {
+            let handles = std::mem::take(&mut *self.inner.cleanups.lock().unwrap());
+            if handles.is_empty() {
+                return;
+            }
+            for handle in handles {
+                let _ = handle.await;
+            }
+        }
+    }
+
+    /// Destroys every sandbox and every prepared runner (host shutdown).
+    pub async fn destroy_all(&self) {
+        self.close_pool().await;
+        for id in self.ids() {
+            let _ = self.destroy(&id).await;
+        }
+        self.settled().await;
+    }
+}
+
+/// Copies `lib` to the sandbox's private `app/` directory as version `version`.
+fn install_version(
+    sb: &Sandbox,
+    lib: &LibBytes,
+    version: u32,
+) -> Result<VersionRecord, SandboxError> {
+    Ok(VersionRecord {
+        version,
+        path: library::install(
+            &sb.lib_store(),
+            &sb.app_dir(),
+            lib,
+            version,
+            sb.spec.isolation.isolates(),
+        )?,
+        sha256: lib.sha256.clone(),
+        app_version: String::new(),
+        loaded_at: unix_now(),
+    })
+}
+
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Formats a time as RFC 3339 UTC (seconds precision) without a date library.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_651_200 + 3661);
+        assert_eq!(rfc3339(t), "2026-11-26T01:01:01Z");
+    }
+}

@@ -1,0 +1,228 @@
+//! Supervision: a runner's death (as init and the kernel report it), its restart under the
+//! crash intensity, init's events, and the errors callers get when a runner died.
+use super::*;
+
+/// Waits for a runner to exit, records how it died, and restarts it when the death was not
+/// asked for.
+///
+/// Its sandbox is `owner`'s, set when the runner is given to one (a prepared runner waits
+/// in the pool without); one that dies ownerless is only reaped. The manager is held weakly,
+/// so watchers never keep a dropped manager (and its pool) alive.
+pub(super) async fn watch_runner(
+    owner: Owner,
+    manager: std::sync::Weak<Inner>,
+    runner: Arc<procfs::Process>,
+    (closed, data_closed): (oneshot::Receiver<()>, oneshot::Receiver<()>),
+    exit: watch::Sender<Option<String>>,
+) {
+    // Either plane closing ends the runner: init closes the control socket when it exits
+    // (after telling how the app process died), and an app process that closes its data
+    // socket but lives on can serve no call again, so init gets a moment to report, then the
+    // runner is killed and restarted like any that died.
+    let mut closed = closed;
+    tokio::select! {
+        _ = &mut closed => {}
+        _ = data_closed => {
+            if tokio::time::timeout(Duration::from_millis(300), &mut closed).await.is_err() {
+                kill_tree(&runner);
+            }
+        }
+    }
+    let pid = runner.pid();
+    let how = tokio::task::spawn_blocking(move || {
+        // The socket closed: the runner is dead or broken. Give it 200 ms to exit (woken the
+        // moment it does, through a pidfd), then make sure, and reap it.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            match waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    runner.wait_exit(deadline.saturating_duration_since(Instant::now()))
+                }
+                Ok(WaitStatus::StillAlive) => {
+                    // Killed; wait for the exit (on the pidfd) before looking again, rather
+                    // than walking /proc in a loop.
+                    kill_tree(&runner);
+                    runner.wait_exit(Duration::from_millis(500));
+                }
+                Ok(status) => return describe(status),
+                Err(e) => return format!("unknown ({e})"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| "unknown".into());
+    let (sb, generation) = match owner.get() {
+        Some((sb, generation)) => (sb.upgrade(), *generation),
+        None => (None, 0),
+    };
+    // How the app process died, as init saw it, says more than how init then exited.
+    let how = match sb
+        .as_deref()
+        .and_then(|sb| sb.app_exit.lock().unwrap().take())
+    {
+        Some(app) => format!("app process {app}"),
+        None => how,
+    };
+    // Killed by its memory limit: say so, from the cgroup's OOM counter.
+    let how = match sb.as_deref().and_then(oom_cause) {
+        Some(oom) => format!("{oom}, {how}"),
+        None => how,
+    };
+    let _ = exit.send(Some(how.clone()));
+    let Some(sb) = sb else { return };
+    if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
+    {
+        return;
+    }
+    tracing::warn!(sandbox = %sb.id, pid, %how, "runner died");
+    let cause = crash_cause(&how);
+    // The runner is reaped: its pid may name another process already, so nothing is killed
+    // by number. What it left behind goes with its cgroup; without one, its pid namespace or
+    // its workers' PDEATHSIG took them.
+    if let Some(cg) = sb.cgroup() {
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all()).await;
+    }
+    sb.live.write().await.take();
+    let too_many = {
+        let mut crashes = sb.crashes.lock().unwrap();
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes.front().is_some_and(|t| now - *t > CRASH_WINDOW) {
+            crashes.pop_front();
+        }
+        crashes.len() > MAX_CRASHES
+    };
+    sb.emit(EventKind::SandboxCrashed {
+        cause: cause.into(),
+        how: how.clone(),
+        final_: too_many,
+    });
+    if too_many {
+        sb.set_status(
+            Status::Crashed,
+            Some(format!(
+                "runner died ({how}); more than {MAX_CRASHES} times in {}s",
+                CRASH_WINDOW.as_secs()
+            )),
+        );
+        return;
+    }
+    sb.set_status(Status::Restarting, Some(how.clone()));
+    sb.restart_count.fetch_add(1, Ordering::AcqRel);
+    let Some(record) = sb.current_record() else {
+        return;
+    };
+    let Some(manager) = manager.upgrade().map(|inner| Manager { inner }) else {
+        return;
+    };
+    match manager.start_runner(&sb, &record).await {
+        Ok(()) => {
+            sb.set_status(Status::Running, None);
+            let pid = sb.live.read().await.as_ref().map_or(0, |l| l.process.pid());
+            sb.emit(EventKind::SandboxRestarted {
+                pid,
+                after: "crash".into(),
+            });
+        }
+        Err(e) => sb.set_status(
+            Status::Crashed,
+            Some(format!("restart after {how} failed: {e}")),
+        ),
+    }
+}
+
+/// What the host does with a runner's event (in the connection's reader task).
+pub(super) fn handle_event(sb: &Sandbox, event: Event) {
+    match event {
+        Event::WorkerRestarted {
+            index,
+            old_pid,
+            new_pid,
+            reason,
+        } => {
+            sb.worker_restarts.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(sandbox = %sb.id, index, old_pid, new_pid, %reason, "worker restarted");
+            sb.emit(EventKind::WorkerRestarted { index, reason });
+        }
+        Event::Crashed { reason } => {
+            tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
+            sb.emit(EventKind::SandboxCrashed {
+                cause: "supervisor".into(),
+                how: reason.clone(),
+                final_: true,
+            });
+            sb.set_status(Status::Crashed, Some(reason));
+        }
+        Event::AppExited { how } => {
+            *sb.app_exit.lock().unwrap() = Some(how);
+        }
+    }
+}
+
+/// `out of memory: limit 1 MiB` when the sandbox's cgroup counted OOM kills since the last
+/// look; `None` without a cgroup, without the counter, or without a new kill.
+pub(super) fn oom_cause(sb: &Sandbox) -> Option<String> {
+    let kills = sb.cgroup()?.usage().ok()?.oom_kills?;
+    let seen = sb.oom_seen.swap(kills, Ordering::AcqRel);
+    (kills > seen).then(|| match sb.spec.limits.max_memory {
+        Some(limit) => format!("out of memory: limit {}", proto::spec::format_bytes(limit)),
+        None => "out of memory".to_string(),
+    })
+}
+
+/// What the host observed of a death, from its own description of it (see [`describe`] and
+/// [`oom_cause`]): `oom`, `signal`, `exit` or `unknown`.
+pub(super) fn crash_cause(how: &str) -> &'static str {
+    if how.contains("out of memory") {
+        "oom"
+    } else if how.contains("signal ") {
+        "signal"
+    } else if how.contains("exit ") {
+        "exit"
+    } else {
+        "unknown"
+    }
+}
+
+pub(super) fn describe(status: WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, ABORT_EXIT) => {
+            format!("signal SIGABRT (as pid 1 of its namespace, reported as exit {ABORT_EXIT})")
+        }
+        WaitStatus::Exited(_, code) => match spawn::describe_early_exit(code) {
+            Some(what) => format!("exit {code} ({what})"),
+            None => format!("exit {code}"),
+        },
+        WaitStatus::Signaled(_, sig, core) => format!(
+            "signal {}{}",
+            sig.as_str(),
+            if core { " (core dumped)" } else { "" }
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+pub(super) fn crashed(id: &str, reason: String, signal: Option<String>) -> SandboxError {
+    SandboxError::Crashed {
+        id: id.to_string(),
+        reason,
+        signal,
+    }
+}
+
+/// The error for a request whose runner died: waits briefly for the exit status.
+pub(super) async fn death_of(id: &str, live: &Live) -> SandboxError {
+    let mut exit = live.exit.clone();
+    let how = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|v| v.clone()))
+        .unwrap_or_else(|| "runner closed its socket".into());
+    let signal = how
+        .split_once("signal ")
+        .map(|(_, s)| s.split([' ', ',']).next().unwrap_or(s).to_string());
+    crashed(id, format!("runner died: {how}"), signal)
+}

@@ -1,0 +1,201 @@
+//! `SandboxSkill`: status and resource usage of one sandbox.
+
+use async_trait::async_trait;
+use operator::{AlertRule, CallbackSpec, Skill};
+use serde_json::{Value, json};
+
+use super::{PROCESS_THRESHOLD, process_rule};
+use sandbox::{Manager, procfs};
+
+/// Watches one sandbox: its status and resource usage.
+#[derive(Debug, Clone)]
+pub struct SandboxSkill {
+    manager: Manager,
+    sandbox_id: String,
+    rule: AlertRule,
+}
+
+impl SandboxSkill {
+    /// A skill watching `sandbox_id` with the default threshold (processes > 10).
+    pub fn new(manager: Manager, sandbox_id: impl Into<String>) -> SandboxSkill {
+        SandboxSkill::with_threshold(manager, sandbox_id, PROCESS_THRESHOLD)
+    }
+
+    /// A skill watching `sandbox_id`; more than `threshold` processes is a spike.
+    pub fn with_threshold(
+        manager: Manager,
+        sandbox_id: impl Into<String>,
+        threshold: u64,
+    ) -> SandboxSkill {
+        SandboxSkill {
+            manager,
+            sandbox_id: sandbox_id.into(),
+            rule: process_rule(threshold),
+        }
+    }
+
+    /// The watched sandbox.
+    pub fn sandbox_id(&self) -> &str {
+        &self.sandbox_id
+    }
+
+    /// The snapshot of one sandbox, shared with the other skills.
+    pub(crate) async fn snapshot_of(manager: &Manager, id: &str) -> Value {
+        let (status, reason) = match manager.info(id).await {
+            Ok(info) => (info.status, info.crash_reason),
+            Err(e) => return json!({"sandbox_id": id, "error": e.to_string()}),
+        };
+        let mut snapshot = match manager.usage(id).await {
+            Ok(u) => json!({
+                "sandbox_id": id,
+                "status": status,
+                "oom_kills": u.oom_kills,
+                "processes": u.processes,
+                "threads": u.threads,
+                "memory_bytes": u.memory_bytes,
+                "cpu_percent": u.cpu_percent,
+                "uptime_ms": u.uptime_ms,
+                "restart_count": u.restart_count,
+                "app_version": u.app_version,
+            }),
+            Err(e) => json!({"sandbox_id": id, "status": status, "error": e.to_string()}),
+        };
+        // Why it crashed or restarts (say, `out of memory: limit 1 MiB, signal SIGKILL`).
+        if let Some(reason) = reason {
+            snapshot["crash_reason"] = json!(reason);
+        }
+        snapshot
+    }
+
+    /// The callbacks, shared with the anomaly skill.
+    pub(crate) fn callback_specs() -> Vec<CallbackSpec> {
+        vec![
+            CallbackSpec::no_args(
+                "sandbox_info",
+                "Id, status, restart count, creation time, app version and current resource usage.",
+            ),
+            CallbackSpec::no_args(
+                "sandbox_resource_usage",
+                "Full usage: processes, threads, memory, CPU time and percent, open fds, uptime, restarts, mapped app copies.",
+            ),
+            CallbackSpec::no_args(
+                "sandbox_process_tree",
+                "Every process in the sandbox with pid, parent, threads, resident memory and CPU ticks.",
+            ),
+            CallbackSpec::no_args(
+                "sandbox_app_versions",
+                "The app versions loaded so far, and which one serves now.",
+            ),
+            CallbackSpec::no_args(
+                "sandbox_health_check",
+                "Liveness checks: status running, workers answer, process count against the threshold.",
+            ),
+        ]
+    }
+
+    /// Runs a callback against sandbox `id`.
+    pub(crate) async fn callback(
+        manager: &Manager,
+        id: &str,
+        rule: &AlertRule,
+        name: &str,
+    ) -> Result<Value, String> {
+        let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
+        match name {
+            "sandbox_info" => {
+                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let usage = manager.usage(id).await.ok();
+                Ok(json!({
+                    "id": info.id,
+                    "status": info.status,
+                    "restart_count": info.restart_count,
+                    "created_at": info.created_at,
+                    "app_version": info.app.version,
+                    // Only the app vouches for these two: labelled so the model weighs them so.
+                    "app_name_claimed_by_app": info.app.name,
+                    "app_version_string_claimed_by_app": info.app.app_version,
+                    "resource_usage": usage,
+                }))
+            }
+            "sandbox_resource_usage" => to_json(serde_json::to_value(
+                manager.usage(id).await.map_err(|e| e.to_string())?,
+            )),
+            "sandbox_process_tree" => {
+                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let pid = info.pid;
+                let tree = tokio::task::spawn_blocking(move || procfs::tree(pid))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let page = procfs::page_size();
+                let procs: Vec<Value> = tree
+                    .iter()
+                    .map(|p| json!({"pid": p.pid, "ppid": p.ppid, "threads": p.threads, "rss_bytes": p.rss_pages * page, "cpu_ticks": p.cpu_ticks}))
+                    .collect();
+                Ok(json!({"root": pid, "processes": procs}))
+            }
+            "sandbox_app_versions" => {
+                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                Ok(json!({
+                    "current": info.app.version,
+                    "versions": info.versions,
+                    "note": "each version's app_version string is the app's own claim; version numbers and sha256 are the host's",
+                }))
+            }
+            "sandbox_health_check" => {
+                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let workers = manager.workers(id).await;
+                let usage = manager.usage(id).await;
+                let processes = usage.as_ref().map(|u| u.processes).unwrap_or(0);
+                let checks = json!({
+                    "running": info.status == sandbox::Status::Running,
+                    "workers_answer": workers.is_ok(),
+                    "processes_within_threshold": (processes as f64) <= rule.above,
+                });
+                let healthy = checks
+                    .as_object()
+                    .is_some_and(|c| c.values().all(|v| v == true));
+                Ok(
+                    json!({"healthy": healthy, "checks": checks, "processes": processes, "threshold": rule.above}),
+                )
+            }
+            other => Err(format!("unknown callback {other}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Skill for SandboxSkill {
+    fn title(&self) -> &str {
+        "Sandbox"
+    }
+
+    fn description(&self) -> &str {
+        "Sandbox: status and resource usage"
+    }
+
+    fn system_prompt(&self) -> String {
+        format!(
+            "You monitor one native sandbox (id {id}). Do not use think. Use snapshot data from \
+             take_snapshot() as the source of truth.\n{rules}\nKeep responses short and complete \
+             within 4 iterations.",
+            id = self.sandbox_id,
+            rules = self.rule.prompt_instructions()
+        )
+    }
+
+    async fn snapshot(&self) -> Value {
+        SandboxSkill::snapshot_of(&self.manager, &self.sandbox_id).await
+    }
+
+    fn callbacks(&self) -> Vec<CallbackSpec> {
+        SandboxSkill::callback_specs()
+    }
+
+    async fn call(&self, name: &str, _args: Value) -> Result<Value, String> {
+        SandboxSkill::callback(&self.manager, &self.sandbox_id, &self.rule, name).await
+    }
+
+    fn alert_rule(&self) -> Option<AlertRule> {
+        Some(self.rule.clone())
+    }
+}
