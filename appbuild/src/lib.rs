@@ -9,6 +9,7 @@
 //! crate at a time, across processes too). Builds are also serialised process-wide.
 
 pub mod error;
+pub mod inside;
 pub mod sandbox;
 pub mod stage;
 pub mod toolchain;
@@ -19,7 +20,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 pub use self::sandbox::BuildLimits;
-use self::sandbox::{BUILD_UID, Job, Toolchain};
+use self::sandbox::{BUILD_UID, Job};
+use self::toolchain::Toolchain;
 use crate::error::BuildError;
 
 /// A library cargo produced.

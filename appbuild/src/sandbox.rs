@@ -32,18 +32,7 @@ pub const SHIM_ARG: &str = "__sandbox_build_shim";
 /// The uid and gid builds run as on a root host (app sandboxes start at 1600000000).
 pub const BUILD_UID: u32 = 1_599_999_000;
 
-/// Where things are inside the build sandbox.
-pub mod inside {
-    /// The toolchain's sysroot (`rustc --print sysroot`), read-only.
-    pub const TOOLCHAIN: &str = "/toolchain";
-    /// `CARGO_HOME`: the host's `registry` and `git` caches, read-only.
-    pub const CARGO_HOME: &str = "/cargo";
-    /// The target dir, read-write and kept between builds of one crate.
-    pub const TARGET: &str = "/target";
-    /// Crates appear under `/src` at their host paths: the crate's own copy read-write, its
-    /// path dependencies read-only.
-    pub const SRC: &str = "/src";
-}
+use crate::inside;
 
 /// Limits of one build (`--build-memory`, `--build-processes`, `--build-cpu-time`,
 /// `--build-timeout`).
@@ -73,7 +62,7 @@ impl Default for BuildLimits {
     }
 }
 
-pub use super::toolchain::{NO_CARGO, Toolchain};
+use crate::toolchain::Toolchain;
 mod spawn;
 pub use spawn::shim_main;
 use spawn::{KillOnDrop, Prepared, Readers, waiter};

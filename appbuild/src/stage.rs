@@ -21,8 +21,8 @@ use std::path::{Component, Path, PathBuf};
 
 use isolation::root::Bind;
 
-use super::sandbox::inside;
 use crate::error::BuildError;
+use crate::inside;
 
 /// Most bytes of a crate copied for a build.
 const COPY_BYTES_CAP: u64 = 256 << 20;

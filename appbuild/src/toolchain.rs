@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::BuildError;
-use crate::sandbox::inside;
+use crate::inside;
 
 /// The message when no cargo can be found.
 pub const NO_CARGO: &str =

@@ -21,7 +21,8 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
-use super::session::{Shared, write_all};
+use super::conn::write_all;
+use super::shared::Shared;
 use super::slots::Slot;
 use proto::control::{self as wire, Request, Response, WireError};
 use sandbox::events::Event;

@@ -17,6 +17,7 @@ pub mod listen;
 pub mod metrics_http;
 pub mod peer;
 pub mod session;
+pub mod shared;
 pub mod slots;
 pub mod socket_path;
 pub mod staging;
@@ -337,7 +338,7 @@ pub async fn serve_watching(
     limits.http.start(&manager, &metrics, &stop_rx).await?;
     let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
     let slots = slots::Slots::new(limits.max_connections);
-    let shared = Arc::new(session::Shared {
+    let shared = Arc::new(shared::Shared {
         manager: manager.clone(),
         owner: nix::unistd::geteuid().as_raw(),
         stop: stop_rx,
@@ -466,7 +467,7 @@ fn ok<T: serde::Serialize>(result: Result<T, SandboxError>) -> Response {
 }
 
 /// Runs one request against the manager.
-async fn dispatch(sh: &session::Shared, request: Request) -> Response {
+async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
     let manager = &sh.manager;
     match request {
         Request::Ping => ok(Ok(Hello {

@@ -41,10 +41,8 @@ pub async fn serve(
 }
 
 async fn guard(State(s): State<Server>, request: Request, next: Next) -> Response {
-    if s.loopback_only {
-        if !crate::http::names_loopback_host(&request) {
-            return crate::http::not_loopback();
-        }
+    if s.loopback_only && !crate::http::names_loopback_host(&request) {
+        return crate::http::not_loopback();
     }
     next.run(request).await
 }

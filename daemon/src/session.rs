@@ -2,103 +2,20 @@
 //! descriptors that come with them (see [`staging`]), one answer per request, and log lines
 //! rate-limited per sandbox and per client.
 
-use std::collections::HashMap;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, watch};
 
-use super::conn::{InputLimits, LineReader};
+use super::conn::{InputLimits, LineReader, write_all};
+use super::shared::{InFlight, Shared};
 use super::slots::Slot;
 use super::staging::{self, CrateLimits};
-use super::{DaemonLimits, dispatch, first_line, op_name};
+use super::{dispatch, first_line, op_name};
 use proto::control::{self as wire, Envelope, ReloadWire, Request, Response, WireError};
-use sandbox::ratelimit::{RateLimiter, Verdict};
-use sandbox::{AppSource, Manager};
-
-/// What every connection of one daemon shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The sandboxes.
-    pub manager: Manager,
-    /// The daemon's uid.
-    pub owner: u32,
-    /// True once the daemon is stopping.
-    pub stop: watch::Receiver<bool>,
-    /// Requests being served.
-    pub in_flight: Arc<AtomicUsize>,
-    /// Bytes of long request lines, shared (1 KiB per permit).
-    pub line_pool: Arc<Semaphore>,
-    /// The limits.
-    pub limits: DaemonLimits,
-    /// Where descriptors' contents are copied.
-    pub staging: PathBuf,
-    /// Staged crates of live sandboxes, by sandbox id.
-    pub staged_crates: Mutex<HashMap<String, PathBuf>>,
-    /// Log lines per sandbox or client.
-    pub log_limit: RateLimiter<String>,
-    /// Which sandboxes the detector watches.
-    pub watch: Arc<::watch::WatchSet>,
-    /// The daemon's metrics (call latency is recorded in the dispatch).
-    pub metrics: Arc<::watch::metrics::Metrics>,
-}
-
-impl Shared {
-    /// Logs through the rate limiter: `emit` runs when `key` is under its budget, after one
-    /// `suppressed N` line when lines of `key` were dropped before.
-    pub fn log(&self, key: &str, emit: impl FnOnce()) {
-        if let Verdict::Pass { suppressed } = self.log_limit.check(&key.to_string()) {
-            if suppressed > 0 {
-                tracing::warn!(key, "suppressed {suppressed} log lines");
-            }
-            emit();
-        }
-    }
-
-    /// Logs the `suppressed N` lines of keys that went quiet.
-    pub fn flush_log(&self) {
-        for (key, n) in self.log_limit.flush() {
-            let key = key.unwrap_or_else(|| "(others)".into());
-            tracing::warn!(key = %key, "suppressed {n} log lines");
-        }
-    }
-}
-
-/// Counts a request in flight for as long as it lives, panics included.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// Counts one more request in `counter`.
-    pub fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(counter))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Writes all of `buf` through a shared reference to the stream.
-pub async fn write_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
+use sandbox::AppSource;
 
 /// Writes one error line, within the request deadline, ignoring failures.
 async fn say(stream: &UnixStream, timeout: Duration, kind: &str, message: String) {
@@ -454,21 +371,4 @@ async fn stage_crate(
     .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
     .map_err(|e| WireError::new("io", e.to_string()))?;
     Ok((holder, staged))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_request_is_no_longer_in_flight() {
-        let counter = Arc::new(AtomicUsize::new(0));
-        let guard = InFlight::enter(&counter);
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            panic!("dispatch bug");
-        });
-        assert!(task.await.unwrap_err().is_panic());
-        assert_eq!(counter.load(Ordering::Acquire), 0);
-    }
 }

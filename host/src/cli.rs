@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{self, Client, ClientError};
+use crate::client::{self, Client, ClientArgs, ClientError, failure};
 use daemon::socket_path;
 use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
@@ -72,18 +72,6 @@ pub enum Command {
     Destroy(IdArgs),
     /// Print the daemon's events (the last ones kept, then with --follow every new one).
     Events(crate::client_events::EventsArgs),
-}
-
-/// Options every client command takes.
-#[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
-    /// The daemon's control socket [default: $XDG_RUNTIME_DIR/sandbox-host/host.sock, root:
-    /// /run/sandbox-host/host.sock].
-    #[arg(long, env = socket_path::ENV, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// A sandbox id and the client options.
@@ -239,16 +227,6 @@ fn with_runtime(f: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCod
     let code = f(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
-}
-
-/// Exit status of a failed client command.
-pub(crate) fn failure(json: bool, e: &ClientError) -> ExitCode {
-    if json {
-        let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
-        crate::output::line(&error.to_string());
-    }
-    eprintln!("host: {e}");
-    ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {

@@ -6,6 +6,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use daemon::socket_path::SocketPath;
@@ -406,6 +407,28 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
             }
         }
     }
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The daemon's control socket [default: $XDG_RUNTIME_DIR/sandbox-host/host.sock, root:
+    /// /run/sandbox-host/host.sock].
+    #[arg(long, env = daemon::socket_path::ENV, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit status of a failed client command.
+pub fn failure(json: bool, e: &ClientError) -> ExitCode {
+    if json {
+        let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
+        crate::output::line(&error.to_string());
+    }
+    eprintln!("host: {e}");
+    ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
 }
 
 #[cfg(test)]

@@ -23,14 +23,14 @@ pub struct EventsArgs {
     pub last: Option<usize>,
     /// Client options.
     #[command(flatten)]
-    pub client: crate::cli::ClientArgs,
+    pub client: crate::client::ClientArgs,
 }
 
 /// Runs `host events`: exit 0 when the backlog (or, following, the stream) ended normally.
 pub fn run(a: &EventsArgs) -> ExitCode {
     match stream(a) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => crate::cli::failure(a.client.json, &e),
+        Err(e) => crate::client::failure(a.client.json, &e),
     }
 }
 

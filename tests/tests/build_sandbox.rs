@@ -151,7 +151,7 @@ fn without_cargo_the_error_says_a_toolchain_is_needed() {
 /// command outside. Printed, and bounded loosely (the machine is shared).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_build_sandbox_starts_quickly() {
-    let tc = appbuild::sandbox::Toolchain::find().unwrap();
+    let tc = appbuild::toolchain::Toolchain::find().unwrap();
     let cargo = tc.sysroot.join("bin/cargo");
     let dir = common::scratch();
     let mut plain = Vec::new();
