@@ -129,6 +129,7 @@ pub fn lock_path(socket: &Path) -> PathBuf {
 /// Takes the daemon lock of a socket, or says who holds it.
 fn take_lock(socket: &Path) -> Result<Flock<File>, DaemonError> {
     let path = lock_path(socket);
+    let orphans_deadline = Instant::now() + ORPHANS_EXIT;
     loop {
         let file = File::options()
             .read(true)
@@ -157,9 +158,18 @@ fn take_lock(socket: &Path) -> Result<Flock<File>, DaemonError> {
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
+                let pid: Option<i32> = text.trim().parse().ok();
+                // The daemon that wrote its pid here is gone, but the lock is still held: a
+                // child it was spawning when it was killed holds a copy of its descriptors
+                // until its PDEATHSIG lands and its namespaces are torn down. That takes
+                // milliseconds; wait for it (bounded) instead of calling it a live daemon.
+                if pid.is_some_and(|p| !pid_alive(p)) && Instant::now() < orphans_deadline {
+                    std::thread::sleep(LOCK_RETRY);
+                    continue;
+                }
                 return Err(DaemonError::AlreadyRunning {
                     path: socket.to_owned(),
-                    pid: text.trim().parse().ok(),
+                    pid,
                 });
             }
             Err((_, errno)) => {
@@ -171,6 +181,16 @@ fn take_lock(socket: &Path) -> Result<Flock<File>, DaemonError> {
             }
         }
     }
+}
+
+/// How long a dead daemon's exiting children may keep its lock before a new daemon gives up.
+const ORPHANS_EXIT: Duration = Duration::from_secs(5);
+/// How often the lock is tried again meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// Whether a process `pid` exists (a zombie counts: it is still someone's child).
+fn pid_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 /// Prepares the directory, takes the lock, replaces a stale socket and binds a new one

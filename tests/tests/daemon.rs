@@ -73,8 +73,9 @@ impl Daemon {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("daemon-{n}.log"));
         let mut child = spawn_serve(socket, &log);
+        let pid = child.id();
         let up = wait_until(Duration::from_secs(20), || {
-            UnixStream::connect(socket).is_ok() || child.try_wait().unwrap().is_some()
+            answers_as(socket, pid) || child.try_wait().unwrap().is_some()
         });
         let status = child.try_wait().unwrap();
         assert!(

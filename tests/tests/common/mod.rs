@@ -240,3 +240,28 @@ pub async fn hostile(
         .await
         .unwrap_or_else(|e| panic!("create {id}: {e}"))
 }
+
+/// Whether the daemon listening on `socket` is process `pid`: its `ping` answers with that
+/// pid. A bare connect is not enough: a killed daemon's exiting children can hold its old
+/// listener for a moment, and a connect then reaches them instead of the new daemon.
+pub fn answers_as(socket: &Path, pid: u32) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(b"{\"op\":\"ping\"}\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    if std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .is_err()
+    {
+        return false;
+    }
+    serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v["ok"]["pid"].as_u64())
+        == Some(u64::from(pid))
+}

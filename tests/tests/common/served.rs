@@ -95,10 +95,11 @@ impl Served {
             log,
             _dir: dir,
         };
+        let pid = d.child.as_ref().unwrap().id();
         let up = wait_until(Duration::from_secs(20), || {
             let exited = d.child.as_mut().unwrap().try_wait().unwrap().is_some();
             exited
-                || (std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
+                || (super::answers_as(&d.socket, pid)
                     && wait_for.iter().all(|w| d.url(w).is_some()))
         });
         let exited = d.child.as_mut().unwrap().try_wait().unwrap();
