@@ -175,7 +175,7 @@ async fn flow(
         )));
     }
     let spec = args.limits.spec(AppSource::Crate(demo_app_dir()));
-    proto::spec::check_limits(&spec.limits).map_err(DemoError::Flags)?;
+    proto::spec::check_limits(&spec.limits).map_err(|e| DemoError::Flags(e.to_string()))?;
     let choice = choose_provider(args.provider.as_deref(), args.model.as_deref()).await?;
     if choice.by_default {
         if choice.name == "mock" {

@@ -185,33 +185,45 @@ pub fn limit_warnings_with_fix(
         .collect()
 }
 
+/// A limit no sandbox can start under.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LimitError {
+    /// `--max-memory` below [`MIN_MEMORY`].
+    #[error(
+        "--max-memory {} is below the floor of {}: the sandbox cannot start under it",
+        format_bytes(*.0),
+        format_bytes(MIN_MEMORY)
+    )]
+    MemoryBelowFloor(u64),
+    /// `--max-processes` below [`MIN_PROCESSES`].
+    #[error(
+        "--max-processes {0} is below the floor of {MIN_PROCESSES}: the runner, the app process \
+         and their threads need at least that many"
+    )]
+    ProcessesBelowFloor(u64),
+    /// `--cpu` that is not a positive, finite fraction of a core.
+    #[error("--cpu {0} is not a positive fraction of a core (0.5 = half a core)")]
+    CpuNotPositive(f64),
+}
+
 /// Refuses limits no sandbox can start under, naming the floor: memory below
 /// [`MIN_MEMORY`], processes below [`MIN_PROCESSES`], a CPU fraction that is not a positive
 /// number.
-pub fn check_limits(limits: &Limits) -> Result<(), String> {
+pub fn check_limits(limits: &Limits) -> Result<(), LimitError> {
     if let Some(bytes) = limits.max_memory
         && bytes < MIN_MEMORY
     {
-        return Err(format!(
-            "--max-memory {} is below the floor of {}: the sandbox cannot start under it",
-            format_bytes(bytes),
-            format_bytes(MIN_MEMORY)
-        ));
+        return Err(LimitError::MemoryBelowFloor(bytes));
     }
     if let Some(n) = limits.max_processes
         && n < MIN_PROCESSES
     {
-        return Err(format!(
-            "--max-processes {n} is below the floor of {MIN_PROCESSES}: the runner, the app \
-             process and their threads need at least that many"
-        ));
+        return Err(LimitError::ProcessesBelowFloor(n));
     }
     if let Some(cpu) = limits.cpu
         && !(cpu.is_finite() && cpu > 0.0)
     {
-        return Err(format!(
-            "--cpu {cpu} is not a positive fraction of a core (0.5 = half a core)"
-        ));
+        return Err(LimitError::CpuNotPositive(cpu));
     }
     Ok(())
 }
@@ -225,7 +237,7 @@ mod floor_tests {
         let limits = |f: fn(&mut Limits)| {
             let mut l = Limits::default();
             f(&mut l);
-            check_limits(&l)
+            check_limits(&l).map_err(|e| e.to_string())
         };
         assert_eq!(limits(|_| {}), Ok(()));
         let e = limits(|l| l.max_memory = Some(10)).unwrap_err();

@@ -3,6 +3,7 @@
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 
+use crate::error::StateError;
 use sandbox_abi::{ABI_VERSION, AppTable, Buf, ENTRY_SYMBOL, EntryFn, Status, TABLE_SIZE};
 
 /// Why a library could not be loaded as an app.
@@ -155,7 +156,7 @@ impl LoadedApp {
     }
 
     /// Serialises state, if the app exports `save_state`.
-    pub fn save_state(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn save_state(&self) -> Result<Option<Vec<u8>>, StateError> {
         let Some(save) = self.table.save_state else {
             return Ok(None);
         };
@@ -165,15 +166,14 @@ impl LoadedApp {
         let bytes = self.take(out);
         match Status::from_raw(raw) {
             Some(Status::Ok) => Ok(Some(bytes)),
-            _ => Err(format!(
-                "save_state failed: {}",
-                String::from_utf8_lossy(&bytes)
+            _ => Err(StateError::SaveFailed(
+                String::from_utf8_lossy(&bytes).into_owned(),
             )),
         }
     }
 
     /// Restores state saved by another version; `Ok(false)` when the app has no hook.
-    pub fn restore_state(&self, state: &[u8]) -> Result<bool, String> {
+    pub fn restore_state(&self, state: &[u8]) -> Result<bool, StateError> {
         let Some(restore) = self.table.restore_state else {
             return Ok(false);
         };
@@ -183,13 +183,11 @@ impl LoadedApp {
         let message = self.take(out);
         match Status::from_raw(raw) {
             Some(Status::Ok) => Ok(true),
-            Some(Status::Panicked) => Err(format!(
-                "restore_state panicked: {}",
-                String::from_utf8_lossy(&message)
+            Some(Status::Panicked) => Err(StateError::RestorePanicked(
+                String::from_utf8_lossy(&message).into_owned(),
             )),
-            _ => Err(format!(
-                "restore_state failed: {}",
-                String::from_utf8_lossy(&message)
+            _ => Err(StateError::RestoreFailed(
+                String::from_utf8_lossy(&message).into_owned(),
             )),
         }
     }

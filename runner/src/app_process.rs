@@ -24,6 +24,7 @@ use sandbox_abi::Status;
 
 use super::app::LoadedApp;
 use super::{DATA_FD, Out};
+use crate::error::ReloadError;
 use proto::runner::{self as protocol, Body, ErrorKind, Loaded, Reloaded, Request, RequestFrame};
 
 /// A queued reload: request id, library, version, timeout.
@@ -182,7 +183,9 @@ fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
     for (id, lib, version, timeout) in requests {
         match reload(&runner, &lib, version, timeout) {
             Ok(done) => runner.out.ok(id, &done),
-            Err(reason) => runner.out.err(id, ErrorKind::ReloadRefused, reason),
+            Err(reason) => runner
+                .out
+                .err(id, ErrorKind::ReloadRefused, reason.to_string()),
         }
     }
 }
@@ -256,12 +259,9 @@ fn reload(
     lib: &Path,
     version: u32,
     timeout: Duration,
-) -> Result<Reloaded, String> {
+) -> Result<Reloaded, ReloadError> {
     if runner.loader_stuck.load(Ordering::Acquire) {
-        return Err(
-            "an earlier load hung and holds the loader lock: restart the sandbox to reload again"
-                .into(),
-        );
+        return Err(ReloadError::LoaderStuck);
     }
     let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
     let started = Instant::now();
@@ -276,31 +276,28 @@ fn reload(
         .spawn(move || {
             let _ = tx.send(LoadedApp::open(&path, version));
         })
-        .map_err(|e| format!("cannot start a loader thread: {e}"))?;
+        .map_err(ReloadError::LoaderThread)?;
     let new = match rx.recv_timeout(timeout) {
         Ok(Ok(app)) => app,
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(e.into()),
         Err(_) => {
-            return Err(format!(
-                "loading {} took longer than {timeout:?}",
-                lib.display()
-            ));
+            return Err(ReloadError::LoadTimeout {
+                path: lib.to_owned(),
+                timeout,
+            });
         }
     };
 
-    let state = old.save_state().map_err(|e| format!("old version: {e}"))?;
+    let state = old.save_state().map_err(ReloadError::OldVersion)?;
     let state_bytes = state.as_ref().map_or(0, Vec::len);
     if let Some(state) = &state {
-        new.restore_state(state)
-            .map_err(|e| format!("new version: {e}"))?;
+        new.restore_state(state).map_err(ReloadError::NewVersion)?;
     }
     let load_us = started.elapsed().as_micros() as u64;
     // Past the deadline the host has given up on this reload (and restarts us on the old
     // version): swapping now would make the two disagree on the version serving.
     if started.elapsed() > timeout {
-        return Err(format!(
-            "the state hand-over took longer than {timeout:?}; the old version still serves"
-        ));
+        return Err(ReloadError::HandOverTimeout(timeout));
     }
     let app_version = new.app_version();
     *runner.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);

@@ -170,15 +170,22 @@ fn serve(
             Request::Ping => out.ok(id, &serde_json::json!({"pong": true})),
             Request::SpawnWorkers { count } => match supervisor.spawn(count) {
                 Ok(list) => out.ok(id, &list),
-                Err(e) if supervisor.list().crashed => out.err(id, ErrorKind::Crashed, e),
-                Err(e) => out.err(id, ErrorKind::BadRequest, e),
+                Err(e) if supervisor.list().crashed => {
+                    out.err(id, ErrorKind::Crashed, e.to_string())
+                }
+                Err(e) => out.err(id, ErrorKind::BadRequest, e.to_string()),
             },
             Request::Workers => out.ok(id, &supervisor.list()),
             Request::SetVersion { lib, version } => {
                 supervisor.set_version(&lib, version);
                 out.ok(id, &serde_json::json!({"version": version}));
                 if let Err(reason) = supervisor.restart_stale() {
-                    out.send(0, Body::Event(Event::Crashed { reason }));
+                    out.send(
+                        0,
+                        Body::Event(Event::Crashed {
+                            reason: reason.to_string(),
+                        }),
+                    );
                 }
             }
             Request::SetLimits { limits, host_root } => {

@@ -13,6 +13,7 @@
 
 mod app;
 pub mod app_process;
+pub mod error;
 mod init;
 mod restrict;
 mod supervisor;

@@ -23,6 +23,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::error::WorkerError;
 use proto::runner::{Event, WorkerInfo, WorkerList};
 
 /// Restarts allowed within [`RESTART_WINDOW`] before the sandbox counts as crashed.
@@ -109,24 +110,24 @@ impl Supervisor {
     }
 
     /// Starts `count` more workers on the current version.
-    pub fn spawn(&self, count: u32) -> Result<WorkerList, String> {
+    pub fn spawn(&self, count: u32) -> Result<WorkerList, WorkerError> {
         let mut st = self.lock();
         self.spawn_locked(&mut st, count)?;
         Ok(list(&st))
     }
 
-    fn spawn_locked(&self, st: &mut State, count: u32) -> Result<(), String> {
+    fn spawn_locked(&self, st: &mut State, count: u32) -> Result<(), WorkerError> {
         if st.crashed {
-            return Err("sandbox crashed: restart it before adding workers".into());
+            return Err(WorkerError::Crashed);
         }
         if st.workers.len() + count as usize > MAX_WORKERS {
-            return Err(format!("at most {MAX_WORKERS} workers per sandbox"));
+            return Err(WorkerError::TooMany { max: MAX_WORKERS });
         }
         for _ in 0..count {
             let index = st.next_index;
             st.next_index += 1;
             let (lib, version) = self.current();
-            let pid = spawn_worker(&lib, index).map_err(|e| format!("spawn worker: {e}"))?;
+            let pid = spawn_worker(&lib, index).map_err(WorkerError::Spawn)?;
             st.workers.push(Worker {
                 index,
                 pid,
@@ -158,7 +159,7 @@ impl Supervisor {
 
     /// Moves every worker that runs an older version than the current one: stops its
     /// process and starts a new one under the same index.
-    pub fn restart_stale(&self) -> Result<(), String> {
+    pub fn restart_stale(&self) -> Result<(), WorkerError> {
         let mut st = self.lock();
         let (lib, version) = self.current();
         let stale: Vec<(u32, i32)> = st
@@ -176,7 +177,7 @@ impl Supervisor {
             return Ok(());
         }
         for (index, _) in stale {
-            let pid = spawn_worker(&lib, index).map_err(|e| format!("spawn worker: {e}"))?;
+            let pid = spawn_worker(&lib, index).map_err(WorkerError::Spawn)?;
             st.workers.push(Worker {
                 index,
                 pid,

@@ -11,8 +11,8 @@ pub enum SandboxError {
     #[error("invalid sandbox id {0:?}: ids are 1 to 64 characters of A-Z a-z 0-9 _ -")]
     InvalidId(String),
     /// A limit no sandbox can start under (the message names the floor).
-    #[error("{0}")]
-    InvalidLimits(String),
+    #[error(transparent)]
+    InvalidLimits(#[from] proto::spec::LimitError),
     /// No sandbox of that id.
     #[error("sandbox {0} not found")]
     NotFound(String),
@@ -60,9 +60,21 @@ pub enum SandboxError {
     /// Building the app failed (cargo's diagnostics, the build sandbox, a file).
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// The runner could not be started.
-    #[error("spawn failed: {0}")]
-    Spawn(String),
+    /// The runner could not be started: a step of the spawn sequence failed.
+    #[error("spawn failed: {step}: {source}")]
+    Spawn {
+        /// The step (`clone`, `socketpair`, `control socket`, …).
+        step: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that clones runners is gone (a bug or a panic in it).
+    #[error("spawn failed: the spawner thread is gone")]
+    SpawnerGone,
+    /// A path or argument for the runner held a NUL byte.
+    #[error("spawn failed: {0} contains a NUL byte")]
+    NulByte(PathBuf),
     /// The runner refused to start (bad library, restrictions).
     #[error("sandbox failed to start: {0}")]
     InitFailed(String),
@@ -116,7 +128,9 @@ impl SandboxError {
                 | BuildError::Child(_)
                 | BuildError::NoMountNamespace => "isolation",
             },
-            SandboxError::Spawn(_) => "spawn_failed",
+            SandboxError::Spawn { .. } | SandboxError::SpawnerGone | SandboxError::NulByte(_) => {
+                "spawn_failed"
+            }
             SandboxError::InitFailed(_) => "init_failed",
             SandboxError::Isolation(_) => "isolation",
             SandboxError::Io { .. } => "io",

@@ -132,9 +132,8 @@ impl Spawner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send((request, tx))
-            .map_err(|_| SandboxError::Spawn("spawner thread is gone".into()))?;
-        rx.recv()
-            .map_err(|_| SandboxError::Spawn("spawner thread is gone".into()))?
+            .map_err(|_| SandboxError::SpawnerGone)?;
+        rx.recv().map_err(|_| SandboxError::SpawnerGone)?
     }
 }
 
@@ -153,12 +152,12 @@ fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 /// A spawn step that failed with `source`.
-fn spawn_error(step: &str, source: std::io::Error) -> SandboxError {
-    SandboxError::Spawn(format!("{step}: {source}"))
+fn spawn_error(step: &'static str, source: std::io::Error) -> SandboxError {
+    SandboxError::Spawn { step, source }
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, SandboxError> {
-    CString::new(bytes).map_err(|_| SandboxError::Spawn(format!("{what} contains a NUL byte")))
+    CString::new(bytes).map_err(|_| SandboxError::NulByte(what.into()))
 }
 
 fn path_c(path: &Path) -> Result<CString, SandboxError> {
@@ -189,10 +188,10 @@ impl ChildStack {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(SandboxError::Spawn(format!(
-                "map the child stack: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(spawn_error(
+                "map the child stack",
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: the lowest page of the mapping made above becomes a guard page (best effort:
         // a failure only loses the guard).
@@ -251,10 +250,8 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
         .write(true)
         .open("/dev/null")
         .map_err(|e| SandboxError::io(Path::new("/dev/null"), e))?;
-    let (host_end, child_end) =
-        UnixStream::pair().map_err(|e| SandboxError::Spawn(format!("socketpair: {e}")))?;
-    let (host_data, child_data) =
-        UnixStream::pair().map_err(|e| SandboxError::Spawn(format!("socketpair: {e}")))?;
+    let (host_end, child_end) = UnixStream::pair().map_err(|e| spawn_error("socketpair", e))?;
+    let (host_data, child_data) = UnixStream::pair().map_err(|e| spawn_error("socketpair", e))?;
     let (err_read, err_write) = isolation::fds::pipe().map_err(|e| spawn_error("pipe", e))?;
     // Lift every fd the child rearranges above 3, so that no dup2 in step 10 overwrites a
     // source that a later dup2 still needs.
@@ -325,7 +322,7 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
             // SAFETY: restores the mask saved above.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
             if pid < 0 {
-                return Err(SandboxError::Spawn(format!("clone: {clone_error}")));
+                return Err(spawn_error("clone", clone_error));
             }
             pid
         }
@@ -345,10 +342,7 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
                 )
             };
             if pid < 0 {
-                return Err(SandboxError::Spawn(format!(
-                    "clone: {}",
-                    std::io::Error::last_os_error()
-                )));
+                return Err(spawn_error("clone", std::io::Error::last_os_error()));
             }
             if pid == 0 {
                 // SAFETY: we are the freshly cloned child; see Child::run.

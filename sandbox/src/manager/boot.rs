@@ -71,7 +71,10 @@ impl Manager {
         } = plan;
         let spawned = tokio::task::spawn_blocking(move || Spawner::global().spawn(request))
             .await
-            .map_err(|e| SandboxError::Spawn(format!("spawn task: {e}")))??;
+            .map_err(|e| SandboxError::Spawn {
+                step: "spawn task",
+                source: e.into(),
+            })??;
         let spawn_us = micros(started);
         let pid = spawned.pid;
         // Before the watcher exists, so before anyone can reap the runner.
@@ -90,7 +93,10 @@ impl Manager {
         // Until the watcher runs, a failure here must kill the runner itself.
         let control = Connection::new(spawned.control, on_event, closed_tx).map_err(|e| {
             kill_tree(&process);
-            SandboxError::Spawn(format!("control socket: {e}"))
+            SandboxError::Spawn {
+                step: "control socket",
+                source: e,
+            }
         })?;
         let data = Connection::new(
             spawned.data,
@@ -99,7 +105,10 @@ impl Manager {
         )
         .map_err(|e| {
             kill_tree(&process);
-            SandboxError::Spawn(format!("data socket: {e}"))
+            SandboxError::Spawn {
+                step: "data socket",
+                source: e,
+            }
         })?;
         let restrictions = serde_json::to_value(&restrictions).map_err(|e| {
             kill_tree(&process);

@@ -334,7 +334,7 @@ impl Manager {
         if !valid_id(id) {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
-        proto::spec::check_limits(&spec.limits).map_err(SandboxError::InvalidLimits)?;
+        proto::spec::check_limits(&spec.limits)?;
         if let Some(parent) = &spec.cgroup_parent
             && spec.isolation.isolates()
         {

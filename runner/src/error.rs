@@ -1,0 +1,83 @@
+//! Typed failures of the runner. They cross to the host as a `RunnerError` frame's message
+//! (`proto::runner`), so their `Display` is what a user reads in `reload refused: …`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::app::LoadError;
+
+/// A state hook of the app failed; the text is the app's own word about why.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// `save_state` returned an error.
+    #[error("save_state failed: {0}")]
+    SaveFailed(String),
+    /// `restore_state` panicked.
+    #[error("restore_state panicked: {0}")]
+    RestorePanicked(String),
+    /// `restore_state` returned an error.
+    #[error("restore_state failed: {0}")]
+    RestoreFailed(String),
+}
+
+/// Why a reload was refused; the old version keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// An earlier `dlopen` hung and still holds glibc's loader lock.
+    #[error("an earlier load hung and holds the loader lock: restart the sandbox to reload again")]
+    LoaderStuck,
+    /// No thread could be started to run `dlopen` on.
+    #[error("cannot start a loader thread: {0}")]
+    LoaderThread(#[source] std::io::Error),
+    /// The library is not a loadable app.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// `dlopen` (the library's initialisers) did not finish in time.
+    #[error("loading {} took longer than {timeout:?}", path.display())]
+    LoadTimeout {
+        /// The library.
+        path: PathBuf,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The serving version could not save its state.
+    #[error("old version: {0}")]
+    OldVersion(#[source] StateError),
+    /// The new version could not restore the state.
+    #[error("new version: {0}")]
+    NewVersion(#[source] StateError),
+    /// The state hand-over outlasted the host's deadline.
+    #[error("the state hand-over took longer than {0:?}; the old version still serves")]
+    HandOverTimeout(Duration),
+}
+
+/// Why workers could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The sandbox crashed (restart intensity exceeded): no new workers until a restart.
+    #[error("sandbox crashed: restart it before adding workers")]
+    Crashed,
+    /// The per-sandbox worker cap.
+    #[error("at most {max} workers per sandbox")]
+    TooMany {
+        /// The cap.
+        max: usize,
+    },
+    /// The worker process could not be spawned.
+    #[error("spawn worker: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Why the runner's self-restrictions could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RestrictError {
+    /// The host's plan does not parse.
+    #[error("bad restriction plan: {0}")]
+    BadPlan(#[source] serde_json::Error),
+    /// The kernel refused a restriction.
+    #[error(transparent)]
+    Apply(#[from] isolation::IsolationError),
+    /// The report of what was applied could not be encoded.
+    #[error("encode the report: {0}")]
+    Encode(#[source] serde_json::Error),
+}
