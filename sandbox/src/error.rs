@@ -81,6 +81,9 @@ pub enum SandboxError {
     /// The isolation level could not be met.
     #[error("isolation: {0}")]
     Isolation(String),
+    /// The kernel refused an isolation mechanism the level needs.
+    #[error("isolation: {0}")]
+    Kernel(#[from] isolation::IsolationError),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -132,7 +135,7 @@ impl SandboxError {
                 "spawn_failed"
             }
             SandboxError::InitFailed(_) => "init_failed",
-            SandboxError::Isolation(_) => "isolation",
+            SandboxError::Isolation(_) | SandboxError::Kernel(_) => "isolation",
             SandboxError::Io { .. } => "io",
             SandboxError::Protocol(_) => "protocol",
         }

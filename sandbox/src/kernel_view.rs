@@ -31,6 +31,15 @@ const NAMESPACES: &[(&str, Mechanism)] = &[
     ("net", Mechanism::NetNs),
 ];
 
+/// What the kernel shows of one mechanism: the evidence, either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shown {
+    /// It shows the mechanism in force (`Seccomp: 2`).
+    Confirms(String),
+    /// It shows something else (`NoNewPrivs: 0`).
+    Contradicts(String),
+}
+
 impl KernelView {
     /// Reads the view of `pid` (fields it cannot read stay empty, which confirms nothing).
     pub fn read(pid: i32) -> KernelView {
@@ -60,10 +69,15 @@ impl KernelView {
         self.status.get(key).map_or("", String::as_str)
     }
 
-    /// Whether the kernel shows `mechanism`: `Some(Ok(evidence))`, `Some(Err(what it shows
-    /// instead))`, or `None` when it shows nothing either way.
-    fn confirms(&self, mechanism: Mechanism) -> Option<Result<String, String>> {
-        let verdict = |ok: bool, shown: String| Some(if ok { Ok(shown) } else { Err(shown) });
+    /// What the kernel shows of `mechanism`, or `None` when it shows nothing either way.
+    fn confirms(&self, mechanism: Mechanism) -> Option<Shown> {
+        let verdict = |ok: bool, shown: String| {
+            Some(if ok {
+                Shown::Confirms(shown)
+            } else {
+                Shown::Contradicts(shown)
+            })
+        };
         match mechanism {
             Mechanism::Seccomp => {
                 let mode = self.field("Seccomp");
@@ -147,10 +161,10 @@ impl KernelView {
     pub fn check(&self, report: &mut Report) {
         for entry in report.entries.iter_mut().filter(|e| e.applied) {
             match self.confirms(entry.mechanism) {
-                Some(Ok(evidence)) => {
+                Some(Shown::Confirms(evidence)) => {
                     entry.detail = format!("{} [kernel: {evidence}]", entry.detail)
                 }
-                Some(Err(shown)) => {
+                Some(Shown::Contradicts(shown)) => {
                     *entry = ReportEntry::missing(
                         entry.mechanism,
                         format!(
@@ -247,11 +261,14 @@ mod tests {
         ];
         for m in cases {
             assert!(
-                matches!(sandboxed().confirms(m), Some(Ok(_))),
+                matches!(sandboxed().confirms(m), Some(Shown::Confirms(_))),
                 "{m}: {:?}",
                 sandboxed().confirms(m)
             );
-            assert!(matches!(bare().confirms(m), Some(Err(_))), "{m}");
+            assert!(
+                matches!(bare().confirms(m), Some(Shown::Contradicts(_))),
+                "{m}"
+            );
         }
         assert_eq!(sandboxed().confirms(Mechanism::Landlock), None);
     }

@@ -357,7 +357,7 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
     if let Err(e) = req.setup.parent_after_clone(pid) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        return Err(SandboxError::Isolation(format!("user namespace maps: {e}")));
+        return Err(SandboxError::Kernel(e));
     }
     Ok(Spawned {
         pid,

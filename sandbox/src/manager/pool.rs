@@ -339,7 +339,7 @@ impl Manager {
         booted: &mut Booted,
     ) -> Result<(), SandboxError> {
         let level = sb.spec.isolation;
-        let iso = |e: isolation::IsolationError| SandboxError::Isolation(e.to_string());
+        let iso = SandboxError::Kernel;
         let pids = [booted.process.pid(), booted.app_pid];
         let refuse = |why: String| {
             SandboxError::Isolation(format!("give a prepared runner its sandbox: {why}"))

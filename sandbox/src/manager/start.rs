@@ -43,7 +43,7 @@ impl Manager {
                 };
             entry
                 .check(sb.spec.isolation)
-                .map_err(|e| SandboxError::Isolation(e.to_string()))?;
+                .map_err(SandboxError::Kernel)?;
             let warnings = match sb.cgroup() {
                 Some(cg) => limit_warnings(&sb.spec.limits, None, cg.missing()),
                 None => limit_warnings(
@@ -167,7 +167,7 @@ impl Manager {
         });
         if let Err(e) = checked {
             booted.kill();
-            return Err(SandboxError::Isolation(e.to_string()));
+            return Err(SandboxError::Kernel(e));
         }
         *sb.isolation.lock().unwrap() = serde_json::json!({"level": level, "mechanisms": report});
         *sb.startup.lock().unwrap() = StartupTimings {
@@ -225,7 +225,7 @@ impl Manager {
     /// Plans the isolation of one runner (namespaces, mounts, rlimits, self-restrictions) and
     /// starts the isolation report with what the host side will apply.
     pub(super) fn prepare_spawn(&self, sb: &PlanInput<'_>) -> Result<Plan, SandboxError> {
-        let iso = |e: isolation::IsolationError| SandboxError::Isolation(e.to_string());
+        let iso = SandboxError::Kernel;
         let level = sb.level;
         let runner_exe = self
             .inner
@@ -327,7 +327,7 @@ impl Manager {
                 .as_ref()
                 .map(|cg| cg.open_entry())
                 .transpose()
-                .map_err(|e| SandboxError::Isolation(format!("open the sandbox's cgroup: {e}")))?,
+                .map_err(|e| SandboxError::Kernel(e.into()))?,
             setup,
             rlimits,
         };
