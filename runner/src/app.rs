@@ -1,41 +1,10 @@
 //! One loaded version of an app: the `dlopen`ed library and its checked function table.
 
 use std::ffi::CStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::StateError;
+use crate::error::{LoadError, StateError};
 use sandbox_abi::{ABI_VERSION, AppTable, Buf, ENTRY_SYMBOL, EntryFn, Status, TABLE_SIZE};
-
-/// Why a library could not be loaded as an app.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// `dlopen` failed: not an ELF, wrong architecture, missing dependency.
-    #[error("cannot load {path}: {reason}")]
-    Open {
-        /// The library.
-        path: PathBuf,
-        /// dlerror text.
-        reason: String,
-    },
-    /// The entry symbol is missing.
-    #[error("{path} has no `sandbox_app_entry` symbol: not a sandbox app")]
-    NoEntry {
-        /// The library.
-        path: PathBuf,
-    },
-    /// The table's ABI version or size differs from the runner's.
-    #[error(
-        "{path}: ABI version {found} with table size {size}, runner expects version {ABI_VERSION} size {TABLE_SIZE}"
-    )]
-    AbiMismatch {
-        /// The library.
-        path: PathBuf,
-        /// Its ABI version.
-        found: u32,
-        /// Its table size.
-        size: u32,
-    },
-}
 
 /// A loaded app version. Dropping it `dlclose`s the library (best effort: glibc keeps a
 /// library mapped when it registered TLS destructors; usage reports mapped copies).

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app::LoadError;
+use sandbox_abi::{ABI_VERSION, TABLE_SIZE};
 
 /// A state hook of the app failed; the text is the app's own word about why.
 #[derive(Debug, thiserror::Error)]
@@ -80,4 +80,35 @@ pub enum RestrictError {
     /// The report of what was applied could not be encoded.
     #[error("encode the report: {0}")]
     Encode(#[source] serde_json::Error),
+}
+
+/// Why a library could not be loaded as an app.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `dlopen` failed: not an ELF, wrong architecture, missing dependency.
+    #[error("cannot load {path}: {reason}")]
+    Open {
+        /// The library.
+        path: PathBuf,
+        /// dlerror text.
+        reason: String,
+    },
+    /// The entry symbol is missing.
+    #[error("{path} has no `sandbox_app_entry` symbol: not a sandbox app")]
+    NoEntry {
+        /// The library.
+        path: PathBuf,
+    },
+    /// The table's ABI version or size differs from the runner's.
+    #[error(
+        "{path}: ABI version {found} with table size {size}, runner expects version {ABI_VERSION} size {TABLE_SIZE}"
+    )]
+    AbiMismatch {
+        /// The library.
+        path: PathBuf,
+        /// Its ABI version.
+        found: u32,
+        /// Its table size.
+        size: u32,
+    },
 }

@@ -253,7 +253,7 @@ async fn run(
                 manager.events().sandbox(&id, anomaly_event(flag));
                 if let Some(j) = &sinks.jsonl {
                     j.write(
-                        &json!({"kind": "anomaly", "time": operator::ids::now_rfc3339(),
+                        &json!({"kind": "anomaly", "time": sandbox::events::now_rfc3339(),
                         "sandbox": id, "anomaly": anomaly_json(flag)}),
                     );
                 }
@@ -370,7 +370,7 @@ impl Job {
             crate::operate::operate_run(&self.manager, req, "detector", &self.run, context).await;
         let mut verdict = Verdict {
             kind: "verdict",
-            time: operator::ids::now_rfc3339(),
+            time: sandbox::events::now_rfc3339(),
             sandbox: self.id.clone(),
             run: self.run.clone(),
             anomaly: anomaly_json(&self.flag),

@@ -102,7 +102,7 @@ async fn take_sample(manager: &Manager) -> Value {
         .await;
     rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     json!({
-        "time": operator::ids::now_rfc3339(),
+        "time": sandbox::events::now_rfc3339(),
         "sandboxes": rows,
         "omitted": omitted,
     })

@@ -2,10 +2,11 @@
 //! destroy. Async (tokio); every sandbox is an init (control plane) and an app process (data
 //! plane), each reached over a socketpair of its own.
 //!
-//! By responsibility: `types` (the public shapes), this file (the manager, the sandbox
-//! record, the calls that need no more), `start` (directories, library, cgroup, spawn, the
-//! kernel-checked report), `reload` (hot reload and rollback), `usage` (measurement),
-//! `supervision` (deaths, restarts, events) and `teardown`.
+//! By responsibility: `proto::info` (the public shapes), `config` (where and how), `record`
+//! (what is kept per sandbox), this file (the manager and the calls that need no more),
+//! `start` (directories, library, cgroup, spawn, the kernel-checked report), `boot` (a
+//! runner up to ready), `pool` (prepared runners), `reload` (hot reload and rollback),
+//! `usage` (measurement), `supervision` (deaths, restarts, events) and `teardown`.
 //!
 //! A runner that dies unexpectedly (a call segfaulted, the OOM killer) fails the calls in
 //! flight with `Crashed` and the signal, and is restarted on its current version. More than
@@ -29,7 +30,6 @@ use crate::events::{EventBus, EventKind};
 use crate::kernel_view::KernelView;
 use crate::library::{self, LibBytes};
 use crate::procfs;
-use appbuild::Compiler;
 use isolation::landlock::SandboxPaths;
 use isolation::namespaces::{self, ChildOptions, ChildSetup};
 use isolation::root::RootOptions;
@@ -41,7 +41,9 @@ use proto::runner::{ErrorKind, Event, InitReady, Loaded, Reloaded, Request, Work
 use crate::spawn::{self, SpawnRequest, Spawner};
 use proto::runner::ABORT_EXIT;
 mod boot;
+mod config;
 mod pool;
+mod record;
 mod reload;
 mod start;
 mod supervision;
@@ -49,8 +51,10 @@ mod teardown;
 mod usage;
 
 use self::boot::*;
+pub use self::config::{ManagerConfig, default_state_dir};
 use self::pool::*;
 pub use self::pool::{PoolStats, default_pool_size, pool_size_from_env};
+use self::record::{Live, Sandbox};
 use self::start::*;
 use self::supervision::*;
 use self::teardown::*;
@@ -69,188 +73,6 @@ const MAX_INITIAL_WORKERS: u32 = 256;
 pub const SANDBOX_ID_BASE: u32 = 1_600_000_000;
 /// How many ids the range holds.
 pub const SANDBOX_ID_SPAN: u32 = 1 << 16;
-
-/// How the manager finds its runner binary and where it keeps sandbox files.
-#[derive(Debug, Clone)]
-pub struct ManagerConfig {
-    /// The runner binary: the host binary itself (`/proc/self/exe`) or one named explicitly.
-    pub runner_exe: PathBuf,
-    /// Parent directory of every sandbox's private directory.
-    pub state_dir: PathBuf,
-    /// How apps are built.
-    pub compiler: Compiler,
-    /// Default timeout of a call.
-    pub call_timeout: Duration,
-    /// How long a reload's load and state hand-over may take.
-    pub reload_timeout: Duration,
-    /// How long a runner may take to report ready.
-    pub start_timeout: Duration,
-    /// Where the manager reports what happens to its sandboxes.
-    pub events: EventBus,
-    /// Prepared runners to keep (0: none; see [`pool_size_from_env`]).
-    pub pool_size: usize,
-}
-
-impl ManagerConfig {
-    /// Defaults for a runner binary: state under `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`
-    /// (or the temp directory), apps built into the shared target directory.
-    pub fn new(runner_exe: impl Into<PathBuf>) -> ManagerConfig {
-        let runner_exe = runner_exe.into();
-        ManagerConfig {
-            compiler: Compiler {
-                shim_exe: Some(runner_exe.clone()),
-                ..Compiler::default()
-            },
-            runner_exe,
-            state_dir: default_state_dir(),
-            call_timeout: Duration::from_secs(5),
-            reload_timeout: Duration::from_secs(5),
-            start_timeout: Duration::from_secs(10),
-            events: EventBus::default(),
-            pool_size: pool_size_from_env(),
-        }
-    }
-}
-
-/// Where sandboxes live by default: `$XDG_RUNTIME_DIR/sandbox-host/sandboxes`, else
-/// `/run/sandbox-host/sandboxes` for root, else `/var/tmp/sandbox-host-UID/sandboxes`. Never
-/// under `/tmp`: a sandbox's private `/tmp` would hide its own directory.
-pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sandbox-host").join("sandboxes");
-    }
-    if is_root() {
-        return PathBuf::from("/run/sandbox-host/sandboxes");
-    }
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/var/tmp/sandbox-host-{uid}/sandboxes"))
-}
-
-/// The running runner of a sandbox.
-#[derive(Debug)]
-struct Live {
-    /// The runner, opened while it could not have been reaped: its pid number is reused once
-    /// it is (pid_max can be as low as 32768).
-    process: Arc<procfs::Process>,
-    /// Init's control socket: status, workers, versions.
-    control: Connection,
-    /// The app process's data socket: calls and reloads.
-    data: Connection,
-    /// The app process's host pid (0 if it could not be found).
-    app_pid: i32,
-    /// The app's name, its own word.
-    app_name: String,
-    /// Filled with a description of how the runner died.
-    exit: watch::Receiver<Option<String>>,
-}
-
-#[derive(Debug)]
-struct Sandbox {
-    id: String,
-    spec: SandboxSpec,
-    dir: PathBuf,
-    created_at: SystemTime,
-    created: Instant,
-    live: tokio::sync::RwLock<Option<Arc<Live>>>,
-    versions: Mutex<Vec<VersionRecord>>,
-    current: AtomicU32,
-    status: Mutex<(Status, Option<String>)>,
-    restart_count: AtomicU32,
-    worker_restarts: AtomicU32,
-    generation: AtomicU64,
-    crashes: Mutex<VecDeque<Instant>>,
-    destroying: AtomicBool,
-    cpu_prev: Mutex<Option<(Instant, u64)>>,
-    /// Serialises reloads and rollbacks: each picks the next version number and compares
-    /// against the current one, which two concurrent swaps would otherwise both read.
-    swap_lock: tokio::sync::Mutex<()>,
-    isolation: Mutex<serde_json::Value>,
-    startup: Mutex<StartupTimings>,
-    /// The sandbox's cgroup, shared by every runner it has had.
-    cgroup: Mutex<Option<Arc<Cgroup>>>,
-    /// The uid and gid its processes run as when the host is root.
-    ids: (u32, u32),
-    /// Whether the current runner lives in a root of its own (then it names its library by
-    /// the fixed in-sandbox path, not the host's).
-    own_root: AtomicBool,
-    /// Whether the current runner is the init of a pid namespace of its own.
-    pid_ns: AtomicBool,
-    /// How the current runner's app process exited, as its init reported.
-    app_exit: Mutex<Option<String>>,
-    /// How the cgroup was (or was not) made, for the isolation report.
-    cgroup_entry: Mutex<Option<ReportEntry>>,
-    /// Requested limits nothing enforces, one line each (see [`SandboxInfo::warnings`]).
-    warnings: Mutex<Vec<String>>,
-    /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
-    oom_seen: AtomicU64,
-    /// The manager's event stream.
-    events: EventBus,
-}
-
-impl Sandbox {
-    fn cgroup(&self) -> Option<Arc<Cgroup>> {
-        self.cgroup.lock().unwrap().clone()
-    }
-
-    fn app_dir(&self) -> PathBuf {
-        self.dir.join("app")
-    }
-
-    /// The path by which the runner opens `record`'s library.
-    fn lib_for_runner(&self, record: &VersionRecord) -> PathBuf {
-        match record.path.file_name() {
-            Some(name) if self.own_root.load(Ordering::Acquire) => {
-                Path::new(isolation::root::APP_DIR).join(name)
-            }
-            _ => record.path.clone(),
-        }
-    }
-
-    /// The host's store of libraries, beside the sandboxes' directories.
-    fn lib_store(&self) -> PathBuf {
-        library::store_of(self.dir.parent().unwrap_or(Path::new("/")))
-    }
-
-    fn current_record(&self) -> Option<VersionRecord> {
-        let current = self.current.load(Ordering::Acquire);
-        self.versions
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|v| v.version == current)
-            .cloned()
-    }
-
-    /// Reports an event about this sandbox.
-    fn emit(&self, kind: EventKind) {
-        self.events.sandbox(&self.id, kind);
-    }
-
-    fn set_status(&self, status: Status, reason: Option<String>) {
-        *self.status.lock().unwrap() = (status, reason);
-    }
-
-    async fn live(&self) -> Result<Arc<Live>, SandboxError> {
-        let (status, reason) = self.status.lock().unwrap().clone();
-        if status == Status::Crashed {
-            return Err(SandboxError::Crashed {
-                id: self.id.clone(),
-                reason: reason.unwrap_or_else(|| "crashed".into()),
-                signal: None,
-            });
-        }
-        self.live
-            .read()
-            .await
-            .clone()
-            .ok_or_else(|| SandboxError::Crashed {
-                id: self.id.clone(),
-                reason: "runner is restarting".into(),
-                signal: None,
-            })
-    }
-}
 
 /// Owns every sandbox of this host.
 #[derive(Debug, Clone)]
@@ -504,7 +326,9 @@ impl Manager {
             Ok(Err(err)) => Err(match err.kind {
                 ErrorKind::Panicked => SandboxError::AppPanicked(err.message),
                 ErrorKind::UnknownFunction => SandboxError::UnknownFunction(err.message),
-                ErrorKind::Crashed => crashed(&sb.id, err.message, None),
+                // Only init reports crashes, on the control plane; on the data plane a
+                // `crashed` answer is the app's own word about its call, so it is an error
+                // of that call, never a crash (a crash is an exit the host observes).
                 _ => SandboxError::AppError(err.message),
             }),
             Err(ConnError::Timeout) => Err(SandboxError::Timeout {
@@ -661,10 +485,9 @@ fn install_version(
     })
 }
 
+/// A name part no other daemon or earlier run uses: random, so no counter is shared.
 fn nonce() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{n}", std::process::id())
+    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
 fn micros(since: Instant) -> u64 {
@@ -677,28 +500,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Formats a time as RFC 3339 UTC (seconds precision) without a date library.
+/// Formats a time as RFC 3339 UTC, seconds precision (`2026-11-26T01:01:01Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
