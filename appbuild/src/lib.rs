@@ -15,6 +15,7 @@ pub mod stage;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -56,6 +57,31 @@ pub struct Compiler {
     pub shim_exe: Option<PathBuf>,
     /// The build sandbox's limits.
     pub limits: BuildLimits,
+    /// What this compiler and its clones share: one build at a time, the toolchain found once.
+    pub shared: Shared,
+}
+
+/// What a [`Compiler`] and its clones share (a fresh one per `Compiler::default()`): builds
+/// run one at a time (each is a whole cargo with up to `--build-memory`), and the toolchain
+/// is looked up once.
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<SharedInner>);
+
+#[derive(Debug, Default)]
+struct SharedInner {
+    serial: Mutex<()>,
+    toolchain: std::sync::OnceLock<Toolchain>,
+}
+
+impl Shared {
+    /// The toolchain, looked up on first use.
+    fn toolchain(&self) -> Result<Toolchain, BuildError> {
+        if let Some(t) = self.0.toolchain.get() {
+            return Ok(t.clone());
+        }
+        let found = Toolchain::find()?;
+        Ok(self.0.toolchain.get_or_init(|| found).clone())
+    }
 }
 
 impl Default for Compiler {
@@ -65,11 +91,10 @@ impl Default for Compiler {
             profile: Profile::default(),
             shim_exe: None,
             limits: BuildLimits::default(),
+            shared: Shared::default(),
         }
     }
 }
-
-static BUILD_LOCK: Mutex<()> = Mutex::const_new(());
 
 fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
@@ -136,11 +161,11 @@ impl Compiler {
         lib_rs: Option<&str>,
     ) -> Result<Built, BuildError> {
         let fail = |d: String| BuildError::failed(d);
-        let toolchain = Toolchain::find()?;
+        let toolchain = self.shared.toolchain()?;
         let canonical = crate_dir
             .canonicalize()
             .map_err(|e| fail(format!("{} is not a cargo crate: {e}", crate_dir.display())))?;
-        let _serial = BUILD_LOCK.lock().await;
+        let _serial = self.shared.0.serial.lock().await;
         let dir = self.build_dir(&canonical);
         std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
         let _lock = lock_dir(&dir).await?;
@@ -316,7 +341,7 @@ mod tests {
             profile: Profile::Dev,
             ..Compiler::default()
         };
-        let held = BUILD_LOCK.lock().await;
+        let held = compiler.shared.0.serial.lock().await;
         // Fails at once (not a crate) unless it first waits for the lock, as it must.
         let not_a_crate = tmp.path().join("empty");
         std::fs::create_dir_all(&not_a_crate).unwrap();

@@ -275,11 +275,7 @@ fn prepare(job: &Job, tc: &Toolchain) -> Result<Prepared, BuildError> {
     };
     // Root of the sandbox's cgroup: a failure (non-root without a delegated subtree) leaves
     // the memory and process limits to the rlimits and the wall-time limit.
-    let id = format!(
-        "build-{}-{}",
-        std::process::id(),
-        BUILD_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
+    let id = format!("build-{}-{}", std::process::id(), rand::random::<u32>());
     let cgroup = match Cgroup::create(&id, &limits, None) {
         Ok(cg) => Some(std::sync::Arc::new(cg)),
         Err(e) => {
@@ -371,5 +367,3 @@ fn prepare(job: &Job, tc: &Toolchain) -> Result<Prepared, BuildError> {
         plan,
     })
 }
-
-static BUILD_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -9,7 +9,7 @@ use crate::inside;
 pub const NO_CARGO: &str =
     "building an app needs a Rust toolchain (cargo); or pass a prebuilt library with --lib";
 
-/// The host's Rust toolchain, found once.
+/// The host's Rust toolchain (a `Compiler` looks it up once).
 #[derive(Debug, Clone)]
 pub struct Toolchain {
     /// `rustc --print sysroot` on the host.
@@ -22,11 +22,6 @@ impl Toolchain {
     /// Finds cargo (`$CARGO`, else `PATH`) and its sysroot (the real toolchain behind a
     /// rustup proxy).
     pub fn find() -> Result<Toolchain, BuildError> {
-        static FOUND: std::sync::Mutex<Option<Toolchain>> = std::sync::Mutex::new(None);
-        let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = &*found {
-            return Ok(t.clone());
-        }
         let fail = |d: String| BuildError::failed(d);
         let cargo = std::env::var_os("CARGO")
             .map(PathBuf::from)
@@ -67,12 +62,10 @@ impl Toolchain {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
             .filter(|p| p.is_dir());
-        let t = Toolchain {
+        Ok(Toolchain {
             sysroot,
             cargo_home,
-        };
-        *found = Some(t.clone());
-        Ok(t)
+        })
     }
 
     /// The sysroot as the build sees it (a sysroot under `/usr` is seen where it is).

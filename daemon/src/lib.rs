@@ -305,7 +305,10 @@ pub async fn serve_watching(
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
     let bound = bind(socket)?;
-    sandbox::library::set_max_size(limits.max_lib_size);
+    let config = ManagerConfig {
+        max_lib_size: limits.max_lib_size,
+        ..config
+    };
     let staging_dir = staging::staging_of(&config.state_dir);
     // What dead hosts left (their pids are in the names): swept before serving, one line.
     let report = {

@@ -339,11 +339,13 @@ async fn take_fds(
 }
 
 async fn stage_lib(sh: &Shared, fd: OwnedFd, named: &Path) -> Result<PathBuf, WireError> {
-    let (named, staging) = (named.to_owned(), sh.staging.clone());
-    tokio::task::spawn_blocking(move || staging::stage_library(fd, &named, &staging))
-        .await
-        .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
-        .map_err(|e| WireError::new("io", e.to_string()))
+    let (named, staging, manager) = (named.to_owned(), sh.staging.clone(), sh.manager.clone());
+    tokio::task::spawn_blocking(move || {
+        staging::stage_library(manager.libraries(), fd, &named, &staging)
+    })
+    .await
+    .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
+    .map_err(|e| WireError::new("io", e.to_string()))
 }
 
 /// Stages a crate into `<staging>/<pid>-<n>.crate/<name>`; returns (that holder directory,

@@ -17,13 +17,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
-use sandbox::library;
+use sandbox::library::{self, Libraries};
 
 /// Bounds on a staged crate.
 #[derive(Debug, Clone, Copy)]
@@ -83,13 +82,13 @@ pub fn staging_of(state_dir: &Path) -> PathBuf {
     state_dir.with_file_name(name)
 }
 
-/// A fresh name in the staging directory: `<pid>-<n><suffix>`.
+/// A fresh name in the staging directory: `<pid>-<random><suffix>` (the pid lets a later
+/// daemon sweep what a dead one left; random, so no counter is shared).
 pub fn fresh_name(suffix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{}-{}{suffix}",
+        "{}-{:016x}{suffix}",
         std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+        rand::random::<u64>()
     )
 }
 
@@ -105,13 +104,19 @@ fn make_dir(dir: &Path) -> Result<(), StageError> {
 }
 
 /// Copies the library `fd` (named `named` by the client) into `staging`; returns the copy.
-pub fn stage_library(fd: OwnedFd, named: &Path, staging: &Path) -> Result<PathBuf, StageError> {
+pub fn stage_library(
+    libs: &Libraries,
+    fd: OwnedFd,
+    named: &Path,
+    staging: &Path,
+) -> Result<PathBuf, StageError> {
     make_dir(staging)?;
     let dest = staging.join(fresh_name(".so"));
-    library::copy_from_fd(&File::from(fd), &dest).map_err(|source| StageError::Io {
-        path: named.to_owned(),
-        source,
-    })?;
+    libs.copy_from_fd(&File::from(fd), &dest)
+        .map_err(|source| StageError::Io {
+            path: named.to_owned(),
+            source,
+        })?;
     Ok(dest)
 }
 
@@ -394,7 +399,8 @@ mod tests {
         let lib = tmp.path().join("lib.so");
         std::fs::write(&lib, b"elf").unwrap();
         let fd: OwnedFd = File::open(&lib).unwrap().into();
-        let staged = stage_library(fd, &lib, &tmp.path().join("st")).unwrap();
+        let libs = Libraries::default();
+        let staged = stage_library(&libs, fd, &lib, &tmp.path().join("st")).unwrap();
         assert_eq!(std::fs::read(&staged).unwrap(), b"elf");
         let name = staged.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
@@ -402,7 +408,7 @@ mod tests {
             "{name}"
         );
         let zero: OwnedFd = File::open("/dev/zero").unwrap().into();
-        let err = stage_library(zero, Path::new("/dev/zero"), &tmp.path().join("st"))
+        let err = stage_library(&libs, zero, Path::new("/dev/zero"), &tmp.path().join("st"))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/dev/zero: not a regular file"), "{err}");

@@ -105,13 +105,16 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     };
     let mut report =
         json!({"mode": match mode { Mode::Plumbing => "demo", Mode::Anomaly => "anomaly" }});
+    // The flow's manager, kept here so that Ctrl-C (which drops the flow mid-way) can still
+    // destroy the sandbox it made.
+    let made = std::sync::OnceLock::new();
     let result = tokio::select! {
-        r = flow(mode, load, &args, &out, &mut report) => r,
+        r = flow(mode, load, &args, &out, &mut report, &made) => r,
         _ = tokio::signal::ctrl_c() => Err(DemoError::Step("interrupted".into())),
     };
     // The flow destroys its sandbox on its own paths; on Ctrl-C it was dropped mid-way, so
     // destroy here too (a no-op when it is already gone).
-    if let Some(manager) = MANAGER.get()
+    if let Some(manager) = made.get()
         && manager.destroy(&args.sandbox_id).await.is_ok()
     {
         manager.settled().await;
@@ -132,8 +135,6 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     }
     ExitCode::from(code)
 }
-
-static MANAGER: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
 
 struct Printer {
     json: bool,
@@ -167,6 +168,7 @@ async fn flow(
     args: &DemoArgs,
     out: &Printer,
     report: &mut Value,
+    made: &std::sync::OnceLock<Manager>,
 ) -> Result<(), DemoError> {
     if !valid_id(&args.sandbox_id) {
         return Err(DemoError::Flags(format!(
@@ -192,7 +194,7 @@ async fn flow(
     // One sandbox, then the process exits: prepared runners would only cost time.
     config.pool_size = 0;
     let manager = Manager::new(config)?;
-    let manager = MANAGER.get_or_init(|| manager).clone();
+    let manager = made.get_or_init(|| manager).clone();
     let id = args.sandbox_id.as_str();
     let mut timings = json!({});
     let started = Instant::now();

@@ -317,6 +317,8 @@ type SpawnJob = (PathBuf, u32, mpsc::Sender<std::io::Result<i32>>);
 /// started it (`PR_SET_PDEATHSIG` follows the parent thread), and serving threads retire, so
 /// workers are never started from them. Started with the supervisor, before any limit bites.
 fn worker_spawner() -> Option<&'static Mutex<mpsc::Sender<SpawnJob>>> {
+    // Process-wide because the kernel forces it: PR_SET_PDEATHSIG follows the parent thread,
+    // so the one thread that starts workers must outlive every serving thread.
     static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
     SPAWNER
         .get_or_init(|| {

@@ -11,7 +11,7 @@
 //!
 //! A library is never read whole into memory: it is opened once (`O_NONBLOCK`, so a FIFO
 //! cannot hang the host), checked with `fstat` to be a regular file of at most
-//! [`max_size`] bytes (default [`DEFAULT_MAX_SIZE`], `--max-lib-size`), and copied in
+//! [`Libraries::max_size`] bytes (default [`DEFAULT_MAX_SIZE`], `--max-lib-size`), and copied in
 //! [`CHUNK`]-byte pieces while hashing; a copy whose hash is not the one read first (the file
 //! changed in between) is refused. A half-written store file has a temporary name that
 //! carries the writer's pid (`.incoming-<pid>-…`), so a later daemon can sweep it.
@@ -29,8 +29,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -44,18 +43,6 @@ pub const CHUNK: usize = 64 * 1024;
 
 /// Prefix of a store file still being written (followed by the writer's pid and a dash).
 pub const INCOMING_PREFIX: &str = ".incoming-";
-
-static MAX_SIZE: AtomicU64 = AtomicU64::new(DEFAULT_MAX_SIZE);
-
-/// The largest library this process accepts, in bytes.
-pub fn max_size() -> u64 {
-    MAX_SIZE.load(Ordering::Relaxed)
-}
-
-/// Sets the largest library this process accepts (`--max-lib-size`).
-pub fn set_max_size(bytes: u64) {
-    MAX_SIZE.store(bytes, Ordering::Relaxed);
-}
 
 /// A library, opened and hashed, ready to be installed; holds its file open so that what is
 /// installed is what was hashed (checked again while copying).
@@ -95,9 +82,208 @@ impl FileId {
 /// Entries kept before the cache starts over (each is a path and a hash).
 const CACHE_LIMIT: usize = 1024;
 
-fn cache() -> &'static Mutex<HashMap<PathBuf, (FileId, String)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (FileId, String)>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// The host's libraries: the size cap (`--max-lib-size`) and the hashes already computed, by
+/// file identity. One per manager (so per daemon), shared by its sandboxes; never global, so
+/// two managers in one process (tests, an embedding program) keep their own caps.
+#[derive(Debug)]
+pub struct Libraries {
+    max_size: u64,
+    hashes: Mutex<HashMap<PathBuf, (FileId, String)>>,
+}
+
+impl Default for Libraries {
+    fn default() -> Self {
+        Libraries::new(DEFAULT_MAX_SIZE)
+    }
+}
+
+impl Libraries {
+    /// Libraries of at most `max_size` bytes.
+    pub fn new(max_size: u64) -> Libraries {
+        Libraries {
+            max_size,
+            hashes: Mutex::default(),
+        }
+    }
+
+    /// The largest library accepted, in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Opens `lib` and returns it with its sha256, hashing only when the file is new or changed.
+    /// Refuses anything but a regular file of at most [`Libraries::max_size`] bytes.
+    pub fn read(&self, lib: &Path) -> Result<LibBytes, SandboxError> {
+        blocking(|| self.read_blocking(lib))
+    }
+
+    fn read_blocking(&self, lib: &Path) -> Result<LibBytes, SandboxError> {
+        let io = |e| SandboxError::io(lib, e);
+        let max = self.max_size;
+        let file = open_lib(lib).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        check_file(&meta, max).map_err(io)?;
+        let before = FileId::of(&meta);
+        let cached = self
+            .hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(lib)
+            .filter(|(id, _)| *id == before)
+            .map(|(_, hash)| hash.clone());
+        if let Some(sha256) = cached {
+            return Ok(LibBytes {
+                path: lib.to_owned(),
+                file,
+                size: before.size,
+                sha256,
+            });
+        }
+        let (size, sha256) = stream(&file, max, |_| Ok(())).map_err(io)?;
+        let after = FileId::of(&file.metadata().map_err(io)?);
+        // Written to while we read: the hash may be of torn bytes; cache nothing (the install
+        // checks the hash again while it copies).
+        if before == after && size == before.size {
+            let mut cache = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(lib.to_owned(), (before, sha256.clone()));
+        }
+        Ok(LibBytes {
+            path: lib.to_owned(),
+            file,
+            size,
+            sha256,
+        })
+    }
+
+    /// Copies the library `fd` (a descriptor a client opened) into a new file `dest`, streamed
+    /// and capped at [`Libraries::max_size`] bytes; refuses anything but a regular file. Returns the bytes
+    /// copied.
+    pub fn copy_from_fd(&self, fd: &File, dest: &Path) -> io::Result<u64> {
+        blocking(|| {
+            let max = self.max_size;
+            check_file(&fd.metadata()?, max)?;
+            let mut out = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dest)?;
+            let copied = stream(fd, max, |chunk| out.write_all(chunk));
+            match copied {
+                Ok((n, _)) => Ok(n),
+                Err(e) => {
+                    let _ = std::fs::remove_file(dest);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Writes `lib` to a new file `path` (mode 0444), streamed; fails, removing it, when the
+    /// bytes are not those hashed.
+    fn write_copy(&self, lib: &LibBytes, path: &Path) -> io::Result<()> {
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let result =
+            stream(&lib.file, self.max_size, |chunk| out.write_all(chunk)).and_then(|(_, sha)| {
+                if sha == lib.sha256 {
+                    out.set_permissions(std::fs::Permissions::from_mode(0o444))
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} changed while it was being installed",
+                            lib.path.display()
+                        ),
+                    ))
+                }
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    /// Gives `app_dir` version `version` of `lib`: a hard link to the store's copy (written on
+    /// first use), else a copy. Returns the sandbox's path. The name is unique per version:
+    /// dlopen caches by path, so reusing a name would load the old code again.
+    ///
+    /// `share` is false for a sandbox whose app runs with the host's own uid (level `none`): it
+    /// could change a file it owns, so it gets a copy of its own, never the store's inode that
+    /// other sandboxes map.
+    pub fn install(
+        &self,
+        store: &Path,
+        app_dir: &Path,
+        lib: &LibBytes,
+        version: u32,
+        share: bool,
+    ) -> Result<PathBuf, SandboxError> {
+        blocking(|| {
+            let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
+            if share
+                && let Ok(stored) = self.stored(store, lib)
+                && std::fs::hard_link(&stored, &path).is_ok()
+            {
+                return Ok(path);
+            }
+            self.write_copy(lib, &path)
+                .map_err(|e| SandboxError::io(&path, e))?;
+            Ok(path)
+        })
+    }
+
+    /// The sha256 of the file at `path`, from the cache while its identity (which any write or
+    /// chmod changes, through its ctime) is the one hashed; else read and hashed again.
+    fn current_hash(&self, path: &Path) -> io::Result<String> {
+        let id = FileId::of(&std::fs::symlink_metadata(path)?);
+        let cached = self
+            .hashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .filter(|(cached, _)| *cached == id)
+            .map(|(_, hash)| hash.clone());
+        match cached {
+            Some(hash) => Ok(hash),
+            None => self
+                .read_blocking(path)
+                .map(|l| l.sha256)
+                .map_err(|e| io::Error::other(e.to_string())),
+        }
+    }
+
+    /// The store's read-only copy of `lib`, written (to a temporary name carrying this pid, then
+    /// renamed, so a reader never sees a partial file) when it is not there yet.
+    fn stored(&self, store: &Path, lib: &LibBytes) -> io::Result<PathBuf> {
+        let path = store.join(format!("{}.so", lib.sha256));
+        // A store file is trusted by its content, not its name: it is reused only while it is a
+        // read-only regular file whose hash is the name's. Anything else is replaced.
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            let sound = meta.file_type().is_file()
+                && meta.mode() & 0o7777 == 0o444
+                && self.current_hash(&path).is_ok_and(|h| h == lib.sha256);
+            if sound {
+                return Ok(path);
+            }
+            tracing::warn!(
+                "library store: {} does not match its name; replaced",
+                path.display()
+            );
+            std::fs::remove_file(&path)?;
+        }
+        std::fs::create_dir_all(store)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{INCOMING_PREFIX}{}-", std::process::id()))
+            .make_in(store, |p| self.write_copy(lib, p))?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(path)
+    }
 }
 
 /// Runs blocking file work without stalling the async runtime: through `block_in_place` on
@@ -193,75 +379,6 @@ fn hex(digest: &[u8]) -> String {
     })
 }
 
-/// Opens `lib` and returns it with its sha256, hashing only when the file is new or changed.
-/// Refuses anything but a regular file of at most [`max_size`] bytes.
-pub fn read(lib: &Path) -> Result<LibBytes, SandboxError> {
-    blocking(|| read_blocking(lib))
-}
-
-fn read_blocking(lib: &Path) -> Result<LibBytes, SandboxError> {
-    let io = |e| SandboxError::io(lib, e);
-    let max = max_size();
-    let file = open_lib(lib).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check_file(&meta, max).map_err(io)?;
-    let before = FileId::of(&meta);
-    let cached = cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(lib)
-        .filter(|(id, _)| *id == before)
-        .map(|(_, hash)| hash.clone());
-    if let Some(sha256) = cached {
-        return Ok(LibBytes {
-            path: lib.to_owned(),
-            file,
-            size: before.size,
-            sha256,
-        });
-    }
-    let (size, sha256) = stream(&file, max, |_| Ok(())).map_err(io)?;
-    let after = FileId::of(&file.metadata().map_err(io)?);
-    // Written to while we read: the hash may be of torn bytes; cache nothing (the install
-    // checks the hash again while it copies).
-    if before == after && size == before.size {
-        let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(lib.to_owned(), (before, sha256.clone()));
-    }
-    Ok(LibBytes {
-        path: lib.to_owned(),
-        file,
-        size,
-        sha256,
-    })
-}
-
-/// Copies the library `fd` (a descriptor a client opened) into a new file `dest`, streamed
-/// and capped at [`max_size`] bytes; refuses anything but a regular file. Returns the bytes
-/// copied.
-pub fn copy_from_fd(fd: &File, dest: &Path) -> io::Result<u64> {
-    blocking(|| {
-        let max = max_size();
-        check_file(&fd.metadata()?, max)?;
-        let mut out = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)?;
-        let copied = stream(fd, max, |chunk| out.write_all(chunk));
-        match copied {
-            Ok((n, _)) => Ok(n),
-            Err(e) => {
-                let _ = std::fs::remove_file(dest);
-                Err(e)
-            }
-        }
-    })
-}
-
 /// sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -272,106 +389,6 @@ pub fn store_of(state_dir: &Path) -> PathBuf {
     let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".libs");
     state_dir.with_file_name(name)
-}
-
-/// Writes `lib` to a new file `path` (mode 0444), streamed; fails, removing it, when the
-/// bytes are not those hashed.
-fn write_copy(lib: &LibBytes, path: &Path) -> io::Result<()> {
-    let mut out = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    let result =
-        stream(&lib.file, max_size(), |chunk| out.write_all(chunk)).and_then(|(_, sha)| {
-            if sha == lib.sha256 {
-                out.set_permissions(std::fs::Permissions::from_mode(0o444))
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} changed while it was being installed",
-                        lib.path.display()
-                    ),
-                ))
-            }
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    result
-}
-
-/// Gives `app_dir` version `version` of `lib`: a hard link to the store's copy (written on
-/// first use), else a copy. Returns the sandbox's path. The name is unique per version:
-/// dlopen caches by path, so reusing a name would load the old code again.
-///
-/// `share` is false for a sandbox whose app runs with the host's own uid (level `none`): it
-/// could change a file it owns, so it gets a copy of its own, never the store's inode that
-/// other sandboxes map.
-pub fn install(
-    store: &Path,
-    app_dir: &Path,
-    lib: &LibBytes,
-    version: u32,
-    share: bool,
-) -> Result<PathBuf, SandboxError> {
-    blocking(|| {
-        let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
-        if share
-            && let Ok(stored) = stored(store, lib)
-            && std::fs::hard_link(&stored, &path).is_ok()
-        {
-            return Ok(path);
-        }
-        write_copy(lib, &path).map_err(|e| SandboxError::io(&path, e))?;
-        Ok(path)
-    })
-}
-
-/// The sha256 of the file at `path`, from the cache while its identity (which any write or
-/// chmod changes, through its ctime) is the one hashed; else read and hashed again.
-fn current_hash(path: &Path) -> io::Result<String> {
-    let id = FileId::of(&std::fs::symlink_metadata(path)?);
-    let cached = cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(path)
-        .filter(|(cached, _)| *cached == id)
-        .map(|(_, hash)| hash.clone());
-    match cached {
-        Some(hash) => Ok(hash),
-        None => read_blocking(path)
-            .map(|l| l.sha256)
-            .map_err(|e| io::Error::other(e.to_string())),
-    }
-}
-
-/// The store's read-only copy of `lib`, written (to a temporary name carrying this pid, then
-/// renamed, so a reader never sees a partial file) when it is not there yet.
-fn stored(store: &Path, lib: &LibBytes) -> io::Result<PathBuf> {
-    let path = store.join(format!("{}.so", lib.sha256));
-    // A store file is trusted by its content, not its name: it is reused only while it is a
-    // read-only regular file whose hash is the name's. Anything else is replaced.
-    if let Ok(meta) = std::fs::symlink_metadata(&path) {
-        let sound = meta.file_type().is_file()
-            && meta.mode() & 0o7777 == 0o444
-            && current_hash(&path).is_ok_and(|h| h == lib.sha256);
-        if sound {
-            return Ok(path);
-        }
-        tracing::warn!(
-            "library store: {} does not match its name; replaced",
-            path.display()
-        );
-        std::fs::remove_file(&path)?;
-    }
-    std::fs::create_dir_all(store)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("{INCOMING_PREFIX}{}-", std::process::id()))
-        .make_in(store, |p| write_copy(lib, p))?;
-    tmp.persist(&path).map_err(|e| e.error)?;
-    Ok(path)
 }
 
 /// Drops the store's copy of `sha256` when no sandbox links to it any more, and the store
@@ -389,18 +406,22 @@ pub fn release(store: &Path, sha256: &str) {
 mod tests {
     use super::*;
 
+    fn libs() -> Libraries {
+        Libraries::default()
+    }
+
     /// A library file with `bytes` in `dir`, opened.
     fn lib_of(dir: &Path, bytes: &[u8]) -> LibBytes {
         let path = dir.join(format!("src-{}.so", sha256_hex(bytes)));
         std::fs::write(&path, bytes).unwrap();
-        read(&path).unwrap()
+        libs().read(&path).unwrap()
     }
 
     #[test]
     fn only_regular_files_up_to_the_limit_are_libraries() {
         let dir = tempfile::tempdir().unwrap();
         let refused = |path: &Path, what: &str| {
-            let err = read(path).unwrap_err().to_string();
+            let err = libs().read(path).unwrap_err().to_string();
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(what), "{err}");
         };
@@ -417,16 +438,22 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // The same checks hold for a descriptor a client sends.
         let zero = File::open("/dev/zero").unwrap();
-        let err = copy_from_fd(&zero, &dir.path().join("z.so")).unwrap_err();
+        let err = libs()
+            .copy_from_fd(&zero, &dir.path().join("z.so"))
+            .unwrap_err();
         assert!(err.to_string().contains("character device"), "{err}");
-        let err = copy_from_fd(&File::open(&big).unwrap(), &dir.path().join("b.so")).unwrap_err();
+        let err = libs()
+            .copy_from_fd(&File::open(&big).unwrap(), &dir.path().join("b.so"))
+            .unwrap_err();
         assert!(err.to_string().contains("--max-lib-size"), "{err}");
         assert!(!dir.path().join("b.so").exists());
         let small = dir.path().join("small.so");
         std::fs::write(&small, b"abc").unwrap();
         let copy = dir.path().join("copy.so");
         assert_eq!(
-            copy_from_fd(&File::open(&small).unwrap(), &copy).unwrap(),
+            libs()
+                .copy_from_fd(&File::open(&small).unwrap(), &copy)
+                .unwrap(),
             3
         );
         assert_eq!(std::fs::read(&copy).unwrap(), b"abc");
@@ -440,7 +467,7 @@ mod tests {
         std::fs::create_dir_all(&app).unwrap();
         let lib = lib_of(dir.path(), b"hashed");
         std::fs::write(&lib.path, b"swapped").unwrap();
-        let err = install(&store, &app, &lib, 1, true).unwrap_err();
+        let err = libs().install(&store, &app, &lib, 1, true).unwrap_err();
         assert!(err.to_string().contains("changed while"), "{err}");
         assert_eq!(std::fs::read_dir(&app).unwrap().count(), 0);
         let left: Vec<_> = std::fs::read_dir(&store)
@@ -454,16 +481,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("lib.so");
         std::fs::write(&lib, b"first").unwrap();
-        let one = read(&lib).unwrap();
+        let one = libs().read(&lib).unwrap();
         assert_eq!(one.sha256, sha256_hex(b"first"));
         assert_eq!(
-            read(&lib).unwrap().sha256,
+            libs().read(&lib).unwrap().sha256,
             one.sha256,
             "cached, same content"
         );
         // Rewritten in place (same inode): the cache must not answer with the old hash.
         std::fs::write(&lib, b"second").unwrap();
-        let two = read(&lib).unwrap();
+        let two = libs().read(&lib).unwrap();
         assert_eq!(two.size, 6);
         assert_eq!(two.sha256, sha256_hex(b"second"));
     }
@@ -477,9 +504,9 @@ mod tests {
         std::fs::create_dir_all(&one).unwrap();
         std::fs::create_dir_all(&two).unwrap();
         let lib = lib_of(dir.path(), b"x");
-        let a = install(&store, &one, &lib, 1, true).unwrap();
-        let b = install(&store, &one, &lib, 2, true).unwrap();
-        let c = install(&store, &two, &lib, 1, true).unwrap();
+        let a = libs().install(&store, &one, &lib, 1, true).unwrap();
+        let b = libs().install(&store, &one, &lib, 2, true).unwrap();
+        let c = libs().install(&store, &two, &lib, 1, true).unwrap();
         assert_ne!(a, b, "a path per version");
         assert_eq!(std::fs::read(&c).unwrap(), b"x");
         let stored = store.join(format!("{}.so", lib.sha256));
@@ -505,18 +532,18 @@ mod tests {
         let app = dir.path().join("app");
         std::fs::create_dir_all(&app).unwrap();
         let lib = lib_of(dir.path(), b"good");
-        let first = install(&store, &app, &lib, 1, true).unwrap();
+        let first = libs().install(&store, &app, &lib, 1, true).unwrap();
         // Someone who could chmod it rewrote the stored file in place.
         let stored = store.join(format!("{}.so", lib.sha256));
         std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::write(&stored, b"evil").unwrap();
         std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let second = install(&store, &app, &lib, 2, true).unwrap();
+        let second = libs().install(&store, &app, &lib, 2, true).unwrap();
         assert_eq!(std::fs::read(&second).unwrap(), b"good");
         assert_eq!(std::fs::read(&stored).unwrap(), b"good");
         drop(first);
         // Not shared: a copy of its own, another inode than the store's.
-        let own = install(&store, &app, &lib, 3, false).unwrap();
+        let own = libs().install(&store, &app, &lib, 3, false).unwrap();
         assert_ne!(
             std::fs::metadata(&own).unwrap().ino(),
             std::fs::metadata(&stored).unwrap().ino()

@@ -104,6 +104,9 @@ pub struct Spawner {
 impl Spawner {
     /// The process-wide spawner, started on first use.
     pub fn global() -> &'static Spawner {
+        // Process-wide because the kernel forces it: a runner must be cloned by a thread that
+        // lives as long as the process (PR_SET_PDEATHSIG follows the parent *thread*), and
+        // one set of such threads serves every manager of the process.
         static SPAWNER: OnceLock<Spawner> = OnceLock::new();
         SPAWNER.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();

@@ -28,6 +28,8 @@ pub struct ManagerConfig {
     pub events: EventBus,
     /// Prepared runners to keep (0: none; see [`pool_size_from_env`]).
     pub pool_size: usize,
+    /// The largest library a sandbox may load, in bytes (`--max-lib-size`).
+    pub max_lib_size: u64,
 }
 
 impl ManagerConfig {
@@ -47,6 +49,7 @@ impl ManagerConfig {
             start_timeout: Duration::from_secs(10),
             events: EventBus::default(),
             pool_size: pool_size_from_env(),
+            max_lib_size: crate::library::DEFAULT_MAX_SIZE,
         }
     }
 }

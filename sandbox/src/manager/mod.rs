@@ -28,7 +28,7 @@ use crate::connection::{ConnError, Connection};
 use crate::error::SandboxError;
 use crate::events::{EventBus, EventKind};
 use crate::kernel_view::KernelView;
-use crate::library::{self, LibBytes};
+use crate::library::{self, LibBytes, Libraries};
 use crate::procfs;
 use isolation::landlock::SandboxPaths;
 use isolation::namespaces::{self, ChildOptions, ChildSetup};
@@ -90,6 +90,8 @@ struct Inner {
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Prepared runners.
     pool: Pool,
+    /// The size cap and hash cache of the libraries this manager loads.
+    libraries: Libraries,
 }
 
 impl Manager {
@@ -103,11 +105,12 @@ impl Manager {
             .map_err(|e| SandboxError::io(&config.state_dir, e))?;
         Ok(Manager {
             inner: Arc::new(Inner {
-                config,
                 sandboxes: Mutex::new(HashMap::new()),
                 next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
                 cleanups: Mutex::new(Vec::new()),
                 pool: Pool::default(),
+                libraries: Libraries::new(config.max_lib_size),
+                config,
             }),
         })
     }
@@ -115,6 +118,12 @@ impl Manager {
     /// The configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config
+    }
+
+    /// The libraries' size cap and hash cache (a daemon copies clients' libraries under the
+    /// same cap).
+    pub fn libraries(&self) -> &Libraries {
+        &self.inner.libraries
     }
 
     /// The next uid (and gid) of the sandbox id range.
@@ -466,13 +475,14 @@ impl Manager {
 
 /// Copies `lib` to the sandbox's private `app/` directory as version `version`.
 fn install_version(
+    libs: &Libraries,
     sb: &Sandbox,
     lib: &LibBytes,
     version: u32,
 ) -> Result<VersionRecord, SandboxError> {
     Ok(VersionRecord {
         version,
-        path: library::install(
+        path: libs.install(
             &sb.lib_store(),
             &sb.app_dir(),
             lib,

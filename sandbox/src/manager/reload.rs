@@ -59,7 +59,7 @@ impl Manager {
         let live = sb.live().await?;
         let current = sb.current_record();
         let from = current.as_ref().map_or(0, |r| r.version);
-        let lib = library::read(&lib)?;
+        let lib = self.inner.libraries.read(&lib)?;
         if current.as_ref().is_some_and(|r| r.sha256 == lib.sha256) {
             return Ok(ReloadReport {
                 status: "no_change".into(),
@@ -78,7 +78,7 @@ impl Manager {
             .max()
             .unwrap_or(0)
             + 1;
-        let mut record = install_version(&sb, &lib, next)?;
+        let mut record = install_version(&self.inner.libraries, &sb, &lib, next)?;
         let from = sb.current.load(Ordering::Acquire);
         match self.swap(&sb, &live, &record).await {
             Ok(done) => {

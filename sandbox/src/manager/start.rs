@@ -22,7 +22,12 @@ impl Manager {
             AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
         };
         let started = Instant::now();
-        let record = install_version(sb, &library::read(&built)?, 1)?;
+        let record = install_version(
+            &self.inner.libraries,
+            sb,
+            &self.inner.libraries.read(&built)?,
+            1,
+        )?;
         let install_us = micros(started);
         sb.versions.lock().unwrap().push(record.clone());
         if sb.spec.isolation.isolates() {
