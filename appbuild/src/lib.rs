@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod inside;
+pub mod manifest;
 pub mod sandbox;
 pub mod stage;
 pub mod toolchain;

@@ -23,6 +23,7 @@ use isolation::root::Bind;
 
 use crate::error::BuildError;
 use crate::inside;
+use crate::manifest::Manifest;
 
 /// Most bytes of a crate copied for a build.
 const COPY_BYTES_CAP: u64 = 256 << 20;
@@ -70,23 +71,15 @@ pub fn source_root(dir: &Path) -> PathBuf {
     found.unwrap_or_else(|| dir.parent().unwrap_or(Path::new("/")).to_path_buf())
 }
 
+/// Whether `manifest` parses and has a `[workspace]` table.
 fn has_workspace(manifest: &str) -> bool {
-    manifest.lines().any(|l| l.trim() == "[workspace]")
+    Manifest::parse(manifest).is_ok_and(|m| m.has_workspace())
 }
 
-/// Byte ranges of every `path = "..."` value in a manifest.
-fn path_values(manifest: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(at) = manifest[from..].find("path = \"") {
-        let start = from + at + "path = \"".len();
-        let Some(len) = manifest[start..].find('"') else {
-            break;
-        };
-        out.push((start, len));
-        from = start + len;
-    }
-    out
+/// `dir`'s manifest, parsed.
+fn parse_manifest(dir: &Path) -> Result<Manifest, BuildError> {
+    let text = read_manifest(dir)?;
+    Manifest::parse(&text).map_err(|e| fail(format!("{}/Cargo.toml: {e}", dir.display())))
 }
 
 /// The path dependencies of the crate at `dir` (canonical), transitively, checked against the
@@ -96,10 +89,8 @@ pub fn path_dependencies(dir: &Path, forbidden: &Path) -> Result<Vec<PathBuf>, B
     let mut found: Vec<PathBuf> = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(krate) = todo.pop() {
-        let manifest = read_manifest(&krate)?;
-        for (start, len) in path_values(&manifest) {
-            let value = &manifest[start..start + len];
-            let Ok(dep) = krate.join(value).canonicalize() else {
+        for value in parse_manifest(&krate)?.dependency_paths() {
+            let Ok(dep) = krate.join(&value).canonicalize() else {
                 continue;
             };
             if dep.starts_with(&krate) || !dep.join("Cargo.toml").is_file() {
@@ -182,31 +173,20 @@ pub fn stage(
     owner: Option<(u32, u32)>,
     forbidden: &Path,
 ) -> Result<Staged, BuildError> {
-    let manifest = read_manifest(from)?;
+    let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
     if to.exists() {
         std::fs::remove_dir_all(to).map_err(|e| BuildError::io(to, e))?;
     }
     let mut budget = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
     copy_tree(from, to, true, owner, &mut budget)?;
-    let mut rewritten = String::with_capacity(manifest.len());
-    let mut last = 0;
-    for (start, len) in path_values(&manifest) {
-        let value = &manifest[start..start + len];
-        let Ok(dep) = from.join(value).canonicalize() else {
-            continue;
-        };
-        if deps.contains(&dep) {
-            rewritten.push_str(&manifest[last..start]);
-            rewritten.push_str(&src_path(&dep).to_string_lossy());
-            last = start + len;
-        }
-    }
-    rewritten.push_str(&manifest[last..]);
-    if !has_workspace(&rewritten) {
-        rewritten.push_str("\n[workspace]\n");
-    }
-    write_owned(&to.join("Cargo.toml"), rewritten.as_bytes(), owner)?;
+    manifest.rewrite_paths(|value| {
+        let dep = from.join(value).canonicalize().ok()?;
+        deps.contains(&dep)
+            .then(|| src_path(&dep).to_string_lossy().into_owned())
+    });
+    manifest.ensure_workspace();
+    write_owned(&to.join("Cargo.toml"), manifest.to_text().as_bytes(), owner)?;
     if let Some(src) = lib_rs {
         let dir = to.join("src");
         if !dir.is_dir() {
@@ -402,11 +382,47 @@ pub fn take_artifact(target: &Path, inside_path: &str) -> Result<Vec<u8>, BuildE
 mod tests {
     use super::*;
 
+    /// A crate at `<tmp>/tree/app` whose manifest names `<tmp>/outside` (a crate outside its
+    /// source root) with `dependency`, a TOML spelling of `{ path = "../../outside" }`.
+    fn crate_naming_outside(tmp: &Path, dependency: &str) -> PathBuf {
+        let outside = tmp.join("outside");
+        std::fs::create_dir_all(outside.join("src")).unwrap();
+        std::fs::write(
+            outside.join("Cargo.toml"),
+            "[package]\nname = \"outside\"\n",
+        )
+        .unwrap();
+        let app = tmp.join("tree").join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(
+            app.join("Cargo.toml"),
+            format!("[package]\nname = \"app\"\n{dependency}\n"),
+        )
+        .unwrap();
+        app.canonicalize().unwrap()
+    }
+
     #[test]
-    fn path_values_are_found() {
-        let m = "[lib]\npath = \"src/lib.rs\"\n[dependencies]\na = { path = \"../a\" }\n";
-        let v: Vec<&str> = path_values(m).iter().map(|&(s, l)| &m[s..s + l]).collect();
-        assert_eq!(v, ["src/lib.rs", "../a"]);
+    fn a_dependency_outside_the_source_root_is_refused_however_it_is_spelled() {
+        // The old check scanned for `path = "`: each of these spellings slipped past it.
+        for spelling in [
+            "[dependencies]\nx = { path = \"../../outside\" }",
+            "[dependencies]\nx = { path='../../outside' }",
+            "[dependencies]\nx = {path=\"../../outside\"}",
+            "[dependencies.x]\npath = \"../../outside\"",
+            "[target.'cfg(unix)'.build-dependencies]\nx = { path = \"../../outside\" }",
+            "[patch.crates-io]\nx = { path = \"../../outside\" }",
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let app = crate_naming_outside(tmp.path(), spelling);
+            let err = path_dependencies(&app, &tmp.path().join("target"))
+                .expect_err(spelling)
+                .to_string();
+            assert!(
+                err.contains("is outside the source root"),
+                "{spelling}: {err}"
+            );
+        }
     }
 
     #[test]
