@@ -1,0 +1,106 @@
+//! The cgroup module's error type. A leaf: it names paths and OS errors only, so the crate
+//! error ([`crate::error`]) can wrap it without importing the cgroup logic.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A cgroup operation failed; every variant names the path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Writing a control file failed.
+    #[error("write {value} to {path}: {source}")]
+    Write {
+        /// What was written.
+        value: String,
+        /// The control file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Reading a control file failed.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The control file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Opening a control file failed.
+    #[error("open {path}: {source}")]
+    Open {
+        /// The control file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Creating a cgroup directory failed.
+    #[error("create cgroup {path}: {source}")]
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Removing a cgroup directory failed.
+    #[error("remove cgroup {path}: {source}")]
+    Rmdir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A control file had unexpected content.
+    #[error("parse {path}: unexpected content {content:?}")]
+    Parse {
+        /// The control file.
+        path: PathBuf,
+        /// What it contained.
+        content: String,
+    },
+    /// Processes were still alive after repeated SIGKILL rounds.
+    #[error("{path} still holds processes {pids:?} after {rounds} kill rounds")]
+    NotEmpty {
+        /// The cgroup.
+        path: PathBuf,
+        /// Survivors.
+        pids: Vec<i32>,
+        /// How many rounds were tried.
+        rounds: u32,
+    },
+    /// The v2 subtree is not writable by this user.
+    #[error(
+        "cgroup v2 subtree {path} is not delegated to uid {uid}: {reason} (run the host in a \
+         delegated unit, e.g. `systemd-run --user --scope -p Delegate=yes`, or pass a writable \
+         --cgroup-parent)"
+    )]
+    NotDelegated {
+        /// The subtree.
+        path: PathBuf,
+        /// Effective uid of the host.
+        uid: u32,
+        /// What failed.
+        reason: String,
+    },
+    /// cgroup v1 directories are not writable by this user.
+    #[error(
+        "no permission to create a cgroup at {path} as uid {uid}: {source} (cgroup v1 needs \
+         root or a hierarchy chowned to this user)"
+    )]
+    NotPermitted {
+        /// The directory.
+        path: PathBuf,
+        /// Effective uid of the host.
+        uid: u32,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No usable cgroup hierarchy on this machine.
+    #[error("cgroups unavailable: {0}")]
+    Unavailable(String),
+    /// The sandbox id cannot be used in a cgroup name.
+    #[error("invalid sandbox id {0:?} (1 to 64 of [A-Za-z0-9_.-], not starting with '.')")]
+    InvalidId(String),
+}
+
+/// Result alias for cgroup operations.
+pub type Result<T, E = CgroupError> = std::result::Result<T, E>;
