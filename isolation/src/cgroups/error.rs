@@ -69,7 +69,7 @@ pub enum CgroupError {
     },
     /// The v2 subtree is not writable by this user.
     #[error(
-        "cgroup v2 subtree {path} is not delegated to uid {uid}: {reason} (run the host in a \
+        "cgroup v2 subtree {path} is not delegated to uid {uid}: {source} (run the host in a \
          delegated unit, e.g. `systemd-run --user --scope -p Delegate=yes`, or pass a writable \
          --cgroup-parent)"
     )]
@@ -78,8 +78,8 @@ pub enum CgroupError {
         path: PathBuf,
         /// Effective uid of the host.
         uid: u32,
-        /// What failed.
-        reason: String,
+        /// The operation that was refused.
+        source: Box<CgroupError>,
     },
     /// cgroup v1 directories are not writable by this user.
     #[error(
@@ -96,10 +96,62 @@ pub enum CgroupError {
     },
     /// No usable cgroup hierarchy on this machine.
     #[error("cgroups unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[from] Unavailable),
     /// The sandbox id cannot be used in a cgroup name.
     #[error("invalid sandbox id {0:?} (1 to 64 of [A-Za-z0-9_.-], not starting with '.')")]
     InvalidId(String),
+}
+
+/// Why no cgroup hierarchy can be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// Nothing is mounted at the cgroup root.
+    #[error("{root} is not mounted")]
+    NotMounted {
+        /// The cgroup root, [`super::CGROUP_ROOT`].
+        root: PathBuf,
+    },
+    /// The cgroup root is neither cgroup2 nor holds a v1 hierarchy this crate uses.
+    #[error("{root} is not cgroup2 and no v1 memory/pids/cpu hierarchy is mounted")]
+    NoHierarchy {
+        /// The cgroup root, [`super::CGROUP_ROOT`].
+        root: PathBuf,
+    },
+    /// Every v1 hierarchy failed (or none is mounted).
+    #[error("no usable v1 hierarchy: {}", list_or_none(unusable))]
+    NoUsableV1 {
+        /// Each hierarchy and why it cannot be used.
+        unusable: Vec<UnusableHierarchy>,
+    },
+    /// `/proc/self/cgroup` has no v2 line.
+    #[error("no `0::` line in /proc/self/cgroup")]
+    NoUnifiedLine,
+    /// The v2 subtree sandboxes go under cannot be read.
+    #[error("cgroup v2 subtree {path}: {source}")]
+    Subtree {
+        /// The subtree.
+        path: PathBuf,
+        /// Reading its `cgroup.controllers` failed.
+        source: Box<CgroupError>,
+    },
+}
+
+/// A v1 hierarchy that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", controllers.join(","))]
+pub struct UnusableHierarchy {
+    /// The hierarchy's controllers (`cpu,cpuacct`).
+    pub controllers: Vec<String>,
+    /// Creating the parent of sandbox cgroups in it failed.
+    pub source: CgroupError,
+}
+
+fn list_or_none(unusable: &[UnusableHierarchy]) -> String {
+    if unusable.is_empty() {
+        return "none mounted".into();
+    }
+    let each: Vec<String> = unusable.iter().map(ToString::to_string).collect();
+    each.join("; ")
 }
 
 /// Result alias for cgroup operations.

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::cgroup::Cgroup;
 pub use self::entry::CgroupEntry;
-pub use self::error::{CgroupError, Result};
+pub use self::error::{CgroupError, Result, Unavailable, UnusableHierarchy};
 use self::fs::{CgroupFs, KernelCgroupFs, fs_magic, read_string};
 use self::limits::Notes;
 use self::paths::validate_id;
@@ -100,16 +100,15 @@ impl CgroupSystem {
                     if fs_magic(&unified) == Some(libc::CGROUP2_SUPER_MAGIC) {
                         return Self::v2_at(&unified, &self_cgroup, parent_override);
                     }
-                    return Err(CgroupError::Unavailable(format!(
-                        "{CGROUP_ROOT} is not cgroup2 and no v1 memory/pids/cpu hierarchy is \
-                         mounted"
-                    )));
+                    let root = root.to_path_buf();
+                    return Err(Unavailable::NoHierarchy { root }.into());
                 }
                 Self::v1_at(&mounts, &self_cgroup, parent_override)
             }
-            None => Err(CgroupError::Unavailable(format!(
-                "{CGROUP_ROOT} is not mounted"
-            ))),
+            None => Err(Unavailable::NotMounted {
+                root: root.to_path_buf(),
+            }
+            .into()),
         }
     }
 

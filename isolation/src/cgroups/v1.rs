@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::cgroup::Dir;
-use super::error::{CgroupError, Result};
+use super::error::{CgroupError, Result, Unavailable, UnusableHierarchy};
 use super::fs::{CgroupFs, mkdir, mkdir_fresh, write_file};
 use super::limits::{Notes, cpu_quota_us};
 use super::paths::{self_cgroup_path, under};
@@ -83,7 +83,7 @@ struct Hier {
 #[derive(Debug)]
 pub(crate) struct V1System {
     hiers: Vec<Hier>,
-    notes: Vec<String>,
+    unusable: Vec<UnusableHierarchy>,
 }
 
 impl V1System {
@@ -109,7 +109,7 @@ impl V1System {
         };
         groups.sort_by_key(|(_, cs)| cs.iter().map(rank).min());
         let mut hiers = Vec::new();
-        let mut notes = Vec::new();
+        let mut unusable = Vec::new();
         for (mount, ctrls) in groups {
             let (rel, parent) = match parent_override {
                 Some(p) => {
@@ -131,20 +131,16 @@ impl V1System {
                     controllers: ctrls,
                     parent,
                 }),
-                Err(e) => notes.push(format!("{}: {e}", ctrls.join(","))),
+                Err(source) => unusable.push(UnusableHierarchy {
+                    controllers: ctrls,
+                    source,
+                }),
             }
         }
         if hiers.is_empty() {
-            return Err(CgroupError::Unavailable(format!(
-                "no usable v1 hierarchy: {}",
-                if notes.is_empty() {
-                    "none mounted".into()
-                } else {
-                    notes.join("; ")
-                }
-            )));
+            return Err(Unavailable::NoUsableV1 { unusable }.into());
         }
-        Ok(Self { hiers, notes })
+        Ok(Self { hiers, unusable })
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -153,7 +149,7 @@ impl V1System {
             .iter()
             .map(|h| format!("{}={}", h.controllers.join(","), h.parent.display()))
             .collect();
-        parts.extend(self.notes.iter().map(|n| format!("unusable {n}")));
+        parts.extend(self.unusable.iter().map(|u| format!("unusable {u}")));
         format!("v1 {}", parts.join(", "))
     }
 
@@ -460,5 +456,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let err = v1(d.path(), &[], "", None).unwrap_err();
         assert!(matches!(err, CgroupError::Unavailable(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "cgroups unavailable: no usable v1 hierarchy: none mounted"
+        );
     }
 }

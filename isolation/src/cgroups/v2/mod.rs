@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use self::owner::Owner;
 use super::cgroup::Dir;
-use super::error::{CgroupError, Result};
+use super::error::{CgroupError, Result, Unavailable};
 use super::fs::{CgroupFs, mkdir, mkdir_fresh, read_pids, read_string, write_file};
 use super::limits::{Notes, cpu_quota_us};
 use super::paths::{self_cgroup_path, under};
@@ -67,6 +67,8 @@ fn is_denied(e: &CgroupError) -> bool {
 }
 
 impl V2System {
+    /// Prepares the subtree sandboxes go under: `parent_override` or the host's own cgroup
+    /// (from `proc_self_cgroup`), with the [`CONTROLLERS`] enabled where this host may.
     pub(crate) fn prepare(
         mount: &Path,
         proc_self_cgroup: &str,
@@ -74,28 +76,7 @@ impl V2System {
         fs: &dyn CgroupFs,
         owner: &Owner,
     ) -> Result<Self> {
-        let base_rel: String = match parent_override {
-            Some(p) => match p.strip_prefix(mount) {
-                Ok(rel) => format!("/{}", rel.display()),
-                Err(_) => format!("/{}", p.display().to_string().trim_start_matches('/')),
-            },
-            None => {
-                let own = self_cgroup_path(proc_self_cgroup, str::is_empty).ok_or_else(|| {
-                    CgroupError::Unavailable("no `0::` line in /proc/self/cgroup".into())
-                })?;
-                // A host restarted from inside the leaf a previous host created.
-                match own.rsplit_once('/') {
-                    Some((parent, HOST_LEAF)) => {
-                        if parent.is_empty() {
-                            "/".into()
-                        } else {
-                            parent.into()
-                        }
-                    }
-                    _ => own.into(),
-                }
-            }
-        };
+        let base_rel = base_path(mount, proc_self_cgroup, parent_override)?;
         let base = under(mount, &base_rel);
         let is_root_cgroup = base == mount;
         if !fs.exists(&base) {
@@ -103,17 +84,14 @@ impl V2System {
             let mut cur = mount.to_path_buf();
             for comp in Path::new(base_rel.trim_start_matches('/')).components() {
                 cur.push(comp);
-                mkdir(fs, &cur).map_err(|e| {
-                    if is_denied(&e) {
-                        not_delegated(&base, e.to_string())
-                    } else {
-                        e
-                    }
-                })?;
+                mkdir(fs, &cur).map_err(|e| not_delegated_if_denied(&base, e))?;
             }
         }
         let available = read_string(fs, &base.join("cgroup.controllers")).map_err(|e| {
-            CgroupError::Unavailable(format!("cgroup v2 subtree {}: {e}", base.display()))
+            Unavailable::Subtree {
+                path: base.clone(),
+                source: Box::new(e),
+            }
         })?;
         let available: Vec<&str> = available.split_whitespace().collect();
         let mut notes = Vec::new();
@@ -143,55 +121,16 @@ impl V2System {
                 .map(|c| format!("+{c}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            // A child the host forks between reading `cgroup.procs` and the write lands in
-            // `<base>` and makes it EBUSY: move again, a few rounds.
-            let mut res = Ok(());
-            let mut moved = 0;
-            for _round in 0..4 {
-                if !is_root_cgroup {
-                    // Whose processes are in `<base>`: only this host's may move.
-                    let pids = read_pids(fs, &base.join("cgroup.procs"))?;
-                    let (ours, foreign): (Vec<i32>, Vec<i32>) =
-                        pids.into_iter().partition(|p| owner.owns(*p));
-                    if !foreign.is_empty() {
-                        let why = foreign_processes(&base, foreign.len());
-                        off_reason = Some(why.clone());
-                        notes.push(why);
-                        res = Err(CgroupError::Unavailable(String::new()));
-                        break;
-                    }
-                    if !ours.is_empty() {
-                        match move_to_leaf(fs, &base, &ours) {
-                            Ok(n) => moved += n,
-                            Err(e) if is_denied(&e) => {
-                                res = Err(e);
-                                break;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
-                res = write_file(fs, &subtree, &value);
-                if !matches!(&res, Err(e) if errno_of(e) == Some(libc::EBUSY)) || is_root_cgroup {
-                    break;
-                }
-            }
+            let (moved, off) = enable_controllers(fs, &base, &value, is_root_cgroup, owner)?;
             if moved > 0 {
                 notes.push(format!(
                     "moved the host ({moved} process(es)) into {}/{HOST_LEAF}",
                     base.display()
                 ));
             }
-            match res {
-                Ok(()) => {}
-                // Already said why.
-                Err(CgroupError::Unavailable(_)) => {}
-                Err(e) if is_denied(&e) || errno_of(&e) == Some(libc::EBUSY) => {
-                    let why = format!("cannot enable controllers: {e}");
-                    off_reason = Some(why.clone());
-                    notes.push(why);
-                }
-                Err(e) => return Err(e),
+            if let Some(why) = off {
+                notes.push(why.clone());
+                off_reason = Some(why);
             }
         }
         let enabled: Vec<String> = read_string(fs, &subtree)?
@@ -236,13 +175,7 @@ impl V2System {
         notes: &mut Notes,
     ) -> Result<Vec<Dir>> {
         let dir = self.base.join(name);
-        mkdir_fresh(fs, &dir).map_err(|e| {
-            if is_denied(&e) {
-                not_delegated(&self.base, e.to_string())
-            } else {
-                e
-            }
-        })?;
+        mkdir_fresh(fs, &dir).map_err(|e| not_delegated_if_denied(&self.base, e))?;
         if let Err(e) = self.apply(fs, &dir, limits, notes) {
             let _ = fs.remove_dir(&dir);
             return Err(e);
@@ -302,11 +235,88 @@ impl V2System {
     }
 }
 
-fn not_delegated(base: &Path, reason: String) -> CgroupError {
+/// The cgroup path (`/a/b`) of the subtree sandboxes go under: `parent_override` (relative to
+/// the mount, or an absolute path below it), else the host's own cgroup, or the parent of it
+/// when the host runs in the leaf a previous host moved itself to.
+fn base_path(
+    mount: &Path,
+    proc_self_cgroup: &str,
+    parent_override: Option<&Path>,
+) -> Result<String> {
+    if let Some(p) = parent_override {
+        return Ok(match p.strip_prefix(mount) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => format!("/{}", p.display().to_string().trim_start_matches('/')),
+        });
+    }
+    let own =
+        self_cgroup_path(proc_self_cgroup, str::is_empty).ok_or(Unavailable::NoUnifiedLine)?;
+    // A host restarted from inside the leaf a previous host created.
+    Ok(match own.rsplit_once('/') {
+        Some(("", HOST_LEAF)) => "/".into(),
+        Some((parent, HOST_LEAF)) => parent.into(),
+        _ => own.into(),
+    })
+}
+
+/// Writes `value` (`+memory +pids +cpu`) to `<base>/cgroup.subtree_control`, first moving this
+/// host's own processes out of `<base>` (the no-internal-processes rule). Returns how many
+/// processes moved and, when the controllers stay off, why.
+fn enable_controllers(
+    fs: &dyn CgroupFs,
+    base: &Path,
+    value: &str,
+    is_root_cgroup: bool,
+    owner: &Owner,
+) -> Result<(usize, Option<String>)> {
+    let subtree = base.join("cgroup.subtree_control");
+    let mut moved = 0;
+    let mut res = Ok(());
+    // A child the host forks between reading `cgroup.procs` and the write lands in `<base>`
+    // and makes it EBUSY: move again, a few rounds.
+    for _round in 0..4 {
+        if !is_root_cgroup {
+            // Whose processes are in `<base>`: only this host's may move.
+            let pids = read_pids(fs, &base.join("cgroup.procs"))?;
+            let (ours, foreign): (Vec<i32>, Vec<i32>) =
+                pids.into_iter().partition(|p| owner.owns(*p));
+            if !foreign.is_empty() {
+                return Ok((moved, Some(foreign_processes(base, foreign.len()))));
+            }
+            if !ours.is_empty() {
+                match move_to_leaf(fs, base, &ours) {
+                    Ok(n) => moved += n,
+                    Err(e) if is_denied(&e) => {
+                        res = Err(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        res = write_file(fs, &subtree, value);
+        if !matches!(&res, Err(e) if errno_of(e) == Some(libc::EBUSY)) || is_root_cgroup {
+            break;
+        }
+    }
+    match res {
+        Ok(()) => Ok((moved, None)),
+        Err(e) if is_denied(&e) || errno_of(&e) == Some(libc::EBUSY) => {
+            Ok((moved, Some(format!("cannot enable controllers: {e}"))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `e`, or when it was refused, [`CgroupError::NotDelegated`] for `base`.
+fn not_delegated_if_denied(base: &Path, e: CgroupError) -> CgroupError {
+    if !is_denied(&e) {
+        return e;
+    }
     CgroupError::NotDelegated {
         path: base.to_path_buf(),
         uid: euid(),
-        reason,
+        source: Box::new(e),
     }
 }
 
