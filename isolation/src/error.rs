@@ -1,12 +1,17 @@
 //! The crate's top-level error type.
+//!
+//! Each kernel-concept module owns its error type in a leaf module of its own
+//! (`cgroups/error.rs`, `seccomp/error.rs`, `landlock/error.rs`, ...), which imports nothing of
+//! the crate but other leaves. This module wraps them, so every other module may import it
+//! without an import circle.
 
 use std::io;
 use std::path::PathBuf;
 
-use crate::cgroups::CgroupError;
-use crate::landlock::LandlockError;
+use crate::cgroups::error::CgroupError;
+use crate::landlock::error::LandlockError;
 use crate::mechanism::Mechanism;
-use crate::seccomp::SeccompError;
+use crate::seccomp::error::SeccompError;
 
 /// Everything that can go wrong in this crate, outside the async-signal-safe child code (which
 /// returns a bare [`nix::errno::Errno`] or a [`crate::namespaces::ChildError`]).

@@ -2,18 +2,27 @@
 //! (explicit or on drop). Reading usage is in `usage.rs`, killing in `kill.rs`, entering in
 //! `entry.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::CgroupSystem;
-use super::CgroupVersion;
+use serde::{Deserialize, Serialize};
+
 use super::error::Result;
 use super::fs::{CgroupFs, rmdir_retry_within};
 use super::limits::Notes;
-use crate::level::Limits;
 use crate::report::{Mechanism, ReportEntry};
+
+/// cgroup version in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    /// Legacy or hybrid hierarchy, one mount per controller.
+    V1,
+    /// Unified hierarchy.
+    V2,
+}
 
 /// One directory of a sandbox's cgroup (v2: the only one; v1: one per hierarchy).
 #[derive(Debug, Clone)]
@@ -62,11 +71,6 @@ impl Cgroup {
             fs,
             removed: false,
         }
-    }
-
-    /// Creates `sandbox-<id>` on the shared, detected system ([`CgroupSystem::shared`]).
-    pub fn create(id: &str, limits: &Limits, parent_override: Option<&Path>) -> Result<Cgroup> {
-        CgroupSystem::shared(parent_override)?.create(id, limits)
     }
 
     /// The sandbox id.

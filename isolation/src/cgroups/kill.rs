@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::CgroupVersion;
-use super::cgroup::Cgroup;
+use super::cgroup::{Cgroup, CgroupVersion};
 use super::error::{CgroupError, Result};
 use super::fs::{CgroupFs, read_opt_keyed, read_string, write_file};
 

@@ -19,7 +19,7 @@
 
 mod cgroup;
 mod entry;
-mod error;
+pub(crate) mod error;
 mod fs;
 mod kill;
 mod limits;
@@ -36,9 +36,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-pub use self::cgroup::Cgroup;
+pub use self::cgroup::{Cgroup, CgroupVersion};
 pub use self::entry::CgroupEntry;
 pub use self::error::{CgroupError, Result, Unavailable, UnusableHierarchy};
 use self::fs::{CgroupFs, KernelCgroupFs, fs_magic, read_string};
@@ -52,16 +50,6 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Name prefix of each sandbox's cgroup directory.
 pub const SANDBOX_PREFIX: &str = "sandbox-";
-
-/// cgroup version in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupVersion {
-    /// Legacy or hybrid hierarchy, one mount per controller.
-    V1,
-    /// Unified hierarchy.
-    V2,
-}
 
 /// How this machine mounts cgroups and where this host's sandboxes go.
 ///
@@ -208,5 +196,12 @@ impl CgroupSystem {
         };
         let fs = Arc::clone(&self.fs);
         Ok(Cgroup::new(id, self.version(), dirs, notes, fs))
+    }
+}
+
+impl Cgroup {
+    /// Creates `sandbox-<id>` on the shared, detected system ([`CgroupSystem::shared`]).
+    pub fn create(id: &str, limits: &Limits, parent_override: Option<&Path>) -> Result<Cgroup> {
+        CgroupSystem::shared(parent_override)?.create(id, limits)
     }
 }

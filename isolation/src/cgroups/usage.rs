@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::CgroupVersion;
-use super::cgroup::Cgroup;
+use super::cgroup::{Cgroup, CgroupVersion};
 use super::error::Result;
 use super::fs::{read_opt_keyed, read_opt_u64, read_pids};
 

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use super::SeccompError;
+use super::error::CompileError;
 use super::policy::{self, Rule};
 use super::tables::Arch;
 
@@ -138,23 +138,25 @@ impl Asm {
         }
     }
 
-    fn finish(self) -> Result<Program, SeccompError> {
-        let place = |i: usize, to: To| -> Result<u32, SeccompError> {
+    fn finish(self) -> Result<Program, CompileError> {
+        let place = |i: usize, to: To| -> Result<u32, CompileError> {
             match to {
                 To::Next => Ok(0),
                 to => {
-                    let target = *self.at.get(&to).ok_or_else(|| {
-                        SeccompError::Compile(format!("jump to {to:?}, which is nowhere"))
-                    })?;
+                    let label = || format!("{to:?}");
+                    let target = *self
+                        .at
+                        .get(&to)
+                        .ok_or_else(|| CompileError::JumpNowhere { label: label() })?;
                     target
                         .checked_sub(i + 1)
                         .map(|d| d as u32)
-                        .ok_or_else(|| SeccompError::Compile(format!("backward jump to {to:?}")))
+                        .ok_or_else(|| CompileError::BackwardJump { label: label() })
                 }
             }
         };
-        let short = |d: u32| -> Result<u8, SeccompError> {
-            u8::try_from(d).map_err(|_| SeccompError::Compile(format!("jump of {d} > 255")))
+        let short = |distance: u32| -> Result<u8, CompileError> {
+            u8::try_from(distance).map_err(|_| CompileError::JumpTooFar { distance })
         };
         self.code
             .iter()
@@ -171,7 +173,7 @@ impl Asm {
 
 /// What the policy says about each syscall number `arch` has: `(nr, verdict)`, sorted. Every
 /// name must be in some architecture's table and in the policy only once.
-fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, SeccompError> {
+fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, CompileError> {
     let named = policy::ALLOW
         .iter()
         .flat_map(|(_, names)| names.iter().map(|&n| (n, To::Allow)))
@@ -193,10 +195,10 @@ fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, SeccompError> {
     let mut out = Vec::new();
     for (name, to) in named {
         if !all.contains_key(name) {
-            return Err(SeccompError::Compile(format!("unknown syscall {name}")));
+            return Err(CompileError::UnknownSyscall { name });
         }
         if seen.insert(name, ()).is_some() {
-            return Err(SeccompError::Compile(format!("{name} listed twice")));
+            return Err(CompileError::ListedTwice { name });
         }
         if let Some(&nr) = here.get(name) {
             out.push((nr, to));
@@ -218,7 +220,7 @@ pub(super) fn counts(arch: &Arch) -> (usize, usize) {
 
 /// The policy as one program for `arch`; `network` lets `socket` create `AF_INET`/`AF_INET6`.
 #[allow(clippy::unnecessary_cast)] // ioctl request constants are u64 on glibc, i32 on musl
-pub(super) fn program(arch: &Arch, network: bool) -> Result<Program, SeccompError> {
+pub(super) fn program(arch: &Arch, network: bool) -> Result<Program, CompileError> {
     // Ranges of consecutive numbers with one verdict; gaps (and all above the table) ENOSYS.
     let mut ranges: Vec<(u32, To)> = Vec::new();
     let mut push = |start: u32, to: To| {
