@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use crate::cgroups::error::CgroupError;
 use crate::landlock::error::LandlockError;
 use crate::mechanism::Mechanism;
+use crate::root::error::RootError;
 use crate::seccomp::error::SeccompError;
 
 /// Everything that can go wrong in this crate, outside the async-signal-safe child code (which
@@ -40,6 +41,9 @@ pub enum IsolationError {
     /// Landlock failed.
     #[error(transparent)]
     Landlock(#[from] LandlockError),
+    /// Preparing the sandbox's own root failed.
+    #[error(transparent)]
+    Root(#[from] RootError),
     /// A system call in the parent failed.
     #[error("{op}: {source}")]
     Sys {
