@@ -5,12 +5,10 @@
 //! the crate but other leaves. This module wraps them, so every other module may import it
 //! without an import circle.
 
-use std::io;
-use std::path::PathBuf;
-
 use crate::cgroups::error::CgroupError;
 use crate::landlock::error::LandlockError;
 use crate::mechanism::Mechanism;
+use crate::namespaces::error::NamespaceError;
 use crate::root::error::RootError;
 use crate::seccomp::error::SeccompError;
 
@@ -44,30 +42,7 @@ pub enum IsolationError {
     /// Preparing the sandbox's own root failed.
     #[error(transparent)]
     Root(#[from] RootError),
-    /// A system call in the parent failed.
-    #[error("{op}: {source}")]
-    Sys {
-        /// What was attempted.
-        op: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A path cannot be used as asked.
-    #[error("{path}: {reason}")]
-    Path {
-        /// The path.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl IsolationError {
-    /// `Sys` error from the current `errno`.
-    pub(crate) fn last_os(op: impl Into<String>) -> Self {
-        IsolationError::Sys {
-            op: op.into(),
-            source: io::Error::last_os_error(),
-        }
-    }
+    /// Preparing or finishing a sandbox child's namespaces failed.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
 }
