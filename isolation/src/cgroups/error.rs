@@ -41,6 +41,15 @@ pub enum CgroupError {
         /// The OS error.
         source: io::Error,
     },
+    /// A sandbox cgroup directory is left from an earlier host and cannot be removed (it still
+    /// holds processes or child cgroups).
+    #[error("create cgroup {path}: exists and cannot be removed: {source}")]
+    Leftover {
+        /// The directory.
+        path: PathBuf,
+        /// Why `rmdir` failed.
+        source: io::Error,
+    },
     /// Removing a cgroup directory failed.
     #[error("remove cgroup {path}: {source}")]
     Rmdir {

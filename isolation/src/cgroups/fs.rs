@@ -187,13 +187,11 @@ pub(crate) fn mkdir_fresh(fs: &dyn CgroupFs, path: &Path) -> Result<()> {
     if mkdir(fs, path)? {
         return Ok(());
     }
-    fs.remove_dir(path).map_err(|source| CgroupError::Mkdir {
-        path: path.into(),
-        source: io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("exists and cannot be removed: {source}"),
-        ),
-    })?;
+    fs.remove_dir(path)
+        .map_err(|source| CgroupError::Leftover {
+            path: path.into(),
+            source,
+        })?;
     if mkdir(fs, path)? {
         Ok(())
     } else {

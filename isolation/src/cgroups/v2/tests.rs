@@ -267,4 +267,16 @@ fn leftover_sandbox_dir_is_recreated() {
     std::mem::forget(first); // A crashed host leaves the directory behind.
     let again = sys.create("e", &limits()).unwrap();
     again.remove().unwrap();
+    // A leftover that still holds a process is not taken over.
+    let busy = sys.create("g", &limits()).unwrap();
+    let dir = busy.paths().remove(0);
+    fs::write(dir.join("cgroup.procs"), "4242\n").unwrap();
+    std::mem::forget(busy);
+    let e = sys.create("g", &limits()).unwrap_err();
+    assert!(matches!(e, CgroupError::Leftover { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("exists and cannot be removed: Device or resource busy (os error 16)"),
+        "{e}"
+    );
 }
