@@ -66,6 +66,7 @@ impl Cgroup {
 }
 
 /// The freezer of a cgroup: v1 `freezer.state`, v2 `cgroup.freeze`.
+#[derive(Debug)]
 enum Freezer {
     V1(PathBuf),
     V2(PathBuf),

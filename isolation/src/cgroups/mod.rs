@@ -100,8 +100,16 @@ impl CgroupSystem {
         }
     }
 
-    /// [`CgroupSystem::detect`] once per `parent_override` for the whole process.
+    /// [`CgroupSystem::detect`] once per `parent_override` for the whole process. A caller
+    /// that can keep the value instead calls [`CgroupSystem::detect`] once and
+    /// [`CgroupSystem::create`] on it.
     pub fn shared(parent_override: Option<&Path>) -> Result<Arc<Self>> {
+        // Process-wide because what detection prepares is state of this process in the kernel:
+        // on v2 it moves this very process into `<base>/host` and enables the controllers of
+        // the subtree, which must happen once per process and parent, not once per caller. The
+        // lock also keeps two threads from preparing the same subtree at once. Only this
+        // convenience (and `Cgroup::create`, used by callers that hold no `CgroupSystem`)
+        // reads it.
         type Cache = Mutex<Vec<(Option<PathBuf>, Arc<CgroupSystem>)>>;
         static CACHE: Cache = Mutex::new(Vec::new());
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());

@@ -87,6 +87,8 @@ pub(crate) struct V1System {
 }
 
 impl V1System {
+    /// Prepares `<mount><own path or parent_override>/sandbox-host` in every hierarchy of
+    /// `mounts`; a hierarchy where that fails is left out (and described).
     pub(crate) fn prepare(
         mounts: &[(String, PathBuf)],
         proc_self_cgroup: &str,
@@ -143,6 +145,7 @@ impl V1System {
         Ok(Self { hiers, unusable })
     }
 
+    /// Where sandboxes go in each hierarchy, and the unusable ones.
     pub(crate) fn describe(&self) -> String {
         let mut parts: Vec<String> = self
             .hiers
@@ -159,6 +162,7 @@ impl V1System {
             .map(|d| d.path.clone())
     }
 
+    /// Creates `name` in every hierarchy and writes `limits`; on error removes what it made.
     pub(crate) fn create(
         &self,
         name: &str,

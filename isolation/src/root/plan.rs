@@ -70,6 +70,7 @@ impl Plan {
         self.root.join(p.trim_start_matches('/'))
     }
 
+    /// Appends step `op`, described as `what`.
     pub(super) fn push(&mut self, op: Op, what: String) {
         self.ops.push((op, what));
     }
@@ -90,6 +91,7 @@ impl Plan {
         Ok(())
     }
 
+    /// `mkdir -p` of the parent of in-sandbox path `p`.
     pub(super) fn parent_dir(&mut self, p: &str) -> Result<(), RootError> {
         if let Some(parent) = Path::new(p).parent().filter(|d| *d != Path::new("/")) {
             self.mkdir(&parent.to_string_lossy())?;
@@ -97,6 +99,7 @@ impl Plan {
         Ok(())
     }
 
+    /// A `mount(2)` of `src` (or none) on host path `target`.
     pub(super) fn mount(
         &mut self,
         src: Option<&Path>,

@@ -21,15 +21,25 @@ use super::policy::{self, Rule};
 use super::tables::Arch;
 
 // Classic BPF opcodes (linux/bpf_common.h) and seccomp return values.
+/// `BPF_LD | BPF_W | BPF_ABS`: load a 32-bit word of `struct seccomp_data`.
 pub(super) const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JA`: jump always.
 pub(super) const BPF_JMP_JA: u16 = 0x05;
+/// `BPF_JMP | BPF_JEQ | BPF_K`: jump if equal to the constant.
 pub(super) const BPF_JMP_JEQ_K: u16 = 0x15;
+/// `BPF_JMP | BPF_JGE | BPF_K`: jump if greater than or equal to the constant.
 pub(super) const BPF_JMP_JGE_K: u16 = 0x35;
+/// `BPF_JMP | BPF_JSET | BPF_K`: jump if any bit of the constant is set.
 pub(super) const BPF_JMP_JSET_K: u16 = 0x45;
+/// `BPF_RET | BPF_K`: return the constant.
 pub(super) const BPF_RET_K: u16 = 0x06;
+/// `SECCOMP_RET_KILL_PROCESS`.
 pub(super) const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_ALLOW`.
 pub(super) const RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO` (or the errno into its low 16 bits).
 pub(super) const RET_ERRNO: u32 = 0x0005_0000;
+/// `__X32_SYSCALL_BIT`: x32 ABI syscall numbers on x86_64.
 pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 // Offsets in `struct seccomp_data`: nr, arch, instruction pointer, then six u64 arguments. The
@@ -60,6 +70,7 @@ pub(super) struct Insn {
 /// A classic BPF program.
 pub(super) type Program = Vec<Insn>;
 
+/// One instruction.
 pub(super) fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
     Insn { code, jt, jf, k }
 }

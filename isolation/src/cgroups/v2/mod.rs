@@ -146,6 +146,7 @@ impl V2System {
         })
     }
 
+    /// The subtree, its enabled controllers, and what preparing it did or could not do.
     pub(crate) fn describe(&self) -> String {
         let mut s = format!(
             "v2 subtree {} with {}",
@@ -167,6 +168,7 @@ impl V2System {
         self.enabled.iter().any(|e| e == c)
     }
 
+    /// Creates `<base>/name` and writes `limits`; on error removes it.
     pub(crate) fn create(
         &self,
         name: &str,
