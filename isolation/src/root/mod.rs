@@ -24,6 +24,9 @@
 //! between `clone()` and `execve()` ([`NewRoot::build_in_child`]), async-signal-safe, without
 //! allocating. A failed step reports its index, which [`NewRoot::describe`] turns back into
 //! "bind /usr/lib onto …".
+//!
+//! Files: this one (the fixed layout), `plan.rs` (the step builder: directories, binds,
+//! symlinks, mount flags), `ops.rs` (the steps and the system calls of each), `error.rs`.
 
 pub(crate) mod error;
 mod ops;

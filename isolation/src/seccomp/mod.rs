@@ -3,7 +3,7 @@
 //!
 //! The filter is an allow list: nothing is allowed by default. The policy is data, by name, in
 //! `seccomp/policy.rs` (one screen); `tables.rs` has each architecture's syscall numbers;
-//! `bpf.rs` assembles one classic BPF program from them:
+//! `bpf.rs` assembles one classic BPF program from them (`error.rs` has the errors):
 //!
 //! - non-native architectures are killed;
 //! - on x86_64, the x32 ABI (syscall numbers with bit 30 set) returns `ENOSYS`;
