@@ -1,12 +1,16 @@
 //! The crate's top-level error type.
+//!
+//! Each kernel-concept module owns its error type in a leaf module of its own
+//! (`cgroups/error.rs`, `seccomp/error.rs`, `landlock/error.rs`, ...), which imports nothing of
+//! the crate but other leaves. This module wraps them, so every other module may import it
+//! without an import circle.
 
-use std::io;
-use std::path::PathBuf;
-
-use crate::cgroups::CgroupError;
-use crate::landlock::LandlockError;
+use crate::cgroups::error::CgroupError;
+use crate::landlock::error::LandlockError;
 use crate::mechanism::Mechanism;
-use crate::seccomp::SeccompError;
+use crate::namespaces::error::NamespaceError;
+use crate::root::error::RootError;
+use crate::seccomp::error::SeccompError;
 
 /// Everything that can go wrong in this crate, outside the async-signal-safe child code (which
 /// returns a bare [`nix::errno::Errno`] or a [`crate::namespaces::ChildError`]).
@@ -35,30 +39,10 @@ pub enum IsolationError {
     /// Landlock failed.
     #[error(transparent)]
     Landlock(#[from] LandlockError),
-    /// A system call in the parent failed.
-    #[error("{op}: {source}")]
-    Sys {
-        /// What was attempted.
-        op: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A path cannot be used as asked.
-    #[error("{path}: {reason}")]
-    Path {
-        /// The path.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl IsolationError {
-    /// `Sys` error from the current `errno`.
-    pub(crate) fn last_os(op: impl Into<String>) -> Self {
-        IsolationError::Sys {
-            op: op.into(),
-            source: io::Error::last_os_error(),
-        }
-    }
+    /// Preparing the sandbox's own root failed.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// Preparing or finishing a sandbox child's namespaces failed.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
 }

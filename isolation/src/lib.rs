@@ -115,14 +115,15 @@ pub mod seccomp;
 
 pub use cgroups::{Cgroup, CgroupEntry, CgroupError, CgroupSystem, CgroupUsage, CgroupVersion};
 pub use error::IsolationError;
-pub use landlock::{Enforcement, LandlockPlan, LandlockStatus, SandboxPaths};
+
+pub use landlock::{Enforcement, LandlockError, LandlockPlan, LandlockStatus, SandboxPaths};
 pub use level::{Level, Limits, parse_size};
 pub use namespaces::{
-    ChildError, ChildOptions, ChildSetup, ChildStep, NamespacePlan, clone_flags, is_root,
-    shared_netns,
+    ChildError, ChildOptions, ChildSetup, ChildStep, NamespaceError, NamespacePlan, clone_flags,
+    is_root, shared_netns,
 };
 pub use report::{Mechanism, Report, ReportEntry};
 pub use rlimits::Rlimits;
-pub use root::{NewRoot, RootOptions};
+pub use root::{NewRoot, RootError, RootOptions};
 pub use runner::RunnerRestrictions;
-pub use seccomp::BpfBytes;
+pub use seccomp::{BpfBytes, SeccompError};

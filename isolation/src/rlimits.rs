@@ -4,11 +4,25 @@
 //! non-root host never asks to raise one) and applied in the child with raw `prlimit64`
 //! system calls: no allocation.
 
+use std::io;
+
 use libc::c_int;
 
 use crate::level::Limits;
 use crate::namespaces::{ChildError, ChildStep};
 use crate::report::{Mechanism, ReportEntry};
+
+/// Setting a limit of another process failed ([`Rlimits::apply_to`]).
+#[derive(Debug, thiserror::Error)]
+#[error("prlimit {resource} of pid {pid}: {source}")]
+pub struct PrlimitError {
+    /// The limit, e.g. `nofile`.
+    pub resource: &'static str,
+    /// The process.
+    pub pid: libc::pid_t,
+    /// The OS error.
+    pub source: io::Error,
+}
 
 /// Kernel `struct rlimit64`.
 #[repr(C)]
@@ -147,8 +161,8 @@ impl Rlimits {
 
     /// Applies every limit to process `pid` from outside, with `prlimit64(pid, …)` (a
     /// prepared runner gets its tenant's limits this way; raising a hard limit needs
-    /// `CAP_SYS_RESOURCE`).
-    pub fn apply_to(&self, pid: libc::pid_t) -> std::io::Result<()> {
+    /// `CAP_SYS_RESOURCE`). An error has the OS error's kind and carries a [`PrlimitError`].
+    pub fn apply_to(&self, pid: libc::pid_t) -> io::Result<()> {
         for e in &self.entries[..self.len] {
             // SAFETY: prlimit64(2) with a pointer to a live, initialized struct and no
             // old-value pointer.
@@ -162,10 +176,16 @@ impl Rlimits {
                 )
             };
             if rc != 0 {
-                let err = std::io::Error::last_os_error();
-                return Err(std::io::Error::new(
-                    err.kind(),
-                    format!("prlimit {} of pid {pid}: {err}", name(e.resource)),
+                let source = io::Error::last_os_error();
+                let kind = source.kind();
+                let resource = name(e.resource);
+                return Err(io::Error::new(
+                    kind,
+                    PrlimitError {
+                        resource,
+                        pid,
+                        source,
+                    },
                 ));
             }
         }
@@ -234,5 +254,22 @@ mod tests {
         assert!(r.describe().contains("nproc=32"));
         assert_eq!(r.entries[4].limit, Rlimit64 { cur: 10, max: 11 });
         assert!(r.report_entry().applied);
+    }
+
+    #[test]
+    fn apply_to_names_the_limit_and_the_pid() {
+        let r = Rlimits::from_limits(&Limits::default(), true);
+        let e = r.apply_to(libc::pid_t::MAX).unwrap_err();
+        assert_eq!(e.raw_os_error(), None);
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<PrlimitError>());
+        assert!(
+            inner.is_some_and(|p| p.resource == "core" && p.pid == libc::pid_t::MAX),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("prlimit core of pid {}: ", libc::pid_t::MAX)),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{in_subprocess, root, spawn_waiting};
@@ -28,15 +27,7 @@ fn status_field(pid: i32, key: &str) -> String {
 
 /// Directories outside /tmp (the child gets a private /tmp).
 fn work_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let base = tempfile::Builder::new()
-        .prefix("isolation-ns-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let app = base.path().join("app");
-    let private = base.path().join("private");
-    fs::create_dir(&app).unwrap();
-    fs::create_dir(&private).unwrap();
+    let (base, app, private) = common::work_dirs("isolation-ns-");
     fs::write(app.join("lib.so"), b"not really").unwrap();
     (base, app, private)
 }

@@ -8,7 +8,6 @@ use std::ffi::CStr;
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 
 use common::{cs, pipe, reap, spawn_exec_env, unique_id};
 use isolation::landlock::SandboxPaths;
@@ -79,15 +78,7 @@ fn run_full_sequence() {
         max_open_files: Some(256),
         ..Limits::default()
     };
-    let base = tempfile::Builder::new()
-        .prefix("isolation-spawn-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let app = base.path().join("app");
-    let private = base.path().join("private");
-    fs::create_dir(&app).unwrap();
-    fs::create_dir(&private).unwrap();
+    let (_base, app, private) = common::work_dirs("isolation-spawn-");
     let runner = std::env::current_exe().unwrap();
 
     // 4-8: host side, before clone.

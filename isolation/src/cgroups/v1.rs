@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
-    CgroupError, Dir, FakeFs, Notes, Result, cpu_quota_us, mkdir, mkdir_fresh, self_cgroup_path,
-    under, write_file,
-};
+use super::cgroup::Dir;
+use super::error::{CgroupError, Result, Unavailable, UnusableHierarchy};
+use super::fs::{CgroupFs, mkdir, mkdir_fresh, write_file};
+use super::limits::{Notes, cpu_quota_us};
+use super::paths::{self_cgroup_path, under};
 use crate::level::Limits;
 
 /// Controllers used on v1.
@@ -82,15 +83,17 @@ struct Hier {
 #[derive(Debug)]
 pub(crate) struct V1System {
     hiers: Vec<Hier>,
-    notes: Vec<String>,
+    unusable: Vec<UnusableHierarchy>,
 }
 
 impl V1System {
+    /// Prepares `<mount><own path or parent_override>/sandbox-host` in every hierarchy of
+    /// `mounts`; a hierarchy where that fails is left out (and described).
     pub(crate) fn prepare(
         mounts: &[(String, PathBuf)],
         proc_self_cgroup: &str,
         parent_override: Option<&Path>,
-        fake: Option<FakeFs>,
+        fs: &dyn CgroupFs,
     ) -> Result<Self> {
         // Group controllers that share a mount (e.g. cpu,cpuacct).
         let mut groups: Vec<(PathBuf, Vec<String>)> = Vec::new();
@@ -108,7 +111,7 @@ impl V1System {
         };
         groups.sort_by_key(|(_, cs)| cs.iter().map(rank).min());
         let mut hiers = Vec::new();
-        let mut notes = Vec::new();
+        let mut unusable = Vec::new();
         for (mount, ctrls) in groups {
             let (rel, parent) = match parent_override {
                 Some(p) => {
@@ -125,34 +128,31 @@ impl V1System {
                     (rel.clone(), under(&mount, &rel))
                 }
             };
-            match mkdir_p(&mount, &rel, fake) {
+            match mkdir_p(fs, &mount, &rel) {
                 Ok(()) => hiers.push(Hier {
                     controllers: ctrls,
                     parent,
                 }),
-                Err(e) => notes.push(format!("{}: {e}", ctrls.join(","))),
+                Err(source) => unusable.push(UnusableHierarchy {
+                    controllers: ctrls,
+                    source,
+                }),
             }
         }
         if hiers.is_empty() {
-            return Err(CgroupError::Unavailable(format!(
-                "no usable v1 hierarchy: {}",
-                if notes.is_empty() {
-                    "none mounted".into()
-                } else {
-                    notes.join("; ")
-                }
-            )));
+            return Err(Unavailable::NoUsableV1 { unusable }.into());
         }
-        Ok(Self { hiers, notes })
+        Ok(Self { hiers, unusable })
     }
 
+    /// Where sandboxes go in each hierarchy, and the unusable ones.
     pub(crate) fn describe(&self) -> String {
         let mut parts: Vec<String> = self
             .hiers
             .iter()
             .map(|h| format!("{}={}", h.controllers.join(","), h.parent.display()))
             .collect();
-        parts.extend(self.notes.iter().map(|n| format!("unusable {n}")));
+        parts.extend(self.unusable.iter().map(|u| format!("unusable {u}")));
         format!("v1 {}", parts.join(", "))
     }
 
@@ -162,25 +162,23 @@ impl V1System {
             .map(|d| d.path.clone())
     }
 
+    /// Creates `name` in every hierarchy and writes `limits`; on error removes what it made.
     pub(crate) fn create(
         &self,
         name: &str,
         limits: &Limits,
-        fake: Option<FakeFs>,
+        fs: &dyn CgroupFs,
         notes: &mut Notes,
     ) -> Result<Vec<Dir>> {
         let mut dirs: Vec<Dir> = Vec::new();
         let cleanup = |dirs: &[Dir]| {
             for d in dirs {
-                if let Some(f) = fake {
-                    let _ = (f.on_rmdir)(&d.path);
-                }
-                let _ = std::fs::remove_dir(&d.path);
+                let _ = fs.remove_dir(&d.path);
             }
         };
         for h in &self.hiers {
             let path = h.parent.join(name);
-            if let Err(e) = mkdir_fresh(&path, fake) {
+            if let Err(e) = mkdir_fresh(fs, &path) {
                 cleanup(&dirs);
                 return Err(match e {
                     CgroupError::Mkdir { path, source }
@@ -198,23 +196,29 @@ impl V1System {
                 controllers: h.controllers.clone(),
             });
         }
-        if let Err(e) = self.apply(&dirs, limits, notes) {
+        if let Err(e) = self.apply(fs, &dirs, limits, notes) {
             cleanup(&dirs);
             return Err(e);
         }
         Ok(dirs)
     }
 
-    fn apply(&self, dirs: &[Dir], limits: &Limits, notes: &mut Notes) -> Result<()> {
+    fn apply(
+        &self,
+        fs: &dyn CgroupFs,
+        dirs: &[Dir],
+        limits: &Limits,
+        notes: &mut Notes,
+    ) -> Result<()> {
         let why = |c: &str| format!("no v1 {c} hierarchy");
         if let Some(m) = limits.max_memory {
             match self.find(dirs, "memory") {
                 Some(d) => {
-                    write_file(&d.join("memory.limit_in_bytes"), &m.to_string())?;
+                    write_file(fs, &d.join("memory.limit_in_bytes"), &m.to_string())?;
                     notes.applied.push(format!("memory.limit_in_bytes={m}"));
                     let memsw = d.join("memory.memsw.limit_in_bytes");
-                    if memsw.exists() {
-                        write_file(&memsw, &m.to_string())?;
+                    if fs.exists(&memsw) {
+                        write_file(fs, &memsw, &m.to_string())?;
                         notes.applied.push("memsw=same (no swap)".into());
                     }
                 }
@@ -226,7 +230,7 @@ impl V1System {
         if let Some(p) = limits.max_processes {
             match self.find(dirs, "pids") {
                 Some(d) => {
-                    write_file(&d.join("pids.max"), &p.to_string())?;
+                    write_file(fs, &d.join("pids.max"), &p.to_string())?;
                     notes.applied.push(format!("pids.max={p}"));
                 }
                 None => notes
@@ -238,8 +242,8 @@ impl V1System {
             match self.find(dirs, "cpu") {
                 Some(d) => {
                     let q = cpu_quota_us(frac, CPU_PERIOD_US);
-                    write_file(&d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write_file(&d.join("cpu.cfs_quota_us"), &q.to_string())?;
+                    write_file(fs, &d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write_file(fs, &d.join("cpu.cfs_quota_us"), &q.to_string())?;
                     notes
                         .applied
                         .push(format!("cfs_quota_us={q}/{CPU_PERIOD_US}"));
@@ -251,13 +255,13 @@ impl V1System {
     }
 }
 
-/// `mkdir -p <mount><rel>`, one level at a time so the fake hooks run for each level.
-fn mkdir_p(mount: &Path, rel: &str, fake: Option<FakeFs>) -> Result<()> {
+/// `mkdir -p <mount><rel>`, one level at a time (each level is a cgroup of its own).
+fn mkdir_p(fs: &dyn CgroupFs, mount: &Path, rel: &str) -> Result<()> {
     let mut cur = mount.to_path_buf();
     for comp in Path::new(rel.trim_start_matches('/')).components() {
         cur.push(comp);
-        if !cur.is_dir() {
-            mkdir(&cur, fake)?;
+        if !fs.exists(&cur) {
+            mkdir(fs, &cur)?;
         }
     }
     Ok(())
@@ -267,9 +271,22 @@ fn mkdir_p(mount: &Path, rel: &str, fake: Option<FakeFs>) -> Result<()> {
 mod tests {
     use std::fs;
 
-    use super::super::testutil::FAKE_V1;
-    use super::super::{CgroupSystem, CgroupVersion};
+    use std::sync::Arc;
+
+    use super::super::testing::FakeCgroupFs;
+    use super::super::{CgroupSystem, CgroupUsage, CgroupVersion};
     use super::*;
+
+    /// A v1 system on the fake hierarchies `mounts` below `root`.
+    fn v1(
+        root: &Path,
+        mounts: &[(String, PathBuf)],
+        self_cgroup: &str,
+        parent: Option<&Path>,
+    ) -> Result<CgroupSystem> {
+        let fs = Arc::new(FakeCgroupFs::v1(root));
+        CgroupSystem::v1_with(mounts, self_cgroup, parent, fs)
+    }
 
     const MOUNTINFO: &str = "\
 30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
@@ -318,7 +335,7 @@ mod tests {
     fn creates_per_hierarchy_dirs_with_limits() {
         let d = tempfile::tempdir().unwrap();
         let mounts = fake_mounts(d.path(), false);
-        let sys = CgroupSystem::v1_with(&mounts, SELF_CGROUP, None, Some(FAKE_V1)).unwrap();
+        let sys = v1(d.path(), &mounts, SELF_CGROUP, None).unwrap();
         assert_eq!(sys.version(), CgroupVersion::V1);
         let limits = Limits {
             max_memory: Some(64 << 20),
@@ -361,15 +378,18 @@ mod tests {
         );
 
         fs::write(pids.join("cgroup.procs"), "7\n8\n").unwrap();
-        let u = cg.usage().unwrap();
-        assert_eq!(u.memory_bytes, Some(4096000));
-        assert_eq!(u.memory_peak_bytes, Some(5000000));
-        assert_eq!(u.oom_kills, Some(2));
-        assert_eq!(u.pids, Some(2));
-        assert_eq!(u.cpu_time_us, Some(5000));
-        assert_eq!(u.procs, vec![7, 8]);
-        // Freeze -> (no real kill on a fake fs) -> thaw.
+        let usage = CgroupUsage {
+            memory_bytes: Some(4096000),
+            memory_peak_bytes: Some(5000000),
+            pids: Some(2),
+            cpu_time_us: Some(5000),
+            oom_kills: Some(2),
+            procs: vec![7, 8],
+        };
+        assert_eq!(cg.usage().unwrap(), usage);
+        // Freeze -> kill (the fake takes the pids out of cgroup.procs) -> thaw.
         cg.kill_all().unwrap();
+        assert!(cg.pids().unwrap().is_empty());
         assert_eq!(
             rd(&d
                 .path()
@@ -387,7 +407,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mounts = fake_mounts(d.path(), true);
         let self_cg = "8:pids:/\n6:freezer:/\n4:memory:/\n1:cpu,cpuacct:/x\n";
-        let sys = CgroupSystem::v1_with(&mounts, self_cg, None, Some(FAKE_V1)).unwrap();
+        let sys = v1(d.path(), &mounts, self_cg, None).unwrap();
         let cg = sys
             .create(
                 "t2",
@@ -411,11 +431,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mounts = vec![("memory".to_string(), d.path().join("memory"))];
         fs::create_dir_all(d.path().join("memory")).unwrap();
-        let sys = CgroupSystem::v1_with(
+        let sys = v1(
+            d.path(),
             &mounts,
             "4:memory:/\n",
             Some(Path::new("my/parent")),
-            Some(FAKE_V1),
         )
         .unwrap();
         let cg = sys
@@ -437,7 +457,12 @@ mod tests {
 
     #[test]
     fn nothing_usable_is_unavailable() {
-        let err = CgroupSystem::v1_with(&[], "", None, Some(FAKE_V1)).unwrap_err();
+        let d = tempfile::tempdir().unwrap();
+        let err = v1(d.path(), &[], "", None).unwrap_err();
         assert!(matches!(err, CgroupError::Unavailable(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "cgroups unavailable: no usable v1 hierarchy: none mounted"
+        );
     }
 }

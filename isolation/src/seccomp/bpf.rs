@@ -16,20 +16,30 @@
 
 use std::collections::HashMap;
 
-use super::SeccompError;
+use super::error::CompileError;
 use super::policy::{self, Rule};
 use super::tables::Arch;
 
 // Classic BPF opcodes (linux/bpf_common.h) and seccomp return values.
+/// `BPF_LD | BPF_W | BPF_ABS`: load a 32-bit word of `struct seccomp_data`.
 pub(super) const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JA`: jump always.
 pub(super) const BPF_JMP_JA: u16 = 0x05;
+/// `BPF_JMP | BPF_JEQ | BPF_K`: jump if equal to the constant.
 pub(super) const BPF_JMP_JEQ_K: u16 = 0x15;
+/// `BPF_JMP | BPF_JGE | BPF_K`: jump if greater than or equal to the constant.
 pub(super) const BPF_JMP_JGE_K: u16 = 0x35;
+/// `BPF_JMP | BPF_JSET | BPF_K`: jump if any bit of the constant is set.
 pub(super) const BPF_JMP_JSET_K: u16 = 0x45;
+/// `BPF_RET | BPF_K`: return the constant.
 pub(super) const BPF_RET_K: u16 = 0x06;
+/// `SECCOMP_RET_KILL_PROCESS`.
 pub(super) const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_ALLOW`.
 pub(super) const RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO` (or the errno into its low 16 bits).
 pub(super) const RET_ERRNO: u32 = 0x0005_0000;
+/// `__X32_SYSCALL_BIT`: x32 ABI syscall numbers on x86_64.
 pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 // Offsets in `struct seccomp_data`: nr, arch, instruction pointer, then six u64 arguments. The
@@ -60,6 +70,7 @@ pub(super) struct Insn {
 /// A classic BPF program.
 pub(super) type Program = Vec<Insn>;
 
+/// One instruction.
 pub(super) fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
     Insn { code, jt, jf, k }
 }
@@ -138,23 +149,25 @@ impl Asm {
         }
     }
 
-    fn finish(self) -> Result<Program, SeccompError> {
-        let place = |i: usize, to: To| -> Result<u32, SeccompError> {
+    fn finish(self) -> Result<Program, CompileError> {
+        let place = |i: usize, to: To| -> Result<u32, CompileError> {
             match to {
                 To::Next => Ok(0),
                 to => {
-                    let target = *self.at.get(&to).ok_or_else(|| {
-                        SeccompError::Compile(format!("jump to {to:?}, which is nowhere"))
-                    })?;
+                    let label = || format!("{to:?}");
+                    let target = *self
+                        .at
+                        .get(&to)
+                        .ok_or_else(|| CompileError::JumpNowhere { label: label() })?;
                     target
                         .checked_sub(i + 1)
                         .map(|d| d as u32)
-                        .ok_or_else(|| SeccompError::Compile(format!("backward jump to {to:?}")))
+                        .ok_or_else(|| CompileError::BackwardJump { label: label() })
                 }
             }
         };
-        let short = |d: u32| -> Result<u8, SeccompError> {
-            u8::try_from(d).map_err(|_| SeccompError::Compile(format!("jump of {d} > 255")))
+        let short = |distance: u32| -> Result<u8, CompileError> {
+            u8::try_from(distance).map_err(|_| CompileError::JumpTooFar { distance })
         };
         self.code
             .iter()
@@ -171,7 +184,7 @@ impl Asm {
 
 /// What the policy says about each syscall number `arch` has: `(nr, verdict)`, sorted. Every
 /// name must be in some architecture's table and in the policy only once.
-fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, SeccompError> {
+fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, CompileError> {
     let named = policy::ALLOW
         .iter()
         .flat_map(|(_, names)| names.iter().map(|&n| (n, To::Allow)))
@@ -193,10 +206,10 @@ fn verdicts(arch: &Arch) -> Result<Vec<(u32, To)>, SeccompError> {
     let mut out = Vec::new();
     for (name, to) in named {
         if !all.contains_key(name) {
-            return Err(SeccompError::Compile(format!("unknown syscall {name}")));
+            return Err(CompileError::UnknownSyscall { name });
         }
         if seen.insert(name, ()).is_some() {
-            return Err(SeccompError::Compile(format!("{name} listed twice")));
+            return Err(CompileError::ListedTwice { name });
         }
         if let Some(&nr) = here.get(name) {
             out.push((nr, to));
@@ -218,7 +231,7 @@ pub(super) fn counts(arch: &Arch) -> (usize, usize) {
 
 /// The policy as one program for `arch`; `network` lets `socket` create `AF_INET`/`AF_INET6`.
 #[allow(clippy::unnecessary_cast)] // ioctl request constants are u64 on glibc, i32 on musl
-pub(super) fn program(arch: &Arch, network: bool) -> Result<Program, SeccompError> {
+pub(super) fn program(arch: &Arch, network: bool) -> Result<Program, CompileError> {
     // Ranges of consecutive numbers with one verdict; gaps (and all above the table) ENOSYS.
     let mut ranges: Vec<(u32, To)> = Vec::new();
     let mut push = |start: u32, to: To| {

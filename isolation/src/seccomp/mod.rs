@@ -3,7 +3,7 @@
 //!
 //! The filter is an allow list: nothing is allowed by default. The policy is data, by name, in
 //! `seccomp/policy.rs` (one screen); `tables.rs` has each architecture's syscall numbers;
-//! `bpf.rs` assembles one classic BPF program from them:
+//! `bpf.rs` assembles one classic BPF program from them (`error.rs` has the errors):
 //!
 //! - non-native architectures are killed;
 //! - on x86_64, the x32 ABI (syscall numbers with bit 30 set) returns `ENOSYS`;
@@ -28,37 +28,17 @@
 //! u8, k u32 LE).
 
 mod bpf;
+pub(crate) mod error;
 mod policy;
 mod tables;
 
+use std::io;
 use std::sync::OnceLock;
 
+use self::bpf::{Program, insn};
+pub use self::error::{CompileError, DecodeError, SeccompError};
+use self::tables::Arch;
 use crate::report::{Mechanism, ReportEntry};
-use bpf::{Program, insn};
-use tables::Arch;
-
-/// Compiling, decoding or installing a filter failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SeccompError {
-    /// The filter could not be assembled (unsupported architecture, a bad policy name, or a
-    /// jump too far).
-    #[error("compile seccomp filter: {0}")]
-    Compile(String),
-    /// The bytes are not a filter produced by [`compile_default_filter`].
-    #[error("decode seccomp filter: {0}")]
-    Decode(String),
-    /// The filter was compiled for another architecture.
-    #[error("seccomp filter is for audit arch {found:#x}, this process is {expected:#x}")]
-    WrongArch {
-        /// This process's audit arch.
-        expected: u32,
-        /// The filter's.
-        found: u32,
-    },
-    /// `seccomp(SECCOMP_SET_MODE_FILTER, TSYNC)` failed.
-    #[error("install seccomp filter: {0}")]
-    Install(String),
-}
 
 const MAGIC: &[u8; 4] = b"SBPF";
 const VERSION: u8 = 2;
@@ -98,12 +78,9 @@ impl BpfBytes {
     }
 }
 
-fn native() -> Result<&'static Arch, SeccompError> {
-    tables::native().ok_or_else(|| {
-        SeccompError::Compile(format!(
-            "unsupported architecture {}",
-            std::env::consts::ARCH
-        ))
+fn native() -> Result<&'static Arch, CompileError> {
+    tables::native().ok_or(CompileError::UnsupportedArch {
+        arch: std::env::consts::ARCH,
     })
 }
 
@@ -142,20 +119,19 @@ fn encode(arch: &Arch, network: bool, programs: &[Program]) -> Vec<u8> {
 }
 
 fn decode(b: &[u8]) -> Result<Decoded, SeccompError> {
-    let bad = |m: &str| SeccompError::Decode(m.to_string());
-    let u32_at = |o: usize| -> Result<u32, SeccompError> {
+    let u32_at = |o: usize| -> Result<u32, DecodeError> {
         b.get(o..o + 4)
             .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-            .ok_or_else(|| bad("truncated"))
+            .ok_or(DecodeError::Truncated)
     };
     if b.len() < 20 || &b[..4] != MAGIC {
-        return Err(bad("bad magic"));
+        return Err(DecodeError::BadMagic.into());
     }
     if b[4] != VERSION {
-        return Err(bad("unknown version"));
+        return Err(DecodeError::UnknownVersion { found: b[4] }.into());
     }
     if b[5] & !FLAG_NETWORK != 0 || b[6] != 0 || b[7] != 0 {
-        return Err(bad("unknown flags"));
+        return Err(DecodeError::UnknownFlags.into());
     }
     let arch = u32_at(8)?;
     if arch != audit_arch() {
@@ -167,7 +143,7 @@ fn decode(b: &[u8]) -> Result<Decoded, SeccompError> {
     let counts = u32_at(12)?;
     let count = u32_at(16)? as usize;
     if count == 0 || count > 16 {
-        return Err(bad("bad program count"));
+        return Err(DecodeError::BadProgramCount { count }.into());
     }
     let mut off = 20;
     let mut programs = Vec::with_capacity(count);
@@ -175,9 +151,9 @@ fn decode(b: &[u8]) -> Result<Decoded, SeccompError> {
         let n = u32_at(off)? as usize;
         off += 4;
         if n == 0 || n > 4096 {
-            return Err(bad("bad program length"));
+            return Err(DecodeError::BadProgramLength { len: n }.into());
         }
-        let body = b.get(off..off + n * 8).ok_or_else(|| bad("truncated"))?;
+        let body = b.get(off..off + n * 8).ok_or(DecodeError::Truncated)?;
         programs.push(
             body.chunks_exact(8)
                 .map(|c| {
@@ -193,7 +169,7 @@ fn decode(b: &[u8]) -> Result<Decoded, SeccompError> {
         off += n * 8;
     }
     if off != b.len() {
-        return Err(bad("trailing bytes"));
+        return Err(DecodeError::TrailingBytes.into());
     }
     Ok(Decoded {
         network: b[5] & FLAG_NETWORK != 0,
@@ -206,21 +182,25 @@ fn decode(b: &[u8]) -> Result<Decoded, SeccompError> {
 /// Compiles the default filter for this architecture, without or with network (some tens of
 /// µs; prefer [`default_filter`], which does it once per variant).
 pub fn compile_default_filter(network: bool) -> Result<BpfBytes, SeccompError> {
+    Ok(compile(network)?)
+}
+
+fn compile(network: bool) -> Result<BpfBytes, CompileError> {
     let arch = native()?;
-    Ok(BpfBytes(encode(
-        arch,
-        network,
-        &[bpf::program(arch, network)?],
-    )))
+    let program = bpf::program(arch, network)?;
+    Ok(BpfBytes(encode(arch, network, &[program])))
 }
 
 /// The default filter without or with network, each compiled once per process.
 pub fn default_filter(network: bool) -> Result<&'static BpfBytes, SeccompError> {
-    static FILTERS: [OnceLock<Result<BpfBytes, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    // Memo of a pure function of `network` and the architecture: written once, never changed.
+    // It is a static because callers get a `&'static BpfBytes`.
+    static FILTERS: [OnceLock<Result<BpfBytes, CompileError>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
     let cell = &FILTERS[usize::from(network)];
-    match cell.get_or_init(|| compile_default_filter(network).map_err(|e| e.to_string())) {
+    match cell.get_or_init(|| compile(network)) {
         Ok(b) => Ok(b),
-        Err(e) => Err(SeccompError::Compile(e.clone())),
+        Err(e) => Err(e.clone().into()),
     }
 }
 
@@ -236,10 +216,8 @@ pub fn apply(bytes: &[u8]) -> Result<ReportEntry, SeccompError> {
     } = decode(bytes)?;
     // SAFETY: plain prctl(2).
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(SeccompError::Install(format!(
-            "PR_SET_NO_NEW_PRIVS: {}",
-            std::io::Error::last_os_error()
-        )));
+        let source = io::Error::last_os_error();
+        return Err(SeccompError::NoNewPrivs { source });
     }
     for p in programs {
         let prog = libc::sock_fprog {
@@ -258,15 +236,10 @@ pub fn apply(bytes: &[u8]) -> Result<ReportEntry, SeccompError> {
         };
         match rc {
             0 => {}
-            rc if rc > 0 => {
-                return Err(SeccompError::Install(format!(
-                    "thread {rc} could not be synchronised (TSYNC)"
-                )));
-            }
+            rc if rc > 0 => return Err(SeccompError::Tsync { thread: rc }),
             _ => {
-                return Err(SeccompError::Install(
-                    std::io::Error::last_os_error().to_string(),
-                ));
+                let source = io::Error::last_os_error();
+                return Err(SeccompError::Install { source });
             }
         }
     }
@@ -343,7 +316,8 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let f = compile_default_filter(false).unwrap().into_vec();
-        assert!(BpfBytes::from_bytes(vec![1, 2, 3]).is_err());
+        let e = BpfBytes::from_bytes(vec![1, 2, 3]).unwrap_err();
+        assert_eq!(e.to_string(), "decode seccomp filter: bad magic");
         let mut t = f.clone();
         t.pop();
         assert!(BpfBytes::from_bytes(t).is_err());

@@ -8,7 +8,10 @@
 #![allow(dead_code)]
 
 use std::ffi::{CStr, CString};
+use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use isolation::namespaces::{ChildError, raw_clone};
@@ -248,4 +251,19 @@ pub fn cgroup_parent() -> Option<std::path::PathBuf> {
     std::env::var_os(CGROUP_PARENT_ENV)
         .filter(|p| !p.is_empty())
         .map(Into::into)
+}
+
+/// A sandbox's app and private directories, `<base>/app` and `<base>/private`, in a fresh
+/// `<base>` (mode 0755) under `/var/tmp`: outside `/tmp`, which the child gets a private one of.
+pub fn work_dirs(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let base = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let app = base.path().join("app");
+    let private = base.path().join("private");
+    fs::create_dir(&app).unwrap();
+    fs::create_dir(&private).unwrap();
+    (base, app, private)
 }

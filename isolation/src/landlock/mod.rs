@@ -14,32 +14,23 @@
 //!   network, and (ABI 6+) connecting to abstract unix sockets or signalling processes outside
 //!   the sandbox, which also keeps sandboxes that share the empty netns apart.
 
+pub(crate) mod error;
+pub(crate) mod status;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use ::landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
 
+pub use self::error::LandlockError;
+pub use self::status::{Enforcement, LandlockStatus};
 use crate::level::Level;
 use crate::report::{Mechanism, ReportEntry};
-
-/// Landlock failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LandlockError {
-    /// Building or enforcing the ruleset failed.
-    #[error("landlock: {0}")]
-    Ruleset(#[from] RulesetError),
-    /// `target_abi` is not one this crate knows.
-    #[error("landlock: unknown target ABI {0}")]
-    UnknownAbi(u8),
-    /// `Strict` and the ruleset is not fully enforced.
-    #[error("landlock: {0}")]
-    NotFullyEnforced(String),
-}
 
 /// Default target ABI: 6 = Linux 6.12 (fs rights up to ioctl on devices, TCP, scopes).
 pub const DEFAULT_TARGET_ABI: u8 = 6;
@@ -159,57 +150,13 @@ impl LandlockPlan {
     }
 }
 
-/// How much of the plan the kernel enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Enforcement {
-    /// Every requested right is enforced.
-    Full,
-    /// Some rights (newer than the kernel's ABI) are not enforced.
-    Partial,
-    /// Nothing is enforced (no Landlock in this kernel).
-    None,
-}
-
-/// Result of [`apply`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LandlockStatus {
-    /// Full, partial or none.
-    pub enforcement: Enforcement,
-    /// The kernel's Landlock ABI (0: unsupported or disabled).
-    pub kernel_abi: i32,
-    /// The plan's target ABI.
-    pub target_abi: u8,
-    /// Plan paths that did not exist and were skipped (optional [`SYSTEM_READ_EXEC`] entries,
-    /// like `/lib32` on most machines, are not listed).
-    pub skipped: Vec<PathBuf>,
-}
-
 impl LandlockStatus {
     /// Report line: applied only when fully enforced.
     pub fn report_entry(&self) -> ReportEntry {
-        let mut d = format!(
-            "{} enforced (kernel ABI {}, target ABI {})",
-            match self.enforcement {
-                Enforcement::Full => "fully",
-                Enforcement::Partial => "partially",
-                Enforcement::None => "not",
-            },
-            self.kernel_abi,
-            self.target_abi
-        );
-        if !self.skipped.is_empty() {
-            let s: Vec<String> = self
-                .skipped
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            d.push_str(&format!("; skipped missing {}", s.join(" ")));
-        }
         if self.enforcement == Enforcement::Full {
-            ReportEntry::applied(Mechanism::Landlock, d)
+            ReportEntry::applied(Mechanism::Landlock, self.to_string())
         } else {
-            ReportEntry::missing(Mechanism::Landlock, d)
+            ReportEntry::missing(Mechanism::Landlock, self.to_string())
         }
     }
 }
@@ -335,7 +282,7 @@ pub fn apply(plan: &LandlockPlan) -> Result<LandlockStatus, LandlockError> {
 pub fn apply_for_level(plan: &LandlockPlan, level: Level) -> Result<LandlockStatus, LandlockError> {
     let st = apply(plan)?;
     if level == Level::Strict && st.enforcement != Enforcement::Full {
-        return Err(LandlockError::NotFullyEnforced(st.report_entry().detail));
+        return Err(LandlockError::NotFullyEnforced(st));
     }
     Ok(st)
 }
@@ -385,6 +332,21 @@ mod tests {
         assert_eq!(back, p);
         let no_proc = LandlockPlan::for_sandbox(&SandboxPaths::default());
         assert!(!no_proc.read_exec.contains(&"/proc".into()));
+    }
+
+    #[test]
+    fn status_says_how_much_is_enforced() {
+        let st = LandlockStatus {
+            enforcement: Enforcement::Partial,
+            kernel_abi: 4,
+            target_abi: 6,
+            skipped: vec!["/srv/app".into()],
+        };
+        let detail = "partially enforced (kernel ABI 4, target ABI 6); skipped missing /srv/app";
+        assert_eq!(st.report_entry().detail, detail);
+        assert!(!st.report_entry().applied);
+        let e = LandlockError::NotFullyEnforced(st);
+        assert_eq!(e.to_string(), format!("landlock: {detail}"));
     }
 
     #[test]
