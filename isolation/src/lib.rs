@@ -106,6 +106,7 @@ pub mod fds;
 pub mod landlock;
 pub mod level;
 pub mod mechanism;
+pub mod mountinfo;
 pub mod namespaces;
 pub mod report;
 pub mod rlimits;

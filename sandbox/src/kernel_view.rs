@@ -44,8 +44,6 @@ impl KernelView {
     /// Reads the view of `pid` (fields it cannot read stay empty, which confirms nothing).
     pub fn read(pid: i32) -> KernelView {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let mountinfo =
-            std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
         let mut own_ns = Vec::new();
         let mut hidden_ns = Vec::new();
         for (ns, _) in NAMESPACES {
@@ -61,7 +59,7 @@ impl KernelView {
             status: parse_status(&status),
             own_ns,
             hidden_ns,
-            mounts: parse_mountinfo(&mountinfo),
+            mounts: mounts(isolation::mountinfo::of(&pid.to_string())),
         }
     }
 
@@ -199,15 +197,13 @@ fn parse_status(text: &str) -> HashMap<String, String> {
 
 /// (mount point, fs type, read-only) per line of `mountinfo` (proc(5)): the mount point is
 /// field 5, the options field 6, the fs type the first field after the ` - ` separator.
-fn parse_mountinfo(text: &str) -> Vec<(String, String, bool)> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let f: Vec<&str> = left.split(' ').collect();
-            let at = (*f.get(4)?).to_string();
-            let ro = f.get(5)?.split(',').any(|o| o == "ro");
-            let fs = right.split(' ').next()?.to_string();
-            Some((at, fs, ro))
+/// (mount point, filesystem type, read-only) of each mount.
+fn mounts(mounts: Vec<isolation::mountinfo::Mount>) -> Vec<(String, String, bool)> {
+    mounts
+        .into_iter()
+        .map(|m| {
+            let at = m.mount_point.to_string_lossy().into_owned();
+            (at, m.fs_type, m.read_only)
         })
         .collect()
 }
@@ -224,7 +220,7 @@ mod tests {
             status: parse_status(STATUS),
             own_ns: vec!["pid", "mnt", "ipc", "uts", "net"],
             hidden_ns: vec![],
-            mounts: parse_mountinfo(MOUNTS),
+            mounts: mounts(isolation::mountinfo::parse(MOUNTS.as_bytes())),
         }
     }
 
@@ -240,7 +236,9 @@ mod tests {
             status: parse_status(&status),
             own_ns: vec![],
             hidden_ns: vec![],
-            mounts: parse_mountinfo("22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"),
+            mounts: mounts(isolation::mountinfo::parse(
+                "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n".as_bytes(),
+            )),
         }
     }
 

@@ -221,15 +221,10 @@ fn sweep_store(store: &Path, report: &mut SweepReport) {
 /// Directories that may hold sandbox cgroups: in every mounted hierarchy, this process's
 /// own cgroup, its parent (v2 moves a host into a `host` leaf), and their `sandbox-host`.
 fn cgroup_parents() -> Vec<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounts: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            let point = left.split_whitespace().nth(4)?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(point))
-        })
+    let mounts: Vec<PathBuf> = isolation::mountinfo::of("self")
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
         .collect();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let own: Vec<&str> = own

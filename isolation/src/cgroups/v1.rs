@@ -30,47 +30,17 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// text of `/proc/self/mountinfo`.
 pub fn parse_mountinfo(mountinfo: &str) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut r = right.split_whitespace();
-        if r.next() != Some("cgroup") {
+    for m in crate::mountinfo::parse(mountinfo.as_bytes()) {
+        if m.fs_type != "cgroup" {
             continue;
         }
-        let (Some(_source), Some(opts)) = (r.next(), r.next()) else {
-            continue;
-        };
-        let Some(mnt) = left.split_whitespace().nth(4) else {
-            continue;
-        };
-        for opt in opts.split(',') {
-            if CONTROLLERS.contains(&opt) && !out.iter().any(|(c, _)| c == opt) {
-                out.push((opt.to_string(), PathBuf::from(unescape(mnt))));
+        for opt in &m.super_options {
+            if CONTROLLERS.contains(&opt.as_str()) && !out.iter().any(|(c, _)| c == opt) {
+                out.push((opt.clone(), m.mount_point.clone()));
             }
         }
     }
     out
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for space, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Debug)]
@@ -305,7 +275,6 @@ mod tests {
         let names: Vec<&str> = m.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(names, ["cpu", "cpuacct", "memory", "freezer", "pids"]);
         assert_eq!(m[2].1, PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(unescape("/a\\040b"), "/a b");
     }
 
     fn fake_mounts(root: &Path, combined_cpu: bool) -> Vec<(String, PathBuf)> {
