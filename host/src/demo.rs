@@ -76,8 +76,8 @@ pub enum DemoError {
     #[error("{0}")]
     Step(String),
     /// The operator's verdict disagrees with live telemetry.
-    #[error("{0}")]
-    Guardrail(String),
+    #[error(transparent)]
+    Guardrail(#[from] watch::skill::Contradiction),
     /// The operator never called `set_state`: there is no verdict to check.
     #[error("{0}")]
     NoVerdict(String),
@@ -389,9 +389,9 @@ async fn steps(
         "ok": verdict.is_ok(),
         "live_processes": live.processes,
         "threshold": PROCESS_THRESHOLD,
-        "error": verdict.as_ref().err(),
+        "error": verdict.as_ref().err().map(ToString::to_string),
     });
-    verdict.map_err(DemoError::Guardrail)
+    Ok(verdict?)
 }
 
 /// `source` with its `pub const ANSWER: i64 = …;` line set to `answer`; `None` without
@@ -420,7 +420,7 @@ pub fn guardrail(
     processes: u64,
     threshold: u64,
     outcome: &Outcome,
-) -> Result<(), String> {
+) -> Result<(), watch::skill::Contradiction> {
     let check = match mode {
         Mode::Plumbing => watch::skill::Check::Plumbing,
         Mode::Anomaly => watch::skill::Check::Anomaly,

@@ -87,11 +87,8 @@ impl LimitArgs {
     }
 }
 
-/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024), as
-/// [`isolation::parse_size`] does.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    isolation::parse_size(text).map_err(|e| e.to_string())
-}
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+pub use isolation::parse_size;
 
 /// Limits of the build sandbox that every app build (`create --app`, `reload`, `--watch`,
 /// the demo's builds) runs in.

@@ -145,8 +145,27 @@ impl WatchSet {
     }
 }
 
+/// A duration that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No number.
+    #[error("{0:?} is not a duration (e.g. 200ms, 5s, 15m, 2h)")]
+    NotANumber(String),
+    /// A unit other than ms, s, m, h.
+    #[error("{text:?}: unknown unit {unit:?} (ms, s, m, h)")]
+    UnknownUnit {
+        /// What was given.
+        text: String,
+        /// The unit in it.
+        unit: String,
+    },
+    /// Negative, infinite or too large.
+    #[error("{0:?} is not a non-negative duration that fits")]
+    OutOfRange(String),
+}
+
 /// Parses a duration: `200ms`, `5s`, `15m`, `2h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
         Some(at) => t.split_at(at),
@@ -155,18 +174,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 200ms, 5s, 15m, 2h)"))?;
+        .map_err(|_| DurationError::NotANumber(text.to_string()))?;
     let scale = match unit {
         "ms" => 0.001,
         "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+        _ => {
+            return Err(DurationError::UnknownUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            });
+        }
     };
     if !(n.is_finite() && n >= 0.0) {
-        return Err(format!("{text:?} is not a non-negative duration"));
+        return Err(DurationError::OutOfRange(text.to_string()));
     }
-    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{text:?}: {e}"))
+    Duration::try_from_secs_f64(n * scale).map_err(|_| DurationError::OutOfRange(text.to_string()))
 }
 
 /// The sinks verdicts go to besides the event stream.
@@ -396,6 +420,7 @@ impl Job {
                     (None, None) => match self.manager.usage(&self.id).await {
                         Ok(live) => {
                             guardrail(Check::Anomaly, live.processes, PROCESS_THRESHOLD, &outcome)
+                                .map_err(|c| c.to_string())
                         }
                         Err(e) => Err(format!("no live telemetry to check against: {e}")),
                     },

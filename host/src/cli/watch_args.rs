@@ -61,14 +61,25 @@ pub struct WatchArgs {
     pub watch_webhook: Option<String>,
 }
 
+/// Detector flags no detector can run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WatchArgsError {
+    /// `--watch-interval` below 10 ms.
+    #[error("--watch-interval must be at least 10ms")]
+    IntervalTooShort,
+    /// `--watch-z` not a positive number.
+    #[error("--watch-z must be a positive number")]
+    ZNotPositive,
+}
+
 impl WatchArgs {
     /// The detector's configuration.
-    pub fn config(&self) -> Result<WatchConfig, String> {
+    pub fn config(&self) -> Result<WatchConfig, WatchArgsError> {
         if self.watch_interval < Duration::from_millis(10) {
-            return Err("--watch-interval must be at least 10ms".into());
+            return Err(WatchArgsError::IntervalTooShort);
         }
         if !(self.watch_z.is_finite() && self.watch_z > 0.0) {
-            return Err("--watch-z must be a positive number".into());
+            return Err(WatchArgsError::ZNotPositive);
         }
         let defaults = WatchConfig::default();
         Ok(WatchConfig {

@@ -12,19 +12,40 @@ pub enum Check {
     Anomaly,
 }
 
+/// A verdict the kernel's figures contradict: which rule, and the figures on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{rule}: live processes={processes}, threshold={threshold}, operator state={state}, \
+     notifications={notifications}"
+)]
+pub struct Contradiction {
+    /// The rule broken (`plumbing_state_mismatch`, `anomaly_notification_missing`, …).
+    pub rule: &'static str,
+    /// The live process count.
+    pub processes: u64,
+    /// The threshold it was held against.
+    pub threshold: u64,
+    /// The operator's state.
+    pub state: HealthState,
+    /// How many notifications it raised.
+    pub notifications: usize,
+}
+
 /// Checks the operator's verdict against live telemetry, in the original's order.
 pub fn guardrail(
     check: Check,
     processes: u64,
     threshold: u64,
     outcome: &Outcome,
-) -> Result<(), String> {
+) -> Result<(), Contradiction> {
     let state = outcome.state;
     let notified = outcome.notifications.len();
-    let detail = |name: &str| {
-        format!(
-            "{name}: live processes={processes}, threshold={threshold}, operator state={state}, notifications={notified}"
-        )
+    let detail = |rule: &'static str| Contradiction {
+        rule,
+        processes,
+        threshold,
+        state,
+        notifications: notified,
     };
     match check {
         Check::Plumbing => {

@@ -8,7 +8,7 @@ mod multi;
 mod sandbox;
 
 pub use anomaly::SandboxAnomalySkill;
-pub use guardrail::{Check, guardrail};
+pub use guardrail::{Check, Contradiction, guardrail};
 pub use multi::MultiSandboxSkill;
 pub use sandbox::SandboxSkill;
 
