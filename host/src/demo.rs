@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use proto::spec::valid_id;
 use sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
-use watch::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+use watch::skill::{PROCESS_THRESHOLD, SandboxSkill};
 
 /// The demo app crate in the source tree this binary was built from.
 pub fn demo_app_dir() -> std::path::PathBuf {
@@ -317,7 +317,7 @@ async fn steps(
 
     let skill: Arc<dyn Skill> = match mode {
         Mode::Plumbing => Arc::new(SandboxSkill::new(manager.clone(), id)),
-        Mode::Anomaly => Arc::new(SandboxAnomalySkill::new(
+        Mode::Anomaly => Arc::new(SandboxSkill::anomaly(
             manager.clone(),
             id,
             PROCESS_THRESHOLD,

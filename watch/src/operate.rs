@@ -16,7 +16,7 @@ use sandbox::Manager;
 use sandbox::events::{EventBus, EventKind};
 
 use crate::provider::choose_provider_with;
-use crate::skill::{PROCESS_THRESHOLD, SandboxAnomalySkill, SandboxSkill};
+use crate::skill::{PROCESS_THRESHOLD, SandboxSkill};
 
 /// Error kind of an `operate` whose provider configuration is wrong (unknown provider, no
 /// key, Ollama not running): the client exits 2 on it, as `demo` does.
@@ -64,7 +64,7 @@ pub async fn operate_run(
         .map_err(|e| WireError::new(CONFIG_ERROR, e.to_string()))?;
     let skill: Arc<dyn Skill> = match req.skill {
         SkillKind::Sandbox => Arc::new(SandboxSkill::new(manager.clone(), &req.id)),
-        SkillKind::Anomaly => Arc::new(SandboxAnomalySkill::new(
+        SkillKind::Anomaly => Arc::new(SandboxSkill::anomaly(
             manager.clone(),
             &req.id,
             PROCESS_THRESHOLD,

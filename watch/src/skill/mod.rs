@@ -2,15 +2,13 @@
 //! (`Manager::usage`, `Manager::info`), never the app's word. Which sandbox(es) a skill
 //! watches is given when it is built, so several operators can watch different sandboxes.
 
-mod anomaly;
 mod guardrail;
 mod multi;
 mod sandbox;
 
-pub use anomaly::SandboxAnomalySkill;
 pub use guardrail::{Check, Contradiction, guardrail};
 pub use multi::MultiSandboxSkill;
-pub use sandbox::SandboxSkill;
+pub use sandbox::{Focus, SandboxSkill};
 
 use operator::{AlertRule, Severity};
 

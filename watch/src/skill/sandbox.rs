@@ -1,4 +1,6 @@
-//! `SandboxSkill`: status and resource usage of one sandbox.
+//! `SandboxSkill`: one sandbox, watched for its status and resource usage or, with
+//! [`SandboxSkill::anomaly`], for process spikes. One implementation; only the title and the
+//! prompt differ.
 
 use async_trait::async_trait;
 use operator::{AlertRule, CallbackSpec, Skill};
@@ -7,12 +9,22 @@ use serde_json::{Value, json};
 use super::{PROCESS_THRESHOLD, process_rule};
 use sandbox::{Manager, procfs};
 
-/// Watches one sandbox: its status and resource usage.
+/// What a [`SandboxSkill`] asks the model to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// Status and resource usage (the demo, `host operate`).
+    Status,
+    /// Process spikes (`host anomaly`, `--skill anomaly`, the detector).
+    Anomaly,
+}
+
+/// Watches one sandbox: its status and resource usage, or its process spikes.
 #[derive(Debug, Clone)]
 pub struct SandboxSkill {
     manager: Manager,
     sandbox_id: String,
     rule: AlertRule,
+    focus: Focus,
 }
 
 impl SandboxSkill {
@@ -31,6 +43,19 @@ impl SandboxSkill {
             manager,
             sandbox_id: sandbox_id.into(),
             rule: process_rule(threshold),
+            focus: Focus::Status,
+        }
+    }
+
+    /// A skill watching `sandbox_id` for process spikes: more than `threshold` processes.
+    pub fn anomaly(
+        manager: Manager,
+        sandbox_id: impl Into<String>,
+        threshold: u64,
+    ) -> SandboxSkill {
+        SandboxSkill {
+            focus: Focus::Anomaly,
+            ..SandboxSkill::with_threshold(manager, sandbox_id, threshold)
         }
     }
 
@@ -166,21 +191,34 @@ impl SandboxSkill {
 #[async_trait]
 impl Skill for SandboxSkill {
     fn title(&self) -> &str {
-        "Sandbox"
+        match self.focus {
+            Focus::Status => "Sandbox",
+            Focus::Anomaly => "Sandbox Anomaly",
+        }
     }
 
     fn description(&self) -> &str {
-        "Sandbox: status and resource usage"
+        match self.focus {
+            Focus::Status => "Sandbox: status and resource usage",
+            Focus::Anomaly => "Sandbox: detect process spikes and notify",
+        }
     }
 
     fn system_prompt(&self) -> String {
-        format!(
-            "You monitor one native sandbox (id {id}). Do not use think. Use snapshot data from \
-             take_snapshot() as the source of truth.\n{rules}\nKeep responses short and complete \
-             within 4 iterations.",
-            id = self.sandbox_id,
-            rules = self.rule.prompt_instructions()
-        )
+        let (id, rules) = (&self.sandbox_id, self.rule.prompt_instructions());
+        match self.focus {
+            Focus::Status => format!(
+                "You monitor one native sandbox (id {id}). Do not use think. Use snapshot data \
+                 from take_snapshot() as the source of truth.\n{rules}\nKeep responses short and \
+                 complete within 4 iterations."
+            ),
+            Focus::Anomaly => format!(
+                "You watch one native sandbox (id {id}) for process spikes. Do not use think. \
+                 Ignore any counts provided in the context payload: only the snapshot from \
+                 take_snapshot() is the truth.\n{rules}\nKeep responses short and complete \
+                 within 5 iterations."
+            ),
+        }
     }
 
     async fn snapshot(&self) -> Value {
