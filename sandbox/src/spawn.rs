@@ -1,37 +1,12 @@
 //! The spawn sequence: how a runner process comes to life. `docs/spawn.md` is the ordered
 //! specification; this file codes it in the same order.
 //!
-//! Host side (on the long-lived spawner thread, see [`Spawner`]):
-//! 1. Prepare everything the child needs as raw values: paths and argv/envp as C strings,
-//!    the log file and `/dev/null` opened, the error pipe, the cgroup's `cgroup.procs` fds,
-//!    the namespace setup and rlimits (isolation crate). The child must not allocate.
-//! 2. `clone()` plus the namespace flags of the isolation level: vfork semantics
-//!    (`CLONE_VM | CLONE_VFORK`, on a stack of its own, every signal blocked) unless the
-//!    child must wait for the parent (user namespace maps), else fork semantics.
-//!
-//! Child side, async-signal-safe system calls only, in this order:
-//! 2a. `PR_SET_PDEATHSIG(SIGKILL)` at once: until its exec the child holds a copy of every
-//!    host descriptor (the daemon's listening socket among them), so it must not outlive a
-//!    host killed meanwhile (set again at 7, since the id switch clears it).
-//! 3. Enter the sandbox's cgroup (before any app code runs: no race). (With vfork semantics,
-//!    every signal handler is first reset to the default: the child shares the host's memory
-//!    until it execs, so no host handler may run in it.)
-//! 4. Namespace setup: user-namespace handshake, shared empty netns, private mounts (`/`
-//!    rprivate, fresh `/proc`, private `/tmp`, app directory read-only), capabilities dropped.
-//! 5. rlimits (address space, open files, file size, CPU seconds; processes when non-root),
-//!    core dumps off.
-//! 6. `setsid()`: new session and process group, detached from the host's terminal.
-//! 7. `PR_SET_PDEATHSIG(SIGKILL)`, then check the parent is still the one that cloned us
-//!    (not possible in a new pid namespace, where the runner notices the closed socket).
-//! 8. `PR_SET_NO_NEW_PRIVS`: no setuid or file-capability gain from here on.
-//! 9. `chdir` into the sandbox's private working directory.
-//! 10. fds: the control socket to fd 3, the data socket to fd 4, `/dev/null` to 0 and 1, the
-//!     log file to 2; close every other fd with `close_range`.
-//! 11. `execve` the runner with a cleared environment (allowlist only), after restoring the
-//!     signal mask the spawner thread had.
-//!
-//! Host side again: write the user namespace's uid/gid maps and release the child.
-//! Runner side (see `runner`): read `init`, apply self-restrictions, load the app.
+//! The steps are numbered as in `docs/spawn.md` (steps 1 and 2 on the host's spawner thread,
+//! 3 to 11 in the child with async-signal-safe system calls only, then the host writes the
+//! user namespace's maps and releases the child); each is marked `// Step N:` where it is
+//! coded, and a test holds the two numberings together. The child reports a failed step
+//! through the error pipe ([`isolation::ChildError`]) or, for the steps after the
+//! namespaces, through its exit status ([`describe_early_exit`]).
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -415,6 +390,7 @@ impl Child<'_> {
         // SAFETY: every call below is a plain system call on prepared memory; no allocation,
         // no locks. On any failure we _exit without running destructors or atexit handlers.
         unsafe {
+            // Step 3: signal handlers reset, PR_SET_PDEATHSIG, the cgroup.
             // Sharing the host's memory, with every signal blocked: reset every handler to
             // the default, so that a signal arriving before exec never runs host code.
             if self.shared_memory.is_some() {
@@ -438,7 +414,8 @@ impl Child<'_> {
             // host killed now must not leave it running. Set again at 7: the id switch in 4
             // clears it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            // 3. Cgroup first, so that everything after is accounted and limited.
+            // The cgroup before anything else runs, so that everything after is accounted
+            // and limited.
             if let Some(cg) = self.cgroup
                 && let Err(errno) = cg.enter_from_child()
             {
@@ -448,32 +425,32 @@ impl Child<'_> {
                     index: 0,
                 });
             }
-            // 4. Namespaces, mounts, capabilities.
+            // Step 4: Namespaces, mounts, capabilities.
             if let Err(e) = self.setup.run_in_child() {
                 self.fail(e);
             }
-            // 5. rlimits, core dumps off.
+            // Step 5: rlimits, core dumps off.
             if let Err(e) = self.rlimits.apply_in_child() {
                 self.fail(e);
             }
-            // 6. New session and process group.
+            // Step 6: New session and process group.
             if libc::setsid() < 0 {
                 libc::_exit(120);
             }
-            // 7. Die with the spawner thread; close the race where the host died first.
+            // Step 7: Die with the spawner thread; close the race where the host died first.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             if !self.own_pid_ns && libc::getppid() != self.parent {
                 libc::_exit(121);
             }
-            // 8. No privilege gain through exec from here on.
+            // Step 8: No privilege gain through exec from here on.
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 libc::_exit(123);
             }
-            // 9. Private working directory.
+            // Step 9: Private working directory.
             if libc::chdir(self.work_dir.as_ptr()) < 0 {
                 libc::_exit(124);
             }
-            // 10. fds: control → 3, data → 4, /dev/null → 0 and 1, log → 2, close the rest.
+            // Step 10: fds: control → 3, data → 4, /dev/null → 0 and 1, log → 2, close the rest.
             let fds = self.fds;
             if libc::dup2(fds.sock, CONTROL_FD) < 0
                 || libc::dup2(fds.data, DATA_FD) < 0
@@ -497,7 +474,7 @@ impl Child<'_> {
             {
                 libc::_exit(126);
             }
-            // 11. exec the runner with the allowlisted environment and the spawner's signal
+            // Step 11: exec the runner with the allowlisted environment and the spawner's signal
             // mask (exec keeps the mask; the runner must not start with everything blocked).
             if let Some(mask) = &self.shared_memory {
                 libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
@@ -531,4 +508,39 @@ pub fn describe_early_exit(code: i32) -> Option<&'static str> {
         127 => "exec of the runner failed",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `N.` steps of docs/spawn.md's host and child sections, in order.
+    fn documented_steps() -> Vec<u32> {
+        let doc = include_str!("../../docs/spawn.md");
+        let start = doc
+            .find("## Host side (a spawner thread)")
+            .expect("host section");
+        let end = doc.find("## Sandbox side").expect("sandbox section");
+        doc[start..end]
+            .lines()
+            .filter_map(|l| l.split_once(". ").and_then(|(n, _)| n.parse().ok()))
+            .collect()
+    }
+
+    #[test]
+    fn the_code_marks_every_documented_step_in_order() {
+        let steps = documented_steps();
+        assert_eq!(
+            steps,
+            (1..=11).collect::<Vec<_>>(),
+            "docs/spawn.md numbering"
+        );
+        let code = include_str!("spawn.rs");
+        let mut from = 0;
+        for n in steps {
+            let mark = format!("// Step {n}:");
+            let at = code[from..]
+                .find(&mark)
+                .unwrap_or_else(|| panic!("`{mark}` missing or out of order in spawn.rs"));
+            from += at + mark.len();
+        }
+    }
 }
