@@ -123,11 +123,22 @@ impl Supervisor {
         if st.workers.len() + count as usize > MAX_WORKERS {
             return Err(WorkerError::TooMany { max: MAX_WORKERS });
         }
-        for _ in 0..count {
-            let index = st.next_index;
-            st.next_index += 1;
-            let (lib, version) = self.current();
-            let pid = spawn_worker(&lib, index).map_err(WorkerError::Spawn)?;
+        let (lib, version) = self.current();
+        let indices: Vec<u32> = (0..count).map(|i| st.next_index + i).collect();
+        st.next_index += count;
+        self.start_workers(st, &lib, version, indices)
+    }
+
+    /// Starts a worker on `lib` (version `version`) under each of `indices`.
+    fn start_workers(
+        &self,
+        st: &mut State,
+        lib: &Path,
+        version: u32,
+        indices: Vec<u32>,
+    ) -> Result<(), WorkerError> {
+        for index in indices {
+            let pid = spawn_worker(lib, index).map_err(WorkerError::Spawn)?;
             st.workers.push(Worker {
                 index,
                 pid,
@@ -176,17 +187,12 @@ impl Supervisor {
         if st.crashed {
             return Ok(());
         }
-        for (index, _) in stale {
-            let pid = spawn_worker(&lib, index).map_err(WorkerError::Spawn)?;
-            st.workers.push(Worker {
-                index,
-                pid,
-                restarts: 0,
-                version,
-            });
-        }
-        self.wake.notify_all();
-        Ok(())
+        self.start_workers(
+            &mut st,
+            &lib,
+            version,
+            stale.into_iter().map(|(i, _)| i).collect(),
+        )
     }
 
     /// Kills every worker (on shutdown).

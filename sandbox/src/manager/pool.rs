@@ -400,13 +400,7 @@ impl Manager {
         sb.pid_ns.store(booted.pid_ns, Ordering::Release);
         let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let _ = booted.owner.set((Arc::downgrade(sb), generation));
-        let _ = booted
-            .control
-            .send(Request::SetVersion {
-                lib: sb.lib_for_runner(record),
-                version: record.version,
-            })
-            .await;
+        sb.move_workers_to(&booted.control, record).await;
         Ok(())
     }
 }

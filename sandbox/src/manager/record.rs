@@ -97,6 +97,18 @@ impl Sandbox {
         }
     }
 
+    /// Tells init (on `control`) that workers start on `record`'s library from now on; it
+    /// moves the running ones itself. Not awaited beyond the send: restarting workers (an
+    /// exec each) is on no create's or reload's clock.
+    pub(super) async fn move_workers_to(&self, control: &Connection, record: &VersionRecord) {
+        let _ = control
+            .send(proto::runner::Request::SetVersion {
+                lib: self.lib_for_runner(record),
+                version: record.version,
+            })
+            .await;
+    }
+
     /// The host's store of libraries, beside the sandboxes' directories.
     pub(super) fn lib_store(&self) -> PathBuf {
         library::store_of(self.dir.parent().unwrap_or(Path::new("/")))

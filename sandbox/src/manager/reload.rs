@@ -124,13 +124,7 @@ impl Manager {
                     .map_err(|e| SandboxError::Protocol(e.to_string()))?;
                 // Workers move to the new version: init's job, told on the control plane.
                 // Not awaited: restarting them (an exec each) is on no reload's clock.
-                let _ = live
-                    .control
-                    .send(Request::SetVersion {
-                        lib: sb.lib_for_runner(record),
-                        version: record.version,
-                    })
-                    .await;
+                sb.move_workers_to(&live.control, record).await;
                 Ok(done)
             }
             Ok(Err(err)) => Err(SandboxError::ReloadRefused(err.message)),
