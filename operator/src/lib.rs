@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod ids;
 pub mod mock;
 pub mod operator;
@@ -30,6 +31,7 @@ pub mod outcome;
 pub mod skill;
 pub mod tools;
 
+pub use error::ToolError;
 pub use mock::MockProvider;
 pub use operator::{Operator, OperatorConfig};
 pub use outcome::{

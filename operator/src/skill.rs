@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::ToolError;
 use crate::outcome::{HealthState, Severity};
 
 /// A named function the model may call, besides the operator's built-in tools.
@@ -144,10 +145,11 @@ pub trait Skill: Send + Sync {
     }
 
     /// Runs callback `name` with `args` (a JSON object). `Err` is fed back to the model as
-    /// an error result. Default: every name is unknown.
-    async fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+    /// an error result; a skill's own failure is [`ToolError::Callback`], which a `String`
+    /// or `&str` converts into. Default: every name is unknown.
+    async fn call(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let _ = args;
-        Err(format!("unknown callback: {name}"))
+        Err(ToolError::UnknownCallback(name.to_string()))
     }
 
     /// The threshold rule this skill alerts on, if any. Default: none.

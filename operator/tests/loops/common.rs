@@ -12,7 +12,7 @@ use llm::{
     TokenUsage, ToolResult,
 };
 use operator::mock::tool_call;
-use operator::{AlertRule, CallbackSpec, Severity, Skill};
+use operator::{AlertRule, CallbackSpec, Severity, Skill, ToolError};
 use serde_json::{Value, json};
 
 /// The demo's rule: processes > 10 → process_spike / warning.
@@ -79,11 +79,11 @@ impl Skill for FakeSkill {
         ]
     }
 
-    async fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+    async fn call(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         match name {
             "echo" => Ok(json!({"echo": args})),
             "broken" => Err("broken on purpose".into()),
-            other => Err(format!("unknown callback: {other}")),
+            other => Err(ToolError::UnknownCallback(other.to_string())),
         }
     }
 
