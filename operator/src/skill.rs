@@ -55,6 +55,18 @@ pub struct AlertRule {
 }
 
 impl AlertRule {
+    /// The demo's rule: more than `above` processes is a `process_spike` warning, "process
+    /// count elevated".
+    pub fn process_spike(above: f64) -> Self {
+        AlertRule {
+            metric: "processes".into(),
+            above,
+            notification_type: "process_spike".into(),
+            summary: "process count elevated".into(),
+            severity: Severity::Warning,
+        }
+    }
+
     /// The metric's value in `snapshot`: the number under `metric`, or, when the snapshot
     /// holds an array under `sandboxes`, the maximum of `metric` over its entries (entries
     /// without a numeric `metric` are skipped). `None` when no numeric value is found.
@@ -164,13 +176,7 @@ mod tests {
     use serde_json::json;
 
     fn rule() -> AlertRule {
-        AlertRule {
-            metric: "processes".into(),
-            above: 10.0,
-            notification_type: "process_spike".into(),
-            summary: "process count elevated".into(),
-            severity: Severity::Warning,
-        }
+        AlertRule::process_spike(10.0)
     }
 
     #[test]

@@ -12,18 +12,12 @@ use llm::{
     TokenUsage, ToolResult,
 };
 use operator::mock::tool_call;
-use operator::{AlertRule, CallbackSpec, Severity, Skill, ToolError};
+use operator::{AlertRule, CallbackSpec, Skill, ToolError};
 use serde_json::{Value, json};
 
 /// The demo's rule: processes > 10 → process_spike / warning.
 pub fn process_rule() -> AlertRule {
-    AlertRule {
-        metric: "processes".into(),
-        above: 10.0,
-        notification_type: "process_spike".into(),
-        summary: "process count elevated".into(),
-        severity: Severity::Warning,
-    }
+    AlertRule::process_spike(10.0)
 }
 
 /// A skill whose snapshot is whatever the test set.
