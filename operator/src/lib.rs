@@ -22,6 +22,7 @@
 //! This crate knows nothing of sandboxes; the sandbox skills implement [`Skill`] elsewhere.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod ids;
