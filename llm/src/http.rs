@@ -201,7 +201,7 @@ pub(crate) fn network_error(provider: &str, err: &reqwest::Error) -> ProviderErr
 }
 
 /// The error and its sources, `: `-joined (reqwest's own message hides the cause).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
