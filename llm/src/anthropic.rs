@@ -3,10 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::common::{arguments_object, max_tokens, model_for, non_empty, object_schema};
-use crate::config::{ConfigError, ProviderConfig, ProviderKind, http_client, normalise_base_url};
-use crate::http::{Caller, post_json};
-use crate::text_tool_calls::{apply_text_tool_calls, next_call_number};
+use crate::common::{arguments_object, max_tokens, model_for, non_empty, object_schema, push_turn};
+use crate::config::{ConfigError, ProviderConfig, ProviderKind};
+use crate::http::Client;
 use crate::types::{
     ChatRequest, ChatResponse, Message, Provider, ProviderError, StopReason, TokenUsage, ToolCall,
 };
@@ -14,30 +13,18 @@ use crate::types::{
 /// The API version header value.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-const CALLER: Caller = Caller {
-    provider: "anthropic",
-    key_var: Some("ANTHROPIC_API_KEY"),
-};
-
 /// A client of Anthropic's Messages API.
 #[derive(Debug, Clone)]
 pub struct AnthropicProvider {
-    config: ProviderConfig,
-    base_url: String,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl AnthropicProvider {
     /// A provider from explicit config. Fails on an empty key or a base URL that is not
     /// `http(s)://`.
     pub fn new(config: ProviderConfig) -> Result<Self, ConfigError> {
-        if config.api_key.trim().is_empty() {
-            return Err(ConfigError::MissingApiKey(ProviderKind::Anthropic));
-        }
         Ok(Self {
-            base_url: normalise_base_url(&config.base_url)?,
-            client: http_client()?,
-            config,
+            client: Client::new(ProviderKind::Anthropic, config)?,
         })
     }
 
@@ -48,48 +35,36 @@ impl AnthropicProvider {
 
     /// The config this provider was built from.
     pub fn config(&self) -> &ProviderConfig {
-        &self.config
+        &self.client.config
     }
 
     /// The endpoint requests go to.
     pub fn endpoint(&self) -> String {
-        format!("{}/v1/messages", self.base_url)
+        format!("{}/v1/messages", self.client.base_url)
     }
 }
 
 #[async_trait::async_trait]
 impl Provider for AnthropicProvider {
     fn name(&self) -> &str {
-        CALLER.provider
+        self.client.name()
     }
 
     fn model(&self) -> &str {
-        &self.config.model
+        &self.client.config.model
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = to_wire(request, model_for(request, &self.config.model));
+        let body = to_wire(request, model_for(request, self.model()));
         let headers = [
-            ("x-api-key", self.config.api_key.clone()),
+            ("x-api-key", self.client.config.api_key.clone()),
             ("anthropic-version", ANTHROPIC_VERSION.to_string()),
         ];
-        let wire: WireResponse = post_json(
-            &self.client,
-            &self.config.retry,
-            CALLER,
-            &self.endpoint(),
-            &headers,
-            &body,
-            request.timeout,
-        )
-        .await?;
-        let mut response = from_wire(wire);
-        apply_text_tool_calls(
-            &mut response,
-            &request.tools,
-            next_call_number(&request.messages),
-        );
-        Ok(response)
+        let parse = |wire, _| Ok(from_wire(wire));
+        let url = self.endpoint();
+        self.client
+            .chat(request, &url, &headers, &body, parse)
+            .await
     }
 }
 
@@ -123,7 +98,7 @@ pub(crate) fn to_wire(request: &ChatRequest, model: &str) -> Value {
 /// Messages with content blocks; consecutive messages of one role are merged, so all tool
 /// results of a turn (and any text after them) form ONE user message.
 fn messages(messages: &[Message]) -> Vec<Value> {
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut turns = Vec::new();
     for message in messages {
         let (role, blocks) = match message {
             Message::User { text } => ("user", vec![json!({"type": "text", "text": text})]),
@@ -157,15 +132,10 @@ fn messages(messages: &[Message]) -> Vec<Value> {
                     .collect(),
             ),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => out.push((role, blocks)),
-        }
+        push_turn(&mut turns, role, blocks);
     }
-    out.into_iter()
+    turns
+        .into_iter()
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect()
 }

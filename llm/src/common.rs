@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::types::ChatRequest;
+use crate::types::{ChatRequest, StopReason};
 
 /// Output token cap used when a request asks for 0.
 pub(crate) const DEFAULT_MAX_TOKENS: u32 = 1024;
@@ -147,6 +147,47 @@ pub(crate) fn parse_arguments_string(text: &str) -> Value {
         return Value::Object(Map::new());
     }
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// How a vendor names its stop reasons (see [`stop_reason`]).
+pub(crate) struct StopWords {
+    /// The output token cap was hit.
+    pub max_tokens: &'static str,
+    /// The model finished its turn.
+    pub end_turn: &'static str,
+    /// The model wants tool results (some vendors have no such word).
+    pub tool_use: &'static [&'static str],
+}
+
+/// The stop reason of a reply: the cap word gives `MaxTokens`; otherwise any tool call
+/// gives `ToolUse` (some servers say "stop" after tool calls); otherwise the end word or
+/// none gives `EndTurn`, a tool word `ToolUse`, anything else `Other`.
+pub(crate) fn stop_reason(reason: Option<&str>, has_calls: bool, words: &StopWords) -> StopReason {
+    match reason {
+        Some(r) if r == words.max_tokens => StopReason::MaxTokens,
+        _ if has_calls => StopReason::ToolUse,
+        None => StopReason::EndTurn,
+        Some(r) if r == words.end_turn => StopReason::EndTurn,
+        Some(r) if words.tool_use.contains(&r) => StopReason::ToolUse,
+        Some(other) => StopReason::Other(other.to_string()),
+    }
+}
+
+/// Appends `parts` as a turn of `role`, merged into the last turn when that has the same
+/// role (Anthropic and Gemini want all results of a turn, and any text after them, in ONE
+/// user message). Empty `parts` add nothing.
+pub(crate) fn push_turn(
+    turns: &mut Vec<(&'static str, Vec<Value>)>,
+    role: &'static str,
+    parts: Vec<Value>,
+) {
+    if parts.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last, existing)) if *last == role => existing.extend(parts),
+        _ => turns.push((role, parts)),
+    }
 }
 
 /// Text that is `None` when empty or blank.

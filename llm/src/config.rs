@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::retry::RetryPolicy;
 
@@ -87,6 +88,12 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the provider refuses a config without a key (OpenAI's may be empty, for
+    /// local OpenAI-compatible servers; Ollama has none).
+    pub(crate) fn key_required(self) -> bool {
+        matches!(self, ProviderKind::Anthropic | ProviderKind::GoogleAi)
+    }
+
     /// The variables that hold the API key, first match wins (none for Ollama).
     pub fn key_vars(self) -> &'static [&'static str] {
         match self {
@@ -113,7 +120,7 @@ impl FromStr for ProviderKind {
 }
 
 /// Why a provider could not be configured.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     /// The provider's API key variable is unset or empty.
     #[error("{}", missing_key_message(*.0))]
@@ -122,16 +129,14 @@ pub enum ConfigError {
     #[error("Unknown provider: {0}. Use anthropic, openai, google-ai, gemini-ai, ollama, or mock")]
     UnknownProvider(String),
     /// A base URL that is not an `http(s)://` URL.
-    #[error("invalid base URL {url:?}: {reason}")]
+    #[error("invalid base URL {url:?}: expected http://host[:port] or https://host[:port]")]
     InvalidBaseUrl {
         /// The URL as given.
         url: String,
-        /// What is wrong with it.
-        reason: String,
     },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
-    HttpClient(String),
+    HttpClient(#[source] Arc<reqwest::Error>),
 }
 
 /// The exact wording the demo prints for a missing key.
@@ -284,8 +289,18 @@ pub fn ollama_host_url(value: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
+/// The base URL of `kind`'s `config`: checked to be `http(s)://...`, without trailing
+/// slashes; for Ollama a bare `host:port` (as in `OLLAMA_HOST`) is accepted too.
+pub(crate) fn base_url(kind: ProviderKind, config: &ProviderConfig) -> Result<String, ConfigError> {
+    if kind == ProviderKind::Ollama {
+        normalise_base_url(&ollama_host_url(&config.base_url))
+    } else {
+        normalise_base_url(&config.base_url)
+    }
+}
+
 /// Checks that a base URL is `http(s)://...` and returns it without trailing slashes.
-pub(crate) fn normalise_base_url(url: &str) -> Result<String, ConfigError> {
+fn normalise_base_url(url: &str) -> Result<String, ConfigError> {
     let trimmed = url.trim().trim_end_matches('/');
     let lower = trimmed.to_ascii_lowercase();
     let rest = lower
@@ -295,19 +310,8 @@ pub(crate) fn normalise_base_url(url: &str) -> Result<String, ConfigError> {
         Some(rest) if !rest.is_empty() => Ok(trimmed.to_string()),
         _ => Err(ConfigError::InvalidBaseUrl {
             url: url.to_string(),
-            reason: "expected http://host[:port] or https://host[:port]".to_string(),
         }),
     }
-}
-
-/// Builds the shared HTTP client (connect timeout 10 s; per-request timeouts are set on
-/// each request).
-pub(crate) fn http_client() -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .user_agent(concat!("sandbox-host-llm/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError::HttpClient(e.to_string()))
 }
 
 #[cfg(test)]

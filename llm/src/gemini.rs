@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::common::{arguments_object, max_tokens, model_for, non_empty, takes_no_arguments};
-use crate::config::{ConfigError, ProviderConfig, ProviderKind, http_client, normalise_base_url};
-use crate::http::{Caller, post_json};
-use crate::text_tool_calls::{apply_text_tool_calls, next_call_number, synth_call_id};
+use crate::common::{
+    StopWords, arguments_object, max_tokens, model_for, non_empty, push_turn, stop_reason,
+    takes_no_arguments,
+};
+use crate::config::{ConfigError, ProviderConfig, ProviderKind};
+use crate::http::Client;
+use crate::text_tool_calls::synth_call_id;
 use crate::types::{
     ChatRequest, ChatResponse, Message, Provider, ProviderError, StopReason, TokenUsage, ToolCall,
 };
@@ -17,30 +20,18 @@ use crate::types::{
 /// (synthetic or foreign history); Gemini 3 rejects such calls without a signature.
 pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 
-const CALLER: Caller = Caller {
-    provider: "google-ai",
-    key_var: Some("GOOGLE_API_KEY"),
-};
-
 /// A client of the Gemini API (`generateContent`). Its provider id is `google-ai`.
 #[derive(Debug, Clone)]
 pub struct GeminiProvider {
-    config: ProviderConfig,
-    base_url: String,
-    client: reqwest::Client,
+    client: Client,
 }
 
 impl GeminiProvider {
     /// A provider from explicit config. Fails on an empty key or a base URL that is not
     /// `http(s)://`.
     pub fn new(config: ProviderConfig) -> Result<Self, ConfigError> {
-        if config.api_key.trim().is_empty() {
-            return Err(ConfigError::MissingApiKey(ProviderKind::GoogleAi));
-        }
         Ok(Self {
-            base_url: normalise_base_url(&config.base_url)?,
-            client: http_client()?,
-            config,
+            client: Client::new(ProviderKind::GoogleAi, config)?,
         })
     }
 
@@ -52,44 +43,36 @@ impl GeminiProvider {
 
     /// The config this provider was built from.
     pub fn config(&self) -> &ProviderConfig {
-        &self.config
+        &self.client.config
     }
 
     /// The endpoint for `model` (a `models/` prefix is accepted).
     pub fn endpoint(&self, model: &str) -> String {
         let model = model.strip_prefix("models/").unwrap_or(model);
-        format!("{}/v1beta/models/{model}:generateContent", self.base_url)
+        format!(
+            "{}/v1beta/models/{model}:generateContent",
+            self.client.base_url
+        )
     }
 }
 
 #[async_trait::async_trait]
 impl Provider for GeminiProvider {
     fn name(&self) -> &str {
-        CALLER.provider
+        self.client.name()
     }
 
     fn model(&self) -> &str {
-        &self.config.model
+        &self.client.config.model
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let model = model_for(request, &self.config.model);
+        let url = self.endpoint(model_for(request, self.model()));
+        let headers = [("x-goog-api-key", self.client.config.api_key.clone())];
         let body = to_wire(request);
-        let headers = [("x-goog-api-key", self.config.api_key.clone())];
-        let wire: WireResponse = post_json(
-            &self.client,
-            &self.config.retry,
-            CALLER,
-            &self.endpoint(model),
-            &headers,
-            &body,
-            request.timeout,
-        )
-        .await?;
-        let first = next_call_number(&request.messages);
-        let mut response = from_wire(wire, first)?;
-        apply_text_tool_calls(&mut response, &request.tools, first);
-        Ok(response)
+        self.client
+            .chat(request, &url, &headers, &body, from_wire)
+            .await
     }
 }
 
@@ -101,7 +84,7 @@ fn is_synthesised(id: &str) -> bool {
 
 /// The request body.
 pub(crate) fn to_wire(request: &ChatRequest) -> Value {
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut contents = Vec::new();
     let mut names_by_id: HashMap<&str, &str> = HashMap::new();
     for message in &request.messages {
         let (role, parts) = match message {
@@ -158,13 +141,7 @@ pub(crate) fn to_wire(request: &ChatRequest) -> Value {
                     .collect(),
             ),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match contents.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(parts),
-            _ => contents.push((role, parts)),
-        }
+        push_turn(&mut contents, role, parts);
     }
     let contents: Vec<Value> = contents
         .into_iter()
@@ -292,6 +269,13 @@ struct WireUsage {
     thoughts_token_count: u64,
 }
 
+/// `finishReason`s: a tool call ends with `STOP` too.
+const STOP_WORDS: StopWords = StopWords {
+    max_tokens: "MAX_TOKENS",
+    end_turn: "STOP",
+    tool_use: &[],
+};
+
 /// The reply in the neutral model; calls get `call_<first>`, ... unless Gemini gave ids.
 pub(crate) fn from_wire(wire: WireResponse, first: usize) -> Result<ChatResponse, ProviderError> {
     let usage = wire
@@ -309,7 +293,7 @@ pub(crate) fn from_wire(wire: WireResponse, first: usize) -> Result<ChatResponse
                 usage,
             }),
             None => Err(ProviderError::unparseable(
-                CALLER.provider,
+                ProviderKind::GoogleAi.id(),
                 "the reply has no candidates",
             )),
         };
@@ -338,16 +322,14 @@ pub(crate) fn from_wire(wire: WireResponse, first: usize) -> Result<ChatResponse
             texts.push(text);
         }
     }
-    let stop_reason = match candidate.finish_reason.as_deref() {
-        Some("MAX_TOKENS") => StopReason::MaxTokens,
-        _ if !tool_calls.is_empty() => StopReason::ToolUse,
-        Some("STOP") | None => StopReason::EndTurn,
-        Some(other) => StopReason::Other(other.to_string()),
-    };
     Ok(ChatResponse {
         text: non_empty(texts.concat()),
+        stop_reason: stop_reason(
+            candidate.finish_reason.as_deref(),
+            !tool_calls.is_empty(),
+            &STOP_WORDS,
+        ),
         tool_calls,
-        stop_reason,
         usage,
     })
 }

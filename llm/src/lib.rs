@@ -11,6 +11,7 @@
 
 pub mod anthropic;
 mod common;
+mod compat;
 pub mod config;
 pub mod gemini;
 mod http;

@@ -170,54 +170,6 @@ fn gave_up(mut err: ProviderError, attempts: u32, why: Option<&str>) -> Provider
     err
 }
 
-impl ProviderError {
-    /// A new error; `retryable` follows the kind (Auth, BadRequest and Unavailable are not).
-    pub fn new(
-        provider: impl Into<String>,
-        kind: ProviderErrorKind,
-        status: Option<u16>,
-        message: impl Into<String>,
-    ) -> Self {
-        let retryable = matches!(
-            kind,
-            ProviderErrorKind::RateLimited
-                | ProviderErrorKind::Overloaded
-                | ProviderErrorKind::Server
-                | ProviderErrorKind::Network
-        );
-        Self {
-            provider: provider.into(),
-            kind,
-            status,
-            message: message.into(),
-            retry_after: None,
-            retryable,
-        }
-    }
-
-    /// The same error, marked as not retryable.
-    pub fn not_retryable(mut self) -> Self {
-        self.retryable = false;
-        self
-    }
-
-    /// The same error with the server's retry hint.
-    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
-        self.retry_after = retry_after;
-        self
-    }
-
-    /// A reply that could not be understood (kind BadRequest, not retried).
-    pub fn unparseable(provider: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        Self::new(
-            provider,
-            ProviderErrorKind::BadRequest,
-            None,
-            format!("unparseable reply: {detail}"),
-        )
-    }
-}
-
 /// The kind of an HTTP error status and whether it may be retried (before looking at the
 /// body: a 429 that reports an exhausted quota is not retried, see [`quota_exhausted`]).
 pub fn classify_status(status: u16) -> (ProviderErrorKind, bool) {

@@ -166,6 +166,60 @@ pub struct ProviderError {
     pub retryable: bool,
 }
 
+impl ProviderError {
+    /// A new error; `retryable` follows the kind (Auth, BadRequest and Unavailable are not).
+    pub fn new(
+        provider: impl Into<String>,
+        kind: ProviderErrorKind,
+        status: Option<u16>,
+        message: impl Into<String>,
+    ) -> Self {
+        let retryable = matches!(
+            kind,
+            ProviderErrorKind::RateLimited
+                | ProviderErrorKind::Overloaded
+                | ProviderErrorKind::Server
+                | ProviderErrorKind::Network
+        );
+        Self {
+            provider: provider.into(),
+            kind,
+            status,
+            message: message.into(),
+            retry_after: None,
+            retryable,
+        }
+    }
+
+    /// The same error, marked as not retryable.
+    pub fn not_retryable(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+
+    /// The same error with an HTTP status.
+    pub(crate) fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The same error with the server's retry hint.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// A reply that could not be understood (kind BadRequest, not retried).
+    pub fn unparseable(provider: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            provider,
+            ProviderErrorKind::BadRequest,
+            None,
+            format!("unparseable reply: {detail}"),
+        )
+    }
+}
+
 /// A chat model behind one vendor's API.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + std::fmt::Debug {

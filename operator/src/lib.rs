@@ -22,7 +22,9 @@
 //! This crate knows nothing of sandboxes; the sandbox skills implement [`Skill`] elsewhere.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod error;
 pub mod ids;
 pub mod mock;
 pub mod operator;
@@ -30,6 +32,7 @@ pub mod outcome;
 pub mod skill;
 pub mod tools;
 
+pub use error::ToolError;
 pub use mock::MockProvider;
 pub use operator::{Operator, OperatorConfig};
 pub use outcome::{

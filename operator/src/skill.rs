@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::ToolError;
 use crate::outcome::{HealthState, Severity};
 
 /// A named function the model may call, besides the operator's built-in tools.
@@ -54,6 +55,18 @@ pub struct AlertRule {
 }
 
 impl AlertRule {
+    /// The demo's rule: more than `above` processes is a `process_spike` warning, "process
+    /// count elevated".
+    pub fn process_spike(above: f64) -> Self {
+        AlertRule {
+            metric: "processes".into(),
+            above,
+            notification_type: "process_spike".into(),
+            summary: "process count elevated".into(),
+            severity: Severity::Warning,
+        }
+    }
+
     /// The metric's value in `snapshot`: the number under `metric`, or, when the snapshot
     /// holds an array under `sandboxes`, the maximum of `metric` over its entries (entries
     /// without a numeric `metric` are skipped). `None` when no numeric value is found.
@@ -144,10 +157,11 @@ pub trait Skill: Send + Sync {
     }
 
     /// Runs callback `name` with `args` (a JSON object). `Err` is fed back to the model as
-    /// an error result. Default: every name is unknown.
-    async fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+    /// an error result; a skill's own failure is [`ToolError::Callback`], which a `String`
+    /// or `&str` converts into. Default: every name is unknown.
+    async fn call(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let _ = args;
-        Err(format!("unknown callback: {name}"))
+        Err(ToolError::UnknownCallback(name.to_string()))
     }
 
     /// The threshold rule this skill alerts on, if any. Default: none.
@@ -162,13 +176,7 @@ mod tests {
     use serde_json::json;
 
     fn rule() -> AlertRule {
-        AlertRule {
-            metric: "processes".into(),
-            above: 10.0,
-            notification_type: "process_spike".into(),
-            summary: "process count elevated".into(),
-            severity: Severity::Warning,
-        }
+        AlertRule::process_spike(10.0)
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::error::ToolError;
 use crate::ids::{new_id, now_rfc3339};
 use crate::outcome::{HealthState, Notification, Severity, Snapshot};
 use crate::skill::Skill;
@@ -155,29 +156,25 @@ pub fn builtin_tool_specs() -> Vec<ToolSpec> {
 /// duplicates: `"latest"` (any case) and an omitted or empty list mean the most recent
 /// snapshot.
 ///
-/// Errors: `snapshot_ids requested "latest" but no snapshots available` when the latest is
-/// wanted and none exists; `snapshots not found: a, b` for unknown ids.
+/// Errors: [`ToolError::NoSnapshots`] when the latest is wanted and none exists;
+/// [`ToolError::SnapshotsNotFound`] for unknown ids.
 pub fn resolve_snapshot_ids(
     requested: Option<&[String]>,
     snapshots: &[Snapshot],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ToolError> {
     let latest_only = [LATEST.to_string()];
     let requested = match requested {
         Some(ids) if !ids.is_empty() => ids,
         _ => &latest_only[..],
     };
     let mut resolved: Vec<String> = Vec::new();
-    let mut missing: Vec<&str> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     for raw in requested {
         let id = raw.trim();
         let found = if id.eq_ignore_ascii_case(LATEST) {
             match snapshots.last() {
                 Some(s) => Some(s.id.clone()),
-                None => {
-                    return Err(
-                        "snapshot_ids requested \"latest\" but no snapshots available".into(),
-                    );
-                }
+                None => return Err(ToolError::NoSnapshots),
             }
         } else {
             snapshots.iter().find(|s| s.id == id).map(|s| s.id.clone())
@@ -185,14 +182,14 @@ pub fn resolve_snapshot_ids(
         match found {
             Some(id) if !resolved.contains(&id) => resolved.push(id),
             Some(_) => {}
-            None if !missing.contains(&id) => missing.push(id),
+            None if !missing.iter().any(|m| m == id) => missing.push(id.to_string()),
             None => {}
         }
     }
     if missing.is_empty() {
         Ok(resolved)
     } else {
-        Err(format!("snapshots not found: {}", missing.join(", ")))
+        Err(ToolError::SnapshotsNotFound(missing))
     }
 }
 
@@ -262,41 +259,23 @@ struct WaitArgs {
 }
 
 /// The arguments as an object: `null` counts as `{}`; anything else is an error.
-fn object_args(call: &ToolCall) -> Result<Value, String> {
+fn object_args(call: &ToolCall) -> Result<Value, ToolError> {
     match &call.arguments {
         Value::Null => Ok(json!({})),
         v @ Value::Object(_) => Ok(v.clone()),
-        other => Err(format!(
-            "invalid arguments for {}: expected a JSON object, got {other}",
-            call.name
-        )),
+        other => Err(ToolError::NotAnObject {
+            tool: call.name.clone(),
+            got: other.clone(),
+        }),
     }
 }
 
-/// Parses a call's arguments into `T`, with an error message naming the tool.
-fn parse<T: DeserializeOwned>(call: &ToolCall) -> Result<T, String> {
-    let args = object_args(call)?;
-    serde_json::from_value(args).map_err(|e| format!("invalid arguments for {}: {e}", call.name))
-}
-
-/// A successful result carrying `value` as JSON text.
-fn ok_result(call: &ToolCall, value: Value) -> ToolResult {
-    result(call, value, false)
-}
-
-/// An error result `{"error": message}`.
-fn err_result(call: &ToolCall, message: &str) -> ToolResult {
-    result(call, json!({"error": message}), true)
-}
-
-/// A result for `call` carrying `value` as JSON text.
-fn result(call: &ToolCall, value: Value, is_error: bool) -> ToolResult {
-    ToolResult {
-        call_id: call.id.clone(),
-        name: call.name.clone(),
-        content: value.to_string(),
-        is_error,
-    }
+/// Parses a call's arguments into `T`.
+fn parse<T: DeserializeOwned>(call: &ToolCall) -> Result<T, ToolError> {
+    serde_json::from_value(object_args(call)?).map_err(|source| ToolError::BadArguments {
+        tool: call.name.clone(),
+        source,
+    })
 }
 
 /// A snapshot as tools return it: `{"id","captured_at","data"}`.
@@ -305,7 +284,7 @@ fn snapshot_json(s: &Snapshot) -> Value {
 }
 
 /// Executes one tool call. Never panics on model input: unknown tools and bad arguments
-/// become error results. `deadline` bounds `wait`.
+/// become error results (see [`ToolError::to_json`]). `deadline` bounds `wait`.
 pub(crate) async fn execute(
     call: &ToolCall,
     skill: &dyn Skill,
@@ -313,6 +292,26 @@ pub(crate) async fn execute(
     run: &mut RunState,
     deadline: Instant,
 ) -> ToolResult {
+    let (value, is_error) = match run_tool(call, skill, callbacks, run, deadline).await {
+        Ok(value) => (value, false),
+        Err(e) => (e.to_json(), true),
+    };
+    ToolResult {
+        call_id: call.id.clone(),
+        name: call.name.clone(),
+        content: value.to_string(),
+        is_error,
+    }
+}
+
+/// What [`execute`] runs: the tool's result as JSON.
+async fn run_tool(
+    call: &ToolCall,
+    skill: &dyn Skill,
+    callbacks: &[String],
+    run: &mut RunState,
+    deadline: Instant,
+) -> Result<Value, ToolError> {
     match call.name.as_str() {
         TAKE_SNAPSHOT => {
             let data = skill.snapshot().await;
@@ -330,161 +329,130 @@ pub(crate) async fn execute(
             );
             let value = snapshot_json(&snapshot);
             run.snapshots.push(snapshot);
-            ok_result(call, value)
+            Ok(value)
         }
-        GET_SNAPSHOT => match parse::<GetSnapshotArgs>(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) => {
-                let found = if args.id.trim().eq_ignore_ascii_case(LATEST) {
-                    run.snapshots.last()
-                } else {
-                    run.snapshots.iter().find(|s| s.id == args.id.trim())
-                };
-                match found {
-                    Some(s) => ok_result(call, snapshot_json(s)),
-                    None => result(
-                        call,
-                        json!({"error": "snapshot_not_found", "id": args.id}),
-                        true,
-                    ),
-                }
-            }
-        },
-        GET_SNAPSHOTS => match parse::<GetSnapshotsArgs>(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) => {
-                let limit = args
-                    .limit
-                    .map_or(DEFAULT_SNAPSHOT_PAGE, |l| l.min(usize::MAX as u64) as usize);
-                let offset = args.offset.unwrap_or(0).min(usize::MAX as u64) as usize;
-                let page: Vec<Value> = run
-                    .snapshots
-                    .iter()
-                    .rev()
-                    .skip(offset)
-                    .take(limit)
-                    .map(snapshot_json)
-                    .collect();
-                ok_result(
-                    call,
-                    json!({"snapshots": page, "total": run.snapshots.len()}),
-                )
-            }
-        },
-        SEND_NOTIFICATION => send_notification(call, run),
-        GET_NOTIFICATIONS => {
-            let list = serde_json::to_value(&run.notifications).unwrap_or(Value::Null);
-            ok_result(call, json!({"notifications": list}))
+        GET_SNAPSHOT => {
+            let GetSnapshotArgs { id } = parse(call)?;
+            let found = if id.trim().eq_ignore_ascii_case(LATEST) {
+                run.snapshots.last()
+            } else {
+                run.snapshots.iter().find(|s| s.id == id.trim())
+            };
+            found
+                .map(snapshot_json)
+                .ok_or(ToolError::SnapshotNotFound { id })
         }
-        SET_STATE => match parse::<SetStateArgs>(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) => match args.state.parse::<HealthState>() {
-                Err(e) => err_result(call, &format!("invalid arguments for set_state: {e}")),
-                Ok(to) => {
-                    let from = run.state;
-                    run.state = to;
-                    tracing::info!(
-                        target: "operator",
-                        event = "state_change",
-                        from = %from,
-                        to = %to,
-                        reason = %args.reason,
-                        "state changed"
-                    );
-                    ok_result(
-                        call,
-                        json!({"state": to, "previous": from, "reason": args.reason}),
-                    )
-                }
-            },
-        },
-        THINK => match parse::<ThinkArgs>(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) => {
-                tracing::debug!(target: "operator", event = "think", thought = %args.thought);
-                ok_result(call, json!({"thought": args.thought, "recorded": true}))
-            }
-        },
-        WAIT => match parse::<WaitArgs>(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) if !args.ms.is_finite() || args.ms < 0.0 => err_result(
-                call,
-                "invalid arguments for wait: ms must be a non-negative number",
-            ),
-            Ok(args) => {
-                let asked = Duration::from_millis(args.ms as u64);
-                let left = deadline.saturating_duration_since(Instant::now());
-                let wait = asked.min(WAIT_CAP).min(left);
-                tokio::time::sleep(wait).await;
-                ok_result(
-                    call,
-                    json!({"waited_ms": wait.as_millis() as u64, "requested_ms": asked.as_millis() as u64}),
-                )
-            }
-        },
-        DONE => {
-            run.done = true;
-            ok_result(call, json!({"done": true}))
+        GET_SNAPSHOTS => {
+            let args: GetSnapshotsArgs = parse(call)?;
+            let limit = args
+                .limit
+                .map_or(DEFAULT_SNAPSHOT_PAGE, |l| l.min(usize::MAX as u64) as usize);
+            let offset = args.offset.unwrap_or(0).min(usize::MAX as u64) as usize;
+            let page: Vec<Value> = run
+                .snapshots
+                .iter()
+                .rev()
+                .skip(offset)
+                .take(limit)
+                .map(snapshot_json)
+                .collect();
+            Ok(json!({"snapshots": page, "total": run.snapshots.len()}))
         }
-        name if callbacks.iter().any(|c| c == name) => match object_args(call) {
-            Err(e) => err_result(call, &e),
-            Ok(args) => match skill.call(name, args).await {
-                Ok(value) => ok_result(call, value),
-                Err(e) => err_result(call, &e),
-            },
-        },
-        name => err_result(call, &format!("unknown tool: {name}")),
-    }
-}
-
-/// `send_notification`: resolves the snapshot ids, then records the notification.
-fn send_notification(call: &ToolCall, run: &mut RunState) -> ToolResult {
-    let outcome = parse::<SendNotificationArgs>(call).and_then(|args| {
-        let severity = args
-            .severity
-            .parse::<Severity>()
-            .map_err(|e| format!("invalid arguments for send_notification: {e}"))?;
-        let requested = match args.snapshot_ids {
-            None => None,
-            Some(OneOrMany::One(id)) => Some(vec![id]),
-            Some(OneOrMany::Many(ids)) => Some(ids),
-        };
-        let snapshot_ids = resolve_snapshot_ids(requested.as_deref(), &run.snapshots)?;
-        Ok(Notification {
-            id: new_id(),
-            kind: args.kind,
-            severity,
-            summary: args.summary,
-            snapshot_ids,
-            detected_at: now_rfc3339(),
-        })
-    });
-    match outcome {
-        Ok(n) => {
-            tracing::info!(
-                target: "operator",
-                event = "notification_sent",
-                notification_id = %n.id,
-                kind = %n.kind,
-                severity = %n.severity,
-                summary = %n.summary,
-                snapshot_ids = ?n.snapshot_ids,
-                "notification sent"
-            );
-            let value = json!({"sent": true, "id": n.id, "snapshot_ids": n.snapshot_ids});
-            run.notifications.push(n);
-            ok_result(call, value)
-        }
-        Err(e) => {
+        SEND_NOTIFICATION => send_notification(call, run).inspect_err(|e| {
             tracing::warn!(
                 target: "operator",
                 event = "notification_failed",
                 error = %e,
                 "notification failed"
             );
-            err_result(call, &e)
+        }),
+        GET_NOTIFICATIONS => {
+            let list = serde_json::to_value(&run.notifications).unwrap_or(Value::Null);
+            Ok(json!({"notifications": list}))
         }
+        SET_STATE => {
+            let SetStateArgs { state, reason } = parse(call)?;
+            let to = state
+                .parse::<HealthState>()
+                .map_err(|source| ToolError::BadName {
+                    tool: SET_STATE,
+                    source,
+                })?;
+            let from = std::mem::replace(&mut run.state, to);
+            tracing::info!(
+                target: "operator",
+                event = "state_change",
+                from = %from,
+                to = %to,
+                reason = %reason,
+                "state changed"
+            );
+            Ok(json!({"state": to, "previous": from, "reason": reason}))
+        }
+        THINK => {
+            let ThinkArgs { thought } = parse(call)?;
+            tracing::debug!(target: "operator", event = "think", thought = %thought);
+            Ok(json!({"thought": thought, "recorded": true}))
+        }
+        WAIT => {
+            let WaitArgs { ms } = parse(call)?;
+            if !ms.is_finite() || ms < 0.0 {
+                return Err(ToolError::BadWait);
+            }
+            let asked = Duration::from_millis(ms as u64);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = asked.min(WAIT_CAP).min(left);
+            tokio::time::sleep(wait).await;
+            Ok(json!({
+                "waited_ms": wait.as_millis() as u64,
+                "requested_ms": asked.as_millis() as u64,
+            }))
+        }
+        DONE => {
+            run.done = true;
+            Ok(json!({"done": true}))
+        }
+        name if callbacks.iter().any(|c| c == name) => skill.call(name, object_args(call)?).await,
+        name => Err(ToolError::UnknownTool(name.to_string())),
     }
+}
+
+/// `send_notification`: resolves the snapshot ids, then records the notification.
+fn send_notification(call: &ToolCall, run: &mut RunState) -> Result<Value, ToolError> {
+    let args: SendNotificationArgs = parse(call)?;
+    let severity = args
+        .severity
+        .parse::<Severity>()
+        .map_err(|source| ToolError::BadName {
+            tool: SEND_NOTIFICATION,
+            source,
+        })?;
+    let requested = match args.snapshot_ids {
+        None => None,
+        Some(OneOrMany::One(id)) => Some(vec![id]),
+        Some(OneOrMany::Many(ids)) => Some(ids),
+    };
+    let n = Notification {
+        id: new_id(),
+        kind: args.kind,
+        severity,
+        summary: args.summary,
+        snapshot_ids: resolve_snapshot_ids(requested.as_deref(), &run.snapshots)?,
+        detected_at: now_rfc3339(),
+    };
+    tracing::info!(
+        target: "operator",
+        event = "notification_sent",
+        notification_id = %n.id,
+        kind = %n.kind,
+        severity = %n.severity,
+        summary = %n.summary,
+        snapshot_ids = ?n.snapshot_ids,
+        "notification sent"
+    );
+    let value = json!({"sent": true, "id": n.id, "snapshot_ids": n.snapshot_ids});
+    run.notifications.push(n);
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -506,22 +474,25 @@ mod tests {
     #[test]
     fn resolution() {
         let snaps = [snap("a"), snap("b")];
-        assert_eq!(resolve_snapshot_ids(None, &snaps), Ok(ids(&["b"])));
-        assert_eq!(resolve_snapshot_ids(Some(&[]), &snaps), Ok(ids(&["b"])));
+        let resolve = |requested: Option<&[String]>, snapshots: &[Snapshot]| {
+            resolve_snapshot_ids(requested, snapshots).map_err(|e| e.to_string())
+        };
+        assert_eq!(resolve(None, &snaps), Ok(ids(&["b"])));
+        assert_eq!(resolve(Some(&[]), &snaps), Ok(ids(&["b"])));
         assert_eq!(
-            resolve_snapshot_ids(Some(&ids(&["LATEST", "a", "b"])), &snaps),
+            resolve(Some(&ids(&["LATEST", "a", "b"])), &snaps),
             Ok(ids(&["b", "a"]))
         );
         assert_eq!(
-            resolve_snapshot_ids(Some(&ids(&["x", "a", "y"])), &snaps),
+            resolve(Some(&ids(&["x", "a", "y", "x"])), &snaps),
             Err("snapshots not found: x, y".into())
         );
         assert_eq!(
-            resolve_snapshot_ids(Some(&ids(&["latest"])), &[]),
+            resolve(Some(&ids(&["latest"])), &[]),
             Err("snapshot_ids requested \"latest\" but no snapshots available".into())
         );
         assert_eq!(
-            resolve_snapshot_ids(None, &[]),
+            resolve(None, &[]),
             Err("snapshot_ids requested \"latest\" but no snapshots available".into())
         );
     }

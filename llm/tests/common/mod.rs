@@ -1,12 +1,19 @@
-//! Helpers shared by the provider tests: a fast retry policy, tools, requests.
-
-#![allow(dead_code)]
+//! Requests and server helpers the provider tests share.
 
 use std::time::Duration;
 
 use llm::{ChatRequest, Message, RetryPolicy, ToolCall, ToolResult, ToolSpec};
 use serde_json::{Value, json};
 use wiremock::MockServer;
+
+/// The system prompt of every test request.
+pub const SYSTEM: &str = "You are an operator monitoring a sandbox.";
+
+/// The user's first message.
+pub const PROMPT: &str = "CPU 100% for 10 min. Assess.";
+
+/// The thought signature on the first call of [`second_turn`]'s history.
+pub const HISTORY_SIGNATURE: &str = "CiQB...opaque...";
 
 /// Retries in milliseconds so the tests stay fast.
 pub fn fast_retry() -> RetryPolicy {
@@ -45,9 +52,9 @@ pub fn tools() -> Vec<ToolSpec> {
 pub fn first_turn(model: &str) -> ChatRequest {
     ChatRequest {
         model: model.into(),
-        system: "You are an operator monitoring a sandbox.".into(),
+        system: SYSTEM.into(),
         messages: vec![Message::User {
-            text: "CPU 100% for 10 min. Assess.".into(),
+            text: PROMPT.into(),
         }],
         tools: tools(),
         max_tokens: 512,
@@ -109,4 +116,13 @@ pub async fn bodies(server: &MockServer) -> Vec<Value> {
 /// How many requests the server received.
 pub async fn request_count(server: &MockServer) -> usize {
     server.received_requests().await.unwrap_or_default().len()
+}
+
+/// A port nobody listens on.
+pub fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -12,18 +12,12 @@ use llm::{
     TokenUsage, ToolResult,
 };
 use operator::mock::tool_call;
-use operator::{AlertRule, CallbackSpec, Severity, Skill};
+use operator::{AlertRule, CallbackSpec, Skill, ToolError};
 use serde_json::{Value, json};
 
 /// The demo's rule: processes > 10 → process_spike / warning.
 pub fn process_rule() -> AlertRule {
-    AlertRule {
-        metric: "processes".into(),
-        above: 10.0,
-        notification_type: "process_spike".into(),
-        summary: "process count elevated".into(),
-        severity: Severity::Warning,
-    }
+    AlertRule::process_spike(10.0)
 }
 
 /// A skill whose snapshot is whatever the test set.
@@ -79,11 +73,11 @@ impl Skill for FakeSkill {
         ]
     }
 
-    async fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+    async fn call(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         match name {
             "echo" => Ok(json!({"echo": args})),
             "broken" => Err("broken on purpose".into()),
-            other => Err(format!("unknown callback: {other}")),
+            other => Err(ToolError::UnknownCallback(other.to_string())),
         }
     }
 

@@ -1,10 +1,8 @@
 //! The careful mock decides from the real snapshot data, like a careful model would.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{FakeSkill, process_rule, result_for};
+use crate::common::{FakeSkill, process_rule, result_for};
 use llm::Provider;
 use operator::mock::SNAPSHOT_ERROR_TYPE;
 use operator::{HealthState, MockProvider, Operator, Outcome, Severity, Skill, Stop};

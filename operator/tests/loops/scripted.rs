@@ -1,11 +1,11 @@
 //! The operator loop driven by the scripted mock and a skill whose snapshot the test sets.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FailingProvider, FakeSkill, SleepyProvider, content, result_for, tool_results};
+use crate::common::{
+    FailingProvider, FakeSkill, SleepyProvider, content, result_for, tool_results,
+};
 use llm::{Message, ProviderErrorKind, ToolCall};
 use operator::mock::tool_call;
 use operator::operator::NUDGE;
