@@ -10,18 +10,12 @@ pub use guardrail::{Check, Contradiction, guardrail};
 pub use multi::MultiSandboxSkill;
 pub use sandbox::{Focus, SandboxSkill};
 
-use operator::{AlertRule, Severity};
+use operator::AlertRule;
 
 /// Process count above which a sandbox counts as spiking (the original demo's threshold).
 pub const PROCESS_THRESHOLD: u64 = 10;
 
 /// The rule shared by the sandbox skills: more than `threshold` processes is a spike.
 pub fn process_rule(threshold: u64) -> AlertRule {
-    AlertRule {
-        metric: "processes".into(),
-        above: threshold as f64,
-        notification_type: "process_spike".into(),
-        summary: "process count elevated".into(),
-        severity: Severity::Warning,
-    }
+    AlertRule::process_spike(threshold as f64)
 }

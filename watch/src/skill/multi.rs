@@ -1,7 +1,7 @@
 //! `MultiSandboxSkill`: one snapshot over several sandboxes.
 
 use async_trait::async_trait;
-use operator::{AlertRule, CallbackSpec, Skill};
+use operator::{AlertRule, CallbackSpec, Skill, ToolError};
 use serde_json::{Value, json};
 
 use super::{PROCESS_THRESHOLD, SandboxSkill, process_rule};
@@ -70,12 +70,12 @@ impl Skill for MultiSandboxSkill {
             .collect()
     }
 
-    async fn call(&self, name: &str, args: Value) -> Result<Value, String> {
+    async fn call(&self, name: &str, args: Value) -> Result<Value, ToolError> {
         let id = args["sandbox_id"]
             .as_str()
             .ok_or("sandbox_id is required")?;
         if !self.sandbox_ids.iter().any(|s| s == id) {
-            return Err(format!("sandbox {id} is not watched by this skill"));
+            return Err(format!("sandbox {id} is not watched by this skill").into());
         }
         SandboxSkill::callback(&self.manager, id, &self.rule, name).await
     }

@@ -3,7 +3,7 @@
 //! prompt differ.
 
 use async_trait::async_trait;
-use operator::{AlertRule, CallbackSpec, Skill};
+use operator::{AlertRule, CallbackSpec, Skill, ToolError};
 use serde_json::{Value, json};
 
 use super::{PROCESS_THRESHOLD, process_rule};
@@ -124,11 +124,12 @@ impl SandboxSkill {
         id: &str,
         rule: &AlertRule,
         name: &str,
-    ) -> Result<Value, String> {
-        let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
+    ) -> Result<Value, ToolError> {
+        let failed = |e: &dyn std::fmt::Display| ToolError::Callback(e.to_string());
+        let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| failed(&e));
         match name {
             "sandbox_info" => {
-                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let info = manager.info(id).await.map_err(|e| failed(&e))?;
                 let usage = manager.usage(id).await.ok();
                 Ok(json!({
                     "id": info.id,
@@ -143,14 +144,14 @@ impl SandboxSkill {
                 }))
             }
             "sandbox_resource_usage" => to_json(serde_json::to_value(
-                manager.usage(id).await.map_err(|e| e.to_string())?,
+                manager.usage(id).await.map_err(|e| failed(&e))?,
             )),
             "sandbox_process_tree" => {
-                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let info = manager.info(id).await.map_err(|e| failed(&e))?;
                 let pid = info.pid;
                 let tree = tokio::task::spawn_blocking(move || procfs::tree(pid))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| failed(&e))?;
                 let page = procfs::page_size();
                 let procs: Vec<Value> = tree
                     .iter()
@@ -159,7 +160,7 @@ impl SandboxSkill {
                 Ok(json!({"root": pid, "processes": procs}))
             }
             "sandbox_app_versions" => {
-                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let info = manager.info(id).await.map_err(|e| failed(&e))?;
                 Ok(json!({
                     "current": info.app.version,
                     "versions": info.versions,
@@ -167,7 +168,7 @@ impl SandboxSkill {
                 }))
             }
             "sandbox_health_check" => {
-                let info = manager.info(id).await.map_err(|e| e.to_string())?;
+                let info = manager.info(id).await.map_err(|e| failed(&e))?;
                 let workers = manager.workers(id).await;
                 let usage = manager.usage(id).await;
                 let processes = usage.as_ref().map(|u| u.processes).unwrap_or(0);
@@ -183,7 +184,7 @@ impl SandboxSkill {
                     json!({"healthy": healthy, "checks": checks, "processes": processes, "threshold": rule.above}),
                 )
             }
-            other => Err(format!("unknown callback {other}")),
+            other => Err(ToolError::UnknownCallback(other.to_string())),
         }
     }
 }
@@ -229,7 +230,7 @@ impl Skill for SandboxSkill {
         SandboxSkill::callback_specs()
     }
 
-    async fn call(&self, name: &str, _args: Value) -> Result<Value, String> {
+    async fn call(&self, name: &str, _args: Value) -> Result<Value, ToolError> {
         SandboxSkill::callback(&self.manager, &self.sandbox_id, &self.rule, name).await
     }
 
