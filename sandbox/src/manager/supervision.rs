@@ -135,7 +135,7 @@ pub(super) async fn watch_runner(
 }
 
 /// What the host does with a runner's event (in the connection's reader task).
-pub(super) fn handle_event(sb: &Sandbox, event: Event) {
+pub(super) fn handle_event(sb: &Arc<Sandbox>, event: Event) {
     match event {
         Event::WorkerRestarted {
             index,
@@ -155,11 +155,40 @@ pub(super) fn handle_event(sb: &Sandbox, event: Event) {
                 final_: true,
             });
             sb.set_status(Status::Crashed, Some(reason));
+            stop_crashed(sb);
         }
         Event::AppExited { how } => {
             *sb.app_exit.lock().unwrap() = Some(how);
         }
     }
+}
+
+/// Stops everything of a sandbox the host has called crashed: crashed in the books is
+/// stopped in the kernel, never a tree that runs (and burns CPU) while `usage`, the detector
+/// and the metrics no longer look at it. Its watcher stands down (the generation moves on),
+/// so the runner's death is not taken for a crash to restart from; an explicit `restart`
+/// starts it again.
+fn stop_crashed(sb: &Arc<Sandbox>) {
+    sb.generation.fetch_add(1, Ordering::AcqRel);
+    let sb = Arc::clone(sb);
+    tokio::spawn(async move {
+        let runner = sb
+            .live
+            .read()
+            .await
+            .as_ref()
+            .map(|l| Arc::clone(&l.process));
+        let cgroup = sb.cgroup();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(runner) = runner {
+                kill_tree(&runner);
+            }
+            if let Some(cg) = cgroup {
+                let _ = cg.kill_all();
+            }
+        })
+        .await;
+    });
 }
 
 /// `out of memory: limit 1 MiB` when the sandbox's cgroup counted OOM kills since the last
