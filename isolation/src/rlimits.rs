@@ -41,12 +41,25 @@ struct Entry {
     limit: Rlimit64,
 }
 
+/// A requested limit above this process's hard limit: what a child of it can be given is at
+/// most that hard limit (raising one needs `CAP_SYS_RESOURCE`, which a sandbox's child has
+/// dropped by the time its rlimits are set, and a prepared runner never had).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AboveHardLimit {
+    /// The limit, e.g. `nofile`.
+    pub resource: &'static str,
+    /// What was asked.
+    pub asked: u64,
+    /// This process's hard limit.
+    pub hard: u64,
+}
+
 /// A preallocated list of resource limits for one sandbox.
 #[derive(Debug, Clone)]
 pub struct Rlimits {
     entries: [Entry; MAX_ENTRIES],
     len: usize,
-    notes: Vec<String>,
+    clamped: Vec<AboveHardLimit>,
 }
 
 #[allow(clippy::unnecessary_cast)] // the RLIMIT_* type differs between glibc and musl
@@ -110,18 +123,18 @@ impl Rlimits {
                 limit: Rlimit64 { cur: 0, max: 0 },
             }; MAX_ENTRIES],
             len: 0,
-            notes: Vec::new(),
+            clamped: Vec::new(),
         };
         for (resource, mut cur, mut max) in wanted {
             if let Some(now) = current(resource)
                 && now.max != INFINITY
                 && max > now.max
             {
-                out.notes.push(format!(
-                    "{} clamped to the current hard limit {}",
-                    name(resource),
-                    now.max
-                ));
+                out.clamped.push(AboveHardLimit {
+                    resource: name(resource),
+                    asked: max,
+                    hard: now.max,
+                });
                 max = now.max;
                 cur = cur.min(max);
             }
@@ -192,6 +205,12 @@ impl Rlimits {
         Ok(())
     }
 
+    /// The requested limits that had to be lowered to this process's hard limits. A caller
+    /// that must not give less than was asked refuses when this is not empty.
+    pub fn clamped(&self) -> &[AboveHardLimit] {
+        &self.clamped
+    }
+
     /// Each limit as `(resource, soft, hard)`.
     pub fn entries(&self) -> Vec<(c_int, u64, u64)> {
         self.entries[..self.len]
@@ -219,7 +238,12 @@ impl Rlimits {
             .iter()
             .map(|e| format!("{}={}", name(e.resource), e.limit.cur))
             .collect();
-        parts.extend(self.notes.iter().cloned());
+        parts.extend(self.clamped.iter().map(|c| {
+            format!(
+                "{} clamped to the current hard limit {}",
+                c.resource, c.hard
+            )
+        }));
         parts.join(" ")
     }
 

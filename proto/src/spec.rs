@@ -204,6 +204,23 @@ pub enum LimitError {
     /// `--cpu` that is not a positive, finite fraction of a core.
     #[error("--cpu {0} is not a positive fraction of a core (0.5 = half a core)")]
     CpuNotPositive(f64),
+    /// An rlimit above what the host may give (its own hard limit): refused rather than
+    /// lowered in silence.
+    #[error(
+        "{flag} {asked} is above the host's hard limit {hard} (RLIMIT_{resource}): ask for \
+         at most {hard}, or raise the daemon's hard limit (`ulimit -Hn`, `LimitNOFILE=` and \
+         the like in its unit)"
+    )]
+    AboveHardLimit {
+        /// The flag (`--max-open-files`).
+        flag: &'static str,
+        /// The rlimit (`NOFILE`).
+        resource: String,
+        /// What was asked.
+        asked: u64,
+        /// The host's hard limit.
+        hard: u64,
+    },
 }
 
 /// Refuses limits no sandbox can start under, naming the floor: memory below

@@ -166,6 +166,7 @@ impl Manager {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
         proto::spec::check_limits(&spec.limits)?;
+        check_hard_limits(&spec)?;
         if let Some(parent) = &spec.cgroup_parent
             && spec.isolation.isolates()
         {
@@ -473,6 +474,31 @@ impl Manager {
     }
 }
 
+/// Refuses rlimits above this process's hard limits: a sandbox is never given less than it
+/// asked for in silence (a prepared runner, and a spawned child past its id switch, can be
+/// given at most what the host holds).
+fn check_hard_limits(spec: &SandboxSpec) -> Result<(), SandboxError> {
+    let rlimits = Rlimits::from_limits(&spec.limits, is_root());
+    let Some(c) = rlimits.clamped().first() else {
+        return Ok(());
+    };
+    let flag = match c.resource {
+        "nofile" => "--max-open-files",
+        "as" => "--address-space",
+        "fsize" => "--max-file-size",
+        "cpu" => "--cpu-seconds",
+        "nproc" => "--max-processes",
+        _ => "a limit",
+    };
+    Err(proto::spec::LimitError::AboveHardLimit {
+        flag,
+        resource: c.resource.to_uppercase(),
+        asked: c.asked,
+        hard: c.hard,
+    }
+    .into())
+}
+
 /// Copies `lib` to the sandbox's private `app/` directory as version `version`.
 fn install_version(
     libs: &Libraries,
@@ -518,6 +544,33 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_above_the_hosts_hard_limit_is_refused_not_lowered() {
+        let mut spec = SandboxSpec::new(AppSource::Library("/x.so".into()));
+        let hard = Rlimits::from_limits(&proto::spec::Limits::default(), true);
+        assert!(hard.clamped().is_empty());
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills a valid struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        if now.rlim_max == libc::RLIM_INFINITY {
+            return; // nothing to be above
+        }
+        spec.limits.max_open_files = Some(now.rlim_max + 1);
+        let err = check_hard_limits(&spec).unwrap_err();
+        assert_eq!(err.kind(), "invalid_limits");
+        let text = err.to_string();
+        assert!(text.contains("--max-open-files"), "{text}");
+        assert!(
+            text.contains(&format!("hard limit {}", now.rlim_max)),
+            "{text}"
+        );
+        spec.limits.max_open_files = Some(now.rlim_max);
+        assert!(check_hard_limits(&spec).is_ok());
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {
