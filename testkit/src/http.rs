@@ -55,6 +55,16 @@ pub fn loopback() -> (TcpListener, String) {
     (listener, url)
 }
 
+/// A loopback port that was free a moment ago: bound to port 0 and released. Only for a
+/// program that must be told its port before it binds it (another process may take the port
+/// in between); a server of the test's own binds port 0 and keeps its listener instead.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

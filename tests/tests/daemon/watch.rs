@@ -3,11 +3,9 @@
 //! verdict, one POST, and the cooldown holds the next run back; an unwatched sandbox is left
 //! alone. Synchronised on events, never on sleeps.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serve::{Serve, hook};
+use e2e::serve::{Serve, hook};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -15,7 +13,7 @@ const LONG: Duration = Duration::from_secs(120);
 #[test]
 fn a_spike_on_a_watched_sandbox_runs_the_operator_once_and_posts_its_verdict() {
     let hook = hook();
-    let scratch = common::scratch();
+    let scratch = e2e::scratch();
     let jsonl = scratch.path().join("verdicts.jsonl");
     let d = Serve::start(&[
         "--watch-interval",
@@ -63,15 +61,8 @@ fn a_spike_on_a_watched_sandbox_runs_the_operator_once_and_posts_its_verdict() {
     assert_eq!(body["notifications"].as_array().unwrap().len(), 1, "{body}");
 
     // Up to here: one trigger, one run, nothing about the unwatched sandbox.
-    let count = |name: &str, sandbox: &str| {
-        events
-            .seen
-            .iter()
-            .filter(|e| e["event"] == name && e["sandbox"] == sandbox)
-            .count()
-    };
-    assert_eq!(count("detector.trigger", "w-on"), 1);
-    assert_eq!(count("operator.started", "w-on"), 1);
+    assert_eq!(events.count("detector.trigger", "w-on"), 1);
+    assert_eq!(events.count("operator.started", "w-on"), 1);
     let about_off = |e: &&Value| {
         e["sandbox"] == "w-off"
             && e["event"]

@@ -3,13 +3,13 @@
 //! socket families and syscalls the filter must refuse, and the disk cap. Every attempt must
 //! fail, and the mechanism that stops it must be reported as applied.
 
-mod common;
-
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use e2e::prelude::*;
+use e2e::report::errnos::{ENOENT, ENOSPC, ENOSYS, EPERM};
+use e2e::report::{errno, stopped_by};
 use sandbox::{AppSource, Level, Limits, Manager, SandboxInfo, SandboxSpec};
 use serde_json::{Value, json};
 
@@ -19,25 +19,10 @@ async fn call(m: &Manager, id: &str, function: &str, args: Value) -> Value {
         .unwrap_or_else(|e| panic!("{id}: {function}: {e}"))
 }
 
+/// The detail of mechanism `name`, which must be applied: it is what stops these escapes.
 fn applied(info: &SandboxInfo, name: &str) -> String {
-    let entry = info.isolation["mechanisms"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|e| e["mechanism"] == name))
-        .unwrap_or_else(|| panic!("no {name} entry in {}", info.isolation));
-    assert_eq!(entry["applied"], true, "{name} must be applied: {entry}");
-    entry["detail"].as_str().unwrap_or_default().to_string()
+    stopped_by(&info.isolation, name, "an escape")
 }
-
-fn errno(v: &Value) -> i64 {
-    v["errno"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no errno in {v}"))
-}
-
-const ENOENT: i64 = libc::ENOENT as i64;
-const ENOSPC: i64 = libc::ENOSPC as i64;
-const ENOSYS: i64 = libc::ENOSYS as i64;
-const EPERM: i64 = libc::EPERM as i64;
 
 /// Skips (visibly, and counted as skipped by the scripts) where the test needs a root host.
 macro_rules! require_root {
@@ -71,8 +56,7 @@ impl Drop for Listener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_host_path_or_unix_socket_is_reachable() {
     require_root!();
-    let (m, _state) = manager();
-    let _cleanup = Cleanup(m.clone());
+    let m = manager();
     let info = hostile(&m, "walls", Limits::default(), Level::Standard).await;
     applied(&info, "root");
     let tag = format!("e2e-escape-{}", std::process::id());
@@ -128,8 +112,7 @@ async fn no_host_path_or_unix_socket_is_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_never_runs_as_the_hosts_root_and_cannot_touch_the_store() {
     require_root!();
-    let (m, _state) = manager();
-    let _cleanup = Cleanup(m.clone());
+    let m = manager();
     let a = hostile(&m, "ids-a", Limits::default(), Level::Standard).await;
     let b = hostile(&m, "ids-b", Limits::default(), Level::Standard).await;
     applied(&a, "ids");
@@ -191,8 +174,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filter_refuses_foreign_socket_families_and_unknown_syscalls() {
-    let (m, _state) = manager();
-    let _cleanup = Cleanup(m.clone());
+    let m = manager();
     let info = hostile(&m, "filter", Limits::default(), Level::Standard).await;
     let seccomp = applied(&info, "seccomp");
     assert!(seccomp.contains("allow-list"), "{seccomp}");
@@ -240,8 +222,7 @@ async fn the_filter_refuses_foreign_socket_families_and_unknown_syscalls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disk_stops_at_its_cap_and_the_host_loses_nothing() {
-    let (m, state) = manager();
-    let _cleanup = Cleanup(m.clone());
+    let m = manager();
     let cap: u64 = 16 << 20;
     let limits = Limits {
         max_disk: Some(cap),
@@ -253,7 +234,7 @@ async fn the_disk_stops_at_its_cap_and_the_host_loses_nothing() {
     // What the host's filesystem holds for this sandbox (its state dir and the store beside
     // it): the only host-backed places the old layout let it write (its work dir lived
     // there). Free space is no measure on a machine where other builds write meanwhile.
-    let host_bytes = || dir_bytes(state.path());
+    let host_bytes = || dir_bytes(m.state.path());
     let before = host_bytes();
     let r = call(
         &m,
@@ -338,14 +319,13 @@ async fn a_host_under_tmp_gets_full_standard_isolation() {
         .tempdir_in("/tmp")
         .unwrap();
     let exe = tmp.path().join("host");
-    std::fs::copy(HOST, &exe).unwrap();
+    std::fs::copy(host(), &exe).unwrap();
     let app = tmp.path().join("hostile.so");
     std::fs::copy(&lib, &app).unwrap();
-    let mut config = sandbox::ManagerConfig::new(&exe);
-    config.state_dir = tmp.path().join("sandboxes");
-    config.compiler = compiler();
-    let m = Manager::new(config).unwrap();
-    let _cleanup = Cleanup(m.clone());
+    let m = manager_with(|c| {
+        c.runner_exe = exe.clone();
+        c.state_dir = tmp.path().join("sandboxes");
+    });
     let info = m
         .create(
             "under-tmp",

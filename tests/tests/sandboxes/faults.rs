@@ -1,13 +1,12 @@
 //! Faulty apps: panics, crashes, killed and crash-looping workers, a dying host.
 
-mod common;
-
 use std::io::BufRead;
 use std::time::Duration;
 
-use common::*;
+use e2e::prelude::*;
 use sandbox::{AppSource, Level, SandboxError, SandboxSpec, Status};
 use serde_json::{Value, json};
+use testkit::ChildGuard;
 
 async fn faulty(m: &sandbox::Manager, id: &str) -> sandbox::SandboxInfo {
     faulty_at(m, id, Level::Standard).await
@@ -21,34 +20,25 @@ async fn faulty_at(m: &sandbox::Manager, id: &str, level: Level) -> sandbox::San
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_call_is_an_error_and_the_sandbox_keeps_serving() {
-    let (m, _state) = manager();
+    let m = manager();
     faulty(&m, "panic-1").await;
-    let err = m
-        .run("panic-1", "panic", Value::Null, None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SandboxError::AppPanicked(msg) if msg == "deliberate panic"),
-        "{err:?}"
-    );
-    let err = m
-        .run("panic-1", "fail", Value::Null, None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SandboxError::AppError(msg) if msg == "deliberate failure"),
-        "{err:?}"
-    );
-    let err = m
-        .run("panic-1", "bad_json", Value::Null, None)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("invalid JSON"), "{err}");
-    let err = m
-        .run("panic-1", "missing", Value::Null, None)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, SandboxError::UnknownFunction(_)), "{err:?}");
+    let cases: [(&str, fn(&SandboxError) -> bool); 4] = [
+        ("panic", |e| {
+            matches!(e, SandboxError::AppPanicked(msg) if msg == "deliberate panic")
+        }),
+        ("fail", |e| {
+            matches!(e, SandboxError::AppError(msg) if msg == "deliberate failure")
+        }),
+        ("bad_json", |e| e.to_string().contains("invalid JSON")),
+        ("missing", |e| matches!(e, SandboxError::UnknownFunction(_))),
+    ];
+    for (function, expected) in cases {
+        let err = m
+            .run("panic-1", function, Value::Null, None)
+            .await
+            .unwrap_err();
+        assert!(expected(&err), "{function}: {err:?} ({err})");
+    }
     assert_eq!(
         m.run("panic-1", "answer", Value::Null, None).await.unwrap(),
         json!(1)
@@ -57,7 +47,7 @@ async fn a_panicking_call_is_an_error_and_the_sandbox_keeps_serving() {
 }
 
 async fn crash_with(call: &str, signal: &str, level: Level) {
-    let (m, _state) = manager();
+    let m = manager();
     let id = format!("crash-{call}");
     let before = faulty_at(&m, &id, level).await;
     let err = m.run(&id, call, Value::Null, None).await.unwrap_err();
@@ -67,7 +57,7 @@ async fn crash_with(call: &str, signal: &str, level: Level) {
         } => assert_eq!(s, signal, "{err}"),
         other => panic!("expected a crash with {signal}, got {other:?}"),
     }
-    let restarted = eventually(Duration::from_secs(5), async || {
+    let restarted = wait_until_async(Duration::from_secs(5), async || {
         m.info(&id)
             .await
             .is_ok_and(|i| i.status == Status::Running && i.pid != before.pid)
@@ -98,7 +88,7 @@ async fn an_aborting_call_is_a_crash_with_sigabrt_and_the_sandbox_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_times_out_without_blocking_other_requests() {
-    let (m, _state) = manager();
+    let m = manager();
     faulty(&m, "slow-1").await;
     let slow = {
         let m = m.clone();
@@ -135,7 +125,7 @@ async fn a_slow_call_times_out_without_blocking_other_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_is_restarted() {
-    let (m, _state) = manager();
+    let m = manager();
     faulty(&m, "worker-1").await;
     let before = m.workers("worker-1").await.unwrap();
     let victim = before.workers[0].pid;
@@ -144,7 +134,7 @@ async fn a_killed_worker_is_restarted() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let restarted = eventually(Duration::from_secs(5), async || {
+    let restarted = wait_until_async(Duration::from_secs(5), async || {
         m.workers("worker-1").await.is_ok_and(|l| {
             l.workers.len() == 1 && l.workers[0].pid != victim && l.workers[0].restarts == 1
         })
@@ -161,7 +151,7 @@ async fn a_killed_worker_is_restarted() {
 /// idle), and they must outlive it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_outlive_the_runner_threads_that_started_them() {
-    let (m, _state) = manager();
+    let m = manager();
     faulty(&m, "threads-1").await;
     let call = {
         let m = m.clone();
@@ -199,11 +189,11 @@ async fn workers_outlive_the_runner_threads_that_started_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
-    let (m, _state) = manager();
+    let m = manager();
     let info = faulty(&m, "loop-1").await;
-    let work = e2e::work_dir(&info);
+    let work = work_dir(&info);
     std::fs::write(work.join("crashloop"), b"").unwrap();
-    let crashed = eventually(Duration::from_secs(10), async || {
+    let crashed = wait_until_async(Duration::from_secs(10), async || {
         m.info("loop-1")
             .await
             .is_ok_and(|i| i.status == Status::Crashed)
@@ -227,19 +217,10 @@ async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
 
 #[test]
 fn killing_the_host_kills_its_runners_within_a_second() {
-    let lib = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(built("sandbox_app"));
+    let lib = e2e::apps::block_on(built("sandbox_app"));
     let state = scratch();
-    /// Kills the holder however the test ends, so a failed assertion leaks no process.
-    struct Holder(std::process::Child);
-    impl Drop for Holder {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut holder = Holder(
+    // Killed however the test ends, so a failed assertion leaks no process.
+    let mut holder = ChildGuard::new(
         std::process::Command::new(env!("CARGO_BIN_EXE_e2e-holder"))
             .arg(&lib)
             .arg(state.path())
@@ -248,7 +229,7 @@ fn killing_the_host_kills_its_runners_within_a_second() {
             .unwrap(),
     );
     let mut line = String::new();
-    std::io::BufReader::new(holder.0.stdout.take().unwrap())
+    std::io::BufReader::new(holder.child().stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let runner: i32 = line
@@ -259,51 +240,23 @@ fn killing_the_host_kills_its_runners_within_a_second() {
         .unwrap();
     let workers = tree(runner);
     assert!(workers.len() >= 2 && alive(runner));
-    holder.0.kill().unwrap();
-    holder.0.wait().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    while workers.iter().any(|&p| alive(p)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let holder_pid = holder.pid();
+    assert!(holder.stop_with(libc::SIGKILL, Duration::from_secs(5)).is_some());
+    wait_until(Duration::from_secs(1), || workers.iter().all(|&p| !alive(p)));
     for pid in workers {
         assert!(!alive(pid), "pid {pid} outlived its host");
     }
     // A killed host cannot remove its sandboxes' cgroups; do it for it, retrying while the
     // kernel still counts the just-killed processes in them (rmdir is EBUSY until then).
-    let prefix = format!("sandbox-held-{}-", holder.0.id());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while remove_cgroups(&prefix) > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        remove_cgroups(&prefix),
-        0,
-        "cgroups of the killed host are left"
+    let prefix = format!("sandbox-held-{holder_pid}-");
+    let removed = wait_until(Duration::from_secs(5), || {
+        testkit::cgroup::named(&prefix, 4)
+            .iter()
+            .all(|dir| std::fs::remove_dir(dir).is_ok())
+    });
+    assert!(
+        removed,
+        "cgroups of the killed host are left: {:?}",
+        testkit::cgroup::named(&prefix, 4)
     );
-}
-
-/// Removes (now empty) cgroup directories whose name starts with `prefix`, in every hierarchy;
-/// returns how many are still there.
-fn remove_cgroups(prefix: &str) -> usize {
-    fn walk(dir: &std::path::Path, prefix: &str, depth: u32, left: &mut usize) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                if std::fs::remove_dir(&path).is_err() {
-                    *left += 1;
-                }
-            } else if depth > 0 {
-                walk(&path, prefix, depth - 1, left);
-            }
-        }
-    }
-    let mut left = 0;
-    walk(std::path::Path::new("/sys/fs/cgroup"), prefix, 4, &mut left);
-    left
 }

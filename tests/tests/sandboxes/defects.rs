@@ -1,39 +1,23 @@
 //! Regressions of fixed defects: a restart that cannot start its runner, a reload the host
 //! gave up on, an app's own child processes, a destroy racing an automatic restart.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use sandbox::{
-    AppSource, Level, Manager, ManagerConfig, ReloadSource, SandboxError, SandboxInfo, SandboxSpec,
-    Status,
-};
+use e2e::prelude::*;
+use e2e::manager::create_app;
+use sandbox::{Level, Limits, Manager, ReloadSource, SandboxError, SandboxInfo, Status};
 use serde_json::{Value, json};
-use tempfile::TempDir;
-
-/// Like [`manager`], with `tweak` applied to the configuration.
-fn manager_with(tweak: impl FnOnce(&mut ManagerConfig)) -> (Manager, TempDir) {
-    let state = scratch();
-    let mut config = ManagerConfig::new(HOST);
-    config.state_dir = state.path().join("sandboxes");
-    config.compiler = compiler();
-    tweak(&mut config);
-    (Manager::new(config).unwrap(), state)
-}
+use testkit::proc::{processes_of, uid_of};
 
 async fn create(m: &Manager, id: &str, app: &str) -> SandboxInfo {
-    let spec =
-        SandboxSpec::new(AppSource::Library(built(app).await)).with_isolation(Level::Standard);
-    m.create(id, spec).await.unwrap()
+    create_app(m, id, app, Limits::default(), Level::Standard).await
 }
 
 /// A restart whose runner cannot start (its library copy is gone) used to return its error
 /// with the sandbox left `restarting`; it ends `crashed`, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_that_cannot_start_the_runner_ends_crashed() {
-    let (m, _state) = manager();
+    let m = manager();
     let id = "restart-fails";
     let info = create(&m, id, "faulty_app").await;
     // The copy in the sandbox's app dir is a hard link of the store's file: removing it makes
@@ -55,7 +39,7 @@ async fn a_restart_that_cannot_start_the_runner_ends_crashed() {
     );
     // The failed runner's own watcher then counts its death as a crash and retries; however
     // that goes, the sandbox ends crashed, not restarting.
-    let ended = eventually(Duration::from_secs(10), async || {
+    let ended = wait_until_async(Duration::from_secs(10), async || {
         m.info(id).await.is_ok_and(|i| i.status == Status::Crashed)
     })
     .await;
@@ -71,7 +55,7 @@ async fn a_restart_that_cannot_start_the_runner_ends_crashed() {
 async fn a_reload_past_its_timeout_leaves_the_old_version(id: &str, restore_ms: u64) {
     let timeout = Duration::from_millis(300);
     let host_gives_up = Duration::from_millis(restore_ms) > timeout + Duration::from_secs(1);
-    let (m, _state) = manager_with(|c| c.reload_timeout = timeout);
+    let m = manager_with(|c| c.reload_timeout = timeout);
     let new = built("slow_state_app").await;
     let before = create(&m, id, "sandbox_app").await;
     assert_eq!(
@@ -79,7 +63,7 @@ async fn a_reload_past_its_timeout_leaves_the_old_version(id: &str, restore_ms: 
         json!(41)
     );
     std::fs::write(
-        e2e::work_dir(&before).join("restore_ms"),
+        work_dir(&before).join("restore_ms"),
         restore_ms.to_string(),
     )
     .unwrap();
@@ -92,7 +76,7 @@ async fn a_reload_past_its_timeout_leaves_the_old_version(id: &str, restore_ms: 
     if host_gives_up {
         assert!(matches!(err, SandboxError::Timeout { .. }), "{err:?}");
         // The host restarts the sandbox on the version it records.
-        let restarted = eventually(Duration::from_secs(10), async || {
+        let restarted = wait_until_async(Duration::from_secs(10), async || {
             m.info(id)
                 .await
                 .is_ok_and(|i| i.status == Status::Running && i.pid != before.pid)
@@ -160,7 +144,7 @@ async fn a_reload_the_host_gave_up_on_never_serves_the_new_version() {
 /// `Command::output` failed with ECHILD).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_can_wait_for_its_own_children() {
-    let (m, _state) = manager();
+    let m = manager();
     let id = "children";
     create(&m, id, "faulty_app").await;
     for i in 0..20 {
@@ -170,23 +154,6 @@ async fn an_app_can_wait_for_its_own_children() {
         }
     }
     m.destroy(id).await.unwrap();
-}
-
-/// The real uid of `pid` (`None` once it is gone).
-fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line[4..].split_whitespace().next()?.parse().ok()
-}
-
-/// Live processes whose real uid is `uid`.
-fn processes_of(uid: u32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| uid_of(pid) == Some(uid) && alive(pid))
-        .collect()
 }
 
 /// A destroy racing the automatic restart after the app process was killed used to leave the
@@ -202,7 +169,7 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         skip("needs a root host (a uid of the sandbox's own)");
         return;
     }
-    let (m, _state) = manager();
+    let m = manager();
     let mut hit = [0; 4];
     for round in 0..24 {
         let id = format!("race-{round}");
@@ -254,7 +221,7 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         // because of this very destroy), so nothing here waits for it to let go. (Before,
         // this also compared when the reload ended; a destroy that kills the restart makes
         // the reload fail at once, so that order says nothing any more.)
-        let clean = eventually(Duration::from_secs(5), async || {
+        let clean = wait_until_async(Duration::from_secs(5), async || {
             processes_of(uid).is_empty()
         })
         .await;

@@ -2,32 +2,20 @@
 //! in its own cgroup with its own limits before its app's first constructor runs, and is as
 //! contained as one spawned for it; a killed daemon leaves no prepared runner behind.
 
-mod common;
-
 use std::time::Duration;
 
-use common::serve::Serve;
-use common::*;
-use sandbox::{Level, Limits, Manager, ManagerConfig, SandboxInfo};
+use e2e::prelude::*;
+use e2e::report::first_entry;
+use sandbox::{Level, Limits, Manager, SandboxInfo};
+use e2e::serve::Serve;
 use serde_json::{Value, json};
+use testkit::proc::{children, uid_of};
 
 /// A manager whose pool keeps `size` prepared runners, filled before it returns.
-async fn pooled_manager(size: usize) -> (Manager, tempfile::TempDir) {
-    let state = scratch();
-    let mut config = ManagerConfig::new(HOST);
-    config.state_dir = state.path().join("sandboxes");
-    config.compiler = compiler();
-    config.pool_size = size;
-    let m = Manager::new(config).unwrap();
+async fn pooled_manager(size: usize) -> Managed {
+    let m = manager_with(|c| c.pool_size = size);
     m.warm_pool().await;
-    (m, state)
-}
-
-/// The uid the kernel shows for `pid`.
-fn uid_of(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    m
 }
 
 fn needs_root() -> bool {
@@ -43,8 +31,7 @@ async fn a_prepared_runner_serves_exactly_one_sandbox() {
     if !needs_root() {
         return;
     }
-    let (m, _state) = pooled_manager(2).await;
-    let _cleanup = Cleanup(m.clone());
+    let m = pooled_manager(2).await;
     assert_eq!(m.pool_stats().ready, 2, "{:?}", m.pool_stats());
     let mut seen: Vec<(i32, u32)> = Vec::new();
     let mut pooled = 0;
@@ -103,8 +90,7 @@ async fn a_pooled_sandbox_has_its_cgroup_and_limits_before_its_constructor_runs(
     if !needs_root() {
         return;
     }
-    let (m, _state) = pooled_manager(1).await;
-    let _cleanup = Cleanup(m.clone());
+    let m = pooled_manager(1).await;
     let limits = Limits {
         max_open_files: Some(123),
         max_processes: Some(40),
@@ -154,8 +140,7 @@ async fn a_pooled_sandbox_is_as_contained_as_a_spawned_one() {
     if !needs_root() {
         return;
     }
-    let (m, _state) = pooled_manager(1).await;
-    let _cleanup = Cleanup(m.clone());
+    let m = pooled_manager(1).await;
     let info = hostile(&m, "walls", Limits::default(), Level::Standard).await;
     assert!(info.startup.pooled, "{:?}", info.startup);
     let call = async |f: &str, args: Value| m.run("walls", f, args, None).await.unwrap();
@@ -186,12 +171,7 @@ async fn a_pooled_sandbox_is_as_contained_as_a_spawned_one() {
         "root",
         "ids",
     ] {
-        let entry = info.isolation["mechanisms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["mechanism"] == mechanism)
-            .unwrap_or_else(|| panic!("no {mechanism} entry: {}", info.isolation));
+        let entry = first_entry(&info.isolation, mechanism);
         assert_eq!(entry["applied"], true, "{entry}");
     }
 }
@@ -201,60 +181,25 @@ fn killing_the_daemon_leaves_no_prepared_runner() {
     if !needs_root() {
         return;
     }
-    let d = Serve::start(&["--pool", "2"]);
-    let daemon = d.pid();
-    let runners = || -> Vec<i32> {
-        let children = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
-            .unwrap_or_default();
-        let mut all: Vec<i32> = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{daemon}/task"))
-            .into_iter()
-            .flatten()
-        {
-            let path = task.unwrap().path().join("children");
-            all.extend(
-                std::fs::read_to_string(path)
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-        all.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-        all.sort();
-        all.dedup();
-        all
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut d = Serve::start(&["--pool", "2"]);
     // The daemon logs once the pool is full.
-    while !d.log().contains("runner pool filled") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pool never filled:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let prepared: Vec<i32> = runners().into_iter().flat_map(tree).collect();
+    assert!(
+        d.wait_log("runner pool filled", Duration::from_secs(30)),
+        "the pool never filled:\n{}",
+        d.log()
+    );
+    let prepared: Vec<i32> = children(d.pid()).into_iter().flat_map(tree).collect();
     assert!(
         prepared.len() >= 4,
         "init and app process each: {prepared:?}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while prepared.iter().any(|&p| alive(p)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "prepared runners outlived their daemon: {:?}",
-            prepared.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    d.crash();
+    let gone = wait_until(Duration::from_secs(5), || {
+        prepared.iter().all(|&p| !alive(p))
+    });
+    assert!(
+        gone,
+        "prepared runners outlived their daemon: {:?}",
+        prepared.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
 }

@@ -1,13 +1,12 @@
 //! `host events` against a real daemon: lifecycle events in order through the real client,
 //! the backlog, and a subscriber that never reads (bounded daemon memory, a lag marker).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::serve::{Serve, rss, source_answering};
+use e2e::apps::demo_source_file;
+use e2e::serve::{Conn, Serve};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -19,7 +18,7 @@ fn a_follower_sees_create_reload_workers_destroy_in_order() {
     let mut only = d.follow(Some("ev-1"));
     d.ok(&["create", "ev-1", "--isolation", "none"]);
     d.ok(&["create", "ev-other", "--isolation", "none"]);
-    let source = source_answering(d.dir.path(), 43);
+    let source = demo_source_file(d.dir(), 43);
     d.ok(&["reload", "ev-1", "--source", source.to_str().unwrap()]);
     d.ok(&["workers", "ev-1", "--add", "2"]);
     d.ok(&["destroy", "ev-1"]);
@@ -93,31 +92,26 @@ fn a_subscriber_that_never_reads_costs_the_daemon_a_bounded_amount() {
         .write_all(b"{\"op\":\"events\",\"follow\":true}\n")
         .unwrap();
     // Warm up (allocator, first operator runs), then measure.
-    let mut ctl = BufReader::new(UnixStream::connect(&d.socket).unwrap());
-    let mut ask = |line: &str| -> Value {
-        ctl.get_mut().write_all(line.as_bytes()).unwrap();
-        let mut answer = String::new();
-        ctl.read_line(&mut answer).unwrap();
-        serde_json::from_str(&answer).unwrap()
-    };
-    let operate = "{\"op\":\"operate\",\"id\":\"mem\",\"provider\":\"mock\"}\n";
+    let mut ctl = Conn::open(&d.socket);
+    let mut ask = |line: &str| ctl.ask(line);
+    let operate = "{\"op\":\"operate\",\"id\":\"mem\",\"provider\":\"mock\"}";
     for _ in 0..50 {
         assert_eq!(ask(operate)["ok"]["state"], "healthy");
     }
-    let before = rss(d.pid());
-    let events_before = ask("{\"op\":\"ping\"}\n");
+    let (before, _) = d.memory_kib();
+    let events_before = ask("{\"op\":\"ping\"}");
     // Each mock run emits started, snapshots (the whole telemetry), state and done: about
     // 1 KB per run, so an unbounded per-subscriber buffer would grow by megabytes.
     let runs = 2_000;
     for _ in 0..runs {
         assert_eq!(ask(operate)["ok"]["state"], "healthy");
     }
-    let after = rss(d.pid());
+    let (after, _) = d.memory_kib();
     assert!(events_before["ok"]["pid"].is_u64());
     let grown = after.saturating_sub(before);
-    println!("daemon RSS {before} -> {after} bytes (+{grown}) over {runs} runs");
+    println!("daemon RSS {before} -> {after} KiB (+{grown}) over {runs} runs");
     // The broadcast channel (1024 events) and the ring (100) bound what is held.
-    assert!(grown < 4 << 20, "daemon grew by {grown} bytes");
+    assert!(grown < 4 << 10, "daemon grew by {grown} KiB");
 
     // Reading now: what fit in the socket, then a lag marker, then live events again.
     let mut reader = BufReader::new(stalled);

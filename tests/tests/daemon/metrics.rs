@@ -2,15 +2,11 @@
 //! parser (`promtool check metrics`) and against `host usage`; series of a destroyed sandbox
 //! gone; verdicts and latencies counted; a non-loopback address refused without the flag.
 
-mod common;
-#[path = "common/served.rs"]
-mod serve;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use serve::{Served, serve_refused, wait_until};
+use e2e::prelude::*;
+use e2e::serve::Serve;
 
 /// The value of the sample `name` whose labels contain `labels` (all of them, e.g.
 /// `sandbox="m1"`), from the classic text format.
@@ -78,7 +74,7 @@ async fn metrics_parse_and_match_usage_and_follow_the_sandboxes() {
         return;
     }
     let lib = built("sandbox_app").await;
-    let d = Served::start(HOST, &["--metrics", "127.0.0.1:0"], &["metrics"]);
+    let d = Serve::start(&["--metrics", "127.0.0.1:0"]);
     let url = d.url("metrics").unwrap();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let client = reqwest::Client::builder()
@@ -86,20 +82,25 @@ async fn metrics_parse_and_match_usage_and_follow_the_sandboxes() {
         .build()
         .unwrap();
 
-    let created = d.create(HOST, "m1", &lib, &["--max-memory", "128M"]);
+    let created = d.create("m1", &lib, &["--max-memory", "128M"]);
     assert_eq!(created["id"], "m1");
-    d.json(HOST, &["workers", "m1", "--add", "3"]);
+    d.json(&["workers", "m1", "--add", "3"]);
     for _ in 0..3 {
-        assert_eq!(d.json(HOST, &["call", "m1", "answer"]), 41);
+        assert_eq!(d.json(&["call", "m1", "answer"]), 41);
     }
+
+    // A scrape from the synchronous wait below, on this multi-threaded runtime.
+    let scrape_now = || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(scrape(&client, &url))
+        })
+    };
 
     // The scrape and `host usage` agree (processes exactly, once the workers are up).
     let mut last = (String::new(), serde_json::Value::Null);
     let agree = wait_until(Duration::from_secs(15), || {
-        let text = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(scrape(&client, &url))
-        });
-        let usage = d.json(HOST, &["usage", "m1"]);
+        let text = scrape_now();
+        let usage = d.json(&["usage", "m1"]);
         let ok = sample(
             &text,
             "sandbox_host_sandbox_processes",
@@ -145,20 +146,10 @@ async fn metrics_parse_and_match_usage_and_follow_the_sandboxes() {
     );
 
     // An operator run is counted by its verdict (from the event stream).
-    let operate = d.host(
-        HOST,
-        &["operate", "m1", "--skill", "anomaly", "--provider", "mock"],
-    );
-    assert!(
-        operate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&operate.stderr)
-    );
+    d.ok(&["operate", "m1", "--skill", "anomaly", "--provider", "mock"]);
     let counted = wait_until(Duration::from_secs(5), || {
-        let text = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(scrape(&client, &url))
-        });
-        text.lines()
+        scrape_now()
+            .lines()
             .any(|l| l.starts_with("sandbox_host_operator_runs_total{verdict="))
     });
     assert!(counted, "no operator run counted");
@@ -181,7 +172,7 @@ async fn metrics_parse_and_match_usage_and_follow_the_sandboxes() {
     assert!(om.contains("sandbox_host_sandbox_cpu_seconds_total{sandbox=\"m1\"}"));
 
     // A destroyed sandbox's series disappear.
-    d.json(HOST, &["destroy", "m1"]);
+    d.json(&["destroy", "m1"]);
     let text = scrape(&client, &url).await;
     assert!(!text.contains(r#"sandbox="m1""#), "{text}");
     assert_eq!(sample(&text, "sandbox_host_sandboxes", &[]), Some(0.0));
@@ -199,8 +190,5 @@ async fn metrics_parse_and_match_usage_and_follow_the_sandboxes() {
 
 #[test]
 fn metrics_on_a_non_loopback_address_need_the_flag() {
-    let out = serve_refused(HOST, &["--metrics", "0.0.0.0:0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--metrics-allow-remote"), "{stderr}");
+    Serve::assert_refused(&["--metrics", "0.0.0.0:0"], "--metrics-allow-remote");
 }

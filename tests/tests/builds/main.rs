@@ -1,43 +1,62 @@
-//! The build sandbox, with real cargo on the real kernel: an attacking build script and
-//! library, a build that never ends, the build's own start cost.
-
-mod common;
+//! The `builds` test binary: the build sandbox, with real cargo on the real kernel: an
+//! attacking build script and library, a build that never ends, the build's own start cost.
+//!
+//! Why one binary of its own: these tests run cargo builds (minutes of CPU on this machine's
+//! two cores) and one checks that no build-script process is left anywhere in the test
+//! process's tree, which another test's build (a `host demo`, a reload from a crate) running
+//! at the same time in the same process would upset.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{compiler, test_app};
-
-/// The files the attacker tries to leave behind on the host.
-const HOST_TMP_FILE: &str = "/tmp/sandbox-evil-build-wrote-this";
+use e2e::prelude::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attacking_build_reaches_nothing() {
-    let _ = std::fs::remove_file(HOST_TMP_FILE);
     let original = test_app("evil_build");
     let _ = std::fs::remove_file(original.join("pwned"));
-    let _ = std::fs::remove_file(common::root().join("sandbox_abi/pwned"));
-    // A TCP listener and a Unix socket the build script tries to reach.
-    let tcp = std::net::TcpListener::bind("127.0.0.1:47811").expect("bind 127.0.0.1:47811");
+    let _ = std::fs::remove_file(root().join("sandbox_abi/pwned"));
+    // A TCP listener (an ephemeral port) and a Unix socket the build script tries to reach,
+    // and the host file it tries to write, unique to this run: the build script reads them
+    // from its crate's `src/lib.rs` (the plan line, rewritten here).
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     tcp.set_nonblocking(true).unwrap();
-    let sock_path = "/tmp/sandbox-evil-build.sock";
-    let _ = std::fs::remove_file(sock_path);
-    let unix = std::os::unix::net::UnixListener::bind(sock_path).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let tag = testkit::unique_id("sandbox-evil-build");
+    let sock_path = format!("/tmp/{tag}.sock");
+    let host_tmp_file = format!("/tmp/{tag}-wrote-this");
+    let unix = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
     unix.set_nonblocking(true).unwrap();
+    let plan = format!("tcp={port} unix={sock_path} host_tmp={host_tmp_file}");
+    let source = std::fs::read_to_string(original.join("src/lib.rs")).unwrap();
+    let planned = source
+        .lines()
+        .map(|l| match l.strip_prefix("// probe-plan: ") {
+            Some(_) => format!("// probe-plan: {plan}"),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(planned, source, "no probe-plan line in {}", original.display());
 
     let err = compiler()
-        .build(&original)
+        .build_source(&original, &planned)
         .await
         .expect_err("include_str!(\"/etc/shadow\") must not compile");
     let diagnostics = err.to_string();
     eprintln!("{diagnostics}");
+    // The build script read this run's plan.
+    assert!(
+        diagnostics.contains(&format!("probe plan: {plan}")),
+        "{diagnostics}"
+    );
     // The build script ran (its probes reported) and every probe failed. (Its write to /tmp
     // lands in the build's private /tmp: the host's /tmp is checked below.)
     for probe in [
         "shadow",
         "list_root",
         "tcp",
-        "unix /tmp/sandbox-evil-build.sock",
+        &format!("unix {sock_path}"),
         "unix /run/sandbox-host/host.sock",
         "write_original_crate",
         "write_dependency",
@@ -52,9 +71,9 @@ async fn an_attacking_build_reaches_nothing() {
     // The library's include_str! failed for lack of the file, not for lack of permission only.
     assert!(diagnostics.contains("/etc/shadow"), "{diagnostics}");
     // Nothing was written, nothing reached the listeners.
-    assert!(!std::path::Path::new(HOST_TMP_FILE).exists());
+    assert!(!std::path::Path::new(&host_tmp_file).exists());
     assert!(!original.join("pwned").exists());
-    assert!(!common::root().join("sandbox_abi/pwned").exists());
+    assert!(!root().join("sandbox_abi/pwned").exists());
     assert!(
         tcp.accept().is_err(),
         "a connection reached the TCP listener"
@@ -64,7 +83,7 @@ async fn an_attacking_build_reaches_nothing() {
         let _ = s.read_to_end(&mut buf);
         panic!("a connection reached the Unix socket: {buf:?}");
     }
-    let _ = std::fs::remove_file(sock_path);
+    let _ = std::fs::remove_file(&sock_path);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,24 +104,24 @@ async fn a_build_that_never_ends_is_stopped_at_its_wall_time_limit() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
     // No process of the build is left behind.
     assert!(
-        !common::tree(std::process::id() as i32)
+        !tree(std::process::id() as i32)
             .iter()
             .any(|&p| std::fs::read_to_string(format!("/proc/{p}/comm"))
                 .is_ok_and(|c| c.starts_with("build-script"))),
         "a build script outlived its build"
     );
     // The compiler builds on afterwards.
-    let built = compiler().build(&common::demo_app()).await.unwrap();
+    let built = compiler().build(&demo_app()).await.unwrap();
     assert!(built.lib.is_file());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_reuses_the_cache_and_only_the_library_leaves() {
     let c = compiler();
-    let first = c.build(&common::demo_app()).await.unwrap();
+    let first = c.build(&demo_app()).await.unwrap();
     let started = Instant::now();
-    let source = common::demo_source_answering(77);
-    let second = c.build_source(&common::demo_app(), &source).await.unwrap();
+    let source = demo_source_answering(77);
+    let second = c.build_source(&demo_app(), &source).await.unwrap();
     let took = started.elapsed();
     eprintln!(
         "build {} ms, source rebuild {} ms (wall {took:?})",
@@ -120,13 +139,13 @@ async fn a_rebuild_reuses_the_cache_and_only_the_library_leaves() {
 
 #[test]
 fn without_cargo_the_error_says_a_toolchain_is_needed() {
-    let runtime = common::scratch();
-    let out = std::process::Command::new(common::HOST)
+    let runtime = scratch();
+    let out = std::process::Command::new(host())
         .args(["demo", "--provider", "mock"])
         .env("XDG_RUNTIME_DIR", runtime.path())
         .env(
             "SANDBOX_APPS_TARGET_DIR",
-            common::root().join("target/apps"),
+            root().join("target/apps"),
         )
         .env("PATH", "/usr/sbin:/sbin")
         .env_remove("CARGO")
@@ -153,7 +172,7 @@ fn without_cargo_the_error_says_a_toolchain_is_needed() {
 async fn the_build_sandbox_starts_quickly() {
     let tc = appbuild::toolchain::Toolchain::find().unwrap();
     let cargo = tc.sysroot.join("bin/cargo");
-    let dir = common::scratch();
+    let dir = scratch();
     let mut plain = Vec::new();
     let mut boxed = Vec::new();
     for i in 0..7 {
@@ -169,7 +188,7 @@ async fn the_build_sandbox_starts_quickly() {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&target).unwrap();
         let job = appbuild::sandbox::Job {
-            shim_exe: common::HOST.into(),
+            shim_exe: host().into(),
             mountpoint: root,
             target_dir: target,
             binds: Vec::new(),

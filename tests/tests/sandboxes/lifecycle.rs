@@ -1,16 +1,15 @@
 //! The sandbox lifecycle through the library: create, call, reload, rollback, destroy.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use sandbox::{AppSource, ReloadSource, SandboxError, SandboxSpec};
+use e2e::prelude::*;
+use e2e::manager::create_app;
+use sandbox::{AppSource, Level, Limits, ReloadSource, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answer_41_then_source_reload_42_then_rollback_41() {
-    let (m, state) = manager();
+    let m = manager();
     let info = m
         .create("life-1", SandboxSpec::new(AppSource::Crate(demo_app())))
         .await
@@ -53,7 +52,7 @@ async fn answer_41_then_source_reload_42_then_rollback_41() {
     m.destroy("life-1").await.unwrap();
     m.settled().await;
     // Prepared runners of the pool (`pool.*`) wait there for the next sandbox.
-    let left: Vec<_> = std::fs::read_dir(state.path().join("sandboxes"))
+    let left: Vec<_> = std::fs::read_dir(m.state.path().join("sandboxes"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -64,7 +63,7 @@ async fn answer_41_then_source_reload_42_then_rollback_41() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_binary_again_is_no_change_and_a_duplicate_id_is_refused() {
-    let (m, _state) = manager();
+    let m = manager();
     let lib = built("sandbox_app").await;
     m.create("same-1", SandboxSpec::new(AppSource::Library(lib.clone())))
         .await
@@ -97,7 +96,7 @@ async fn the_same_binary_again_is_no_change_and_a_duplicate_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_kept_by_the_app_survives_a_reload() {
-    let (m, _state) = manager();
+    let m = manager();
     let v41 = built("sandbox_app").await;
     let v42 = demo_lib_answering(42).await;
     m.create("count-1", SandboxSpec::new(AppSource::Library(v41)))
@@ -126,14 +125,14 @@ async fn a_counter_kept_by_the_app_survives_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
-    let (m, state) = manager();
+    let m = manager();
     m.create(
         "bad-1",
         SandboxSpec::new(AppSource::Library(built("sandbox_app").await)),
     )
     .await
     .unwrap();
-    let garbage = state.path().join("garbage.so");
+    let garbage = m.state.path().join("garbage.so");
     std::fs::write(&garbage, b"definitely not an ELF file").unwrap();
     let cases = [
         (built("wrong_abi_app").await, "ABI version 999"),
@@ -163,16 +162,7 @@ async fn bad_libraries_are_refused_and_the_old_version_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_library_whose_load_hangs_times_out_and_the_old_version_serves() {
-    let (mut m, _state) = manager();
-    let _ = &mut m;
-    let (m, _state2) = {
-        let state = scratch();
-        let mut config = sandbox::ManagerConfig::new(HOST);
-        config.state_dir = state.path().join("sandboxes");
-        config.compiler = compiler();
-        config.reload_timeout = Duration::from_millis(300);
-        (sandbox::Manager::new(config).unwrap(), state)
-    };
+    let m = manager_with(|c| c.reload_timeout = Duration::from_millis(300));
     m.create(
         "hang-1",
         SandboxSpec::new(AppSource::Library(built("sandbox_app").await)),
@@ -196,7 +186,7 @@ async fn a_library_whose_load_hangs_times_out_and_the_old_version_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_under_a_stream_of_concurrent_calls_lose_no_call() {
-    let (m, _state) = manager();
+    let m = manager();
     let libs = [built("sandbox_app").await, demo_lib_answering(42).await];
     m.create(
         "stream-1",
@@ -251,16 +241,8 @@ async fn twenty_reloads_under_a_stream_of_concurrent_calls_lose_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_leaves_no_process_and_no_directory() {
-    let (m, _state) = manager();
-    let info = m
-        .create(
-            "gone-1",
-            in_test_cgroup(SandboxSpec::new(AppSource::Library(
-                built("sandbox_app").await,
-            ))),
-        )
-        .await
-        .unwrap();
+    let m = manager();
+    let info = create_app(&m, "gone-1", "sandbox_app", Limits::default(), Level::Standard).await;
     m.spawn_workers("gone-1", 3).await.unwrap();
     let pids = tree(info.pid);
     assert_eq!(pids.len(), 6, "init + app process + 4 workers: {pids:?}");
@@ -278,16 +260,8 @@ async fn destroy_leaves_no_process_and_no_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counts_real_processes_and_reports_versions() {
-    let (m, _state) = manager();
-    let info = m
-        .create(
-            "use-1",
-            in_test_cgroup(SandboxSpec::new(AppSource::Library(
-                built("sandbox_app").await,
-            ))),
-        )
-        .await
-        .unwrap();
+    let m = manager();
+    let info = create_app(&m, "use-1", "sandbox_app", Limits::default(), Level::Standard).await;
     // Where the start spent its time, phase by phase; the runner's own phases lie within
     // the host's view of them.
     let t = info.startup;

@@ -4,19 +4,15 @@
 //! text shown as text (never run); the token checked; a non-loopback address refused without
 //! one. Saves a screenshot (docs/dashboard.png with UPDATE_SCREENSHOT=1).
 
-mod common;
-#[path = "common/served.rs"]
-mod serve;
-
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use common::*;
+use e2e::prelude::*;
+use e2e::serve::Serve;
 use serde_json::{Value, json};
-use serve::{Served, serve_refused, wait_until};
+use testkit::ChildGuard;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -31,11 +27,7 @@ fn http() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_requires_its_token_and_changes_nothing() {
-    let d = Served::start(
-        HOST,
-        &["--ui", "127.0.0.1:0", "--ui-token", "T0ken-for-tests"],
-        &["dashboard"],
-    );
+    let d = Serve::start(&["--ui", "127.0.0.1:0", "--ui-token", "T0ken-for-tests"]);
     let url = d.url("dashboard").unwrap();
     let c = http();
     let status = |r: reqwest::Response| r.status().as_u16();
@@ -108,15 +100,12 @@ async fn the_dashboard_requires_its_token_and_changes_nothing() {
 
 #[test]
 fn a_non_loopback_dashboard_needs_a_token() {
-    let out = serve_refused(HOST, &["--ui", "0.0.0.0:0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--ui-token"), "{stderr}");
+    Serve::assert_refused(&["--ui", "0.0.0.0:0"], "--ui-token");
 }
 
 /// A chromedriver with one headless Chromium session; dropping it ends both.
 struct Browser {
-    driver: Child,
+    _driver: ChildGuard,
     base: String,
     session: String,
     client: reqwest::Client,
@@ -125,22 +114,21 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        // chromedriver must be told its port: a free one, taken just before it starts.
+        let port = testkit::http::free_port();
+        let driver = ChildGuard::new(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let base = format!("http://127.0.0.1:{port}");
         let client = http();
         let mut browser = Browser {
-            driver,
+            _driver: driver,
             base,
             session: String::new(),
             client,
@@ -216,16 +204,7 @@ impl Browser {
 
     /// Polls `script` until it returns true or `timeout` passes.
     async fn until(&self, timeout: Duration, script: &str) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.eval(script).await == Value::Bool(true) {
-                return true;
-            }
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_async(timeout, async || self.eval(script).await == Value::Bool(true)).await
     }
 
     async fn screenshot(&self, to: &Path) {
@@ -261,8 +240,7 @@ impl Drop for Browser {
             })
             .join();
         }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Then the driver goes with its guard.
     }
 }
 
@@ -305,7 +283,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     let lib = built("sandbox_app").await;
     let scratch = scratch();
     let hostile = hostile_named_lib(scratch.path()).await;
-    let d = Served::start(HOST, &["--ui", "127.0.0.1:0"], &["dashboard"]);
+    let d = Serve::start(&["--ui", "127.0.0.1:0"]);
     let url = d.url("dashboard").unwrap();
     let browser = Browser::start().await;
     browser.goto(&url).await;
@@ -320,7 +298,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     );
 
     // A new sandbox is listed within 2 s of being created.
-    d.create(HOST, "web1", &lib, &["--max-memory", "256M"]);
+    d.create("web1", &lib, &["--max-memory", "256M"]);
     let created = std::time::Instant::now();
     assert!(
         browser.until(Duration::from_secs(2), LISTED).await,
@@ -345,37 +323,17 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
                      return !!l && JSON.parse(l).web1 !== undefined;";
     assert!(browser.until(Duration::from_secs(3), has_value).await);
     let before = last_processes(&browser.eval(last).await).expect("no process value for web1");
-    d.json(HOST, &["workers", "web1", "--add", "25"]);
+    d.json(&["workers", "web1", "--add", "25"]);
     let mut now = before;
-    let risen = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            now = last_processes(&browser.eval(last).await).unwrap_or(now);
-            if now >= before + 25.0 || std::time::Instant::now() > deadline {
-                break now >= before + 25.0;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let risen = wait_until_async(Duration::from_secs(10), async || {
+        now = last_processes(&browser.eval(last).await).unwrap_or(now);
+        now >= before + 25.0
+    })
+    .await;
     assert!(risen, "process chart went from {before} to {now}");
 
     // The anomaly skill, offline with the mock provider, raises a warning notification.
-    let operate = d.host(
-        HOST,
-        &[
-            "operate",
-            "web1",
-            "--skill",
-            "anomaly",
-            "--provider",
-            "mock",
-        ],
-    );
-    assert!(
-        operate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&operate.stderr)
-    );
+    d.ok(&["operate", "web1", "--skill", "anomaly", "--provider", "mock"]);
     let notified = "return [...document.querySelectorAll('#timeline li')].some(li => \
                     li.dataset.event === 'operator.notification' && \
                     li.textContent.includes('warning'));";
@@ -402,7 +360,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     println!("screenshot: {}", shot.display());
 
     // App-controlled text (its self-declared name and version) is shown, never run.
-    d.create(HOST, "hostile1", &hostile, &[]);
+    d.create("hostile1", &hostile, &[]);
     let shown = "return [...document.querySelectorAll('#sandboxes tr[data-id=\"hostile1\"] td')]\
                  .some(td => td.textContent.includes('<img src=x onerror='));";
     assert!(
@@ -420,8 +378,8 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
         Value::Bool(true),
         "app-controlled text was run as markup"
     );
-    d.json(HOST, &["destroy", "hostile1"]);
-    d.json(HOST, &["destroy", "web1"]);
+    d.json(&["destroy", "hostile1"]);
+    d.json(&["destroy", "web1"]);
     assert!(
         browser
             .until(

@@ -4,48 +4,19 @@
 //! versions, restart counts, crash state and the isolation report must stay what the host and
 //! init observed; the only fields the app can set are the ones labelled as its own word.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use sandbox::{AppSource, Level, SandboxSpec, Status};
+use e2e::prelude::*;
+use e2e::manager::create_app;
+use e2e::report::{first_entry, mechanisms};
+use sandbox::{Level, Limits, Status};
 use serde_json::{Value, json};
-
-fn mechanisms(isolation: &Value) -> Vec<(String, bool)> {
-    isolation["mechanisms"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|e| {
-                    (
-                        e["mechanism"].as_str().unwrap_or_default().to_string(),
-                        e["applied"].as_bool().unwrap_or(false),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_frames_change_nothing_the_host_observed() {
-    let (m, _state) = manager();
-    let _cleanup = Cleanup(m.clone());
-    let forger = built("forger_app").await;
-    let spec = in_test_cgroup(
-        SandboxSpec::new(AppSource::Library(forger.clone())).with_isolation(Level::Standard),
-    );
-    let info = m.create("forger", spec).await.expect("create the forger");
-    let neighbour = m
-        .create(
-            "neighbour",
-            in_test_cgroup(SandboxSpec::new(AppSource::Library(
-                built("hostile_app").await,
-            ))),
-        )
-        .await
-        .expect("create the neighbour");
+    let m = manager();
+    let info = create_app(&m, "forger", "forger_app", Limits::default(), Level::Standard).await;
+    let neighbour = hostile(&m, "neighbour", Limits::default(), Level::Standard).await;
 
     // The constructor forged answers to `load` and `init` before the real ones: at most the
     // app's own claims (labelled so) can be forged, never the isolation report.
@@ -66,13 +37,7 @@ async fn forged_frames_change_nothing_the_host_observed() {
             assert!(applied, "{mechanism} must be applied: {report}");
         }
     }
-    let seccomp = info.isolation["mechanisms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["mechanism"] == "seccomp")
-        .unwrap()["detail"]
-        .to_string();
+    let seccomp = first_entry(&info.isolation, "seccomp")["detail"].to_string();
     assert!(seccomp.contains("[kernel: Seccomp: 2]"), "{seccomp}");
 
     // The flood: 300 000 forged frames on every descriptor, and 4 MiB on stderr.
@@ -133,17 +98,8 @@ async fn forged_frames_change_nothing_the_host_observed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_what_init_observed_not_a_frame() {
-    let (m, _state) = manager();
-    let _cleanup = Cleanup(m.clone());
-    let info = m
-        .create(
-            "honest",
-            in_test_cgroup(SandboxSpec::new(AppSource::Library(
-                built("forger_app").await,
-            ))),
-        )
-        .await
-        .unwrap();
+    let m = manager();
+    let info = create_app(&m, "honest", "forger_app", Limits::default(), Level::Standard).await;
     // Init and the app process are two processes; init never mapped the app's library.
     assert_ne!(info.app_pid, 0);
     assert_ne!(info.app_pid, info.pid);
@@ -160,7 +116,7 @@ async fn a_crash_is_what_init_observed_not_a_frame() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let restarted = eventually(Duration::from_secs(10), async || {
+    let restarted = wait_until_async(Duration::from_secs(10), async || {
         m.info("honest")
             .await
             .is_ok_and(|i| i.restart_count == 1 && i.status == Status::Running)
