@@ -236,4 +236,3 @@ fn vm_rss_kb() -> Option<u64> {
 fn pss_kb(pid: i32) -> Option<u64> {
     proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss")
 }
-

@@ -198,8 +198,9 @@ impl ChildGuard {
         let mut child = self.child.take().expect("the child was taken");
         if status.is_none() {
             let _ = child.kill();
-            let _ = child.wait();
         }
+        // Reaps it (or returns the status already reaped).
+        let _ = child.wait();
         status
     }
 
@@ -230,7 +231,12 @@ mod tests {
     #[test]
     fn a_child_is_in_our_tree_alive_and_gone_after_its_guard() {
         let me = std::process::id() as i32;
-        let guard = ChildGuard::new(std::process::Command::new("sleep").arg("30").spawn().unwrap());
+        let guard = ChildGuard::new(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         let pid = guard.pid();
         assert!(alive(pid));
         assert!(tree(me).contains(&pid));
@@ -247,10 +253,15 @@ mod tests {
     fn a_terminated_child_reports_its_signal() {
         use std::os::unix::process::ExitStatusExt;
         let mut guard = ChildGuard::terminate(
-            std::process::Command::new("sleep").arg("30").spawn().unwrap(),
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
             Duration::from_secs(5),
         );
-        let status = guard.stop_with(libc::SIGTERM, Duration::from_secs(5)).unwrap();
+        let status = guard
+            .stop_with(libc::SIGTERM, Duration::from_secs(5))
+            .unwrap();
         assert_eq!(status.signal(), Some(libc::SIGTERM));
     }
 

@@ -11,8 +11,7 @@ pub mod report;
 pub mod serve;
 
 pub use testkit::{
-    alive, cgroup_v2, is_root, scratch, scratch_with_mode, skip, tree, wait_until,
-    wait_until_async,
+    alive, cgroup_v2, is_root, scratch, scratch_with_mode, skip, tree, wait_until, wait_until_async,
 };
 
 /// What most test modules use: `use e2e::prelude::*;`.

@@ -37,7 +37,12 @@ async fn an_attacking_build_reaches_nothing() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    assert_ne!(planned, source, "no probe-plan line in {}", original.display());
+    assert_ne!(
+        planned,
+        source,
+        "no probe-plan line in {}",
+        original.display()
+    );
 
     let err = compiler()
         .build_source(&original, &planned)
@@ -143,10 +148,7 @@ fn without_cargo_the_error_says_a_toolchain_is_needed() {
     let out = std::process::Command::new(host())
         .args(["demo", "--provider", "mock"])
         .env("XDG_RUNTIME_DIR", runtime.path())
-        .env(
-            "SANDBOX_APPS_TARGET_DIR",
-            root().join("target/apps"),
-        )
+        .env("SANDBOX_APPS_TARGET_DIR", root().join("target/apps"))
         .env("PATH", "/usr/sbin:/sbin")
         .env_remove("CARGO")
         .output()

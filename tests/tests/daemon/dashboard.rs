@@ -204,7 +204,10 @@ impl Browser {
 
     /// Polls `script` until it returns true or `timeout` passes.
     async fn until(&self, timeout: Duration, script: &str) -> bool {
-        wait_until_async(timeout, async || self.eval(script).await == Value::Bool(true)).await
+        wait_until_async(timeout, async || {
+            self.eval(script).await == Value::Bool(true)
+        })
+        .await
     }
 
     async fn screenshot(&self, to: &Path) {
@@ -333,7 +336,14 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     assert!(risen, "process chart went from {before} to {now}");
 
     // The anomaly skill, offline with the mock provider, raises a warning notification.
-    d.ok(&["operate", "web1", "--skill", "anomaly", "--provider", "mock"]);
+    d.ok(&[
+        "operate",
+        "web1",
+        "--skill",
+        "anomaly",
+        "--provider",
+        "mock",
+    ]);
     let notified = "return [...document.querySelectorAll('#timeline li')].some(li => \
                     li.dataset.event === 'operator.notification' && \
                     li.textContent.includes('warning'));";

@@ -66,11 +66,7 @@ fn flood(socket: &Path, bytes: usize) -> std::thread::JoinHandle<()> {
 fn raise_fd_limit(n: u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    let want = n.min(if is_root() {
-        n
-    } else {
-        hard
-    });
+    let want = n.min(if is_root() { n } else { hard });
     setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).unwrap();
 }
 
@@ -84,11 +80,7 @@ fn long_lines_floods_and_idle_connections_stay_bounded_and_neighbours_are_served
 
     // 48 clients each sending a 15 MB line without a newline.
     let floods: Vec<_> = (0..48).map(|_| flood(&d.socket, 15 << 20)).collect();
-    assert_eq!(
-        d.call_answer("n"),
-        41,
-        "served during the flood"
-    );
+    assert_eq!(d.call_answer("n"), 41, "served during the flood");
     for f in floods {
         f.join().unwrap();
     }
@@ -100,11 +92,7 @@ fn long_lines_floods_and_idle_connections_stay_bounded_and_neighbours_are_served
         .filter_map(|_| UnixStream::connect(&d.socket).ok())
         .collect();
     assert!(idle.len() >= 1000, "{} connected", idle.len());
-    assert_eq!(
-        d.call_answer("n"),
-        41,
-        "served past 2000 idle"
-    );
+    assert_eq!(d.call_answer("n"), 41, "served past 2000 idle");
     drop(idle);
 
     // 256 connections each stuck in the middle of a request: the next one is refused
@@ -172,4 +160,3 @@ fn long_lines_floods_and_idle_connections_stay_bounded_and_neighbours_are_served
         .count();
     assert!(lines < 500, "{lines} log lines");
 }
-

@@ -89,10 +89,7 @@ fn a_client_sends_nothing_to_a_server_of_another_uid() {
         return;
     }
     let dir = scratch_with_mode(0o777);
-    let server = runnable_copy(
-        Path::new(env!("CARGO_BIN_EXE_e2e-fake-server")),
-        dir.path(),
-    );
+    let server = runnable_copy(Path::new(env!("CARGO_BIN_EXE_e2e-fake-server")), dir.path());
     let socket = dir.path().join("host.sock");
     let report = dir.path().join("report");
     let mut fake = as_nobody(&server);

@@ -175,4 +175,3 @@ fn reload_watch_rebuilds_on_save_and_survives_a_broken_build() {
     assert!(printed, "{}", std::fs::read_to_string(&out_path).unwrap());
     drop(watch);
 }
-

@@ -201,4 +201,3 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
     }
     assert_eq!(second.json(&["list"]), serde_json::json!([]));
 }
-

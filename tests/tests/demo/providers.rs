@@ -279,4 +279,3 @@ fn a_model_that_only_answers_in_prose_gives_no_verdict() {
 fn a_provider_failing_after_its_retries_gives_no_verdict() {
     no_verdict_for_every_vendor(Fault::ServerError, &|_| "the provider failed: ".into());
 }
-

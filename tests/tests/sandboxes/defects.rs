@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::prelude::*;
 use e2e::manager::create_app;
+use e2e::prelude::*;
 use sandbox::{Level, Limits, Manager, ReloadSource, SandboxError, SandboxInfo, Status};
 use serde_json::{Value, json};
 use testkit::proc::{processes_of, uid_of};
@@ -62,11 +62,7 @@ async fn a_reload_past_its_timeout_leaves_the_old_version(id: &str, restore_ms: 
         m.run(id, "answer", Value::Null, None).await.unwrap(),
         json!(41)
     );
-    std::fs::write(
-        work_dir(&before).join("restore_ms"),
-        restore_ms.to_string(),
-    )
-    .unwrap();
+    std::fs::write(work_dir(&before).join("restore_ms"), restore_ms.to_string()).unwrap();
 
     let started = Instant::now();
     let err = m

@@ -18,17 +18,22 @@ async fn faulty_at(m: &sandbox::Manager, id: &str, level: Level) -> sandbox::San
     m.create(id, spec).await.unwrap()
 }
 
+/// What a failed call must have been.
+type Expected = fn(&SandboxError) -> bool;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_call_is_an_error_and_the_sandbox_keeps_serving() {
     let m = manager();
     faulty(&m, "panic-1").await;
-    let cases: [(&str, fn(&SandboxError) -> bool); 4] = [
-        ("panic", |e| {
-            matches!(e, SandboxError::AppPanicked(msg) if msg == "deliberate panic")
-        }),
-        ("fail", |e| {
-            matches!(e, SandboxError::AppError(msg) if msg == "deliberate failure")
-        }),
+    let cases: [(&str, Expected); 4] = [
+        (
+            "panic",
+            |e| matches!(e, SandboxError::AppPanicked(msg) if msg == "deliberate panic"),
+        ),
+        (
+            "fail",
+            |e| matches!(e, SandboxError::AppError(msg) if msg == "deliberate failure"),
+        ),
         ("bad_json", |e| e.to_string().contains("invalid JSON")),
         ("missing", |e| matches!(e, SandboxError::UnknownFunction(_))),
     ];
@@ -241,8 +246,14 @@ fn killing_the_host_kills_its_runners_within_a_second() {
     let workers = tree(runner);
     assert!(workers.len() >= 2 && alive(runner));
     let holder_pid = holder.pid();
-    assert!(holder.stop_with(libc::SIGKILL, Duration::from_secs(5)).is_some());
-    wait_until(Duration::from_secs(1), || workers.iter().all(|&p| !alive(p)));
+    assert!(
+        holder
+            .stop_with(libc::SIGKILL, Duration::from_secs(5))
+            .is_some()
+    );
+    wait_until(Duration::from_secs(1), || {
+        workers.iter().all(|&p| !alive(p))
+    });
     for pid in workers {
         assert!(!alive(pid), "pid {pid} outlived its host");
     }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use e2e::prelude::*;
 use e2e::manager::create_app;
+use e2e::prelude::*;
 use sandbox::{AppSource, Level, Limits, ReloadSource, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
 
@@ -242,7 +242,14 @@ async fn twenty_reloads_under_a_stream_of_concurrent_calls_lose_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_leaves_no_process_and_no_directory() {
     let m = manager();
-    let info = create_app(&m, "gone-1", "sandbox_app", Limits::default(), Level::Standard).await;
+    let info = create_app(
+        &m,
+        "gone-1",
+        "sandbox_app",
+        Limits::default(),
+        Level::Standard,
+    )
+    .await;
     m.spawn_workers("gone-1", 3).await.unwrap();
     let pids = tree(info.pid);
     assert_eq!(pids.len(), 6, "init + app process + 4 workers: {pids:?}");
@@ -261,7 +268,14 @@ async fn destroy_leaves_no_process_and_no_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counts_real_processes_and_reports_versions() {
     let m = manager();
-    let info = create_app(&m, "use-1", "sandbox_app", Limits::default(), Level::Standard).await;
+    let info = create_app(
+        &m,
+        "use-1",
+        "sandbox_app",
+        Limits::default(),
+        Level::Standard,
+    )
+    .await;
     // Where the start spent its time, phase by phase; the runner's own phases lie within
     // the host's view of them.
     let t = info.startup;

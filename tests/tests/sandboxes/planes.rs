@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::prelude::*;
 use e2e::manager::create_app;
+use e2e::prelude::*;
 use e2e::report::{first_entry, mechanisms};
 use sandbox::{Level, Limits, Status};
 use serde_json::{Value, json};
@@ -15,7 +15,14 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_frames_change_nothing_the_host_observed() {
     let m = manager();
-    let info = create_app(&m, "forger", "forger_app", Limits::default(), Level::Standard).await;
+    let info = create_app(
+        &m,
+        "forger",
+        "forger_app",
+        Limits::default(),
+        Level::Standard,
+    )
+    .await;
     let neighbour = hostile(&m, "neighbour", Limits::default(), Level::Standard).await;
 
     // The constructor forged answers to `load` and `init` before the real ones: at most the
@@ -99,7 +106,14 @@ async fn forged_frames_change_nothing_the_host_observed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_what_init_observed_not_a_frame() {
     let m = manager();
-    let info = create_app(&m, "honest", "forger_app", Limits::default(), Level::Standard).await;
+    let info = create_app(
+        &m,
+        "honest",
+        "forger_app",
+        Limits::default(),
+        Level::Standard,
+    )
+    .await;
     // Init and the app process are two processes; init never mapped the app's library.
     assert_ne!(info.app_pid, 0);
     assert_ne!(info.app_pid, info.pid);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use e2e::prelude::*;
 use e2e::report::first_entry;
-use sandbox::{Level, Limits, Manager, SandboxInfo};
 use e2e::serve::Serve;
+use sandbox::{Level, Limits, Manager, SandboxInfo};
 use serde_json::{Value, json};
 use testkit::proc::{children, uid_of};
 
