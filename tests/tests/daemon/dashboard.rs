@@ -30,28 +30,35 @@ async fn the_dashboard_requires_its_token_and_changes_nothing() {
     let d = Serve::start(&["--ui", "127.0.0.1:0", "--ui-token", "T0ken-for-tests"]);
     let url = d.url("dashboard").unwrap();
     let c = http();
-    let status = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(status(c.get(&url).send().await.unwrap()), 401);
-    let wrong = c
-        .get(&url)
-        .bearer_auth("T0ken-for-test")
+    let get = async |url: &str, token: Option<&str>| {
+        let request = c.get(url);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
         .send()
         .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    // Refusals carry the security headers too.
-    assert_eq!(wrong.headers()["x-content-type-options"], "nosniff");
-    let q = format!("{url}?token=wrong");
-    assert_eq!(status(c.get(&q).send().await.unwrap()), 401);
+        .unwrap()
+    };
     let events = format!("{url}events");
-    assert_eq!(status(c.get(&events).send().await.unwrap()), 401);
+    let wrong_query = format!("{url}?token=wrong");
+    for (target, token) in [
+        (&url, None),
+        (&url, Some("T0ken-for-test")),
+        (&wrong_query, None),
+        (&events, None),
+    ] {
+        let refused = get(target, token).await;
+        assert_eq!(refused.status(), 401, "{target} with {token:?}");
+        // Refusals carry the security headers too.
+        assert_eq!(
+            refused.headers()["x-content-type-options"],
+            "nosniff",
+            "{target}"
+        );
+    }
 
-    let ok = c
-        .get(&url)
-        .bearer_auth("T0ken-for-tests")
-        .send()
-        .await
-        .unwrap();
+    let ok = get(&url, Some("T0ken-for-tests")).await;
     assert_eq!(ok.status(), 200);
     let h = ok.headers().clone();
     let csp = h["content-security-policy"].to_str().unwrap();
@@ -60,11 +67,7 @@ async fn the_dashboard_requires_its_token_and_changes_nothing() {
     assert_eq!(h["x-content-type-options"], "nosniff");
 
     // ?token= once, then the cookie it sets.
-    let first = c
-        .get(format!("{url}?token=T0ken-for-tests"))
-        .send()
-        .await
-        .unwrap();
+    let first = get(&format!("{url}?token=T0ken-for-tests"), None).await;
     assert_eq!(first.status(), 200);
     let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));

@@ -29,24 +29,51 @@ fn reported_cgroups(value: &Value, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// What a daemon's sandboxes hold on the machine.
+struct Held {
+    /// Every process of their trees.
+    pids: Vec<i32>,
+    /// Their directories.
+    dirs: Vec<PathBuf>,
+    /// The cgroups their runners are in that the daemon is not in.
+    cgroups: Vec<PathBuf>,
+    /// The cgroups their isolation reports name.
+    reported: Vec<PathBuf>,
+}
+
+/// Creates sandboxes `ids` of the demo app in daemon `d`, each with two more workers.
+fn hold(d: &Serve, ids: &[&str]) -> Held {
+    let lib = block_on(built("sandbox_app"));
+    let mut held = Held {
+        pids: Vec::new(),
+        dirs: Vec::new(),
+        cgroups: Vec::new(),
+        reported: Vec::new(),
+    };
+    for id in ids {
+        d.json(&["create", id, "--lib", lib.to_str().unwrap()]);
+        d.json(&["workers", id, "--add", "2"]);
+        let info = d.json(&["info", id]);
+        let runner = info["pid"].as_i64().unwrap() as i32;
+        held.pids.extend(tree(runner));
+        held.dirs.push(PathBuf::from(info["dir"].as_str().unwrap()));
+        reported_cgroups(&info["isolation"], &mut held.reported);
+        held.cgroups.extend(own_cgroups(runner, d.pid()));
+    }
+    held
+}
+
 /// Creates sandboxes, stops the daemon with `signal`, and checks nothing is left: no
 /// process, sandbox directory, cgroup, socket or lock file.
 fn shutdown_leaves_nothing(signal: libc::c_int, ids: &[&str]) {
     let mut d = Serve::start(&[]);
-    let lib = block_on(built("sandbox_app"));
-    let mut pids = Vec::new();
-    let mut dirs = Vec::new();
-    let mut cgroups = Vec::new();
-    for id in ids {
-        d.json(&["create", id, "--lib", lib.to_str().unwrap()]);
-        d.ok(&["workers", id, "--add", "2"]);
-        let info = d.json(&["info", id]);
-        let runner = info["pid"].as_i64().unwrap() as i32;
-        pids.extend(tree(runner));
-        dirs.push(PathBuf::from(info["dir"].as_str().unwrap()));
-        reported_cgroups(&info["isolation"], &mut cgroups);
-        cgroups.extend(own_cgroups(runner, d.pid()));
-    }
+    let Held {
+        pids,
+        dirs,
+        mut cgroups,
+        reported,
+    } = hold(&d, ids);
+    cgroups.extend(reported);
     assert!(pids.len() >= 3 * ids.len(), "{pids:?}");
     assert!(dirs.iter().all(|dir| dir.is_dir()), "{dirs:?}");
 
@@ -119,17 +146,12 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
     // Without a pool, so that each sandbox's directory and cgroup carry its id and the counts
     // below are exact (prepared runners' `pool.*` directories are swept the same way).
     let mut first = Serve::start_in(dir.path(), &["--pool", "0"]);
-    let lib = block_on(built("sandbox_app"));
-    let (mut pids, mut dirs, mut cgroups) = (Vec::new(), Vec::new(), Vec::new());
-    for id in ["dead-a", "dead-b"] {
-        first.json(&["create", id, "--lib", lib.to_str().unwrap()]);
-        first.json(&["workers", id, "--add", "2"]);
-        let info = first.json(&["info", id]);
-        let runner = info["pid"].as_i64().unwrap() as i32;
-        pids.extend(tree(runner));
-        dirs.push(PathBuf::from(info["dir"].as_str().unwrap()));
-        cgroups.extend(own_cgroups(runner, first.pid()));
-    }
+    let Held {
+        pids,
+        dirs,
+        cgroups,
+        ..
+    } = hold(&first, &["dead-a", "dead-b"]);
     let dead_pid = first.pid();
     let state = first.state.clone();
     let store = state.with_file_name("state.libs");
