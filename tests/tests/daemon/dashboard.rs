@@ -177,20 +177,21 @@ impl Browser {
         browser
     }
 
+    /// Sends a WebDriver request; returns the `value` of its JSON answer.
+    async fn value(request: reqwest::RequestBuilder) -> Value {
+        let mut answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].take()
+    }
+
     async fn post(&self, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
-        let r: Value = self
-            .client
-            .post(&url)
-            .timeout(Duration::from_secs(60))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["value"].clone()
+        Browser::value(
+            self.client
+                .post(&url)
+                .timeout(Duration::from_secs(60))
+                .json(&body),
+        )
+        .await
     }
 
     async fn goto(&self, url: &str) {
@@ -215,17 +216,9 @@ impl Browser {
 
     async fn screenshot(&self, to: &Path) {
         let url = format!("{}/session/{}/screenshot", self.base, self.session);
-        let r: Value = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let value = Browser::value(self.client.get(&url)).await;
         let png = base64::engine::general_purpose::STANDARD
-            .decode(r["value"].as_str().unwrap())
+            .decode(value.as_str().unwrap())
             .unwrap();
         assert!(png.starts_with(b"\x89PNG"));
         std::fs::write(to, png).unwrap();
