@@ -37,7 +37,9 @@ die() { echo "$me: FAILED: $*" >&2; echo "cgroup v2: 0 passed, 1 failed, 0 skipp
 log() { echo "$me: $*" >&2; }
 
 # ---------------------------------------------------------------------------------------------
-# The test binaries and filters run in the guest: NAME|PACKAGE|TEST TARGET|libtest args.
+# The test binaries and filters run in the guest: NAME|PACKAGE|TEST TARGET|libtest args
+# (e2e's `sandboxes` binary holds the containment, escape and lifecycle tests as modules: a
+# filter per module runs exactly those, each in a run of its own).
 # cgroup_real: every cgroup file, limit, usage counter and OOM count on the real kernel.
 # namespaces_real: the spawn path's namespaces (user namespace when not root).
 # containment: sandboxes made by the manager, limits read back (pids.max, memory, cpu.max),
@@ -54,9 +56,9 @@ log() { echo "$me: $*" >&2; }
 TESTS=(
   "cgroup_real|isolation|cgroup_real|"
   "namespaces_real|isolation|namespaces_real|"
-  "containment|e2e|containment|"
-  "escape|e2e|escape|"
-  "lifecycle|e2e|lifecycle|destroy_leaves_no_process_and_no_directory"
+  "containment|e2e|sandboxes|containment::"
+  "escape|e2e|sandboxes|escape::"
+  "lifecycle|e2e|sandboxes|lifecycle::destroy_leaves_no_process_and_no_directory"
 )
 
 # ---------------------------------------------------------------------------------------------

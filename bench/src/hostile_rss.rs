@@ -6,71 +6,25 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use testkit::proc::status_kb;
 
-use crate::stats::skipped;
-
-/// Kills and reaps `host serve` when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::serve::{Serve, release_host};
+use crate::stats::blocking;
 
 /// Measures, or says why it could not.
 pub async fn measure(root: &Path) -> Value {
     let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || try_measure(&root).unwrap_or_else(skipped))
-        .await
-        .unwrap_or_else(|e| skipped(format!("hostile load task failed: {e}")))
-}
-
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    blocking("hostile load", move || try_measure(&root)).await
 }
 
 fn try_measure(root: &Path) -> Result<Value, String> {
-    let host = root.join("target/release/host");
-    if !host.is_file() {
-        return Err("target/release/host is not built (scripts/bench.sh builds it)".into());
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("sandbox-bench-rss-")
-        .tempdir_in("/var/tmp")
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let socket = tmp.path().join("host.sock");
-    let serve = Serve(
-        Command::new(&host)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(tmp.path().join("sandboxes"))
-            .env("SANDBOX_HOST_SOCKET", &socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start `host serve`: {e}"))?,
-    );
-    let pid = serve.0.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            return Err("`host serve` did not create its socket within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let before = status_kb(pid, "VmRSS:").ok_or("no VmRSS")?;
+    let host = release_host(root)?;
+    let serve = Serve::start(&host, "sandbox-bench-rss-", "info", &[])?;
+    let (pid, socket) = (serve.pid(), serve.socket.clone());
+    let before = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
     // 48 unterminated 15 MB lines, written as far as the daemon reads them.
     let chunk = vec![b'x'; 1 << 20];
     let mut long: Vec<UnixStream> = Vec::new();
@@ -89,12 +43,12 @@ fn try_measure(root: &Path) -> Result<Value, String> {
     let idle: Vec<UnixStream> = (0..1000)
         .filter_map(|_| UnixStream::connect(&socket).ok())
         .collect();
-    let loaded = status_kb(pid, "VmRSS:").ok_or("no VmRSS")?;
+    let loaded = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
     drop(long);
     drop(idle);
     std::thread::sleep(Duration::from_millis(500));
-    let after = status_kb(pid, "VmRSS:").ok_or("no VmRSS")?;
-    let peak = status_kb(pid, "VmHWM:").ok_or("no VmHWM")?;
+    let after = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
+    let peak = status_kb(pid, "VmHWM").ok_or("no VmHWM")?;
     Ok(json!({
         "before": before,
         "loaded": loaded,

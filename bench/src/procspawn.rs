@@ -5,6 +5,15 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Pointers to `strings` followed by a null pointer, as `posix_spawn` takes argv and envp.
+fn null_terminated(strings: &[CString]) -> Vec<*mut c_char> {
+    strings
+        .iter()
+        .map(|a| a.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
+}
+
 /// A command ready to be spawned many times.
 #[derive(Debug)]
 pub struct Cmd {
@@ -27,18 +36,7 @@ impl Cmd {
     /// Spawns the command with `posix_spawn`, waits for it, and returns the wall time.
     /// Fails unless it exits with status 0.
     pub fn spawn_wait(&self) -> io::Result<Duration> {
-        let argv: Vec<*mut c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr().cast_mut())
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect();
-        let envp: Vec<*mut c_char> = self
-            .envp
-            .iter()
-            .map(|a| a.as_ptr().cast_mut())
-            .chain(std::iter::once(std::ptr::null_mut()))
-            .collect();
+        let (argv, envp) = (null_terminated(&self.argv), null_terminated(&self.envp));
         let started = Instant::now();
         let mut pid: libc::pid_t = 0;
         // SAFETY: the path, argv and envp are NUL-terminated strings kept alive by `self`,

@@ -3,32 +3,18 @@
 //! `{"skipped": reason}`; nothing is estimated.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::stats::{Pct, skipped};
+use crate::serve::{Serve, release_host};
+use crate::stats::{Pct, blocking};
 
 /// Measures the script `n` times, or says why it could not.
 pub async fn measure(root: &Path, n: usize) -> Value {
     let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || match try_measure(&root, n) {
-        Ok(v) => v,
-        Err(reason) => skipped(reason),
-    })
-    .await
-    .unwrap_or_else(|e| skipped(format!("reload loop task failed: {e}")))
-}
-
-/// Kills and reaps `host serve` when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    blocking("reload loop", move || try_measure(&root, n)).await
 }
 
 fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
@@ -36,10 +22,7 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
     if !script.is_file() {
         return Err("scripts/rebuild-and-reload.sh does not exist yet".into());
     }
-    let host = root.join("target/release/host");
-    if !host.is_file() {
-        return Err("target/release/host is not built (scripts/bench.sh builds it)".into());
-    }
+    let host = release_host(root)?;
     let serve_help = Command::new(&host)
         .args(["serve", "--help"])
         .stdout(Stdio::null())
@@ -53,28 +36,14 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
         .prefix("sandbox-bench-loop-")
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
-    let socket = tmp.path().join("host.sock");
     let crate_dir = tmp.path().join("sandbox_app");
     copy_app(&root.join("sandbox_app"), &crate_dir)?;
+    let serve = Serve::start(&host, "sandbox-bench-loop-", "info", &[])?;
     let host_cmd = |args: &[&str]| {
-        let mut c = Command::new(&host);
-        c.args(args).env("SANDBOX_HOST_SOCKET", &socket);
+        let mut c = serve.client(&host);
+        c.args(args);
         c
     };
-    let _serve = Serve(
-        host_cmd(&["serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start `host serve`: {e}"))?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            return Err("`host serve` did not create its socket within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let id = "bench-loop";
     let crate_arg = crate_dir.to_string_lossy().into_owned();
     run_ok(
@@ -94,7 +63,7 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
         let mut cmd = Command::new(&script);
         cmd.arg(id)
             .arg(&crate_dir)
-            .env("SANDBOX_HOST_SOCKET", &socket);
+            .env("SANDBOX_HOST_SOCKET", &serve.socket);
         let t = Instant::now();
         run_ok(cmd, "rebuild-and-reload.sh")?;
         samples.push(t.elapsed());

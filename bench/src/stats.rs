@@ -62,6 +62,17 @@ pub fn skipped(reason: impl Into<String>) -> Value {
     json!({ "p50": null, "p99": null, "skipped": reason.into() })
 }
 
+/// Runs the blocking measurement `measure` off the runtime: its value, or [`skipped`] with
+/// the reason it gives (or with `what` when its thread failed).
+pub async fn blocking(
+    what: &str,
+    measure: impl FnOnce() -> Result<Value, String> + Send + 'static,
+) -> Value {
+    tokio::task::spawn_blocking(move || measure().unwrap_or_else(skipped))
+        .await
+        .unwrap_or_else(|e| skipped(format!("{what} task failed: {e}")))
+}
+
 /// The p50 of a `{p50, p99}` value, if it was measured.
 pub fn p50_of(v: &Value) -> Option<f64> {
     v.get("p50").and_then(Value::as_f64)

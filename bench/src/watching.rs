@@ -8,13 +8,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::stats::{Pct, round1, skipped};
+use crate::serve::{Serve, release_host};
+use crate::stats::{Pct, blocking, round1};
 
 /// Sandboxes each daemon holds.
 const SANDBOXES: usize = 100;
@@ -22,67 +22,7 @@ const SANDBOXES: usize = 100;
 /// Measures, or says why it could not.
 pub async fn measure(root: &Path, lib: &Path, quick: bool) -> Value {
     let (root, lib) = (root.to_path_buf(), lib.to_path_buf());
-    tokio::task::spawn_blocking(move || match try_measure(&root, &lib, quick) {
-        Ok(v) => v,
-        Err(reason) => skipped(reason),
-    })
-    .await
-    .unwrap_or_else(|e| skipped(format!("watching task failed: {e}")))
-}
-
-/// A `host serve` killed and reaped when dropped, with its scratch directory.
-struct Serve {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SIGTERM first: the daemon destroys its sandboxes on the way out.
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(host: &Path, args: &[&str]) -> Result<Serve, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("sandbox-bench-watch-")
-        .tempdir_in("/var/tmp")
-        .map_err(|e| format!("temp dir: {e}"))?;
-    let socket = dir.path().join("host.sock");
-    let child = Command::new(host)
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start `host serve`: {e}"))?;
-    let serve = Serve {
-        child,
-        socket,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&serve.socket).is_err() {
-        if Instant::now() > deadline {
-            return Err("`host serve` did not come up within 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(serve)
+    blocking("watching", move || try_measure(&root, &lib, quick)).await
 }
 
 /// One request on a connection; the answer's `ok` value.
@@ -114,7 +54,7 @@ fn populate(serve: &Serve, lib: &Path, isolation: &str) -> Result<BufReader<Unix
 }
 
 /// (CPU ticks, RSS in kB) of `pid`.
-fn cpu_and_rss(pid: u32) -> Result<(u64, u64), String> {
+fn cpu_and_rss(pid: i32) -> Result<(u64, u64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -127,18 +67,12 @@ fn cpu_and_rss(pid: u32) -> Result<(u64, u64), String> {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss = testkit::proc::status_kb(pid, "VmRSS").unwrap_or(0);
     Ok((tick(11) + tick(12), rss))
 }
 
 /// CPU percent of one core over `window`, and (RSS before, RSS after) in kB.
-fn observe(pid: u32, window: Duration) -> Result<(f64, u64, u64), String> {
+fn observe(pid: i32, window: Duration) -> Result<(f64, u64, u64), String> {
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let (t0, rss0) = cpu_and_rss(pid)?;
@@ -150,24 +84,23 @@ fn observe(pid: u32, window: Duration) -> Result<(f64, u64, u64), String> {
 }
 
 fn try_measure(root: &Path, lib: &Path, quick: bool) -> Result<Value, String> {
-    let host = root.join("target/release/host");
-    if !host.is_file() {
-        return Err("target/release/host is not built (scripts/bench.sh builds it)".into());
-    }
+    let host = release_host(root)?;
     let window = Duration::from_secs(if quick { 10 } else { 30 });
     // `none` by default (fast to set up); BENCH_WATCH_ISOLATION=standard measures the cgroup
     // path.
     let isolation = std::env::var("BENCH_WATCH_ISOLATION").unwrap_or_else(|_| "none".into());
     let settle = Duration::from_secs(3);
 
-    let idle = start(&host, &[])?;
+    let idle = Serve::start(&host, "sandbox-bench-watch-", "warn", &[])?;
     let _idle_conn = populate(&idle, lib, &isolation)?;
     std::thread::sleep(settle);
-    let (idle_cpu, _, idle_rss) = observe(idle.child.id(), window)?;
+    let (idle_cpu, _, idle_rss) = observe(idle.pid(), window)?;
     drop(idle);
 
-    let watched = start(
+    let watched = Serve::start(
         &host,
+        "sandbox-bench-watch-",
+        "warn",
         &[
             "--watch",
             "--watch-interval",
@@ -176,10 +109,10 @@ fn try_measure(root: &Path, lib: &Path, quick: bool) -> Result<Value, String> {
             "mock",
         ],
     )?;
-    let (_, before_rss) = cpu_and_rss(watched.child.id())?;
+    let (_, before_rss) = cpu_and_rss(watched.pid())?;
     let mut conn = populate(&watched, lib, &isolation)?;
     std::thread::sleep(settle);
-    let (cpu, rss0, rss1) = observe(watched.child.id(), window)?;
+    let (cpu, rss0, rss1) = observe(watched.pid(), window)?;
 
     // Latency: a follower on its own connection; mock operator runs make the events (a
     // snapshot event carries the whole telemetry, so they are the stream's largest).

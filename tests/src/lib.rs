@@ -1,50 +1,28 @@
-//! Shared helpers live in tests/common; this crate's library only holds what the test
-//! binaries in `src/bin` share with the tests.
+//! The e2e package's library: everything its test binaries (`tests/*/main.rs`) and its helper
+//! binaries (`src/bin`) share, compiled once instead of once per test binary. What needs no
+//! product crate (skips, waiting, scratch dirs, processes, cgroups) is in `testkit`; this
+//! library adds what needs the product: the binaries under test, the test apps, managers,
+//! isolation reports, and a real `host serve`.
 
-use std::path::Path;
+pub mod apps;
+pub mod bins;
+pub mod manager;
+pub mod report;
+pub mod serve;
 
-/// The host pid of the process that the pid namespace of `runner` numbers `ns_pid`.
-///
-/// Found from the host side by scanning `/proc`: a process in the same pid namespace as the
-/// runner whose innermost pid (last `NSpid` field) is `ns_pid`. It does not rely on the
-/// process still being in the runner's tree, so a process that escaped the tree is found too.
-pub fn host_pid_in_sandbox(runner: i32, ns_pid: i32) -> Option<i32> {
-    let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let runner_ns = ns_of(runner)?;
-    let innermost = |pid: i32| -> Option<i32> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-        line[6..].split_whitespace().last()?.parse().ok()
+pub use testkit::{
+    alive, cgroup_v2, is_root, scratch, scratch_with_mode, skip, tree, wait_until, wait_until_async,
+};
+
+/// What most test modules use: `use e2e::prelude::*;`.
+pub mod prelude {
+    pub use crate::apps::{
+        built, compiler, demo_app, demo_lib_answering, demo_source_answering, root, test_app,
     };
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|&pid| innermost(pid) == Some(ns_pid) && ns_of(pid).as_ref() == Some(&runner_ns))
-}
-
-/// Whether `pid` is a live (non-zombie) process.
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// The sandbox's working directory as the host can reach it: through the app process's root
-/// (`/proc/PID/root/work`; init is not dumpable) when the sandbox has a root of its own, else
-/// its host directory.
-pub fn work_dir(info: &sandbox::SandboxInfo) -> std::path::PathBuf {
-    let own_root = info.isolation["mechanisms"].as_array().is_some_and(|m| {
-        m.iter()
-            .any(|e| e["mechanism"] == "root" && e["applied"] == true)
-    });
-    if own_root {
-        std::path::PathBuf::from(format!("/proc/{}/root/work", info.app_pid))
-    } else {
-        info.dir.join("work")
-    }
+    pub use crate::bins::host;
+    pub use crate::manager::{Managed, hostile, in_test_cgroup, manager, manager_with, work_dir};
+    pub use testkit::{
+        alive, cgroup_v2, is_root, scratch, scratch_with_mode, skip, tree, wait_until,
+        wait_until_async,
+    };
 }

@@ -14,7 +14,7 @@
 //! runner (`/proc/self/exe`).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sandbox::{AppSource, Level, Limits, Manager, ManagerConfig, SandboxError, SandboxSpec};
 use serde_json::{Value, json};
@@ -63,7 +63,7 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
         }
     };
     let outside = PathBuf::from(plan["outside_dir"].as_str().expect("outside_dir"));
-    let own_file = e2e::work_dir(&info).join("mine.txt");
+    let own_file = e2e::manager::work_dir(&info).join("mine.txt");
     // A program the sandbox may run: a copy of cat in its (read-only, executable) app dir.
     let cat = info.dir.join("app").join("cat");
     std::fs::copy("/usr/bin/cat", &cat).expect("copy cat into the app dir");
@@ -123,7 +123,7 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     let daemon = run("daemon", Value::Null).await;
     let daemon_pid = daemon["ns_pid"]
         .as_i64()
-        .and_then(|ns| e2e::host_pid_in_sandbox(info.pid, ns as i32));
+        .and_then(|ns| e2e::manager::host_pid_in_sandbox(info.pid, ns as i32));
     let alive_before = daemon_pid.is_some_and(e2e::alive);
     let usage = manager.usage(id).await.map_or_else(
         |e| json!({ "error": e.to_string() }),
@@ -132,10 +132,10 @@ async fn attacks(manager: &Manager, lib: PathBuf, plan: &Value) -> Value {
     let own_file_written = std::fs::read_to_string(&own_file).ok();
     manager.destroy(id).await.expect("destroy");
     manager.settled().await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while daemon_pid.is_some_and(e2e::alive) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e2e::wait_until_async(Duration::from_secs(3), async || {
+        !daemon_pid.is_some_and(e2e::alive)
+    })
+    .await;
     results.insert(
         "daemon".into(),
         json!({
