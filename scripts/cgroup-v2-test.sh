@@ -21,7 +21,7 @@
 #    `cgroup v2: N passed, N failed, N skipped`. Exit status 0 only when something ran and
 #    nothing failed. No qemu, no kernel, no guest: a loud failure, never a pass.
 #
-# Skips: a test that cannot run in an environment calls `common::skip(reason)`, which prints
+# Skips: a test that cannot run in an environment calls `testkit::skip(reason)`, which prints
 # `SKIPPED: <test>: <reason>` and appends it to $SANDBOX_TEST_SKIP_FILE; libtest counts such
 # a test as passed, so the skips are subtracted from the passes.
 #
