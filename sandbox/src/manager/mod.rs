@@ -521,9 +521,10 @@ fn install_version(
     })
 }
 
-/// A name part no other daemon or earlier run uses: random, so no counter is shared.
+/// A name part no other daemon or earlier run uses: `<pid>-<random decimal>` (the sweep reads
+/// the pid back to tell a dead daemon's leftovers; random, so no counter is shared).
 fn nonce() -> String {
-    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
+    format!("{}-{}", std::process::id(), rand::random::<u64>())
 }
 
 fn micros(since: Instant) -> u64 {
@@ -544,6 +545,21 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_reads_the_pid_back_from_every_name_a_manager_makes() {
+        let pid = Some(std::process::id() as i32);
+        assert_eq!(
+            crate::sweep::pid_of_state_dir(&format!("id.{}", nonce())),
+            pid
+        );
+        assert_eq!(
+            crate::sweep::pid_of_state_dir(&format!("pool.{}", nonce())),
+            pid
+        );
+        let cgroup = format!("{}id-{}", isolation::cgroups::SANDBOX_PREFIX, nonce());
+        assert_eq!(crate::sweep::pid_of_cgroup(&cgroup), pid, "{cgroup}");
+    }
 
     #[test]
     fn a_limit_above_the_hosts_hard_limit_is_refused_not_lowered() {
