@@ -81,6 +81,9 @@ pub enum SandboxError {
     /// The isolation level could not be met.
     #[error("isolation: {0}")]
     Isolation(String),
+    /// No uid of its own could be leased for the sandbox.
+    #[error("isolation: {0}")]
+    Uid(#[from] crate::uids::UidError),
     /// The kernel refused an isolation mechanism the level needs.
     #[error("isolation: {0}")]
     Kernel(#[from] isolation::IsolationError),
@@ -135,7 +138,9 @@ impl SandboxError {
                 "spawn_failed"
             }
             SandboxError::InitFailed(_) => "init_failed",
-            SandboxError::Isolation(_) | SandboxError::Kernel(_) => "isolation",
+            SandboxError::Isolation(_) | SandboxError::Kernel(_) | SandboxError::Uid(_) => {
+                "isolation"
+            }
             SandboxError::Io { .. } => "io",
             SandboxError::Protocol(_) => "protocol",
         }

@@ -15,6 +15,7 @@ pub mod procfs;
 pub mod ratelimit;
 pub mod spawn;
 pub mod sweep;
+pub mod uids;
 
 pub use error::SandboxError;
 pub use manager::{

@@ -30,6 +30,9 @@ pub struct ManagerConfig {
     pub pool_size: usize,
     /// The largest library a sandbox may load, in bytes (`--max-lib-size`).
     pub max_lib_size: u64,
+    /// Where sandbox uids are leased, machine-wide ([`crate::uids::DEFAULT_DIR`] on a root
+    /// host); `None` on a non-root host, whose sandboxes all run as itself.
+    pub uid_leases: Option<PathBuf>,
 }
 
 impl ManagerConfig {
@@ -50,6 +53,7 @@ impl ManagerConfig {
             events: EventBus::default(),
             pool_size: pool_size_from_env(),
             max_lib_size: crate::library::DEFAULT_MAX_SIZE,
+            uid_leases: is_root().then(|| PathBuf::from(crate::uids::DEFAULT_DIR)),
         }
     }
 }

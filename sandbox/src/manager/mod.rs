@@ -39,6 +39,7 @@ use isolation::{
 use proto::runner::{ErrorKind, Event, InitReady, Loaded, Reloaded, Request, WorkerList};
 
 use crate::spawn::{self, SpawnRequest, Spawner};
+use crate::uids::{Leased, Uids};
 use proto::runner::ABORT_EXIT;
 mod boot;
 mod config;
@@ -69,10 +70,9 @@ pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
 /// Most initial workers an app may ask for (its table's word).
 const MAX_INITIAL_WORKERS: u32 = 256;
 /// First uid (and gid) of the range a root host runs its sandboxes as: each sandbox gets one
-/// of its own, so no two sandboxes share per-user kernel limits, and none is the host's root.
-pub const SANDBOX_ID_BASE: u32 = 1_600_000_000;
-/// How many ids the range holds.
-pub const SANDBOX_ID_SPAN: u32 = 1 << 16;
+/// of its own, unique on the machine (see [`crate::uids`]), so no two sandboxes share
+/// per-user kernel limits, and none is the host's root.
+pub const SANDBOX_ID_BASE: u32 = crate::uids::FIRST;
 
 /// Owns every sandbox of this host.
 #[derive(Debug, Clone)]
@@ -84,7 +84,10 @@ pub struct Manager {
 struct Inner {
     config: ManagerConfig,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
-    /// The next default id offset in the sandbox id range.
+    /// Where sandbox uids come from: leases unique on the machine (root), else a counter
+    /// (a non-root host runs every sandbox as itself; the number is never switched to).
+    uids: Option<Uids>,
+    /// The counter of a non-root host.
     next_ids: AtomicU32,
     /// What destroyed sandboxes left to remove (cgroups, directories), still being removed.
     cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -106,7 +109,8 @@ impl Manager {
         Ok(Manager {
             inner: Arc::new(Inner {
                 sandboxes: Mutex::new(HashMap::new()),
-                next_ids: AtomicU32::new(std::process::id() % SANDBOX_ID_SPAN),
+                uids: config.uid_leases.clone().map(Uids::new),
+                next_ids: AtomicU32::new(0),
                 cleanups: Mutex::new(Vec::new()),
                 pool: Pool::default(),
                 libraries: Libraries::new(config.max_lib_size),
@@ -127,8 +131,19 @@ impl Manager {
     }
 
     /// The next uid (and gid) of the sandbox id range.
-    fn next_sandbox_id(&self) -> u32 {
-        SANDBOX_ID_BASE + self.inner.next_ids.fetch_add(1, Ordering::Relaxed) % SANDBOX_ID_SPAN
+    /// A uid for a new sandbox or prepared runner, and the lease that holds it (dropped with
+    /// the sandbox's record, once its processes are dead).
+    fn take_uid(&self) -> Result<(u32, Option<Leased>), SandboxError> {
+        match &self.inner.uids {
+            Some(uids) => {
+                let lease = uids.take()?;
+                Ok((lease.uid(), Some(lease)))
+            }
+            None => {
+                let n = self.inner.next_ids.fetch_add(1, Ordering::Relaxed);
+                Ok((SANDBOX_ID_BASE + n % crate::uids::SPAN, None))
+            }
+        }
     }
 
     /// The stream of what happens to this manager's sandboxes.
@@ -176,17 +191,20 @@ impl Manager {
             return Err(SandboxError::AlreadyExists(id.to_string()));
         }
         let _creating = Creating::enter(&self.inner.pool.creating);
-        let prepared = self.take_prepared(&spec);
-        let (dir, ids) = match &prepared {
-            Some(p) => (p.dir.clone(), p.ids),
+        let mut prepared = self.take_prepared(&spec);
+        let (dir, ids, uid_lease) = match &mut prepared {
+            Some(p) => (p.dir.clone(), p.ids, p.uid_lease.take()),
             None => {
                 let dir = self
                     .inner
                     .config
                     .state_dir
                     .join(format!("{id}.{}", nonce()));
-                let uid = spec.uid.unwrap_or_else(|| self.next_sandbox_id());
-                (dir, (uid, spec.gid.unwrap_or(uid)))
+                let (uid, lease) = match spec.uid {
+                    Some(uid) => (uid, None),
+                    None => self.take_uid()?,
+                };
+                (dir, (uid, spec.gid.unwrap_or(uid)), lease)
             }
         };
         let sandbox = Arc::new(Sandbox {
@@ -211,6 +229,7 @@ impl Manager {
             cgroup: Mutex::new(None),
             cgroup_entry: Mutex::new(None),
             ids,
+            _uid_lease: uid_lease,
             own_root: AtomicBool::new(false),
             pid_ns: AtomicBool::new(false),
             app_exit: Mutex::new(None),

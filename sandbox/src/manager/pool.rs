@@ -85,6 +85,8 @@ pub(super) struct Prepared {
     booted: Option<Booted>,
     pub dir: PathBuf,
     pub ids: (u32, u32),
+    /// The lease of its uid, moved to the sandbox that takes it.
+    pub uid_lease: Option<crate::uids::Leased>,
 }
 
 impl Prepared {
@@ -275,7 +277,7 @@ impl Manager {
         ] {
             std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
         }
-        let id = self.next_sandbox_id();
+        let (id, uid_lease) = self.take_uid()?;
         let ids = (id, id);
         let limits = Limits::default();
         let booted = async {
@@ -303,6 +305,7 @@ impl Manager {
                 booted: Some(booted),
                 dir,
                 ids,
+                uid_lease,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);

@@ -61,6 +61,9 @@ pub(super) struct Sandbox {
     pub(super) cgroup: Mutex<Option<Arc<Cgroup>>>,
     /// The uid and gid its processes run as when the host is root.
     pub(super) ids: (u32, u32),
+    /// The lease of its uid (none for `--uid`, or on a non-root host): returned when the
+    /// record goes, after its processes are dead.
+    pub(super) _uid_lease: Option<crate::uids::Leased>,
     /// Whether the current runner lives in a root of its own (then it names its library by
     /// the fixed in-sandbox path, not the host's).
     pub(super) own_root: AtomicBool,

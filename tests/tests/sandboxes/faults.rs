@@ -210,8 +210,12 @@ async fn a_crash_looping_worker_marks_the_sandbox_crashed() {
         .await
         .unwrap_err();
     assert!(matches!(err, SandboxError::Crashed { .. }), "{err:?}");
-    // An explicit restart brings it back (the worker still crashes, so remove the trigger).
-    std::fs::remove_file(work.join("crashloop")).unwrap();
+    // An explicit restart brings it back. Crashed, it was stopped: its disk (a tmpfs of its
+    // runner's mount namespace) went with it, and the trigger with the disk.
+    assert!(
+        !work.join("crashloop").exists(),
+        "a crashed sandbox kept running"
+    );
     m.restart("loop-1").await.unwrap();
     assert_eq!(
         m.run("loop-1", "answer", Value::Null, None).await.unwrap(),

@@ -18,6 +18,7 @@ mod lifecycle;
 mod planes;
 mod pool;
 mod start_failures;
+mod tenants;
 
 /// The library finds the binaries cargo built for these tests.
 #[test]
