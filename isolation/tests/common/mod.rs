@@ -200,57 +200,17 @@ pub fn cs(s: &str) -> CString {
     CString::new(s).unwrap()
 }
 
+#[allow(unused_imports)] // each test binary uses a part of this module
+pub use testkit::{cgroup::cgroup_parent, skip};
+
 /// Whether the test process is root.
 pub fn root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    testkit::is_root()
 }
 
-/// A process-unique id for cgroup names.
+/// A process-unique id for cgroup names (`it-<tag>-…`).
 pub fn unique_id(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "it-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Env var naming a file to which skipped tests append their `SKIPPED:` line (one per test);
-/// `scripts/cgroup-v2-test.sh` and `.ci/run` count them.
-pub const SKIP_FILE_ENV: &str = "SANDBOX_TEST_SKIP_FILE";
-
-/// Records that the calling test cannot run here and why: prints `SKIPPED: <test>: <reason>`
-/// to stdout and appends the same line to `$SANDBOX_TEST_SKIP_FILE`. The caller then returns
-/// (libtest counts it as passed; the scripts subtract the skips).
-pub fn skip(reason: &str) {
-    let thread = std::thread::current();
-    let name = thread.name().unwrap_or("?");
-    let line = format!("SKIPPED: {name}: {reason}\n");
-    print!("{line}");
-    if let Some(path) = std::env::var_os(SKIP_FILE_ENV).filter(|p| !p.is_empty()) {
-        use std::io::Write;
-        // O_APPEND: one write(2) per line, so parallel tests and processes do not interleave.
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-}
-
-/// Env var with the cgroup parent (`--cgroup-parent`) the cgroup tests put their cgroups
-/// under: a delegated cgroup v2 subtree when not root. Unset: the detected default.
-pub const CGROUP_PARENT_ENV: &str = "SANDBOX_TEST_CGROUP_PARENT";
-
-/// The cgroup parent from [`CGROUP_PARENT_ENV`].
-pub fn cgroup_parent() -> Option<std::path::PathBuf> {
-    std::env::var_os(CGROUP_PARENT_ENV)
-        .filter(|p| !p.is_empty())
-        .map(Into::into)
+    testkit::unique_id(&format!("it-{tag}"))
 }
 
 /// A sandbox's app and private directories, `<base>/app` and `<base>/private`, in a fresh
