@@ -20,11 +20,11 @@ pub async fn measure(root: &Path) -> Value {
     blocking("hostile load", move || try_measure(&root)).await
 }
 
-fn try_measure(root: &Path) -> Result<Value, String> {
+fn try_measure(root: &Path) -> anyhow::Result<Value> {
     let host = release_host(root)?;
     let serve = Serve::start(&host, "sandbox-bench-rss-", "info", &[])?;
     let (pid, socket) = (serve.pid(), serve.socket.clone());
-    let before = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
+    let before = status_kb(pid, "VmRSS").ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     // 48 unterminated 15 MB lines, written as far as the daemon reads them.
     let chunk = vec![b'x'; 1 << 20];
     let mut long: Vec<UnixStream> = Vec::new();
@@ -43,12 +43,12 @@ fn try_measure(root: &Path) -> Result<Value, String> {
     let idle: Vec<UnixStream> = (0..1000)
         .filter_map(|_| UnixStream::connect(&socket).ok())
         .collect();
-    let loaded = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
+    let loaded = status_kb(pid, "VmRSS").ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     drop(long);
     drop(idle);
     std::thread::sleep(Duration::from_millis(500));
-    let after = status_kb(pid, "VmRSS").ok_or("no VmRSS")?;
-    let peak = status_kb(pid, "VmHWM").ok_or("no VmHWM")?;
+    let after = status_kb(pid, "VmRSS").ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let peak = status_kb(pid, "VmHWM").ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
     Ok(json!({
         "before": before,
         "loaded": loaded,

@@ -2,6 +2,7 @@
 //! against a real `host serve`. Every step that is missing or fails makes the result
 //! `{"skipped": reason}`; nothing is estimated.
 
+use anyhow::Context;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -17,10 +18,12 @@ pub async fn measure(root: &Path, n: usize) -> Value {
     blocking("reload loop", move || try_measure(&root, n)).await
 }
 
-fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
+fn try_measure(root: &Path, n: usize) -> anyhow::Result<Value> {
     let script = root.join("scripts/rebuild-and-reload.sh");
     if !script.is_file() {
-        return Err("scripts/rebuild-and-reload.sh does not exist yet".into());
+        return Err(anyhow::anyhow!(
+            "scripts/rebuild-and-reload.sh does not exist yet"
+        ));
     }
     let host = release_host(root)?;
     let serve_help = Command::new(&host)
@@ -28,14 +31,16 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", host.display()))?;
+        .with_context(|| format!("cannot run {}", host.display()))?;
     if !serve_help.success() {
-        return Err("`host serve` is not implemented yet (the script needs it)".into());
+        return Err(anyhow::anyhow!(
+            "`host serve` is not implemented yet (the script needs it)"
+        ));
     }
     let tmp = tempfile::Builder::new()
         .prefix("sandbox-bench-loop-")
         .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?;
+        .context("temp dir")?;
     let crate_dir = tmp.path().join("sandbox_app");
     copy_app(&root.join("sandbox_app"), &crate_dir)?;
     let serve = Serve::start(&host, "sandbox-bench-loop-", "info", &[])?;
@@ -51,7 +56,7 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
         "host create",
     )?;
     let lib_rs = crate_dir.join("src/lib.rs");
-    let original = std::fs::read_to_string(&lib_rs).map_err(|e| e.to_string())?;
+    let original = std::fs::read_to_string(&lib_rs)?;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let answer = if i % 2 == 0 { 42 } else { 41 };
@@ -59,7 +64,7 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
             "pub const ANSWER: i64 = 41;",
             &format!("pub const ANSWER: i64 = {answer};"),
         );
-        std::fs::write(&lib_rs, edited).map_err(|e| e.to_string())?;
+        std::fs::write(&lib_rs, edited)?;
         let mut cmd = Command::new(&script);
         cmd.arg(id)
             .arg(&crate_dir)
@@ -72,15 +77,15 @@ fn try_measure(root: &Path, n: usize) -> Result<Value, String> {
     Ok(Pct::of_ms(&samples).to_json())
 }
 
-fn run_ok(mut cmd: Command, what: &str) -> Result<(), String> {
+fn run_ok(mut cmd: Command, what: &str) -> anyhow::Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{what}: {e}"))?;
+        .with_context(|| what.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -90,10 +95,10 @@ fn run_ok(mut cmd: Command, what: &str) -> Result<(), String> {
 
 /// Copies the demo app's manifest and sources so they build from `to`, with the path to
 /// `sandbox_abi` made absolute and the package renamed.
-fn copy_app(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to.join("src")).map_err(|e| e.to_string())?;
-    std::fs::copy(from.join("src/lib.rs"), to.join("src/lib.rs")).map_err(|e| e.to_string())?;
-    let manifest = std::fs::read_to_string(from.join("Cargo.toml")).map_err(|e| e.to_string())?;
+fn copy_app(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to.join("src"))?;
+    std::fs::copy(from.join("src/lib.rs"), to.join("src/lib.rs"))?;
+    let manifest = std::fs::read_to_string(from.join("Cargo.toml"))?;
     let abi = from.join("../sandbox_abi");
     // Renamed: a crate named `sandbox_app` at another path, built in the shared apps target
     // directory, would overwrite the real one's `libsandbox_app.so`, which cargo then
@@ -104,5 +109,5 @@ fn copy_app(from: &Path, to: &Path) -> Result<(), String> {
             &format!("path = \"{}\"", abi.display()),
         )
         .replace("name = \"sandbox_app\"", "name = \"bench_loop_app\"");
-    std::fs::write(to.join("Cargo.toml"), manifest).map_err(|e| e.to_string())
+    std::fs::write(to.join("Cargo.toml"), manifest).map_err(anyhow::Error::from)
 }

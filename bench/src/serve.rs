@@ -2,6 +2,7 @@
 //! private socket and state directory, ready once its socket answers, stopped when dropped
 //! (SIGTERM, so that it destroys its sandboxes, then SIGKILL).
 
+use anyhow::Context;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,11 +27,11 @@ impl Serve {
         prefix: &str,
         rust_log: &str,
         args: &[&str],
-    ) -> Result<Serve, String> {
+    ) -> anyhow::Result<Serve> {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in("/var/tmp")
-            .map_err(|e| format!("temp dir: {e}"))?;
+            .context("temp dir")?;
         let socket = dir.path().join("host.sock");
         let child = Command::new(host)
             .arg("serve")
@@ -45,7 +46,7 @@ impl Serve {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start `host serve`: {e}"))?;
+            .context("cannot start `host serve`")?;
         let mut serve = Serve {
             child: ChildGuard::terminate(child, Duration::from_secs(15)),
             socket,
@@ -55,7 +56,7 @@ impl Serve {
             serve.child.exited().is_some() || UnixStream::connect(&serve.socket).is_ok()
         });
         if !up || serve.child.exited().is_some() {
-            return Err("`host serve` did not come up within 20 s".into());
+            return Err(anyhow::anyhow!("`host serve` did not come up within 20 s"));
         }
         Ok(serve)
     }
@@ -74,11 +75,13 @@ impl Serve {
 }
 
 /// The release host binary under `root`, or why it cannot be used.
-pub fn release_host(root: &Path) -> Result<PathBuf, String> {
+pub fn release_host(root: &Path) -> anyhow::Result<PathBuf> {
     let host = root.join("target/release/host");
     if host.is_file() {
         Ok(host)
     } else {
-        Err("target/release/host is not built (scripts/bench.sh builds it)".into())
+        Err(anyhow::anyhow!(
+            "target/release/host is not built (scripts/bench.sh builds it)"
+        ))
     }
 }

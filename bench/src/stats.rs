@@ -66,9 +66,9 @@ pub fn skipped(reason: impl Into<String>) -> Value {
 /// the reason it gives (or with `what` when its thread failed).
 pub async fn blocking(
     what: &str,
-    measure: impl FnOnce() -> Result<Value, String> + Send + 'static,
+    measure: impl FnOnce() -> anyhow::Result<Value> + Send + 'static,
 ) -> Value {
-    tokio::task::spawn_blocking(move || measure().unwrap_or_else(skipped))
+    tokio::task::spawn_blocking(move || measure().unwrap_or_else(|e| skipped(format!("{e:#}"))))
         .await
         .unwrap_or_else(|e| skipped(format!("{what} task failed: {e}")))
 }

@@ -6,6 +6,7 @@
 //! their differences, and the latency from an event's `time` (stamped at emit, ms precision,
 //! truncated: latencies are over-, never under-stated) to a `follow` reader receiving it.
 
+use anyhow::Context;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -26,23 +27,21 @@ pub async fn measure(root: &Path, lib: &Path, quick: bool) -> Value {
 }
 
 /// One request on a connection; the answer's `ok` value.
-fn ask(conn: &mut BufReader<UnixStream>, request: &Value) -> Result<Value, String> {
+fn ask(conn: &mut BufReader<UnixStream>, request: &Value) -> anyhow::Result<Value> {
     let mut line = request.to_string();
     line.push('\n');
-    conn.get_mut()
-        .write_all(line.as_bytes())
-        .map_err(|e| e.to_string())?;
+    conn.get_mut().write_all(line.as_bytes())?;
     let mut answer = String::new();
-    conn.read_line(&mut answer).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&answer).map_err(|e| format!("{e}: {answer}"))?;
+    conn.read_line(&mut answer)?;
+    let v: Value = serde_json::from_str(&answer).with_context(|| format!("answer: {answer}"))?;
     match v.get("ok") {
         Some(ok) => Ok(ok.clone()),
-        None => Err(format!("{request} failed: {answer}")),
+        None => Err(anyhow::anyhow!("{request} failed: {answer}")),
     }
 }
 
-fn populate(serve: &Serve, lib: &Path, isolation: &str) -> Result<BufReader<UnixStream>, String> {
-    let mut conn = BufReader::new(UnixStream::connect(&serve.socket).map_err(|e| e.to_string())?);
+fn populate(serve: &Serve, lib: &Path, isolation: &str) -> anyhow::Result<BufReader<UnixStream>> {
+    let mut conn = BufReader::new(UnixStream::connect(&serve.socket)?);
     for i in 0..SANDBOXES {
         let spec = json!({"app": {"library": lib}, "isolation": isolation});
         ask(
@@ -54,8 +53,8 @@ fn populate(serve: &Serve, lib: &Path, isolation: &str) -> Result<BufReader<Unix
 }
 
 /// (CPU ticks, RSS in kB) of `pid`.
-fn cpu_and_rss(pid: i32) -> Result<(u64, u64), String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+fn cpu_and_rss(pid: i32) -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -72,7 +71,7 @@ fn cpu_and_rss(pid: i32) -> Result<(u64, u64), String> {
 }
 
 /// CPU percent of one core over `window`, and (RSS before, RSS after) in kB.
-fn observe(pid: i32, window: Duration) -> Result<(f64, u64, u64), String> {
+fn observe(pid: i32, window: Duration) -> anyhow::Result<(f64, u64, u64)> {
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let (t0, rss0) = cpu_and_rss(pid)?;
@@ -83,7 +82,7 @@ fn observe(pid: i32, window: Duration) -> Result<(f64, u64, u64), String> {
     Ok(((t1 - t0) as f64 / hz / wall * 100.0, rss0, rss1))
 }
 
-fn try_measure(root: &Path, lib: &Path, quick: bool) -> Result<Value, String> {
+fn try_measure(root: &Path, lib: &Path, quick: bool) -> anyhow::Result<Value> {
     let host = release_host(root)?;
     let window = Duration::from_secs(if quick { 10 } else { 30 });
     // `none` by default (fast to set up); BENCH_WATCH_ISOLATION=standard measures the cgroup
@@ -116,14 +115,12 @@ fn try_measure(root: &Path, lib: &Path, quick: bool) -> Result<Value, String> {
 
     // Latency: a follower on its own connection; mock operator runs make the events (a
     // snapshot event carries the whole telemetry, so they are the stream's largest).
-    let mut follower =
-        BufReader::new(UnixStream::connect(&watched.socket).map_err(|e| e.to_string())?);
+    let mut follower = BufReader::new(UnixStream::connect(&watched.socket)?);
     follower
         .get_mut()
-        .write_all(b"{\"op\":\"events\",\"follow\":true,\"last\":0}\n")
-        .map_err(|e| e.to_string())?;
+        .write_all(b"{\"op\":\"events\",\"follow\":true,\"last\":0}\n")?;
     let mut header = String::new();
-    follower.read_line(&mut header).map_err(|e| e.to_string())?;
+    follower.read_line(&mut header)?;
     let runs = if quick { 50 } else { 200 };
     let reader = std::thread::spawn(move || {
         let mut latencies = Vec::new();
@@ -155,7 +152,9 @@ fn try_measure(root: &Path, lib: &Path, quick: bool) -> Result<Value, String> {
             &json!({"op": "operate", "id": "w000", "provider": "mock"}),
         )?;
     }
-    let latencies = reader.join().map_err(|_| "follower thread panicked")?;
+    let latencies = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("follower thread panicked"))?;
     let latency = Pct::of(latencies);
     drop(watched);
 
