@@ -2,8 +2,9 @@
 //! thin clients: the control socket and JSON output (`cli`), the edit -> rebuild -> reload
 //! loop (`reload`), shutdown and restart after a crash (`shutdown`), clients and servers of
 //! other uids (`peers`), hostile clients (`limits`), the event stream (`events`), the
-//! detector (`watch`), the HTTP servers (`metrics`, `dashboard`), and an app's words on the
-//! operator's terminal (`app_text`).
+//! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
+//! slow connections to them (`http_flood`), and an app's words on the operator's terminal
+//! (`app_text`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
@@ -14,6 +15,7 @@ mod app_text;
 mod cli;
 mod dashboard;
 mod events;
+mod http_flood;
 mod limits;
 mod metrics;
 mod peers;
