@@ -314,7 +314,10 @@ async fn connection(
         .max_buf_size(MAX_BUF);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut stopping = false;
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
         tokio::select! {
             result = conn.as_mut() => {

@@ -123,7 +123,7 @@ function renderTable(sample) {
   document.getElementById('count').textContent = '(' + sample.sandboxes.length + ')';
   document.getElementById('omitted').textContent =
     sample.omitted ? sample.omitted + ' more not shown' : '';
-  document.getElementById('sampled').textContent = sample.time ? 'sampled ' + sample.time : '';
+  document.getElementById('sampled').textContent = sample.time ? 'sampled ' + shown(sample.time) : '';
 }
 
 function updateCharts(sample) {
@@ -191,7 +191,7 @@ function describe(e) {
       return 'pid ' + e.pid + ', v' + e.version + ', ' + e.isolation + ', ready in ' + (e.ready_us / 1000).toFixed(1) + ' ms';
     case 'sandbox.reloaded':
       return 'v' + e.from + ' → v' + e.to + ' in ' + (e.load_us / 1000).toFixed(1) + ' ms';
-    case 'sandbox.reload_failed': return 'v' + e.version + ' still serves: ' + e.reason;
+    case 'sandbox.reload_failed': return 'v' + e.version + ' still serves: ' + e.reason + ' (quotes the app)';
     case 'sandbox.rolled_back': return 'v' + e.from + ' → v' + e.to;
     case 'sandbox.workers_added': return '+' + e.count + ', ' + e.total + ' workers';
     case 'sandbox.worker_restarted': return 'worker ' + e.index + ': ' + e.reason;
