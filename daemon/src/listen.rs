@@ -70,6 +70,17 @@ impl HttpServers {
             Some(addr) => Some(bind("ui", addr).await?),
             None => None,
         };
+        if metrics_listener.is_some() || ui_listener.is_some() {
+            let limits = crate::http::ConnLimits::of_process();
+            tracing::info!(
+                "HTTP: at most {} connections per listener, request heads within {:?}, \
+                 stalled answers dropped after {:?}, {} descriptors kept free",
+                limits.max_connections,
+                limits.header_timeout,
+                limits.write_stall,
+                limits.fd_reserve
+            );
+        }
         if let Some(listener) = metrics_listener {
             let addr = listener.local_addr().ok();
             listening.metrics = addr;

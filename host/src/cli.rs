@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{self, Client, ClientArgs, ClientError, failure};
+use crate::output::untrusted;
 use daemon::socket_path;
 use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
@@ -257,7 +258,7 @@ fn one_request_fds(
         .and_then(|mut c| c.request_with_fds(&request, &fds))
         .and_then(|value| {
             if args.json {
-                Ok(value.to_string())
+                Ok(crate::output::json(&value))
             } else {
                 human(value, started.elapsed())
             }
@@ -319,16 +320,9 @@ pub fn run(command: Command) -> ExitCode {
             one_request_fds(&a.client, request, Some(fd), |v, _| {
                 let info: SandboxInfo = decode(v)?;
                 for warning in &info.warnings {
-                    eprintln!("host: warning: {warning}");
+                    crate::output::error_line(&format!("host: warning: {}", untrusted(warning)));
                 }
-                Ok(format!(
-                    "created {}: pid {}, {} v{} (sha256 {})",
-                    info.id,
-                    info.pid,
-                    info.app.name,
-                    info.app.version,
-                    &info.app.sha256[..info.app.sha256.len().min(12)]
-                ))
+                Ok(client::render_created(&info))
             })
         }
         Command::List(a) => one_request(&a, Request::List, |v, _| {
@@ -353,7 +347,7 @@ pub fn run(command: Command) -> ExitCode {
                 args,
                 timeout_ms: a.timeout,
             };
-            one_request(&a.client, request, |v, _| Ok(v.to_string()))
+            one_request(&a.client, request, |v, _| Ok(crate::output::json(&v)))
         }
         Command::Reload(a) => reload(a),
         Command::Rollback(a) => {
@@ -440,24 +434,28 @@ fn operate(a: OperateArgs) -> ExitCode {
         }
     };
     if a.client.json {
-        crate::output::line(&value.to_string());
+        crate::output::line(&crate::output::json(&value));
     } else {
+        // The verdict's words are the model's, which read the app's.
         crate::output::line(&format!(
-            "[operator] state={} summary={:?}\n[operator] notifications={}",
+            "[operator] state={} summary={}\n[operator] notifications={}",
             outcome.state,
-            outcome.summary,
+            untrusted(&outcome.summary).quoted(),
             outcome.notifications.len()
         ));
     }
     if let Some(why) = outcome.no_verdict() {
-        eprintln!("host: {why}");
+        crate::output::error_line(&format!("host: {}", untrusted(&why)));
         return ExitCode::from(1);
     }
     if let Some(err) = &outcome.error {
         if !a.client.json {
-            crate::output::line(&format!("[operator] error={err}"));
+            crate::output::line(&format!("[operator] error={}", untrusted(&err.to_string())));
         }
-        eprintln!("host: operator failed: {err}");
+        crate::output::error_line(&format!(
+            "host: operator failed: {}",
+            untrusted(&err.to_string())
+        ));
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

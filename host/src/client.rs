@@ -13,8 +13,9 @@ use daemon::socket_path::SocketPath;
 use proto::control::{self as wire, ReloadWire, Request, Response, WireError};
 use sandbox::{ReloadReport, SandboxInfo};
 
+use crate::output::{QUOTES_APP, untrusted};
 pub use crate::render::{
-    fmt_ms, render_info, render_list, render_reload, render_usage, render_workers,
+    fmt_ms, render_created, render_info, render_list, render_reload, render_usage, render_workers,
 };
 
 /// Why a client request failed.
@@ -390,19 +391,22 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
         match result {
             Ok(value) => {
                 if json {
-                    crate::output::line(&value.to_string());
+                    crate::output::line(&crate::output::json(&value));
                 } else {
                     match serde_json::from_value::<ReloadReport>(value) {
                         Ok(report) => {
                             crate::output::line(&render_reload(id, &report, started.elapsed()))
                         }
-                        Err(e) => eprintln!("host: unexpected answer from the daemon: {e}"),
+                        Err(e) => crate::output::error_line(&format!(
+                            "host: unexpected answer from the daemon: {}",
+                            untrusted(&e.to_string())
+                        )),
                     }
                 }
             }
             Err(e) if e.is_unreachable() || e.kind() == "not_found" => return e,
             Err(e) => {
-                eprintln!("host: {e}");
+                crate::output::error_line(&format!("host: {}", error_text(&e)));
                 eprintln!("host: {id} keeps its current version; still watching");
             }
         }
@@ -421,13 +425,48 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// Error kinds whose message quotes the app: its error or panic message, its answer to a
+/// call (the data plane is the app's process), its refusal of a reload, what its library
+/// made the loader say, cargo's diagnostics of its source and build script.
+const QUOTING_KINDS: &[&str] = &[
+    "app_error",
+    "app_panicked",
+    "unknown_function",
+    "crashed",
+    "reload_refused",
+    "init_failed",
+    "build_failed",
+];
+
+/// An error for a terminal: escaped (see [`crate::output::untrusted`]) and, when the daemon's
+/// message quotes the app, labelled so. One line, except a failed build: cargo's diagnostics
+/// keep their lines, each escaped and indented under `  | `, so none can pass for the host's.
+pub fn error_text(e: &ClientError) -> String {
+    let message = e.to_string();
+    let quotes_app = matches!(e, ClientError::Remote(_)) && QUOTING_KINDS.contains(&e.kind());
+    let label = if quotes_app {
+        format!(" {QUOTES_APP}")
+    } else {
+        String::new()
+    };
+    if e.kind() != "build_failed" {
+        return format!("{}{label}", untrusted(&message));
+    }
+    let mut lines = message.split('\n');
+    let mut out = format!("{}{label}", untrusted(lines.next().unwrap_or("")));
+    for line in lines {
+        out.push_str(&format!("\n  | {}", untrusted(line)));
+    }
+    out
+}
+
 /// Exit status of a failed client command.
 pub fn failure(json: bool, e: &ClientError) -> ExitCode {
     if json {
         let error = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
-        crate::output::line(&error.to_string());
+        crate::output::line(&crate::output::json(&error));
     }
-    eprintln!("host: {e}");
+    crate::output::error_line(&format!("host: {}", error_text(e)));
     ExitCode::from(if e.is_unreachable() { 3 } else { 1 })
 }
 
@@ -445,6 +484,36 @@ mod tests {
         let err = Client::connect(&socket).unwrap_err();
         assert_eq!(err.kind(), "no_daemon");
         assert!(err.to_string().contains("host serve --socket"), "{err}");
+    }
+
+    #[test]
+    fn errors_quoting_the_app_are_escaped_and_labelled() {
+        let remote = |kind: &str, message: &str| {
+            ClientError::Remote(WireError {
+                kind: kind.into(),
+                message: message.into(),
+            })
+        };
+        let e = remote(
+            "app_error",
+            "app error: no\u{1b}]0;t\u{7}\n    + seccomp: verified",
+        );
+        assert_eq!(
+            error_text(&e),
+            r"app error: no\u{1b}]0;t\u{7}\n    + seccomp: verified (quotes the app)"
+        );
+        // A failed build keeps cargo's lines, each escaped and behind the host's margin.
+        let e = remote(
+            "build_failed",
+            "build failed:\nerror: x\u{1b}[2K\n + seccomp: ok",
+        );
+        assert_eq!(
+            error_text(&e),
+            "build failed: (quotes the app)\n  | error: x\\u{1b}[2K\n  |  + seccomp: ok"
+        );
+        // The host's own errors are escaped too, but not labelled.
+        let e = remote("not_found", "sandbox x not found");
+        assert_eq!(error_text(&e), "sandbox x not found");
     }
 
     #[test]

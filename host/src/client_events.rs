@@ -1,5 +1,8 @@
 //! `host events [ID] [--follow] [--json] [--last N]`: the daemon's event stream on stdout,
-//! one line per event (raw JSON with `--json`, else `time event sandbox key=value…`).
+//! one line per event (JSON with `--json`, else `time event sandbox key=value…`). Events
+//! carry words that are not the host's (an app's refusal of a reload, a model's summary):
+//! every value is shown through [`crate::output::untrusted`], quoted unless it is a plain
+//! word, and a value that quotes the app says so.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -76,7 +79,7 @@ fn stream(a: &EventsArgs) -> Result<(), ClientError> {
             return Err(ClientError::Remote(e));
         }
         if a.client.json {
-            crate::output::line(&text);
+            crate::output::line(&crate::output::json(&value));
         } else {
             crate::output::line(&render_event(&value));
         }
@@ -84,27 +87,54 @@ fn stream(a: &EventsArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Fields that quote the app, by event: a reload's refusal is the new version's own words.
+const QUOTING_FIELDS: &[(&str, &str)] = &[("sandbox.reload_failed", "reason")];
+
 /// One event for humans: `time event sandbox key=value…` (`-` for a daemon-wide event);
 /// a lag marker reads `lagged: N events missed`.
 pub fn render_event(value: &Value) -> String {
     if let Some(n) = value.get("lagged") {
-        return format!("lagged: {n} events missed (this reader fell behind)");
+        return format!(
+            "lagged: {} events missed (this reader fell behind)",
+            crate::output::json(n)
+        );
     }
     let s = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("-");
-    let mut out = format!("{} {} {}", s("time"), s("event"), s("sandbox"));
+    let mut out = format!(
+        "{} {} {}",
+        shown(s("time")),
+        shown(s("event")),
+        shown(s("sandbox"))
+    );
     if let Some(fields) = value.as_object() {
         for (k, v) in fields {
             if matches!(k.as_str(), "seq" | "time" | "event" | "sandbox") {
                 continue;
             }
             let v = match v {
-                Value::String(t) if !t.is_empty() && !t.contains(char::is_whitespace) => t.clone(),
-                other => other.to_string(),
+                Value::String(t) => shown(t),
+                other => crate::output::json(other),
             };
-            out.push_str(&format!(" {k}={v}"));
+            out.push_str(&format!(" {}={v}", shown(k)));
+            if QUOTING_FIELDS.contains(&(s("event"), k.as_str())) {
+                out.push_str(&format!(" {}", crate::output::QUOTES_APP));
+            }
         }
     }
     out
+}
+
+/// A plain word as it is; anything else (spaces, `=`, quotes, controls) quoted and escaped.
+fn shown(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.chars().all(|c| {
+            !c.is_whitespace() && !crate::output::acts_on_terminal(c) && !"\"\\=".contains(c)
+        });
+    if plain {
+        text.to_string()
+    } else {
+        crate::output::untrusted(text).quoted().to_string()
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +153,18 @@ mod tests {
         let e = json!({"time": "t", "event": "detector.held", "reason": "a b"});
         assert_eq!(render_event(&e), "t detector.held - reason=\"a b\"");
         assert!(render_event(&json!({"lagged": 5})).contains("5 events missed"));
+    }
+
+    #[test]
+    fn app_words_in_events_are_escaped_and_labelled() {
+        let e = json!({"time": "t", "event": "sandbox.reload_failed", "sandbox": "a",
+            "reason": "no\u{1b}]0;x\u{7}\n + seccomp: ok", "version": 1});
+        assert_eq!(
+            render_event(&e),
+            r#"t sandbox.reload_failed a reason="no\u{1b}]0;x\u{7}\n + seccomp: ok" (quotes the app) version=1"#
+        );
+        // A word that would forge a field of its own is quoted.
+        let e = json!({"time": "t", "event": "x", "how": "a=b"});
+        assert_eq!(render_event(&e), r#"t x - how="a=b""#);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use operator::{MockProvider, Operator, OperatorConfig, Outcome, Skill};
 use serde_json::{Value, json};
 
+use crate::output::untrusted;
 use proto::spec::valid_id;
 use sandbox::{AppSource, Manager, ManagerConfig, ReloadSource, SandboxError};
 use watch::skill::{PROCESS_THRESHOLD, SandboxSkill};
@@ -131,7 +132,7 @@ pub async fn run(mode: Mode, load: i64, args: DemoArgs) -> ExitCode {
     }
     if args.json {
         report["ok"] = json!(result.is_ok());
-        crate::output::line(&report.to_string());
+        crate::output::line(&crate::output::json(&report));
     }
     ExitCode::from(code)
 }
@@ -149,14 +150,18 @@ impl Printer {
         }
     }
 
+    /// An error: its message may quote the app (an app error, a refused reload, cargo's
+    /// diagnostics) or the model, so it is shown escaped, on one line.
     fn error(&self, e: &DemoError) {
         if !self.error_shown.replace(true) {
             match e {
-                DemoError::Flags(msg) => self.line(&format!("[demo] config error: {msg}")),
-                DemoError::Config(msg) => {
-                    self.line(&format!("[demo] operator config error: {msg}"))
+                DemoError::Flags(msg) => {
+                    self.line(&format!("[demo] config error: {}", untrusted(msg)))
                 }
-                e => self.line(&format!("[demo] error: {e}")),
+                DemoError::Config(msg) => {
+                    self.line(&format!("[demo] operator config error: {}", untrusted(msg)))
+                }
+                e => self.line(&format!("[demo] error: {}", untrusted(&e.to_string()))),
             }
         }
     }
@@ -208,10 +213,10 @@ async fn flow(
     out.line(&format!(
         "[demo] sandbox created: {id} (pid {}, isolation {})",
         info.pid,
-        isolation_label(&info.isolation)
+        untrusted(&isolation_label(&info.isolation))
     ));
     for warning in &info.warnings {
-        out.line(&format!("[demo] warning: {warning}"));
+        out.line(&format!("[demo] warning: {}", untrusted(warning)));
     }
 
     let result = steps(
@@ -290,10 +295,14 @@ async fn steps(
     let answer = manager.run(id, "answer", Value::Null, None).await?;
     timings["call_us"] = json!(started.elapsed().as_micros() as u64);
     report["run_result"] = answer.clone();
-    out.line(&format!("[demo] run result: {answer}"));
+    out.line(&format!(
+        "[demo] run result: {}",
+        crate::output::json(&answer)
+    ));
     if answer != json!(42) {
         return Err(DemoError::Step(format!(
-            "run result {answer}, expected 42 after the hot reload"
+            "run result {}, expected 42 after the hot reload",
+            crate::output::json(&answer)
         )));
     }
 
@@ -332,7 +341,8 @@ async fn steps(
     }
     if snapshot["sandbox_id"] != json!(id) || !snapshot["processes"].is_u64() {
         return Err(DemoError::Step(format!(
-            "skill_snapshot_failed: snapshot is not live: {snapshot}"
+            "skill_snapshot_failed: snapshot is not live: {}",
+            crate::output::json(&snapshot)
         )));
     }
 
@@ -365,8 +375,9 @@ async fn steps(
     // No verdict (no set_state): say why, and check nothing against telemetry.
     let verdict_lines = |out: &Printer| {
         out.line(&format!(
-            "[operator] state={} summary={:?}",
-            outcome.state, outcome.summary
+            "[operator] state={} summary={}",
+            outcome.state,
+            untrusted(&outcome.summary).quoted()
         ));
         out.line(&format!(
             "[operator] notifications={}",
@@ -378,7 +389,7 @@ async fn steps(
         return Err(DemoError::NoVerdict(why));
     }
     if let Some(err) = &outcome.error {
-        out.line(&format!("[operator] error={err}"));
+        out.line(&format!("[operator] error={}", untrusted(&err.to_string())));
         return Err(DemoError::Step(format!("operator failed: {err}")));
     }
     verdict_lines(out);

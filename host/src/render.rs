@@ -6,6 +6,8 @@ use std::time::Duration;
 use proto::runner::WorkerList;
 use sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
 
+use crate::output::{CLAIM, untrusted};
+
 /// Formats milliseconds for humans: `412 ms`, `1.23 s`.
 pub fn fmt_ms(ms: f64) -> String {
     if ms < 1.0 {
@@ -42,6 +44,28 @@ pub fn render_reload(id: &str, report: &ReloadReport, total: Duration) -> String
     }
 }
 
+/// What the app says of itself, quoted, escaped and labelled as its claim:
+/// `name "sandbox_app" version "0.1.0" (the app's claim)`.
+pub fn app_claims(name: &str, version: &str) -> String {
+    format!(
+        "name {} version {} {CLAIM}",
+        untrusted(name).quoted(),
+        untrusted(version).quoted()
+    )
+}
+
+/// The line `host create` prints: what the host assigned and measured, then the app's claims.
+pub fn render_created(info: &SandboxInfo) -> String {
+    format!(
+        "created {}: pid {}, v{} sha256 {}, {}",
+        info.id,
+        info.pid,
+        info.app.version,
+        short_sha(&info.app.sha256),
+        app_claims(&info.app.name, &info.app.app_version)
+    )
+}
+
 /// A few lines describing a sandbox.
 pub fn render_info(info: &SandboxInfo) -> String {
     let mut out = format!(
@@ -49,22 +73,18 @@ pub fn render_info(info: &SandboxInfo) -> String {
         info.id,
         status_name(&info.status),
         info.pid,
-        info.created_at,
+        untrusted(&info.created_at),
         info.restart_count
     );
     if let Some(reason) = &info.crash_reason {
-        out.push_str(&format!("  crash reason: {reason}\n"));
+        out.push_str(&format!("  crash reason: {}\n", untrusted(reason)));
     }
     out.push_str(&format!(
-        "  app: {} v{} ({}) sha256 {}\n",
-        if info.app.name.is_empty() {
-            "?"
-        } else {
-            &info.app.name
-        },
+        "  app: v{} ({}) sha256 {}, {}\n",
         info.app.version,
-        info.app.path.display(),
-        short_sha(&info.app.sha256)
+        untrusted(&info.app.path.to_string_lossy()),
+        short_sha(&info.app.sha256),
+        app_claims(&info.app.name, &info.app.app_version)
     ));
     for v in &info.versions {
         let mark = if v.version == info.app.version {
@@ -72,20 +92,18 @@ pub fn render_info(info: &SandboxInfo) -> String {
         } else {
             " "
         };
-        let line = format!(
-            "  {mark} v{} sha256 {} {}",
+        out.push_str(&format!(
+            "  {mark} v{} sha256 {}, version {} {CLAIM}\n",
             v.version,
             short_sha(&v.sha256),
-            v.app_version
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
+            untrusted(&v.app_version).quoted()
+        ));
     }
     let limits: Vec<String> = match serde_json::to_value(&info.limits) {
         Ok(serde_json::Value::Object(map)) => map
             .iter()
             .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{}={}", untrusted(k), crate::output::json(v)))
             .collect(),
         _ => Vec::new(),
     };
@@ -132,21 +150,21 @@ fn render_isolation(isolation: &serde_json::Value) -> String {
     let Some(mechanisms) = mechanisms else {
         return match isolation {
             serde_json::Value::Null => String::new(),
-            other => format!("  isolation: {other}\n"),
+            other => format!("  isolation: {}\n", crate::output::json(other)),
         };
     };
     let level = isolation
         .get("level")
         .and_then(|l| l.as_str())
         .unwrap_or("?");
-    let mut out = format!("  isolation: {level}\n");
+    let mut out = format!("  isolation: {}\n", untrusted(level));
     for m in mechanisms {
         let applied = m.get("applied").and_then(|a| a.as_bool()).unwrap_or(false);
         out.push_str(&format!(
             "    {} {}: {}\n",
             if applied { "+" } else { "-" },
-            m.get("mechanism").and_then(|n| n.as_str()).unwrap_or("?"),
-            m.get("detail").and_then(|d| d.as_str()).unwrap_or("")
+            untrusted(m.get("mechanism").and_then(|n| n.as_str()).unwrap_or("?")),
+            untrusted(m.get("detail").and_then(|d| d.as_str()).unwrap_or(""))
         ));
     }
     out
@@ -182,7 +200,7 @@ pub fn render_list(list: &[SandboxSummary]) -> String {
             format!("v{}", s.app_version)
         ));
         if let Some(reason) = &s.reason {
-            out.push_str(&format!("  {reason}"));
+            out.push_str(&format!("  {}", untrusted(reason)));
         }
     }
     out
@@ -197,7 +215,7 @@ pub fn render_usage(u: &Usage) -> String {
         u.sandbox_id,
         u.pid,
         u.app_version,
-        u.source,
+        untrusted(&u.source),
         u.processes,
         u.threads,
         u.open_fds,

@@ -62,10 +62,41 @@ impl Serve {
     /// Starts `host serve ARGS` in `dir` (kept by the caller; several daemons may take turns
     /// there, each with a log of its own) and waits until it serves.
     pub fn start_in(dir: &Path, args: &[&str]) -> Serve {
+        Serve::start_in_with(dir, args, None)
+    }
+
+    /// Starts `host serve ARGS` in a fresh scratch directory with its descriptor limit
+    /// (`RLIMIT_NOFILE`, soft and hard) set to `open_files`, and waits until it serves.
+    pub fn start_with_open_files(args: &[&str], open_files: u64) -> Serve {
+        let scratch = testkit::scratch::scratch_named("e2e-serve-");
+        let mut d = Serve::start_in_with(scratch.path(), args, Some(open_files));
+        d._scratch = Some(scratch);
+        d
+    }
+
+    fn start_in_with(dir: &Path, args: &[&str], open_files: Option<u64>) -> Serve {
+        use std::os::unix::process::CommandExt;
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("daemon-{n}.log"));
-        let child = serve_command(dir, args)
+        let mut cmd = serve_command(dir, args);
+        if let Some(limit) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and `limit` is a plain value copied in.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -120,6 +151,13 @@ impl Serve {
     /// The daemon's pid.
     pub fn pid(&self) -> i32 {
         self.child.pid()
+    }
+
+    /// How many descriptors the daemon has open (`/proc/PID/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Its directory (socket, state, logs, and anything the test writes).

@@ -257,4 +257,19 @@ mod tests {
             assert!(!APP_JS.contains(banned), "app.js uses {banned}");
         }
     }
+
+    #[test]
+    fn the_script_shows_every_string_through_one_escaper() {
+        // Every element's text is set in `el`, through `shown`; nothing else sets the text
+        // of an element from the server's data.
+        assert!(APP_JS.contains("e.textContent = shown(text);"));
+        for line in APP_JS.lines().filter(|l| l.contains("textContent =")) {
+            assert!(
+                line.contains("shown(")
+                    || line.contains("document.getElementById(")
+                    || line.contains("conn.textContent"),
+                "{line}"
+            );
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! `host serve --ui`: the dashboard of a real daemon, over real HTTP and in a real headless
 //! Chromium (driven by chromedriver's WebDriver API): a new sandbox listed, its process
 //! chart rising with its workers, an operator notification in the timeline, app-controlled
-//! text shown as text (never run); the token checked; a non-loopback address refused without
-//! one. Saves a screenshot (docs/dashboard.png with UPDATE_SCREENSHOT=1).
+//! text shown as text (never run), its control characters as visible escapes and its name
+//! labelled as its claim; the token checked; a non-loopback address refused without one. Saves a screenshot (docs/dashboard.png with UPDATE_SCREENSHOT=1).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -282,6 +282,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     let lib = built("sandbox_app").await;
     let scratch = scratch();
     let hostile = hostile_named_lib(scratch.path()).await;
+    let liar = built("liar_app").await;
     let d = Serve::start(&["--ui", "127.0.0.1:0"]);
     let url = d.url("dashboard").unwrap();
     let browser = Browser::start().await;
@@ -384,6 +385,22 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
         Value::Bool(true),
         "app-controlled text was run as markup"
     );
+    // Control characters in the app's words are shown as escapes, never sent to the page
+    // raw, and its name and version are labelled as its claim.
+    d.create("liar1", &liar, &[]);
+    let visible = r#"const tds = [...document.querySelectorAll('#sandboxes tr[data-id="liar1"] td')];
+        return tds.length > 0
+            && tds.some(td => td.textContent.includes('"liar\\u{1b}]0;pwned\\u{7}\\n    + seccomp: FORGED')
+                && td.textContent.includes("(the app's claim)"))
+            && tds.every(td => !/[\u0000-\u001f\u007f-\u009f\u202e]/.test(td.textContent));"#;
+    assert!(
+        browser.until(Duration::from_secs(3), visible).await,
+        "the liar's name not shown escaped and labelled: {}",
+        browser
+            .eval(r#"return document.querySelector('#sandboxes tr[data-id="liar1"]')?.textContent ?? null;"#)
+            .await
+    );
+    d.json(&["destroy", "liar1"]);
     d.json(&["destroy", "hostile1"]);
     d.json(&["destroy", "web1"]);
     assert!(

@@ -1,6 +1,9 @@
 // The dashboard's script. Everything the server sends (sandbox ids, app names, crash
 // reasons, operator summaries) is someone else's word: it reaches the page only through
-// textContent, attributes set as properties, and canvas text; never as markup.
+// textContent, attributes set as properties, and canvas text; never as markup. Control
+// characters and invisible format characters in it are shown visibly (`\n`, `\u{1b}`), as
+// the command line shows them, and the app's self-declared name and version are labelled as
+// its claim.
 'use strict';
 
 const MAX_POINTS = 120;   // samples per series (two minutes at one per second)
@@ -17,11 +20,31 @@ const colors = new Map();
 let eventCount = 0;
 let lagged = 0;
 
+// C0 (newline and ESC included), DEL, C1, and the invisible characters that reorder or hide
+// text (bidi controls, zero-width characters, line and paragraph separators, BOM): the set
+// host/src/output.rs `acts_on_terminal` escapes.
+const HIDDEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+const NAMED = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+// Text from outside the page, with every hidden character shown as an escape.
+function shown(text) {
+  return String(text).replace(HIDDEN, c => NAMED[c] || '\\u{' + c.charCodeAt(0).toString(16) + '}');
+}
+
 function el(tag, text, cls) {
   const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (text !== undefined && text !== null) e.textContent = shown(text);
   if (cls) e.className = cls;
   return e;
+}
+
+// The app's self-declared name and version: quoted, escaped, and labelled as its claim.
+function claimCell(name, version) {
+  const td = el('td');
+  td.appendChild(el('span', '"' + name + '" "' + version + '"', 'claimed'));
+  td.appendChild(el('span', " (the app's claim)", 'muted'));
+  td.title = "the app's own word: its self-declared name and version, not checked by the host";
+  return td;
 }
 
 function colorOf(id) {
@@ -66,7 +89,7 @@ function isolationCell(iso) {
   for (const m of entries) {
     const state = m.applied ? '' : (m.required === false ? ' na' : ' off');
     const chip = el('span', String(m.mechanism) + (m.applied ? ' ✓' : ' ✗'), 'chip' + state);
-    chip.title = String(m.detail || '');
+    chip.title = shown(m.detail || '');
     td.appendChild(chip);
   }
   return td;
@@ -83,10 +106,10 @@ function renderTable(sample) {
     idCell.style.color = colorOf(s.id);
     tr.appendChild(idCell);
     const status = el('td', s.status, 'status-' + String(s.status).replace(/[^a-z_]/g, ''));
-    if (s.crash_reason) status.title = String(s.crash_reason);
+    if (s.crash_reason) status.title = shown(s.crash_reason);
     tr.appendChild(status);
     tr.appendChild(el('td', 'v' + s.version, 'num'));
-    tr.appendChild(el('td', s.app_name + ' ' + s.app_version));
+    tr.appendChild(claimCell(s.app_name, s.app_version));
     tr.appendChild(el('td', s.pid, 'num'));
     tr.appendChild(el('td', s.restart_count, 'num'));
     tr.appendChild(el('td', u.processes ?? '–', 'num'));
@@ -100,7 +123,7 @@ function renderTable(sample) {
   document.getElementById('count').textContent = '(' + sample.sandboxes.length + ')';
   document.getElementById('omitted').textContent =
     sample.omitted ? sample.omitted + ' more not shown' : '';
-  document.getElementById('sampled').textContent = sample.time ? 'sampled ' + sample.time : '';
+  document.getElementById('sampled').textContent = sample.time ? 'sampled ' + shown(sample.time) : '';
 }
 
 function updateCharts(sample) {
@@ -168,7 +191,7 @@ function describe(e) {
       return 'pid ' + e.pid + ', v' + e.version + ', ' + e.isolation + ', ready in ' + (e.ready_us / 1000).toFixed(1) + ' ms';
     case 'sandbox.reloaded':
       return 'v' + e.from + ' → v' + e.to + ' in ' + (e.load_us / 1000).toFixed(1) + ' ms';
-    case 'sandbox.reload_failed': return 'v' + e.version + ' still serves: ' + e.reason;
+    case 'sandbox.reload_failed': return 'v' + e.version + ' still serves: ' + e.reason + ' (quotes the app)';
     case 'sandbox.rolled_back': return 'v' + e.from + ' → v' + e.to;
     case 'sandbox.workers_added': return '+' + e.count + ', ' + e.total + ' workers';
     case 'sandbox.worker_restarted': return 'worker ' + e.index + ': ' + e.reason;
