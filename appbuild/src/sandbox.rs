@@ -35,7 +35,7 @@ pub const BUILD_UID: u32 = 1_599_999_000;
 use crate::inside;
 
 /// Limits of one build (`--build-memory`, `--build-processes`, `--build-cpu-time`,
-/// `--build-timeout`).
+/// `--build-timeout`, `--build-disk`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildLimits {
     /// Memory of the whole build (cgroup), bytes. Default 2 GiB.
@@ -48,6 +48,9 @@ pub struct BuildLimits {
     pub wall: Duration,
     /// The build's `/tmp` and home (a tmpfs charged to its memory), bytes. Default 1 GiB.
     pub tmp_bytes: u64,
+    /// Bytes the build may have on the host's disk: its target dir and its copy of the crate
+    /// together (allocated blocks). Default 2 GiB.
+    pub disk: u64,
 }
 
 impl Default for BuildLimits {
@@ -58,6 +61,7 @@ impl Default for BuildLimits {
             cpu_seconds: 600,
             wall: Duration::from_secs(300),
             tmp_bytes: 1 << 30,
+            disk: 2 << 30,
         }
     }
 }

@@ -6,13 +6,22 @@
 //! process's tree, which another test's build (a `host demo`, a reload from a crate) running
 //! at the same time in the same process would upset.
 
+mod disk;
+mod processes;
+
 use std::io::Read;
 use std::time::{Duration, Instant};
 
 use e2e::prelude::*;
 
+/// Held by the tests whose build scripts run long or check that no build-script process is
+/// left in this process's tree: one such build at a time, so that one test's build scripts
+/// are not taken for another's leftovers.
+pub(crate) static BUILD_SCRIPTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attacking_build_reaches_nothing() {
+    let _one = BUILD_SCRIPTS.lock().await;
     let original = test_app("evil_build");
     let _ = std::fs::remove_file(original.join("pwned"));
     let _ = std::fs::remove_file(root().join("sandbox_abi/pwned"));
@@ -93,6 +102,7 @@ async fn an_attacking_build_reaches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_that_never_ends_is_stopped_at_its_wall_time_limit() {
+    let _one = BUILD_SCRIPTS.lock().await;
     let mut c = compiler();
     c.limits.wall = Duration::from_secs(4);
     let started = Instant::now();
