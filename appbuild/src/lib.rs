@@ -7,7 +7,11 @@
 //! source reload rebuilds only the app crate), `staged/` (the libraries taken out, which the
 //! build cannot write), `root/` (the sandbox root's mountpoint) and `lock` (one build of a
 //! crate at a time, across processes too). Builds are also serialised process-wide.
+//!
+//! Bounded: a build may hold at most `--build-disk` in `target/` and `src/` together
+//! ([`sandbox`]'s watcher, and a measure once it is over); a build over it has both removed.
 
+pub mod disk;
 pub mod error;
 pub mod inside;
 pub mod manifest;
@@ -170,6 +174,18 @@ impl Compiler {
         let dir = self.build_dir(&canonical);
         std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
         let _lock = lock_dir(&dir).await?;
+        self.build_locked(&toolchain, &canonical, &dir, lib_rs)
+            .await
+    }
+
+    async fn build_locked(
+        &self,
+        toolchain: &Toolchain,
+        canonical: &Path,
+        dir: &Path,
+        lib_rs: Option<&str>,
+    ) -> Result<Built, BuildError> {
+        let fail = |d: String| BuildError::failed(d);
         let owner = isolation::namespaces::is_root().then_some((BUILD_UID, BUILD_UID));
         let target = dir.join("target");
         prepare_target(&target, owner)?;
@@ -179,7 +195,7 @@ impl Compiler {
             .target_dir
             .canonicalize()
             .unwrap_or_else(|_| self.target_dir.clone());
-        let staged = stage::stage(&canonical, &dir.join("src"), lib_rs, owner, &forbidden)?;
+        let staged = stage::stage(canonical, &dir.join("src"), lib_rs, owner, &forbidden)?;
         let manifest = staged.crate_inside.join("Cargo.toml");
         let mut args: Vec<String> = [
             "build",
@@ -206,11 +222,20 @@ impl Compiler {
             mountpoint: root,
             target_dir: target.clone(),
             writable: vec![staged.crate_inside.clone()],
+            measure: vec![dir.join("src")],
             binds: staged.binds,
             args,
             limits: self.limits,
         };
-        let out = sandbox::run(job, &toolchain).await?;
+        let out = sandbox::run(job, toolchain).await?;
+        if out.over_disk {
+            // Not kept: what the build wrote past its budget must not stay on the host.
+            for sub in [&target, &dir.join("src")] {
+                if let Err(e) = disk::remove_tree(sub) {
+                    tracing::warn!("build cache: remove {}: {e}", sub.display());
+                }
+            }
+        }
         let compile_ms = out.elapsed.as_millis() as u64;
         let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
         if let Some(limit) = &out.limit {

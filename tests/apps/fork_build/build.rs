@@ -4,6 +4,9 @@
 //! stdout and stderr, as any child does by default: cargo reads them to their end, so it does
 //! not see the build script fail while a child lives. At most 2 000 children, so that an
 //! unlimited host is not taken down by the test.
+//!
+//! With the line `// fork-plan: quiet` in the crate's `src/lib.rs` (the tests write it), the
+//! children get no stdout or stderr: cargo then sees the script fail, with its message.
 
 use std::time::Duration;
 
@@ -16,13 +19,21 @@ fn main() {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let lib = std::fs::read_to_string(format!("{manifest}/src/lib.rs")).unwrap_or_default();
+    let quiet = lib.lines().any(|l| l.trim() == "// fork-plan: quiet");
     let me = std::env::current_exe().expect("current_exe");
     let mut children = Vec::new();
     for n in 0..MAX {
-        match std::process::Command::new(&me)
-            .env(CHILD_ENV, "1")
-            .spawn()
-        {
+        let mut child = std::process::Command::new(&me);
+        child.env(CHILD_ENV, "1");
+        if quiet {
+            child
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        match child.spawn() {
             Ok(c) => children.push(c),
             Err(e) => {
                 eprintln!("fork_build: spawn failed after {n} children: {e}");

@@ -205,6 +205,7 @@ async fn the_build_sandbox_starts_quickly() {
             target_dir: target,
             binds: Vec::new(),
             writable: Vec::new(),
+            measure: Vec::new(),
             args: vec!["--version".into()],
             limits: Default::default(),
         };
