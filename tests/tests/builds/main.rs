@@ -6,6 +6,7 @@
 //! process's tree, which another test's build (a `host demo`, a reload from a crate) running
 //! at the same time in the same process would upset.
 
+mod cache;
 mod disk;
 mod processes;
 
