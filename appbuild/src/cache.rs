@@ -122,7 +122,7 @@ pub fn trim(builds: &Path, current: &Path, policy: &BuildCache) -> Vec<PathBuf> 
         };
         free.push((entry(path), held));
     }
-    free.sort_by(|a, b| b.0.used.cmp(&a.0.used));
+    free.sort_by_key(|e| std::cmp::Reverse(e.0.used));
     let mut removed = Vec::new();
     for (e, held) in free {
         if dirs < policy.max_dirs && bytes.saturating_add(e.bytes) <= policy.max_bytes {
@@ -167,7 +167,7 @@ pub(crate) fn prune_staged(staged: &Path, current: &Path, keep: usize) {
             (t, p)
         })
         .collect();
-    libs.sort_by(|a, b| b.0.cmp(&a.0));
+    libs.sort_by_key(|l| std::cmp::Reverse(l.0));
     for (_, p) in libs.into_iter().skip(keep.saturating_sub(1)) {
         let _ = std::fs::remove_file(&p);
     }

@@ -54,6 +54,16 @@ fn blocks_bytes(st: &FileStat) -> u64 {
     (st.st_blocks as u64).saturating_mul(512)
 }
 
+#[allow(clippy::unnecessary_cast)] // dev_t and ino_t differ between targets
+fn dev(st: &FileStat) -> u64 {
+    st.st_dev as u64
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn ino(st: &FileStat) -> u64 {
+    st.st_ino as u64
+}
+
 fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
@@ -74,7 +84,7 @@ impl Tally {
             return Err(Over::Entries);
         }
         let is_dir = kind(st) == SFlag::S_IFDIR;
-        if (st.st_nlink > 1 && !is_dir) && !self.seen.insert((st.st_dev as u64, st.st_ino as u64)) {
+        if (st.st_nlink > 1 && !is_dir) && !self.seen.insert((dev(st), ino(st))) {
             return Ok(());
         }
         self.bytes = self.bytes.saturating_add(blocks_bytes(st));
@@ -98,8 +108,8 @@ impl Tally {
         let Ok(st) = fstat(top.as_fd()) else {
             return Ok(());
         };
-        if !self.devs.contains(&(st.st_dev as u64)) {
-            self.devs.push(st.st_dev as u64);
+        if !self.devs.contains(&dev(&st)) {
+            self.devs.push(dev(&st));
         }
         self.add(&st)?;
         // Each level: the directory (its fd) and the names read from it, listed before any
@@ -188,13 +198,10 @@ impl Tally {
 
     /// Counts `st` if it is a deleted regular file on one of our filesystems, once.
     fn add_deleted(&mut self, st: &FileStat) -> Result<(), Over> {
-        if kind(st) != SFlag::S_IFREG
-            || st.st_nlink != 0
-            || !self.devs.contains(&(st.st_dev as u64))
-        {
+        if kind(st) != SFlag::S_IFREG || st.st_nlink != 0 || !self.devs.contains(&dev(st)) {
             return Ok(());
         }
-        if self.seen.insert((st.st_dev as u64, st.st_ino as u64)) {
+        if self.seen.insert((dev(st), ino(st))) {
             self.bytes = self.bytes.saturating_add(blocks_bytes(st));
         }
         self.check()
@@ -513,7 +520,7 @@ mod tests {
         let root = tmp.path().join("t");
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         write(&root.join("a/b/f"), 10);
-        std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o0)).unwrap();
         std::fs::set_permissions(root.join("a"), std::fs::Permissions::from_mode(0o500)).unwrap();
         remove_tree(&root).unwrap();
         assert!(!root.exists());

@@ -2,17 +2,21 @@
 //!
 //! Host side (a thread of its own per build, which lives as long as the build, because
 //! `PR_SET_PDEATHSIG` fires when the creating *thread* exits):
-//! 1. a cgroup (memory, pids) where the host can make one;
+//! 1. a cgroup (memory, pids, freezer) where the host can make one;
 //! 2. namespaces (pid, mount, ipc, uts, an empty network; user when not root) and a root of its
 //!    own ([`isolation::root`]): the toolchain, `/usr`, the cargo registry and the crate's path
 //!    dependencies read-only, the crate's private copy and its target dir read-write;
 //! 3. a fork-like `clone`; the child enters the cgroup, builds its root, switches to
-//!    [`BUILD_UID`] (root host), sets rlimits (CPU seconds, no core), a new session,
+//!    [`BUILD_UID`] (root host), sets rlimits (CPU seconds, file size = the disk budget, no
+//!    core; processes where no pids cgroup counts them), a new session,
 //!    `PR_SET_PDEATHSIG`, `no_new_privs`, its fds (stdout and stderr pipes, the restriction
 //!    plan on fd 3), and execs the host binary in the hidden [`SHIM_ARG`] mode;
 //! 4. the shim ([`shim_main`]) reads the plan, applies Landlock and the seccomp allow-list
 //!    (no network) to itself and execs cargo, which is pid 1 of the sandbox: when it exits, or
-//!    the wall-time limit kills it, every process of the build dies with it.
+//!    the host kills it, every process of the build dies with it;
+//! 5. the host waits, looking at the build every so often (`sandbox/watch.rs`): past its wall time, its
+//!    process limit or its disk budget it is killed, and the error names that limit. Once it
+//!    is over, what it left is measured whole ([`Outcome::over_disk`]).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -122,7 +126,7 @@ const OUTPUT_CAP: usize = 8 << 20;
 const SETUP_FAILED: i32 = 119;
 
 /// Runs cargo in the build sandbox and waits for it, stopping it at the first limit it passes
-/// (wall time; processes, disk: see [`watch`]).
+/// (wall time; processes, disk: see `sandbox/watch.rs`).
 pub async fn run(job: Job, toolchain: &Toolchain) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     let limits = job.limits;
@@ -144,7 +148,7 @@ pub async fn run(job: Job, toolchain: &Toolchain) -> Result<Outcome, BuildError>
     dirs.extend(job.measure.iter().cloned());
     let watch = Watch {
         cgroup: cgroup.clone(),
-        pid: running.pid,
+        pid: Some(running.pid),
         dirs,
         disk: limits.disk,
     };
@@ -295,7 +299,10 @@ async fn finish(
     }
     // Every process of the build is gone: what it left is measured whole, whatever it did to
     // hide from the looks taken while it ran.
-    let w = watch.clone();
+    let w = Watch {
+        pid: None,
+        ..watch.clone()
+    };
     let over = tokio::task::spawn_blocking(move || w.disk_over())
         .await
         .unwrap_or(Some(Over::Bytes));
@@ -405,7 +412,11 @@ fn prepare(job: &Job, tc: &Toolchain) -> Result<Prepared, BuildError> {
     let cgroup = match Cgroup::create(&id, &limits, None) {
         Ok(cg) => Some(std::sync::Arc::new(cg)),
         Err(e) => {
-            tracing::warn!("build sandbox: no cgroup, memory and process limits not enforced: {e}");
+            tracing::warn!(
+                "build sandbox: no cgroup: the memory limit is not enforced, processes are \
+                 counted by RLIMIT_NPROC only, and the disk budget is measured with the build \
+                 running (no freezer): {e}"
+            );
             None
         }
     };

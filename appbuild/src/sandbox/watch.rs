@@ -33,8 +33,9 @@ pub(super) enum Hit {
 #[derive(Debug, Clone)]
 pub(super) struct Watch {
     pub(super) cgroup: Option<Arc<Cgroup>>,
-    /// The build's pid 1, as the host sees it (its tree, where there is no cgroup).
-    pub(super) pid: i32,
+    /// The build's pid 1, as the host sees it (its tree, where there is no cgroup); `None`
+    /// once it is reaped (its pid may be another process's by then).
+    pub(super) pid: Option<i32>,
     /// The host directories the build may write.
     pub(super) dirs: Vec<PathBuf>,
     /// `--build-disk`.
@@ -91,7 +92,10 @@ impl Watch {
         {
             return pids;
         }
-        let mut all = vec![self.pid];
+        let Some(pid) = self.pid else {
+            return Vec::new();
+        };
+        let mut all = vec![pid];
         let mut i = 0;
         while i < all.len() && all.len() < 100_000 {
             let pid = all[i];

@@ -1,5 +1,7 @@
 //! The `builds` test binary: the build sandbox, with real cargo on the real kernel: an
-//! attacking build script and library, a build that never ends, the build's own start cost.
+//! attacking build script and library, a build that never ends, one that fills its target dir
+//! (`disk`), a fork loop (`processes`), the bounded build cache (`cache`), the build's own
+//! start cost.
 //!
 //! Why one binary of its own: these tests run cargo builds (minutes of CPU on this machine's
 //! two cores) and one checks that no build-script process is left anywhere in the test
