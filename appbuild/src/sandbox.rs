@@ -147,7 +147,7 @@ pub async fn run(job: Job, toolchain: &Toolchain) -> Result<Outcome, BuildError>
     let mut dirs = vec![job.target_dir.clone()];
     dirs.extend(job.measure.iter().cloned());
     let watch = Watch {
-        cgroup: cgroup.clone(),
+        cgroup,
         pid: Some(running.pid),
         dirs,
         disk: limits.disk,
