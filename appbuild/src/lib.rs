@@ -5,9 +5,17 @@
 //! `src/` (the crate's private copy, which the build may write), `target/` (cargo's target
 //! dir, kept between builds, so dependencies such as `sandbox_abi` are compiled once and a
 //! source reload rebuilds only the app crate), `staged/` (the libraries taken out, which the
-//! build cannot write), `root/` (the sandbox root's mountpoint) and `lock` (one build of a
-//! crate at a time, across processes too). Builds are also serialised process-wide.
+//! build cannot write), `root/` (the sandbox root's mountpoint), `lock` (one build of a
+//! crate at a time, across processes too; its mtime says when the directory was last used)
+//! and `usage` (its size on disk after its last build). Builds are also serialised
+//! process-wide.
+//!
+//! Bounded: a build may hold at most `--build-disk` in `target/` and `src/` together
+//! ([`sandbox`]'s watcher, and a measure once it is over); a build over it has both removed.
+//! After each build the cache is trimmed ([`cache`]).
 
+pub mod cache;
+pub mod disk;
 pub mod error;
 pub mod inside;
 pub mod manifest;
@@ -21,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+pub use self::cache::BuildCache;
 pub use self::sandbox::BuildLimits;
 use self::sandbox::{BUILD_UID, Job};
 use self::toolchain::Toolchain;
@@ -58,6 +67,8 @@ pub struct Compiler {
     pub shim_exe: Option<PathBuf>,
     /// The build sandbox's limits.
     pub limits: BuildLimits,
+    /// Bounds of the build cache under `<target_dir>/builds`.
+    pub cache: BuildCache,
     /// What this compiler and its clones share: one build at a time, the toolchain found once.
     pub shared: Shared,
 }
@@ -92,6 +103,7 @@ impl Default for Compiler {
             profile: Profile::default(),
             shim_exe: None,
             limits: BuildLimits::default(),
+            cache: BuildCache::default(),
             shared: Shared::default(),
         }
     }
@@ -168,8 +180,40 @@ impl Compiler {
             .map_err(|e| fail(format!("{} is not a cargo crate: {e}", crate_dir.display())))?;
         let _serial = self.shared.0.serial.lock().await;
         let dir = self.build_dir(&canonical);
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
         let _lock = lock_dir(&dir).await?;
+        let built = self
+            .build_locked(&toolchain, &canonical, &dir, lib_rs)
+            .await;
+        self.after_build(&dir).await;
+        built
+    }
+
+    /// Records what the build directory `dir` holds now and trims the cache (errors are
+    /// logged: a build's result does not depend on them).
+    async fn after_build(&self, dir: &Path) {
+        let dir = dir.to_path_buf();
+        let builds = self.target_dir.join("builds");
+        let policy = self.cache;
+        let trimmed = tokio::task::spawn_blocking(move || {
+            cache::record_usage(&dir, disk::usage(&dir).unwrap_or(u64::MAX));
+            cache::trim(&builds, &dir, &policy)
+        })
+        .await;
+        if let Ok(removed) = trimmed
+            && !removed.is_empty()
+        {
+            tracing::info!("build cache: removed {removed:?}");
+        }
+    }
+
+    async fn build_locked(
+        &self,
+        toolchain: &Toolchain,
+        canonical: &Path,
+        dir: &Path,
+        lib_rs: Option<&str>,
+    ) -> Result<Built, BuildError> {
+        let fail = |d: String| BuildError::failed(d);
         let owner = isolation::namespaces::is_root().then_some((BUILD_UID, BUILD_UID));
         let target = dir.join("target");
         prepare_target(&target, owner)?;
@@ -179,7 +223,7 @@ impl Compiler {
             .target_dir
             .canonicalize()
             .unwrap_or_else(|_| self.target_dir.clone());
-        let staged = stage::stage(&canonical, &dir.join("src"), lib_rs, owner, &forbidden)?;
+        let staged = stage::stage(canonical, &dir.join("src"), lib_rs, owner, &forbidden)?;
         let manifest = staged.crate_inside.join("Cargo.toml");
         let mut args: Vec<String> = [
             "build",
@@ -206,11 +250,20 @@ impl Compiler {
             mountpoint: root,
             target_dir: target.clone(),
             writable: vec![staged.crate_inside.clone()],
+            measure: vec![dir.join("src")],
             binds: staged.binds,
             args,
             limits: self.limits,
         };
-        let out = sandbox::run(job, &toolchain).await?;
+        let out = sandbox::run(job, toolchain).await?;
+        if out.over_disk {
+            // Not kept: what the build wrote past its budget must not stay on the host.
+            for sub in [&target, &dir.join("src")] {
+                if let Err(e) = disk::remove_tree(sub) {
+                    tracing::warn!("build cache: remove {}: {e}", sub.display());
+                }
+            }
+        }
         let compile_ms = out.elapsed.as_millis() as u64;
         let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
         if let Some(limit) = &out.limit {
@@ -231,7 +284,9 @@ impl Compiler {
             .and_then(|s| s.to_str())
             .unwrap_or("app")
             .to_string();
-        let lib = store(&dir.join("staged"), &stem, &bytes)?;
+        let staged_dir = dir.join("staged");
+        let lib = store(&staged_dir, &stem, &bytes)?;
+        cache::prune_staged(&staged_dir, &lib, self.cache.max_staged);
         Ok(Built { lib, compile_ms })
     }
 }
@@ -248,22 +303,32 @@ fn explain_offline(stderr: String) -> String {
     }
 }
 
-/// Takes the crate's `lock` file (waits while another process builds the same crate).
+/// Takes the build directory's `lock` file (waits while another process builds the same
+/// crate), creating the directory; marks the directory used now. A lock file an eviction took
+/// away while we waited is let go, and the directory made again.
 async fn lock_dir(dir: &Path) -> Result<std::fs::File, BuildError> {
     let path = dir.join("lock");
-    let f = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| BuildError::io(&path, e))?;
     loop {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| BuildError::io(&path, e))?;
+        loop {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if cache::still_current(&f, &path) {
+            f.set_modified(std::time::SystemTime::now())
+                .map_err(|e| BuildError::io(&path, e))?;
             return Ok(f);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -300,7 +365,11 @@ fn store(dir: &Path, stem: &str, bytes: &[u8]) -> Result<PathBuf, BuildError> {
     let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
     let staged = dir.join(format!("{stem}-{tag}.so"));
-    if !staged.exists() {
+    if staged.exists() {
+        // Newest again, for the pruning of `staged/`.
+        let _ =
+            std::fs::File::open(&staged).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    } else {
         let tmp = dir.join(format!("{stem}-{tag}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, bytes).map_err(|e| BuildError::io(&tmp, e))?;
         std::fs::rename(&tmp, &staged).map_err(|e| BuildError::io(&staged, e))?;

@@ -176,7 +176,7 @@ pub fn stage(
     let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
     if to.exists() {
-        std::fs::remove_dir_all(to).map_err(|e| BuildError::io(to, e))?;
+        crate::disk::remove_tree(to).map_err(|e| BuildError::io(to, e))?;
     }
     let mut budget = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
     copy_tree(from, to, true, owner, &mut budget)?;

@@ -92,6 +92,8 @@ fn reader(fd: OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
 }
 
 pub(super) struct Running {
+    /// The build's pid 1, as the host sees it.
+    pub(super) pid: i32,
     pub(super) pidfd: OwnedFd,
     pub(super) out: Readers,
 }
@@ -197,7 +199,7 @@ pub(super) fn waiter(mut p: Prepared, started: Started, done: Done) {
     })();
     let pid = match spawned {
         Ok((pid, pidfd, out)) => {
-            if started.send(Ok(Running { pidfd, out })).is_err() {
+            if started.send(Ok(Running { pid, pidfd, out })).is_err() {
                 // SAFETY: the caller is gone: kill our own child, then reap it below.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

@@ -1,18 +1,30 @@
 //! The `builds` test binary: the build sandbox, with real cargo on the real kernel: an
-//! attacking build script and library, a build that never ends, the build's own start cost.
+//! attacking build script and library, a build that never ends, one that fills its target dir
+//! (`disk`), a fork loop (`processes`), the bounded build cache (`cache`), the build's own
+//! start cost.
 //!
 //! Why one binary of its own: these tests run cargo builds (minutes of CPU on this machine's
 //! two cores) and one checks that no build-script process is left anywhere in the test
 //! process's tree, which another test's build (a `host demo`, a reload from a crate) running
 //! at the same time in the same process would upset.
 
+mod cache;
+mod disk;
+mod processes;
+
 use std::io::Read;
 use std::time::{Duration, Instant};
 
 use e2e::prelude::*;
 
+/// Held by the tests whose build scripts run long or check that no build-script process is
+/// left in this process's tree: one such build at a time, so that one test's build scripts
+/// are not taken for another's leftovers.
+pub(crate) static BUILD_SCRIPTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attacking_build_reaches_nothing() {
+    let _one = BUILD_SCRIPTS.lock().await;
     let original = test_app("evil_build");
     let _ = std::fs::remove_file(original.join("pwned"));
     let _ = std::fs::remove_file(root().join("sandbox_abi/pwned"));
@@ -93,6 +105,7 @@ async fn an_attacking_build_reaches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_that_never_ends_is_stopped_at_its_wall_time_limit() {
+    let _one = BUILD_SCRIPTS.lock().await;
     let mut c = compiler();
     c.limits.wall = Duration::from_secs(4);
     let started = Instant::now();
@@ -195,6 +208,7 @@ async fn the_build_sandbox_starts_quickly() {
             target_dir: target,
             binds: Vec::new(),
             writable: Vec::new(),
+            measure: Vec::new(),
             args: vec!["--version".into()],
             limits: Default::default(),
         };

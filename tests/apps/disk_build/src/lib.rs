@@ -1,0 +1,1 @@
+//! Never loaded: its build script writes more than the build may.

@@ -1,0 +1,1 @@
+//! Never loaded: its build script is a fork loop.
