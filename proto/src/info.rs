@@ -69,6 +69,15 @@ pub struct SandboxInfo {
     pub warnings: Vec<String>,
 }
 
+/// The most one log file of a sandbox holds: a runner's init copies the app's stderr into
+/// `runner.log` only while the file is below this, and the host moves a file past half of it
+/// to `runner.log.1` before the next runner starts.
+pub const LOG_FILE_BYTES: u64 = 4 << 20;
+
+/// The most a sandbox's log holds on disk, over every runner it has had: `runner.log` and
+/// `runner.log.1`, [`LOG_FILE_BYTES`] each.
+pub const LOG_BOUND_BYTES: u64 = 2 * LOG_FILE_BYTES;
+
 /// Where a sandbox's start spent its time, in microseconds, phase by phase. The host-side
 /// phases are measured by the host, the runner-side ones by the runner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
