@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use proto::info::LogInfo;
 use proto::runner::WorkerList;
+use proto::spec::format_bytes;
 use sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
 
 use crate::output::{CLAIM, untrusted};
@@ -139,8 +141,24 @@ pub fn render_info(info: &SandboxInfo) -> String {
         ));
     }
     out.push_str(&render_isolation(&info.isolation));
+    out.push_str(&render_log(&info.log));
     out.truncate(out.trim_end().len());
     out
+}
+
+/// Where the sandbox's log is, how much of it is on disk and what was dropped to keep it
+/// within its bound; nothing from a daemon that does not say.
+fn render_log(log: &LogInfo) -> String {
+    if log.path.as_os_str().is_empty() {
+        return String::new();
+    }
+    format!(
+        "  log: {} ({} on disk, at most {}; {} of earlier runners' output deleted)\n",
+        log.path.display(),
+        format_bytes(log.kept_bytes),
+        format_bytes(log.bound_bytes),
+        format_bytes(log.dropped_bytes)
+    )
 }
 
 /// The isolation report: one line per mechanism when it has the usual shape
@@ -279,6 +297,22 @@ mod tests {
             "  isolation: standard\n    + pid_ns: new pid namespace\n    - user_ns: host runs as root\n"
         );
         assert_eq!(render_isolation(&serde_json::Value::Null), "");
+    }
+
+    #[test]
+    fn the_log_says_where_it_is_and_what_was_dropped() {
+        let log = LogInfo {
+            path: "/run/sb/x.1/runner.log".into(),
+            kept_bytes: 3 << 20,
+            dropped_bytes: 2 << 20,
+            bound_bytes: proto::info::LOG_BOUND_BYTES,
+        };
+        assert_eq!(
+            render_log(&log),
+            "  log: /run/sb/x.1/runner.log (3 MiB on disk, at most 8 MiB; 2 MiB of earlier \
+             runners' output deleted)\n"
+        );
+        assert_eq!(render_log(&LogInfo::default()), "");
     }
 
     #[test]

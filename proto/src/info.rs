@@ -67,6 +67,36 @@ pub struct SandboxInfo {
     /// Requested limits nothing enforces, one line each naming the limit, why and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The sandbox's log (its app's and workers' stderr) and what was dropped to keep it
+    /// within [`LOG_BOUND_BYTES`].
+    #[serde(default)]
+    pub log: LogInfo,
+}
+
+/// The most one log file of a sandbox holds: a runner's init copies the app's stderr into
+/// `runner.log` only while the file is below this, and the host moves a file past half of it
+/// to `runner.log.1` before the next runner starts.
+pub const LOG_FILE_BYTES: u64 = 4 << 20;
+
+/// The most a sandbox's log holds on disk, over every runner it has had: `runner.log` and
+/// `runner.log.1`, [`LOG_FILE_BYTES`] each.
+pub const LOG_BOUND_BYTES: u64 = 2 * LOG_FILE_BYTES;
+
+/// A sandbox's log: one path for the sandbox's life, whichever runners (spawned or prepared)
+/// wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogInfo {
+    /// The current runner's log (`<dir>/runner.log`); the one before it, when kept, is
+    /// beside it as `runner.log.1`.
+    pub path: PathBuf,
+    /// Bytes on disk now, in both files.
+    pub kept_bytes: u64,
+    /// Bytes of earlier runners' log the host deleted to stay within `bound_bytes`, over the
+    /// sandbox's life. Output a runner did not copy (over its rate, or past the file's size)
+    /// is not counted here: the log says it in a `[sandbox]` line.
+    pub dropped_bytes: u64,
+    /// The most the log holds on disk ([`LOG_BOUND_BYTES`]).
+    pub bound_bytes: u64,
 }
 
 /// Where a sandbox's start spent its time, in microseconds, phase by phase. The host-side

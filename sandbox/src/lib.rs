@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod kernel_view;
 pub mod library;
+pub mod log;
 pub mod manager;
 pub mod procfs;
 pub mod ratelimit;

@@ -16,7 +16,7 @@ pub(super) struct Booted {
     /// The app process's host pid (0 if it could not be found).
     pub app_pid: i32,
     pub ready: InitReady,
-    pub exit: watch::Receiver<Option<String>>,
+    pub exit: watch::Receiver<Option<Exit>>,
     pub owner: Owner,
     /// What the host side applied (the spawn's mechanisms), to be completed and checked.
     pub report: Report,
@@ -179,7 +179,7 @@ async fn start_failure(
     process: &procfs::Process,
     errors: &mut std::fs::File,
     setup: &ChildSetup,
-    exit: &watch::Receiver<Option<String>>,
+    exit: &watch::Receiver<Option<Exit>>,
     e: ConnError,
 ) -> SandboxError {
     kill_tree(process);
@@ -192,7 +192,7 @@ async fn start_failure(
         .ok()
         .and_then(|r| r.ok().and_then(|v| v.clone()));
     SandboxError::InitFailed(match (e, how) {
-        (_, Some(how)) => format!("runner exited during start: {how}"),
+        (_, Some(ended)) => format!("runner exited during start: {}", ended.reason()),
         (ConnError::Timeout, None) => "runner did not report ready in time".into(),
         (ConnError::Closed, None) => "runner closed its socket during start".into(),
     })

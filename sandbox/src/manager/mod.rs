@@ -236,6 +236,7 @@ impl Manager {
             oom_seen: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
             events: self.inner.config.events.clone(),
+            log: Default::default(),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -332,6 +333,7 @@ impl Manager {
             dir: sb.dir.clone(),
             startup: *sb.startup.lock().unwrap(),
             warnings: sb.warnings.lock().unwrap().clone(),
+            log: sb.log.info(&sb.dir),
         })
     }
 
@@ -428,6 +430,10 @@ impl Manager {
         sb.set_status(Status::Restarting, None);
         if let Some(old) = old {
             stop_runner(Arc::clone(&old.process)).await;
+            // Reaped before the next runner measures its share of the log they both write.
+            let mut exit = old.exit.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
         }
         sb.crashes.lock().unwrap().clear();
         sb.restart_count.fetch_add(1, Ordering::AcqRel);

@@ -32,7 +32,7 @@ pub(super) struct Live {
     /// The app's name, its own word.
     pub(super) app_name: String,
     /// Filled with a description of how the runner died.
-    pub(super) exit: watch::Receiver<Option<String>>,
+    pub(super) exit: watch::Receiver<Option<super::Exit>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +79,8 @@ pub(super) struct Sandbox {
     pub(super) oom_seen: AtomicU64,
     /// The manager's event stream.
     pub(super) events: EventBus,
+    /// Its log's rotation and where the current runner's output starts in it.
+    pub(super) log: crate::log::SandboxLog,
 }
 
 impl Sandbox {

@@ -102,6 +102,7 @@ impl Manager {
         record: &VersionRecord,
     ) -> Result<(), SandboxError> {
         let started = Instant::now();
+        sb.log.before_spawn(&sb.dir);
         let plan = self.prepare_spawn(&PlanInput::tenant(sb))?;
         let prepare_us = micros(started);
         sb.own_root.store(plan.own_root, Ordering::Release);
@@ -326,7 +327,7 @@ impl Manager {
         let request = SpawnRequest {
             runner_exe,
             work_dir,
-            log_path: sb.dir.join("runner.log"),
+            log_path: sb.dir.join(crate::log::LOG_NAME),
             cgroup: sb
                 .cgroup
                 .as_ref()

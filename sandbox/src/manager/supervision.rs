@@ -2,6 +2,28 @@
 //! crash intensity, init's events, and the errors callers get when a runner died.
 use super::*;
 
+/// How a runner ended, as its watcher saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Exit {
+    /// What the host observed: the exit status, init's word on the app process, the cgroup's
+    /// OOM counter. Never the app's text, so what is read from it (the cause, the signal)
+    /// cannot be the app's doing.
+    pub how: String,
+    /// The app's last lines in the log, escaped and labelled as its own words
+    /// ([`crate::log::SandboxLog::last_words`]).
+    pub last_words: Option<String>,
+}
+
+impl Exit {
+    /// `how`, then the app's last words when it left some: the reason a user is shown.
+    pub fn reason(&self) -> String {
+        match &self.last_words {
+            Some(words) => format!("{}; {words}", self.how),
+            None => self.how.clone(),
+        }
+    }
+}
+
 /// Waits for a runner to exit, records how it died, and restarts it when the death was not
 /// asked for.
 ///
@@ -13,7 +35,7 @@ pub(super) async fn watch_runner(
     manager: std::sync::Weak<Inner>,
     runner: Arc<procfs::Process>,
     (closed, data_closed): (oneshot::Receiver<()>, oneshot::Receiver<()>),
-    exit: watch::Sender<Option<String>>,
+    exit: watch::Sender<Option<Exit>>,
 ) {
     // Either plane closing ends the runner: init closes the control socket when it exits
     // (after telling how the app process died), and an app process that closes its data
@@ -71,13 +93,24 @@ pub(super) async fn watch_runner(
         Some(oom) => format!("{oom}, {how}"),
         None => how,
     };
-    let _ = exit.send(Some(how.clone()));
+    // The app's last lines, from this runner's part of the log; only while it is the
+    // sandbox's runner (the next one may have moved the log aside already).
+    let last_words = sb
+        .as_deref()
+        .filter(|sb| sb.generation.load(Ordering::Acquire) == generation)
+        .and_then(|sb| sb.log.last_words(&sb.dir));
+    let ended = Exit {
+        how: how.clone(),
+        last_words,
+    };
+    let _ = exit.send(Some(ended.clone()));
     let Some(sb) = sb else { return };
     if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
     {
         return;
     }
     tracing::warn!(sandbox = %sb.id, pid, %how, "runner died");
+    let reason = ended.reason();
     let cause = crash_cause(&how);
     // The runner is reaped: its pid may name another process already, so nothing is killed
     // by number. What it left behind goes with its cgroup; without one, its pid namespace or
@@ -104,13 +137,13 @@ pub(super) async fn watch_runner(
         sb.set_status(
             Status::Crashed,
             Some(format!(
-                "runner died ({how}); more than {MAX_CRASHES} times in {}s",
+                "runner died more than {MAX_CRASHES} times in {}s, the last: {reason}",
                 CRASH_WINDOW.as_secs()
             )),
         );
         return;
     }
-    sb.set_status(Status::Restarting, Some(how.clone()));
+    sb.set_status(Status::Restarting, Some(reason));
     sb.restart_count.fetch_add(1, Ordering::AcqRel);
     let Some(record) = sb.current_record() else {
         return;
@@ -242,16 +275,21 @@ pub(super) fn crashed(id: &str, reason: String, signal: Option<String>) -> Sandb
     }
 }
 
-/// The error for a request whose runner died: waits briefly for the exit status.
+/// The error for a request whose runner died: waits briefly for the exit status. The
+/// signal is read from what the host observed, never from the app's words after it.
 pub(super) async fn death_of(id: &str, live: &Live) -> SandboxError {
     let mut exit = live.exit.clone();
-    let how = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
+    let ended = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some()))
         .await
         .ok()
         .and_then(|r| r.ok().and_then(|v| v.clone()))
-        .unwrap_or_else(|| "runner closed its socket".into());
-    let signal = how
+        .unwrap_or_else(|| Exit {
+            how: "runner closed its socket".into(),
+            last_words: None,
+        });
+    let signal = ended
+        .how
         .split_once("signal ")
         .map(|(_, s)| s.split([' ', ',']).next().unwrap_or(s).to_string());
-    crashed(id, format!("runner died: {how}"), signal)
+    crashed(id, format!("runner died: {}", ended.reason()), signal)
 }

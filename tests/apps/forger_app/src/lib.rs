@@ -2,6 +2,10 @@
 //! descriptor it holds, from a constructor (before the app process answers `load`) and from a
 //! call (a flood). The host must believe none of it: status, versions, restart counts and the
 //! isolation report stay what the host and init observed.
+//!
+//! It also shouts (`shout`): floods stderr, writes control characters, and dies, over and
+//! over if called so; the host must keep its log within the sandbox's bound and show its last
+//! words escaped.
 
 use std::io::Write;
 
@@ -68,17 +72,19 @@ fn answer(_: &str) -> Result<String, String> {
     Ok("1".into())
 }
 
+/// The number under `key` in a JSON object of numbers.
+fn num(args: &str, key: &str) -> Option<u64> {
+    let at = args.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = args[at..].trim_start_matches([':', ' ']);
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// Floods every descriptor with `count` rounds of forged frames (events, and answers to ids
 /// 1..=count), plus `log_mb` MiB of text on stderr. `{"count": N, "log_mb": M}`.
 fn flood(args: &str) -> Result<String, String> {
-    let num = |key: &str| -> Option<u64> {
-        let at = args.find(&format!("\"{key}\""))? + key.len() + 2;
-        let rest = args[at..].trim_start_matches([':', ' ']);
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    };
-    let count = num("count").unwrap_or(1000);
-    let log_mb = num("log_mb").unwrap_or(0);
+    let count = num(args, "count").unwrap_or(1000);
+    let log_mb = num(args, "log_mb").unwrap_or(0);
     let mut written = 0;
     for round in 0..count {
         // Only the event frames and one answer per round: a flood of events.
@@ -94,11 +100,36 @@ fn flood(args: &str) -> Result<String, String> {
     Ok(format!(r#"{{"written":{written}}}"#))
 }
 
+/// What `shout` writes last, as an attacker would: a terminal title, a line erase and a
+/// carriage return, then a forged line of the isolation report.
+pub const LAST_WORDS: &str =
+    "\x1b]0;FORGED title\x07\x1b[2K\r + seccomp: FORGED verified by the kernel\n";
+
+/// Writes `kib` KiB of text to stderr, then [`LAST_WORDS`], then dies: by allocating `alloc`
+/// bytes when asked (over `--address-space`, std says "memory allocation of N bytes failed"
+/// and aborts), else by `abort`. `{"kib": K, "alloc": BYTES}`.
+fn shout(args: &str) -> Result<String, String> {
+    let kib = num(args, "kib").unwrap_or(0);
+    let alloc = num(args, "alloc").unwrap_or(0);
+    let line = [vec![b'x'; 1023], vec![b'\n']].concat();
+    let mut err = std::io::stderr();
+    for _ in 0..kib {
+        let _ = err.write_all(&line);
+    }
+    let _ = err.write_all(LAST_WORDS.as_bytes());
+    if alloc > 0 {
+        let big = vec![1u8; alloc as usize];
+        std::hint::black_box(&big);
+    }
+    std::process::abort()
+}
+
 sandbox_abi::export_app! {
     name: "forger_app",
     version: "0.1.0",
     functions: {
         "answer" => answer,
         "flood" => flood,
+        "shout" => shout,
     },
 }
