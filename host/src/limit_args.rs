@@ -107,6 +107,10 @@ pub struct BuildArgs {
     /// Wall time of a whole build, seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub build_timeout: u64,
+    /// Disk a build may fill (its target dir and its copy of the crate), bytes; K, M, G, T
+    /// suffixes. Past it the build is killed and its files removed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
+    pub build_disk: u64,
 }
 
 impl BuildArgs {
@@ -117,6 +121,7 @@ impl BuildArgs {
             processes: self.build_processes,
             cpu_seconds: self.build_cpu_time,
             wall: Duration::from_secs(self.build_timeout),
+            disk: self.build_disk,
             ..Default::default()
         }
     }
