@@ -165,6 +165,9 @@ pub async fn serve_watching(
             .unwrap_or_default()
     };
     tracing::info!("{report}");
+    if !isolation::is_root() {
+        tracing::warn!("every sandbox {}", sandbox::manager::SHARED_UID_WARNING);
+    }
     let manager = Manager::new(config)?;
     {
         // Prepared runners, filled in the background: the socket serves meanwhile.

@@ -69,6 +69,13 @@ pub const MAX_CRASHES: usize = 3;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
 /// Most initial workers an app may ask for (its table's word).
 const MAX_INITIAL_WORKERS: u32 = 256;
+/// What `info` says of every sandbox of a non-root host: its processes run as the host's
+/// user, so the kernel's per-user limits are the user's, shared with its other sandboxes.
+pub const SHARED_UID_WARNING: &str = "runs as the daemon's own user (a non-root host cannot \
+     give it a uid of its own): per-user kernel limits (inotify, user namespaces, message \
+     queues, RLIMIT_NPROC, keyrings) are shared with the user's other processes and sandboxes; \
+     run the daemon as root to give each sandbox its own";
+
 /// First uid (and gid) of the range a root host runs its sandboxes as: each sandbox gets one
 /// of its own, unique on the machine (see [`crate::uids`]), so no two sandboxes share
 /// per-user kernel limits, and none is the host's root.

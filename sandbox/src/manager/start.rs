@@ -67,6 +67,13 @@ impl Manager {
                 "use --isolation standard",
             );
         }
+        if !is_root() {
+            // Said, not hidden: a non-root host cannot give the sandbox a uid of its own.
+            sb.warnings
+                .lock()
+                .unwrap()
+                .push(SHARED_UID_WARNING.to_string());
+        }
         for warning in sb.warnings.lock().unwrap().iter() {
             tracing::warn!(sandbox = %sb.id, "{warning}");
         }
