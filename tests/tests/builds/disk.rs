@@ -29,16 +29,22 @@ fn allocated(dir: &Path) -> u64 {
     total
 }
 
+/// A compiler with a disk budget and a wall-time limit, building into a target dir of the
+/// test's own (what the build leaves is measured there, then removed with the scratch dir).
+fn budgeted(disk: u64, wall: Duration) -> (tempfile::TempDir, appbuild::Compiler) {
+    let scratch = scratch();
+    let mut c = compiler();
+    c.target_dir = scratch.path().join("apps");
+    c.limits.disk = disk;
+    c.limits.wall = wall;
+    (scratch, c)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_build_that_fills_its_target_dir_is_stopped_at_its_disk_budget() {
     let _one = crate::BUILD_SCRIPTS.lock().await;
     let budget: u64 = 64 << 20;
-    // A target dir of the test's own: what the build leaves is measured there, then removed.
-    let scratch = scratch();
-    let mut c = compiler();
-    c.target_dir = scratch.path().join("apps");
-    c.limits.disk = budget;
-    c.limits.wall = Duration::from_secs(120);
+    let (_scratch, c) = budgeted(budget, Duration::from_secs(120));
     let err = c
         .build(&test_app("disk_build"))
         .await
@@ -62,11 +68,7 @@ async fn a_build_that_fills_its_target_dir_is_stopped_at_its_disk_budget() {
 async fn a_build_that_hides_what_it_wrote_is_stopped_at_its_disk_budget_too() {
     let _one = crate::BUILD_SCRIPTS.lock().await;
     let budget: u64 = 64 << 20;
-    let scratch = scratch();
-    let mut c = compiler();
-    c.target_dir = scratch.path().join("apps");
-    c.limits.disk = budget;
-    c.limits.wall = Duration::from_secs(60);
+    let (_scratch, c) = budgeted(budget, Duration::from_secs(60));
     // The build script deletes each file it wrote and holds it open, then waits: only the
     // files its processes hold show what it took.
     let crate_dir = test_app("disk_build");

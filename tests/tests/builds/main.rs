@@ -9,6 +9,17 @@
 //! at the same time in the same process would upset.
 
 mod cache;
+
+/// No process of a build (its build script above all) is left in this process's tree.
+fn assert_no_build_script_left() {
+    assert!(
+        !tree(std::process::id() as i32)
+            .iter()
+            .any(|&p| std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("build-script"))),
+        "a build script outlived its build"
+    );
+}
 mod disk;
 mod processes;
 
@@ -120,14 +131,7 @@ async fn a_build_that_never_ends_is_stopped_at_its_wall_time_limit() {
         "{err}"
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    // No process of the build is left behind.
-    assert!(
-        !tree(std::process::id() as i32)
-            .iter()
-            .any(|&p| std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.starts_with("build-script"))),
-        "a build script outlived its build"
-    );
+    assert_no_build_script_left();
     // The compiler builds on afterwards.
     let built = compiler().build(&demo_app()).await.unwrap();
     assert!(built.lib.is_file());

@@ -27,14 +27,7 @@ async fn a_fork_loop_in_a_build_script_is_stopped_by_the_process_limit() {
     // (What the build script said is not in it: cargo, which was still waiting for the
     // script's children to close its output, is killed with the build.)
     assert!(took < Duration::from_secs(30), "took {took:?}");
-    // No process of the build is left behind.
-    assert!(
-        !tree(std::process::id() as i32)
-            .iter()
-            .any(|&p| std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.starts_with("build-script"))),
-        "a build script outlived its build"
-    );
+    crate::assert_no_build_script_left();
 }
 
 #[tokio::test(flavor = "multi_thread")]
