@@ -15,6 +15,7 @@ mod app;
 pub mod app_process;
 pub mod error;
 mod init;
+mod log;
 mod restrict;
 mod supervisor;
 
