@@ -103,6 +103,10 @@ pub struct Vendor {
     pub second_turn_body: fn() -> Value,
     /// What a chat without a server fails with.
     pub unreachable: Unreachable,
+    /// Where a request says which tool the model must call (a JSON pointer into the body)
+    /// and what it holds for `None` (the model chooses) and for a named tool; `None` for a
+    /// vendor whose API cannot name one (Ollama).
+    pub tool_choice: Option<(&'static str, fn(Option<&str>) -> Value)>,
 }
 
 impl Vendor {
