@@ -369,7 +369,14 @@ async fn steps(
         "stop": outcome.stop,
         "stop_reason": outcome.stop_reason,
         "usage": outcome.usage,
+        "forced": outcome.forced,
     });
+    if !outcome.forced.is_empty() {
+        out.line(&format!(
+            "[operator] forced calls (the request named the tool): {}",
+            outcome.forced.join(", ")
+        ));
+    }
     // No verdict (no set_state): say why, and check nothing against telemetry.
     let verdict_lines = |out: &Printer| {
         out.line(&format!(
