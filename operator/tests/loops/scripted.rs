@@ -586,3 +586,75 @@ async fn outcome_serialises_to_json() {
     );
     assert_eq!(serde_json::to_value(&err).unwrap()["type"], "llm");
 }
+
+#[tokio::test]
+async fn each_request_may_take_what_is_left_of_the_deadline() {
+    let provider = Arc::new(MockProvider::scripted(vec![vec![done()]]));
+    Operator::new(calm(), provider.clone())
+        .with_config(OperatorConfig {
+            deadline: Duration::from_secs(300),
+            ..OperatorConfig::default()
+        })
+        .run(json!({}))
+        .await;
+    let timeout = provider.requests()[0].timeout;
+    assert!(
+        timeout > Duration::from_secs(290) && timeout <= Duration::from_secs(300),
+        "{timeout:?}"
+    );
+    // Its own bound, when set, is kept (and still clipped to the deadline).
+    let provider = Arc::new(MockProvider::scripted(vec![vec![done()]]));
+    Operator::new(calm(), provider.clone())
+        .with_config(OperatorConfig {
+            request_timeout: Some(Duration::from_secs(5)),
+            deadline: Duration::from_secs(300),
+            ..OperatorConfig::default()
+        })
+        .run(json!({}))
+        .await;
+    assert_eq!(provider.requests()[0].timeout, Duration::from_secs(5));
+}
+
+/// A model that writes a call-like object naming a tool nobody offered, in a shape too
+/// loose to be taken for a call.
+#[derive(Debug)]
+struct WritesLooseCalls;
+
+#[async_trait::async_trait]
+impl llm::Provider for WritesLooseCalls {
+    fn name(&self) -> &str {
+        "loose"
+    }
+
+    fn model(&self) -> &str {
+        "loose"
+    }
+
+    async fn chat(
+        &self,
+        _request: &llm::ChatRequest,
+    ) -> Result<llm::ChatResponse, llm::ProviderError> {
+        Ok(llm::ChatResponse {
+            text: Some(r#"{"tool": "health"}"#.into()),
+            tool_calls: vec![],
+            stop_reason: llm::StopReason::EndTurn,
+            usage: Default::default(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_stop_reason_says_the_model_wrote_calls_as_text() {
+    let out = Operator::new(calm(), Arc::new(WritesLooseCalls))
+        .with_config(OperatorConfig {
+            force_tools: false,
+            ..config(2)
+        })
+        .run(json!({}))
+        .await;
+    assert_eq!(
+        out.stop_reason,
+        "2 iterations without set_state (the model wrote calls as JSON text naming health, \
+         never calling a tool it was offered)"
+    );
+}
