@@ -298,7 +298,7 @@ pub(crate) async fn execute(
     run: &mut RunState,
     deadline: Instant,
 ) -> ToolResult {
-    let outcome = if offered.iter().any(|t| *t == call.name) {
+    let outcome = if offered.contains(&call.name) {
         run_tool(call, skill, callbacks, run, deadline).await
     } else {
         Err(ToolError::UnknownTool {
