@@ -50,7 +50,8 @@ pub struct DemoArgs {
     /// Operator iteration cap (default 4 for demo, 5 for anomaly).
     #[arg(long)]
     pub max_iterations: Option<u32>,
-    /// Operator deadline in milliseconds.
+    /// Operator deadline in milliseconds. Each model request may take what is left of it
+    /// (a local model on a small machine can take a minute over a cold prompt).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout: u64,
     /// Print one JSON object instead of the step lines.
@@ -313,10 +314,7 @@ async fn steps(
             out.line(&format!(
                 "[demo] process load injected: {load} extra workers"
             ));
-            context = json!({
-                "reason": "sandbox health check with intentional process spike. If processes > 10, take_snapshot, send_notification, set_state, then done.",
-                "anomaly": {"type": "process_load"},
-            });
+            context = anomaly_context();
         } else {
             out.line(&format!(
                 "[demo] process load skipped (process_load={load})"
@@ -371,7 +369,14 @@ async fn steps(
         "stop": outcome.stop,
         "stop_reason": outcome.stop_reason,
         "usage": outcome.usage,
+        "forced": outcome.forced,
     });
+    if !outcome.forced.is_empty() {
+        out.line(&format!(
+            "[operator] forced calls (the request named the tool): {}",
+            outcome.forced.join(", ")
+        ));
+    }
     // No verdict (no set_state): say why, and check nothing against telemetry.
     let verdict_lines = |out: &Printer| {
         out.line(&format!(
@@ -403,6 +408,15 @@ async fn steps(
         "error": verdict.as_ref().err().map(ToString::to_string),
     });
     Ok(verdict?)
+}
+
+/// What the anomaly flow tells the operator after it started extra workers: what was done,
+/// not what to conclude. Whether the count is above the threshold is for the snapshot to
+/// show (with `--load 5` it is not), and a small model copies any conclusion it is handed.
+pub fn anomaly_context() -> Value {
+    json!({
+        "reason": "sandbox health check after extra worker processes were started in it",
+    })
 }
 
 /// `source` with its `pub const ANSWER: i64 = …;` line set to `answer`; `None` without
@@ -478,6 +492,22 @@ impl Spinner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_anomaly_context_describes_and_does_not_conclude() {
+        let text = anomaly_context().to_string().to_lowercase();
+        for word in [
+            "spike",
+            "> 10",
+            "if processes",
+            "send_notification",
+            "set_state",
+            "warning",
+        ] {
+            assert!(!text.contains(word), "{word} in {text}");
+        }
+        assert!(text.contains("worker processes were started"), "{text}");
+    }
 
     #[test]
     fn the_reload_answers_42_whatever_the_working_copy_says() {

@@ -90,7 +90,10 @@ pub(crate) fn to_wire(request: &ChatRequest, model: &str) -> Value {
                 })
             })
             .collect();
-        body["tool_choice"] = json!({"type": "auto"});
+        body["tool_choice"] = match request.tool_choice.forced() {
+            Some(name) => json!({"type": "tool", "name": name}),
+            None => json!({"type": "auto"}),
+        };
     }
     body
 }
@@ -246,6 +249,7 @@ mod tests {
             tools: vec![],
             max_tokens: 0,
             timeout: Duration::from_secs(1),
+            tool_choice: Default::default(),
         };
         let body = to_wire(&request, "m");
         assert!(body.get("system").is_none());

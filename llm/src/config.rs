@@ -238,13 +238,19 @@ impl ProviderConfig {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        // A local OpenAI-compatible server (llama.cpp, llama-cpp-python, vLLM) needs no key:
+        // with OPENAI_BASE_URL pointing anywhere but api.openai.com, none is asked for.
+        let local_openai = kind == ProviderKind::OpenAi
+            && get(kind.base_url_var())
+                .is_some_and(|url| !url.to_ascii_lowercase().contains("://api.openai.com"));
         let api_key = if kind.key_vars().is_empty() {
             String::new()
         } else {
-            kind.key_vars()
-                .iter()
-                .find_map(|var| get(var))
-                .ok_or(ConfigError::MissingApiKey(kind))?
+            match kind.key_vars().iter().find_map(|var| get(var)) {
+                Some(key) => key,
+                None if local_openai => String::new(),
+                None => return Err(ConfigError::MissingApiKey(kind)),
+            }
         };
         let base_url = match get(kind.base_url_var()) {
             Some(url) if kind == ProviderKind::Ollama => ollama_host_url(&url),
@@ -338,6 +344,19 @@ mod tests {
         let err = ProviderConfig::from_lookup(ProviderKind::OpenAi, env(&[("OPENAI_API_KEY", "")]))
             .unwrap_err();
         assert_eq!(err.to_string(), "OPENAI_API_KEY not set");
+        let err = ProviderConfig::from_lookup(
+            ProviderKind::OpenAi,
+            env(&[("OPENAI_BASE_URL", "https://api.openai.com/v1")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "OPENAI_API_KEY not set");
+        // A local OpenAI-compatible server needs none.
+        let local = ProviderConfig::from_lookup(
+            ProviderKind::OpenAi,
+            env(&[("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")]),
+        )
+        .unwrap();
+        assert_eq!(local.api_key, "");
         let err = ProviderConfig::from_lookup(ProviderKind::GoogleAi, env(&[])).unwrap_err();
         assert_eq!(
             err.to_string(),

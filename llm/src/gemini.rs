@@ -168,7 +168,13 @@ pub(crate) fn to_wire(request: &ChatRequest) -> Value {
             })
             .collect();
         body["tools"] = json!([{"functionDeclarations": declarations}]);
-        body["toolConfig"] = json!({"functionCallingConfig": {"mode": "AUTO"}});
+        body["toolConfig"] = match request.tool_choice.forced() {
+            Some(name) => json!({"functionCallingConfig": {
+                "mode": "ANY",
+                "allowedFunctionNames": [name],
+            }}),
+            None => json!({"functionCallingConfig": {"mode": "AUTO"}}),
+        };
     }
     body
 }

@@ -89,8 +89,8 @@ impl Client {
         Ok(response)
     }
 
-    /// POSTs `body` as JSON to `url` with `headers`, retrying per the config's policy, and
-    /// parses a 2xx reply as `T`.
+    /// POSTs `body` as JSON to `url` with `headers`, retrying per the config's policy (whose
+    /// deadline is stretched to one `timeout` when shorter), and parses a 2xx reply as `T`.
     async fn post_json<T: DeserializeOwned>(
         &self,
         url: &str,
@@ -106,6 +106,7 @@ impl Client {
         let provider = self.name();
         self.config
             .retry
+            .covering(timeout)
             .run(provider, |attempt| async move {
                 tracing::debug!(provider, attempt, url, "LLM request");
                 let mut request = self.http.post(url).timeout(timeout).json(body);

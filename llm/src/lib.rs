@@ -31,5 +31,5 @@ pub use retry::RetryPolicy;
 pub use select::{provider_from_config, provider_from_env};
 pub use types::{
     ChatRequest, ChatResponse, Message, Provider, ProviderError, ProviderErrorKind, StopReason,
-    TokenUsage, ToolCall, ToolResult, ToolSpec,
+    TokenUsage, ToolCall, ToolChoice, ToolResult, ToolSpec,
 };

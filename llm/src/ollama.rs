@@ -107,6 +107,11 @@ impl Provider for OllamaProvider {
         &self.client.config.model
     }
 
+    /// Ollama's `/api/chat` has no `tool_choice`: a forced request goes out as any other.
+    fn can_force_tool(&self) -> bool {
+        false
+    }
+
     /// A server that cannot be reached (after the retries) is `Unavailable`, not retried
     /// further, with the hint to start it.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
@@ -146,7 +151,8 @@ pub(crate) fn to_wire(request: &ChatRequest, model: &str) -> Value {
     });
     if !request.tools.is_empty() {
         // Ollama keeps only type/items/description/enum (and required/properties): bounds
-        // go into the descriptions.
+        // go into the descriptions. It has no `tool_choice`: `request.tool_choice` is not
+        // sent (`can_force_tool` says so to the operator).
         body["tools"] = function_tools(&request.tools, |schema| {
             bounds_into_descriptions(&object_schema(schema))
         });

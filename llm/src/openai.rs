@@ -103,7 +103,10 @@ pub(crate) fn to_wire(request: &ChatRequest, model: &str, official: bool) -> Val
     }
     if !request.tools.is_empty() {
         body["tools"] = function_tools(&request.tools, object_schema);
-        body["tool_choice"] = json!("auto");
+        body["tool_choice"] = match request.tool_choice.forced() {
+            Some(name) => json!({"type": "function", "function": {"name": name}}),
+            None => json!("auto"),
+        };
     }
     body
 }

@@ -63,6 +63,15 @@ impl RetryPolicy {
         }
     }
 
+    /// This policy with its deadline at least `attempt`: a deadline shorter than one
+    /// attempt's timeout would cut every attempt short of it.
+    pub fn covering(self, attempt: Duration) -> Self {
+        Self {
+            deadline: self.deadline.max(attempt),
+            ..self
+        }
+    }
+
     /// The upper bound of the backoff before retry number `retry` (0-based):
     /// `min(cap, base * 2^retry)`.
     pub fn backoff_ceiling(&self, retry: u32) -> Duration {
@@ -523,6 +532,16 @@ mod tests {
         assert_eq!(err.retry_after, Some(Duration::from_secs(60)));
         assert!(err.message.contains("retry deadline reached"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_deadline_covers_one_attempt() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.covering(Duration::from_secs(600)).deadline,
+            Duration::from_secs(600)
+        );
+        assert_eq!(policy.covering(Duration::from_secs(5)), policy);
     }
 
     #[tokio::test]

@@ -10,8 +10,11 @@
 //! - `{"intent": "take_snapshot", ...}`: BAML style, every other field is an argument,
 //! - `{"tool_calls": [...]}` or a JSON array of any of these.
 //!
-//! When tools were offered, only calls that name one of them are taken, so that ordinary
-//! JSON in an answer is not mistaken for a call.
+//! When tools were offered, a call that names none of them is taken only when its shape
+//! leaves no doubt (a name with an `arguments`/`args`/`parameters`/`input` member, or
+//! OpenAI's `function` object), so that ordinary JSON in an answer is not mistaken for a
+//! call while a model that invents a tool (`{"name": "health", "arguments": {}}`) is told,
+//! as for a native call, that no such tool exists.
 
 use serde_json::{Map, Value};
 
@@ -45,10 +48,12 @@ pub struct TextToolCall {
 }
 
 /// Finds the tool calls written as JSON in `text`, and returns them with the text that is
-/// left once they (and their code fences) are removed. `known` limits the accepted names
-/// when it is not empty.
+/// left once they (and their code fences) are removed. When `known` is not empty, a call
+/// naming none of its tools is taken only in an unmistakable shape (see the module doc).
 pub fn parse_text_tool_calls(text: &str, known: &[ToolSpec]) -> (Vec<TextToolCall>, String) {
-    let accept = |name: &str| known.is_empty() || known.iter().any(|t| t.name == name);
+    let accept = |name: &str, unmistakable: bool| {
+        unmistakable || known.is_empty() || known.iter().any(|t| t.name == name)
+    };
     let mut calls = Vec::new();
     let mut removed: Vec<(usize, usize)> = Vec::new();
 
@@ -173,7 +178,8 @@ fn fenced_blocks(text: &str) -> Vec<(usize, usize, &str)> {
 }
 
 /// The calls described by one JSON value (an object, an array, or a `tool_calls` wrapper).
-fn calls_in_value(value: &Value, accept: &dyn Fn(&str) -> bool) -> Vec<TextToolCall> {
+/// `accept` is asked with the call's name and whether its shape is unmistakable.
+fn calls_in_value(value: &Value, accept: &dyn Fn(&str, bool) -> bool) -> Vec<TextToolCall> {
     match value {
         Value::Array(items) => items
             .iter()
@@ -184,7 +190,8 @@ fn calls_in_value(value: &Value, accept: &dyn Fn(&str) -> bool) -> Vec<TextToolC
                 return calls_in_value(inner, accept);
             }
             call_from_object(map)
-                .filter(|call| accept(&call.name))
+                .filter(|(call, unmistakable)| accept(&call.name, *unmistakable))
+                .map(|(call, _)| call)
                 .into_iter()
                 .collect()
         }
@@ -192,8 +199,9 @@ fn calls_in_value(value: &Value, accept: &dyn Fn(&str) -> bool) -> Vec<TextToolC
     }
 }
 
-/// One call from one object, if it has one of the recognised shapes.
-fn call_from_object(map: &Map<String, Value>) -> Option<TextToolCall> {
+/// One call from one object, if it has one of the recognised shapes, and whether the shape
+/// is unmistakable: OpenAI's `function` object, or a name with an arguments member.
+fn call_from_object(map: &Map<String, Value>) -> Option<(TextToolCall, bool)> {
     const ARG_KEYS: [&str; 4] = ["arguments", "args", "parameters", "input"];
     let string = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
     let arguments_of = |map: &Map<String, Value>| {
@@ -207,10 +215,11 @@ fn call_from_object(map: &Map<String, Value>) -> Option<TextToolCall> {
     // OpenAI shape: {"function": {"name": .., "arguments": ..}}.
     if let Some(Value::Object(function)) = map.get("function") {
         let name = function.get("name").and_then(Value::as_str)?;
-        return Some(TextToolCall {
+        let call = TextToolCall {
             name: name.to_string(),
             arguments: arguments_of(function),
-        });
+        };
+        return valid_name(name).then_some((call, true));
     }
     if let Some(name) = string("name")
         .or_else(|| string("tool"))
@@ -224,9 +233,12 @@ fn call_from_object(map: &Map<String, Value>) -> Option<TextToolCall> {
         if !has_args && !only_name && map.contains_key("name") {
             return None;
         }
-        return valid_name(&name).then(|| TextToolCall {
-            name,
-            arguments: arguments_of(map),
+        return valid_name(&name).then(|| {
+            let call = TextToolCall {
+                name,
+                arguments: arguments_of(map),
+            };
+            (call, has_args)
         });
     }
     if let Some(name) = string("intent") {
@@ -236,10 +248,11 @@ fn call_from_object(map: &Map<String, Value>) -> Option<TextToolCall> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let valid = valid_name(&name);
-        return valid.then_some(TextToolCall {
+        let call = TextToolCall {
             name,
             arguments: Value::Object(arguments),
-        });
+        };
+        return valid.then_some((call, false));
     }
     None
 }
@@ -362,10 +375,29 @@ mod tests {
         let (calls, rest) = parse_text_tool_calls(text, &known);
         assert!(calls.is_empty());
         assert_eq!(rest, text);
-        let (calls, _) = parse_text_tool_calls(r#"{"name": "rm_rf", "arguments": {}}"#, &known);
+        let (calls, _) = parse_text_tool_calls(r#"{"tool": "rm_rf"} and {"intent": "x"}"#, &known);
         assert!(calls.is_empty());
         let (calls, _) = parse_text_tool_calls("no json here { at all", &known);
         assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn an_unmistakable_call_to_an_unknown_tool_is_taken() {
+        // Taken so that the operator can answer it as it answers a native call to a tool
+        // that does not exist, instead of nudging a model that does not see its mistake.
+        let known = tools(&["set_state"]);
+        let text = r#"{"name": "health", "arguments": {"sandbox_id": "demo-1"}}"#;
+        let (calls, rest) = parse_text_tool_calls(text, &known);
+        assert_eq!(names(&calls), ["health"]);
+        assert_eq!(calls[0].arguments, json!({"sandbox_id": "demo-1"}));
+        assert_eq!(rest, "");
+        let (calls, _) = parse_text_tool_calls(
+            r#"```json
+{"function": {"name": "rm_rf", "arguments": "{}"}}
+```"#,
+            &known,
+        );
+        assert_eq!(names(&calls), ["rm_rf"]);
     }
 
     #[test]

@@ -80,8 +80,41 @@ pub struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     /// Output token cap.
     pub max_tokens: u32,
-    /// Per-request timeout.
+    /// Per-attempt timeout (each retry gets it anew; the provider's retry policy bounds the
+    /// whole call, and never to less than one attempt).
     pub timeout: Duration,
+    /// Whether the model may answer as it likes or must call one named tool.
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+}
+
+/// What the request asks of the model about tools.
+///
+/// Small local models behind OpenAI-compatible servers (llama.cpp, llama-cpp-python) often
+/// write a call-shaped JSON object as text when left to choose, and make a real call only
+/// when the request names the tool. On the wire: OpenAI and compatible servers
+/// `tool_choice: {"type": "function", "function": {"name": ..}}`, Anthropic
+/// `tool_choice: {"type": "tool", "name": ..}`, Gemini `toolConfig.functionCallingConfig:
+/// {"mode": "ANY", "allowedFunctionNames": [..]}`. Ollama's API has no such field: the
+/// request goes out as with `Auto` (see [`Provider::can_force_tool`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides whether and which tool to call.
+    #[default]
+    Auto,
+    /// The model must call this tool (one of [`ChatRequest::tools`]).
+    Tool(String),
+}
+
+impl ToolChoice {
+    /// The forced tool's name, if any.
+    pub fn forced(&self) -> Option<&str> {
+        match self {
+            ToolChoice::Auto => None,
+            ToolChoice::Tool(name) => Some(name),
+        }
+    }
 }
 
 /// Why the model stopped.
@@ -227,6 +260,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// The model this provider sends requests to.
     fn model(&self) -> &str;
+    /// Whether [`ChatRequest::tool_choice`] reaches the model: true unless the vendor's API
+    /// has no way to name the tool the model must call (Ollama).
+    fn can_force_tool(&self) -> bool {
+        true
+    }
     /// Sends one request (with the retry policy applied) and returns the reply.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 }

@@ -8,7 +8,9 @@
 mod common;
 mod vendors;
 
-use llm::{ProviderErrorKind, StopReason, ToolCall};
+use std::time::Duration;
+
+use llm::{ProviderConfig, ProviderErrorKind, RetryPolicy, StopReason, ToolCall, ToolChoice};
 use serde_json::json;
 use wiremock::matchers::header;
 use wiremock::{MockServer, ResponseTemplate};
@@ -31,6 +33,9 @@ macro_rules! provider_tests {
                 reads_text_and_two_tool_calls,
                 parses_tool_calls_written_as_json,
                 a_missing_server_is_reported,
+                names_the_tool_the_model_must_call,
+                a_call_to_an_unknown_tool_written_as_json_is_a_call,
+                a_slow_attempt_is_not_cut_by_the_retry_deadline,
             );
         }
     )+};
@@ -263,4 +268,71 @@ async fn a_missing_server_is_reported(vendor: &Vendor) {
     assert!(err.message.starts_with(start), "{err}");
     assert!(err.message.contains("(gave up after 4 attempt(s)"), "{err}");
     assert!(err.message.ends_with(end), "{err}");
+}
+
+/// `ToolChoice::Tool` goes out in the vendor's words (and `Auto` as its "the model
+/// chooses"); a vendor without such a field sends neither, and its provider says it cannot
+/// force a call.
+async fn names_the_tool_the_model_must_call(vendor: &Vendor) {
+    let server = vendor.serve(vendor.ok(Some("ok"), &[])).await;
+    let provider = vendor.provider(&server);
+    let mut request = first_turn(vendor.model);
+    provider.chat(&request).await.unwrap();
+    request.tool_choice = ToolChoice::Tool("set_state".into());
+    provider.chat(&request).await.unwrap();
+    let sent = bodies(&server).await;
+    match vendor.tool_choice {
+        Some((pointer, choice)) => {
+            assert!(provider.can_force_tool());
+            assert_eq!(sent[0].pointer(pointer), Some(&choice(None)), "{}", sent[0]);
+            assert_eq!(
+                sent[1].pointer(pointer),
+                Some(&choice(Some("set_state"))),
+                "{}",
+                sent[1]
+            );
+        }
+        None => {
+            assert!(!provider.can_force_tool());
+            assert_eq!(sent[0], sent[1], "a forced request goes out as any other");
+            assert!(!sent[1].to_string().contains("tool_choice"), "{}", sent[1]);
+        }
+    }
+}
+
+/// A model that writes a call to a tool nobody offered, as JSON text in the shape of a call,
+/// gets a call: the operator then answers it as it answers a native call to an unknown tool.
+async fn a_call_to_an_unknown_tool_written_as_json_is_a_call(vendor: &Vendor) {
+    let text = r#"{"name": "health", "arguments": {"sandbox_id": "demo-1"}}"#;
+    let server = vendor.serve(vendor.ok(Some(text), &[])).await;
+    let response = vendor.first_turn(&server).await.unwrap();
+    let expected = ToolCall {
+        id: "call_1".into(),
+        name: "health".into(),
+        arguments: json!({"sandbox_id": "demo-1"}),
+        thought_signature: None,
+    };
+    assert_eq!(response.tool_calls, [expected]);
+    assert_eq!(response.text, None);
+    assert_eq!(response.stop_reason, StopReason::ToolUse);
+}
+
+/// A local model on a small machine may take longer than the retry policy's whole budget to
+/// answer one request: the request's own timeout stretches that budget to one attempt.
+async fn a_slow_attempt_is_not_cut_by_the_retry_deadline(vendor: &Vendor) {
+    let reply = vendor
+        .ok(Some("All good."), &[])
+        .set_delay(Duration::from_millis(600));
+    let server = vendor.serve(reply).await;
+    let policy = RetryPolicy {
+        deadline: Duration::from_millis(200),
+        ..common::fast_retry()
+    };
+    let config = ProviderConfig::new(server.uri(), vendor.key, vendor.model).with_retry(policy);
+    let provider = llm::provider_from_config(vendor.kind, config).unwrap();
+    let mut request = first_turn(vendor.model);
+    request.timeout = Duration::from_secs(5);
+    let response = provider.chat(&request).await.unwrap();
+    assert_eq!(response.text.as_deref(), Some("All good."));
+    assert_eq!(request_count(&server).await, 1);
 }

@@ -11,9 +11,18 @@ use crate::outcome::ParseNameError;
 /// `&str` converts into one (with `?` or `.into()`).
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// The model called a tool that was not offered.
-    #[error("unknown tool: {0}")]
-    UnknownTool(String),
+    /// The model called a tool that was not offered (natively, or in a call written as
+    /// JSON text): `unknown tool `health`; the tools are take_snapshot, set_state, done`.
+    #[error(
+        "unknown tool `{name}`{}",
+        if offered.is_empty() { String::new() } else { format!("; the tools are {}", offered.join(", ")) }
+    )]
+    UnknownTool {
+        /// The name the model wrote.
+        name: String,
+        /// The tools it was offered.
+        offered: Vec<String>,
+    },
     /// A skill was asked for a callback it does not have.
     #[error("unknown callback: {0}")]
     UnknownCallback(String),

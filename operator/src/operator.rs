@@ -6,37 +6,50 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm::{ChatRequest, Message, Provider, TokenUsage, ToolResult, ToolSpec};
+use llm::{ChatRequest, Message, Provider, TokenUsage, ToolChoice, ToolResult, ToolSpec};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::outcome::HealthState;
 use crate::outcome::{NO_VERDICT_SUMMARY, Outcome, RunError, Stop, summarize};
 use crate::skill::Skill;
-use crate::tools::{self, BUILTIN_TOOLS, RunState};
+use crate::tools::{
+    self, BUILTIN_TOOLS, DONE, RunState, SEND_NOTIFICATION, SET_STATE, TAKE_SNAPSHOT,
+};
 
 /// Bounds of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorConfig {
-    /// Most model requests per run (one iteration = one request). Default 4.
+    /// Most turns per run. A turn is one model request, plus at most one forced retry
+    /// (see `force_tools`). Default 4.
     pub max_iterations: u32,
     /// Per-attempt timeout handed to the provider in [`ChatRequest::timeout`] (clipped to
-    /// the time left before the deadline). The whole call, retries included, is bounded by
-    /// `deadline`. Default 30 s.
-    pub request_timeout: Duration,
+    /// the time left before the deadline). `None` (the default): the time left before the
+    /// deadline, so an attempt is never abandoned while the run may still wait for it (a
+    /// local model on a small machine can take a minute over a cold prompt). The whole call,
+    /// retries included, is bounded by `deadline`.
+    pub request_timeout: Option<Duration>,
     /// Wall-clock bound on the whole run, from the start of [`Operator::run`]. Default 60 s.
     pub deadline: Duration,
     /// Output token cap per request. Default 1024.
     pub max_tokens: u32,
+    /// When a reply has no tool call, ask again at once with the request naming the tool
+    /// the loop needs next ([`ToolChoice::Tool`]): small local models often write a call as
+    /// text unless the request names the tool. Once a turn needed that, every later turn of
+    /// the run names its tool from the start. Not done for a provider that cannot name one
+    /// ([`Provider::can_force_tool`]: Ollama). Default true.
+    pub force_tools: bool,
 }
 
 impl Default for OperatorConfig {
     fn default() -> Self {
         OperatorConfig {
             max_iterations: 4,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: None,
             deadline: Duration::from_secs(60),
             max_tokens: 1024,
+            force_tools: true,
         }
     }
 }
@@ -44,6 +57,26 @@ impl Default for OperatorConfig {
 /// Text sent when the model replies without calling a tool.
 pub const NUDGE: &str = "You replied without calling a tool. Use the tools: take_snapshot, \
      send_notification, set_state, and call done when you are finished.";
+
+/// The line that tells the model (and whoever reads the transcript) that this turn's
+/// request names the tool it must call.
+pub fn forced_line(tool: &str) -> String {
+    format!("This request requires a call to {tool}: call it now (forced by the operator).")
+}
+
+/// The tool the workflow needs next, from what the run has: a snapshot, then a verdict,
+/// then (for a warning or critical verdict, the model's own) a notification, then `done`.
+pub fn next_tool(snapshots: usize, state: HealthState, notifications: usize) -> &'static str {
+    if snapshots == 0 {
+        TAKE_SNAPSHOT
+    } else if !state.is_verdict() {
+        SET_STATE
+    } else if matches!(state, HealthState::Warning | HealthState::Critical) && notifications == 0 {
+        SEND_NOTIFICATION
+    } else {
+        DONE
+    }
+}
 
 /// Runs a [`Skill`] against a [`Provider`].
 #[derive(Clone)]
@@ -77,11 +110,51 @@ enum DeadlineAt {
 }
 
 /// How a step ended when it did not simply complete.
-enum Interrupt {
+enum Ended {
     /// The caller cancelled.
     Cancelled,
     /// The deadline passed.
     Deadline,
+    /// The provider failed (after its own retries).
+    Failed(llm::ProviderError),
+}
+
+/// What the model's replies held, for the stop reason.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Replies that carried at least one tool call.
+    tool_replies: u32,
+    /// Calls that named an offered tool.
+    known_calls: u32,
+    /// Names of the tools called that were not offered, first seen first.
+    unknown: Vec<String>,
+    /// Names in call-shaped JSON written as text that no call was made of.
+    text_calls: Vec<String>,
+}
+
+impl Tally {
+    /// A reply without a tool call, with its text.
+    fn no_call(&mut self, text: Option<&str>) {
+        let Some(text) = text else { return };
+        let (calls, _) = llm::text_tool_calls::parse_text_tool_calls(text, &[]);
+        for call in calls {
+            if !self.text_calls.contains(&call.name) {
+                self.text_calls.push(call.name);
+            }
+        }
+    }
+
+    /// A reply with `calls`, of which those not in `offered` are unknown.
+    fn calls(&mut self, calls: &[llm::ToolCall], offered: &[String]) {
+        self.tool_replies += 1;
+        for call in calls {
+            if offered.contains(&call.name) {
+                self.known_calls += 1;
+            } else if !self.unknown.contains(&call.name) {
+                self.unknown.push(call.name.clone());
+            }
+        }
+    }
 }
 
 impl Operator {
@@ -126,9 +199,16 @@ impl Operator {
             .collect()
     }
 
-    /// The tools offered to the model: the built-ins, then the skill's callbacks.
+    /// The tools offered to the model: the built-ins the skill uses
+    /// ([`Skill::builtin_tools`]), then the skill's callbacks.
     pub fn tool_specs(&self) -> Vec<ToolSpec> {
-        let mut specs = tools::builtin_tool_specs();
+        let wanted = self.skill.builtin_tools();
+        let mut specs: Vec<ToolSpec> = tools::builtin_tool_specs()
+            .into_iter()
+            .filter(|t| {
+                wanted.contains(&t.name.as_str()) || tools::REQUIRED.contains(&t.name.as_str())
+            })
+            .collect();
         specs.extend(self.callback_specs().into_iter().map(|c| ToolSpec {
             name: c.name,
             description: c.doc,
@@ -176,15 +256,19 @@ impl Operator {
         let deadline = Instant::now() + self.config.deadline;
         let system = self.system_prompt();
         let tool_specs = self.tool_specs();
+        let offered: Vec<String> = tool_specs.iter().map(|t| t.name.clone()).collect();
         let callbacks: Vec<String> = self.callback_specs().into_iter().map(|c| c.name).collect();
+        let can_force = self.config.force_tools && self.provider.can_force_tool();
         let mut run = RunState::default();
         let mut transcript: Vec<Message> = Vec::new();
         let mut usage = TokenUsage::default();
         let mut iterations: u32 = 0;
         let mut error: Option<RunError> = None;
         let mut deadline_at = DeadlineAt::Between;
-        // Replies that carried at least one tool call.
-        let mut tool_replies: u32 = 0;
+        let mut tally = Tally::default();
+        // Set once a turn needed a forced call: every later turn names its tool at once.
+        let mut forcing = false;
+        let mut forced: Vec<String> = Vec::new();
 
         tracing::info!(
             target: "operator",
@@ -217,13 +301,13 @@ impl Operator {
             if cancel.is_cancelled() {
                 break Stop::Cancelled;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 break Stop::Deadline;
             }
             if iterations >= self.config.max_iterations {
                 break Stop::IterationCap;
             }
+            let next = next_tool(run.snapshots.len(), run.state, run.notifications.len());
 
             // Tell the model the state, after tool results or after a reply without calls.
             match transcript.last() {
@@ -231,9 +315,20 @@ impl Operator {
                     text: format!("Current state: {}", run.state),
                 }),
                 Some(Message::Assistant { .. }) => transcript.push(Message::User {
-                    text: format!("{NUDGE}\n\nCurrent state: {}", run.state),
+                    text: format!(
+                        "{NUDGE} The next step is {next}.\n\nCurrent state: {}",
+                        run.state
+                    ),
                 }),
                 _ => {}
+            }
+            let mut choice = ToolChoice::Auto;
+            if forcing {
+                choice = ToolChoice::Tool(next.to_string());
+                if let Some(Message::User { text }) = transcript.last_mut() {
+                    text.push_str("\n\n");
+                    text.push_str(&forced_line(next));
+                }
             }
 
             iterations += 1;
@@ -242,33 +337,63 @@ impl Operator {
                 event = "iteration",
                 iteration = iterations,
                 state = %run.state,
+                forced = choice.forced().unwrap_or(""),
                 "iteration start"
             );
 
-            let request = ChatRequest {
-                model: self.provider.model().to_string(),
-                system: system.clone(),
-                messages: transcript.clone(),
-                tools: tool_specs.clone(),
-                max_tokens: self.config.max_tokens,
-                timeout: self
-                    .config
-                    .request_timeout
-                    .min(deadline.saturating_duration_since(now)),
-            };
-            let reply = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(Interrupt::Cancelled),
-                _ = tokio::time::sleep_until(deadline) => Err(Interrupt::Deadline),
-                r = self.provider.chat(&request) => Ok(r),
-            };
-            let response = match reply {
-                Err(Interrupt::Cancelled) => break Stop::Cancelled,
-                Err(Interrupt::Deadline) => {
+            let mut asked = self
+                .ask(
+                    &system,
+                    &transcript,
+                    &tool_specs,
+                    &choice,
+                    deadline,
+                    &cancel,
+                )
+                .await;
+            // No call: record the reply, then ask again at once naming the tool.
+            if can_force
+                && choice == ToolChoice::Auto
+                && matches!(&asked, Ok(r) if r.tool_calls.is_empty())
+                && let Ok(response) = asked
+            {
+                usage += response.usage;
+                tally.no_call(response.text.as_deref());
+                transcript.push(Message::Assistant {
+                    text: response.text,
+                    tool_calls: Vec::new(),
+                });
+                transcript.push(Message::User {
+                    text: format!("{NUDGE}\n\n{}", forced_line(next)),
+                });
+                tracing::info!(
+                    target: "operator",
+                    event = "forcing",
+                    iteration = iterations,
+                    tool = next,
+                    "reply without tool calls; asking again with the tool named"
+                );
+                forcing = true;
+                choice = ToolChoice::Tool(next.to_string());
+                asked = self
+                    .ask(
+                        &system,
+                        &transcript,
+                        &tool_specs,
+                        &choice,
+                        deadline,
+                        &cancel,
+                    )
+                    .await;
+            }
+            let response = match asked {
+                Ok(response) => response,
+                Err(Ended::Cancelled) => break Stop::Cancelled,
+                Err(Ended::Deadline) => {
                     deadline_at = DeadlineAt::Provider(iterations);
                     break Stop::Deadline;
                 }
-                Ok(Err(e)) => {
+                Err(Ended::Failed(e)) => {
                     tracing::error!(
                         target: "operator",
                         event = "llm_error",
@@ -279,10 +404,24 @@ impl Operator {
                     error = Some(RunError::from(&e));
                     break Stop::LlmError;
                 }
-                Ok(Ok(r)) => r,
             };
             usage += response.usage;
             let calls = response.tool_calls;
+            if let Some(tool) = choice.forced()
+                && calls.iter().any(|c| c.name == tool)
+            {
+                tracing::info!(
+                    target: "operator",
+                    event = "forced_call",
+                    iteration = iterations,
+                    tool,
+                    "the model called the tool the request named"
+                );
+                forced.push(tool.to_string());
+            }
+            if calls.is_empty() {
+                tally.no_call(response.text.as_deref());
+            }
             transcript.push(Message::Assistant {
                 text: response.text,
                 tool_calls: calls.clone(),
@@ -296,16 +435,21 @@ impl Operator {
                 );
                 continue;
             }
-            tool_replies += 1;
+            tally.calls(&calls, &offered);
+            // Only tools that do not exist: they get their error results, and the next
+            // turn names the tool the loop needs.
+            if can_force && !calls.iter().any(|c| offered.contains(&c.name)) {
+                forcing = true;
+            }
 
             let mut results: Vec<ToolResult> = Vec::with_capacity(calls.len());
             let mut interrupted = None;
             for call in &calls {
                 let step = tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => Err(Interrupt::Cancelled),
-                    _ = tokio::time::sleep_until(deadline) => Err(Interrupt::Deadline),
-                    r = tools::execute(call, self.skill.as_ref(), &callbacks, &mut run, deadline) => Ok(r),
+                    _ = cancel.cancelled() => Err(Ended::Cancelled),
+                    _ = tokio::time::sleep_until(deadline) => Err(Ended::Deadline),
+                    r = tools::execute(call, self.skill.as_ref(), &offered, &callbacks, &mut run, deadline) => Ok(r),
                 };
                 match step {
                     Ok(result) => {
@@ -323,7 +467,7 @@ impl Operator {
                         results.push(result);
                     }
                     Err(i) => {
-                        if matches!(i, Interrupt::Deadline) {
+                        if matches!(i, Ended::Deadline) {
                             deadline_at = DeadlineAt::Tool(call.name.clone());
                         }
                         interrupted = Some(i);
@@ -333,8 +477,8 @@ impl Operator {
             }
             transcript.push(Message::Tool { results });
             match interrupted {
-                Some(Interrupt::Cancelled) => break Stop::Cancelled,
-                Some(Interrupt::Deadline) => break Stop::Deadline,
+                Some(Ended::Deadline) => break Stop::Deadline,
+                Some(_) => break Stop::Cancelled,
                 None => {}
             }
             if run.done {
@@ -347,14 +491,8 @@ impl Operator {
         } else {
             NO_VERDICT_SUMMARY.to_string()
         };
-        let stop_reason = self.stop_reason(
-            stop,
-            &run,
-            iterations,
-            tool_replies,
-            &deadline_at,
-            error.as_ref(),
-        );
+        let stop_reason =
+            self.stop_reason(stop, &run, iterations, &tally, &deadline_at, error.as_ref());
         tracing::info!(
             target: "operator",
             event = "done",
@@ -378,6 +516,35 @@ impl Operator {
             stop,
             error,
             stop_reason,
+            forced,
+        }
+    }
+
+    /// One request with `choice`, bounded by the deadline and the cancellation.
+    async fn ask(
+        &self,
+        system: &str,
+        transcript: &[Message],
+        tools: &[ToolSpec],
+        choice: &ToolChoice,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<llm::ChatResponse, Ended> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let request = ChatRequest {
+            model: self.provider.model().to_string(),
+            system: system.to_string(),
+            messages: transcript.to_vec(),
+            tools: tools.to_vec(),
+            max_tokens: self.config.max_tokens,
+            timeout: self.config.request_timeout.map_or(left, |t| t.min(left)),
+            tool_choice: choice.clone(),
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Ended::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => Err(Ended::Deadline),
+            r = self.provider.chat(&request) => r.map_err(Ended::Failed),
         }
     }
 
@@ -387,7 +554,7 @@ impl Operator {
         stop: Stop,
         run: &RunState,
         iterations: u32,
-        tool_replies: u32,
+        tally: &Tally,
         deadline_at: &DeadlineAt,
         error: Option<&RunError>,
     ) -> String {
@@ -398,9 +565,34 @@ impl Operator {
             Stop::Done => "the model called done without set_state".into(),
             Stop::IterationCap => {
                 let missing = if verdict { "done" } else { "set_state" };
-                let mut text = format!("{iterations} iterations without {missing}");
-                if tool_replies == 0 && iterations > 0 {
-                    text.push_str(" (the model answered in prose only, never calling a tool)");
+                let noun = if iterations == 1 {
+                    "iteration"
+                } else {
+                    "iterations"
+                };
+                let mut text = format!("{iterations} {noun} without {missing}");
+                if tally.tool_replies == 0 && iterations > 0 {
+                    if tally.text_calls.is_empty() {
+                        text.push_str(" (the model answered in prose only, never calling a tool");
+                    } else {
+                        text.push_str(&format!(
+                            " (the model wrote calls as JSON text naming {}, never calling \
+                             a tool it was offered",
+                            tally.text_calls.join(", ")
+                        ));
+                    }
+                    if !self.provider.can_force_tool() {
+                        text.push_str(&format!(
+                            "; {} cannot be asked to call a named tool",
+                            self.provider.name()
+                        ));
+                    }
+                    text.push(')');
+                } else if tally.known_calls == 0 && !tally.unknown.is_empty() {
+                    text.push_str(&format!(
+                        " (the model called only tools it was not offered: {})",
+                        tally.unknown.join(", ")
+                    ));
                 }
                 text
             }

@@ -248,6 +248,11 @@ pub struct Outcome {
     /// answer within 3000 ms`, `4 iterations without set_state`.
     #[serde(default)]
     pub stop_reason: String,
+    /// The tools the model called because the request named them ([`llm::ToolChoice`]),
+    /// in order: each one a turn whose first reply had no tool call (and every turn after
+    /// the first such one). Empty when the model called its tools on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced: Vec<String>,
 }
 
 impl Outcome {

@@ -46,6 +46,10 @@ pub const BUILTIN_TOOLS: [&str; 9] = [
     DONE,
 ];
 
+/// The built-in tools every run offers, whatever the skill says: without them the loop
+/// cannot reach a verdict or end.
+pub const REQUIRED: [&str; 3] = [TAKE_SNAPSHOT, SET_STATE, DONE];
+
 /// Longest single `wait`.
 pub const WAIT_CAP: Duration = Duration::from_secs(5);
 
@@ -283,16 +287,26 @@ fn snapshot_json(s: &Snapshot) -> Value {
     json!({"id": s.id, "captured_at": s.captured_at, "data": s.data})
 }
 
-/// Executes one tool call. Never panics on model input: unknown tools and bad arguments
-/// become error results (see [`ToolError::to_json`]). `deadline` bounds `wait`.
+/// Executes one tool call. Never panics on model input: unknown tools (any not in
+/// `offered`) and bad arguments become error results (see [`ToolError::to_json`]).
+/// `deadline` bounds `wait`.
 pub(crate) async fn execute(
     call: &ToolCall,
     skill: &dyn Skill,
+    offered: &[String],
     callbacks: &[String],
     run: &mut RunState,
     deadline: Instant,
 ) -> ToolResult {
-    let (value, is_error) = match run_tool(call, skill, callbacks, run, deadline).await {
+    let outcome = if offered.contains(&call.name) {
+        run_tool(call, skill, callbacks, run, deadline).await
+    } else {
+        Err(ToolError::UnknownTool {
+            name: call.name.clone(),
+            offered: offered.to_vec(),
+        })
+    };
+    let (value, is_error) = match outcome {
         Ok(value) => (value, false),
         Err(e) => (e.to_json(), true),
     };
@@ -413,7 +427,10 @@ async fn run_tool(
             Ok(json!({"done": true}))
         }
         name if callbacks.iter().any(|c| c == name) => skill.call(name, object_args(call)?).await,
-        name => Err(ToolError::UnknownTool(name.to_string())),
+        name => Err(ToolError::UnknownTool {
+            name: name.to_string(),
+            offered: Vec::new(),
+        }),
     }
 }
 

@@ -125,6 +125,17 @@ pub enum EventKind {
         /// What it says.
         summary: String,
     },
+    /// The model called a tool because the request named it: its reply to the turn had no
+    /// tool call (or only calls to tools that do not exist), so the operator asked again
+    /// with the tool the workflow needs next (OpenAI-compatible `tool_choice`, Anthropic
+    /// `tool_choice`, Gemini `allowedFunctionNames`; Ollama has no way to name one).
+    #[serde(rename = "operator.forced")]
+    OperatorForced {
+        /// The run.
+        run: String,
+        /// The tool the request named and the model called.
+        tool: String,
+    },
     /// The operator's verdict: the state the model set, as the operator recorded it. The
     /// guardrail's judgment of it goes to the detector's sinks (`accepted`, `reason`).
     #[serde(rename = "operator.state")]
@@ -204,6 +215,7 @@ impl EventKind {
             EventKind::OperatorStarted { .. } => "operator.started",
             EventKind::OperatorSnapshot { .. } => "operator.snapshot",
             EventKind::OperatorNotification { .. } => "operator.notification",
+            EventKind::OperatorForced { .. } => "operator.forced",
             EventKind::OperatorState { .. } => "operator.state",
             EventKind::OperatorDone { .. } => "operator.done",
             EventKind::OperatorNoVerdict { .. } => "operator.no_verdict",

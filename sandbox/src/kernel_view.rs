@@ -155,12 +155,19 @@ impl KernelView {
 
     /// Checks every applied entry of `report` against this view: confirmed entries gain the
     /// kernel's evidence, contradicted ones become missing. Landlock, which the kernel does
-    /// not show from outside, is labelled as the runner's report.
+    /// not show from outside, is labelled as the runner's report. Checking against several
+    /// processes (init, then the app process) adds each distinct piece of evidence once.
     pub fn check(&self, report: &mut Report) {
+        let add = |detail: &mut String, note: String| {
+            if !detail.contains(&note) {
+                detail.push(' ');
+                detail.push_str(&note);
+            }
+        };
         for entry in report.entries.iter_mut().filter(|e| e.applied) {
             match self.confirms(entry.mechanism) {
                 Some(Shown::Confirms(evidence)) => {
-                    entry.detail = format!("{} [kernel: {evidence}]", entry.detail)
+                    add(&mut entry.detail, format!("[kernel: {evidence}]"))
                 }
                 Some(Shown::Contradicts(shown)) => {
                     *entry = ReportEntry::missing(
@@ -171,12 +178,10 @@ impl KernelView {
                         ),
                     )
                 }
-                None if entry.mechanism == Mechanism::Landlock => {
-                    entry.detail = format!(
-                        "{} [the runner's report: the kernel does not show Landlock from outside]",
-                        entry.detail
-                    )
-                }
+                None if entry.mechanism == Mechanism::Landlock => add(
+                    &mut entry.detail,
+                    "[the runner's report: the kernel does not show Landlock from outside]".into(),
+                ),
                 None => {}
             }
         }
@@ -290,5 +295,36 @@ mod tests {
         sandboxed().check(&mut report);
         assert!(report.entries[0].applied);
         assert!(report.entries[0].detail.ends_with("[kernel: Seccomp: 2]"));
+    }
+
+    #[test]
+    fn init_and_the_app_process_showing_the_same_add_it_once() {
+        let mut report = Report::new();
+        report.entries = vec![
+            ReportEntry::applied(Mechanism::PidNs, "own"),
+            ReportEntry::applied(Mechanism::Landlock, "fully enforced"),
+        ];
+        sandboxed().check(&mut report);
+        sandboxed().check(&mut report);
+        assert_eq!(
+            report.entries[0].detail,
+            "own [kernel: ns/pid differs from the host's]"
+        );
+        assert_eq!(
+            report.entries[1]
+                .detail
+                .matches("the runner's report")
+                .count(),
+            1
+        );
+        // Evidence that differs between the two is kept from both.
+        let mut other = sandboxed();
+        other.status.insert("Seccomp".into(), "2".into());
+        let mut report = Report::new();
+        report.entries = vec![ReportEntry::applied(Mechanism::Ids, "mapped")];
+        sandboxed().check(&mut report);
+        other.status.insert("Uid".into(), "1600000002".into());
+        other.check(&mut report);
+        assert_eq!(report.entries[0].detail.matches("[kernel: ").count(), 2);
     }
 }

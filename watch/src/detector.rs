@@ -276,9 +276,10 @@ pub struct Gate {
     per_hour: usize,
     started: VecDeque<Instant>,
     running: bool,
-    /// Whether a hold was already reported since the last run started (one `detector.held`
-    /// per held period, not one per sample).
-    held_reported: bool,
+    /// The hold last reported since the last run started: one `detector.held` per held
+    /// period and reason (a cooldown that ends in the hourly cap reports both), not one per
+    /// sample.
+    held_reported: Option<&'static str>,
 }
 
 /// What the gate says.
@@ -300,7 +301,7 @@ impl Gate {
             per_hour: per_hour as usize,
             started: VecDeque::new(),
             running: false,
-            held_reported: false,
+            held_reported: None,
         }
     }
 
@@ -327,10 +328,10 @@ impl Gate {
         } else {
             self.started.push_back(now);
             self.running = true;
-            self.held_reported = false;
+            self.held_reported = None;
             return Decision::Run;
         };
-        if std::mem::replace(&mut self.held_reported, true) {
+        if self.held_reported.replace(reason) == Some(reason) {
             Decision::Quiet
         } else {
             Decision::Held(reason)
@@ -457,5 +458,20 @@ mod tests {
             Decision::Run,
             "the first run is an hour old"
         );
+    }
+
+    #[test]
+    fn a_cooldown_that_ends_in_the_hourly_cap_reports_the_cap() {
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let mut g = Gate::new(5 * min, 1);
+        assert_eq!(g.ask(t0), Decision::Run);
+        g.finished();
+        assert_eq!(g.ask(t0 + min), Decision::Held("cooldown"));
+        assert_eq!(g.ask(t0 + 2 * min), Decision::Quiet);
+        // The cooldown is over; the hour is not: the sandbox is held for another reason.
+        assert_eq!(g.ask(t0 + 6 * min), Decision::Held("hourly_cap"));
+        assert_eq!(g.ask(t0 + 7 * min), Decision::Quiet);
+        assert_eq!(g.ask(t0 + 60 * min), Decision::Run);
     }
 }

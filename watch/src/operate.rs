@@ -74,6 +74,7 @@ pub async fn operate_run(
         Some(p) => p,
         None => Arc::new(MockProvider::careful(skill.alert_rule())),
     };
+    // Each model request may take what is left of the deadline (OperatorConfig's default).
     let config = OperatorConfig {
         max_iterations: req.max_iterations.unwrap_or(4),
         deadline: Duration::from_millis(req.timeout_ms.unwrap_or(30_000)),
@@ -125,6 +126,15 @@ pub fn report_outcome(events: &EventBus, sandbox: &str, run: &str, outcome: &Out
             },
         );
     }
+    for tool in &outcome.forced {
+        events.sandbox(
+            sandbox,
+            EventKind::OperatorForced {
+                run: run.to_string(),
+                tool: tool.clone(),
+            },
+        );
+    }
     match outcome.no_verdict() {
         None => {
             events.sandbox(
@@ -154,5 +164,48 @@ pub fn report_outcome(events: &EventBus, sandbox: &str, run: &str, outcome: &Out
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use operator::{HealthState, Stop};
+
+    #[test]
+    fn forced_calls_are_in_the_event_stream_before_the_verdict() {
+        let events = EventBus::new(64, 64);
+        let outcome = Outcome {
+            state: HealthState::Healthy,
+            summary: "sandbox stable".into(),
+            notifications: vec![],
+            snapshots: vec![],
+            iterations: 3,
+            usage: Default::default(),
+            transcript: vec![],
+            stop: Stop::Done,
+            error: None,
+            stop_reason: "the model called done".into(),
+            forced: vec!["take_snapshot".into(), "set_state".into()],
+        };
+        report_outcome(&events, "s1", "r1", &outcome);
+        let names: Vec<String> = events
+            .subscribe(usize::MAX, |_| true)
+            .backlog
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::OperatorForced { tool, .. } => format!("forced {tool}"),
+                other => other.name().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "forced take_snapshot",
+                "forced set_state",
+                "operator.state",
+                "operator.done"
+            ]
+        );
     }
 }

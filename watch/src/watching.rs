@@ -46,6 +46,11 @@ pub struct WatchConfig {
     pub provider: Option<String>,
     /// Model for the detector's runs.
     pub model: Option<String>,
+    /// Deadline of each detector run (each model request may take up to what is left of
+    /// it: a local model on a small machine can take a minute over a cold prompt).
+    pub run_timeout: Duration,
+    /// Turns of each detector run.
+    pub max_iterations: u32,
     /// File to append verdicts and anomalies to.
     pub jsonl: Option<PathBuf>,
     /// Size at which that file is rotated.
@@ -68,6 +73,8 @@ impl Default for WatchConfig {
             max_per_hour: 3,
             provider: None,
             model: None,
+            run_timeout: Duration::from_secs(30),
+            max_iterations: 5,
             jsonl: None,
             jsonl_max: 64 << 20,
             webhook: None,
@@ -378,8 +385,8 @@ impl Job {
             provider: self.config.provider.clone(),
             model: self.config.model.clone(),
             env: self.env.clone(),
-            max_iterations: Some(5),
-            timeout_ms: Some(30_000),
+            max_iterations: Some(self.config.max_iterations),
+            timeout_ms: Some(self.config.run_timeout.as_millis().min(u64::MAX as u128) as u64),
         };
         let flagged: Vec<_> = self.flags.iter().map(anomaly_json).collect();
         let context = json!({
@@ -495,5 +502,9 @@ mod tests {
         let c = WatchConfig::default();
         assert_eq!(c.thresholds().window, 1440);
         assert_eq!(c.rules[0].to_string(), "processes > 10");
+        assert_eq!(
+            (c.run_timeout, c.max_iterations),
+            (Duration::from_secs(30), 5)
+        );
     }
 }

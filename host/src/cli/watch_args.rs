@@ -50,6 +50,13 @@ pub struct WatchArgs {
     /// Model of the detector's runs.
     #[arg(long, value_name = "MODEL")]
     pub watch_model: Option<String>,
+    /// Deadline of each detector run in milliseconds; each model request may take what is
+    /// left of it (raise it for a local model on a small machine).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub watch_timeout: u64,
+    /// Turns of each detector run.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub watch_max_iterations: u32,
     /// Append each verdict and anomaly to FILE as a JSON line.
     #[arg(long, value_name = "FILE")]
     pub watch_jsonl: Option<PathBuf>,
@@ -98,6 +105,8 @@ impl WatchArgs {
             max_per_hour: self.watch_max_per_hour,
             provider: self.watch_provider.clone(),
             model: self.watch_model.clone(),
+            run_timeout: Duration::from_millis(self.watch_timeout),
+            max_iterations: self.watch_max_iterations.max(1),
             jsonl: self.watch_jsonl.clone(),
             jsonl_max: self.watch_jsonl_max,
             webhook: self.watch_webhook.clone(),

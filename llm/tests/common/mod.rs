@@ -59,6 +59,7 @@ pub fn first_turn(model: &str) -> ChatRequest {
         tools: tools(),
         max_tokens: 512,
         timeout: Duration::from_secs(5),
+        tool_choice: Default::default(),
     }
 }
 

@@ -28,6 +28,10 @@ pub fn vendor() -> Vendor {
         history_ids: ["toolu_01A", "toolu_01B"],
         second_turn_body,
         unreachable: NETWORK_ERROR,
+        tool_choice: Some(("/tool_choice", |tool| match tool {
+            Some(name) => json!({"type": "tool", "name": name}),
+            None => json!({"type": "auto"}),
+        })),
     }
 }
 

@@ -29,6 +29,10 @@ pub fn vendor() -> Vendor {
         history_ids: ["call_1", "call_2"],
         second_turn_body,
         unreachable: NETWORK_ERROR,
+        tool_choice: Some(("/toolConfig/functionCallingConfig", |tool| match tool {
+            Some(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+            None => json!({"mode": "AUTO"}),
+        })),
     }
 }
 

@@ -72,6 +72,10 @@ pub const NETWORK_ERROR: Unreachable = (
     "attempts exhausted)",
 );
 
+/// Where a request body says which tool the model must call (a JSON pointer), and what it
+/// holds there for `None` (the model chooses) and for a named tool.
+pub type ToolChoiceAt = (&'static str, fn(Option<&str>) -> Value);
+
 /// How one vendor speaks.
 #[derive(Debug)]
 pub struct Vendor {
@@ -103,6 +107,10 @@ pub struct Vendor {
     pub second_turn_body: fn() -> Value,
     /// What a chat without a server fails with.
     pub unreachable: Unreachable,
+    /// Where a request says which tool the model must call (a JSON pointer into the body)
+    /// and what it holds for `None` (the model chooses) and for a named tool; `None` for a
+    /// vendor whose API cannot name one (Ollama).
+    pub tool_choice: Option<ToolChoiceAt>,
 }
 
 impl Vendor {

@@ -33,6 +33,7 @@ pub fn vendor() -> Vendor {
             "Ollama not available: connection failed: ",
             ". Start with: ollama serve",
         ),
+        tool_choice: None,
     }
 }
 

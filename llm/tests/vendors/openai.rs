@@ -27,6 +27,10 @@ pub fn vendor() -> Vendor {
         history_ids: ["call_abc", "call_def"],
         second_turn_body,
         unreachable: NETWORK_ERROR,
+        tool_choice: Some(("/tool_choice", |tool| match tool {
+            Some(name) => json!({"type": "function", "function": {"name": name}}),
+            None => json!("auto"),
+        })),
     }
 }
 

@@ -42,6 +42,7 @@ macro_rules! provider_loop_tests {
                 a_silent_provider_gives_no_verdict,
                 prose_only_gives_no_verdict,
                 server_errors_give_no_verdict,
+                a_model_that_calls_only_when_told_which_tool_reaches_a_verdict,
             );
         }
     )+};
@@ -176,7 +177,7 @@ async fn run(vendor: &Vendor) -> (Outcome, Vec<Value>, Vec<(String, String)>) {
         .with_config(OperatorConfig {
             // More than the script needs: the run must end at `done`, not at the cap.
             max_iterations: 10,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(5)),
             deadline: Duration::from_secs(20),
             ..OperatorConfig::default()
         })
@@ -335,7 +336,7 @@ async fn run_faulty(vendor: &Vendor, fault: Fault) -> (Outcome, String, usize) {
     let outcome = Operator::new(skill, provider(vendor, &server))
         .with_config(OperatorConfig {
             max_iterations: 4,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Some(Duration::from_secs(30)),
             deadline: Duration::from_millis(match fault {
                 Fault::Silent => 400,
                 _ => 20_000,
@@ -366,15 +367,29 @@ async fn a_silent_provider_gives_no_verdict(vendor: &Vendor) {
     assert_eq!(outcome.usage.output_tokens, 0);
 }
 
+/// Prose every time, even when the request names the tool: turn 1 asks twice (the second
+/// time naming `take_snapshot`), every later turn names its tool at once. Ollama cannot be
+/// told, and the reason says so.
 async fn prose_only_gives_no_verdict(vendor: &Vendor) {
     let (outcome, line, requests) = run_faulty(vendor, Fault::Prose).await;
     assert_eq!(outcome.stop, Stop::IterationCap);
-    assert_eq!(
-        line,
-        "operator gave no verdict: 4 iterations without set_state (the model \
-         answered in prose only, never calling a tool)"
-    );
-    assert_eq!(requests, 4);
+    assert!(outcome.forced.is_empty(), "{:?}", outcome.forced);
+    if vendor.kind == ProviderKind::Ollama {
+        assert_eq!(
+            line,
+            "operator gave no verdict: 4 iterations without set_state (the model \
+             answered in prose only, never calling a tool; ollama cannot be asked to call \
+             a named tool)"
+        );
+        assert_eq!(requests, 4);
+    } else {
+        assert_eq!(
+            line,
+            "operator gave no verdict: 4 iterations without set_state (the model \
+             answered in prose only, never calling a tool)"
+        );
+        assert_eq!(requests, 5);
+    }
 }
 
 async fn server_errors_give_no_verdict(vendor: &Vendor) {
@@ -386,4 +401,129 @@ async fn server_errors_give_no_verdict(vendor: &Vendor) {
     );
     assert!(line.contains("HTTP 500"), "{line}");
     assert_eq!(requests, fast_retry().max_attempts as usize);
+}
+
+// ---------------------------------------------------------------- told which tool
+
+/// What the model writes when the request does not name a tool: a call, as JSON text, to a
+/// tool nobody offered (what Qwen2.5-Coder 0.5B did behind llama-cpp-python).
+const INVENTED: &str = r#"{"name": "health", "arguments": {"sandbox_id": "demo-1"}}"#;
+
+/// A model that calls a tool only when the request names it, and then calls that one with
+/// sensible arguments; otherwise it writes [`INVENTED`].
+struct CallsWhenTold {
+    vendor: Vendor,
+    next: AtomicUsize,
+}
+
+impl Respond for CallsWhenTold {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+        let Some(tool) = (self.vendor.forced_tool)(&body) else {
+            return ResponseTemplate::new(200)
+                .set_body_json((self.vendor.reply)(Some(INVENTED), &[]));
+        };
+        let args = match tool.as_str() {
+            "set_state" => json!({"state": "warning", "reason": "42 processes, above 10"}),
+            "send_notification" => json!({"type": "process_spike", "severity": "warning",
+                                          "summary": SUMMARY, "snapshot_ids": ["latest"]}),
+            _ => json!({}),
+        };
+        let id: &'static str = Box::leak(format!("call_forced_{n}").into_boxed_str());
+        let name: &'static str = Box::leak(tool.into_boxed_str());
+        ResponseTemplate::new(200).set_body_json((self.vendor.reply)(None, &[(id, name, args)]))
+    }
+}
+
+/// Turn 1: the invented call is answered as an unknown tool, naming the tools there are;
+/// from turn 2 on each request names the tool the workflow needs next (snapshot, verdict,
+/// then, for the model's warning, the notification, then done) and the run reaches a
+/// verdict. Ollama cannot name a tool: the model goes on inventing, and the reason says so.
+async fn a_model_that_calls_only_when_told_which_tool_reaches_a_verdict(vendor: &Vendor) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(vendor.path))
+        .respond_with(CallsWhenTold {
+            vendor: (match vendor.kind {
+                ProviderKind::Anthropic => crate::vendors::anthropic,
+                ProviderKind::OpenAi => crate::vendors::openai,
+                ProviderKind::GoogleAi => crate::vendors::gemini,
+                ProviderKind::Ollama => crate::vendors::ollama,
+            })(),
+            next: AtomicUsize::new(0),
+        })
+        .mount(&server)
+        .await;
+    let skill = Arc::new(FakeSkill::new(
+        json!({"processes": 42, "sandbox_id": "demo-1"}),
+    ));
+    let outcome = Operator::new(skill, provider(vendor, &server))
+        .with_config(OperatorConfig {
+            max_iterations: 6,
+            deadline: Duration::from_secs(20),
+            ..OperatorConfig::default()
+        })
+        .run(json!({"reason": "sandbox health check"}))
+        .await;
+    let received = server.received_requests().await.expect("recording");
+    let bodies: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+
+    // Turn 2 carries the unknown-tool error for the invented call, naming the tools.
+    let reference = if vendor.native_ids {
+        "call_1"
+    } else {
+        "health"
+    };
+    let sent = (vendor.find_result)(&bodies[1], reference).expect("a result for health");
+    assert_ne!(sent.is_error, Some(false), "{sent:?}");
+    let message = sent.content["error"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("unknown tool `health`; the tools are take_snapshot, "),
+        "{message}"
+    );
+    assert!(
+        message.contains("set_state") && message.contains("echo"),
+        "{message}"
+    );
+
+    if vendor.kind == ProviderKind::Ollama {
+        assert_eq!(outcome.state, HealthState::Unknown);
+        assert!(outcome.forced.is_empty());
+        assert_eq!(
+            outcome.stop_reason,
+            "6 iterations without set_state (the model called only tools it was not \
+             offered: health)"
+        );
+        assert!(bodies.iter().all(|b| (vendor.forced_tool)(b).is_none()));
+        return;
+    }
+    assert_eq!(outcome.stop, Stop::Done, "{}", outcome.stop_reason);
+    assert_eq!(outcome.state, HealthState::Warning);
+    assert_eq!(outcome.notifications.len(), 1);
+    assert_eq!(outcome.iterations, 5);
+    assert_eq!(
+        outcome.forced,
+        ["take_snapshot", "set_state", "send_notification", "done"]
+    );
+    let named: Vec<Option<String>> = bodies.iter().map(|b| (vendor.forced_tool)(b)).collect();
+    assert_eq!(
+        named,
+        [
+            None,
+            Some("take_snapshot".into()),
+            Some("set_state".into()),
+            Some("send_notification".into()),
+            Some("done".into()),
+        ]
+    );
+    // The transcript says which calls were forced.
+    let text = serde_json::to_string(&outcome.transcript).unwrap();
+    assert!(
+        text.contains("This request requires a call to set_state"),
+        "{text}"
+    );
 }

@@ -39,6 +39,9 @@ pub struct Vendor {
     pub find_result: fn(&Value, &str) -> Option<SentResult>,
     /// The vendor's own checks on the four chat request bodies of the script.
     pub check_requests: fn(&[Value]),
+    /// The tool a request body names as the one the model must call, if any (never, for a
+    /// vendor whose API has no way to say so).
+    pub forced_tool: fn(&Value) -> Option<String>,
 }
 
 impl Vendor {
@@ -162,6 +165,11 @@ pub fn anthropic() -> Vendor {
             assert_eq!(blocks[2]["type"], "text");
             assert_eq!(blocks[2]["text"], "Current state: unknown");
         },
+        forced_tool: |body| {
+            (body["tool_choice"]["type"] == "tool")
+                .then(|| body["tool_choice"]["name"].as_str().map(str::to_string))
+                .flatten()
+        },
     }
 }
 
@@ -208,6 +216,15 @@ pub fn openai() -> Vendor {
                 unknown_args().to_string()
             );
             assert_eq!(assistant["tool_calls"][1]["id"], NOTIFY_ID);
+        },
+        forced_tool: |body| {
+            (body["tool_choice"]["type"] == "function")
+                .then(|| {
+                    body["tool_choice"]["function"]["name"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .flatten()
         },
     }
 }
@@ -303,6 +320,16 @@ pub fn gemini() -> Vendor {
             assert_eq!(user[1]["functionResponse"]["name"], "send_notification");
             assert_eq!(user[2]["text"], "Current state: unknown");
         },
+        forced_tool: |body| {
+            let config = &body["toolConfig"]["functionCallingConfig"];
+            (config["mode"] == "ANY")
+                .then(|| {
+                    config["allowedFunctionNames"][0]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .flatten()
+        },
     }
 }
 
@@ -363,6 +390,11 @@ pub fn ollama() -> Vendor {
             let assistant = chat_turn_3(bodies, "tool_name", [UNKNOWN, "send_notification"]);
             let arguments = &assistant["tool_calls"][0]["function"]["arguments"];
             assert_eq!(arguments, &unknown_args());
+        },
+        // The API has no tool_choice: nothing in the body may claim otherwise.
+        forced_tool: |body| {
+            assert!(body.get("tool_choice").is_none(), "{body}");
+            None
         },
     }
 }

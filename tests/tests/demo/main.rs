@@ -7,6 +7,7 @@
 //! manager in this process, and then checks that nothing of the run is left anywhere on the
 //! machine (sandbox directories, cgroups, processes working in its directory).
 
+mod local_model;
 mod providers;
 mod story;
 
@@ -101,4 +102,27 @@ fn assert_no_sandbox_dir(runtime_dir: &Path) {
         !runtime_dir.join("sandbox-host").exists(),
         "a sandbox directory was made"
     );
+}
+
+/// Every mechanism of an isolation report carries each piece of the kernel's evidence once
+/// (init and the app process are both checked, and show the same).
+fn assert_kernel_evidence_once(isolation: &serde_json::Value) {
+    let entries = isolation["mechanisms"]["entries"]
+        .as_array()
+        .or_else(|| isolation["mechanisms"].as_array())
+        .unwrap_or_else(|| panic!("no mechanisms in {isolation}"));
+    let mut seen = 0;
+    for entry in entries {
+        let detail = entry["detail"].as_str().unwrap_or_default();
+        for (at, _) in detail.match_indices("[kernel: ") {
+            let note = &detail[at..at + detail[at..].find(']').unwrap() + 1];
+            assert_eq!(
+                detail.matches(note).count(),
+                1,
+                "{note} twice in {detail:?}"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no kernel evidence at all: {isolation}");
 }

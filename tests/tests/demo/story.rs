@@ -68,6 +68,7 @@ fn anomaly_without_load_is_healthy_and_passes_with_json_output() {
     assert_eq!(report["operator"]["notifications"], 0);
     assert_eq!(report["guardrail"]["ok"], true);
     assert!(report["timings"]["compile_ms"].is_u64());
+    super::assert_kernel_evidence_once(&report["sandbox"]["isolation"]);
     assert_clean(dir.path(), &out);
 }
 

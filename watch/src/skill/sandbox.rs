@@ -226,6 +226,13 @@ impl Skill for SandboxSkill {
         SandboxSkill::snapshot_of(&self.manager, &self.sandbox_id).await
     }
 
+    /// What the workflow uses: a small local model pays for every tool's schema on every
+    /// turn, so `think`, `wait` and the listings are not offered.
+    fn builtin_tools(&self) -> Vec<&'static str> {
+        use operator::tools::{DONE, SEND_NOTIFICATION, SET_STATE, TAKE_SNAPSHOT};
+        vec![TAKE_SNAPSHOT, SEND_NOTIFICATION, SET_STATE, DONE]
+    }
+
     fn callbacks(&self) -> Vec<CallbackSpec> {
         SandboxSkill::callback_specs()
     }

@@ -201,6 +201,7 @@ function describe(e) {
     case 'operator.started': return e.skill + ' via ' + e.provider + ' (' + e.trigger + ')';
     case 'operator.snapshot': return 'snapshot ' + e.id + ': ' + JSON.stringify(e.data).slice(0, 160) + '…';
     case 'operator.notification': return '[' + e.severity + '] ' + e.summary;
+    case 'operator.forced': return e.tool + ' (named by the request: the model had not called a tool)';
     case 'operator.state': return e.state + ': ' + e.summary;
     case 'operator.done': return 'verdict ' + e.state + ' (' + e.stop + ', ' + e.notifications + ' notifications)';
     case 'operator.no_verdict': return 'no verdict: ' + e.reason;
