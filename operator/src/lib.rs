@@ -30,7 +30,9 @@ pub mod mock;
 pub mod operator;
 pub mod outcome;
 pub mod skill;
+pub mod tool_names;
 pub mod tools;
+pub mod workflow;
 
 pub use error::ToolError;
 pub use mock::MockProvider;

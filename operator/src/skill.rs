@@ -151,12 +151,12 @@ pub trait Skill: Send + Sync {
     /// object with an `error` field (e.g. `{"error": "sandbox_id_not_configured"}`).
     async fn snapshot(&self) -> Value;
 
-    /// The built-in tools offered to the model (see [`crate::tools::BUILTIN_TOOLS`]);
+    /// The built-in tools offered to the model (see [`crate::tool_names::BUILTIN_TOOLS`]);
     /// `take_snapshot`, `set_state` and `done` are offered whatever this says. Each tool's
     /// schema costs prompt tokens, which a small local model pays for on every turn: offer
     /// only what the skill's workflow uses. Default: all of them.
     fn builtin_tools(&self) -> Vec<&'static str> {
-        crate::tools::BUILTIN_TOOLS.to_vec()
+        crate::tool_names::BUILTIN_TOOLS.to_vec()
     }
 
     /// The callbacks offered to the model as extra tools. Default: none.

@@ -14,41 +14,7 @@ use crate::ids::{new_id, now_rfc3339};
 use crate::outcome::{HealthState, Notification, Severity, Snapshot};
 use crate::skill::Skill;
 
-/// Takes a snapshot: no arguments; result `{"id","captured_at","data"}`.
-pub const TAKE_SNAPSHOT: &str = "take_snapshot";
-/// Returns one stored snapshot: `id` (or `"latest"`).
-pub const GET_SNAPSHOT: &str = "get_snapshot";
-/// Lists stored snapshots, newest first: `limit`, `offset`.
-pub const GET_SNAPSHOTS: &str = "get_snapshots";
-/// Records a notification: `type`, `severity`, `summary`, `snapshot_ids`.
-pub const SEND_NOTIFICATION: &str = "send_notification";
-/// Lists this run's notifications.
-pub const GET_NOTIFICATIONS: &str = "get_notifications";
-/// Sets the health state: `state`, `reason`.
-pub const SET_STATE: &str = "set_state";
-/// Records a thought: `thought`.
-pub const THINK: &str = "think";
-/// Sleeps: `ms`, capped at [`WAIT_CAP`] and at the deadline.
-pub const WAIT: &str = "wait";
-/// Ends the run after the current reply.
-pub const DONE: &str = "done";
-
-/// Names of all built-in tools, in the order they are offered.
-pub const BUILTIN_TOOLS: [&str; 9] = [
-    TAKE_SNAPSHOT,
-    GET_SNAPSHOT,
-    GET_SNAPSHOTS,
-    SEND_NOTIFICATION,
-    GET_NOTIFICATIONS,
-    SET_STATE,
-    THINK,
-    WAIT,
-    DONE,
-];
-
-/// The built-in tools every run offers, whatever the skill says: without them the loop
-/// cannot reach a verdict or end.
-pub const REQUIRED: [&str; 3] = [TAKE_SNAPSHOT, SET_STATE, DONE];
+pub use crate::tool_names::*;
 
 /// Longest single `wait`.
 pub const WAIT_CAP: Duration = Duration::from_secs(5);

@@ -6,4 +6,5 @@ mod careful;
 mod common;
 mod providers;
 mod scripted;
+mod turns;
 mod vendors;
