@@ -151,6 +151,19 @@ pub async fn serve_watching(
     // Handlers first: a signal from now on is a clean shutdown, never a default death.
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal", &socket.path))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal", &socket.path))?;
+    // The cgroup sandboxes go under, prepared before the daemon has any child (the pool starts
+    // runners below) and before its socket exists: on cgroup v2 the daemon moves itself into
+    // the `host` leaf of its own (delegated) cgroup, never a process it does not own
+    // (isolation::cgroups::v2), so that the subtree's controllers can be enabled. A second
+    // daemon refused by the lock below has only moved itself into the same leaf.
+    let unified = nix::sys::statfs::statfs(isolation::cgroups::CGROUP_ROOT)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if unified {
+        match isolation::cgroups::CgroupSystem::shared(None) {
+            Ok(sys) => tracing::info!("sandbox cgroups: {}", sys.describe()),
+            Err(e) => tracing::info!("sandbox cgroups: {e}"),
+        }
+    }
     let bound = bind(socket)?;
     let config = ManagerConfig {
         max_lib_size: limits.max_lib_size,
@@ -184,17 +197,6 @@ pub async fn serve_watching(
                 );
             }
         });
-    }
-    // The cgroup sandboxes go under, prepared before the daemon has any child: on cgroup v2 the
-    // daemon moves itself into the `host` leaf of its own (delegated) cgroup, never a process
-    // it does not own (isolation::cgroups::v2).
-    let unified = nix::sys::statfs::statfs(isolation::cgroups::CGROUP_ROOT)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
-    if unified {
-        match isolation::cgroups::CgroupSystem::shared(None) {
-            Ok(sys) => tracing::info!("sandbox cgroups: {}", sys.describe()),
-            Err(e) => tracing::info!("sandbox cgroups: {e}"),
-        }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let watch_set = Arc::new(WatchSet::new(watch.default_on));
