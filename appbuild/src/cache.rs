@@ -10,9 +10,10 @@
 //! build that was waiting for that lock sees its lock file is no longer the directory's and
 //! starts over in a fresh one.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// Bounds of the build cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +42,15 @@ pub const USAGE_FILE: &str = "usage";
 /// Name prefix of a directory being removed (renamed out of the way first).
 const EVICTING: &str = ".evicting-";
 
+/// `f` locked exclusively without waiting, or `f` back when another build holds the lock.
+pub(crate) fn lock_now(f: std::fs::File) -> Result<Flock<std::fs::File>, std::fs::File> {
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(f, _)| f)
+}
+
 /// Takes `lock` without waiting; `None` when another build holds it.
-pub(crate) fn try_lock(path: &Path) -> Option<std::fs::File> {
+pub(crate) fn try_lock(path: &Path) -> Option<Flock<std::fs::File>> {
     let f = std::fs::File::options().write(true).open(path).ok()?;
-    // SAFETY: flock on an fd we own.
-    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
+    lock_now(f).ok()
 }
 
 /// Whether the lock file `f` we hold is still the one at `path` (not removed or replaced by
@@ -140,7 +145,7 @@ pub fn trim(builds: &Path, current: &Path, policy: &BuildCache) -> Vec<PathBuf> 
 
 /// Removes build directory `dir`, whose lock (if it has one) the caller holds: moved out of
 /// the way first, then the lock let go, then removed.
-fn evict(builds: &Path, dir: &Path, held: Option<std::fs::File>) -> std::io::Result<()> {
+fn evict(builds: &Path, dir: &Path, held: Option<Flock<std::fs::File>>) -> std::io::Result<()> {
     let aside = builds.join(format!(
         "{EVICTING}{}-{}",
         std::process::id(),

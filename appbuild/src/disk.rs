@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -24,12 +25,19 @@ pub const MAX_ENTRIES: u64 = 250_000;
 /// Deepest nesting of directories below a writable directory.
 pub const MAX_DEPTH: usize = 128;
 
+/// Most bytes of one build process's `/proc/PID/maps` the measure reads. The build chooses
+/// how many mappings it has (up to `vm.max_map_count`, with paths of its choosing), and the
+/// host reads them on every check: past this (20 times what rustc or a linker maps) the
+/// build is over its budget rather than a cost to the host.
+pub const MAX_MAPS_BYTES: u64 = 8 << 20;
+
 /// Why a tree is over its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Over {
     /// More allocated bytes than the budget.
     Bytes,
-    /// More than [`MAX_ENTRIES`] entries.
+    /// More than [`MAX_ENTRIES`] entries (files in the trees, plus the descriptors and
+    /// mappings of its processes looked at), or a process's mappings past [`MAX_MAPS_BYTES`].
     Entries,
     /// Directories nested deeper than [`MAX_DEPTH`].
     Depth,
@@ -77,12 +85,19 @@ impl Tally {
         }
     }
 
-    /// Counts one inode; `Err` once a bound is passed.
-    fn add(&mut self, st: &FileStat) -> Result<(), Over> {
+    /// Counts one thing looked at (an inode, a descriptor, a mapping); `Err` past
+    /// [`MAX_ENTRIES`], so what a build makes the host look at is bounded too.
+    fn look(&mut self) -> Result<(), Over> {
         self.entries += 1;
         if self.entries > MAX_ENTRIES {
             return Err(Over::Entries);
         }
+        Ok(())
+    }
+
+    /// Counts one inode; `Err` once a bound is passed.
+    fn add(&mut self, st: &FileStat) -> Result<(), Over> {
+        self.look()?;
         let is_dir = kind(st) == SFlag::S_IFDIR;
         if (st.st_nlink > 1 && !is_dir) && !self.seen.insert((dev(st), ino(st))) {
             return Ok(());
@@ -170,15 +185,23 @@ impl Tally {
         for &pid in pids {
             if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
                 for fd in fds.flatten() {
+                    self.look()?;
                     if let Ok(st) = nix::sys::stat::stat(&fd.path()) {
                         self.add_deleted(&st)?;
                     }
                 }
             }
-            let Ok(maps) = std::fs::read(format!("/proc/{pid}/maps")) else {
+            let mut maps = Vec::new();
+            let read = std::fs::File::open(format!("/proc/{pid}/maps"))
+                .and_then(|f| f.take(MAX_MAPS_BYTES + 1).read_to_end(&mut maps));
+            if read.is_err() {
                 continue;
-            };
+            }
+            if maps.len() as u64 > MAX_MAPS_BYTES {
+                return Err(Over::Entries);
+            }
             for line in maps.split(|&b| b == b'\n') {
+                self.look()?;
                 let Some(m) = DeletedMapping::parse(line) else {
                     continue;
                 };
@@ -500,6 +523,21 @@ mod tests {
         t.held(&[std::process::id() as i32]).unwrap();
         assert!(t.bytes >= walked + (1 << 20), "{} after {walked}", t.bytes);
         drop(held);
+    }
+
+    #[test]
+    fn what_a_build_makes_the_host_look_at_is_bounded_too() {
+        // Descriptors and mappings count against the same bound as files: a build with
+        // enough of them is over its budget, not a cost to the host on every check.
+        let mut t = Tally::new(u64::MAX);
+        t.entries = MAX_ENTRIES;
+        assert_eq!(t.held(&[std::process::id() as i32]), Err(Over::Entries));
+        let mut t = Tally::new(u64::MAX);
+        assert_eq!(t.held(&[std::process::id() as i32]), Ok(()));
+        assert!(
+            t.entries > 0,
+            "the descriptors and mappings looked at are counted"
+        );
     }
 
     #[test]

@@ -306,24 +306,23 @@ fn explain_offline(stderr: String) -> String {
 /// Takes the build directory's `lock` file (waits while another process builds the same
 /// crate), creating the directory; marks the directory used now. A lock file an eviction took
 /// away while we waited is let go, and the directory made again.
-async fn lock_dir(dir: &Path) -> Result<std::fs::File, BuildError> {
+async fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, BuildError> {
     let path = dir.join("lock");
     loop {
         std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
-        let f = std::fs::File::options()
+        let mut f = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| BuildError::io(&path, e))?;
-        loop {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
+        let f = loop {
+            match cache::lock_now(f) {
+                Ok(locked) => break locked,
+                Err(back) => f = back,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
         if cache::still_current(&f, &path) {
             f.set_modified(std::time::SystemTime::now())
                 .map_err(|e| BuildError::io(&path, e))?;

@@ -249,7 +249,8 @@ impl Limit {
                 human_bytes(limits.disk)
             ),
             Limit::Disk(Over::Entries) => format!(
-                "the build wrote more than {} files and directories (--build-disk)",
+                "the build made more than {} files, directories, descriptors and mappings to \
+                 measure (--build-disk)",
                 crate::disk::MAX_ENTRIES
             ),
             Limit::Disk(Over::Depth) => format!(
