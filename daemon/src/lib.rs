@@ -170,6 +170,7 @@ pub async fn serve_watching(
         ..config
     };
     let staging_dir = staging::staging_of(&config.state_dir);
+    let state_dir = config.state_dir.clone();
     // What dead hosts left (their pids are in the names): swept before serving, one line.
     let report = {
         let (state, staging) = (config.state_dir.clone(), staging_dir.clone());
@@ -292,9 +293,35 @@ pub async fn serve_watching(
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = std::fs::remove_dir(&shared.staging);
+    remove_own_dirs(&state_dir, &shared.staging).await;
     drop(bound);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After a clean shutdown, what the daemon made for its sandboxes goes with it: the library
+/// store's files no sandbox links (the sweep's rule, so a daemon sharing the state directory
+/// keeps its own), then the state, store and staging directories and, for the default
+/// non-root `/var/tmp/sandbox-host-UID`, that directory, each only when empty (what another
+/// daemon or a person put there stays).
+async fn remove_own_dirs(state_dir: &Path, staging: &Path) {
+    let (state, staging) = (state_dir.to_path_buf(), staging.to_path_buf());
+    let _ = tokio::task::spawn_blocking(move || {
+        let report = sandbox::sweep::sweep(&state, &staging);
+        tracing::debug!("on the way out: {report}");
+        let _ = std::fs::remove_dir(&state);
+        let _ = std::fs::remove_dir(&staging);
+        let _ = std::fs::remove_dir(sandbox::library::store_of(&state));
+        let owner = state.parent().filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("sandbox-host-"))
+        });
+        if let Some(owner) = owner {
+            let _ = std::fs::remove_dir(owner);
+        }
+    })
+    .await;
 }
 
 fn op_name(request: &Request) -> &'static str {

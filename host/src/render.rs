@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use proto::info::LogInfo;
+use proto::limits::LimitState;
 use proto::runner::WorkerList;
 use proto::spec::format_bytes;
 use sandbox::{ReloadReport, SandboxInfo, SandboxSummary, Status, Usage};
@@ -101,19 +102,7 @@ pub fn render_info(info: &SandboxInfo) -> String {
             untrusted(&v.app_version).quoted()
         ));
     }
-    let limits: Vec<String> = match serde_json::to_value(&info.limits) {
-        Ok(serde_json::Value::Object(map)) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| format!("{}={}", untrusted(k), crate::output::json(v)))
-            .collect(),
-        _ => Vec::new(),
-    };
-    if limits.is_empty() {
-        out.push_str("  limits: none\n");
-    } else {
-        out.push_str(&format!("  limits: {}\n", limits.join(" ")));
-    }
+    out.push_str(&render_limits(&info.limit_states, &info.limits));
     let t = &info.startup;
     let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
     out.push_str(&format!(
@@ -143,6 +132,40 @@ pub fn render_info(info: &SandboxInfo) -> String {
     out.push_str(&render_isolation(&info.isolation));
     out.push_str(&render_log(&info.log));
     out.truncate(out.trim_end().len());
+    out
+}
+
+/// Each limit and what enforces it, a line each, a limit nothing enforces marked `NOT
+/// ENFORCED` next to it; from a daemon that does not say, the limits as asked.
+fn render_limits(states: &[LimitState], limits: &sandbox::Limits) -> String {
+    if states.is_empty() {
+        let asked: Vec<String> = match serde_json::to_value(limits) {
+            Ok(serde_json::Value::Object(map)) => map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{}={}", untrusted(k), crate::output::json(v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        return match asked.is_empty() {
+            true => "  limits: none\n".to_string(),
+            false => format!("  limits: {}\n", asked.join(" ")),
+        };
+    }
+    let mut out = String::from("  limits:\n");
+    for s in states {
+        let default = if s.default { " (default)" } else { "" };
+        let how = match (&s.enforced_by, &s.not_enforced) {
+            (_, Some(why)) => format!("NOT ENFORCED: {why}"),
+            (Some(by), None) => by.clone(),
+            (None, None) => "?".to_string(),
+        };
+        out.push_str(&format!(
+            "    {}{default}: {}\n",
+            untrusted(&s.flag),
+            untrusted(&how)
+        ));
+    }
     out
 }
 
@@ -313,6 +336,42 @@ mod tests {
              runners' output deleted)\n"
         );
         assert_eq!(render_log(&LogInfo::default()), "");
+    }
+
+    #[test]
+    fn each_limit_is_marked_next_to_it() {
+        let states = [
+            LimitState {
+                flag: "--max-memory 64 MiB".into(),
+                enforced_by: None,
+                not_enforced: Some("no cgroup (not root)".into()),
+                default: false,
+            },
+            LimitState {
+                flag: "--max-disk 64 MiB".into(),
+                enforced_by: Some("the size of the tmpfs of /work and /tmp".into()),
+                not_enforced: None,
+                default: true,
+            },
+        ];
+        assert_eq!(
+            render_limits(&states, &sandbox::Limits::default()),
+            "  limits:\n    --max-memory 64 MiB: NOT ENFORCED: no cgroup (not root)\n    \
+             --max-disk 64 MiB (default): the size of the tmpfs of /work and /tmp\n"
+        );
+        // A daemon that does not say: the limits as asked, or none.
+        assert_eq!(
+            render_limits(&[], &sandbox::Limits::default()),
+            "  limits: none\n"
+        );
+        // A reason with control characters (a path the host named) is escaped.
+        let odd = [LimitState {
+            flag: "--cpu 0.5".into(),
+            enforced_by: None,
+            not_enforced: Some("no cgroup (\u{1b}[2J)".into()),
+            default: false,
+        }];
+        assert!(!render_limits(&odd, &sandbox::Limits::default()).contains('\u{1b}'));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct SandboxInfo {
     pub versions: Vec<VersionRecord>,
     /// Limits asked for.
     pub limits: Limits,
+    /// Each limit that applies (asked for, or the capped disk's default) and what enforces
+    /// it, or why nothing does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limit_states: Vec<crate::limits::LimitState>,
     /// What isolation was applied, mechanism by mechanism.
     pub isolation: serde_json::Value,
     /// The sandbox's private directory.

@@ -13,6 +13,7 @@
 pub mod control;
 pub mod events;
 pub mod info;
+pub mod limits;
 pub mod operate;
 pub mod runner;
 pub mod spec;

@@ -133,58 +133,6 @@ pub fn format_bytes(bytes: u64) -> String {
 pub const ENFORCE_FIX: &str =
     "run as root, or pass a delegated cgroup v2 subtree with --cgroup-parent";
 
-/// The requested cgroup limits as `(key, flag text)`: `("max_memory", "--max-memory 64 MiB")`.
-/// The keys are those the cgroup code names in its "not applied" notes.
-pub fn cgroup_limit_flags(limits: &Limits) -> Vec<(&'static str, String)> {
-    let mut flags = Vec::new();
-    if let Some(bytes) = limits.max_memory {
-        flags.push((
-            "max_memory",
-            format!("--max-memory {}", format_bytes(bytes)),
-        ));
-    }
-    if let Some(n) = limits.max_processes {
-        flags.push(("max_processes", format!("--max-processes {n}")));
-    }
-    if let Some(cpu) = limits.cpu {
-        flags.push(("cpu", format!("--cpu {cpu}")));
-    }
-    flags
-}
-
-/// One warning per requested limit that nothing enforces: `why` is the reason for all of
-/// them (no cgroup), or `missing` names the ones the cgroup could not apply (`max_memory
-/// (no memory controller)`, as the cgroup code notes them).
-pub fn limit_warnings(limits: &Limits, why: Option<&str>, missing: &[String]) -> Vec<String> {
-    limit_warnings_with_fix(limits, why, missing, ENFORCE_FIX)
-}
-
-/// [`limit_warnings`] with another fix than [`ENFORCE_FIX`].
-pub fn limit_warnings_with_fix(
-    limits: &Limits,
-    why: Option<&str>,
-    missing: &[String],
-    fix: &str,
-) -> Vec<String> {
-    cgroup_limit_flags(limits)
-        .into_iter()
-        .filter_map(|(key, flag)| {
-            let reason = match why {
-                Some(why) => why.to_string(),
-                None => {
-                    let note = missing.iter().find(|m| m.starts_with(key))?;
-                    note[key.len()..]
-                        .trim()
-                        .trim_start_matches('(')
-                        .trim_end_matches(')')
-                        .to_string()
-                }
-            };
-            Some(format!("{flag} is not enforced: {reason}; {fix}"))
-        })
-        .collect()
-}
-
 /// A limit no sandbox can start under.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LimitError {
@@ -278,30 +226,5 @@ mod floor_tests {
         assert_eq!(limits(|l| l.cpu = Some(0.5)), Ok(()));
         assert_eq!(format_bytes(1536 << 20), "1.5 GiB");
         assert_eq!(format_bytes(512 << 10), "512 KiB");
-    }
-
-    #[test]
-    fn each_unenforced_limit_gets_one_warning_with_the_fix() {
-        let limits = Limits {
-            max_memory: Some(64 << 20),
-            cpu: Some(0.5),
-            ..Limits::default()
-        };
-        let w = limit_warnings(&limits, Some("no cgroup (not root)"), &[]);
-        assert_eq!(
-            w,
-            [
-                format!("--max-memory 64 MiB is not enforced: no cgroup (not root); {ENFORCE_FIX}"),
-                format!("--cpu 0.5 is not enforced: no cgroup (not root); {ENFORCE_FIX}"),
-            ]
-        );
-        let w = limit_warnings(&limits, None, &["cpu (no cpu controller)".into()]);
-        assert_eq!(
-            w,
-            [format!(
-                "--cpu 0.5 is not enforced: no cpu controller; {ENFORCE_FIX}"
-            )]
-        );
-        assert!(limit_warnings(&Limits::default(), Some("x"), &[]).is_empty());
     }
 }

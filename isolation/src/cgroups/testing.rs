@@ -29,6 +29,7 @@ pub(crate) const V2_FILES: &[(&str, &str)] = &[
     ),
     ("pids.max", "max"),
     ("pids.current", "3"),
+    ("pids.events", "max 4\n"),
     ("cpu.max", "max 100000"),
     (
         "cpu.stat",
@@ -50,6 +51,7 @@ pub(crate) const V1_FILES: &[(&str, &str)] = &[
     ),
     ("pids.max", "max"),
     ("pids.current", "2"),
+    ("pids.events", "max 5\n"),
     ("cpu.cfs_period_us", "100000"),
     ("cpu.cfs_quota_us", "-1"),
     ("cpuacct.usage", "5000000"),

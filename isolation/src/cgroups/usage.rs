@@ -19,6 +19,9 @@ pub struct CgroupUsage {
     pub cpu_time_us: Option<u64>,
     /// `memory.events oom_kill` (v2) / `memory.oom_control oom_kill` (v1, Linux 4.13+).
     pub oom_kills: Option<u64>,
+    /// `pids.events max`: forks and thread spawns the pids controller refused at `pids.max`
+    /// (v1 and v2).
+    pub pids_limit_hits: Option<u64>,
     /// Process ids in `cgroup.procs` (as seen from the host's pid namespace).
     pub procs: Vec<i32>,
 }
@@ -34,6 +37,7 @@ impl Cgroup {
                 u.memory_bytes = read_opt_u64(fs, &d.join("memory.current"))?;
                 u.memory_peak_bytes = read_opt_u64(fs, &d.join("memory.peak"))?;
                 u.pids = read_opt_u64(fs, &d.join("pids.current"))?;
+                u.pids_limit_hits = read_opt_keyed(fs, &d.join("pids.events"), "max")?;
                 u.cpu_time_us = read_opt_keyed(fs, &d.join("cpu.stat"), "usage_usec")?;
                 u.oom_kills = read_opt_keyed(fs, &d.join("memory.events"), "oom_kill")?;
                 u.procs = read_pids(fs, &d.join("cgroup.procs"))?;
@@ -47,6 +51,7 @@ impl Cgroup {
                 }
                 if let Some(d) = self.dir_with("pids") {
                     u.pids = read_opt_u64(fs, &d.path.join("pids.current"))?;
+                    u.pids_limit_hits = read_opt_keyed(fs, &d.path.join("pids.events"), "max")?;
                 }
                 if let Some(d) = self.dir_with("cpuacct") {
                     u.cpu_time_us =

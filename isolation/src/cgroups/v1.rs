@@ -353,6 +353,7 @@ mod tests {
             pids: Some(2),
             cpu_time_us: Some(5000),
             oom_kills: Some(2),
+            pids_limit_hits: Some(5),
             procs: vec![7, 8],
         };
         assert_eq!(cg.usage().unwrap(), usage);

@@ -43,6 +43,7 @@ use crate::uids::{Leased, Uids};
 use proto::runner::ABORT_EXIT;
 mod boot;
 mod config;
+mod limit_states;
 mod pool;
 mod record;
 mod reload;
@@ -62,7 +63,7 @@ use self::supervision::*;
 use self::teardown::*;
 pub use self::usage::Gauges;
 pub use proto::info::*;
-use proto::spec::{AppSource, Limits, ReloadSource, SandboxSpec, limit_warnings, valid_id};
+use proto::spec::{AppSource, Limits, ReloadSource, SandboxSpec, valid_id};
 
 /// Runner deaths tolerated within [`CRASH_WINDOW`] before a sandbox stays crashed.
 pub const MAX_CRASHES: usize = 3;
@@ -242,6 +243,7 @@ impl Manager {
             pid_ns: AtomicBool::new(false),
             app_exit: Mutex::new(None),
             oom_seen: AtomicU64::new(0),
+            pids_refusals_seen: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
             events: self.inner.config.events.clone(),
             log: Default::default(),
@@ -310,6 +312,7 @@ impl Manager {
         let live = sb.live.read().await.clone();
         let record = sb.current_record();
         let (status, crash_reason) = sb.status.lock().unwrap().clone();
+        let isolation = sb.isolation.lock().unwrap().clone();
         Ok(SandboxInfo {
             id: sb.id.clone(),
             status,
@@ -337,7 +340,14 @@ impl Manager {
             },
             versions: sb.versions.lock().unwrap().clone(),
             limits: sb.spec.limits.clone(),
-            isolation: sb.isolation.lock().unwrap().clone(),
+            limit_states: limit_states::states_of(
+                &sb,
+                limit_states::disk_shown(&sb, &isolation)
+                    .as_ref()
+                    .map(|d| *d)
+                    .map_err(String::as_str),
+            ),
+            isolation,
             dir: sb.dir.clone(),
             startup: *sb.startup.lock().unwrap(),
             warnings: sb.warnings.lock().unwrap().clone(),
@@ -362,14 +372,23 @@ impl Manager {
         };
         match live.data.request(request, timeout).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(match err.kind {
-                ErrorKind::Panicked => SandboxError::AppPanicked(err.message),
-                ErrorKind::UnknownFunction => SandboxError::UnknownFunction(err.message),
-                // Only init reports crashes, on the control plane; on the data plane a
-                // `crashed` answer is the app's own word about its call, so it is an error
-                // of that call, never a crash (a crash is an exit the host observes).
-                _ => SandboxError::AppError(err.message),
-            }),
+            Ok(Err(err)) => {
+                // The app's words say `Resource temporarily unavailable` at best; the kernel's
+                // counter says whether the process limit was why.
+                let message = match supervision::process_limit_note(&sb) {
+                    Some(note) => format!("{} [{note}]", err.message),
+                    None => err.message,
+                };
+                Err(match err.kind {
+                    ErrorKind::Panicked => SandboxError::AppPanicked(message),
+                    ErrorKind::UnknownFunction => SandboxError::UnknownFunction(message),
+                    // Only init reports crashes, on the control plane; on the data plane a
+                    // `crashed` answer is the app's own word about its call, so it is an
+                    // error of that call, never a crash (a crash is an exit the host
+                    // observes).
+                    _ => SandboxError::AppError(message),
+                })
+            }
             Err(ConnError::Timeout) => Err(SandboxError::Timeout {
                 op: format!("call {function}"),
                 ms: timeout.as_millis() as u64,

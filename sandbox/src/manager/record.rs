@@ -77,6 +77,9 @@ pub(super) struct Sandbox {
     pub(super) warnings: Mutex<Vec<String>>,
     /// The cgroup's OOM kill count when last looked at (see [`oom_cause`]).
     pub(super) oom_seen: AtomicU64,
+    /// The cgroup's count of forks refused at `pids.max` when last looked at (see
+    /// [`process_limit_note`](super::supervision::process_limit_note)).
+    pub(super) pids_refusals_seen: AtomicU64,
     /// The manager's event stream.
     pub(super) events: EventBus,
     /// Its log's rotation and where the current runner's output starts in it.

@@ -49,24 +49,16 @@ impl Manager {
             entry
                 .check(sb.spec.isolation)
                 .map_err(SandboxError::Kernel)?;
-            let warnings = match sb.cgroup() {
-                Some(cg) => limit_warnings(&sb.spec.limits, None, cg.missing()),
-                None => limit_warnings(
-                    &sb.spec.limits,
-                    Some(&format!("no cgroup ({})", entry.detail)),
-                    &[],
-                ),
-            };
-            *sb.warnings.lock().unwrap() = warnings;
             *sb.cgroup_entry.lock().unwrap() = Some(entry);
-        } else {
-            *sb.warnings.lock().unwrap() = proto::spec::limit_warnings_with_fix(
-                &sb.spec.limits,
-                Some("no cgroup at --isolation none"),
-                &[],
-                "use --isolation standard",
-            );
         }
+        let fix = match sb.spec.isolation.isolates() {
+            true => proto::limits::FIX,
+            false => "use --isolation standard",
+        };
+        *sb.warnings.lock().unwrap() = limit_states::states_of(sb, Ok(None))
+            .iter()
+            .filter_map(|s| s.warning(fix))
+            .collect();
         if !is_root() {
             // Said, not hidden: a non-root host cannot give the sandbox a uid of its own.
             sb.warnings

@@ -235,6 +235,26 @@ pub(super) fn oom_cause(sb: &Sandbox) -> Option<String> {
     })
 }
 
+/// `the sandbox hit its process limit (--max-processes 16, pids.max): the kernel refused N
+/// forks or threads` when the sandbox's cgroup counted refusals at `pids.max` since the last
+/// look; `None` without a cgroup, without the counter, or without a new refusal. Read from
+/// the kernel, so an app cannot make the host blame (or stop blaming) the limit.
+pub(super) fn process_limit_note(sb: &Sandbox) -> Option<String> {
+    let refused = sb.cgroup()?.usage().ok()?.pids_limit_hits?;
+    let seen = sb.pids_refusals_seen.swap(refused, Ordering::AcqRel);
+    (refused > seen).then(|| {
+        let limit = match sb.spec.limits.max_processes {
+            Some(n) => format!("--max-processes {n}, pids.max"),
+            None => "pids.max".to_string(),
+        };
+        format!(
+            "host: the sandbox hit its process limit ({limit}): the kernel refused {} fork(s) \
+             or thread(s) since the last look",
+            refused - seen
+        )
+    })
+}
+
 /// What the host observed of a death, from its own description of it (see [`describe`] and
 /// [`oom_cause`]): `oom`, `signal`, `exit` or `unknown`.
 pub(super) fn crash_cause(how: &str) -> &'static str {

@@ -15,6 +15,7 @@ mod defects;
 mod escape;
 mod faults;
 mod lifecycle;
+mod limits_said;
 mod logs;
 mod planes;
 mod pool;

@@ -198,6 +198,7 @@ fn creates_sandbox_with_limits_usage_kill_remove() {
         pids: Some(3),
         cpu_time_us: Some(777),
         oom_kills: Some(1),
+        pids_limit_hits: Some(4),
         procs: vec![4242, 4243],
     };
     assert_eq!(cg.usage().unwrap(), usage);

@@ -45,6 +45,38 @@ fn child(_: &str) -> Result<String, String> {
         .map_err(|e| format!("running a child: {e}"))
 }
 
+/// Starts `N` threads with `std::thread::spawn` (which panics when the kernel refuses one,
+/// as a plugin author's code would), holds them until all have started, then ends them: `N`.
+/// A panic part-way still ends the started ones (the guard's drop opens the gate).
+fn threads(args: &str) -> Result<String, String> {
+    use std::sync::{Arc, Condvar, Mutex};
+    struct Gate(Arc<(Mutex<bool>, Condvar)>);
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.0.1.notify_all();
+        }
+    }
+    let n: usize = args.trim().parse().unwrap_or(8);
+    let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())));
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let shared = Arc::clone(&gate.0);
+        handles.push(std::thread::spawn(move || {
+            let (open, cv) = &*shared;
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            while !*open {
+                open = cv.wait(open).unwrap_or_else(|e| e.into_inner());
+            }
+        }));
+    }
+    drop(gate);
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(n.to_string())
+}
+
 fn save() -> Vec<u8> {
     Vec::new()
 }
@@ -76,6 +108,7 @@ sandbox_abi::export_app! {
         "sleep" => sleep,
         "bad_json" => bad_json,
         "child" => child,
+        "threads" => threads,
     },
     state: (save, restore),
     worker: worker,

@@ -315,6 +315,8 @@ fn an_unprivileged_create_prints_the_limit_nothing_enforces() {
         lib.as_os_str(),
         "--max-memory".as_ref(),
         "64M".as_ref(),
+        "--max-processes".as_ref(),
+        "16".as_ref(),
     ])
     .output()
     .unwrap();
@@ -326,5 +328,93 @@ fn an_unprivileged_create_prints_the_limit_nothing_enforces() {
         .unwrap_or_else(|| panic!("no warning line in {stderr:?}"));
     assert!(warning.starts_with("host: warning: "), "{warning}");
     assert!(warning.ends_with(THE_FIX), "{warning}");
+    // The process limit is enforced (RLIMIT_NPROC, counted in the sandbox's own user
+    // namespace: the attacks test above forks into it), so no warning says otherwise.
+    assert!(
+        !stderr.contains("--max-processes 16 is not enforced"),
+        "{stderr}"
+    );
+    // `info` marks each limit next to it: the one nothing enforces, what enforces the others,
+    // and the capped disk that applies without being asked for.
+    let info = nobody(&["info".as_ref(), "warned".as_ref()])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    for line in [
+        "    --max-memory 64 MiB: NOT ENFORCED: no cgroup (",
+        "    --max-processes 16: RLIMIT_NPROC in the sandbox's own user namespace",
+        "    --max-disk 64 MiB (default): the size of the tmpfs of /work and /tmp",
+    ] {
+        assert!(
+            info.lines().any(|l| l.starts_with(line)),
+            "no {line:?} in:\n{info}"
+        );
+    }
     let _ = nobody(&["destroy".as_ref(), "warned".as_ref()]).output();
+}
+
+#[test]
+fn an_unprivileged_daemon_removes_its_state_dir_on_a_clean_shutdown() {
+    // A non-root daemon with no XDG_RUNTIME_DIR keeps its sandboxes under
+    // /var/tmp/sandbox-host-UID (README, "Isolation"); a clean shutdown leaves none of it.
+    if !can_run_as_nobody(false) {
+        return;
+    }
+    let lib = hostile_lib();
+    let own = Path::new("/var/tmp/sandbox-host-65534");
+    // Whatever an earlier run of this very test left (uid 65534's only; nothing else here
+    // runs a daemon as uid 65534 without XDG_RUNTIME_DIR).
+    let _ = std::fs::remove_dir_all(own);
+    let runtime = scratch_with_mode(0o777);
+    let socket = runtime.path().join("host.sock");
+    let nobody = |args: &[&std::ffi::OsStr]| {
+        let mut c = as_nobody(host(), runtime.path());
+        c.env_remove("XDG_RUNTIME_DIR")
+            .args(args)
+            .arg("--socket")
+            .arg(&socket);
+        c
+    };
+    let mut serve = ChildGuard::terminate(
+        nobody(&["serve".as_ref()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(15),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || socket.exists()),
+        "the daemon made no socket"
+    );
+    let out = nobody(&[
+        "create".as_ref(),
+        "kept".as_ref(),
+        "--lib".as_ref(),
+        lib.as_os_str(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(own.join("sandboxes").is_dir(), "no state dir at {own:?}");
+    let status = serve.stop_with(libc::SIGTERM, Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let left: Vec<_> = walk(own);
+    assert!(!own.exists(), "a clean shutdown left {left:?}");
+}
+
+/// Every path under `dir` (empty when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
 }
