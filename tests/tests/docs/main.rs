@@ -4,7 +4,8 @@
 //! the CLI accepted).
 //!
 //! How a file's blocks run (one environment per file, blocks in order, like a reader):
-//! - in a scratch directory holding copies of `sandbox_app`, `scripts` and `tests/apps` and
+//! - in a scratch directory holding copies of `sandbox_app`, `scripts`, `examples` and
+//!   `tests/apps` and
 //!   the checkout's own `sandbox_abi` (a symbolic link), with `target/release/host` and `host` on `PATH` being the binary under
 //!   test, `XDG_RUNTIME_DIR` (the daemon's state) and `SANDBOX_HOST_SOCKET` private (a
 //!   root daemon's default socket is machine-wide) and `HOST_BIN` set for the scripts;
@@ -39,7 +40,10 @@ struct Block {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().into()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
 }
 
 /// The ```console blocks of `text`.
@@ -88,7 +92,7 @@ impl Reader {
     fn new() -> Reader {
         let dir = scratch();
         let root = repo();
-        for sub in ["sandbox_app", "scripts", "tests/apps"] {
+        for sub in ["sandbox_app", "scripts", "tests/apps", "examples"] {
             let status = Command::new("cp")
                 .args(["-a", "--parents", sub])
                 .arg(dir.path())
@@ -256,7 +260,11 @@ fn every_file_with_examples_is_run() {
     }
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let name = path.strip_prefix(repo()).unwrap().to_string_lossy().into_owned();
+        let name = path
+            .strip_prefix(repo())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if !blocks(&text).is_empty() {
             assert!(
                 FILES.contains(&name.as_str()),

@@ -128,5 +128,8 @@ fn ellipses_match_text_and_lines() {
     assert!(!matches(&doc(&["a", "b"]), "a\n"));
     assert!(!matches(&doc(&["a …x"]), "a y"));
     assert!(matches(&doc(&["built in 247 ms"]), "built in 1234 ms"));
-    assert!(matches(&doc(&["in 333 ms (build 0.3 s)"]), "in 1.2 s (build 999 ms)"));
+    assert!(matches(
+        &doc(&["in 333 ms (build 0.3 s)"]),
+        "in 1.2 s (build 999 ms)"
+    ));
 }
