@@ -290,23 +290,12 @@ fn an_unprivileged_create_prints_the_limit_nothing_enforces() {
     let lib = hostile_lib();
     let runtime = scratch_with_mode(0o777);
     let socket = runtime.path().join("host.sock");
-    let nobody = |args: &[&std::ffi::OsStr]| {
-        let mut c = as_nobody(host(), runtime.path());
-        c.args(args).arg("--socket").arg(&socket);
-        c
-    };
     let state = runtime.path().join("sandboxes");
-    let _serve = ChildGuard::terminate(
-        nobody(&["serve".as_ref(), "--state-dir".as_ref(), state.as_os_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(15),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || socket.exists()),
-        "the daemon made no socket"
+    let (_serve, nobody) = serve_as_nobody(
+        runtime.path(),
+        &socket,
+        &["--state-dir".as_ref(), state.as_os_str()],
+        true,
     );
     let out = nobody(&[
         "create".as_ref(),
@@ -367,26 +356,7 @@ fn an_unprivileged_daemon_removes_its_state_dir_on_a_clean_shutdown() {
     let _ = std::fs::remove_dir_all(own);
     let runtime = scratch_with_mode(0o777);
     let socket = runtime.path().join("host.sock");
-    let nobody = |args: &[&std::ffi::OsStr]| {
-        let mut c = as_nobody(host(), runtime.path());
-        c.env_remove("XDG_RUNTIME_DIR")
-            .args(args)
-            .arg("--socket")
-            .arg(&socket);
-        c
-    };
-    let mut serve = ChildGuard::terminate(
-        nobody(&["serve".as_ref()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(15),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || socket.exists()),
-        "the daemon made no socket"
-    );
+    let (mut serve, nobody) = serve_as_nobody(runtime.path(), &socket, &[], false);
     let out = nobody(&[
         "create".as_ref(),
         "kept".as_ref(),
@@ -405,6 +375,39 @@ fn an_unprivileged_daemon_removes_its_state_dir_on_a_clean_shutdown() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     let left: Vec<_> = walk(own);
     assert!(!own.exists(), "a clean shutdown left {left:?}");
+}
+
+/// `host serve` as uid 65534 on `socket` (with `serve_args`), started and answering;
+/// `xdg`: whether the daemon and its clients see `XDG_RUNTIME_DIR` (`runtime`).
+fn serve_as_nobody(
+    runtime: &Path,
+    socket: &Path,
+    serve_args: &[&std::ffi::OsStr],
+    xdg: bool,
+) -> (ChildGuard, impl Fn(&[&std::ffi::OsStr]) -> Command + use<>) {
+    let (runtime, answering) = (runtime.to_path_buf(), socket.to_path_buf());
+    let socket = answering.clone();
+    let nobody = move |args: &[&std::ffi::OsStr]| {
+        let mut c = as_nobody(host(), &runtime);
+        if !xdg {
+            c.env_remove("XDG_RUNTIME_DIR");
+        }
+        c.args(args).arg("--socket").arg(&socket);
+        c
+    };
+    let serve = ChildGuard::terminate(
+        nobody(&[&["serve".as_ref()], serve_args].concat())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(15),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || answering.exists()),
+        "the daemon made no socket"
+    );
+    (serve, nobody)
 }
 
 /// Every path under `dir` (empty when it does not exist).
