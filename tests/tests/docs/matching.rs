@@ -3,35 +3,37 @@
 //! are normalised on both sides (numbers of three or more digits, decimals, long hex digests
 //! become `#`, and a duration with its unit `# time`), and `…` stands for any text within a line or, alone on a line, for any lines.
 
-/// `line` with its run-to-run values replaced by `#` and its end trimmed.
+/// `line` with its run-to-run values replaced by `#` and its end trimmed; a number with a
+/// duration's unit after it (`12 ms`, `1.2 s`), of any size, becomes `# time`.
 pub fn normalise(line: &str) -> String {
+    let line = line.trim_end();
     let mut out = String::new();
-    let mut token = String::new();
-    let flush = |token: &mut String, out: &mut String| {
-        if is_volatile(token) {
-            out.push('#');
-        } else {
-            out.push_str(token);
-        }
-        token.clear();
-    };
-    for c in line.trim_end().chars() {
-        if c.is_ascii_alphanumeric() || c == '.' {
-            token.push(c);
-        } else {
-            flush(&mut token, &mut out);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if !(c.is_ascii_alphanumeric() || c == '.') {
             out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
         }
-    }
-    flush(&mut token, &mut out);
-    // A duration's unit follows its size (`333 ms`, `1.2 s`): any duration is `# time`.
-    for unit in [" ms", " s", " µs", " us"] {
-        for end in [")", ",", ";", " "] {
-            out = out.replace(&format!("#{unit}{end}"), &format!("# time{end}"));
-        }
-        if out.ends_with(&format!("#{unit}")) {
-            out.truncate(out.len() - unit.len());
-            out.push_str(" time");
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+            .unwrap_or(rest.len());
+        let token = &rest[..end];
+        rest = &rest[end..];
+        let number = token.trim_end_matches('.');
+        let is_number = number.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && number.chars().all(|c| c.is_ascii_digit() || c == '.');
+        let unit = [" ms", " µs", " us", " s"].into_iter().find(|u| {
+            rest.strip_prefix(u)
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric()))
+        });
+        match (is_number, unit) {
+            (true, Some(unit)) => {
+                out.push_str("# time");
+                rest = &rest[unit.len()..];
+            }
+            _ if is_volatile(token) => out.push('#'),
+            _ => out.push_str(token),
         }
     }
     out
