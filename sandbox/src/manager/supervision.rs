@@ -182,13 +182,7 @@ pub(super) fn handle_event(sb: &Arc<Sandbox>, event: Event) {
         }
         Event::Crashed { reason } => {
             tracing::warn!(sandbox = %sb.id, %reason, "sandbox crashed");
-            sb.emit(EventKind::SandboxCrashed {
-                cause: "supervisor".into(),
-                how: reason.clone(),
-                final_: true,
-            });
-            sb.set_status(Status::Crashed, Some(reason));
-            stop_crashed(sb);
+            stop_crashed(sb, reason);
         }
         Event::AppExited { how } => {
             *sb.app_exit.lock().unwrap() = Some(how);
@@ -196,21 +190,19 @@ pub(super) fn handle_event(sb: &Arc<Sandbox>, event: Event) {
     }
 }
 
-/// Stops everything of a sandbox the host has called crashed: crashed in the books is
-/// stopped in the kernel, never a tree that runs (and burns CPU) while `usage`, the detector
-/// and the metrics no longer look at it. Its watcher stands down (the generation moves on),
-/// so the runner's death is not taken for a crash to restart from; an explicit `restart`
-/// starts it again.
-fn stop_crashed(sb: &Arc<Sandbox>) {
-    sb.generation.fetch_add(1, Ordering::AcqRel);
+/// Stops everything of a sandbox its supervisor called crashed, then says so: crashed in the
+/// books is stopped in the kernel, never a tree that runs (and burns CPU) while `usage`, the
+/// detector and the metrics no longer look at it, and never `crashed` shown while its
+/// processes still run (a client that reads the status first and then looks must find them
+/// gone). Its watcher stands down (the generation moves on), so the runner's death is not
+/// taken for a crash to restart from; an explicit `restart` starts it again, and a restart or
+/// destroy that comes first keeps the books (the generation moved again).
+fn stop_crashed(sb: &Arc<Sandbox>, reason: String) {
+    let generation = sb.generation.fetch_add(1, Ordering::AcqRel) + 1;
     let sb = Arc::clone(sb);
     tokio::spawn(async move {
-        let runner = sb
-            .live
-            .read()
-            .await
-            .as_ref()
-            .map(|l| Arc::clone(&l.process));
+        let live = sb.live.read().await.clone();
+        let runner = live.as_ref().map(|l| Arc::clone(&l.process));
         let cgroup = sb.cgroup();
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(runner) = runner {
@@ -221,6 +213,24 @@ fn stop_crashed(sb: &Arc<Sandbox>) {
             }
         })
         .await;
+        // A signal is delivered, not yet obeyed: the runner's reaped exit (its watcher still
+        // reaps it) is when its pid namespace, and so its whole tree, is gone.
+        if let Some(live) = live {
+            let mut exit = live.exit.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
+        }
+        if sb.destroying.load(Ordering::Acquire)
+            || sb.generation.load(Ordering::Acquire) != generation
+        {
+            return;
+        }
+        sb.emit(EventKind::SandboxCrashed {
+            cause: "supervisor".into(),
+            how: reason.clone(),
+            final_: true,
+        });
+        sb.set_status(Status::Crashed, Some(reason));
     });
 }
 
