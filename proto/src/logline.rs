@@ -89,6 +89,44 @@ pub struct LogLine {
     pub text: Vec<u8>,
 }
 
+/// One log line as it crosses the control socket (and as `host logs --json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLogLine {
+    /// When init read it, RFC 3339 in UTC with milliseconds (empty: unknown).
+    pub time: String,
+    /// Which output.
+    pub stream: LogStream,
+    /// Which process.
+    pub source: LogSource,
+    /// The app's text, as written (invalid UTF-8 replaced by U+FFFD; JSON escapes control
+    /// characters, a terminal view must escape them: `host::output::untrusted`).
+    pub text: String,
+}
+
+impl WireLogLine {
+    /// The source's short name (`app`, `worker`, `sandbox`).
+    pub fn source_name(&self) -> &'static str {
+        self.source.tag()
+    }
+}
+
+impl From<&LogLine> for WireLogLine {
+    fn from(line: &LogLine) -> WireLogLine {
+        let time = if line.time_ms == 0 {
+            String::new()
+        } else {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.time_ms);
+            humantime::format_rfc3339_millis(at).to_string()
+        };
+        WireLogLine {
+            time,
+            stream: line.stream,
+            source: line.source,
+            text: String::from_utf8_lossy(&line.text).into_owned(),
+        }
+    }
+}
+
 /// The record prefix init writes before a line's text.
 pub fn header(time_ms: u64, stream: LogStream, source: LogSource) -> String {
     format!("{time_ms} {} {} ", stream.tag(), source.tag())
@@ -143,6 +181,14 @@ mod tests {
         assert_eq!(line.text, b"hello \x1b[2J world");
         let empty = parse(b"5 err app ");
         assert_eq!((empty.stream, empty.text), (LogStream::Stderr, Vec::new()));
+        let wire = WireLogLine::from(&parse(b"1765120000123 err app caf\xc3\xa9 \xff\x07"));
+        assert_eq!(wire.time, "2025-12-07T15:06:40.123Z");
+        assert_eq!(wire.text, "café \u{fffd}\u{7}");
+        let json = serde_json::to_string(&wire).unwrap();
+        assert_eq!(
+            json,
+            r#"{"time":"2025-12-07T15:06:40.123Z","stream":"stderr","source":"app","text":"café �\u0007"}"#
+        );
         for junk in [&b"garbage"[..], b"12 out", b"12 bad app x", b"x out app y"] {
             let line = parse(junk);
             assert_eq!((line.time_ms, line.stream), (0, LogStream::Notice));

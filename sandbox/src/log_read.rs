@@ -47,24 +47,42 @@ fn records(bytes: &[u8], since_ms: u64, out: &mut Vec<LogLine>) -> usize {
     used
 }
 
-/// Every record of the log in `dir` from `since_ms` on (oldest first), and a follower placed
-/// after the last one.
-pub fn read(dir: &Path, since_ms: u64) -> (Vec<LogLine>, Follower) {
-    let mut lines = Vec::new();
-    let (mut ino, mut offset) = (0, 0);
-    for name in [PREVIOUS_LOG_NAME, LOG_NAME] {
-        if let Some(mut file) = open(&dir.join(name)) {
-            let mut bytes = Vec::new();
-            let cap = proto::info::LOG_FILE_BYTES + 64 * 1024;
-            let _ = (&mut file).take(cap).read_to_end(&mut bytes);
-            let used = records(&bytes, since_ms, &mut lines);
-            if name == LOG_NAME {
-                ino = file.metadata().map_or(0, |m| m.ino());
-                offset = used as u64;
-            }
-        }
+/// The last `max` bytes of `path`, from the start of a record: (its inode, where the bytes
+/// start, the bytes).
+fn read_last(path: &Path, max: u64) -> Option<(u64, u64, Vec<u8>)> {
+    let mut file = open(path)?;
+    let meta = file.metadata().ok()?;
+    let start = meta.len().saturating_sub(max);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::new();
+    (&mut file).take(max).read_to_end(&mut bytes).ok()?;
+    let mut skip = 0;
+    if start > 0 {
+        // Cut inside a record: start after its end.
+        skip = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |at| at + 1);
+        bytes.drain(..skip);
     }
+    Some((meta.ino(), start + skip as u64, bytes))
+}
+
+/// The records of the last `max_bytes` of the log in `dir` (of `runner.log`, and of
+/// `runner.log.1` for what is left) from `since_ms` on, oldest first, and a follower placed
+/// after the last one.
+pub fn read(dir: &Path, since_ms: u64, max_bytes: u64) -> (Vec<LogLine>, Follower) {
     let path = dir.join(LOG_NAME);
+    let mut lines = Vec::new();
+    let current = read_last(&path, max_bytes);
+    let left = max_bytes.saturating_sub(current.as_ref().map_or(0, |c| c.2.len() as u64));
+    if left > 0
+        && let Some((_, _, bytes)) = read_last(&dir.join(PREVIOUS_LOG_NAME), left)
+    {
+        records(&bytes, since_ms, &mut lines);
+    }
+    let (mut ino, mut offset) = (0, 0);
+    if let Some((i, start, bytes)) = current {
+        let used = records(&bytes, since_ms, &mut lines);
+        (ino, offset) = (i, start + used as u64);
+    }
     (lines, Follower { path, ino, offset })
 }
 
@@ -77,6 +95,12 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// Follows the log into `dir` (a destroyed sandbox's, kept elsewhere): the same file,
+    /// read on from where it was.
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.path = dir.join(LOG_NAME);
+    }
+
     /// The records written since the last call (at most [`POLL_BYTES`] of them). A log the
     /// host moved aside for a new runner is followed into the new file.
     pub fn poll(&mut self) -> Vec<LogLine> {
@@ -136,12 +160,16 @@ mod tests {
         let (current, previous) = (dir.path().join(LOG_NAME), dir.path().join(PREVIOUS_LOG_NAME));
         append(&previous, b"10 out app old\n");
         append(&current, b"20 err worker mid\n30 out app new\n40 out app half");
-        let (lines, mut follower) = read(dir.path(), 0);
+        let (lines, mut follower) = read(dir.path(), 0, 1 << 20);
         let texts: Vec<_> = lines.iter().map(|l| l.text.clone()).collect();
         assert_eq!(texts, [&b"old"[..], b"mid", b"new"]);
         assert_eq!(lines[1].stream, LogStream::Stderr);
-        let (since, _) = read(dir.path(), 25);
+        let (since, _) = read(dir.path(), 25, 1 << 20);
         assert_eq!(since.len(), 1);
+        // A byte bound: the newest whole records within it.
+        let (newest, _) = read(dir.path(), 0, 32);
+        let texts: Vec<_> = newest.iter().map(|l| l.text.clone()).collect();
+        assert_eq!(texts, [&b"new"[..]]);
         // The half line was not read; it is once finished.
         append(&current, b" done\n50 out app after\n");
         let texts: Vec<_> = follower.poll().into_iter().map(|l| l.text).collect();
