@@ -85,7 +85,8 @@ pub async fn serve(stream: &UnixStream, sh: &Arc<Shared>, slot: &Slot, req: Logs
     };
     let dir = place.dir.clone();
     let since = req.since_ms.unwrap_or(0);
-    let read = tokio::task::spawn_blocking(move || log_read::read(&dir, since, BACKLOG_BYTES)).await;
+    let read =
+        tokio::task::spawn_blocking(move || log_read::read(&dir, since, BACKLOG_BYTES)).await;
     let Ok((mut backlog, mut follower)) = read else {
         return After::Close;
     };

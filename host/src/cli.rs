@@ -24,9 +24,9 @@ mod serve;
 mod tenant_args;
 mod watch_args;
 pub use logs::{DestroyArgs, LogsArgs};
-pub use tenant_args::TenantArgs;
 pub use serve::ServeArgs;
 use serve::serve;
+pub use tenant_args::TenantArgs;
 
 /// Runs untrusted native apps in sandboxes and watches them with an AI operator.
 #[derive(Debug, Parser)]

@@ -93,9 +93,10 @@ pub fn valid_file_dest(dst: &str) -> bool {
     let clean = !dst.contains("//") && !dst.contains("/./") && !dst.ends_with("/.");
     plain
         && clean
-        && FILE_DIRS
-            .iter()
-            .any(|d| dst.strip_prefix(d).is_some_and(|rest| rest.len() > 1 && rest.starts_with('/')))
+        && FILE_DIRS.iter().any(|d| {
+            dst.strip_prefix(d)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+        })
 }
 
 /// Checks everything a tenant hands a sandbox against the bounds above.
@@ -202,8 +203,21 @@ mod tests {
             assert!(valid_file_dest(good), "{good}");
         }
         for bad in [
-            "/data", "/data/", "data/a", "/data/a/.", "/data/../etc/x", "/data/./a", "/data//a", "/proc/x",
-            "/runner", "/app/lib.so", "/work/a", "/datax/a", "/", "", "/data/a\0b",
+            "/data",
+            "/data/",
+            "data/a",
+            "/data/a/.",
+            "/data/../etc/x",
+            "/data/./a",
+            "/data//a",
+            "/proc/x",
+            "/runner",
+            "/app/lib.so",
+            "/work/a",
+            "/datax/a",
+            "/",
+            "",
+            "/data/a\0b",
         ] {
             assert!(!valid_file_dest(bad), "{bad:?}");
         }
@@ -214,21 +228,36 @@ mod tests {
         let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
         assert_eq!(check(&env("GREETING", "hé=llo"), None, &[]), Ok(()));
         for bad in ["", "A=B", "A\0", &"x".repeat(257)] {
-            assert!(matches!(check(&env(bad, "v"), None, &[]), Err(TenantError::EnvName(_))));
+            assert!(matches!(
+                check(&env(bad, "v"), None, &[]),
+                Err(TenantError::EnvName(_))
+            ));
         }
-        assert!(matches!(check(&env("A", "a\0b"), None, &[]), Err(TenantError::EnvValue(_))));
+        assert!(matches!(
+            check(&env("A", "a\0b"), None, &[]),
+            Err(TenantError::EnvValue(_))
+        ));
         let many: Vec<_> = (0..65).map(|i| (format!("K{i}"), String::new())).collect();
         assert_eq!(check(&many, None, &[]), Err(TenantError::EnvTooBig));
         let twice = [env("A", "1"), env("A", "2")].concat();
-        assert!(matches!(check(&twice, None, &[]), Err(TenantError::EnvTwice(_))));
+        assert!(matches!(
+            check(&twice, None, &[]),
+            Err(TenantError::EnvTwice(_))
+        ));
     }
 
     #[test]
     fn config_and_files_are_bounded_and_may_not_overlap() {
         let big = vec![0u8; MAX_CONFIG_BYTES + 1];
-        assert!(matches!(check(&[], Some(&big), &[]), Err(TenantError::ConfigTooBig(_))));
+        assert!(matches!(
+            check(&[], Some(&big), &[]),
+            Err(TenantError::ConfigTooBig(_))
+        ));
         let files = [file("/data/a"), file("/data/a/b")];
-        assert!(matches!(check(&[], None, &files), Err(TenantError::FileTwice(_))));
+        assert!(matches!(
+            check(&[], None, &files),
+            Err(TenantError::FileTwice(_))
+        ));
         let files: Vec<_> = (0..17).map(|i| file(&format!("/data/{i}"))).collect();
         assert_eq!(check(&[], None, &files), Err(TenantError::FileTooBig));
         let mut f = file("/data/a");

@@ -299,13 +299,14 @@ fn reload(
         .name("loader".into())
         .spawn(move || {
             let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
-                Some(config) => app
-                    .configure(config)
-                    .map(|_| app)
-                    .map_err(|reason| LoadError::Configure {
-                        path: path.clone(),
-                        reason,
-                    }),
+                Some(config) => {
+                    app.configure(config)
+                        .map(|_| app)
+                        .map_err(|reason| LoadError::Configure {
+                            path: path.clone(),
+                            reason,
+                        })
+                }
                 None => Ok(app),
             });
             let _ = tx.send(opened);

@@ -280,7 +280,8 @@ impl LogCopier {
         let head = record.len();
         record.append(&mut pipe.line);
         record.push(b'\n');
-        let (keep, notice) = self.budget.take(Instant::now(), &record);
+        let last_words = pipe.stream == LogStream::Stderr;
+        let (keep, notice) = self.budget.take_from(Instant::now(), &record, last_words);
         if let Some(notice) = notice {
             let _ = self.log.write_all(notice.as_bytes());
         }
@@ -294,14 +295,27 @@ impl LogCopier {
         }
     }
 
-    /// Copies the bytes the pipes hold now, ends their lines, then the last notice.
+    /// Copies the bytes the pipes hold now, ends their lines, then the last notice. The app
+    /// process's stderr comes last: what it said before it died (a panic, the allocator's
+    /// abort message) is then the end of the log and of the notice's dropped tail, not an
+    /// unfinished stdout line.
     fn drain(&mut self) {
-        for i in 0..self.pipes.len() {
+        let mut order: Vec<usize> = (0..self.pipes.len()).collect();
+        order.sort_by_key(|&i| {
+            let p = &self.pipes[i];
+            (p.stream == LogStream::Stderr, p.source == LogSource::App)
+        });
+        for i in order {
             let mut pending: libc::c_int = 0;
             // SAFETY: FIONREAD into an int of our own, on our pipe.
-            let asked =
-                unsafe { libc::ioctl(self.pipes[i].file.as_raw_fd(), libc::FIONREAD, &mut pending) };
-            let mut left = if asked == 0 { pending.max(0) as usize } else { 0 };
+            let asked = unsafe {
+                libc::ioctl(self.pipes[i].file.as_raw_fd(), libc::FIONREAD, &mut pending)
+            };
+            let mut left = if asked == 0 {
+                pending.max(0) as usize
+            } else {
+                0
+            };
             while left > 0 {
                 let want = left.min(self.buf.len());
                 let mut bytes = std::mem::take(&mut self.buf);

@@ -13,7 +13,12 @@ use crate::log::LOG_BYTES_PER_SEC;
 fn notice_records(text: &str) -> String {
     text.lines()
         .filter(|l| !l.is_empty())
-        .map(|l| format!("{}{l}\n", header(now_ms(), LogStream::Notice, LogSource::Sandbox)))
+        .map(|l| {
+            format!(
+                "{}{l}\n",
+                header(now_ms(), LogStream::Notice, LogSource::Sandbox)
+            )
+        })
         .collect()
 }
 
@@ -63,7 +68,20 @@ impl LogBudget {
     }
 
     /// Of `bytes` read at `now`: how many to write, and a notice to write first.
+    #[cfg(test)]
     pub(crate) fn take(&mut self, now: Instant, bytes: &[u8]) -> (usize, Option<String>) {
+        self.take_from(now, bytes, true)
+    }
+
+    /// [`LogBudget::take`] for bytes that are (`last_words`) or are not part of the app's last
+    /// words: only its stderr is, so an unfinished stdout line ended at exit does not push
+    /// what it said on stderr out of the tail.
+    pub(crate) fn take_from(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        last_words: bool,
+    ) -> (usize, Option<String>) {
         let n = bytes.len();
         let mut notice = None;
         if now.duration_since(self.window) >= Duration::from_secs(1) {
@@ -87,14 +105,15 @@ impl LogBudget {
         self.in_window += keep;
         self.written += keep;
         self.dropped += n - keep;
-        if keep < n {
+        // Bytes that are not part of the last words leave the tail as it is.
+        if last_words && keep < n {
             if keep > 0 {
                 self.tail.clear();
             }
             self.tail.extend_from_slice(&bytes[keep..]);
             let over = self.tail.len().saturating_sub(LAST_WORDS_BYTES);
             self.tail.drain(..over);
-        } else {
+        } else if last_words {
             self.tail.clear();
         }
         if keep < n && self.app_room() == 0 && !self.full_said {
@@ -222,5 +241,12 @@ mod tests {
         assert!(last.contains("the last 512 were"), "{last}");
         // Said once.
         assert_eq!(b.last_words(), None);
+        // Dropped stdout after it does not push it out.
+        feed(&mut b, t0, 1, 8, 16 * 1024);
+        b.take(t0, b"boom\n");
+        let (keep, _) = b.take_from(t0, &[b'o'; 2048], false);
+        assert_eq!(keep, 0);
+        let last = String::from_utf8(b.last_words().unwrap()).unwrap();
+        assert!(last.ends_with("xxboom\n\n"), "{last}");
     }
 }

@@ -15,10 +15,7 @@ pub(crate) fn set_worker_env(env: Vec<(String, String)>) {
 
 /// The environment workers start with.
 pub(crate) fn env() -> Vec<(String, String)> {
-    WORKER_ENV
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
+    WORKER_ENV.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Sets the tenant's variables in this process's environment.

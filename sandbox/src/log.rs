@@ -120,15 +120,23 @@ fn read_tail(path: &Path, start: u64) -> Option<Vec<u8>> {
     Some(tail)
 }
 
-/// The texts of the records in `tail` (the first, likely cut, and notices of the log
-/// itself left out), one a line.
+/// The texts of the app's records in `tail` (the first, likely cut, and notices of the log
+/// itself left out), one a line: those on stderr, where a panic and the allocator's abort
+/// message go, or, when it wrote nothing there, those on stdout.
 fn record_texts(tail: &[u8]) -> Vec<u8> {
+    use proto::logline::{LogSource, LogStream};
+    let records: Vec<_> = tail
+        .split(|&b| b == b'\n')
+        .map(proto::logline::parse)
+        .filter(|r| r.time_ms != 0 && r.source != LogSource::Sandbox)
+        .collect();
+    let stream = if records.iter().any(|r| r.stream == LogStream::Stderr) {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
     let mut texts = Vec::with_capacity(tail.len());
-    for line in tail.split(|&b| b == b'\n') {
-        let record = proto::logline::parse(line);
-        if record.time_ms == 0 || record.source == proto::logline::LogSource::Sandbox {
-            continue;
-        }
+    for record in records.iter().filter(|r| r.stream == stream) {
         texts.extend_from_slice(&record.text);
         texts.push(b'\n');
     }
@@ -212,7 +220,11 @@ mod tests {
         log.before_spawn(dir.path());
         std::fs::write(&current, b"1 err app one\n").unwrap();
         log.before_spawn(dir.path());
-        std::fs::write(&current, b"1 err app one\n2 out worker two\n3 note sandbox x\n").unwrap();
+        std::fs::write(
+            &current,
+            b"1 err app one\n2 out worker two\n3 note sandbox x\n",
+        )
+        .unwrap();
         assert_eq!(
             log.last_words(dir.path()).unwrap(),
             "the app's last output (its own words, escaped): \"two\""

@@ -59,7 +59,10 @@ fn read_last(path: &Path, max: u64) -> Option<(u64, u64, Vec<u8>)> {
     let mut skip = 0;
     if start > 0 {
         // Cut inside a record: start after its end.
-        skip = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |at| at + 1);
+        skip = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |at| at + 1);
         bytes.drain(..skip);
     }
     Some((meta.ino(), start + skip as u64, bytes))
@@ -157,9 +160,15 @@ mod tests {
     #[test]
     fn records_are_read_from_both_files_since_a_time_and_followed_across_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let (current, previous) = (dir.path().join(LOG_NAME), dir.path().join(PREVIOUS_LOG_NAME));
+        let (current, previous) = (
+            dir.path().join(LOG_NAME),
+            dir.path().join(PREVIOUS_LOG_NAME),
+        );
         append(&previous, b"10 out app old\n");
-        append(&current, b"20 err worker mid\n30 out app new\n40 out app half");
+        append(
+            &current,
+            b"20 err worker mid\n30 out app new\n40 out app half",
+        );
         let (lines, mut follower) = read(dir.path(), 0, 1 << 20);
         let texts: Vec<_> = lines.iter().map(|l| l.text.clone()).collect();
         assert_eq!(texts, [&b"old"[..], b"mid", b"new"]);

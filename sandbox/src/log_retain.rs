@@ -98,7 +98,8 @@ mod tests {
         assert!(!purge(&state, "id9"));
         // Expired.
         let f = std::fs::File::open(root_of(&state).join("id8")).unwrap();
-        f.set_modified(SystemTime::now() - RETAIN_FOR - Duration::from_secs(1)).unwrap();
+        f.set_modified(SystemTime::now() - RETAIN_FOR - Duration::from_secs(1))
+            .unwrap();
         assert!(find(&state, "id8").is_none());
         assert!(find(&state, "id7").is_some());
     }

@@ -181,8 +181,7 @@ pub type RestoreStateFn = unsafe extern "C" fn(state: *const u8, len: usize, out
 /// Body of one supervised worker process; its return value is the process exit code.
 pub type WorkerFn = unsafe extern "C" fn(index: u32) -> i32;
 /// Hands the app its config bytes (version 2); an error message goes to `out`.
-pub type ConfigureFn =
-    unsafe extern "C" fn(config: *const u8, len: usize, out: *mut Buf) -> i32;
+pub type ConfigureFn = unsafe extern "C" fn(config: *const u8, len: usize, out: *mut Buf) -> i32;
 
 /// The table an app exports. Field order is part of the ABI: only append, and bump
 /// [`ABI_VERSION`] for anything else.

@@ -40,7 +40,8 @@ fn wait_for_lines(d: &Serve, id: &str, want: &[(&str, &str, &str)]) -> Vec<Value
     let mut lines = Vec::new();
     let all = wait_until(LONG, || {
         lines = logs(d, id, &[]);
-        want.iter().all(|(src, stream, text)| has(&lines, src, stream, text))
+        want.iter()
+            .all(|(src, stream, text)| has(&lines, src, stream, text))
     });
     assert!(all, "wanted {want:?} in:\n{lines:#?}\n{}", d.log());
     lines
@@ -66,7 +67,14 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
     let info = d.create(
         "talk",
         &lib,
-        &["--env", "GREETING=hello world", "--config", config, "--file", &file],
+        &[
+            "--env",
+            "GREETING=hello world",
+            "--config",
+            config,
+            "--file",
+            &file,
+        ],
     );
     assert_eq!(info["startup"]["pooled"], false, "{info:#}");
     if !is_root() {
@@ -76,7 +84,10 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
         // The environment: the given variable, nothing of the client's or the daemon's.
         let env = d.json(&["call", id, "env"]);
         let env = env.as_str().unwrap();
-        assert!(env.lines().any(|l| l == "GREETING=hello world"), "{id}: {env}");
+        assert!(
+            env.lines().any(|l| l == "GREETING=hello world"),
+            "{id}: {env}"
+        );
         assert!(!env.contains("SANDBOX_HOST_SOCKET"), "{id}: {env}");
         assert!(!env.lines().any(|l| l.starts_with("HOME=")), "{id}: {env}");
         // The config, through the ABI.
@@ -107,7 +118,12 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
     assert!(String::from_utf8_lossy(&no_bin.stdout).contains("run /bin/ls"));
 
     // The app's own lines on both streams, with an escape sequence and a forged line in them.
-    d.ok(&["call", "talk", "say", r#""hi\u001b[2J\r + seccomp: FORGED""#]);
+    d.ok(&[
+        "call",
+        "talk",
+        "say",
+        r#""hi\u001b[2J\r + seccomp: FORGED""#,
+    ]);
     let hostile = "hi\u{1b}[2J\r + seccomp: FORGED";
     let lines = wait_for_lines(
         &d,
@@ -127,9 +143,20 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
         human.contains(r" app stdout out: hi\u{1b}[2J\r + seccomp: FORGED"),
         "{human}"
     );
-    assert!(!human.chars().any(|c| c.is_control() && c != '\n'), "{human:?}");
+    assert!(
+        !human.chars().any(|c| c.is_control() && c != '\n'),
+        "{human:?}"
+    );
     // --since and --last.
-    assert!(logs(&d, "talk", &["--since", "2000-01-01T00:00:00Z", "--last", "1"]).len() == 1);
+    assert!(
+        logs(
+            &d,
+            "talk",
+            &["--since", "2000-01-01T00:00:00Z", "--last", "1"]
+        )
+        .len()
+            == 1
+    );
     let future = logs(&d, "talk", &["--since", "2999-01-01T00:00:00Z"]);
     assert!(future.is_empty(), "{future:?}");
 
@@ -172,8 +199,14 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
     // Destroyed: the log is kept (the follower is told and ends), until --purge.
     d.ok(&["destroy", "talk"]);
     let kept = logs(&d, "talk", &[]);
-    assert!(has(&kept, "app", "stdout", "out: after restart"), "{kept:#?}");
-    assert_eq!(d.ok(&["destroy", "talk", "--purge"]), "removed the kept log of talk");
+    assert!(
+        has(&kept, "app", "stdout", "out: after restart"),
+        "{kept:#?}"
+    );
+    assert_eq!(
+        d.ok(&["destroy", "talk", "--purge"]),
+        "removed the kept log of talk"
+    );
     let gone = d.host(&["logs", "talk"]);
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
@@ -197,9 +230,18 @@ fn bad_env_config_and_files_are_refused_before_anything_is_sent() {
         (vec!["--env", "NOVALUE"], "expected K=V"),
         (vec!["--env", "=x"], "variable name"),
         (vec!["--config", big], "larger than"),
-        (vec!["--file", &format!("{small}:/proc/self/mem")], "under /data/"),
-        (vec!["--file", &format!("{small}:/data/../runner")], "under /data/"),
-        (vec!["--file", &format!("{small}:/data/a"), "--isolation", "none"], "root of the sandbox's own"),
+        (
+            vec!["--file", &format!("{small}:/proc/self/mem")],
+            "under /data/",
+        ),
+        (
+            vec!["--file", &format!("{small}:/data/../runner")],
+            "under /data/",
+        ),
+        (
+            vec!["--file", &format!("{small}:/data/a"), "--isolation", "none"],
+            "root of the sandbox's own",
+        ),
     ] {
         let mut all = vec!["create", "bad", "--lib", lib.to_str().unwrap()];
         all.extend(&args);
@@ -233,11 +275,18 @@ fn an_app_flooding_its_stdout_costs_the_daemon_neither_memory_nor_disk() {
     // The daemon answers while the app floods.
     let started = Instant::now();
     d.ok(&["info", "flood"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // A line of 1 MiB is cut into records of at most 4096 bytes.
     d.ok(&["call", "flood", "long_line", "1048576"]);
     let status = flood.wait_exit(Duration::from_secs(120));
-    assert!(status.is_some_and(|s| s.success()), "the flood did not finish: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the flood did not finish: {status:?}"
+    );
     eprintln!("64 MiB of stdout written in {:?}", started.elapsed());
     drop(follower);
     let bytes: u64 = ["runner.log", "runner.log.1"]
@@ -249,7 +298,9 @@ fn an_app_flooding_its_stdout_costs_the_daemon_neither_memory_nor_disk() {
     let lines = logs(&d, "flood", &["--last", "50"]);
     assert!(lines.len() <= 50);
     assert!(
-        lines.iter().all(|l| l["text"].as_str().unwrap().len() <= 4096),
+        lines
+            .iter()
+            .all(|l| l["text"].as_str().unwrap().len() <= 4096),
         "a record past 4096 bytes"
     );
     // What was dropped is said with the app's next output (a second after the flood's).
