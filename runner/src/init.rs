@@ -8,7 +8,7 @@
 //!    drops every signal the app sends it, `SIGKILL` included.
 //! 2. Reads `init`, applies the self-restrictions (no_new_privs, Landlock, seccomp) to itself.
 //! 3. Routes stdout and stderr (the app process's, and the workers' through pipes of their
-//!    own) into records of the log, with a budget ([`crate::log::LOG_BYTES_PER_SEC`],
+//!    own) into records of the log, with a budget ([`crate::log_budget::LOG_BYTES_PER_SEC`],
 //!    and the log file never past [`proto::info::LOG_FILE_BYTES`], whatever earlier runners
 //!    left in it: the host rotates it between runners), so the app cannot fill the host's
 //!    disk through its log. When the app process exits, what it wrote last is copied (or, over

@@ -20,10 +20,6 @@ use proto::logline::{LogSource, LogStream, MAX_LINE_BYTES, header, now_ms};
 
 use crate::log_budget::LogBudget;
 
-/// Bytes of app and worker output (both streams, record headers included) copied to the log
-/// per second; the rest is counted and reported in one "suppressed" notice.
-pub const LOG_BYTES_PER_SEC: usize = 64 * 1024;
-
 /// The workers' stdout and stderr write ends, for the worker spawner. Process-wide because
 /// init has exactly one log and the worker spawner is itself process-wide (see
 /// `supervisor::worker_spawner`).

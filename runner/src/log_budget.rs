@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use proto::info::LOG_FILE_BYTES;
 use proto::logline::{LogSource, LogStream, header, now_ms};
 
-use crate::log::LOG_BYTES_PER_SEC;
+/// Bytes of app and worker output (both streams, record headers included) copied to the log
+/// per second; the rest is counted and reported in one "suppressed" notice.
+pub const LOG_BYTES_PER_SEC: usize = 64 * 1024;
 
 /// One notice of the sandbox as a log record (each line of `text` a record).
 fn notice_records(text: &str) -> String {

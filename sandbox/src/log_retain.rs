@@ -62,7 +62,7 @@ fn prune(root: &Path) {
         .filter_map(Result::ok)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    kept.sort_by(|a, b| b.0.cmp(&a.0));
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
     for (i, (at, path)) in kept.into_iter().enumerate() {
         let old = now.duration_since(at).is_ok_and(|age| age > RETAIN_FOR);
         if old || i >= RETAIN_MAX {
