@@ -367,6 +367,9 @@ fn spawn_worker_here(lib: &Path, index: u32) -> std::io::Result<i32> {
         .arg(index.to_string())
         .arg(std::process::id().to_string())
         .env_clear()
+        // Init's own environment (the spawn sequence's fixed PATH, LANG and TZ; init never
+        // changes it), then the tenant's variables.
+        .envs(std::env::vars_os())
         .envs(crate::tenant::env())
         .stdin(Stdio::null());
     // The workers' own pipes into the log (their lines are marked as the workers').

@@ -187,10 +187,11 @@ pub fn run_destroy(a: &DestroyArgs) -> ExitCode {
     match result {
         Ok((destroyed, purged)) => {
             if a.client.json {
-                let value = serde_json::json!({
-                    "destroyed": destroyed.then_some(&a.id),
-                    "purged": purged,
-                });
+                let value = if a.purge {
+                    serde_json::json!({"destroyed": destroyed.then_some(&a.id), "purged": purged})
+                } else {
+                    serde_json::json!({ "destroyed": a.id })
+                };
                 crate::output::line(&crate::output::json(&value));
             } else {
                 let what = match (destroyed, purged) {

@@ -90,6 +90,13 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
         );
         assert!(!env.contains("SANDBOX_HOST_SOCKET"), "{id}: {env}");
         assert!(!env.lines().any(|l| l.starts_with("HOME=")), "{id}: {env}");
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| ["GREETING", "PATH", "LANG", "TZ"].contains(n)),
+            "{id}: {env}"
+        );
         // The config, through the ABI.
         assert_eq!(d.json(&["call", id, "config"]), "greeting = \"hi\"\n");
         // The worker's lines (it started with the sandbox, with the variable).
@@ -115,7 +122,11 @@ fn an_app_and_its_worker_print_to_host_logs_and_read_their_env_config_and_files(
     assert!(!missing.status.success());
     // A root of its own has no /bin (docs: "What a sandbox sees").
     let no_bin = d.host(&["call", "talk", "run", "\"/bin/ls\"", "--json"]);
-    assert!(String::from_utf8_lossy(&no_bin.stdout).contains("run /bin/ls"));
+    let no_bin = String::from_utf8_lossy(&no_bin.stdout);
+    assert!(
+        no_bin.contains("run /bin/ls: No such file or directory"),
+        "{no_bin}"
+    );
 
     // The app's own lines on both streams, with an escape sequence and a forged line in them.
     d.ok(&[
