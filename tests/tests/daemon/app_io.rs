@@ -326,6 +326,7 @@ fn an_app_flooding_its_stdout_costs_the_daemon_neither_memory_nor_disk() {
     });
     assert!(said, "no notice of what was dropped: {all:#?}");
     let (rss_after, _) = d.memory_kib();
+    eprintln!("daemon RSS {rss_before} KiB -> {rss_after} KiB; the log holds {bytes} bytes");
     assert!(
         rss_after < rss_before + 32 * 1024,
         "daemon RSS grew from {rss_before} KiB to {rss_after} KiB"
