@@ -163,7 +163,7 @@ async fn send(
 
 /// Returns when the client closes its end (what it sends meanwhile is read and dropped: a
 /// follower has nothing more to ask).
-async fn hung_up(stream: &UnixStream) {
+pub(crate) async fn hung_up(stream: &UnixStream) {
     let mut buf = [0u8; 1024];
     loop {
         if stream.readable().await.is_err() {

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod events_stream;
 pub mod http;
 pub mod listen;
+pub mod logs_stream;
 pub mod metrics_http;
 pub mod peer;
 pub mod session;
@@ -339,6 +340,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::Destroy { .. } => "destroy",
         Request::Operate(_) => "operate",
         Request::Events { .. } => "events",
+        Request::Logs { .. } => "logs",
+        Request::PurgeLog { .. } => "purge_log",
     }
 }
 
@@ -382,6 +385,20 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             wire::BAD_REQUEST,
             "events takes no descriptor",
         )),
+        Request::Logs { .. } => Response::Error(WireError::new(
+            wire::BAD_REQUEST,
+            "logs takes no descriptor",
+        )),
+        Request::PurgeLog { id } => {
+            if manager.info(&id).await.is_ok() {
+                return Response::Error(WireError::new(
+                    wire::BAD_REQUEST,
+                    format!("sandbox {id} lives: destroy it first (host destroy {id} --purge)"),
+                ));
+            }
+            let purged = manager.purge_log(&id);
+            Response::Ok(serde_json::json!({ "purged": purged, "id": id }))
+        }
         Request::Create { id, spec, watch } => {
             let (AppSource::Crate(path) | AppSource::Library(path)) = &spec.app;
             if let Err(e) = require_absolute(path) {

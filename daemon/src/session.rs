@@ -92,6 +92,14 @@ pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) 
                 super::events_stream::After::Close => return,
             }
         }
+        if line.fds.is_empty()
+            && let Some(req) = super::logs_stream::parse(text)
+        {
+            match super::logs_stream::serve(&stream, &sh, &slot, req).await {
+                super::events_stream::After::Continue => continue,
+                super::events_stream::After::Close => return,
+            }
+        }
         let response = respond(&sh, conn, uid, &client, text, line.fds).await;
         let encoded = wire::encode(&response).or_else(|e| {
             wire::encode(&Response::Error(WireError::new(
@@ -203,7 +211,9 @@ fn sandbox_of(request: &Request) -> Option<&str> {
         | Request::Usage { id }
         | Request::Workers { id, .. }
         | Request::Restart { id }
-        | Request::Destroy { id } => Some(id),
+        | Request::Destroy { id }
+        | Request::Logs { id, .. }
+        | Request::PurgeLog { id } => Some(id),
         Request::Operate(req) => Some(&req.id),
         Request::Events { id, .. } => id.as_deref(),
         Request::Ping | Request::List => None,

@@ -19,10 +19,14 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+mod logs;
 mod serve;
+mod tenant_args;
 mod watch_args;
+pub use logs::{DestroyArgs, LogsArgs};
 pub use serve::ServeArgs;
 use serve::serve;
+pub use tenant_args::TenantArgs;
 
 /// Runs untrusted native apps in sandboxes and watches them with an AI operator.
 #[derive(Debug, Parser)]
@@ -69,10 +73,12 @@ pub enum Command {
     Workers(WorkersArgs),
     /// Restart a sandbox's runner on its current version.
     Restart(IdArgs),
-    /// Destroy a sandbox and everything in it.
-    Destroy(IdArgs),
+    /// Destroy a sandbox and everything in it (its log is kept 10 minutes unless --purge).
+    Destroy(DestroyArgs),
     /// Print the daemon's events (the last ones kept, then with --follow every new one).
     Events(crate::client_events::EventsArgs),
+    /// Print a sandbox's log: its app's and workers' stdout and stderr, escaped.
+    Logs(LogsArgs),
 }
 
 /// A sandbox id and the client options.
@@ -127,6 +133,9 @@ pub struct CreateArgs {
     /// Limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Environment, config and data files.
+    #[command(flatten)]
+    pub tenant: TenantArgs,
     /// Have the daemon's detector watch this sandbox [default: the daemon's --watch].
     #[arg(long, conflicts_with = "no_watch")]
     pub watch: bool,
@@ -307,7 +316,10 @@ pub fn run(command: Command) -> ExitCode {
                 Ok(fd) => fd,
                 Err(e) => return failure(a.client.json, &e),
             };
-            let spec = a.limits.spec(app);
+            let mut spec = a.limits.spec(app);
+            if let Err(e) = a.tenant.apply(&mut spec) {
+                return failure(a.client.json, &e);
+            }
             let request = Request::Create {
                 id: a.id.clone(),
                 spec,
@@ -395,14 +407,8 @@ pub fn run(command: Command) -> ExitCode {
             })
         }
         Command::Events(a) => crate::client_events::run(&a),
-        Command::Destroy(a) => {
-            let id = a.id.clone();
-            one_request(
-                &a.client,
-                Request::Destroy { id: a.id.clone() },
-                move |_, _| Ok(format!("destroyed {id}")),
-            )
-        }
+        Command::Destroy(a) => logs::run_destroy(&a),
+        Command::Logs(a) => logs::run_logs(&a),
     }
 }
 

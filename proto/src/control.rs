@@ -172,6 +172,28 @@ pub enum Request {
         #[serde(default)]
         last: Option<usize>,
     },
+    /// Stream a sandbox's log (a live one's, or a destroyed one's while it is kept): a
+    /// header line, the backlog's records, then (with `follow`) every new record, until the
+    /// client hangs up or the sandbox is destroyed (see `daemon::logs_stream`). Each record
+    /// is a [`crate::logline::WireLogLine`].
+    Logs {
+        /// Sandbox id.
+        id: String,
+        /// Keep streaming new lines after the backlog.
+        #[serde(default)]
+        follow: bool,
+        /// Only lines from this time on (milliseconds since the Unix epoch).
+        #[serde(default)]
+        since_ms: Option<u64>,
+        /// At most this many backlog lines (the newest).
+        #[serde(default)]
+        last: Option<usize>,
+    },
+    /// Remove the log kept of a destroyed sandbox (`host destroy ID --purge`).
+    PurgeLog {
+        /// Sandbox id.
+        id: String,
+    },
 }
 
 /// The wire form of [`ReloadSource`].

@@ -71,13 +71,13 @@ pub struct SandboxInfo {
     /// Requested limits nothing enforces, one line each naming the limit, why and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// The sandbox's log (its app's and workers' stderr) and what was dropped to keep it
+    /// The sandbox's log (its app's and workers' stdout and stderr) and what was dropped to keep it
     /// within [`LOG_BOUND_BYTES`].
     #[serde(default)]
     pub log: LogInfo,
 }
 
-/// The most one log file of a sandbox holds: a runner's init copies the app's stderr into
+/// The most one log file of a sandbox holds: a runner's init copies the app's output into
 /// `runner.log` only while the file is below this, and the host moves a file past half of it
 /// to `runner.log.1` before the next runner starts.
 pub const LOG_FILE_BYTES: u64 = 4 << 20;

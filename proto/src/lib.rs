@@ -8,12 +8,16 @@
 //! * [`spec`]: what a sandbox is made from (id, app, limits, isolation level).
 //! * [`info`]: what the host answers about a sandbox (info, usage, list, reload reports).
 //! * [`events`]: the event record.
+//! * [`tenant`]: what a tenant hands a sandbox besides the app (env, config, data files).
+//! * [`logline`]: one line of a sandbox's log (`host logs`).
 //! * [`operate`]: the request to run the AI operator on a sandbox.
 
 pub mod control;
 pub mod events;
 pub mod info;
 pub mod limits;
+pub mod logline;
 pub mod operate;
 pub mod runner;
 pub mod spec;
+pub mod tenant;

@@ -67,6 +67,20 @@ pub enum Request {
         lib: PathBuf,
         /// Version number the host gave this copy.
         version: u32,
+        /// The tenant's environment variables, set in the app process before the library
+        /// is opened (`--env`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<(String, String)>,
+        /// The tenant's config bytes (`--config`), handed to the app through the ABI at load
+        /// and at every reload.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<Vec<u8>>,
+    },
+    /// Control: the environment every worker starts with from now on (`--env`); sent
+    /// before the first worker.
+    SetEnv {
+        /// The tenant's variables.
+        env: Vec<(String, String)>,
     },
     /// Control: workers start on this version from now on, and running ones move to it.
     SetVersion {

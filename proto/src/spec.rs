@@ -55,6 +55,20 @@ pub struct SandboxSpec {
     /// The gid the app runs as when the host is root (default: the uid's number).
     #[serde(default)]
     pub gid: Option<u32>,
+    /// Environment variables of the app process and its workers (`--env K=V`); nothing of
+    /// the host's environment is passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+    /// Config bytes handed to the app through the ABI at load (`--config FILE`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::tenant::b64_opt"
+    )]
+    pub config: Option<Vec<u8>>,
+    /// Read-only data files in the sandbox's root (`--file SRC:DST`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::tenant::DataFile>,
 }
 
 impl SandboxSpec {
@@ -68,6 +82,9 @@ impl SandboxSpec {
             cgroup_parent: None,
             uid: None,
             gid: None,
+            env: Vec::new(),
+            config: None,
+            files: Vec::new(),
         }
     }
 

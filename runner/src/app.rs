@@ -4,13 +4,16 @@ use std::ffi::CStr;
 use std::path::Path;
 
 use crate::error::{LoadError, StateError};
-use sandbox_abi::{ABI_VERSION, AppTable, Buf, ENTRY_SYMBOL, EntryFn, Status, TABLE_SIZE};
+use sandbox_abi::{
+    ABI_VERSION, AppTable, Buf, ENTRY_SYMBOL, EntryFn, Status, TABLE_SIZE, TABLE_SIZE_V1,
+};
 
 /// A loaded app version. Dropping it `dlclose`s the library (best effort: glibc keeps a
 /// library mapped when it registered TLS destructors; usage reports mapped copies).
 #[derive(Debug)]
 pub struct LoadedApp {
-    table: &'static AppTable,
+    /// A copy of the app's table: the fields of its version, the later ones empty.
+    table: AppTable,
     /// Host-assigned version number.
     pub version: u32,
     // Declared last so it is dropped after every use of `table`.
@@ -56,16 +59,36 @@ impl LoadedApp {
         // SAFETY: the first two u32 fields are read before anything else and are present in
         // every ABI version; the rest is only read after the version and size checks pass.
         let (found, size) = unsafe { ((*raw).abi_version, (*raw).table_size) };
-        if found != ABI_VERSION || size != TABLE_SIZE {
+        let known = match found {
+            1 => size == TABLE_SIZE_V1,
+            ABI_VERSION => size == TABLE_SIZE,
+            _ => false,
+        };
+        if !known {
             return Err(LoadError::AbiMismatch {
                 path: path.to_owned(),
                 found,
                 size,
             });
         }
-        // SAFETY: checked above; the table is static in the library, which lives as long as
-        // `_library`, and `table` is never handed out beyond `self`.
-        let table: &'static AppTable = unsafe { &*raw };
+        // SAFETY: checked above: the table holds every field of its version, read one by one
+        // (no reference to the whole struct, which a version 1 table is shorter than); the
+        // pointers in it stay valid while `_library` is loaded, which outlives the copy.
+        let table = unsafe {
+            AppTable {
+                abi_version: found,
+                table_size: size,
+                name: (*raw).name,
+                version: (*raw).version,
+                call: (*raw).call,
+                free_buf: (*raw).free_buf,
+                save_state: (*raw).save_state,
+                restore_state: (*raw).restore_state,
+                worker: (*raw).worker,
+                initial_workers: (*raw).initial_workers,
+                configure: if found >= 2 { (*raw).configure } else { None },
+            }
+        };
         Ok(LoadedApp {
             table,
             version,
@@ -121,6 +144,22 @@ impl LoadedApp {
         CallOutcome {
             status,
             payload: String::from_utf8_lossy(&payload).into_owned(),
+        }
+    }
+
+    /// Hands the app its config bytes (ABI version 2); `Ok(false)` when the app is older
+    /// and cannot take them.
+    pub fn configure(&self, config: &[u8]) -> Result<bool, String> {
+        let Some(configure) = self.table.configure else {
+            return Ok(false);
+        };
+        let mut out = Buf::EMPTY;
+        // SAFETY: `config` is a live slice and `out` a valid slot.
+        let raw = unsafe { configure(config.as_ptr(), config.len(), &mut out) };
+        let message = self.take(out);
+        match Status::from_raw(raw) {
+            Some(Status::Ok) => Ok(true),
+            _ => Err(String::from_utf8_lossy(&message).into_owned()),
         }
     }
 

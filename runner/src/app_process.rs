@@ -24,7 +24,7 @@ use sandbox_abi::Status;
 
 use super::app::LoadedApp;
 use super::{DATA_FD, Out};
-use crate::error::ReloadError;
+use crate::error::{LoadError, ReloadError};
 use proto::runner::{self as protocol, Body, ErrorKind, Loaded, Reloaded, Request, RequestFrame};
 
 /// A queued reload: request id, library, version, timeout.
@@ -47,6 +47,8 @@ struct Runner {
     reader: Mutex<BufReader<UnixStream>>,
     /// Serving threads that are not inside a call (reading, or waiting to read).
     free: AtomicUsize,
+    /// The tenant's config bytes, handed to every version at its load.
+    config: Option<Vec<u8>>,
 }
 
 /// Entry point of the app process (forked by init). Never returns.
@@ -139,7 +141,13 @@ fn load(
     out: &Out,
 ) -> Option<(Runner, mpsc::Receiver<ReloadJob>)> {
     let frame: RequestFrame = protocol::read_frame(&mut reader).ok()??;
-    let Request::Load { lib, version } = frame.request else {
+    let Request::Load {
+        lib,
+        version,
+        env,
+        config,
+    } = frame.request
+    else {
         out.err(
             frame.id,
             ErrorKind::BadRequest,
@@ -147,6 +155,9 @@ fn load(
         );
         return None;
     };
+    // SAFETY: the app process is single-threaded until `load` answers (no thread has been
+    // started since the fork).
+    unsafe { crate::tenant::set_process_env(&env) };
     let started = Instant::now();
     let app = match LoadedApp::open(&lib, version) {
         Ok(app) => app,
@@ -155,6 +166,16 @@ fn load(
             return None;
         }
     };
+    if let Some(config) = &config
+        && let Err(e) = app.configure(config)
+    {
+        out.err(
+            frame.id,
+            ErrorKind::InitFailed,
+            format!("the app refused its config: {e}"),
+        );
+        return None;
+    }
     let load_us = started.elapsed().as_micros() as u64;
     out.ok(
         frame.id,
@@ -173,6 +194,7 @@ fn load(
         out: out.clone(),
         reader: Mutex::new(reader),
         free: AtomicUsize::new(0),
+        config,
     };
     Some((runner, reload_rx))
 }
@@ -221,6 +243,7 @@ fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
         }
         Request::Load { .. } => runner.out.err(id, ErrorKind::BadRequest, "already loaded"),
         Request::Init { .. }
+        | Request::SetEnv { .. }
         | Request::SpawnWorkers { .. }
         | Request::Workers
         | Request::SetVersion { .. }
@@ -271,10 +294,22 @@ fn reload(
     // the sandbox is restarted; calls go on, on prestarted threads.
     let (tx, rx) = mpsc::channel();
     let path = lib.to_owned();
+    let config = runner.config.clone();
     std::thread::Builder::new()
         .name("loader".into())
         .spawn(move || {
-            let _ = tx.send(LoadedApp::open(&path, version));
+            let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
+                Some(config) => {
+                    app.configure(config)
+                        .map(|_| app)
+                        .map_err(|reason| LoadError::Configure {
+                            path: path.clone(),
+                            reason,
+                        })
+                }
+                None => Ok(app),
+            });
+            let _ = tx.send(opened);
         })
         .map_err(ReloadError::LoaderThread)?;
     let new = match rx.recv_timeout(timeout) {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sandbox_abi::{ABI_VERSION, TABLE_SIZE};
+use sandbox_abi::{ABI_VERSION, TABLE_SIZE, TABLE_SIZE_V1};
 
 /// A state hook of the app failed; the text is the app's own word about why.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ pub enum LoadError {
     },
     /// The table's ABI version or size differs from the runner's.
     #[error(
-        "{path}: ABI version {found} with table size {size}, runner expects version {ABI_VERSION} size {TABLE_SIZE}"
+        "{path}: ABI version {found} with table size {size}, runner expects version 1 size {TABLE_SIZE_V1} up to version {ABI_VERSION} size {TABLE_SIZE}"
     )]
     AbiMismatch {
         /// The library.
@@ -110,5 +110,13 @@ pub enum LoadError {
         found: u32,
         /// Its table size.
         size: u32,
+    },
+    /// The app's `configure` entry failed (it panicked, or said no).
+    #[error("{path}: the app refused its config: {reason}")]
+    Configure {
+        /// The library.
+        path: PathBuf,
+        /// The app's message (its own words).
+        reason: String,
     },
 }

@@ -7,7 +7,8 @@
 //!    `ptrace` too). As pid 1 of its pid namespace it installs no signal handler, so the kernel
 //!    drops every signal the app sends it, `SIGKILL` included.
 //! 2. Reads `init`, applies the self-restrictions (no_new_privs, Landlock, seccomp) to itself.
-//! 3. Routes stderr through a pipe it copies to the log with a budget ([`crate::log::LOG_BYTES_PER_SEC`],
+//! 3. Routes stdout and stderr (the app process's, and the workers' through pipes of their
+//!    own) into records of the log, with a budget ([`crate::log_budget::LOG_BYTES_PER_SEC`],
 //!    and the log file never past [`proto::info::LOG_FILE_BYTES`], whatever earlier runners
 //!    left in it: the host rotates it between runners), so the app cannot fill the host's
 //!    disk through its log. When the app process exits, what it wrote last is copied (or, over
@@ -178,6 +179,10 @@ fn serve(
                 Err(e) => out.err(id, ErrorKind::BadRequest, e.to_string()),
             },
             Request::Workers => out.ok(id, &supervisor.list()),
+            Request::SetEnv { env } => {
+                crate::tenant::set_worker_env(env);
+                out.ok(id, &serde_json::json!({"env": true}));
+            }
             Request::SetVersion { lib, version } => {
                 supervisor.set_version(&lib, version);
                 out.ok(id, &serde_json::json!({"version": version}));

@@ -16,8 +16,10 @@ pub mod app_process;
 pub mod error;
 mod init;
 mod log;
+mod log_budget;
 mod restrict;
 mod supervisor;
+mod tenant;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

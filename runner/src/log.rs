@@ -1,37 +1,84 @@
-//! The sandbox's log: the pipe every process of the sandbox but init writes its stderr to,
-//! and the budget init copies it to the log file with (see `init`'s step 3): a rate, and a
-//! file that never grows past [`LOG_FILE_BYTES`] whatever earlier runners left in it.
+//! The sandbox's log: the pipes the app process's and the workers' stdout and stderr go to,
+//! and the thread of init that copies them, line by line, into the log file as records
+//! (`proto::logline`: time, stream, source, text), within the budget of
+//! [`crate::log_budget`] (see `init`'s step 3).
+//!
+//! Four pipes: the app process's stdout and stderr (init's fds 1 and 2, so the app process
+//! inherits them at fork) and the workers' stdout and stderr (write ends kept by init,
+//! close-on-exec, and given to each worker at spawn). A line is at most
+//! [`MAX_LINE_BYTES`]; a longer one is cut. The copier reads whatever the pipes hold at any
+//! rate and drops what the budget does not take, so no writer blocks for long and nothing
+//! grows past its bound.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use proto::info::LOG_FILE_BYTES;
+use proto::logline::{LogSource, LogStream, MAX_LINE_BYTES, header, now_ms};
 
-/// Bytes of app and worker stderr copied to the log per second; the rest is counted and
-/// reported in one "suppressed" line.
-pub const LOG_BYTES_PER_SEC: usize = 64 * 1024;
+use crate::log_budget::LogBudget;
 
-/// The pipe every process of the sandbox but init writes its stderr to.
-pub(crate) struct LogPipe {
+/// The workers' stdout and stderr write ends, for the worker spawner. Process-wide because
+/// init has exactly one log and the worker spawner is itself process-wide (see
+/// `supervisor::worker_spawner`).
+static WORKER_OUTPUT: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
+
+/// Duplicates of the workers' (stdout, stderr) write ends, for one worker; `None` before
+/// the log is installed or when out of descriptors (the worker then writes to `/dev/null`).
+pub(crate) fn worker_output() -> Option<(OwnedFd, OwnedFd)> {
+    let (out, err) = WORKER_OUTPUT.get()?;
+    Some((out.try_clone().ok()?, err.try_clone().ok()?))
+}
+
+/// One pipe's read end and what it is.
+struct Input {
     read: OwnedFd,
+    stream: LogStream,
+    source: LogSource,
+}
+
+/// The sandbox's output pipes and the log file.
+pub(crate) struct LogPipe {
+    inputs: Vec<Input>,
     log: OwnedFd,
     /// What this runner may write to the log: [`LOG_FILE_BYTES`] less what the file held
     /// when it started (earlier runners of the sandbox append to the same file).
     room: usize,
 }
 
+/// A close-on-exec pipe: (read, write).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into an array of our own; the result is checked and the two fresh
+    // descriptors are owned from here on.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Puts `fd` on descriptor `target` (not close-on-exec there).
+fn dup_onto(fd: &OwnedFd, target: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 of a descriptor we own onto a standard descriptor number.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl LogPipe {
-    /// Keeps the log (fd 2) on a fd of its own and puts the pipe's write end on fd 2, so the
-    /// app process and every worker inherit it.
+    /// Keeps the log (fd 2) on a fd of its own, puts the app pipes' write ends on fds 1 and
+    /// 2 (the app process inherits them) and keeps the workers' for the worker spawner.
     pub(crate) fn install() -> std::io::Result<LogPipe> {
-        let mut fds = [0; 2];
-        // SAFETY: fcntl/pipe2/dup2/close/fstat on fds this process owns and a stat buffer of
-        // our own; results checked.
-        unsafe {
+        // SAFETY: fcntl/fstat on fd 2, which the spawn sequence made the log file, and a
+        // stat buffer of our own; results checked.
+        let (log, used) = unsafe {
             let log = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 10);
-            if log < 0 || libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            if log < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let mut st: libc::stat = std::mem::zeroed();
@@ -41,19 +88,33 @@ impl LogPipe {
                 } else {
                     0
                 };
-            if libc::dup2(fds[1], 2) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fds[1]);
-            Ok(LogPipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                log: OwnedFd::from_raw_fd(log),
-                room: LOG_FILE_BYTES.saturating_sub(used) as usize,
-            })
-        }
+            (OwnedFd::from_raw_fd(log), used)
+        };
+        let (app_out, app_out_w) = pipe()?;
+        let (app_err, app_err_w) = pipe()?;
+        let (worker_out, worker_out_w) = pipe()?;
+        let (worker_err, worker_err_w) = pipe()?;
+        dup_onto(&app_out_w, 1)?;
+        dup_onto(&app_err_w, 2)?;
+        let _ = WORKER_OUTPUT.set((worker_out_w, worker_err_w));
+        let input = |read, stream, source| Input {
+            read,
+            stream,
+            source,
+        };
+        Ok(LogPipe {
+            inputs: vec![
+                input(app_out, LogStream::Stdout, LogSource::App),
+                input(app_err, LogStream::Stderr, LogSource::App),
+                input(worker_out, LogStream::Stdout, LogSource::Worker),
+                input(worker_err, LogStream::Stderr, LogSource::Worker),
+            ],
+            log,
+            room: LOG_FILE_BYTES.saturating_sub(used) as usize,
+        })
     }
 
-    /// Copies the pipe to the log on a thread of its own, within the budget, until
+    /// Copies the pipes to the log on a thread of its own, within the budget, until
     /// [`LogDrain::finish`] is called.
     pub(crate) fn forward(self) -> LogDrain {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -68,7 +129,16 @@ impl LogPipe {
             .name("log".into())
             .spawn(move || {
                 let mut copier = LogCopier {
-                    pipe: std::fs::File::from(self.read),
+                    pipes: self
+                        .inputs
+                        .into_iter()
+                        .map(|i| Pipe {
+                            file: std::fs::File::from(i.read),
+                            stream: i.stream,
+                            source: i.source,
+                            line: Vec::with_capacity(256),
+                        })
+                        .collect(),
                     log: std::fs::File::from(self.log),
                     budget: LogBudget::new(Instant::now(), self.room),
                     buf: vec![0u8; 16 * 1024],
@@ -83,15 +153,15 @@ impl LogPipe {
     }
 }
 
-/// Tells the log thread to copy what the pipe holds and stop (the app process has exited).
+/// Tells the log thread to copy what the pipes hold and stop (the app process has exited).
 pub(crate) struct LogDrain {
     wake: Option<Arc<OwnedFd>>,
     done: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl LogDrain {
-    /// Returns once the log thread has copied what the pipe held (its last words included),
-    /// or after `within`.
+    /// Returns once the log thread has copied what the pipes held (the app's last words
+    /// included), or after `within`.
     pub(crate) fn finish(&self, within: Duration) {
         let Some(wake) = &self.wake else { return };
         let one = 1u64.to_ne_bytes();
@@ -102,297 +172,166 @@ impl LogDrain {
     }
 }
 
+/// One pipe being read, with its unfinished line (at most [`MAX_LINE_BYTES`]).
+struct Pipe {
+    file: std::fs::File,
+    stream: LogStream,
+    source: LogSource,
+    line: Vec<u8>,
+}
+
 /// The log thread's state.
 struct LogCopier {
-    pipe: std::fs::File,
+    pipes: Vec<Pipe>,
     log: std::fs::File,
     budget: LogBudget,
     buf: Vec<u8>,
 }
 
 impl LogCopier {
-    /// Copies until the pipe's writers are all gone, or until `wake` fires: then copies what
-    /// the pipe holds at that moment (no more, whatever writers remain) and writes the last
-    /// notice.
+    /// Copies until `wake` fires: then copies what the pipes hold at that moment (no more,
+    /// whatever writers remain), ends the unfinished lines and writes the last notice.
     fn run(&mut self, wake: Option<&OwnedFd>) {
+        let mut open = vec![true; self.pipes.len()];
         loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.pipe.as_raw_fd(),
+            let mut fds: Vec<libc::pollfd> = self
+                .pipes
+                .iter()
+                .zip(&open)
+                .map(|(p, &open)| libc::pollfd {
+                    fd: if open { p.file.as_raw_fd() } else { -1 },
                     events: libc::POLLIN,
                     revents: 0,
-                },
-                libc::pollfd {
-                    fd: wake.map_or(-1, |w| w.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: poll(2) on two pollfds of our own (a negative fd is ignored).
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                })
+                .collect();
+            fds.push(libc::pollfd {
+                fd: wake.map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            // SAFETY: poll(2) on pollfds of our own (a negative fd is ignored).
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
             if ready < 0 {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return;
             }
-            if fds[1].revents != 0 {
+            if fds[self.pipes.len()].revents != 0 {
                 self.drain();
                 return;
             }
-            if fds[0].revents != 0 && !self.copy_once() {
+            for i in 0..self.pipes.len() {
+                if fds[i].revents != 0 && !self.copy_once(i) {
+                    open[i] = false;
+                    self.end_line(i, false);
+                }
+            }
+            if !open.iter().any(|&o| o) && wake.is_none() {
                 return;
             }
         }
     }
 
-    /// One read of the pipe, copied within the budget; false at the end of the pipe.
-    fn copy_once(&mut self) -> bool {
-        match self.pipe.read(&mut self.buf) {
+    /// One read of pipe `i`, copied line by line; false at the end of the pipe.
+    fn copy_once(&mut self, i: usize) -> bool {
+        match self.pipes[i].file.read(&mut self.buf) {
             Ok(0) => false,
             Ok(n) => {
-                let (keep, notice) = self.budget.take(Instant::now(), &self.buf[..n]);
-                if let Some(notice) = notice {
-                    let _ = self.log.write_all(notice.as_bytes());
-                }
-                let _ = self.log.write_all(&self.buf[..keep]);
+                let bytes = std::mem::take(&mut self.buf);
+                self.lines(i, &bytes[..n]);
+                self.buf = bytes;
                 true
             }
             Err(e) => e.kind() == std::io::ErrorKind::Interrupted,
         }
     }
 
-    /// Copies the bytes the pipe holds now, then the last notice.
+    /// Adds `bytes` to pipe `i`'s line, writing every finished (or full) line.
+    fn lines(&mut self, i: usize, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE_BYTES - self.pipes[i].line.len();
+            let (part, finished) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(at) if at <= room => (&bytes[..at], true),
+                _ if bytes.len() >= room => (&bytes[..room], true),
+                _ => (bytes, false),
+            };
+            self.pipes[i].line.extend_from_slice(part);
+            let used = part.len() + usize::from(finished && bytes.get(part.len()) == Some(&b'\n'));
+            bytes = &bytes[used..];
+            if finished {
+                self.end_line(i, true);
+            }
+        }
+    }
+
+    /// Writes pipe `i`'s line as a record, within the budget: an empty one only when the
+    /// app wrote it (`newline`), not when nothing is pending.
+    fn end_line(&mut self, i: usize, newline: bool) {
+        let pipe = &mut self.pipes[i];
+        if pipe.line.is_empty() && !newline {
+            return;
+        }
+        let mut record = header(now_ms(), pipe.stream, pipe.source).into_bytes();
+        let head = record.len();
+        record.append(&mut pipe.line);
+        record.push(b'\n');
+        let last_words = pipe.stream == LogStream::Stderr;
+        let (keep, notice) = self.budget.take_from(Instant::now(), &record, last_words);
+        if let Some(notice) = notice {
+            let _ = self.log.write_all(notice.as_bytes());
+        }
+        if keep == record.len() {
+            let _ = self.log.write_all(&record);
+        } else if keep > head + 1 {
+            // The budget took part of the line: write that part as a whole record.
+            record.truncate(keep - 1);
+            record.push(b'\n');
+            let _ = self.log.write_all(&record);
+        }
+    }
+
+    /// Copies the bytes the pipes hold now, ends their lines, then the last notice. The app
+    /// process's stderr comes last: what it said before it died (a panic, the allocator's
+    /// abort message) is then the end of the log and of the notice's dropped tail, not an
+    /// unfinished stdout line.
     fn drain(&mut self) {
-        let mut pending: libc::c_int = 0;
-        // SAFETY: FIONREAD into an int of our own, on our pipe.
-        if unsafe { libc::ioctl(self.pipe.as_raw_fd(), libc::FIONREAD, &mut pending) } == 0 {
-            let mut left = pending.max(0) as usize;
+        let mut order: Vec<usize> = (0..self.pipes.len()).collect();
+        order.sort_by_key(|&i| {
+            let p = &self.pipes[i];
+            (p.stream == LogStream::Stderr, p.source == LogSource::App)
+        });
+        for i in order {
+            let mut pending: libc::c_int = 0;
+            // SAFETY: FIONREAD into an int of our own, on our pipe.
+            let asked = unsafe {
+                libc::ioctl(self.pipes[i].file.as_raw_fd(), libc::FIONREAD, &mut pending)
+            };
+            let mut left = if asked == 0 {
+                pending.max(0) as usize
+            } else {
+                0
+            };
             while left > 0 {
                 let want = left.min(self.buf.len());
-                match self.pipe.read(&mut self.buf[..want]) {
-                    Ok(0) | Err(_) => break,
+                let mut bytes = std::mem::take(&mut self.buf);
+                let got = self.pipes[i].file.read(&mut bytes[..want]);
+                match got {
+                    Ok(0) | Err(_) => {
+                        self.buf = bytes;
+                        break;
+                    }
                     Ok(n) => {
                         left = left.saturating_sub(n);
-                        let (keep, notice) = self.budget.take(Instant::now(), &self.buf[..n]);
-                        if let Some(notice) = notice {
-                            let _ = self.log.write_all(notice.as_bytes());
-                        }
-                        let _ = self.log.write_all(&self.buf[..keep]);
+                        self.lines(i, &bytes[..n]);
+                        self.buf = bytes;
                     }
                 }
             }
+            self.end_line(i, false);
         }
         if let Some(last) = self.budget.last_words() {
             let _ = self.log.write_all(&last);
         }
-    }
-}
-
-/// How much app output the log takes: [`LOG_BYTES_PER_SEC`] per second, and in all the
-/// runner's room in the log file, notices included; what is dropped is counted and said.
-/// [`NOTICE_RESERVE`] bytes of the room are kept for the last two notices (the log is full,
-/// and the app's last output when it was dropped), so the file never exceeds
-/// [`LOG_FILE_BYTES`].
-#[derive(Debug)]
-struct LogBudget {
-    window: Instant,
-    in_window: usize,
-    /// Everything written so far (app output and notices).
-    written: usize,
-    /// What may be written in all.
-    room: usize,
-    /// App bytes dropped since the last notice that said so.
-    dropped: usize,
-    full_said: bool,
-    /// The newest dropped bytes since the last byte kept (at most [`LAST_WORDS_BYTES`]).
-    tail: Vec<u8>,
-}
-
-/// Bytes of a runner's room kept for its last notices.
-const NOTICE_RESERVE: usize = 1024;
-/// The most of the app's last, dropped output written when it exits.
-const LAST_WORDS_BYTES: usize = 512;
-
-impl LogBudget {
-    fn new(now: Instant, room: usize) -> LogBudget {
-        LogBudget {
-            window: now,
-            in_window: 0,
-            written: 0,
-            room,
-            dropped: 0,
-            full_said: false,
-            tail: Vec::new(),
-        }
-    }
-
-    /// What app output may still take, notices of the rate included.
-    fn app_room(&self) -> usize {
-        self.room
-            .saturating_sub(NOTICE_RESERVE)
-            .saturating_sub(self.written)
-    }
-
-    /// Of `bytes` read at `now`: how many to write, and a notice to write first.
-    fn take(&mut self, now: Instant, bytes: &[u8]) -> (usize, Option<String>) {
-        let n = bytes.len();
-        let mut notice = None;
-        if now.duration_since(self.window) >= Duration::from_secs(1) {
-            if self.dropped > 0 && !self.full_said {
-                let text = format!(
-                    "\n[sandbox] suppressed {} bytes of app output (over {} per second)\n",
-                    self.dropped, LOG_BYTES_PER_SEC
-                );
-                if text.len() <= self.app_room() {
-                    self.written += text.len();
-                    self.dropped = 0;
-                    notice = Some(text);
-                }
-            }
-            self.window = now;
-            self.in_window = 0;
-        }
-        let keep = n
-            .min(LOG_BYTES_PER_SEC.saturating_sub(self.in_window))
-            .min(self.app_room());
-        self.in_window += keep;
-        self.written += keep;
-        self.dropped += n - keep;
-        if keep < n {
-            if keep > 0 {
-                self.tail.clear();
-            }
-            self.tail.extend_from_slice(&bytes[keep..]);
-            let over = self.tail.len().saturating_sub(LAST_WORDS_BYTES);
-            self.tail.drain(..over);
-        } else {
-            self.tail.clear();
-        }
-        if keep < n && self.app_room() == 0 && !self.full_said {
-            self.full_said = true;
-            let text = format!(
-                "\n[sandbox] log full ({LOG_FILE_BYTES} bytes a file): further app output is dropped\n"
-            );
-            if self.written + text.len() <= self.room {
-                self.written += text.len();
-                notice = Some(notice.unwrap_or_default() + &text);
-            }
-        }
-        (keep, notice)
-    }
-
-    /// The last notice, when the app's last output was dropped: how much was, and its
-    /// newest bytes, so the log ends with what the app said last.
-    fn last_words(&mut self) -> Option<Vec<u8>> {
-        if self.tail.is_empty() {
-            return None;
-        }
-        let header = format!(
-            "\n[sandbox] {} bytes of app output dropped since the last notice (over {} per \
-             second or the log's size); the last {} were:\n",
-            self.dropped,
-            LOG_BYTES_PER_SEC,
-            self.tail.len()
-        );
-        let mut out = header.into_bytes();
-        out.append(&mut self.tail);
-        out.push(b'\n');
-        let room = self.room.saturating_sub(self.written);
-        if out.len() > room {
-            return None;
-        }
-        self.written += out.len();
-        self.dropped = 0;
-        Some(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ROOM: usize = LOG_FILE_BYTES as usize;
-
-    /// Feeds `chunk`-byte reads, `per_second` of them a second, for `seconds`; returns the
-    /// bytes written and the notices.
-    fn feed(
-        b: &mut LogBudget,
-        t0: Instant,
-        seconds: u64,
-        per_second: usize,
-        chunk: usize,
-    ) -> (usize, Vec<String>) {
-        let bytes = vec![b'x'; chunk];
-        let (mut written, mut notices) = (0, Vec::new());
-        for s in 0..seconds {
-            for _ in 0..per_second {
-                let (keep, notice) = b.take(t0 + Duration::from_secs(s), &bytes);
-                if let Some(n) = notice {
-                    written += n.len();
-                    notices.push(n);
-                }
-                written += keep;
-            }
-        }
-        (written, notices)
-    }
-
-    #[test]
-    fn the_log_takes_a_bounded_rate_and_says_what_it_dropped() {
-        let t0 = Instant::now();
-        let mut b = LogBudget::new(t0, ROOM);
-        assert_eq!(b.take(t0, &[b'x'; 1000]), (1000, None));
-        let (keep, notice) = b.take(t0, &vec![b'x'; LOG_BYTES_PER_SEC]);
-        assert_eq!((keep, notice), (LOG_BYTES_PER_SEC - 1000, None));
-        assert_eq!(b.take(t0, &[b'x'; 500]), (0, None));
-        let (keep, notice) = b.take(t0 + Duration::from_secs(1), &[b'x'; 10]);
-        assert_eq!(keep, 10);
-        assert!(notice.unwrap().contains("suppressed 1500 bytes"));
-    }
-
-    #[test]
-    fn a_runner_never_writes_past_its_room_in_the_file_notices_included() {
-        let t0 = Instant::now();
-        // A fresh file, one that earlier runners half filled, one nearly full, and a full one.
-        for room in [ROOM, ROOM / 2 + 17, NOTICE_RESERVE + 100, 300, 0] {
-            let mut b = LogBudget::new(t0, room);
-            // Over the rate every second until full, then the last words.
-            let (mut written, notices) = feed(&mut b, t0, 200, 5, 16 * 1024);
-            written += b.last_words().map_or(0, |w| w.len());
-            assert!(written <= room, "room {room}: wrote {written}");
-            assert_eq!(b.written, written);
-            let full = notices.iter().filter(|n| n.contains("log full")).count();
-            assert!(full <= 1, "room {room}: {notices:?}");
-            if room >= NOTICE_RESERVE {
-                assert_eq!(full, 1, "room {room}: {notices:?}");
-                assert!(
-                    written > room - NOTICE_RESERVE,
-                    "room {room}: wrote {written}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn the_apps_last_dropped_output_is_said_at_the_end() {
-        let t0 = Instant::now();
-        let mut b = LogBudget::new(t0, ROOM);
-        // Kept in full: nothing to add.
-        assert_eq!(b.take(t0, b"hello\n"), (6, None));
-        assert_eq!(b.last_words(), None);
-        // A flood over the rate, then the last words, dropped with it.
-        feed(&mut b, t0, 1, 8, 16 * 1024);
-        let (keep, _) = b.take(t0, b"memory allocation of 629145600 bytes failed\n");
-        assert_eq!(keep, 0);
-        let last = String::from_utf8(b.last_words().unwrap()).unwrap();
-        assert!(
-            last.ends_with("xxxxmemory allocation of 629145600 bytes failed\n\n"),
-            "{last}"
-        );
-        assert!(last.len() <= NOTICE_RESERVE, "{}", last.len());
-        assert!(last.contains("the last 512 were"), "{last}");
-        // Said once.
-        assert_eq!(b.last_words(), None);
     }
 }

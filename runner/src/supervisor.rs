@@ -360,14 +360,23 @@ fn spawn_worker(lib: &Path, index: u32) -> std::io::Result<i32> {
 
 /// Starts one worker: the runner binary in worker mode, with no inherited fds but stdio.
 fn spawn_worker_here(lib: &Path, index: u32) -> std::io::Result<i32> {
-    let child = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    command
         .arg(super::WORKER_ARG)
         .arg(lib)
         .arg(index.to_string())
         .arg(std::process::id().to_string())
         .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()?;
+        // Init's own environment (the spawn sequence's fixed PATH, LANG and TZ; init never
+        // changes it), then the tenant's variables.
+        .envs(std::env::vars_os())
+        .envs(crate::tenant::env())
+        .stdin(Stdio::null());
+    // The workers' own pipes into the log (their lines are marked as the workers').
+    match crate::log::worker_output() {
+        Some((out, err)) => command.stdout(out).stderr(err),
+        None => command.stdout(Stdio::null()),
+    };
+    let child = command.spawn()?;
     Ok(child.id() as i32)
 }

@@ -13,6 +13,9 @@ pub enum SandboxError {
     /// A limit no sandbox can start under (the message names the floor).
     #[error(transparent)]
     InvalidLimits(#[from] proto::spec::LimitError),
+    /// An env variable, config or data file the host refuses.
+    #[error(transparent)]
+    InvalidInput(#[from] proto::tenant::TenantError),
     /// No sandbox of that id.
     #[error("sandbox {0} not found")]
     NotFound(String),
@@ -115,6 +118,7 @@ impl SandboxError {
         match self {
             SandboxError::InvalidId(_) => "invalid_id",
             SandboxError::InvalidLimits(_) => "invalid_limits",
+            SandboxError::InvalidInput(_) => "bad_request",
             SandboxError::NotFound(_) => "not_found",
             SandboxError::AlreadyExists(_) => "already_exists",
             SandboxError::Timeout { .. } => "timeout",

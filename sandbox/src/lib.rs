@@ -11,11 +11,14 @@ pub mod events;
 pub mod kernel_view;
 pub mod library;
 pub mod log;
+pub mod log_read;
+pub mod log_retain;
 pub mod manager;
 pub mod procfs;
 pub mod ratelimit;
 pub mod spawn;
 pub mod sweep;
+mod tenant_files;
 pub mod uids;
 
 pub use error::SandboxError;

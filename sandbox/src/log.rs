@@ -1,7 +1,8 @@
 //! A sandbox's log, on the host side: one path for the sandbox's life, bounded across every
 //! runner it has had, and the app's last words for a crash reason.
 //!
-//! Each runner's init copies the app's stderr into `<dir>/runner.log` (opened by the host,
+//! Each runner's init copies the app's and workers' stdout and stderr into `<dir>/runner.log`
+//! as records (`proto::logline`) (opened by the host,
 //! appended to) only while the file is below [`LOG_FILE_BYTES`], notices included, whatever
 //! earlier runners left in it (`runner::init`). Before a runner is spawned for a sandbox,
 //! the host moves a file past half of that to `runner.log.1` (deleting the one there, and
@@ -88,7 +89,7 @@ impl SandboxLog {
     pub fn last_words(&self, dir: &Path) -> Option<String> {
         let start = self.state.lock().unwrap().life_start;
         let tail = read_tail(&dir.join(LOG_NAME), start)?;
-        let text = last_lines(&tail, LAST_LINES, LAST_WORDS_BYTES)?;
+        let text = last_lines(&record_texts(&tail), LAST_LINES, LAST_WORDS_BYTES)?;
         Some(format!(
             "the app's last output (its own words, escaped): \"{text}\""
         ))
@@ -117,6 +118,29 @@ fn read_tail(path: &Path, start: u64) -> Option<Vec<u8>> {
     let mut tail = Vec::new();
     file.take(TAIL_READ).read_to_end(&mut tail).ok()?;
     Some(tail)
+}
+
+/// The texts of the app's records in `tail` (the first, likely cut, and notices of the log
+/// itself left out), one a line: those on stderr, where a panic and the allocator's abort
+/// message go, or, when it wrote nothing there, those on stdout.
+fn record_texts(tail: &[u8]) -> Vec<u8> {
+    use proto::logline::{LogSource, LogStream};
+    let records: Vec<_> = tail
+        .split(|&b| b == b'\n')
+        .map(proto::logline::parse)
+        .filter(|r| r.time_ms != 0 && r.source != LogSource::Sandbox)
+        .collect();
+    let stream = if records.iter().any(|r| r.stream == LogStream::Stderr) {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    };
+    let mut texts = Vec::with_capacity(tail.len());
+    for record in records.iter().filter(|r| r.stream == stream) {
+        texts.extend_from_slice(&record.text);
+        texts.push(b'\n');
+    }
+    texts
 }
 
 /// The last `lines` non-empty lines of `bytes`, each escaped, joined by an escaped newline,
@@ -194,9 +218,13 @@ mod tests {
         );
         // No log yet; then a small one: kept where it is, the next runner's output after it.
         log.before_spawn(dir.path());
-        std::fs::write(&current, b"one\n").unwrap();
+        std::fs::write(&current, b"1 err app one\n").unwrap();
         log.before_spawn(dir.path());
-        std::fs::write(&current, b"one\ntwo\n").unwrap();
+        std::fs::write(
+            &current,
+            b"1 err app one\n2 out worker two\n3 note sandbox x\n",
+        )
+        .unwrap();
         assert_eq!(
             log.last_words(dir.path()).unwrap(),
             "the app's last output (its own words, escaped): \"two\""

@@ -11,6 +11,29 @@
 //!
 //! This crate has no dependencies, so an app that only needs it rebuilds in about 0.1 s.
 //!
+//! # Versions
+//!
+//! The table only grows at its end. Each append bumps [`ABI_VERSION`]; the runner loads a
+//! table of any version it knows whose `table_size` is that version's size, and reads only
+//! the fields that version has (so an app built against an older version of this crate
+//! still loads; a newer one than the runner knows is refused):
+//!
+//! | version | size | adds |
+//! |---|---|---|
+//! | 1 | [`TABLE_SIZE_V1`] | everything up to `initial_workers` |
+//! | 2 | [`TABLE_SIZE`] | `configure`: the runner hands the app its config bytes (`host create --config FILE`) once, at load and at each reload, before any call; the app reads them with [`config`] |
+//!
+//! # Config
+//!
+//! ```
+//! fn greeting(_args: &str) -> Result<String, String> {
+//!     // The bytes of `host create --config FILE`, or None when none was given.
+//!     let config = sandbox_abi::config().unwrap_or_default();
+//!     Ok(format!("{:?}", String::from_utf8_lossy(config)))
+//! }
+//! # let _ = greeting("");
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -60,8 +83,9 @@ use std::any::Any;
 use std::ffi::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// Version of the table layout and calling conventions; bumped on any incompatible change.
-pub const ABI_VERSION: u32 = 1;
+/// Version of the table layout and calling conventions; bumped on every append (see the
+/// crate docs for what each version adds).
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the one symbol an app exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"sandbox_app_entry\0";
@@ -156,6 +180,8 @@ pub type SaveStateFn = unsafe extern "C" fn(out: *mut Buf) -> i32;
 pub type RestoreStateFn = unsafe extern "C" fn(state: *const u8, len: usize, out: *mut Buf) -> i32;
 /// Body of one supervised worker process; its return value is the process exit code.
 pub type WorkerFn = unsafe extern "C" fn(index: u32) -> i32;
+/// Hands the app its config bytes (version 2); an error message goes to `out`.
+pub type ConfigureFn = unsafe extern "C" fn(config: *const u8, len: usize, out: *mut Buf) -> i32;
 
 /// The table an app exports. Field order is part of the ABI: only append, and bump
 /// [`ABI_VERSION`] for anything else.
@@ -182,13 +208,47 @@ pub struct AppTable {
     pub worker: Option<WorkerFn>,
     /// Workers the supervisor starts with the sandbox.
     pub initial_workers: u32,
+    /// Version 2: takes the tenant's config bytes; called once at load, before any call.
+    pub configure: Option<ConfigureFn>,
 }
 
 // SAFETY: the table only holds pointers to static strings and function pointers.
 unsafe impl Sync for AppTable {}
+// SAFETY: as for Sync: nothing in it is tied to a thread (the runner keeps a copy).
+unsafe impl Send for AppTable {}
 
 /// Size of [`AppTable`] as a `u32`, for [`AppTable::table_size`].
 pub const TABLE_SIZE: u32 = std::mem::size_of::<AppTable>() as u32;
+
+/// Size of a version 1 table: everything before `configure`.
+pub const TABLE_SIZE_V1: u32 = std::mem::offset_of!(AppTable, configure) as u32;
+
+/// The config bytes the runner handed this library (see [`config`]).
+static CONFIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// The tenant's config (`host create --config FILE`), or `None` when none was given. The
+/// same bytes in every version loaded into the sandbox; each library has its own copy of
+/// this crate, so a reloaded version is handed them again at its load.
+pub fn config() -> Option<&'static [u8]> {
+    CONFIG.get().map(Vec::as_slice)
+}
+
+/// Stores the config bytes for [`config`]; used by [`export_app!`]. A second call is
+/// ignored (the config is the same for a library's life).
+///
+/// # Safety
+/// `ptr..ptr+len` must be readable for the duration of the call.
+#[doc(hidden)]
+pub unsafe fn store_config(ptr: *const u8, len: usize) -> (Status, Vec<u8>) {
+    let bytes = if len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
+    };
+    let _ = CONFIG.set(bytes);
+    (Status::Ok, Vec::new())
+}
 
 /// Extracts a readable message from a panic payload.
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -346,6 +406,14 @@ macro_rules! export_app {
                 f
             }
 
+            unsafe extern "C" fn __sbx_configure(ptr: *const u8, len: usize, out: *mut Buf) -> i32 {
+                // SAFETY: the runner passes a live byte range and a valid output slot.
+                unsafe { $crate::guarded(out, || {
+                    // SAFETY: as above.
+                    unsafe { $crate::store_config(ptr, len) }
+                }) }
+            }
+
             #[allow(unused_mut, unused_assignments)]
             const fn __sbx_initial_workers() -> u32 {
                 let mut n: u32 = 0;
@@ -364,6 +432,7 @@ macro_rules! export_app {
                 restore_state: __sbx_restore_state(),
                 worker: __sbx_worker(),
                 initial_workers: __sbx_initial_workers(),
+                configure: Some(__sbx_configure),
             };
 
             #[unsafe(no_mangle)]
@@ -383,6 +452,15 @@ mod tests {
     }
     fn boom(_: &str) -> Result<String, String> {
         panic!("kaboom")
+    }
+
+    #[test]
+    fn a_version_1_table_is_the_prefix_before_configure() {
+        // The layout version 1 apps were built with: nine pointer-sized slots after the two
+        // u32s, then initial_workers, padded to pointer alignment.
+        let ptr = std::mem::size_of::<usize>() as u32;
+        assert_eq!(TABLE_SIZE_V1, 8 + 7 * ptr + ptr.max(4));
+        assert_eq!(TABLE_SIZE, TABLE_SIZE_V1 + ptr);
     }
 
     #[test]

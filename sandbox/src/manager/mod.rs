@@ -44,6 +44,7 @@ use proto::runner::ABORT_EXIT;
 mod boot;
 mod config;
 mod limit_states;
+mod logs;
 mod pool;
 mod record;
 mod reload;
@@ -55,6 +56,7 @@ mod workers;
 
 use self::boot::*;
 pub use self::config::{ManagerConfig, default_state_dir};
+pub use self::logs::LogPlace;
 use self::pool::*;
 pub use self::pool::{PoolStats, default_pool_size, pool_size_from_env};
 use self::record::{Live, Sandbox};
@@ -191,6 +193,10 @@ impl Manager {
         }
         proto::spec::check_limits(&spec.limits)?;
         check_hard_limits(&spec)?;
+        proto::tenant::check(&spec.env, spec.config.as_deref(), &spec.files)?;
+        if !spec.files.is_empty() && !spec.isolation.isolates() {
+            return Err(proto::tenant::TenantError::FilesWithoutRoot.into());
+        }
         if let Some(parent) = &spec.cgroup_parent
             && spec.isolation.isolates()
         {
@@ -199,6 +205,8 @@ impl Manager {
         if self.inner.sandboxes.lock().unwrap().contains_key(id) {
             return Err(SandboxError::AlreadyExists(id.to_string()));
         }
+        // A destroyed sandbox's kept log is not this one's.
+        self.purge_log(id);
         let _creating = Creating::enter(&self.inner.pool.creating);
         let mut prepared = self.take_prepared(&spec);
         let (dir, ids, uid_lease) = match &mut prepared {
@@ -442,6 +450,7 @@ impl Manager {
             .ok_or_else(|| SandboxError::NotFound(id.to_string()))?;
         sb.destroying.store(true, Ordering::Release);
         kill_processes(&sb).await;
+        self.keep_log(&sb);
         sb.emit(EventKind::SandboxDestroyed {});
         let handle = cleanup(&sb);
         let mut cleanups = self.inner.cleanups.lock().unwrap();

@@ -22,8 +22,10 @@
 //!
 //! Only a root host uses the pool (moving processes between cgroups and raising another
 //! process's limits need it), and only for specs it fits: `standard`, no network, default
-//! ids, the default disk size. Everything else takes the ordinary spawn, as does every
-//! restart.
+//! ids, the default disk size, no `--file` (its binds are part of the root, which a prepared
+//! runner has built already). Everything else takes the ordinary spawn, as does every
+//! restart. `--env` and `--config` are the tenant's and come at take: the app process gets
+//! them with `load`, init the workers' environment with `set_env`.
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +121,7 @@ pub(super) fn fits(spec: &SandboxSpec) -> bool {
         && spec.uid.is_none()
         && spec.gid.is_none()
         && spec.limits.max_disk.is_none()
+        && spec.files.is_empty()
         && is_root()
 }
 
@@ -290,6 +293,7 @@ impl Manager {
                 cgroup: None,
                 cgroup_entry: None,
                 tenant: false,
+                files: &[],
             })?;
             let prepare_us = micros(started);
             // Workers start on the version the sandbox names at take (`set_version`).

@@ -16,6 +16,7 @@ impl Manager {
                 let d = sb.dir.join(sub);
                 std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
             }
+            crate::tenant_files::write(&sb.dir, &sb.spec.files)?;
         }
         let built = match &sb.spec.app {
             AppSource::Library(path) => path.clone(),
@@ -130,6 +131,8 @@ impl Manager {
         let load = Request::Load {
             lib: sb.lib_for_runner(record),
             version: record.version,
+            env: sb.spec.env.clone(),
+            config: sb.spec.config.clone(),
         };
         let timeout = self.inner.config.start_timeout;
         let loaded: Loaded = match booted.data.request(load, timeout).await {
@@ -184,6 +187,16 @@ impl Manager {
         // The app's initial workers: the count is its own word, bounded by init. Sent before
         // the sandbox is live, so a `workers` request queues behind it; not awaited, so the
         // first call does not wait for their execs.
+        if !sb.spec.env.is_empty() {
+            // Before any worker: the control plane serves requests in order.
+            let env = Request::SetEnv {
+                env: sb.spec.env.clone(),
+            };
+            if let Err(e) = booted.control.send(env).await {
+                booted.kill();
+                return Err(SandboxError::Protocol(format!("set_env: {e:?}")));
+            }
+        }
         if loaded.initial_workers > 0 {
             let count = loaded.initial_workers.min(MAX_INITIAL_WORKERS);
             let reply = booted.control.send(Request::SpawnWorkers { count }).await;
@@ -275,7 +288,7 @@ impl Manager {
                     disk_bytes,
                     owner: switch_ids,
                     proc: true,
-                    extra_binds: Vec::new(),
+                    extra_binds: crate::tenant_files::binds(sb.dir, sb.files),
                 }),
                 switch_ids,
             },
@@ -403,6 +416,8 @@ pub(super) struct PlanInput<'a> {
     /// Whether the plan is a tenant's: then its rlimits are reported as applied at spawn
     /// (a prepared runner gets them from the host when it is given to a sandbox).
     pub tenant: bool,
+    /// The tenant's read-only data files (`<dir>/files/<n>`, bound at their `dst`).
+    pub files: &'a [proto::tenant::DataFile],
 }
 
 impl PlanInput<'_> {
@@ -417,6 +432,7 @@ impl PlanInput<'_> {
             cgroup: sb.cgroup(),
             cgroup_entry: sb.cgroup_entry.lock().unwrap().clone(),
             tenant: true,
+            files: &sb.spec.files,
         }
     }
 }

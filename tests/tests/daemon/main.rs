@@ -4,13 +4,14 @@
 //! other uids (`peers`), hostile clients (`limits`), the event stream (`events`), the
 //! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
 //! slow connections to them (`http_flood`), and an app's words on the operator's terminal
-//! (`app_text`).
+//! (`app_text`), and what an app prints and is given (`app_io`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
 //! or HTTP, so none of them shares state with another; they need the host binary and the
 //! test apps, never a manager in this process (that is `sandboxes`).
 
+mod app_io;
 mod app_text;
 mod cli;
 mod dashboard;

@@ -19,6 +19,7 @@ static TABLE: AppTable = AppTable {
     restore_state: None,
     worker: None,
     initial_workers: 0,
+    configure: None,
 };
 
 /// The entry symbol, pointing at a table of the wrong version.
