@@ -302,7 +302,8 @@ pub async fn serve_watching(
 
 /// After a clean shutdown, what the daemon made for its sandboxes goes with it: the library
 /// store's files no sandbox links (the sweep's rule, so a daemon sharing the state directory
-/// keeps its own), then the state, store and staging directories and, for the default
+/// keeps its own), the destroyed sandboxes' kept logs, then the state, store and staging
+/// directories and, for the default
 /// non-root `/var/tmp/sandbox-host-UID`, that directory, each only when empty (what another
 /// daemon or a person put there stays).
 async fn remove_own_dirs(state_dir: &Path, staging: &Path) {
@@ -313,6 +314,8 @@ async fn remove_own_dirs(state_dir: &Path, staging: &Path) {
         let _ = std::fs::remove_dir(&state);
         let _ = std::fs::remove_dir(&staging);
         let _ = std::fs::remove_dir(sandbox::library::store_of(&state));
+        // Destroyed sandboxes' logs are kept for `host logs` of this daemon; it is going.
+        let _ = std::fs::remove_dir_all(sandbox::log_retain::root_of(&state));
         let owner = state.parent().filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())

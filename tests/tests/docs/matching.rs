@@ -10,6 +10,11 @@ pub fn normalise(line: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(c) = rest.chars().next() {
+        if let Some(len) = rfc3339_at(rest) {
+            out.push_str("# time");
+            rest = &rest[len..];
+            continue;
+        }
         if !(c.is_ascii_alphanumeric() || c == '.') {
             out.push(c);
             rest = &rest[c.len_utf8()..];
@@ -37,6 +42,32 @@ pub fn normalise(line: &str) -> String {
         }
     }
     out
+}
+
+/// The length of an RFC 3339 UTC time at the start of `s` (`2026-12-07T15:25:00.412Z`).
+fn rfc3339_at(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let shape = b"dddd-dd-ddTdd:dd:dd";
+    if b.len() < shape.len() + 1 {
+        return None;
+    }
+    for (i, want) in shape.iter().enumerate() {
+        let ok = match want {
+            b'd' => b[i].is_ascii_digit(),
+            w => b[i] == *w,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let mut end = shape.len();
+    if b[end] == b'.' {
+        end += 1;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+    }
+    (b.get(end) == Some(&b'Z')).then_some(end + 1)
 }
 
 /// A number of three or more digits, a decimal, or a hex digest of eight or more digits;
@@ -115,6 +146,10 @@ fn run_to_run_values_are_normalised_and_small_ones_kept() {
             "reloaded demo: v1 -> v2 in # time (build # time, swap # time)",
         ),
         ("41", "41"),
+        (
+            "2026-12-07T15:25:01.030Z app stderr greeting world",
+            "# time app stderr greeting world",
+        ),
         ("ends with a number 12.", "ends with a number 12."),
     ] {
         assert_eq!(normalise(line), want, "{line}");
