@@ -162,6 +162,14 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
         dirs.iter().all(|d| d.is_dir()),
         "a killed daemon leaves its dirs"
     );
+    // Its runners die with it (PDEATHSIG, then their pid namespaces), but a signal is
+    // obeyed some time after it is sent: the sweep below must find only the survivor put
+    // there by hand, not sandboxes still dying (it would kill and count them too).
+    assert!(
+        wait_until(Duration::from_secs(10), || pids.iter().all(|p| !alive(*p))),
+        "a killed daemon's sandboxes outlived it: {:?}",
+        pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
     // A process that outlived its daemon in a sandbox's cgroup (say, one the app detached):
     // put one there by hand, in every hierarchy of the first sandbox.
     let mut survivor = ChildGuard::new(Command::new("sleep").arg("60").spawn().unwrap());
