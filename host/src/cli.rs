@@ -19,6 +19,7 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+pub mod batch;
 mod serve;
 mod watch_args;
 pub use serve::ServeArgs;
@@ -73,6 +74,9 @@ pub enum Command {
     Destroy(IdArgs),
     /// Print the daemon's events (the last ones kept, then with --follow every new one).
     Events(crate::client_events::EventsArgs),
+    /// Create, destroy, call or reload many sandboxes in one request (exit 4: some failed).
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
 }
 
 /// A sandbox id and the client options.
@@ -395,6 +399,7 @@ pub fn run(command: Command) -> ExitCode {
             })
         }
         Command::Events(a) => crate::client_events::run(&a),
+        Command::Batch(c) => batch::run(c),
         Command::Destroy(a) => {
             let id = a.id.clone();
             one_request(

@@ -8,6 +8,7 @@ impl Manager {
         &self,
         sb: &Arc<Sandbox>,
         prepared: Option<Prepared>,
+        prebuilt: Option<PathBuf>,
     ) -> Result<(), SandboxError> {
         // A prepared runner comes with its directory (the sandbox's from now on).
         if prepared.is_none() {
@@ -17,9 +18,10 @@ impl Manager {
                 std::fs::create_dir(&d).map_err(|e| SandboxError::io(&d, e))?;
             }
         }
-        let built = match &sb.spec.app {
-            AppSource::Library(path) => path.clone(),
-            AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
+        let built = match (&sb.spec.app, prebuilt) {
+            (_, Some(lib)) => lib,
+            (AppSource::Library(path), None) => path.clone(),
+            (AppSource::Crate(dir), None) => self.inner.config.compiler.build(dir).await?.lib,
         };
         let started = Instant::now();
         let record = install_version(

@@ -10,6 +10,7 @@
 //! `demo`). `scripts/cgroup-v2-test.sh` runs its `containment::`, `escape::` and one
 //! `lifecycle::` test in a cgroup v2 guest.
 
+mod batch;
 mod containment;
 mod defects;
 mod escape;
