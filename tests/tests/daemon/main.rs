@@ -12,6 +12,7 @@
 //! test apps, never a manager in this process (that is `sandboxes`).
 
 mod app_text;
+mod batch;
 mod cli;
 mod dashboard;
 mod events;
