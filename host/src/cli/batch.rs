@@ -389,14 +389,14 @@ fn send(args: &ClientArgs, request: &Request, fds: &[OwnedFd]) -> Result<ExitCod
             BatchLine::Summary(s) => {
                 bar.finish_and_clear();
                 if !args.json {
+                    // The wall time is in the --json summary (`ms`) and on the bar.
+                    let timed_out = match s.timed_out {
+                        0 => String::new(),
+                        n => format!(" ({n} timed out)"),
+                    };
                     crate::output::line(&format!(
-                        "batch {}: {} ok, {} failed ({} timed out) of {} in {}",
-                        s.action,
-                        s.ok,
-                        s.failed,
-                        s.timed_out,
-                        s.total,
-                        client::fmt_ms(s.ms as f64)
+                        "batch {}: {} ok, {} failed{timed_out} of {}",
+                        s.action, s.ok, s.failed, s.total,
                     ));
                     if !failed.is_empty() {
                         failed.sort_by_key(|i| i.index);

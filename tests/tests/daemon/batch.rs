@@ -301,6 +301,21 @@ fn one_version_reloads_into_many_and_a_bad_one_leaves_each_on_its_own() {
     );
     let (_, items, _) = batch(&d, &["call", "--function", "answer", "--all"]);
     assert!(items.iter().all(|i| i["ok"] == 42), "{items:?}");
+    // The event stream (what the detector, the operator and the dashboard follow) tells of
+    // batch-made sandboxes as of any other.
+    let events = d.ok(&["events", "--json"]);
+    for id in ["r-0", "r-1", "r-2", "r-3"] {
+        let told = |kind: &str| {
+            events.lines().any(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                e["event"] == kind && e["sandbox"] == id
+            })
+        };
+        assert!(
+            told("sandbox.created") && told("sandbox.reloaded"),
+            "{id}: {events}"
+        );
+    }
     batch(&d, &["destroy", "--prefix", "r-"]);
     holds_exactly(&d, 0);
 }
