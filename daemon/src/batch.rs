@@ -26,10 +26,12 @@ use tokio::sync::{mpsc, watch};
 use super::conn::write_all;
 use super::session::{deny_path, stage_crate, stage_lib};
 use super::shared::{InFlight, Shared};
-use proto::batch::{self as wb, BatchAction, BatchLine, BatchRequest, ItemResult, Summary};
-use proto::control::{self as wire, Envelope, ReloadWire, Request, Response, WireError};
-use sandbox::AppSource;
+use proto::batch::{
+    self as wb, BatchAction, BatchLine, BatchRequest, ItemError, ItemResult, Summary,
+};
+use proto::control::{self as wire, Envelope, Request, Response, WireError};
 use sandbox::manager::{BatchItem, BatchOptions, default_concurrency};
+use sandbox::{AppSource, ReloadSource, SandboxError};
 
 /// The `batch` request in `line`, if that is what it is.
 pub fn parse(line: &[u8]) -> Option<BatchRequest> {
@@ -259,7 +261,7 @@ async fn prepare(
             BatchAction::Create { items, .. } => items
                 .iter()
                 .any(|i| matches!(&i.spec.app, AppSource::Crate(p) if p == path)),
-            BatchAction::Reload { source, .. } => !matches!(source, ReloadWire::Library(_)),
+            BatchAction::Reload { source, .. } => !matches!(source, ReloadSource::Library(_)),
             _ => false,
         };
         let copy = if crate_dir {
@@ -286,12 +288,12 @@ async fn prepare(
             }
         }
         BatchAction::Reload { source, .. } => match source {
-            ReloadWire::Library(p)
-            | ReloadWire::Crate(p)
-            | ReloadWire::Source {
+            ReloadSource::Library(p)
+            | ReloadSource::Crate(p)
+            | ReloadSource::Source {
                 crate_dir: Some(p), ..
             } => swap(p),
-            ReloadWire::Source { .. } => {}
+            ReloadSource::Source { .. } => {}
         },
         _ => {}
     }
@@ -302,15 +304,28 @@ fn item_of<T: Serialize>(index: usize, item: &BatchItem<T>) -> ItemResult {
     let (ok, error) = match &item.result {
         Ok(value) => match serde_json::to_value(value) {
             Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(WireError::new(wire::INTERNAL, e.to_string()))),
+            Err(e) => (
+                None,
+                Some(ItemError {
+                    kind: wire::INTERNAL.into(),
+                    message: e.to_string(),
+                }),
+            ),
         },
-        Err(e) => (None, Some(WireError::from(e))),
+        Err(e) => (None, Some(error_of(e))),
     };
     ItemResult {
         index,
         id: item.id.clone(),
         ok,
         error,
+    }
+}
+
+fn error_of(e: &SandboxError) -> ItemError {
+    ItemError {
+        kind: e.kind().into(),
+        message: e.to_string(),
     }
 }
 
@@ -383,7 +398,7 @@ async fn run(
                     }
                     let (ok, error) = match &item.result {
                         Ok(()) => (Some(json!({ "destroyed": item.id })), None),
-                        Err(e) => (None, Some(WireError::from(e))),
+                        Err(e) => (None, Some(error_of(e))),
                     };
                     let _ = tx.send(ItemResult {
                         index: i,
@@ -430,7 +445,7 @@ async fn run(
         }
         BatchAction::Reload { select, source } => {
             manager
-                .batch_reload(ids(select), source.into(), &opts, &mut |i, item| {
+                .batch_reload(ids(select), source, &opts, &mut |i, item| {
                     let _ = tx.send(item_of(i, item));
                 })
                 .await;

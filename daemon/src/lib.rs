@@ -324,6 +324,23 @@ fn op_name(request: &Request) -> &'static str {
     }
 }
 
+/// The `batch` request in `line`, if that is what it is (see [`batch`]).
+fn batch_request(line: &[u8]) -> Option<proto::batch::BatchRequest> {
+    batch::parse(line)
+}
+
+/// Serves one batch on `stream`; the connection closes after it (see [`batch`]).
+async fn serve_batch(
+    stream: &tokio::net::UnixStream,
+    sh: &Arc<shared::Shared>,
+    uid: u32,
+    req: proto::batch::BatchRequest,
+    text: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) {
+    batch::serve(stream, sh, uid, req, text, fds).await
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }

@@ -74,8 +74,8 @@ pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) 
             continue;
         }
         // A batch: a stream of its own, then the connection closes.
-        if let Some(req) = super::batch::parse(text) {
-            super::batch::serve(&stream, &sh, uid, req, text, line.fds).await;
+        if let Some(req) = super::batch_request(text) {
+            super::serve_batch(&stream, &sh, uid, req, text, line.fds).await;
             return;
         }
         // A stream, not one answer (a stray descriptor makes it a bad request below).

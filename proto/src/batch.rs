@@ -18,8 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{ReloadWire, WireError};
-use crate::spec::SandboxSpec;
+use crate::spec::{ReloadSource, SandboxSpec};
 
 /// Most items one batch may name (a bound on what one request makes the daemon hold).
 pub const MAX_ITEMS: usize = 10_000;
@@ -75,8 +74,8 @@ pub enum BatchAction {
     Reload {
         /// Which.
         select: Selector,
-        /// Where the new version comes from.
-        source: ReloadWire,
+        /// Where the new version comes from (the shape of `control::ReloadWire`).
+        source: ReloadSource,
     },
 }
 
@@ -154,7 +153,16 @@ pub struct ItemResult {
     pub ok: Option<serde_json::Value>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<WireError>,
+    pub error: Option<ItemError>,
+}
+
+/// Why an item failed: the single operation's error, in the shape of `control::WireError`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    /// Machine-readable kind (`not_found`, `timeout`, `duplicate_id`, …).
+    pub kind: String,
+    /// Human-readable reason (may quote the app).
+    pub message: String,
 }
 
 /// What a whole batch did.
@@ -190,12 +198,12 @@ pub fn paths(action: &BatchAction) -> Vec<PathBuf> {
             }
         }
         BatchAction::Reload { source, .. } => match source {
-            ReloadWire::Library(p)
-            | ReloadWire::Crate(p)
-            | ReloadWire::Source {
+            ReloadSource::Library(p)
+            | ReloadSource::Crate(p)
+            | ReloadSource::Source {
                 crate_dir: Some(p), ..
             } => out.push(p.clone()),
-            ReloadWire::Source {
+            ReloadSource::Source {
                 crate_dir: None, ..
             } => {}
         },
@@ -275,7 +283,10 @@ mod tests {
             index: 2,
             id: "w".into(),
             ok: None,
-            error: Some(WireError::new("not_found", "sandbox w not found")),
+            error: Some(ItemError {
+                kind: "not_found".into(),
+                message: "sandbox w not found".into(),
+            }),
         });
         assert_eq!(
             serde_json::to_value(&item).unwrap(),

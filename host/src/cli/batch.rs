@@ -20,7 +20,7 @@ use crate::client::{self, Client, ClientArgs, ClientError, failure};
 use crate::output::untrusted;
 use daemon::socket_path;
 use proto::batch::{BatchAction, BatchLine, BatchRequest, CreateItem, ItemResult, Selector};
-use proto::control::{self as wire, ReloadWire, Request, Response};
+use proto::control::{self as wire, ReloadWire, Request, Response, WireError};
 use sandbox::{AppSource, Level, Limits, SandboxSpec};
 
 /// Exit status of a batch in which some item failed.
@@ -331,7 +331,7 @@ fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     let fds = client::fd_for_reload(&source)?.into_iter().collect();
     let action = BatchAction::Reload {
         select: a.select.selector()?,
-        source,
+        source: source.into(),
     };
     Ok((action, fds))
 }
@@ -439,7 +439,7 @@ fn failure_table(failed: &[ItemResult]) -> String {
     let mut out = format!("{:width$}  {:16}  MESSAGE", "ID", "KIND");
     for item in failed {
         let Some(error) = &item.error else { continue };
-        let e = ClientError::Remote(error.clone());
+        let e = ClientError::Remote(WireError::new(&error.kind, error.message.clone()));
         let text = client::error_text(&e).replace('\n', "\n    ");
         out.push_str(&format!(
             "\n{:width$}  {:16}  {}",
@@ -454,7 +454,7 @@ fn failure_table(failed: &[ItemResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::control::WireError;
+    use proto::batch::ItemError;
 
     #[test]
     fn the_failure_table_escapes_what_it_quotes() {
@@ -462,7 +462,10 @@ mod tests {
             index: 0,
             id: "w-1".into(),
             ok: None,
-            error: Some(WireError::new("app_error", "app error: \u{1b}]0;x\u{7}")),
+            error: Some(ItemError {
+                kind: "app_error".into(),
+                message: "app error: \u{1b}]0;x\u{7}".into(),
+            }),
         }]);
         assert!(!table.contains('\u{1b}'), "{table}");
         assert!(table.contains("w-1"), "{table}");

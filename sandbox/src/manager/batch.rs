@@ -378,7 +378,6 @@ impl Manager {
             };
             finish(i, result);
         }
-        drop(finish);
         ids.into_iter()
             .zip(results)
             .map(|(id, result)| BatchItem {
