@@ -320,9 +320,9 @@ fn one_version_reloads_into_many_and_a_bad_one_leaves_each_on_its_own() {
     holds_exactly(&d, 0);
 }
 
-#[test]
-fn a_client_killed_mid_batch_leaves_only_whole_sandboxes() {
-    let d = Serve::start(&["--pool", "0"]);
+/// Starts `host batch create --count 60 --max-concurrency 1 --json` of the demo app and
+/// returns once its first item is made.
+fn slow_batch_create(d: &Serve) -> ChildGuard {
     let lib = block_on(built("sandbox_app"));
     let mut args = vec![
         "batch".to_string(),
@@ -352,6 +352,13 @@ fn a_client_killed_mid_batch_leaves_only_whole_sandboxes() {
     let mut first = String::new();
     BufReader::new(stdout).read_line(&mut first).unwrap();
     assert!(first.contains("\"ok\""), "{first}");
+    client
+}
+
+#[test]
+fn a_client_killed_mid_batch_leaves_only_whole_sandboxes() {
+    let d = Serve::start(&["--pool", "0"]);
+    let mut client = slow_batch_create(&d);
     // Ctrl-C, or worse: the client is gone without a word.
     client.stop_with(libc::SIGKILL, Duration::from_secs(5));
     assert!(
@@ -364,4 +371,30 @@ fn a_client_killed_mid_batch_leaves_only_whole_sandboxes() {
     holds_exactly(&d, ids.len());
     batch(&d, &["destroy", "--all"]);
     holds_exactly(&d, 0);
+}
+
+#[test]
+fn a_daemon_stopped_mid_batch_stops_the_batch_and_leaves_nothing() {
+    let mut d = Serve::start(&["--pool", "0"]);
+    let mut client = slow_batch_create(&d);
+    let mark = format!("-{}-", d.pid());
+    let status = d.stop_with(libc::SIGTERM);
+    assert!(status.success(), "{status}\n{}", d.log());
+    // The client is not left waiting: it gets the cancelled items and the summary (exit 4),
+    // or, when the daemon was faster to close, is told the stream ended early (exit 1).
+    let exit = client.wait_exit(Duration::from_secs(20));
+    let code = exit.and_then(|e| e.code());
+    assert!(code == Some(4) || code == Some(1), "{exit:?}");
+    let cgroups: Vec<_> = testkit::cgroup::named("sandbox-host", 4)
+        .iter()
+        .filter_map(|parent| std::fs::read_dir(parent).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&mark))
+        .collect();
+    assert!(cgroups.is_empty(), "{cgroups:?}");
+    let state: Vec<_> = std::fs::read_dir(&d.state)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(state.is_empty(), "{state:?}");
 }
