@@ -7,6 +7,9 @@
 # takes well under a minute. Runs from any cwd; installs nothing. Peers that are not
 # installed (`bwrap`, `unshare`) are reported as skipped. The host binary is built too,
 # because the reload-loop measurement drives `host serve` and scripts/rebuild-and-reload.sh.
+# The N-sandbox rows are two, measured in the same run: `sandboxes_1000` (one create per
+# sandbox, all at once) and `sandboxes_1000_batch` (one batch create, one batch destroy);
+# `--only-sandboxes` measures just those two.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

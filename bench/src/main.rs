@@ -6,11 +6,13 @@
 //!
 //! `summary.json` has exactly these top-level keys: `floor_spawn_us`, `create_ready_us`
 //! (`none`, `standard`), `reload_us`, `call_rtt_us`, `usage_us` (`p1`, `p1000`),
-//! `destroy_us`, `sandboxes_1000`, `reload_loop_ms`, `peer_unshare_us`, `peer_bwrap_us`,
+//! `destroy_us`, `sandboxes_1000`, `sandboxes_1000_batch` (the same made and destroyed by one
+//! batch each), `reload_loop_ms`, `peer_unshare_us`, `peer_bwrap_us`,
 //! `daemon_rss_kb`, `watching` (detector cost and event latency, see `watching.rs`).
 //! A measured latency is `{"p50": .., "p99": .., "n": ..}` (plus a few named extras); a
 //! measurement that was not taken is `{"p50": null, "p99": null, "skipped": "reason"}`.
 
+mod batch;
 mod hostile_rss;
 mod procspawn;
 mod reload_loop;
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
     sandbox::maybe_run_sandbox_child();
     let mut quick = false;
     let mut only_watching = false;
+    let mut only_sandboxes = false;
     let mut out = repo_root()
         .join("target")
         .join("bench")
@@ -98,14 +101,16 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only-watching" => only_watching = true,
+            "--only-sandboxes" => only_sandboxes = true,
             "--out" => match args.next() {
                 Some(path) => out = PathBuf::from(path),
                 None => return usage("--out needs a path"),
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--out PATH] [--only-watching]\n  \
-                     --only-watching: measure only the `watching` figure and print it as JSON"
+                    "usage: bench [--quick] [--out PATH] [--only-watching] [--only-sandboxes]\n  \
+                     --only-watching: measure only the `watching` figure and print it as JSON\n  \
+                     --only-sandboxes: measure only `sandboxes_1000` and `sandboxes_1000_batch`"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -128,6 +133,9 @@ fn main() -> ExitCode {
         tokio::spawn(async move {
             if only_watching {
                 return only_watching_figure(quick).await;
+            }
+            if only_sandboxes {
+                return batch::only_sandboxes(Sizes::new(quick)).await;
             }
             run(Sizes::new(quick), &out).await
         })
@@ -168,7 +176,7 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 /// The workspace root this binary was built from.
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -385,6 +393,12 @@ async fn measure(manager: &Manager, cold: &Manager, sizes: Sizes) -> Result<Valu
     s.insert(
         "sandboxes_1000".into(),
         many_sandboxes(manager, &lib41, sizes).await?,
+    );
+
+    progress(&format!("{} idle sandboxes in one batch", sizes.sandboxes));
+    s.insert(
+        "sandboxes_1000_batch".into(),
+        batch::measure(manager, &lib41, sizes).await?,
     );
 
     progress("reload loop");

@@ -84,6 +84,17 @@ pub(crate) fn print_table(s: &Value) {
     if let Some(note) = m["note"].as_str() {
         println!("  ({note})");
     }
+    let b = &s["sandboxes_1000_batch"];
+    println!(
+        "sandboxes_1000_batch: n={} create_s={} (max_concurrency={}, pooled={}) mean_pss_kb={} destroy_s={} settled_s={}",
+        b["n"],
+        b["create_s"],
+        b["max_concurrency"],
+        b["pooled"],
+        b["mean_pss_kb"],
+        b["destroy_s"],
+        b["settled_s"]
+    );
     let w = &s["watching"];
     println!(
         "watching: {} sandboxes at 1 s: daemon cpu={}% (unwatched {}%) rss_delta_kb={} event_latency_ms p50={} p99={}{}",
@@ -124,6 +135,7 @@ pub(crate) fn print_goals(s: &Value) {
     let bwrap = p50(&["peer_bwrap_us"]);
     let floor = p50(&["floor_spawn_us"]);
     let m = &s["sandboxes_1000"];
+    let b = &s["sandboxes_1000_batch"];
     let w = &s["watching"];
     let p99 = |path: &[&str]| at(s, path)["p99"].as_f64();
     let cold = p50(&["create_ready_us", "standard_pool_empty"]);
@@ -175,6 +187,18 @@ pub(crate) fn print_goals(s: &Value) {
         (
             "mean PSS per sandbox <= 1 MB (1024 kB)".into(),
             m["mean_pss_kb"].as_f64().map(|v| v <= 1024.0),
+        ),
+        (
+            format!("{} sandboxes in one batch create <= 3 s", b["n"]),
+            b["create_s"].as_f64().map(|v| v <= 3.0),
+        ),
+        (
+            format!("{} sandboxes in one batch destroy <= 1 s", b["n"]),
+            b["destroy_s"].as_f64().map(|v| v <= 1.0),
+        ),
+        (
+            "batch: mean PSS per sandbox <= 1 MB (1024 kB)".into(),
+            b["mean_pss_kb"].as_f64().map(|v| v <= 1024.0),
         ),
         (
             "reload_loop_ms p50 <= 1000".into(),

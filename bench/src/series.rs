@@ -233,6 +233,6 @@ fn vm_rss_kb() -> Option<u64> {
     proc_kb("/proc/self/status", "VmRSS")
 }
 
-fn pss_kb(pid: i32) -> Option<u64> {
+pub(crate) fn pss_kb(pid: i32) -> Option<u64> {
     proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss")
 }

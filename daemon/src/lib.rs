@@ -10,6 +10,7 @@
 //! start, while a socket file left by a dead daemon is replaced. SIGINT or SIGTERM removes
 //! the socket, destroys every sandbox and removes the lock file.
 
+mod batch;
 mod bind;
 pub mod conn;
 pub mod events_stream;
@@ -110,7 +111,13 @@ pub struct DaemonLimits {
     pub crate_limits: staging::CrateLimits,
     /// The HTTP servers to start (metrics, dashboard); none by default.
     pub http: crate::listen::HttpServers,
+    /// Most sandboxes at once (`--max-sandboxes`, default [`DEFAULT_MAX_SANDBOXES`]): a
+    /// create past it, or a batch that would go past it, is refused before it starts.
+    pub max_sandboxes: usize,
 }
+
+/// The default sandbox cap of a daemon.
+pub const DEFAULT_MAX_SANDBOXES: usize = 4096;
 
 impl Default for DaemonLimits {
     fn default() -> DaemonLimits {
@@ -122,6 +129,7 @@ impl Default for DaemonLimits {
             max_lib_size: sandbox::library::DEFAULT_MAX_SIZE,
             crate_limits: staging::CrateLimits::default(),
             http: crate::listen::HttpServers::default(),
+            max_sandboxes: DEFAULT_MAX_SANDBOXES,
         }
     }
 }
@@ -345,7 +353,25 @@ fn op_name(request: &Request) -> &'static str {
         Request::Events { .. } => "events",
         Request::Logs { .. } => "logs",
         Request::PurgeLog { .. } => "purge_log",
+        Request::Batch(_) => "batch",
     }
+}
+
+/// The `batch` request in `line`, if that is what it is (see [`batch`]).
+fn batch_request(line: &[u8]) -> Option<proto::batch::BatchRequest> {
+    batch::parse(line)
+}
+
+/// Serves one batch on `stream`; the connection closes after it (see [`batch`]).
+async fn serve_batch(
+    stream: &tokio::net::UnixStream,
+    sh: &Arc<shared::Shared>,
+    uid: u32,
+    req: proto::batch::BatchRequest,
+    text: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) {
+    batch::serve(stream, sh, uid, req, text, fds).await
 }
 
 fn first_line(text: &str) -> &str {
@@ -402,9 +428,17 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             let purged = manager.purge_log(&id);
             Response::Ok(serde_json::json!({ "purged": purged, "id": id }))
         }
+        // Served by the connection itself (batch::serve); never dispatched.
+        Request::Batch(_) => Response::Error(WireError::new(
+            wire::BAD_REQUEST,
+            "a batch is answered by a stream of its own",
+        )),
         Request::Create { id, spec, watch } => {
             let (AppSource::Crate(path) | AppSource::Library(path)) = &spec.app;
             if let Err(e) = require_absolute(path) {
+                return Response::Error(e);
+            }
+            if let Err(e) = batch::room_for(sh, 1) {
                 return Response::Error(e);
             }
             let result = manager.create(&id, spec).await;
@@ -481,7 +515,7 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             if result.is_ok() {
                 sh.watch.remove(&id);
                 tracing::info!(sandbox = %id, "destroyed");
-                let staged = sh.staged_crates.lock().unwrap().remove(&id);
+                let staged = batch::release_staged(sh, &id);
                 if let Some(dir) = staged {
                     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
                 }

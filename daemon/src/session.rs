@@ -73,6 +73,11 @@ pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) 
         if text.is_empty() && line.fds.is_empty() {
             continue;
         }
+        // A batch: a stream of its own, then the connection closes.
+        if let Some(req) = super::batch_request(text) {
+            super::serve_batch(&stream, &sh, uid, req, text, line.fds).await;
+            return;
+        }
         // A stream, not one answer (a stray descriptor makes it a bad request below).
         if line.fds.is_empty()
             && let Some(req) = super::events_stream::parse(text)
@@ -216,7 +221,7 @@ fn sandbox_of(request: &Request) -> Option<&str> {
         | Request::PurgeLog { id } => Some(id),
         Request::Operate(req) => Some(&req.id),
         Request::Events { id, .. } => id.as_deref(),
-        Request::Ping | Request::List => None,
+        Request::Ping | Request::List | Request::Batch(_) => None,
     }
 }
 
@@ -253,7 +258,7 @@ impl Cleanup {
     }
 }
 
-fn deny_path(path: &Path) -> WireError {
+pub(crate) fn deny_path(path: &Path) -> WireError {
     WireError::new(
         wire::PERMISSION_DENIED,
         format!(
@@ -348,7 +353,11 @@ async fn take_fds(
     Ok((request, cleanup))
 }
 
-async fn stage_lib(sh: &Shared, fd: OwnedFd, named: &Path) -> Result<PathBuf, WireError> {
+pub(crate) async fn stage_lib(
+    sh: &Shared,
+    fd: OwnedFd,
+    named: &Path,
+) -> Result<PathBuf, WireError> {
     let (named, staging, manager) = (named.to_owned(), sh.staging.clone(), sh.manager.clone());
     tokio::task::spawn_blocking(move || {
         staging::stage_library(manager.libraries(), fd, &named, &staging)
@@ -360,7 +369,7 @@ async fn stage_lib(sh: &Shared, fd: OwnedFd, named: &Path) -> Result<PathBuf, Wi
 
 /// Stages a crate into `<staging>/<pid>-<n>.crate/<name>`; returns (that holder directory,
 /// to remove later, and the crate in it, named as the client's so builds stay apart).
-async fn stage_crate(
+pub(crate) async fn stage_crate(
     sh: &Shared,
     fd: OwnedFd,
     named: &Path,

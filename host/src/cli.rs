@@ -19,6 +19,7 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+pub mod batch;
 mod logs;
 mod serve;
 mod tenant_args;
@@ -79,6 +80,9 @@ pub enum Command {
     Events(crate::client_events::EventsArgs),
     /// Print a sandbox's log: its app's and workers' stdout and stderr, escaped.
     Logs(LogsArgs),
+    /// Create, destroy, call or reload many sandboxes in one request (exit 4: some failed).
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
 }
 
 /// A sandbox id and the client options.
@@ -409,6 +413,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Events(a) => crate::client_events::run(&a),
         Command::Destroy(a) => logs::run_destroy(&a),
         Command::Logs(a) => logs::run_logs(&a),
+        Command::Batch(c) => batch::run(c),
     }
 }
 

@@ -203,6 +203,13 @@ impl Client {
         }
     }
 
+    /// Sends one request with descriptors and reads nothing: for a request answered by a
+    /// stream of lines (`batch`), read through [`Client::into_stream`].
+    pub fn send(&mut self, request: &Request, fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
+        let line = wire::encode_request(request, fds.len()).map_err(ClientError::Io)?;
+        send_with_fds(self.stream.get_ref(), &line, fds).map_err(ClientError::Io)
+    }
+
     /// The connection itself, for a request answered by a stream of lines (`events`).
     pub fn into_stream(self) -> BufReader<UnixStream> {
         self.stream

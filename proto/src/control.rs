@@ -36,6 +36,7 @@
 //! {"op":"restart","id":"demo"}
 //! {"op":"destroy","id":"demo"}
 //! {"op":"events","id":"demo","follow":true,"last":50}          (id, follow, last: optional)
+//! {"op":"batch","action":"create","items":[...]}                  (see `crate::batch`)
 //! ```
 //!
 //! `events` is the one request answered by more than one line: `{"ok":{"stream":"events",
@@ -194,6 +195,9 @@ pub enum Request {
         /// Sandbox id.
         id: String,
     },
+    /// Create, destroy, call or reload many sandboxes: answered by a stream of one line per
+    /// item and a summary (see `crate::batch`).
+    Batch(crate::batch::BatchRequest),
 }
 
 /// The wire form of [`ReloadSource`].

@@ -5,6 +5,7 @@
 //! * [`control`]: the control socket's newline-delimited JSON requests and answers.
 //! * [`runner`]: the length-prefixed frames between the host and a sandbox's init and app
 //!   planes, and the argv and descriptor numbers of the runner's hidden modes.
+//! * [`batch`]: the `batch` request and the lines of its streamed answer.
 //! * [`spec`]: what a sandbox is made from (id, app, limits, isolation level).
 //! * [`info`]: what the host answers about a sandbox (info, usage, list, reload reports).
 //! * [`events`]: the event record.
@@ -12,6 +13,7 @@
 //! * [`logline`]: one line of a sandbox's log (`host logs`).
 //! * [`operate`]: the request to run the AI operator on a sandbox.
 
+pub mod batch;
 pub mod control;
 pub mod events;
 pub mod info;

@@ -15,8 +15,10 @@ pub enum AppSource {
     Library(PathBuf),
 }
 
-/// A new version to reload into a running sandbox.
-#[derive(Debug, Clone, PartialEq)]
+/// A new version to reload into a running sandbox (on the wire, as a batch's source, the
+/// same shape as `control::ReloadWire`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReloadSource {
     /// A prebuilt `.so`.
     Library(PathBuf),
@@ -28,6 +30,7 @@ pub enum ReloadSource {
         /// New contents of `src/lib.rs`.
         lib_rs: String,
         /// The crate to copy; defaults to the crate the sandbox was created from.
+        #[serde(default)]
         crate_dir: Option<PathBuf>,
     },
 }

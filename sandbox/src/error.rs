@@ -102,6 +102,15 @@ pub enum SandboxError {
     /// The runner broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A batch item that never started: the batch was cancelled (its client hung up).
+    #[error("cancelled before it started: {0}")]
+    Cancelled(String),
+    /// The id appears more than once in one batch: only its first occurrence runs.
+    #[error("sandbox {0} appears more than once in this batch")]
+    DuplicateInBatch(String),
+    /// One failure shared by several batch items (one build for many sandboxes).
+    #[error(transparent)]
+    Shared(std::sync::Arc<SandboxError>),
 }
 
 impl SandboxError {
@@ -147,6 +156,9 @@ impl SandboxError {
             }
             SandboxError::Io { .. } => "io",
             SandboxError::Protocol(_) => "protocol",
+            SandboxError::Cancelled(_) => "cancelled",
+            SandboxError::DuplicateInBatch(_) => "duplicate_id",
+            SandboxError::Shared(e) => e.kind(),
         }
     }
 }

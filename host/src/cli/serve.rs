@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// none is idle, the new one is refused).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
+    /// Most sandboxes at once: a create past it, or a batch that would go past it, is
+    /// refused before it starts.
+    #[arg(long, value_name = "N", default_value_t = daemon::DEFAULT_MAX_SANDBOXES)]
+    pub max_sandboxes: usize,
     /// Seconds a request may take to arrive from its first byte (and its answer to be read).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub request_timeout: f64,
@@ -125,6 +129,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         max_lib_size: args.max_lib_size,
         max_request: usize::try_from(args.max_request).unwrap_or(usize::MAX),
         max_connections: args.max_connections.max(1),
+        max_sandboxes: args.max_sandboxes,
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         ..Default::default()
     };

@@ -41,6 +41,7 @@ use proto::runner::{ErrorKind, Event, InitReady, Loaded, Reloaded, Request, Work
 use crate::spawn::{self, SpawnRequest, Spawner};
 use crate::uids::{Leased, Uids};
 use proto::runner::ABORT_EXIT;
+mod batch;
 mod boot;
 mod config;
 mod limit_states;
@@ -54,6 +55,7 @@ mod teardown;
 mod usage;
 mod workers;
 
+pub use self::batch::{BatchItem, BatchOptions, Progress, default_concurrency};
 use self::boot::*;
 pub use self::config::{ManagerConfig, default_state_dir};
 pub use self::logs::LogPlace;
@@ -188,6 +190,17 @@ impl Manager {
 
     /// Creates and starts a sandbox; returns when its app is loaded and its workers started.
     pub async fn create(&self, id: &str, spec: SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        self.create_built(id, spec, None).await
+    }
+
+    /// [`Manager::create`], with the library of a crate source built already (a batch builds
+    /// once for many sandboxes).
+    pub(super) async fn create_built(
+        &self,
+        id: &str,
+        spec: SandboxSpec,
+        built: Option<PathBuf>,
+    ) -> Result<SandboxInfo, SandboxError> {
         if !valid_id(id) {
             return Err(SandboxError::InvalidId(id.to_string()));
         }
@@ -265,7 +278,7 @@ impl Manager {
             map.insert(id.to_string(), Arc::clone(&sandbox));
         }
         let started = Instant::now();
-        let result = self.start_new(&sandbox, prepared).await;
+        let result = self.start_new(&sandbox, prepared, built).await;
         self.refill_pool();
         match result {
             Ok(()) => {

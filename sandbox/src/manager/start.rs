@@ -8,6 +8,7 @@ impl Manager {
         &self,
         sb: &Arc<Sandbox>,
         prepared: Option<Prepared>,
+        prebuilt: Option<PathBuf>,
     ) -> Result<(), SandboxError> {
         // A prepared runner comes with its directory (the sandbox's from now on).
         if prepared.is_none() {
@@ -18,9 +19,10 @@ impl Manager {
             }
             crate::tenant_files::write(&sb.dir, &sb.spec.files)?;
         }
-        let built = match &sb.spec.app {
-            AppSource::Library(path) => path.clone(),
-            AppSource::Crate(dir) => self.inner.config.compiler.build(dir).await?.lib,
+        let built = match (&sb.spec.app, prebuilt) {
+            (_, Some(lib)) => lib,
+            (AppSource::Library(path), None) => path.clone(),
+            (AppSource::Crate(dir), None) => self.inner.config.compiler.build(dir).await?.lib,
         };
         let started = Instant::now();
         let record = install_version(

@@ -4,7 +4,8 @@
 //! other uids (`peers`), hostile clients (`limits`), the event stream (`events`), the
 //! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
 //! slow connections to them (`http_flood`), and an app's words on the operator's terminal
-//! (`app_text`), and what an app prints and is given (`app_io`).
+//! (`app_text`), what an app prints and is given (`app_io`), and many sandboxes in one
+//! request (`batch`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
@@ -13,6 +14,7 @@
 
 mod app_io;
 mod app_text;
+mod batch;
 mod cli;
 mod dashboard;
 mod events;

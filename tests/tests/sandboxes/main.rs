@@ -1,7 +1,7 @@
 //! The `sandboxes` test binary: the sandbox library (`sandbox::Manager`) in the test process,
 //! driving real sandboxes of the test apps (namespaces, cgroups, seccomp, Landlock): their
 //! lifecycle, faults, the two planes, the runner pool, start failures, containment of a
-//! hostile app, escapes, and regressions.
+//! hostile app, escapes, batch operations, and regressions.
 //!
 //! Why one binary of its own: every test here runs the manager in process, so its sandboxes
 //! are the test process's children (killed with it, found in its process tree), and the test
@@ -11,6 +11,7 @@
 //! `lifecycle::` test in a cgroup v2 guest.
 
 mod app_config;
+mod batch;
 mod containment;
 mod defects;
 mod escape;
