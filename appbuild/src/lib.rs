@@ -15,8 +15,10 @@
 //! After each build the cache is trimmed ([`cache`]).
 
 pub mod cache;
+pub mod cargo_config;
 pub mod disk;
 pub mod error;
+pub mod fetch;
 pub mod inside;
 pub mod manifest;
 pub mod sandbox;
@@ -160,7 +162,7 @@ impl Compiler {
     pub fn build_dir(&self, canonical: &Path) -> PathBuf {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-        let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let tag: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
         let name = canonical
             .file_name()
             .and_then(|n| n.to_str())
@@ -236,6 +238,7 @@ impl Compiler {
         .map(|s| s.to_string())
         .collect();
         args.push(manifest.to_string_lossy().into_owned());
+        args.extend(staged.config_args.iter().cloned());
         if self.profile == Profile::Release {
             args.push("--release".into());
         }

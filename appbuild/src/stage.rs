@@ -43,6 +43,9 @@ pub struct Staged {
     pub crate_inside: PathBuf,
     /// Binds: the copy read-write, the path dependencies read-only.
     pub binds: Vec<Bind>,
+    /// `--config` arguments from the crate's own `.cargo/config.toml` (source replacement
+    /// only, see [`crate::cargo_config`]).
+    pub config_args: Vec<String>,
 }
 
 /// The in-sandbox path of host path `p` (canonical) under [`inside::SRC`].
@@ -51,7 +54,7 @@ pub fn src_path(p: &Path) -> PathBuf {
 }
 
 /// The `sandbox_abi` crate of the source tree this binary was built from, if it still exists.
-fn host_abi() -> Option<PathBuf> {
+pub(crate) fn host_abi() -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sandbox_abi")
         .canonicalize()
@@ -146,7 +149,7 @@ fn check_dependency(
     Ok(())
 }
 
-fn read_manifest(dir: &Path) -> Result<String, BuildError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<String, BuildError> {
     let path = dir.join("Cargo.toml");
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -161,8 +164,8 @@ fn read_manifest(dir: &Path) -> Result<String, BuildError> {
     Ok(s)
 }
 
-/// Copies the crate at `from` (canonical) into `to` (replaced), for the build: no `target/`
-/// or `.git`, symlinks copied as symlinks (never followed, so a link to a host file copies no
+/// Copies the crate at `from` (canonical) into `to` (replaced), for the build: no `target/`,
+/// `.cargo` or `.git`, each file with its source's mtime, symlinks copied as symlinks (never followed, so a link to a host file copies no
 /// content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
 /// place, a `[workspace]` table added when missing, `src/lib.rs` replaced by `lib_rs` when
 /// given, and everything owned by `owner`.
@@ -175,6 +178,7 @@ pub fn stage(
 ) -> Result<Staged, BuildError> {
     let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
+    let vendor = crate::cargo_config::read(from).map_err(|e| fail(e.to_string()))?;
     if to.exists() {
         crate::disk::remove_tree(to).map_err(|e| BuildError::io(to, e))?;
     }
@@ -232,9 +236,11 @@ pub fn stage(
         dst: src_path(m),
         writable: false,
     }));
+    let config_args = vendor.cargo_args(&crate_inside);
     Ok(Staged {
         crate_inside,
         binds,
+        config_args,
     })
 }
 
@@ -265,7 +271,8 @@ fn copy_tree(
     for entry in std::fs::read_dir(from).map_err(|e| BuildError::io(from, e))? {
         let entry = entry.map_err(|e| BuildError::io(from, e))?;
         let name = entry.file_name();
-        if name == ".git" || (top && name == "target") {
+        // No cargo config either: what of it is allowed goes to cargo as `--config`.
+        if name == ".git" || (top && (name == "target" || name == ".cargo")) {
             continue;
         }
         budget.1 = budget.1.checked_sub(1).ok_or_else(|| {
@@ -304,6 +311,13 @@ fn copy_tree(
             });
             std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| BuildError::io(&dst, e))?;
+            // The source's mtime: cargo fingerprints path packages (a vendored dependency
+            // inside the crate) by mtime, so an unchanged file must not look new.
+            if let Ok(when) = input.metadata().and_then(|m| m.modified()) {
+                output
+                    .set_modified(when)
+                    .map_err(|e| BuildError::io(&dst, e))?;
+            }
             chown(&dst, owner)?;
         }
     }

@@ -12,6 +12,7 @@
 
 mod bind;
 pub mod conn;
+pub mod deps_fetch;
 pub mod events_stream;
 pub mod http;
 pub mod listen;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod shared;
 pub mod slots;
 pub mod socket_path;
+pub mod staged_apps;
 pub mod staging;
 pub mod ui;
 
@@ -312,6 +314,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Destroy { .. } => "destroy",
         Request::Operate(_) => "operate",
         Request::Events { .. } => "events",
+        Request::DepsFetch { .. } => "deps_fetch",
     }
 }
 
@@ -350,6 +353,7 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sandboxes: manager.list().await.len(),
         })),
+        Request::DepsFetch { crate_dir } => deps_fetch::serve(manager, &crate_dir).await,
         // Served by the connection itself (events_stream); here only with descriptors.
         Request::Events { .. } => Response::Error(WireError::new(
             wire::BAD_REQUEST,

@@ -16,7 +16,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use appbuild::manifest::Manifest;
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{OFlag, openat};
@@ -64,6 +66,14 @@ pub enum StageError {
         path: PathBuf,
         /// What it is.
         what: &'static str,
+    },
+    /// The crate's manifest or cargo config is refused.
+    #[error("{why}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why (names the file).
+        why: String,
     },
     /// The crate is larger than the limits.
     #[error("{}: {what}", path.display())]
@@ -145,6 +155,7 @@ pub fn stage_crate_from_fd(
         make_dir(parent)?;
     }
     let mut budget = Budget {
+        only_config: false,
         files: 0,
         bytes: 0,
         limits,
@@ -153,11 +164,21 @@ pub fn stage_crate_from_fd(
     let result = copy_tree(dirfd, named, dest, 0, &mut budget).and_then(|()| {
         let manifest = dest.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).map_err(io(&named.join("Cargo.toml")))?;
-        let mut rewritten = absolutize_paths(&text, named);
-        if !rewritten.contains("[workspace]") {
-            rewritten.push_str("\n[workspace]\n");
+        let rewritten = rewrite_manifest(&text, named).map_err(|e| StageError::Refused {
+            path: named.join("Cargo.toml"),
+            why: e.to_string(),
+        })?;
+        let when = std::fs::metadata(&manifest).and_then(|m| m.modified());
+        std::fs::write(&manifest, rewritten).map_err(io(&manifest))?;
+        // The client's mtime again (cargo compares mtimes with its fingerprints').
+        if let Ok(when) = when {
+            let _ = File::options()
+                .write(true)
+                .open(&manifest)
+                .and_then(|f| f.set_modified(when));
         }
-        std::fs::write(&manifest, rewritten).map_err(io(&manifest))
+        check_cargo_config(dest, named)?;
+        Ok(())
     });
     match result {
         Ok(()) => Ok(dest.to_owned()),
@@ -169,6 +190,8 @@ pub fn stage_crate_from_fd(
 }
 
 struct Budget {
+    /// Inside `.cargo`: only the config files are copied.
+    only_config: bool,
     files: usize,
     bytes: u64,
     limits: CrateLimits,
@@ -225,8 +248,14 @@ fn copy_tree(
         let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
         let path = named.join(&text);
         let is_dir = kind == Some(Type::Directory);
-        // Build output and version control are not part of a crate's source.
-        if is_dir && depth == 0 && text == "target" || is_dir && text.starts_with('.') {
+        // Build output and version control are not part of a crate's source; of a hidden
+        // directory only the top `.cargo` is taken, and of it only the cargo config.
+        let cargo_dir = depth == 0 && text == ".cargo";
+        if is_dir && depth == 0 && text == "target" || is_dir && text.starts_with('.') && !cargo_dir
+        {
+            continue;
+        }
+        if budget.only_config && !appbuild::cargo_config::FILES.contains(&text.as_str()) {
             continue;
         }
         budget.files += 1;
@@ -256,7 +285,13 @@ fn copy_tree(
         })?;
         let t = meta.file_type();
         if t.is_dir() {
-            copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget)?;
+            if budget.only_config {
+                continue;
+            }
+            budget.only_config = cargo_dir;
+            let copied = copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget);
+            budget.only_config = false;
+            copied?;
         } else if t.is_file() {
             budget.bytes += meta.size();
             if budget.bytes > budget.limits.max_bytes {
@@ -295,32 +330,69 @@ fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
     loop {
         let n = limited.read(&mut buf)?;
         if n == 0 {
+            // The client's mtime: cargo fingerprints path packages (a vendored dependency
+            // inside the crate) by mtime, so an unchanged file must not look new.
+            if let Ok(when) = from.metadata().and_then(|m| m.modified()) {
+                out.set_modified(when)?;
+            }
             return Ok(());
         }
         out.write_all(&buf[..n])?;
     }
 }
 
-/// Rewrites `path = "relative"` in a manifest to absolute paths under `base`.
-fn absolutize_paths(manifest: &str, base: &Path) -> String {
-    let mut out = String::with_capacity(manifest.len());
-    let mut rest = manifest;
-    while let Some(at) = rest.find("path = \"") {
-        let start = at + "path = \"".len();
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('"') else {
-            break;
-        };
-        let value = &rest[start..start + len];
-        if Path::new(value).is_absolute() {
-            out.push_str(value);
+/// The manifest of a crate handed over as `named`, parsed (`toml_edit`): a dependency
+/// `path` that stays inside the crate (`vendor/hex`) is kept as written, so it names the
+/// staged copy; any other relative one is made absolute against `named` (the build then
+/// allows it only when it is the host's own `sandbox_abi`); and the crate is made its own
+/// workspace root.
+fn rewrite_manifest(text: &str, named: &Path) -> Result<String, appbuild::manifest::ManifestError> {
+    let mut manifest = Manifest::parse(text)?;
+    manifest.rewrite_paths(|value| {
+        let p = Path::new(value);
+        if p.is_absolute() || stays_inside(p) {
+            None
         } else {
-            out.push_str(&base.join(value).to_string_lossy());
+            Some(named.join(p).to_string_lossy().into_owned())
         }
-        rest = &rest[start + len..];
+    });
+    manifest.ensure_workspace();
+    Ok(manifest.to_text())
+}
+
+/// Whether relative path `p` never climbs above where it starts.
+fn stays_inside(p: &Path) -> bool {
+    let mut depth = 0usize;
+    for c in p.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
     }
-    out.push_str(rest);
-    out
+    true
+}
+
+/// Checks the copy's `.cargo/config.toml` (see [`appbuild::cargo_config`]), naming the
+/// client's file in the error.
+fn check_cargo_config(dest: &Path, named: &Path) -> Result<(), StageError> {
+    let Some(file) = appbuild::cargo_config::find(dest) else {
+        return Ok(());
+    };
+    let shown = named.join(file.strip_prefix(dest).unwrap_or(&file));
+    let text = std::fs::read_to_string(&file).map_err(|source| StageError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    appbuild::cargo_config::check(&text, &shown).map_err(|e| StageError::Refused {
+        path: shown,
+        why: e.to_string(),
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+mod deps;
 mod serve;
 mod watch_args;
 pub use serve::ServeArgs;
@@ -73,6 +74,8 @@ pub enum Command {
     Destroy(IdArgs),
     /// Print the daemon's events (the last ones kept, then with --follow every new one).
     Events(crate::client_events::EventsArgs),
+    /// An app crate's dependencies: `deps fetch --app DIR` fills the daemon's cargo cache.
+    Deps(deps::DepsArgs),
 }
 
 /// A sandbox id and the client options.
@@ -395,6 +398,7 @@ pub fn run(command: Command) -> ExitCode {
             })
         }
         Command::Events(a) => crate::client_events::run(&a),
+        Command::Deps(a) => deps::run(a),
         Command::Destroy(a) => {
             let id = a.id.clone();
             one_request(

@@ -36,6 +36,7 @@
 //! {"op":"restart","id":"demo"}
 //! {"op":"destroy","id":"demo"}
 //! {"op":"events","id":"demo","follow":true,"last":50}          (id, follow, last: optional)
+//! {"op":"deps_fetch","crate_dir":"/abs/dir"}                     (with the crate's descriptor)
 //! ```
 //!
 //! `events` is the one request answered by more than one line: `{"ok":{"stream":"events",
@@ -171,6 +172,13 @@ pub enum Request {
         /// At most this many backlog events (default: the whole ring).
         #[serde(default)]
         last: Option<usize>,
+    },
+    /// Fill the daemon's cargo cache with a crate's dependencies (`cargo fetch`, with the
+    /// daemon's network); takes the crate directory's descriptor. Answers
+    /// `{"fetched": DIR, "ms": N, "output": TEXT}`.
+    DepsFetch {
+        /// The crate, as the client named it.
+        crate_dir: PathBuf,
     },
 }
 

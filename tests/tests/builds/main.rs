@@ -22,6 +22,7 @@ fn assert_no_build_script_left() {
 }
 mod disk;
 mod processes;
+mod reloads;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
