@@ -299,7 +299,8 @@ fn explain_offline(stderr: String) -> String {
     if stderr.contains("offline") && stderr.contains("no matching package") {
         format!(
             "{stderr}\nbuilds run offline: a registry dependency must already be in the \
-             host's cargo cache (run `cargo fetch` in the crate) or be vendored in the crate"
+             daemon's cargo cache or be vendored in the crate (`cargo vendor` with its \
+             .cargo/config.toml); fill the daemon's cache with `host deps fetch --app DIR`"
         )
     } else {
         stderr

@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use super::staging::{self, CrateLimits, StageError};
 
 /// Most app keys kept staged.
-pub const MAX_APPS: usize = 32;
+pub const MAX_APPS: usize = 16;
 
 /// A crate staged under its key, and the key's lock (held while it lives).
 #[derive(Debug)]

@@ -466,6 +466,79 @@ mod tests {
     }
 
     #[test]
+    fn paths_inside_the_crate_its_cargo_config_and_mtimes_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("app");
+        for d in ["src", "vendor/hex/src", ".cargo/nested", ".git"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(
+            src.join("Cargo.toml"),
+            "[dependencies]\nhex = {path='vendor/hex'}\nup = { path = \"vendor/../../up\" }\n",
+        )
+        .unwrap();
+        std::fs::write(src.join("vendor/hex/src/lib.rs"), "").unwrap();
+        std::fs::write(src.join("vendor/hex/.cargo-checksum.json"), "{}").unwrap();
+        let config =
+            "[source.crates-io]\nreplace-with = \"v\"\n[source.v]\ndirectory = \"vendor\"\n";
+        std::fs::write(src.join(".cargo/config.toml"), config).unwrap();
+        std::fs::write(src.join(".cargo/credentials.toml"), "token").unwrap();
+        std::fs::write(src.join(".git/config"), "x").unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for f in ["vendor/hex/src/lib.rs", "Cargo.toml"] {
+            File::options()
+                .write(true)
+                .open(src.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let dest = tmp.path().join("staged");
+        stage_crate_from_fd(open_dir(&src), &src, &dest, CrateLimits::default()).unwrap();
+        let manifest = std::fs::read_to_string(dest.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("hex = {path='vendor/hex'}"), "{manifest}");
+        assert!(
+            manifest.contains(&format!("{}/vendor/../../up", src.display())),
+            "{manifest}"
+        );
+        assert!(manifest.contains("[workspace]"), "{manifest}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join(".cargo/config.toml")).unwrap(),
+            config
+        );
+        assert!(dest.join("vendor/hex/.cargo-checksum.json").is_file());
+        for gone in [".cargo/credentials.toml", ".cargo/nested", ".git"] {
+            assert!(!dest.join(gone).exists(), "{gone}");
+        }
+        for f in ["vendor/hex/src/lib.rs", "Cargo.toml"] {
+            let m = std::fs::metadata(dest.join(f)).unwrap().modified().unwrap();
+            assert_eq!(m, old, "{f}");
+        }
+
+        std::fs::write(
+            src.join(".cargo/config.toml"),
+            "[build]\nrustc-wrapper = \"/x\"\n",
+        )
+        .unwrap();
+        let err = stage_crate_from_fd(
+            open_dir(&src),
+            &src,
+            &tmp.path().join("bad"),
+            CrateLimits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}/.cargo/config.toml: `build` is not allowed",
+                src.display()
+            )),
+            "{err}"
+        );
+        assert!(!tmp.path().join("bad").exists());
+    }
+
+    #[test]
     fn a_library_descriptor_is_staged_and_dev_zero_is_not() {
         let tmp = tempfile::tempdir().unwrap();
         let lib = tmp.path().join("lib.so");

@@ -21,6 +21,7 @@ fn assert_no_build_script_left() {
     );
 }
 mod disk;
+mod fetch;
 mod processes;
 mod reloads;
 
