@@ -134,9 +134,11 @@ async fn read_tail(from: &mut (impl AsyncReadExt + Unpin), tail: &mut Vec<u8>) {
 }
 
 /// Checks the crate at `top` and its path dependencies for `cargo fetch`: each inside `top`
-/// (or the host's `sandbox_abi`), none naming a git repository or another registry.
+/// or the tree it was handed over in (or the host's `sandbox_abi`), none naming a git
+/// repository or another registry.
 fn check_crates(top: &Path) -> Result<(), BuildError> {
     let abi = crate::stage::host_abi();
+    let inside = crate::stage::handed_over_tree(top).unwrap_or_else(|| top.to_path_buf());
     let mut seen: Vec<PathBuf> = vec![top.to_path_buf()];
     let mut todo = vec![top.to_path_buf()];
     while let Some(krate) = todo.pop() {
@@ -158,7 +160,7 @@ fn check_crates(top: &Path) -> Result<(), BuildError> {
             if !dep.join("Cargo.toml").is_file() || seen.contains(&dep) {
                 continue;
             }
-            if !dep.starts_with(top) && abi.as_deref() != Some(dep.as_path()) {
+            if !dep.starts_with(&inside) && abi.as_deref() != Some(dep.as_path()) {
                 return Err(fail(format!(
                     "{}: path dependency {value:?} ({}) is outside the crate",
                     path.display(),

@@ -54,7 +54,7 @@ pub fn src_path(p: &Path) -> PathBuf {
 }
 
 /// The `sandbox_abi` crate of the source tree this binary was built from, if it still exists.
-pub(crate) fn host_abi() -> Option<PathBuf> {
+pub fn host_abi() -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sandbox_abi")
         .canonicalize()
@@ -62,9 +62,27 @@ pub(crate) fn host_abi() -> Option<PathBuf> {
         .filter(|d| d.join("Cargo.toml").is_file())
 }
 
-/// The outermost ancestor of `dir` with a `Cargo.toml` that has a `[workspace]` table, else
-/// `dir`'s parent.
+/// The file a daemon puts beside a tree a client handed over (`<key>/<tree>`): the tree is
+/// the source root of every crate in it, whatever lies above.
+pub const TREE_MARKER: &str = ".sandbox-host-tree";
+
+/// The tree a daemon staged `dir` in (see [`TREE_MARKER`]), if it was.
+pub fn handed_over_tree(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| {
+            a.parent()
+                .is_some_and(|p| std::fs::symlink_metadata(p.join(TREE_MARKER)).is_ok())
+        })
+        .map(Path::to_path_buf)
+}
+
+/// The tree `dir` was handed over in (the ancestor, or `dir` itself, whose parent holds
+/// [`TREE_MARKER`]), else the outermost ancestor of `dir` with a `Cargo.toml` that has a
+/// `[workspace]` table, else `dir`'s parent.
 pub fn source_root(dir: &Path) -> PathBuf {
+    if let Some(tree) = handed_over_tree(dir) {
+        return tree;
+    }
     let mut found = None;
     for a in dir.ancestors().skip(1) {
         if std::fs::read_to_string(a.join("Cargo.toml")).is_ok_and(|m| has_workspace(&m)) {
@@ -178,7 +196,7 @@ pub fn stage(
 ) -> Result<Staged, BuildError> {
     let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
-    let vendor = crate::cargo_config::read(from).map_err(|e| fail(e.to_string()))?;
+    let (vendor, vendor_base) = vendor_config(from)?;
     if to.exists() {
         crate::disk::remove_tree(to).map_err(|e| BuildError::io(to, e))?;
     }
@@ -236,12 +254,41 @@ pub fn stage(
         dst: src_path(m),
         writable: false,
     }));
-    let config_args = vendor.cargo_args(&crate_inside);
+    // Vendored directories of the workspace (its `.cargo/config.toml`), read-only.
+    if vendor_base != from {
+        for (_, dir) in &vendor.directories {
+            let d = vendor_base.join(dir);
+            if d.is_dir() && !d.starts_with(from) {
+                binds.push(Bind {
+                    src: d.clone(),
+                    dst: src_path(&d),
+                    writable: false,
+                });
+            }
+        }
+    }
+    let config_args = vendor.cargo_args(&src_path(&vendor_base));
     Ok(Staged {
         crate_inside,
         binds,
         config_args,
     })
+}
+
+/// The crate's own `.cargo/config.toml`, else its source root's (a workspace that ran `cargo
+/// vendor` at its root), checked; and the directory its paths are relative to.
+fn vendor_config(from: &Path) -> Result<(crate::cargo_config::VendorConfig, PathBuf), BuildError> {
+    let root = source_root(from);
+    let base = if crate::cargo_config::find(from).is_none()
+        && from.starts_with(&root)
+        && crate::cargo_config::find(&root).is_some()
+    {
+        root
+    } else {
+        from.to_path_buf()
+    };
+    let config = crate::cargo_config::read(&base).map_err(|e| fail(e.to_string()))?;
+    Ok((config, base))
 }
 
 fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {

@@ -264,13 +264,36 @@ async fn take_fds(
     mut fds: Vec<OwnedFd>,
 ) -> Result<(Request, Cleanup), WireError> {
     let mut cleanup = Cleanup::default();
+    // A crate may come with a second descriptor: the tree (a workspace root) it is in.
+    let tree = (fds.len() == 2).then(|| fds.pop()).flatten();
     let fd = fds.pop();
     if !fds.is_empty() {
         return Err(WireError::new(
             wire::BAD_REQUEST,
-            "a request carries at most one descriptor",
+            "a request carries at most two descriptors (a crate and the tree it is in)",
         ));
     }
+    let crate_source = matches!(
+        &request,
+        Request::Create { spec, .. } if matches!(spec.app, AppSource::Crate(_))
+    ) || matches!(
+        &request,
+        Request::Reload {
+            source: ReloadWire::Crate(_)
+                | ReloadWire::Source {
+                    crate_dir: Some(_),
+                    ..
+                },
+            ..
+        } | Request::DepsFetch { .. }
+    );
+    if tree.is_some() && !crate_source {
+        return Err(WireError::new(
+            wire::BAD_REQUEST,
+            format!("{} takes at most one descriptor", op_name(&request)),
+        ));
+    }
+    let mut tree = tree;
     let own = uid == sh.owner;
     match (&mut request, fd) {
         (Request::Create { spec, .. }, fd) => match (&mut spec.app, fd) {
@@ -280,7 +303,7 @@ async fn take_fds(
                 *path = staged;
             }
             (AppSource::Crate(path), Some(fd)) => {
-                let app = stage_crate(sh, uid, fd, path).await?;
+                let app = stage_crate(sh, uid, fd, tree.take(), path).await?;
                 *path = app.dir.clone();
                 cleanup.app = Some(app);
             }
@@ -303,7 +326,7 @@ async fn take_fds(
                 },
                 Some(fd),
             ) => {
-                let app = stage_crate(sh, uid, fd, path).await?;
+                let app = stage_crate(sh, uid, fd, tree.take(), path).await?;
                 *path = app.dir.clone();
                 cleanup.app = Some(app);
             }
@@ -330,7 +353,7 @@ async fn take_fds(
             _ => {}
         },
         (Request::DepsFetch { crate_dir }, Some(fd)) => {
-            let app = stage_crate(sh, uid, fd, crate_dir).await?;
+            let app = stage_crate(sh, uid, fd, tree.take(), crate_dir).await?;
             *crate_dir = app.dir.clone();
             cleanup.app = Some(app);
         }
@@ -362,12 +385,13 @@ async fn stage_crate(
     sh: &Shared,
     uid: u32,
     fd: OwnedFd,
+    tree: Option<OwnedFd>,
     named: &Path,
 ) -> Result<super::staged_apps::StagedApp, WireError> {
     let limits: CrateLimits = sh.limits.crate_limits;
     let (named, staging) = (named.to_owned(), sh.staging.clone());
     tokio::task::spawn_blocking(move || {
-        super::staged_apps::stage(fd, &named, uid, &staging, limits)
+        super::staged_apps::stage(fd, tree, &named, uid, &staging, limits)
     })
     .await
     .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?

@@ -11,6 +11,7 @@
 //! that the least recently used whose lock is free are removed.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -60,35 +61,65 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StageError + '_ {
 }
 
 /// Copies the crate directory `dirfd` (named `named` by uid `uid`) to its key's place under
-/// `staging`, waiting for that key's lock. Blocking.
+/// `staging`, waiting for that key's lock; with `tree`, the whole tree `tree` opens (a
+/// workspace root), in which `dirfd` is the crate to build. Blocking.
 pub fn stage(
-    dirfd: std::os::fd::OwnedFd,
+    dirfd: OwnedFd,
+    tree: Option<OwnedFd>,
     named: &Path,
     uid: u32,
     staging: &Path,
     limits: CrateLimits,
 ) -> Result<StagedApp, StageError> {
-    let name = named
-        .file_name()
-        .map_or_else(|| "app".into(), |n| n.to_owned());
+    let top = match &tree {
+        Some(_) => "tree".to_string(),
+        None => plain_name(named),
+    };
     let holder = staging.join(staging::fresh_name(".crate"));
-    let fresh = holder.join(&name);
-    let staged = staging::stage_crate_from_fd(dirfd, named, &fresh, limits)
-        .and_then(|_| swap_in(&fresh, &name, named, uid, staging));
+    let fresh = holder.join(&top);
+    let staged = match tree {
+        Some(tree) => staging::stage_tree_from_fd(tree, Some(dirfd), named, &fresh, limits),
+        None => staging::stage_crate_from_fd(dirfd, named, &fresh, limits),
+    }
+    .and_then(|krate| {
+        let rel = krate
+            .strip_prefix(&fresh)
+            .unwrap_or(Path::new(""))
+            .to_owned();
+        swap_in(&fresh, &top, &rel, named, uid, staging)
+    });
     let _ = std::fs::remove_dir_all(&holder);
     let app = staged?;
     evict(&apps_dir(staging), &app.key);
     Ok(app)
 }
 
+/// The client's directory name when it is plain (letters, digits, `_`, `-`, not starting
+/// with a dot), else `app`: it names the copy and the build directory.
+fn plain_name(named: &Path) -> String {
+    named
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && !n.starts_with(['.', '-'])
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+        .unwrap_or("app")
+        .to_string()
+}
+
 fn swap_in(
     fresh: &Path,
-    name: &std::ffi::OsStr,
+    top: &str,
+    rel: &Path,
     named: &Path,
     uid: u32,
     staging: &Path,
 ) -> Result<StagedApp, StageError> {
-    let package = package_name(&fresh.join("Cargo.toml"));
+    let package = package_name(&fresh.join(rel).join("Cargo.toml"));
     let key = app_key(uid, named, &package);
     let apps = apps_dir(staging);
     std::fs::create_dir_all(&apps).map_err(io(&apps))?;
@@ -96,17 +127,20 @@ fn swap_in(
     let lock = lock(&lock_path, FlockArg::LockExclusive)?;
     let keyed = apps.join(&key);
     std::fs::create_dir_all(&keyed).map_err(io(&keyed))?;
-    let dir = keyed.join(name);
-    if std::fs::symlink_metadata(&dir).is_ok() {
+    // The tree below is the source root of its crates (appbuild's `source_root`).
+    let marker = keyed.join(appbuild::stage::TREE_MARKER);
+    std::fs::write(&marker, b"").map_err(io(&marker))?;
+    let place = keyed.join(top);
+    if std::fs::symlink_metadata(&place).is_ok() {
         let old = staging.join(staging::fresh_name(".old"));
-        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+        std::fs::rename(&place, &old).map_err(io(&place))?;
         let _ = std::fs::remove_dir_all(&old);
     }
-    std::fs::rename(fresh, &dir).map_err(io(&dir))?;
+    std::fs::rename(fresh, &place).map_err(io(&place))?;
     // Its mtime says when the key was last used.
     let _ = File::open(&keyed).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     Ok(StagedApp {
-        dir,
+        dir: place.join(rel),
         key,
         _lock: lock,
     })
@@ -176,7 +210,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::OpenOptionsExt;
 
-    fn open_dir(path: &Path) -> std::os::fd::OwnedFd {
+    fn open_dir(path: &Path) -> OwnedFd {
         File::options()
             .read(true)
             .custom_flags(libc::O_DIRECTORY)
@@ -207,18 +241,18 @@ mod tests {
         std::fs::write(src.join("src/lib.rs"), "// v1").unwrap();
         let staging = tmp.path().join("staging");
         let limits = CrateLimits::default();
-        let first = stage(open_dir(&src), &src, 1000, &staging, limits).unwrap();
+        let first = stage(open_dir(&src), None, &src, 1000, &staging, limits).unwrap();
         let first_dir = first.dir.clone();
         drop(first);
         std::fs::write(src.join("src/lib.rs"), "// v2").unwrap();
-        let second = stage(open_dir(&src), &src, 1000, &staging, limits).unwrap();
+        let second = stage(open_dir(&src), None, &src, 1000, &staging, limits).unwrap();
         assert_eq!(second.dir, first_dir);
         assert_eq!(
             std::fs::read_to_string(second.dir.join("src/lib.rs")).unwrap(),
             "// v2"
         );
         drop(second);
-        let other = stage(open_dir(&src), &src, 1001, &staging, limits).unwrap();
+        let other = stage(open_dir(&src), None, &src, 1001, &staging, limits).unwrap();
         assert_ne!(other.dir, first_dir);
         assert!(other.key.starts_with("u1001-"));
         // Nothing but the keys and their locks is left in the staging directory.

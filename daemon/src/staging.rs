@@ -138,11 +138,26 @@ pub fn stage_crate_from_fd(
     dest: &Path,
     limits: CrateLimits,
 ) -> Result<PathBuf, StageError> {
+    stage_tree_from_fd(dirfd, None, named, dest, limits)
+}
+
+/// Copies the directory `treefd` to `dest` (which must not exist), within `limits`, and
+/// returns the copy of the crate to build: the tree itself, or, with `member`, the directory
+/// of the tree that is the same directory as `member` (by device and inode: a workspace
+/// root handed over with the member to build). `named` is the crate's path as the client
+/// named it. See the module docs.
+pub fn stage_tree_from_fd(
+    treefd: OwnedFd,
+    member: Option<OwnedFd>,
+    named: &Path,
+    dest: &Path,
+    limits: CrateLimits,
+) -> Result<PathBuf, StageError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source: io::Error| StageError::Io { path, source }
     };
-    let meta = File::from(dirfd.try_clone().map_err(io(named))?)
+    let meta = File::from(treefd.try_clone().map_err(io(named))?)
         .metadata()
         .map_err(io(named))?;
     if !meta.is_dir() {
@@ -151,6 +166,13 @@ pub fn stage_crate_from_fd(
             what: "not a directory",
         });
     }
+    let find = match member {
+        Some(fd) => {
+            let m = File::from(fd).metadata().map_err(io(named))?;
+            Some((m.dev(), m.ino()))
+        }
+        None => None,
+    };
     if let Some(parent) = dest.parent() {
         make_dir(parent)?;
     }
@@ -160,13 +182,32 @@ pub fn stage_crate_from_fd(
         bytes: 0,
         limits,
         root: named.to_owned(),
+        dest_root: dest.to_owned(),
+        find: find.filter(|&f| f != (meta.dev(), meta.ino())),
+        found: None,
     };
-    let result = copy_tree(dirfd, named, dest, 0, &mut budget).and_then(|()| {
-        let manifest = dest.join("Cargo.toml");
+    let result = copy_tree(treefd, named, dest, 0, &mut budget).and_then(|()| {
+        let rel = match (budget.find, budget.found.take()) {
+            (None, _) => PathBuf::new(),
+            (Some(_), Some(rel)) => rel,
+            (Some(_), None) => {
+                return Err(StageError::Refused {
+                    path: named.to_owned(),
+                    why: format!(
+                        "{}: the crate is not in the tree sent with it (or under a target or \
+                         hidden directory of it)",
+                        named.display()
+                    ),
+                });
+            }
+        };
+        let krate = dest.join(&rel);
+        let depth = rel.components().count();
+        let manifest = krate.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).map_err(io(&named.join("Cargo.toml")))?;
-        let rewritten = rewrite_manifest(&text, named).map_err(|e| StageError::Refused {
+        let rewritten = rewrite_manifest(&text, named, depth).map_err(|e| StageError::Refused {
             path: named.join("Cargo.toml"),
-            why: e.to_string(),
+            why: format!("{}: {e}", named.join("Cargo.toml").display()),
         })?;
         let when = std::fs::metadata(&manifest).and_then(|m| m.modified());
         std::fs::write(&manifest, rewritten).map_err(io(&manifest))?;
@@ -177,11 +218,16 @@ pub fn stage_crate_from_fd(
                 .open(&manifest)
                 .and_then(|f| f.set_modified(when));
         }
-        check_cargo_config(dest, named)?;
-        Ok(())
+        check_cargo_config(&krate, named)?;
+        if depth > 0
+            && let Some(tree_named) = named.ancestors().nth(depth)
+        {
+            check_cargo_config(dest, tree_named)?;
+        }
+        Ok(krate)
     });
     match result {
-        Ok(()) => Ok(dest.to_owned()),
+        Ok(krate) => Ok(krate),
         Err(e) => {
             let _ = std::fs::remove_dir_all(dest);
             Err(e)
@@ -196,6 +242,11 @@ struct Budget {
     bytes: u64,
     limits: CrateLimits,
     root: PathBuf,
+    /// Where the copy goes.
+    dest_root: PathBuf,
+    /// The member directory looked for (device, inode), and where it was found.
+    find: Option<(u64, u64)>,
+    found: Option<PathBuf>,
 }
 
 impl Budget {
@@ -220,8 +271,10 @@ fn copy_tree(
             budget.limits.max_depth
         )));
     }
+    // Readable by the build's own uid: a workspace sibling is bound into the build sandbox
+    // from here (the staging directory itself stays 0700).
     std::fs::DirBuilder::new()
-        .mode(0o700)
+        .mode(0o755)
         .create(dest)
         .map_err(|source| StageError::Io {
             path: dest.to_owned(),
@@ -244,14 +297,17 @@ fn copy_tree(
         }
         entries.push((entry.file_name().to_owned(), entry.file_type()));
     }
+    // A crate's `target` is build output, wherever the crate sits in the tree.
+    let crate_dir = entries.iter().any(|(n, _)| n.to_bytes() == b"Cargo.toml");
     for (name, kind) in entries {
         let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
         let path = named.join(&text);
         let is_dir = kind == Some(Type::Directory);
         // Build output and version control are not part of a crate's source; of a hidden
         // directory only the top `.cargo` is taken, and of it only the cargo config.
-        let cargo_dir = depth == 0 && text == ".cargo";
-        if is_dir && depth == 0 && text == "target" || is_dir && text.starts_with('.') && !cargo_dir
+        let cargo_dir = text == ".cargo";
+        if is_dir && text == "target" && (depth == 0 || crate_dir)
+            || is_dir && text.starts_with('.') && !cargo_dir
         {
             continue;
         }
@@ -288,6 +344,13 @@ fn copy_tree(
             if budget.only_config {
                 continue;
             }
+            if budget.find == Some((meta.dev(), meta.ino())) {
+                let here = dest.join(&text);
+                budget.found = here
+                    .strip_prefix(&budget.dest_root)
+                    .ok()
+                    .map(Path::to_path_buf);
+            }
             budget.only_config = cargo_dir;
             let copied = copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget);
             budget.only_config = false;
@@ -319,7 +382,7 @@ fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
     let mut out = File::options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o644)
         .open(to)?;
     let mut limited = from
         .as_fd()
@@ -341,16 +404,20 @@ fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The manifest of a crate handed over as `named`, parsed (`toml_edit`): a dependency
-/// `path` that stays inside the crate (`vendor/hex`) is kept as written, so it names the
-/// staged copy; any other relative one is made absolute against `named` (the build then
+/// The manifest of a crate handed over as `named`, `depth` directories below the top of the
+/// tree handed over, parsed (`toml_edit`): a dependency `path` that stays inside that tree
+/// (`vendor/hex`, a workspace sibling `../abi`) is kept as written, so it names the copy; any other relative one is made absolute against `named` (the build then
 /// allows it only when it is the host's own `sandbox_abi`); and the crate is made its own
 /// workspace root.
-fn rewrite_manifest(text: &str, named: &Path) -> Result<String, appbuild::manifest::ManifestError> {
+fn rewrite_manifest(
+    text: &str,
+    named: &Path,
+    depth: usize,
+) -> Result<String, appbuild::manifest::ManifestError> {
     let mut manifest = Manifest::parse(text)?;
     manifest.rewrite_paths(|value| {
         let p = Path::new(value);
-        if p.is_absolute() || stays_inside(p) {
+        if p.is_absolute() || stays_inside(p, depth) {
             None
         } else {
             Some(named.join(p).to_string_lossy().into_owned())
@@ -360,9 +427,9 @@ fn rewrite_manifest(text: &str, named: &Path) -> Result<String, appbuild::manife
     Ok(manifest.to_text())
 }
 
-/// Whether relative path `p` never climbs above where it starts.
-fn stays_inside(p: &Path) -> bool {
-    let mut depth = 0usize;
+/// Whether relative path `p`, starting `depth` directories below the top of the tree, never
+/// climbs above that top.
+fn stays_inside(p: &Path, mut depth: usize) -> bool {
     for c in p.components() {
         match c {
             Component::Normal(_) => depth += 1,

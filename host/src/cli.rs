@@ -243,14 +243,14 @@ fn one_request(
     request: Request,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
-    one_request_fds(args, request, None, human)
+    one_request_fds(args, request, Vec::new(), human)
 }
 
-/// [`one_request`] with a descriptor the client opened (the file or directory it names).
+/// [`one_request`] with descriptors the client opened (the file or directory it names).
 fn one_request_fds(
     args: &ClientArgs,
     request: Request,
-    fd: Option<std::os::fd::OwnedFd>,
+    fd: Vec<std::os::fd::OwnedFd>,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
     use std::os::fd::AsFd;
@@ -306,7 +306,7 @@ pub fn run(command: Command) -> ExitCode {
                 Err(e) => return failure(a.client.json, &e),
             };
             // Opened here, with the client's rights: the daemon reads it by descriptor.
-            let fd = match client::fd_for_app(&app) {
+            let fd = match client::fds_for_app(&app) {
                 Ok(fd) => fd,
                 Err(e) => return failure(a.client.json, &e),
             };
@@ -320,7 +320,7 @@ pub fn run(command: Command) -> ExitCode {
                     _ => None,
                 },
             };
-            one_request_fds(&a.client, request, Some(fd), |v, _| {
+            one_request_fds(&a.client, request, fd, |v, _| {
                 let info: SandboxInfo = decode(v)?;
                 for warning in &info.warnings {
                     crate::output::error_line(&format!("host: warning: {}", untrusted(warning)));
@@ -496,7 +496,7 @@ fn reload(a: ReloadArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => return failure(json, &e),
     };
-    let fd = match client::fd_for_reload(&source) {
+    let fd = match client::fds_for_reload(&source) {
         Ok(fd) => fd,
         Err(e) => return failure(json, &e),
     };

@@ -42,7 +42,7 @@ pub fn run(a: DepsArgs) -> ExitCode {
                 Ok(dir) => dir,
                 Err(e) => return client::failure(args.json, &e),
             };
-            let fd = match client::open_for_daemon(&dir, true) {
+            let fd = match client::fds_for_crate(&dir) {
                 Ok(fd) => fd,
                 Err(e) => return client::failure(args.json, &e),
             };
@@ -50,7 +50,7 @@ pub fn run(a: DepsArgs) -> ExitCode {
             super::one_request_fds(
                 &args,
                 Request::DepsFetch { crate_dir: dir },
-                Some(fd),
+                fd,
                 move |value, _| {
                     let ms = value["ms"].as_u64().unwrap_or(0);
                     Ok(format!(

@@ -166,3 +166,65 @@ fn a_cargo_config_that_asks_for_more_than_source_replacement_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_workspace_member_builds_with_its_siblings_and_sees_their_edits() {
+    let d = Serve::start(&[]);
+    let scratch = scratch();
+    let ws = scratch.path().join("ws");
+    let write = |rel: &str, text: &str| {
+        let p = ws.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"member_app\", \"util\"]\nresolver = \"2\"\n",
+    );
+    write(
+        "member_app/Cargo.toml",
+        &format!(
+            "[package]\nname = \"member_app\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n\
+             sandbox_abi = {{ path = \"{}\" }}\nutil = {{ path = \"../util\" }}\n",
+            root().join("sandbox_abi").display()
+        ),
+    );
+    let source = std::fs::read_to_string(demo_app().join("src/lib.rs"))
+        .unwrap()
+        .replace(
+            "pub const ANSWER: i64 = 41;",
+            "pub const ANSWER: i64 = util::VALUE;",
+        );
+    write("member_app/src/lib.rs", &source);
+    write(
+        "util/Cargo.toml",
+        "[package]\nname = \"util\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    write("util/src/lib.rs", "pub const VALUE: i64 = 41;\n");
+    let app = ws.join("member_app");
+    let app_arg = app.to_str().unwrap();
+    d.ok(&["create", "member", "--app", app_arg]);
+    assert_eq!(d.ok(&["call", "member", "answer"]), "41");
+    write("util/src/lib.rs", "pub const VALUE: i64 = 43;\n");
+    d.ok(&["reload", "member", "--app", app_arg]);
+    assert_eq!(d.ok(&["call", "member", "answer"]), "43");
+    // A sibling the client did not hand over (outside the workspace) is still refused.
+    write(
+        "util/Cargo.toml",
+        "[package]\nname = \"util\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [dependencies]\nfar = { path = \"../../far\" }\n",
+    );
+    std::fs::create_dir_all(scratch.path().join("far/src")).unwrap();
+    std::fs::write(
+        scratch.path().join("far/Cargo.toml"),
+        "[package]\nname = \"far\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    let out = d.host(&["reload", "member", "--app", app_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is outside the source root"), "{stderr}");
+    assert_eq!(d.ok(&["call", "member", "answer"]), "43");
+    d.ok(&["destroy", "member"]);
+}
