@@ -4,10 +4,16 @@
 //! * A library: [`stage_library`] copies the descriptor's regular file (streamed, at most
 //!   `--max-lib-size` bytes) to `<staging>/<pid>-<n>.so`.
 //! * A crate directory: [`stage_crate_from_fd`] walks the directory descriptor with
-//!   `openat(O_NOFOLLOW)` (symbolic links, devices and FIFOs are refused, `target/` and
-//!   dot-directories skipped) and copies at most [`CrateLimits`] files and bytes. Relative
-//!   `path = "…"` dependencies in `Cargo.toml` are made absolute against the directory the
-//!   client named, and the copy is its own workspace root.
+//!   `openat(O_NOFOLLOW)` (symbolic links, devices and FIFOs are refused; a crate's
+//!   `target/` and dot-directories skipped, except `.cargo`, of which only `config.toml` and
+//!   `config` are taken and then checked: source replacement only) and copies at most
+//!   [`CrateLimits`] files and bytes, each file with the client's mtime (cargo fingerprints
+//!   path packages by mtime). [`stage_tree_from_fd`] does the same for a workspace root sent
+//!   with a member, found in the tree by device and inode. The manifest is parsed
+//!   (`toml_edit`): a `path = "…"` dependency that stays inside what was sent is kept as
+//!   written; any other relative one is made absolute against the directory the client named
+//!   (the build allows only the host's `sandbox_abi` there); the copy is its own workspace
+//!   root. Where the copy goes is [`staged_apps`](super::staged_apps)'s business.
 //!
 //! Staged names carry the daemon's pid (`<pid>-<n>…`), so a later daemon can tell a dead
 //! daemon's leftovers from a live one's.

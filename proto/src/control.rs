@@ -15,7 +15,9 @@
 //! the request line (`SCM_RIGHTS`, on the `sendmsg` that carries the line's first byte); the
 //! line says how many with a top-level `"fds": N` (at most [`MAX_FDS`]). `create` and
 //! `reload` take one: the library (`O_RDONLY`) or the crate directory (`O_RDONLY|
-//! O_DIRECTORY`) their source names, or for a source reload the `crate_dir`. A request whose
+//! O_DIRECTORY`) their source names, or for a source reload the `crate_dir`; `deps_fetch`
+//! its crate. A crate directory may come with a second: the workspace root it is a member
+//! of, when its path dependencies reach siblings. A request whose
 //! count does not match what arrived is refused, and descriptors no request claimed are
 //! closed. Without descriptors a path is used only when the peer runs as the daemon's own
 //! user (so it names nothing that user could not open).
