@@ -23,6 +23,7 @@ pub mod inside;
 pub mod manifest;
 pub mod sandbox;
 pub mod stage;
+pub mod sync;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};

@@ -24,6 +24,7 @@ use isolation::root::Bind;
 use crate::error::BuildError;
 use crate::inside;
 use crate::manifest::Manifest;
+use crate::sync::{chown, write_owned};
 
 /// Most bytes of a crate copied for a build.
 const COPY_BYTES_CAP: u64 = 256 << 20;
@@ -182,9 +183,9 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<String, BuildError> {
     Ok(s)
 }
 
-/// Copies the crate at `from` (canonical) into `to` (replaced), for the build: no `target/`,
-/// `.cargo` or `.git`, each file with its source's mtime, symlinks copied as symlinks (never followed, so a link to a host file copies no
-/// content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
+/// Brings the crate's copy `to` up to date with the crate at `from` (canonical), for the
+/// build ([`crate::sync`]: only changed files written): no `target/`, `.cargo` or `.git`,
+/// symlinks copied as symlinks (never followed, so a link to a host file copies no content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
 /// place, a `[workspace]` table added when missing, `src/lib.rs` replaced by `lib_rs` when
 /// given, and everything owned by `owner`.
 pub fn stage(
@@ -197,11 +198,8 @@ pub fn stage(
     let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
     let (vendor, vendor_base) = vendor_config(from)?;
-    if to.exists() {
-        crate::disk::remove_tree(to).map_err(|e| BuildError::io(to, e))?;
-    }
-    let mut budget = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
-    copy_tree(from, to, true, owner, &mut budget)?;
+    let cap = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
+    crate::sync::sync_tree(from, to, true, owner, &mut cap.clone(), cap)?;
     manifest.rewrite_paths(|value| {
         let dep = from.join(value).canonicalize().ok()?;
         deps.contains(&dep)
@@ -289,86 +287,6 @@ fn vendor_config(from: &Path) -> Result<(crate::cargo_config::VendorConfig, Path
     };
     let config = crate::cargo_config::read(&base).map_err(|e| fail(e.to_string()))?;
     Ok((config, base))
-}
-
-fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| BuildError::io(p, e))?;
-    }
-    Ok(())
-}
-
-fn write_owned(p: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), BuildError> {
-    if std::fs::symlink_metadata(p).is_ok() {
-        std::fs::remove_file(p).map_err(|e| BuildError::io(p, e))?;
-    }
-    std::fs::write(p, bytes).map_err(|e| BuildError::io(p, e))?;
-    chown(p, owner)
-}
-
-fn copy_tree(
-    from: &Path,
-    to: &Path,
-    top: bool,
-    owner: Option<(u32, u32)>,
-    budget: &mut (u64, usize),
-) -> Result<(), BuildError> {
-    std::fs::create_dir(to).map_err(|e| BuildError::io(to, e))?;
-    chown(to, owner)?;
-    for entry in std::fs::read_dir(from).map_err(|e| BuildError::io(from, e))? {
-        let entry = entry.map_err(|e| BuildError::io(from, e))?;
-        let name = entry.file_name();
-        // No cargo config either: what of it is allowed goes to cargo as `--config`.
-        if name == ".git" || (top && (name == "target" || name == ".cargo")) {
-            continue;
-        }
-        budget.1 = budget.1.checked_sub(1).ok_or_else(|| {
-            fail(format!(
-                "{} has more than {COPY_ENTRIES_CAP} files",
-                from.display()
-            ))
-        })?;
-        let src = entry.path();
-        let dst = to.join(&name);
-        let kind = entry.file_type().map_err(|e| BuildError::io(&src, e))?;
-        if kind.is_symlink() {
-            let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
-            std::os::unix::fs::symlink(&target, &dst).map_err(|e| BuildError::io(&dst, e))?;
-            chown(&dst, owner)?;
-        } else if kind.is_dir() {
-            copy_tree(&src, &dst, false, owner, budget)?;
-        } else if kind.is_file() {
-            let mut input = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&src)
-                .map_err(|e| BuildError::io(&src, e))?;
-            let mut output = File::create(&dst).map_err(|e| BuildError::io(&dst, e))?;
-            let n = std::io::copy(&mut (&mut input).take(budget.0 + 1), &mut output)
-                .map_err(|e| BuildError::io(&dst, e))?;
-            budget.0 = budget.0.checked_sub(n).ok_or_else(|| {
-                fail(format!(
-                    "{} is larger than {} MiB",
-                    from.display(),
-                    COPY_BYTES_CAP >> 20
-                ))
-            })?;
-            let mode = entry.metadata().map_or(0o644, |m| {
-                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o755
-            });
-            std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|e| BuildError::io(&dst, e))?;
-            // The source's mtime: cargo fingerprints path packages (a vendored dependency
-            // inside the crate) by mtime, so an unchanged file must not look new.
-            if let Ok(when) = input.metadata().and_then(|m| m.modified()) {
-                output
-                    .set_modified(when)
-                    .map_err(|e| BuildError::io(&dst, e))?;
-            }
-            chown(&dst, owner)?;
-        }
-    }
-    Ok(())
 }
 
 /// Reads the library cargo reported at in-sandbox path `inside_path` out of the host target
