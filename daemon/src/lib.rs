@@ -23,6 +23,7 @@ pub mod shared;
 pub mod slots;
 pub mod socket_path;
 pub mod staged_apps;
+mod staged_manifest;
 pub mod staging;
 pub mod ui;
 
@@ -293,6 +294,8 @@ pub async fn serve_watching(
     for dir in staged {
         let _ = std::fs::remove_dir_all(dir);
     }
+    // The crates staged per app key go too (their build directories stay, keyed the same).
+    let _ = std::fs::remove_dir_all(staged_apps::apps_dir(&shared.staging));
     let _ = std::fs::remove_dir(&shared.staging);
     drop(bound);
     tracing::info!("stopped");
