@@ -8,8 +8,9 @@
 //! `.cargo/config.toml` may only replace sources ([`crate::cargo_config`]), passed as
 //! `--config` while cargo runs from `/` (it reads no config from the crate's tree). `cargo
 //! fetch` runs no build script. It runs as the daemon's user (it writes the daemon's
-//! `CARGO_HOME`) with a cleared environment, in a process group of its own that is killed at
-//! the build wall-time limit, and keeps the last [`OUTPUT_CAP`] bytes of its output.
+//! `CARGO_HOME`) with a cleared environment, one at a time, in a process group of its own
+//! that is killed at the build wall-time limit, and keeps the last [`OUTPUT_CAP`] bytes of
+//! its output.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,6 +52,8 @@ impl Compiler {
             .canonicalize()
             .map_err(|e| fail(format!("{} is not a cargo crate: {e}", crate_dir.display())))?;
         check_crates(&canonical)?;
+        // One fetch at a time: a client cannot start a cargo per connection.
+        let _one = self.shared.0.fetching.lock().await;
         let vendor = crate::cargo_config::read(&canonical).map_err(|e| fail(e.to_string()))?;
         let mut cmd = tokio::process::Command::new(toolchain.sysroot.join("bin/cargo"));
         cmd.arg("fetch")

@@ -85,6 +85,8 @@ pub struct Shared(Arc<SharedInner>);
 #[derive(Debug, Default)]
 struct SharedInner {
     serial: Mutex<()>,
+    /// One `cargo fetch` at a time ([`fetch`]).
+    fetching: Mutex<()>,
     toolchain: std::sync::OnceLock<Toolchain>,
 }
 
