@@ -356,7 +356,10 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sandboxes: manager.list().await.len(),
         })),
-        Request::DepsFetch { crate_dir } => deps_fetch::serve(manager, &crate_dir).await,
+        Request::DepsFetch { crate_dir } => match require_absolute(&crate_dir) {
+            Ok(()) => deps_fetch::serve(manager, &crate_dir).await,
+            Err(e) => Response::Error(e),
+        },
         // Served by the connection itself (events_stream); here only with descriptors.
         Request::Events { .. } => Response::Error(WireError::new(
             wire::BAD_REQUEST,
