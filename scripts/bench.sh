@@ -10,10 +10,16 @@
 # The N-sandbox rows are two, measured in the same run: `sandboxes_1000` (one create per
 # sandbox, all at once) and `sandboxes_1000_batch` (one batch create, one batch destroy);
 # `--only-sandboxes` measures just those two.
+# because the reload-loop measurement drives `host serve` and scripts/rebuild-and-reload.sh;
+# the last row comes from scripts/bench-app-reload.sh (an app with serde_json, regex, tokio).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 unset CARGO_TARGET_DIR
 
 cargo build --quiet --release -p bench -p host --manifest-path "$repo/Cargo.toml"
-exec "$repo/target/release/bench" --out "$repo/target/bench/summary.json" "$@"
+"$repo/target/release/bench" --out "$repo/target/bench/summary.json" "$@"
+# Reloads of an app with real dependencies against the host's own cargo (issue 21).
+reloads=10
+[[ " $* " == *" --quick "* ]] && reloads=3
+"$repo/scripts/bench-app-reload.sh" "$reloads"

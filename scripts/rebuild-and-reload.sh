@@ -5,9 +5,12 @@
 #
 # CRATE_DIR defaults to the workspace's sandbox_app. The daemon (`host serve`) builds the
 # crate itself with `cargo build --lib --release --offline` in its build sandbox (README,
-# "Builds"), in the crate's own kept target directory under target/apps/builds, so
-# dependencies are never rebuilt, and reloads the artifact into sandbox ID. Apps are always built in release, like every build the host makes; `--release` is
-# accepted so callers can say so, and changes nothing.
+# "Builds"), in the build directory of the crate's app key (your uid, CRATE_DIR, the package
+# name) under target/apps/builds, kept between reloads, so dependencies are compiled once,
+# and reloads the artifact into sandbox ID. Apps are always built in release, like every
+# build the host makes; `--release` is accepted so callers can say so, and changes nothing.
+# A new crates.io dependency must first be in the daemon's cargo cache: `host deps fetch
+# --app CRATE_DIR` (builds are offline).
 #
 # On success prints one line:
 #   reloaded ID: v1 -> v2 in 440 ms (build 350 ms, swap 0.31 ms)

@@ -15,12 +15,15 @@
 //! After each build the cache is trimmed ([`cache`]).
 
 pub mod cache;
+pub mod cargo_config;
 pub mod disk;
 pub mod error;
+pub mod fetch;
 pub mod inside;
 pub mod manifest;
 pub mod sandbox;
 pub mod stage;
+pub mod sync;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +85,8 @@ pub struct Shared(Arc<SharedInner>);
 #[derive(Debug, Default)]
 struct SharedInner {
     serial: Mutex<()>,
+    /// One `cargo fetch` at a time ([`fetch`]).
+    fetching: Mutex<()>,
     toolchain: std::sync::OnceLock<Toolchain>,
 }
 
@@ -160,7 +165,7 @@ impl Compiler {
     pub fn build_dir(&self, canonical: &Path) -> PathBuf {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-        let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let tag: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
         let name = canonical
             .file_name()
             .and_then(|n| n.to_str())
@@ -236,6 +241,7 @@ impl Compiler {
         .map(|s| s.to_string())
         .collect();
         args.push(manifest.to_string_lossy().into_owned());
+        args.extend(staged.config_args.iter().cloned());
         if self.profile == Profile::Release {
             args.push("--release".into());
         }
@@ -296,7 +302,8 @@ fn explain_offline(stderr: String) -> String {
     if stderr.contains("offline") && stderr.contains("no matching package") {
         format!(
             "{stderr}\nbuilds run offline: a registry dependency must already be in the \
-             host's cargo cache (run `cargo fetch` in the crate) or be vendored in the crate"
+             daemon's cargo cache or be vendored in the crate (`cargo vendor` with its \
+             .cargo/config.toml); fill the daemon's cache with `host deps fetch --app DIR`"
         )
     } else {
         stderr

@@ -6,7 +6,7 @@
 //! `[build-dependencies]` (and their `_` spellings), the same under `[target.<cfg>]`,
 //! `[workspace.dependencies]`, `[patch.<source>]` and `[replace]`.
 
-use toml_edit::{DocumentMut, Item, Value};
+use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 /// The tables whose entries are dependencies.
 const DEPENDENCY_TABLES: [&str; 5] = [
@@ -41,6 +41,11 @@ impl Manifest {
         self.doc.get("workspace").is_some_and(Item::is_table_like)
     }
 
+    /// `[package] name`, when it has one.
+    pub fn package_name(&self) -> Option<&str> {
+        self.doc.get("package")?.get("name")?.as_str()
+    }
+
     /// Adds an empty `[workspace]` table when there is none (the staged crate is built as a
     /// workspace of its own).
     pub fn ensure_workspace(&mut self) {
@@ -69,19 +74,54 @@ impl Manifest {
         self.doc.to_string()
     }
 
+    /// The dotted keys of dependency entries that name a git repository or a registry
+    /// other than crates.io (`dependencies.x.git`, `patch.crates-io.y.registry-index`).
+    pub fn foreign_sources(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.for_each_entry(|table, name, entry| {
+            for key in ["git", "registry", "registry-index"] {
+                if entry.contains_key(key) {
+                    out.push(format!("{table}.{name}.{key}"));
+                }
+            }
+        });
+        out
+    }
+
     fn for_each_path(&mut self, mut f: impl FnMut(&str) -> Option<String>) {
+        self.for_each_entry(|_, _, entry| {
+            let Some(path) = entry.get_mut("path") else {
+                return;
+            };
+            let Some(path) = path.as_value_mut() else {
+                return;
+            };
+            // A `path` that is not a string is cargo's error to report; nothing to check.
+            let Some(text) = path.as_str() else { return };
+            if let Some(new) = f(text) {
+                let decor = path.decor().clone();
+                *path = Value::from(new);
+                *path.decor_mut() = decor;
+            }
+        });
+    }
+
+    /// Calls `f(table, name, entry)` for every dependency entry written as a table.
+    fn for_each_entry(&mut self, mut f: impl FnMut(&str, &str, &mut dyn TableLike)) {
         let root = self.doc.as_table_mut();
-        let mut tables: Vec<&mut Item> = Vec::new();
+        let mut tables: Vec<(String, &mut Item)> = Vec::new();
         for (key, item) in root.iter_mut() {
             match key.get() {
-                k if DEPENDENCY_TABLES.contains(&k) => tables.push(item),
+                k if DEPENDENCY_TABLES.contains(&k) => tables.push((k.to_string(), item)),
                 "target" => {
                     if let Some(targets) = item.as_table_like_mut() {
-                        for (_, cfg) in targets.iter_mut() {
+                        for (cfg_name, cfg) in targets.iter_mut() {
+                            let cfg_name = cfg_name.get().to_string();
                             if let Some(cfg) = cfg.as_table_like_mut() {
                                 for (k, deps) in cfg.iter_mut() {
                                     if DEPENDENCY_TABLES.contains(&k.get()) {
-                                        tables.push(deps);
+                                        tables
+                                            .push((format!("target.{cfg_name}.{}", k.get()), deps));
                                     }
                                 }
                             }
@@ -92,38 +132,31 @@ impl Manifest {
                     if let Some(ws) = item.as_table_like_mut()
                         && let Some(deps) = ws.get_mut("dependencies")
                     {
-                        tables.push(deps);
+                        tables.push(("workspace.dependencies".into(), deps));
                     }
                 }
                 "patch" => {
                     if let Some(sources) = item.as_table_like_mut() {
-                        for (_, source) in sources.iter_mut() {
-                            tables.push(source);
+                        for (name, source) in sources.iter_mut() {
+                            tables.push((format!("patch.{}", name.get()), source));
                         }
                     }
                 }
-                "replace" => tables.push(item),
+                "replace" => tables.push(("replace".into(), item)),
                 _ => {}
             }
         }
-        for table in tables {
+        for (table_name, table) in tables {
             let Some(table) = table.as_table_like_mut() else {
                 continue;
             };
-            for (_, entry) in table.iter_mut() {
-                let path = match entry {
-                    Item::Table(t) => t.get_mut("path").and_then(Item::as_value_mut),
-                    Item::Value(Value::InlineTable(t)) => t.get_mut("path"),
-                    _ => None,
+            for (name, entry) in table.iter_mut() {
+                let entry: &mut dyn TableLike = match entry {
+                    Item::Table(t) => t,
+                    Item::Value(Value::InlineTable(t)) => t,
+                    _ => continue,
                 };
-                let Some(path) = path else { continue };
-                // A `path` that is not a string is cargo's error to report; nothing to check.
-                let Some(text) = path.as_str() else { continue };
-                if let Some(new) = f(text) {
-                    let decor = path.decor().clone();
-                    *path = Value::from(new);
-                    *path.decor_mut() = decor;
-                }
+                f(&table_name, name.get(), entry);
             }
         }
     }

@@ -24,6 +24,7 @@ use isolation::root::Bind;
 use crate::error::BuildError;
 use crate::inside;
 use crate::manifest::Manifest;
+use crate::sync::{chown, write_owned};
 
 /// Most bytes of a crate copied for a build.
 const COPY_BYTES_CAP: u64 = 256 << 20;
@@ -43,6 +44,9 @@ pub struct Staged {
     pub crate_inside: PathBuf,
     /// Binds: the copy read-write, the path dependencies read-only.
     pub binds: Vec<Bind>,
+    /// `--config` arguments from the crate's own `.cargo/config.toml` (source replacement
+    /// only, see [`crate::cargo_config`]).
+    pub config_args: Vec<String>,
 }
 
 /// The in-sandbox path of host path `p` (canonical) under [`inside::SRC`].
@@ -51,7 +55,7 @@ pub fn src_path(p: &Path) -> PathBuf {
 }
 
 /// The `sandbox_abi` crate of the source tree this binary was built from, if it still exists.
-fn host_abi() -> Option<PathBuf> {
+pub fn host_abi() -> Option<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sandbox_abi")
         .canonicalize()
@@ -59,9 +63,27 @@ fn host_abi() -> Option<PathBuf> {
         .filter(|d| d.join("Cargo.toml").is_file())
 }
 
-/// The outermost ancestor of `dir` with a `Cargo.toml` that has a `[workspace]` table, else
-/// `dir`'s parent.
+/// The file a daemon puts beside a tree a client handed over (`<key>/<tree>`): the tree is
+/// the source root of every crate in it, whatever lies above.
+pub const TREE_MARKER: &str = ".sandbox-host-tree";
+
+/// The tree a daemon staged `dir` in (see [`TREE_MARKER`]), if it was.
+pub fn handed_over_tree(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| {
+            a.parent()
+                .is_some_and(|p| std::fs::symlink_metadata(p.join(TREE_MARKER)).is_ok())
+        })
+        .map(Path::to_path_buf)
+}
+
+/// The tree `dir` was handed over in (the ancestor, or `dir` itself, whose parent holds
+/// [`TREE_MARKER`]), else the outermost ancestor of `dir` with a `Cargo.toml` that has a
+/// `[workspace]` table, else `dir`'s parent.
 pub fn source_root(dir: &Path) -> PathBuf {
+    if let Some(tree) = handed_over_tree(dir) {
+        return tree;
+    }
     let mut found = None;
     for a in dir.ancestors().skip(1) {
         if std::fs::read_to_string(a.join("Cargo.toml")).is_ok_and(|m| has_workspace(&m)) {
@@ -146,7 +168,7 @@ fn check_dependency(
     Ok(())
 }
 
-fn read_manifest(dir: &Path) -> Result<String, BuildError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<String, BuildError> {
     let path = dir.join("Cargo.toml");
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -161,9 +183,9 @@ fn read_manifest(dir: &Path) -> Result<String, BuildError> {
     Ok(s)
 }
 
-/// Copies the crate at `from` (canonical) into `to` (replaced), for the build: no `target/`
-/// or `.git`, symlinks copied as symlinks (never followed, so a link to a host file copies no
-/// content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
+/// Brings the crate's copy `to` up to date with the crate at `from` (canonical), for the
+/// build ([`crate::sync`]: only changed files written): no `target/`, `.cargo` or `.git`,
+/// symlinks copied as symlinks (never followed, so a link to a host file copies no content), manifest paths to dependencies outside the crate rewritten to their in-sandbox
 /// place, a `[workspace]` table added when missing, `src/lib.rs` replaced by `lib_rs` when
 /// given, and everything owned by `owner`.
 pub fn stage(
@@ -175,11 +197,9 @@ pub fn stage(
 ) -> Result<Staged, BuildError> {
     let mut manifest = parse_manifest(from)?;
     let deps = path_dependencies(from, forbidden)?;
-    if to.exists() {
-        crate::disk::remove_tree(to).map_err(|e| BuildError::io(to, e))?;
-    }
-    let mut budget = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
-    copy_tree(from, to, true, owner, &mut budget)?;
+    let (vendor, vendor_base) = vendor_config(from)?;
+    let cap = (COPY_BYTES_CAP, COPY_ENTRIES_CAP);
+    crate::sync::sync_tree(from, to, true, owner, &mut cap.clone(), cap)?;
     manifest.rewrite_paths(|value| {
         let dep = from.join(value).canonicalize().ok()?;
         deps.contains(&dep)
@@ -232,82 +252,41 @@ pub fn stage(
         dst: src_path(m),
         writable: false,
     }));
+    // Vendored directories of the workspace (its `.cargo/config.toml`), read-only.
+    if vendor_base != from {
+        for (_, dir) in &vendor.directories {
+            let d = vendor_base.join(dir);
+            if d.is_dir() && !d.starts_with(from) {
+                binds.push(Bind {
+                    src: d.clone(),
+                    dst: src_path(&d),
+                    writable: false,
+                });
+            }
+        }
+    }
+    let config_args = vendor.cargo_args(&src_path(&vendor_base));
     Ok(Staged {
         crate_inside,
         binds,
+        config_args,
     })
 }
 
-fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| BuildError::io(p, e))?;
-    }
-    Ok(())
-}
-
-fn write_owned(p: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), BuildError> {
-    if std::fs::symlink_metadata(p).is_ok() {
-        std::fs::remove_file(p).map_err(|e| BuildError::io(p, e))?;
-    }
-    std::fs::write(p, bytes).map_err(|e| BuildError::io(p, e))?;
-    chown(p, owner)
-}
-
-fn copy_tree(
-    from: &Path,
-    to: &Path,
-    top: bool,
-    owner: Option<(u32, u32)>,
-    budget: &mut (u64, usize),
-) -> Result<(), BuildError> {
-    std::fs::create_dir(to).map_err(|e| BuildError::io(to, e))?;
-    chown(to, owner)?;
-    for entry in std::fs::read_dir(from).map_err(|e| BuildError::io(from, e))? {
-        let entry = entry.map_err(|e| BuildError::io(from, e))?;
-        let name = entry.file_name();
-        if name == ".git" || (top && name == "target") {
-            continue;
-        }
-        budget.1 = budget.1.checked_sub(1).ok_or_else(|| {
-            fail(format!(
-                "{} has more than {COPY_ENTRIES_CAP} files",
-                from.display()
-            ))
-        })?;
-        let src = entry.path();
-        let dst = to.join(&name);
-        let kind = entry.file_type().map_err(|e| BuildError::io(&src, e))?;
-        if kind.is_symlink() {
-            let target = std::fs::read_link(&src).map_err(|e| BuildError::io(&src, e))?;
-            std::os::unix::fs::symlink(&target, &dst).map_err(|e| BuildError::io(&dst, e))?;
-            chown(&dst, owner)?;
-        } else if kind.is_dir() {
-            copy_tree(&src, &dst, false, owner, budget)?;
-        } else if kind.is_file() {
-            let mut input = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&src)
-                .map_err(|e| BuildError::io(&src, e))?;
-            let mut output = File::create(&dst).map_err(|e| BuildError::io(&dst, e))?;
-            let n = std::io::copy(&mut (&mut input).take(budget.0 + 1), &mut output)
-                .map_err(|e| BuildError::io(&dst, e))?;
-            budget.0 = budget.0.checked_sub(n).ok_or_else(|| {
-                fail(format!(
-                    "{} is larger than {} MiB",
-                    from.display(),
-                    COPY_BYTES_CAP >> 20
-                ))
-            })?;
-            let mode = entry.metadata().map_or(0o644, |m| {
-                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o755
-            });
-            std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|e| BuildError::io(&dst, e))?;
-            chown(&dst, owner)?;
-        }
-    }
-    Ok(())
+/// The crate's own `.cargo/config.toml`, else its source root's (a workspace that ran `cargo
+/// vendor` at its root), checked; and the directory its paths are relative to.
+fn vendor_config(from: &Path) -> Result<(crate::cargo_config::VendorConfig, PathBuf), BuildError> {
+    let root = source_root(from);
+    let base = if crate::cargo_config::find(from).is_none()
+        && from.starts_with(&root)
+        && crate::cargo_config::find(&root).is_some()
+    {
+        root
+    } else {
+        from.to_path_buf()
+    };
+    let config = crate::cargo_config::read(&base).map_err(|e| fail(e.to_string()))?;
+    Ok((config, base))
 }
 
 /// Reads the library cargo reported at in-sandbox path `inside_path` out of the host target

@@ -152,11 +152,13 @@ pub async fn serve(
 }
 
 /// What was staged for a batch: library copies (removed after it), crate holders (kept for
-/// the sandboxes made from them).
+/// the sandboxes made from them), crates at their app keys' places (locked until it ends;
+/// `staged_apps` keeps or evicts the copies).
 #[derive(Debug, Default)]
 struct Staged {
     files: Vec<PathBuf>,
     crates: Vec<PathBuf>,
+    apps: Vec<super::staged_apps::StagedApp>,
 }
 
 impl Staged {
@@ -265,8 +267,11 @@ async fn prepare(
             _ => false,
         };
         let copy = if crate_dir {
-            let (holder, copy) = stage_crate(sh, fd, path).await?;
-            staged.crates.push(holder);
+            // At the client's app key's place (`staged_apps`), held for the whole batch: one
+            // build directory for every build of this crate, as for a single create.
+            let app = stage_crate(sh, uid, fd, None, path).await?;
+            let copy = app.dir.clone();
+            staged.apps.push(app);
             copy
         } else {
             let copy = stage_lib(sh, fd, path).await?;

@@ -13,6 +13,7 @@
 mod batch;
 mod bind;
 pub mod conn;
+pub mod deps_fetch;
 pub mod events_stream;
 pub mod http;
 pub mod listen;
@@ -23,6 +24,8 @@ pub mod session;
 pub mod shared;
 pub mod slots;
 pub mod socket_path;
+pub mod staged_apps;
+mod staged_manifest;
 pub mod staging;
 pub mod ui;
 
@@ -301,6 +304,8 @@ pub async fn serve_watching(
     for dir in staged {
         let _ = std::fs::remove_dir_all(dir);
     }
+    // The crates staged per app key go too (their build directories stay, keyed the same).
+    let _ = std::fs::remove_dir_all(staged_apps::apps_dir(&shared.staging));
     let _ = std::fs::remove_dir(&shared.staging);
     remove_own_dirs(&state_dir, &shared.staging).await;
     drop(bound);
@@ -354,6 +359,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Logs { .. } => "logs",
         Request::PurgeLog { .. } => "purge_log",
         Request::Batch(_) => "batch",
+        Request::DepsFetch { .. } => "deps_fetch",
     }
 }
 
@@ -409,6 +415,10 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             version: env!("CARGO_PKG_VERSION").to_string(),
             sandboxes: manager.list().await.len(),
         })),
+        Request::DepsFetch { crate_dir } => match require_absolute(&crate_dir) {
+            Ok(()) => deps_fetch::serve(manager, &crate_dir).await,
+            Err(e) => Response::Error(e),
+        },
         // Served by the connection itself (events_stream); here only with descriptors.
         Request::Events { .. } => Response::Error(WireError::new(
             wire::BAD_REQUEST,

@@ -221,7 +221,7 @@ fn sandbox_of(request: &Request) -> Option<&str> {
         | Request::PurgeLog { id } => Some(id),
         Request::Operate(req) => Some(&req.id),
         Request::Events { id, .. } => id.as_deref(),
-        Request::Ping | Request::List | Request::Batch(_) => None,
+        Request::Ping | Request::List | Request::Batch(_) | Request::DepsFetch { .. } => None,
     }
 }
 
@@ -232,6 +232,8 @@ struct Cleanup {
     dirs: Vec<PathBuf>,
     /// A crate staged for a new sandbox: kept while it lives (its source reloads use it).
     keep_for: Option<(String, PathBuf)>,
+    /// A crate staged under its app key: the key's lock, held until the answer.
+    app: Option<super::staged_apps::StagedApp>,
 }
 
 impl Cleanup {
@@ -277,25 +279,48 @@ async fn take_fds(
     mut fds: Vec<OwnedFd>,
 ) -> Result<(Request, Cleanup), WireError> {
     let mut cleanup = Cleanup::default();
+    // A crate may come with a second descriptor: the tree (a workspace root) it is in.
+    let tree = (fds.len() == 2).then(|| fds.pop()).flatten();
     let fd = fds.pop();
     if !fds.is_empty() {
         return Err(WireError::new(
             wire::BAD_REQUEST,
-            "a request carries at most one descriptor",
+            "a request carries at most two descriptors (a crate and the tree it is in)",
         ));
     }
+    let crate_source = matches!(
+        &request,
+        Request::Create { spec, .. } if matches!(spec.app, AppSource::Crate(_))
+    ) || matches!(
+        &request,
+        Request::Reload {
+            source: ReloadWire::Crate(_)
+                | ReloadWire::Source {
+                    crate_dir: Some(_),
+                    ..
+                },
+            ..
+        } | Request::DepsFetch { .. }
+    );
+    if tree.is_some() && !crate_source {
+        return Err(WireError::new(
+            wire::BAD_REQUEST,
+            format!("{} takes at most one descriptor", op_name(&request)),
+        ));
+    }
+    let mut tree = tree;
     let own = uid == sh.owner;
     match (&mut request, fd) {
-        (Request::Create { id, spec, .. }, fd) => match (&mut spec.app, fd) {
+        (Request::Create { spec, .. }, fd) => match (&mut spec.app, fd) {
             (AppSource::Library(path), Some(fd)) => {
                 let staged = stage_lib(sh, fd, path).await?;
                 cleanup.files.push(staged.clone());
                 *path = staged;
             }
             (AppSource::Crate(path), Some(fd)) => {
-                let (holder, staged) = stage_crate(sh, fd, path).await?;
-                cleanup.keep_for = Some((id.clone(), holder));
-                *path = staged;
+                let app = stage_crate(sh, uid, fd, tree.take(), path).await?;
+                *path = app.dir.clone();
+                cleanup.app = Some(app);
             }
             (AppSource::Library(path) | AppSource::Crate(path), None) if !own => {
                 return Err(deny_path(path));
@@ -316,9 +341,9 @@ async fn take_fds(
                 },
                 Some(fd),
             ) => {
-                let (holder, staged) = stage_crate(sh, fd, path).await?;
-                cleanup.dirs.push(holder);
-                *path = staged;
+                let app = stage_crate(sh, uid, fd, tree.take(), path).await?;
+                *path = app.dir.clone();
+                cleanup.app = Some(app);
             }
             (
                 ReloadWire::Source {
@@ -342,6 +367,12 @@ async fn take_fds(
             ) if !own => return Err(deny_path(path)),
             _ => {}
         },
+        (Request::DepsFetch { crate_dir }, Some(fd)) => {
+            let app = stage_crate(sh, uid, fd, tree.take(), crate_dir).await?;
+            *crate_dir = app.dir.clone();
+            cleanup.app = Some(app);
+        }
+        (Request::DepsFetch { crate_dir }, None) if !own => return Err(deny_path(crate_dir)),
         (other, Some(_)) => {
             return Err(WireError::new(
                 wire::BAD_REQUEST,
@@ -367,29 +398,21 @@ pub(crate) async fn stage_lib(
     .map_err(|e| WireError::new("io", e.to_string()))
 }
 
-/// Stages a crate into `<staging>/<pid>-<n>.crate/<name>`; returns (that holder directory,
-/// to remove later, and the crate in it, named as the client's so builds stay apart).
+/// Stages a crate at its app key's place (see [`staged_apps`](super::staged_apps)), so
+/// every build of one client's crate shares one build directory.
 pub(crate) async fn stage_crate(
     sh: &Shared,
+    uid: u32,
     fd: OwnedFd,
+    tree: Option<OwnedFd>,
     named: &Path,
-) -> Result<(PathBuf, PathBuf), WireError> {
-    let holder = sh.staging.join(staging::fresh_name(".crate"));
-    let name = named
-        .file_name()
-        .map_or_else(|| "app".into(), |n| n.to_owned());
-    let dest = holder.join(name);
+) -> Result<super::staged_apps::StagedApp, WireError> {
     let limits: CrateLimits = sh.limits.crate_limits;
-    let named = named.to_owned();
-    let staged = tokio::task::spawn_blocking(move || {
-        let staged = staging::stage_crate_from_fd(fd, &named, &dest, limits);
-        if staged.is_err() {
-            let _ = std::fs::remove_dir_all(dest.parent().unwrap_or(&dest));
-        }
-        staged
+    let (named, staging) = (named.to_owned(), sh.staging.clone());
+    tokio::task::spawn_blocking(move || {
+        super::staged_apps::stage(fd, tree, &named, uid, &staging, limits)
     })
     .await
     .map_err(|e| WireError::new(wire::INTERNAL, e.to_string()))?
-    .map_err(|e| WireError::new("io", e.to_string()))?;
-    Ok((holder, staged))
+    .map_err(|e| WireError::new("io", e.to_string()))
 }

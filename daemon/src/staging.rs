@@ -4,10 +4,16 @@
 //! * A library: [`stage_library`] copies the descriptor's regular file (streamed, at most
 //!   `--max-lib-size` bytes) to `<staging>/<pid>-<n>.so`.
 //! * A crate directory: [`stage_crate_from_fd`] walks the directory descriptor with
-//!   `openat(O_NOFOLLOW)` (symbolic links, devices and FIFOs are refused, `target/` and
-//!   dot-directories skipped) and copies at most [`CrateLimits`] files and bytes. Relative
-//!   `path = "…"` dependencies in `Cargo.toml` are made absolute against the directory the
-//!   client named, and the copy is its own workspace root.
+//!   `openat(O_NOFOLLOW)` (symbolic links, devices and FIFOs are refused; a crate's
+//!   `target/` and dot-directories skipped, except `.cargo`, of which only `config.toml` and
+//!   `config` are taken and then checked: source replacement only) and copies at most
+//!   [`CrateLimits`] files and bytes, each file with the client's mtime (cargo fingerprints
+//!   path packages by mtime). [`stage_tree_from_fd`] does the same for a workspace root sent
+//!   with a member, found in the tree by device and inode. The manifest is parsed
+//!   (`toml_edit`): a `path = "…"` dependency that stays inside what was sent is kept as
+//!   written; any other relative one is made absolute against the directory the client named
+//!   (the build allows only the host's `sandbox_abi` there); the copy is its own workspace
+//!   root. Where the copy goes is [`staged_apps`](super::staged_apps)'s business.
 //!
 //! Staged names carry the daemon's pid (`<pid>-<n>…`), so a later daemon can tell a dead
 //! daemon's leftovers from a live one's.
@@ -17,6 +23,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use super::staged_manifest::{check_cargo_config, rewrite_manifest};
 
 use nix::dir::{Dir, Type};
 use nix::fcntl::{OFlag, openat};
@@ -64,6 +72,14 @@ pub enum StageError {
         path: PathBuf,
         /// What it is.
         what: &'static str,
+    },
+    /// The crate's manifest or cargo config is refused.
+    #[error("{why}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why (names the file).
+        why: String,
     },
     /// The crate is larger than the limits.
     #[error("{}: {what}", path.display())]
@@ -128,11 +144,26 @@ pub fn stage_crate_from_fd(
     dest: &Path,
     limits: CrateLimits,
 ) -> Result<PathBuf, StageError> {
+    stage_tree_from_fd(dirfd, None, named, dest, limits)
+}
+
+/// Copies the directory `treefd` to `dest` (which must not exist), within `limits`, and
+/// returns the copy of the crate to build: the tree itself, or, with `member`, the directory
+/// of the tree that is the same directory as `member` (by device and inode: a workspace
+/// root handed over with the member to build). `named` is the crate's path as the client
+/// named it. See the module docs.
+pub fn stage_tree_from_fd(
+    treefd: OwnedFd,
+    member: Option<OwnedFd>,
+    named: &Path,
+    dest: &Path,
+    limits: CrateLimits,
+) -> Result<PathBuf, StageError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source: io::Error| StageError::Io { path, source }
     };
-    let meta = File::from(dirfd.try_clone().map_err(io(named))?)
+    let meta = File::from(treefd.try_clone().map_err(io(named))?)
         .metadata()
         .map_err(io(named))?;
     if !meta.is_dir() {
@@ -141,26 +172,68 @@ pub fn stage_crate_from_fd(
             what: "not a directory",
         });
     }
+    let find = match member {
+        Some(fd) => {
+            let m = File::from(fd).metadata().map_err(io(named))?;
+            Some((m.dev(), m.ino()))
+        }
+        None => None,
+    };
     if let Some(parent) = dest.parent() {
         make_dir(parent)?;
     }
     let mut budget = Budget {
+        only_config: false,
         files: 0,
         bytes: 0,
         limits,
         root: named.to_owned(),
+        dest_root: dest.to_owned(),
+        find: find.filter(|&f| f != (meta.dev(), meta.ino())),
+        found: None,
     };
-    let result = copy_tree(dirfd, named, dest, 0, &mut budget).and_then(|()| {
-        let manifest = dest.join("Cargo.toml");
+    let result = copy_tree(treefd, named, dest, 0, &mut budget).and_then(|()| {
+        let rel = match (budget.find, budget.found.take()) {
+            (None, _) => PathBuf::new(),
+            (Some(_), Some(rel)) => rel,
+            (Some(_), None) => {
+                return Err(StageError::Refused {
+                    path: named.to_owned(),
+                    why: format!(
+                        "{}: the crate is not in the tree sent with it (or under a target or \
+                         hidden directory of it)",
+                        named.display()
+                    ),
+                });
+            }
+        };
+        let krate = dest.join(&rel);
+        let depth = rel.components().count();
+        let manifest = krate.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).map_err(io(&named.join("Cargo.toml")))?;
-        let mut rewritten = absolutize_paths(&text, named);
-        if !rewritten.contains("[workspace]") {
-            rewritten.push_str("\n[workspace]\n");
+        let rewritten = rewrite_manifest(&text, named, depth).map_err(|e| StageError::Refused {
+            path: named.join("Cargo.toml"),
+            why: format!("{}: {e}", named.join("Cargo.toml").display()),
+        })?;
+        let when = std::fs::metadata(&manifest).and_then(|m| m.modified());
+        std::fs::write(&manifest, rewritten).map_err(io(&manifest))?;
+        // The client's mtime again (cargo compares mtimes with its fingerprints').
+        if let Ok(when) = when {
+            let _ = File::options()
+                .write(true)
+                .open(&manifest)
+                .and_then(|f| f.set_modified(when));
         }
-        std::fs::write(&manifest, rewritten).map_err(io(&manifest))
+        check_cargo_config(&krate, named)?;
+        if depth > 0
+            && let Some(tree_named) = named.ancestors().nth(depth)
+        {
+            check_cargo_config(dest, tree_named)?;
+        }
+        Ok(krate)
     });
     match result {
-        Ok(()) => Ok(dest.to_owned()),
+        Ok(krate) => Ok(krate),
         Err(e) => {
             let _ = std::fs::remove_dir_all(dest);
             Err(e)
@@ -169,10 +242,17 @@ pub fn stage_crate_from_fd(
 }
 
 struct Budget {
+    /// Inside `.cargo`: only the config files are copied.
+    only_config: bool,
     files: usize,
     bytes: u64,
     limits: CrateLimits,
     root: PathBuf,
+    /// Where the copy goes.
+    dest_root: PathBuf,
+    /// The member directory looked for (device, inode), and where it was found.
+    find: Option<(u64, u64)>,
+    found: Option<PathBuf>,
 }
 
 impl Budget {
@@ -197,8 +277,10 @@ fn copy_tree(
             budget.limits.max_depth
         )));
     }
+    // Readable by the build's own uid: a workspace sibling is bound into the build sandbox
+    // from here (the staging directory itself stays 0700).
     std::fs::DirBuilder::new()
-        .mode(0o700)
+        .mode(0o755)
         .create(dest)
         .map_err(|source| StageError::Io {
             path: dest.to_owned(),
@@ -221,12 +303,21 @@ fn copy_tree(
         }
         entries.push((entry.file_name().to_owned(), entry.file_type()));
     }
+    // A crate's `target` is build output, wherever the crate sits in the tree.
+    let crate_dir = entries.iter().any(|(n, _)| n.to_bytes() == b"Cargo.toml");
     for (name, kind) in entries {
         let text = String::from_utf8_lossy(name.to_bytes()).into_owned();
         let path = named.join(&text);
         let is_dir = kind == Some(Type::Directory);
-        // Build output and version control are not part of a crate's source.
-        if is_dir && depth == 0 && text == "target" || is_dir && text.starts_with('.') {
+        // Build output and version control are not part of a crate's source; of a hidden
+        // directory only the top `.cargo` is taken, and of it only the cargo config.
+        let cargo_dir = text == ".cargo";
+        if is_dir && text == "target" && (depth == 0 || crate_dir)
+            || is_dir && text.starts_with('.') && !cargo_dir
+        {
+            continue;
+        }
+        if budget.only_config && !appbuild::cargo_config::FILES.contains(&text.as_str()) {
             continue;
         }
         budget.files += 1;
@@ -256,7 +347,20 @@ fn copy_tree(
         })?;
         let t = meta.file_type();
         if t.is_dir() {
-            copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget)?;
+            if budget.only_config {
+                continue;
+            }
+            if budget.find == Some((meta.dev(), meta.ino())) {
+                let here = dest.join(&text);
+                budget.found = here
+                    .strip_prefix(&budget.dest_root)
+                    .ok()
+                    .map(Path::to_path_buf);
+            }
+            budget.only_config = cargo_dir;
+            let copied = copy_tree(file.into(), &path, &dest.join(&text), depth + 1, budget);
+            budget.only_config = false;
+            copied?;
         } else if t.is_file() {
             budget.bytes += meta.size();
             if budget.bytes > budget.limits.max_bytes {
@@ -284,7 +388,7 @@ fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
     let mut out = File::options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o644)
         .open(to)?;
     let mut limited = from
         .as_fd()
@@ -295,32 +399,15 @@ fn copy_file(from: &File, size: u64, to: &Path) -> io::Result<()> {
     loop {
         let n = limited.read(&mut buf)?;
         if n == 0 {
+            // The client's mtime: cargo fingerprints path packages (a vendored dependency
+            // inside the crate) by mtime, so an unchanged file must not look new.
+            if let Ok(when) = from.metadata().and_then(|m| m.modified()) {
+                out.set_modified(when)?;
+            }
             return Ok(());
         }
         out.write_all(&buf[..n])?;
     }
-}
-
-/// Rewrites `path = "relative"` in a manifest to absolute paths under `base`.
-fn absolutize_paths(manifest: &str, base: &Path) -> String {
-    let mut out = String::with_capacity(manifest.len());
-    let mut rest = manifest;
-    while let Some(at) = rest.find("path = \"") {
-        let start = at + "path = \"".len();
-        out.push_str(&rest[..start]);
-        let Some(len) = rest[start..].find('"') else {
-            break;
-        };
-        let value = &rest[start..start + len];
-        if Path::new(value).is_absolute() {
-            out.push_str(value);
-        } else {
-            out.push_str(&base.join(value).to_string_lossy());
-        }
-        rest = &rest[start + len..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -391,6 +478,79 @@ mod tests {
         let err =
             stage_crate_from_fd(open_dir(&src), &src, &tmp.path().join("s4"), small).unwrap_err();
         assert!(err.to_string().contains("more than 10 bytes"), "{err}");
+    }
+
+    #[test]
+    fn paths_inside_the_crate_its_cargo_config_and_mtimes_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("app");
+        for d in ["src", "vendor/hex/src", ".cargo/nested", ".git"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(
+            src.join("Cargo.toml"),
+            "[dependencies]\nhex = {path='vendor/hex'}\nup = { path = \"vendor/../../up\" }\n",
+        )
+        .unwrap();
+        std::fs::write(src.join("vendor/hex/src/lib.rs"), "").unwrap();
+        std::fs::write(src.join("vendor/hex/.cargo-checksum.json"), "{}").unwrap();
+        let config =
+            "[source.crates-io]\nreplace-with = \"v\"\n[source.v]\ndirectory = \"vendor\"\n";
+        std::fs::write(src.join(".cargo/config.toml"), config).unwrap();
+        std::fs::write(src.join(".cargo/credentials.toml"), "token").unwrap();
+        std::fs::write(src.join(".git/config"), "x").unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for f in ["vendor/hex/src/lib.rs", "Cargo.toml"] {
+            File::options()
+                .write(true)
+                .open(src.join(f))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let dest = tmp.path().join("staged");
+        stage_crate_from_fd(open_dir(&src), &src, &dest, CrateLimits::default()).unwrap();
+        let manifest = std::fs::read_to_string(dest.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("hex = {path='vendor/hex'}"), "{manifest}");
+        assert!(
+            manifest.contains(&format!("{}/vendor/../../up", src.display())),
+            "{manifest}"
+        );
+        assert!(manifest.contains("[workspace]"), "{manifest}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join(".cargo/config.toml")).unwrap(),
+            config
+        );
+        assert!(dest.join("vendor/hex/.cargo-checksum.json").is_file());
+        for gone in [".cargo/credentials.toml", ".cargo/nested", ".git"] {
+            assert!(!dest.join(gone).exists(), "{gone}");
+        }
+        for f in ["vendor/hex/src/lib.rs", "Cargo.toml"] {
+            let m = std::fs::metadata(dest.join(f)).unwrap().modified().unwrap();
+            assert_eq!(m, old, "{f}");
+        }
+
+        std::fs::write(
+            src.join(".cargo/config.toml"),
+            "[build]\nrustc-wrapper = \"/x\"\n",
+        )
+        .unwrap();
+        let err = stage_crate_from_fd(
+            open_dir(&src),
+            &src,
+            &tmp.path().join("bad"),
+            CrateLimits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}/.cargo/config.toml: `build` is not allowed",
+                src.display()
+            )),
+            "{err}"
+        );
+        assert!(!tmp.path().join("bad").exists());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
 pub mod batch;
+mod deps;
 mod logs;
 mod serve;
 mod tenant_args;
@@ -83,6 +84,8 @@ pub enum Command {
     /// Create, destroy, call or reload many sandboxes in one request (exit 4: some failed).
     #[command(subcommand)]
     Batch(batch::BatchCommand),
+    /// An app crate's dependencies: `deps fetch --app DIR` fills the daemon's cargo cache.
+    Deps(deps::DepsArgs),
 }
 
 /// A sandbox id and the client options.
@@ -253,14 +256,14 @@ fn one_request(
     request: Request,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
-    one_request_fds(args, request, None, human)
+    one_request_fds(args, request, Vec::new(), human)
 }
 
-/// [`one_request`] with a descriptor the client opened (the file or directory it names).
+/// [`one_request`] with descriptors the client opened (the file or directory it names).
 fn one_request_fds(
     args: &ClientArgs,
     request: Request,
-    fd: Option<std::os::fd::OwnedFd>,
+    fd: Vec<std::os::fd::OwnedFd>,
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
     use std::os::fd::AsFd;
@@ -316,7 +319,7 @@ pub fn run(command: Command) -> ExitCode {
                 Err(e) => return failure(a.client.json, &e),
             };
             // Opened here, with the client's rights: the daemon reads it by descriptor.
-            let fd = match client::fd_for_app(&app) {
+            let fd = match client::fds_for_app(&app) {
                 Ok(fd) => fd,
                 Err(e) => return failure(a.client.json, &e),
             };
@@ -333,7 +336,7 @@ pub fn run(command: Command) -> ExitCode {
                     _ => None,
                 },
             };
-            one_request_fds(&a.client, request, Some(fd), |v, _| {
+            one_request_fds(&a.client, request, fd, |v, _| {
                 let info: SandboxInfo = decode(v)?;
                 for warning in &info.warnings {
                     crate::output::error_line(&format!("host: warning: {}", untrusted(warning)));
@@ -414,6 +417,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Destroy(a) => logs::run_destroy(&a),
         Command::Logs(a) => logs::run_logs(&a),
         Command::Batch(c) => batch::run(c),
+        Command::Deps(a) => deps::run(a),
     }
 }
 
@@ -503,7 +507,7 @@ fn reload(a: ReloadArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => return failure(json, &e),
     };
-    let fd = match client::fd_for_reload(&source) {
+    let fd = match client::fds_for_reload(&source) {
         Ok(fd) => fd,
         Err(e) => return failure(json, &e),
     };

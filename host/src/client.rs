@@ -273,6 +273,36 @@ pub fn fd_for_reload(source: &ReloadWire) -> Result<Option<OwnedFd>, ClientError
     }
 }
 
+/// The descriptors of a crate directory handed to the daemon: the crate, then, when its path
+/// dependencies reach workspace siblings, the workspace root it is in ([`crate::handover`]).
+pub fn fds_for_crate(dir: &Path) -> Result<Vec<OwnedFd>, ClientError> {
+    let mut fds = vec![open_for_daemon(dir, true)?];
+    if let Some(tree) = crate::handover::tree_for(dir) {
+        fds.push(open_for_daemon(&tree, true)?);
+    }
+    Ok(fds)
+}
+
+/// [`fd_for_app`], with the workspace root for a crate that needs it ([`fds_for_crate`]).
+pub fn fds_for_app(app: &sandbox::AppSource) -> Result<Vec<OwnedFd>, ClientError> {
+    match app {
+        sandbox::AppSource::Crate(dir) => fds_for_crate(dir),
+        sandbox::AppSource::Library(_) => fd_for_app(app).map(|fd| vec![fd]),
+    }
+}
+
+/// [`fd_for_reload`], with the workspace root for a crate that needs it ([`fds_for_crate`]).
+pub fn fds_for_reload(source: &ReloadWire) -> Result<Vec<OwnedFd>, ClientError> {
+    match source {
+        ReloadWire::Crate(dir)
+        | ReloadWire::Source {
+            crate_dir: Some(dir),
+            ..
+        } => fds_for_crate(dir),
+        _ => fd_for_reload(source).map(|fd| fd.into_iter().collect()),
+    }
+}
+
 /// Opens what a command names with this client's own rights, for the daemon to read by
 /// descriptor: a file read-only, or a directory (`O_DIRECTORY`).
 pub fn open_for_daemon(path: &Path, directory: bool) -> Result<OwnedFd, ClientError> {
@@ -392,8 +422,9 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
             id: id.into(),
             source: ReloadWire::Crate(crate_dir.clone()),
         };
-        let result = open_for_daemon(&crate_dir, true).and_then(|fd| {
-            Client::connect(socket).and_then(|mut c| c.request_with_fds(&request, &[fd.as_fd()]))
+        let result = fds_for_crate(&crate_dir).and_then(|fds| {
+            let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+            Client::connect(socket).and_then(|mut c| c.request_with_fds(&request, &fds))
         });
         match result {
             Ok(value) => {

@@ -15,7 +15,9 @@
 //! the request line (`SCM_RIGHTS`, on the `sendmsg` that carries the line's first byte); the
 //! line says how many with a top-level `"fds": N` (at most [`MAX_FDS`]). `create` and
 //! `reload` take one: the library (`O_RDONLY`) or the crate directory (`O_RDONLY|
-//! O_DIRECTORY`) their source names, or for a source reload the `crate_dir`. A request whose
+//! O_DIRECTORY`) their source names, or for a source reload the `crate_dir`; `deps_fetch`
+//! its crate. A crate directory may come with a second: the workspace root it is a member
+//! of, when its path dependencies reach siblings. A request whose
 //! count does not match what arrived is refused, and descriptors no request claimed are
 //! closed. Without descriptors a path is used only when the peer runs as the daemon's own
 //! user (so it names nothing that user could not open).
@@ -37,6 +39,7 @@
 //! {"op":"destroy","id":"demo"}
 //! {"op":"events","id":"demo","follow":true,"last":50}          (id, follow, last: optional)
 //! {"op":"batch","action":"create","items":[...]}                  (see `crate::batch`)
+//! {"op":"deps_fetch","crate_dir":"/abs/dir"}                     (with the crate's descriptor)
 //! ```
 //!
 //! `events` is the one request answered by more than one line: `{"ok":{"stream":"events",
@@ -198,6 +201,13 @@ pub enum Request {
     /// Create, destroy, call or reload many sandboxes: answered by a stream of one line per
     /// item and a summary (see `crate::batch`).
     Batch(crate::batch::BatchRequest),
+    /// Fill the daemon's cargo cache with a crate's dependencies (`cargo fetch`, with the
+    /// daemon's network); takes the crate directory's descriptor. Answers
+    /// `{"fetched": DIR, "ms": N, "output": TEXT}`.
+    DepsFetch {
+        /// The crate, as the client named it.
+        crate_dir: PathBuf,
+    },
 }
 
 /// The wire form of [`ReloadSource`].
