@@ -19,8 +19,10 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+mod mcp;
 mod serve;
 mod watch_args;
+pub use mcp::McpArgs;
 pub use serve::ServeArgs;
 use serve::serve;
 
@@ -73,6 +75,8 @@ pub enum Command {
     Destroy(IdArgs),
     /// Print the daemon's events (the last ones kept, then with --follow every new one).
     Events(crate::client_events::EventsArgs),
+    /// Serve the sandboxes to an AI agent over MCP on stdin/stdout (read only unless --write).
+    Mcp(McpArgs),
 }
 
 /// A sandbox id and the client options.
@@ -395,6 +399,7 @@ pub fn run(command: Command) -> ExitCode {
             })
         }
         Command::Events(a) => crate::client_events::run(&a),
+        Command::Mcp(a) => mcp::mcp(&a),
         Command::Destroy(a) => {
             let id = a.id.clone();
             one_request(

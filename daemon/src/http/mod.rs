@@ -17,6 +17,7 @@
 //! keep-alive and slow headers alike); and closes one whose reader stopped taking an
 //! answer for [`WRITE_STALL`].
 
+pub mod mcp;
 mod serve;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
