@@ -152,7 +152,7 @@ impl HttpServers {
                     );
                 } else {
                     tracing::info!(
-                        "MCP on http://{addr}/mcp, read tools only (--mcp-write adds the write tools)"
+                        "MCP on http://{addr}/mcp (read tools only; --mcp-write adds the write tools)"
                     );
                 }
             }

@@ -111,8 +111,17 @@ async def verdict(session, sandbox):
         "summary": "everything is on fire",
         "notifications": [{"severity": "critical", "summary": "fire", "type": "process_spike"}],
     }
+    warns = {
+        "sandbox_id": sandbox,
+        "state": "warning",
+        "summary": "process count elevated",
+        "notifications": [
+            {"severity": "warning", "summary": "process count elevated", "type": "process_spike"}
+        ],
+    }
     return {
         "agrees": await tool(session, "report_verdict", calm),
+        "warns": await tool(session, "report_verdict", warns),
         "contradicts": await tool(session, "report_verdict", alarm),
         "bad_state": await tool(session, "report_verdict", {"sandbox_id": sandbox, "state": "fine"}),
     }
