@@ -68,6 +68,15 @@ impl HttpServers {
                 hint: "give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN",
             });
         }
+        if self.mcp.is_some() && self.mcp_write && self.ui_token.is_none() {
+            // Loopback is not enough: a sandbox created with --network shares the host's
+            // network namespace and could otherwise drive the write tools.
+            return Err(ListenError::TokenRequired {
+                what: "mcp-write",
+                why: "write tools over HTTP need a token (a sandbox created with --network can \
+                      connect to loopback)",
+            });
+        }
         Ok(())
     }
 

@@ -52,7 +52,7 @@ async def tool(session, name, arguments):
     }
 
 
-async def read(session, sandbox):
+async def read(session, sandbox, huge=True):
     out = {}
     for name in READ_TOOLS:
         args = {} if name == "list_sandboxes" else {"sandbox_id": sandbox}
@@ -69,7 +69,6 @@ async def read(session, sandbox):
         "wrong_type": await tool(session, "sandbox_info", {"sandbox_id": 12}),
         "missing_arg": await tool(session, "sandbox_usage", {}),
         "path_id": await tool(session, "sandbox_info", {"sandbox_id": "../../etc/passwd"}),
-        "huge_arg": await tool(session, "snapshot", {"sandbox_id": "x" * (2 << 20)}),
         "unknown_sandbox": await tool(session, "sandbox_usage", {"sandbox_id": "nobody-here"}),
     }
     out["write_tries"] = {
@@ -78,9 +77,16 @@ async def read(session, sandbox):
             session, "create_sandbox", {"sandbox_id": "mcp-x", "library": "/nonexistent.so"}
         ),
     }
+    if huge:
+        out["bad"]["huge_arg"] = await huge_arg(session)
     # Still alive after all that.
     out["after"] = await tool(session, "list_sandboxes", {})
     return out
+
+
+async def huge_arg(session):
+    """A 2 MiB argument: an error result over stdio, a 413 over HTTP."""
+    return await tool(session, "snapshot", {"sandbox_id": "x" * (2 << 20)})
 
 
 async def agent(session, sandbox, lib1, lib2):
@@ -138,7 +144,7 @@ async def run(session, args):
     }
     s = args.scenario
     if s[0] == "read":
-        report.update(await read(session, s[1]))
+        report.update(await read(session, s[1], huge=not args.url))
     elif s[0] == "agent":
         report.update(await agent(session, s[1], s[2], s[3]))
     elif s[0] == "verdict":
@@ -163,13 +169,46 @@ async def main():
         async with stdio_client(params) as (r, w), ClientSession(r, w) as session:
             report = await run(session, args)
     else:
-        headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
-        async with create_mcp_http_client(headers=headers) as http:
-            async with streamable_http_client(args.url, http_client=http) as streams:
-                r, w = streams[0], streams[1]
-                async with ClientSession(r, w) as session:
-                    report = await run(session, args)
+        report = await over_http(args, run)
+        if args.scenario[0] == "read":
+            # Over HTTP the server answers a body past its cap with 413 before reading it
+            # whole, and may close the connection under the sender: a session of its own,
+            # whose end, error or not, is recorded.
+            try:
+                huge = await over_http(args, initialized_huge_arg)
+            except Exception as e:  # noqa: BLE001 - what the client saw is the record
+                huge = {"transport_error": f"{type(e).__name__}: {e}"}
+            report["bad"]["huge_arg"] = huge
     print(json.dumps(report))
+
+
+async def initialized_huge_arg(session, _args):
+    await session.initialize()
+    return await huge_arg(session)
+
+
+async def log_refusal(response):
+    """For a test's failure message: what the server refused, and why."""
+    if response.status_code >= 400:
+        await response.aread()
+        sent = response.request.content[:200]
+        auth = "with" if "authorization" in response.request.headers else "without"
+        print(
+            f"HTTP {response.status_code} {response.request.method} {response.url} "
+            f"({auth} a token; sent {sent!r}): {response.text[:500]}",
+            file=sys.stderr,
+        )
+
+
+async def over_http(args, body):
+    """Runs `body(session, args)` in a session over Streamable HTTP."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    async with create_mcp_http_client(headers=headers) as http:
+        http.event_hooks["response"] = [log_refusal]
+        async with streamable_http_client(args.url, http_client=http) as streams:
+            r, w = streams[0], streams[1]
+            async with ClientSession(r, w) as session:
+                return await body(session, args)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ pub enum ListenError {
         /// What to add to allow it.
         hint: &'static str,
     },
+    /// A server that needs a token was given none.
+    #[error("--{what}: {why}; give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN")]
+    TokenRequired {
+        /// Which flag.
+        what: &'static str,
+        /// Why it needs one.
+        why: &'static str,
+    },
     /// An empty token.
     #[error("--{what}-token: empty; pick a long random token")]
     EmptyToken {

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub mcp: Option<String>,
     /// Let MCP agents create, call, reload, rollback, restart and destroy sandboxes (off:
-    /// they can only look).
+    /// they can only look); needs --ui-token.
     #[arg(long, requires = "mcp")]
     pub mcp_write: bool,
     /// Limits of the build sandbox.

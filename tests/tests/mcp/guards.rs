@@ -6,8 +6,6 @@ use serde_json::json;
 
 use super::*;
 
-const TOKEN: &str = "T0ken-for-mcp-tests";
-
 /// An `initialize` request body.
 fn initialize() -> Value {
     json!({
@@ -116,11 +114,15 @@ async fn the_endpoint_wants_the_token_a_loopback_host_and_origin_and_a_small_bod
 fn a_non_loopback_endpoint_needs_a_token_and_write_needs_the_endpoint() {
     Serve::assert_refused(&["--mcp", "0.0.0.0:0"], "--ui-token");
     Serve::assert_refused(&["--mcp-write"], "--mcp");
+    Serve::assert_refused(&["--mcp", "127.0.0.1:0", "--mcp-write"], "--ui-token");
 }
 
+/// A sandbox without `--network` cannot even connect (no `AF_INET` socket, no host network).
+/// One with `--network` shares the host's loopback: that is why `--mcp-write` over HTTP
+/// needs the token (above).
 #[test]
 fn a_sandboxed_app_cannot_reach_the_endpoint() {
-    let d = Serve::start(&["--mcp", "127.0.0.1:0", "--mcp-write"]);
+    let d = Serve::start(&["--mcp", "127.0.0.1:0", "--mcp-write", "--ui-token", TOKEN]);
     let url = mcp_url(&d);
     let port: u16 = url
         .trim_start_matches("http://127.0.0.1:")

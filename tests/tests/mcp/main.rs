@@ -22,6 +22,9 @@ use e2e::serve::Serve;
 use serde_json::Value;
 use testkit::ChildGuard;
 
+/// The token of the tests' daemons that need one.
+const TOKEN: &str = "T0ken-for-mcp-tests";
+
 /// How long one agent run may take (a create and a reload of prebuilt libraries included).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -169,4 +172,14 @@ fn ok<'a>(result: &'a Value, what: &str) -> &'a Value {
 /// Whether a result is an MCP error: a protocol error, or a tool result flagged as one.
 fn is_mcp_error(result: &Value) -> bool {
     result.get("protocol_error").is_some() || result["is_error"] == true
+}
+
+/// Whether a result is the HTTP endpoint's refusal of a body past its cap: a 413 (an MCP
+/// error to the client), or the connection closed under the sender before it could read
+/// the 413 (the server answers before reading such a body whole).
+fn is_refused_body(result: &Value) -> bool {
+    is_mcp_error(result)
+        || result["transport_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("disconnected") || e.contains("reset") || e.contains("413"))
 }
