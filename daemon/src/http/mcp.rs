@@ -144,6 +144,65 @@ async fn headers(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Sends a POST to /mcp and reads the whole answer (the server closes: `connection:
+    /// close`).
+    async fn post(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn past_the_in_flight_cap_a_request_gets_503() {
+        // The handler holds its request until the gate opens.
+        let gate = Arc::new(Semaphore::new(0));
+        let held = Arc::clone(&gate);
+        let guard = Guard {
+            token: None,
+            loopback: true,
+            in_flight: Arc::new(Semaphore::new(1)),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                axum::routing::post(move || {
+                    let gate = Arc::clone(&held);
+                    async move {
+                        let _ = gate.acquire().await;
+                        "served"
+                    }
+                }),
+            )
+            .layer(middleware::from_fn_with_state(guard, check));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(crate::http::serve("test", listener, app, stopped));
+        let mut first = tokio::spawn(post(addr));
+        let mut second = tokio::spawn(post(addr));
+        // One of the two holds the only permit; the other is refused at once.
+        let (done, other) = tokio::select! {
+            a = &mut first => (a.unwrap(), second),
+            b = &mut second => (b.unwrap(), first),
+        };
+        assert!(done.starts_with("HTTP/1.1 503"), "{done}");
+        assert!(done.contains("too many MCP requests at once"), "{done}");
+        gate.add_permits(1);
+        let served = tokio::time::timeout(std::time::Duration::from_secs(10), other)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    }
 
     #[test]
     fn origins_of_loopback_only() {
