@@ -8,7 +8,8 @@ The tests judge it; this script only records (tool results, protocol errors, too
 
 Scenarios: `read ID` (every read tool on sandbox ID, the prompt, bad input, write tools
 tried), `agent ID LIB1 LIB2` (create from LIB1, call, reload LIB2, call, destroy),
-`verdict ID` (a verdict that agrees with the kernel and one that contradicts it).
+`verdict ID` (a verdict that agrees with the kernel and one that contradicts it),
+`reload_dir ID DIR` (reload from an app crate directory, then call).
 """
 
 import argparse
@@ -147,6 +148,13 @@ async def run(session, args):
         report.update(await read(session, s[1], huge=not args.url))
     elif s[0] == "agent":
         report.update(await agent(session, s[1], s[2], s[3]))
+    elif s[0] == "reload_dir":
+        report["reload"] = await tool(
+            session, "reload_sandbox", {"sandbox_id": s[1], "app_dir": s[2]}
+        )
+        report["call"] = await tool(
+            session, "call_function", {"sandbox_id": s[1], "function": "answer"}
+        )
     elif s[0] == "verdict":
         report.update(await verdict(session, s[1]))
     elif s[0] != "init":

@@ -179,3 +179,27 @@ fn with_the_write_flag_an_agent_creates_calls_reloads_and_destroys() {
     );
     assert_eq!(tool_names(&read_only), READ_TOOLS);
 }
+
+#[test]
+fn an_agent_reloads_from_an_app_directory_the_daemon_reads() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    let d = Serve::start(&["--mcp", "127.0.0.1:0", "--mcp-write", "--ui-token", TOKEN]);
+    let lib = block_on(demo_lib_answering(42));
+    d.create("dir1", &lib, &[]);
+    let crate_dir = demo_app();
+    let report = agent(
+        &python,
+        Via::Http {
+            url: &mcp_url(&d),
+            token: Some(TOKEN),
+        },
+        &["reload_dir", "dir1", crate_dir.to_str().unwrap()],
+    );
+    // Built in the build sandbox from the crate (answer 41), loaded over the 42 of v1.
+    let reload = ok(&report["reload"], "reload from app_dir");
+    assert_eq!(reload["status"], "reloaded", "{reload}");
+    assert!(reload["compile_ms"].is_u64(), "{reload}");
+    assert_eq!(ok(&report["call"], "call")["result"], 41);
+}
