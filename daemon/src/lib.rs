@@ -223,7 +223,10 @@ pub async fn serve_watching(
     let metrics = Arc::new(::watch::metrics::Metrics::new(
         ::watch::metrics::DEFAULT_CAP,
     ));
-    limits.http.start(&manager, &metrics, &stop_rx).await?;
+    limits
+        .http
+        .start(&manager, &metrics, &socket.path, &stop_rx)
+        .await?;
     let permits = (limits.line_pool / conn::PERMIT_BYTES).min(Semaphore::MAX_PERMITS);
     let slots = slots::Slots::new(limits.max_connections);
     let shared = Arc::new(shared::Shared {

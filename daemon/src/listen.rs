@@ -1,4 +1,5 @@
-//! The daemon's HTTP servers (`--metrics`, `--ui`): checked, bound and started together.
+//! The daemon's HTTP servers (`--metrics`, `--ui`, `--mcp`): checked, bound and started
+//! together.
 
 use std::net::SocketAddr;
 
@@ -13,8 +14,13 @@ pub struct HttpServers {
     pub metrics_allow_remote: bool,
     /// Where to serve the dashboard.
     pub ui: Option<SocketAddr>,
-    /// The token the dashboard requires (required when `ui` is not loopback).
+    /// The token the dashboard requires (required when `ui` is not loopback); `/mcp`
+    /// requires it too.
     pub ui_token: Option<Token>,
+    /// Where to serve MCP at `/mcp`.
+    pub mcp: Option<SocketAddr>,
+    /// Whether `/mcp` serves the write tools (`--mcp-write`).
+    pub mcp_write: bool,
 }
 
 /// The addresses the servers actually listen on (a port 0 resolved).
@@ -24,6 +30,8 @@ pub struct Listening {
     pub metrics: Option<SocketAddr>,
     /// The dashboard's address.
     pub ui: Option<SocketAddr>,
+    /// The MCP endpoint's address.
+    pub mcp: Option<SocketAddr>,
 }
 
 impl HttpServers {
@@ -50,6 +58,25 @@ impl HttpServers {
                 hint: "give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN",
             });
         }
+        if let Some(addr) = self.mcp
+            && !addr.ip().is_loopback()
+            && self.ui_token.is_none()
+        {
+            return Err(ListenError::Remote {
+                what: "mcp",
+                addr,
+                hint: "give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN",
+            });
+        }
+        if self.mcp.is_some() && self.mcp_write && self.ui_token.is_none() {
+            // Loopback is not enough: a sandbox created with --network shares the host's
+            // network namespace and could otherwise drive the write tools.
+            return Err(ListenError::TokenRequired {
+                what: "mcp-write",
+                why: "write tools over HTTP need a token (a sandbox created with --network can \
+                      connect to loopback)",
+            });
+        }
         Ok(())
     }
 
@@ -58,6 +85,7 @@ impl HttpServers {
         &self,
         manager: &sandbox::Manager,
         metrics: &std::sync::Arc<::watch::metrics::Metrics>,
+        control_socket: &std::path::Path,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<Listening, ListenError> {
         self.check()?;
@@ -70,7 +98,11 @@ impl HttpServers {
             Some(addr) => Some(bind("ui", addr).await?),
             None => None,
         };
-        if metrics_listener.is_some() || ui_listener.is_some() {
+        let mcp_listener = match self.mcp {
+            Some(addr) => Some(bind("mcp", addr).await?),
+            None => None,
+        };
+        if metrics_listener.is_some() || ui_listener.is_some() || mcp_listener.is_some() {
             let limits = crate::http::ConnLimits::of_process();
             tracing::info!(
                 "HTTP: at most {} connections per listener, request heads within {:?}, \
@@ -110,6 +142,28 @@ impl HttpServers {
             ));
             if let Some(addr) = addr {
                 tracing::info!("dashboard on http://{addr}/");
+            }
+        }
+        if let Some(listener) = mcp_listener {
+            let addr = listener.local_addr().ok();
+            listening.mcp = addr;
+            let config = crate::http::mcp::McpHttp {
+                control_socket: control_socket.to_path_buf(),
+                token: self.ui_token.clone(),
+                write: self.mcp_write,
+            };
+            tokio::spawn(crate::http::mcp::serve(listener, config, stop.clone()));
+            if let Some(addr) = addr {
+                if self.mcp_write {
+                    tracing::warn!(
+                        "MCP on http://{addr}/mcp with write tools ON (--mcp-write): an agent \
+                         can create, call, reload, rollback, restart and destroy sandboxes"
+                    );
+                } else {
+                    tracing::info!(
+                        "MCP on http://{addr}/mcp (read tools only; --mcp-write adds the write tools)"
+                    );
+                }
             }
         }
         Ok(listening)

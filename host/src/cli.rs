@@ -22,10 +22,12 @@ use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 pub mod batch;
 mod deps;
 mod logs;
+mod mcp;
 mod serve;
 mod tenant_args;
 mod watch_args;
 pub use logs::{DestroyArgs, LogsArgs};
+pub use mcp::McpArgs;
 pub use serve::ServeArgs;
 use serve::serve;
 pub use tenant_args::TenantArgs;
@@ -86,6 +88,8 @@ pub enum Command {
     Batch(batch::BatchCommand),
     /// An app crate's dependencies: `deps fetch --app DIR` fills the daemon's cargo cache.
     Deps(deps::DepsArgs),
+    /// Serve the sandboxes to an AI agent over MCP on stdin/stdout (read only unless --write).
+    Mcp(McpArgs),
 }
 
 /// A sandbox id and the client options.
@@ -418,6 +422,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Logs(a) => logs::run_logs(&a),
         Command::Batch(c) => batch::run(c),
         Command::Deps(a) => deps::run(a),
+        Command::Mcp(a) => mcp::mcp(&a),
     }
 }
 

@@ -17,6 +17,7 @@
 //! keep-alive and slow headers alike); and closes one whose reader stopped taking an
 //! answer for [`WRITE_STALL`].
 
+pub mod mcp;
 mod serve;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -46,6 +47,14 @@ pub enum ListenError {
         addr: SocketAddr,
         /// What to add to allow it.
         hint: &'static str,
+    },
+    /// A server that needs a token was given none.
+    #[error("--{what}: {why}; give a token with --ui-token TOKEN or SANDBOX_HOST_UI_TOKEN")]
+    TokenRequired {
+        /// Which flag.
+        what: &'static str,
+        /// Why it needs one.
+        why: &'static str,
     },
     /// An empty token.
     #[error("--{what}-token: empty; pick a long random token")]

@@ -56,6 +56,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub ui_token: Option<String>,
+    /// Serve MCP (Streamable HTTP) at http://ADDR/mcp for AI agents; ADDR as for --metrics.
+    /// Requests need the --ui-token when one is set (required off loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub mcp: Option<String>,
+    /// Let MCP agents create, call, reload, rollback, restart and destroy sandboxes (off:
+    /// they can only look); needs --ui-token.
+    #[arg(long, requires = "mcp")]
+    pub mcp_write: bool,
     /// Limits of the build sandbox.
     #[command(flatten)]
     pub build: BuildArgs,
@@ -86,6 +94,12 @@ impl ServeArgs {
                 .as_deref()
                 .map(|t| Token::new("ui", t))
                 .transpose()?,
+            mcp: self
+                .mcp
+                .as_deref()
+                .map(|a| parse_addr("mcp", a))
+                .transpose()?,
+            mcp_write: self.mcp_write,
         };
         servers.check()?;
         Ok(servers)

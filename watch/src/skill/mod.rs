@@ -8,7 +8,7 @@ mod sandbox;
 
 pub use guardrail::{Check, Contradiction, guardrail};
 pub use multi::MultiSandboxSkill;
-pub use sandbox::{Focus, SandboxSkill};
+pub use sandbox::{Focus, SandboxSkill, snapshot_from, system_prompt_for};
 
 use operator::AlertRule;
 

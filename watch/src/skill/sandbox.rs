@@ -7,7 +7,7 @@ use operator::{AlertRule, CallbackSpec, Skill, ToolError};
 use serde_json::{Value, json};
 
 use super::{PROCESS_THRESHOLD, process_rule};
-use sandbox::{Manager, procfs};
+use sandbox::{Manager, SandboxInfo, Usage, procfs};
 
 /// What a [`SandboxSkill`] asks the model to look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,30 +66,12 @@ impl SandboxSkill {
 
     /// The snapshot of one sandbox, shared with the other skills.
     pub(crate) async fn snapshot_of(manager: &Manager, id: &str) -> Value {
-        let (status, reason) = match manager.info(id).await {
-            Ok(info) => (info.status, info.crash_reason),
-            Err(e) => return json!({"sandbox_id": id, "error": e.to_string()}),
+        let info = match manager.info(id).await {
+            Ok(info) => info,
+            Err(e) => return snapshot_from(id, Err(e.to_string()), Err(String::new())),
         };
-        let mut snapshot = match manager.usage(id).await {
-            Ok(u) => json!({
-                "sandbox_id": id,
-                "status": status,
-                "oom_kills": u.oom_kills,
-                "processes": u.processes,
-                "threads": u.threads,
-                "memory_bytes": u.memory_bytes,
-                "cpu_percent": u.cpu_percent,
-                "uptime_ms": u.uptime_ms,
-                "restart_count": u.restart_count,
-                "app_version": u.app_version,
-            }),
-            Err(e) => json!({"sandbox_id": id, "status": status, "error": e.to_string()}),
-        };
-        // Why it crashed or restarts (say, `out of memory: limit 1 MiB, signal SIGKILL`).
-        if let Some(reason) = reason {
-            snapshot["crash_reason"] = json!(reason);
-        }
-        snapshot
+        let usage = manager.usage(id).await.map_err(|e| e.to_string());
+        snapshot_from(id, Ok(&info), usage.as_ref().map_err(Clone::clone))
     }
 
     /// The callbacks, shared with the anomaly skill.
@@ -206,20 +188,7 @@ impl Skill for SandboxSkill {
     }
 
     fn system_prompt(&self) -> String {
-        let (id, rules) = (&self.sandbox_id, self.rule.prompt_instructions());
-        match self.focus {
-            Focus::Status => format!(
-                "You monitor one native sandbox (id {id}). Do not use think. Use snapshot data \
-                 from take_snapshot() as the source of truth.\n{rules}\nKeep responses short and \
-                 complete within 4 iterations."
-            ),
-            Focus::Anomaly => format!(
-                "You watch one native sandbox (id {id}) for process spikes. Do not use think. \
-                 Ignore any counts provided in the context payload: only the snapshot from \
-                 take_snapshot() is the truth.\n{rules}\nKeep responses short and complete \
-                 within 5 iterations."
-            ),
-        }
+        system_prompt_for(self.focus, &self.sandbox_id, &self.rule)
     }
 
     async fn snapshot(&self) -> Value {
@@ -243,5 +212,58 @@ impl Skill for SandboxSkill {
 
     fn alert_rule(&self) -> Option<AlertRule> {
         Some(self.rule.clone())
+    }
+}
+
+/// The snapshot the skills show of sandbox `id`, from what `info` and `usage` answered (an
+/// `Err` is the failure's text; `usage` is not looked at when `info` failed). The one shape
+/// the operator's skills and the MCP server's `snapshot` tool share.
+pub fn snapshot_from(
+    id: &str,
+    info: Result<&SandboxInfo, String>,
+    usage: Result<&Usage, String>,
+) -> Value {
+    let (status, reason) = match info {
+        Ok(info) => (info.status.clone(), info.crash_reason.clone()),
+        Err(e) => return json!({"sandbox_id": id, "error": e}),
+    };
+    let mut snapshot = match usage {
+        Ok(u) => json!({
+            "sandbox_id": id,
+            "status": status,
+            "oom_kills": u.oom_kills,
+            "processes": u.processes,
+            "threads": u.threads,
+            "memory_bytes": u.memory_bytes,
+            "cpu_percent": u.cpu_percent,
+            "uptime_ms": u.uptime_ms,
+            "restart_count": u.restart_count,
+            "app_version": u.app_version,
+        }),
+        Err(e) => json!({"sandbox_id": id, "status": status, "error": e}),
+    };
+    // Why it crashed or restarts (say, `out of memory: limit 1 MiB, signal SIGKILL`).
+    if let Some(reason) = reason {
+        snapshot["crash_reason"] = json!(reason);
+    }
+    snapshot
+}
+
+/// The operator's instructions for watching sandbox `id` with `focus` under `rule`: what a
+/// [`SandboxSkill`] tells its model (and the MCP server's `judge_sandbox` prompt an agent).
+pub fn system_prompt_for(focus: Focus, id: &str, rule: &AlertRule) -> String {
+    let rules = rule.prompt_instructions();
+    match focus {
+        Focus::Status => format!(
+            "You monitor one native sandbox (id {id}). Do not use think. Use snapshot data \
+             from take_snapshot() as the source of truth.\n{rules}\nKeep responses short and \
+             complete within 4 iterations."
+        ),
+        Focus::Anomaly => format!(
+            "You watch one native sandbox (id {id}) for process spikes. Do not use think. \
+             Ignore any counts provided in the context payload: only the snapshot from \
+             take_snapshot() is the truth.\n{rules}\nKeep responses short and complete \
+             within 5 iterations."
+        ),
     }
 }
