@@ -61,14 +61,6 @@ pub fn room_for(sh: &Shared, more: usize) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Forgets the staged crate of sandbox `id`; returns it to remove when no other sandbox
-/// (of the same batch) still builds from it.
-pub fn release_staged(sh: &Shared, id: &str) -> Option<PathBuf> {
-    let mut staged = sh.staged_crates.lock().unwrap();
-    let dir = staged.remove(id)?;
-    (!staged.values().any(|d| *d == dir)).then_some(dir)
-}
-
 async fn say(stream: &UnixStream, timeout: Duration, line: &impl Serialize) -> bool {
     match wire::encode(line) {
         Ok(bytes) => matches!(
@@ -95,7 +87,7 @@ pub async fn serve(
     let (req, total) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            staged.remove(&[]).await;
+            staged.remove().await;
             say(stream, timeout, &Response::Error(e)).await;
             return;
         }
@@ -106,8 +98,7 @@ pub async fn serve(
     let (cancel_tx, cancel_rx) = watch::channel(gone);
     let (tx, mut rx) = mpsc::unbounded_channel::<ItemResult>();
     let started = Instant::now();
-    let holders = staged.crates.clone();
-    let task = tokio::spawn(run(Arc::clone(sh), req, holders, cancel_rx, tx));
+    let task = tokio::spawn(run(Arc::clone(sh), req, cancel_rx, tx));
     let mut stop = sh.stop.clone();
     let mut summary = Summary {
         action: action.to_string(),
@@ -142,40 +133,31 @@ pub async fn serve(
             let _ = cancel_tx.send(true);
         }
     }
-    // The items' side effects (watch set, staged crates) are the task's; wait for them.
-    let created = task.await.unwrap_or_default();
-    staged.remove(&created).await;
+    // The items' side effects (the watch set) are the task's; wait for them.
+    let _ = task.await;
+    staged.remove().await;
     summary.ms = started.elapsed().as_millis() as u64;
     if !gone {
         say(stream, timeout, &BatchLine::Summary(summary)).await;
     }
 }
 
-/// What was staged for a batch: library copies (removed after it), crate holders (kept for
-/// the sandboxes made from them), crates at their app keys' places (locked until it ends;
-/// `staged_apps` keeps or evicts the copies).
+/// What was staged for a batch: library copies (removed after it) and crates at their app
+/// keys' places (locked until it ends; `staged_apps` keeps or evicts the copies).
 #[derive(Debug, Default)]
 struct Staged {
     files: Vec<PathBuf>,
-    crates: Vec<PathBuf>,
     apps: Vec<super::staged_apps::StagedApp>,
 }
 
 impl Staged {
-    /// Removes what no sandbox of `kept` holds.
-    async fn remove(self, kept: &[PathBuf]) {
-        let crates: Vec<PathBuf> = self
-            .crates
-            .into_iter()
-            .filter(|c| !kept.contains(c))
-            .collect();
+    /// Removes the library copies and releases the app keys' locks.
+    async fn remove(self) {
         let files = self.files;
+        drop(self.apps);
         let _ = tokio::task::spawn_blocking(move || {
             for f in files {
                 let _ = std::fs::remove_file(f);
-            }
-            for d in crates {
-                let _ = std::fs::remove_dir_all(d);
             }
         })
         .await;
@@ -334,14 +316,13 @@ fn error_of(e: &SandboxError) -> ItemError {
     }
 }
 
-/// Runs the batch; returns which of the staged crate `holders` sandboxes it made now hold.
+/// Runs the batch, sending each item's result on `tx` as it completes.
 async fn run(
     sh: Arc<Shared>,
     req: BatchRequest,
-    holders: Vec<PathBuf>,
     cancel: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<ItemResult>,
-) -> Vec<PathBuf> {
+) {
     let opts = BatchOptions {
         max_concurrency: req
             .max_concurrency
@@ -352,41 +333,18 @@ async fn run(
     };
     let manager = &sh.manager;
     let ids = |select: proto::batch::Selector| select.ids.unwrap_or_default();
-    let mut kept = Vec::new();
     match req.action {
         BatchAction::Create { items, watch } => {
             let items: Vec<(String, sandbox::SandboxSpec)> =
                 items.into_iter().map(|i| (i.id, i.spec)).collect();
-            let crates: Vec<Option<PathBuf>> = items
-                .iter()
-                .map(|(_, spec)| match &spec.app {
-                    // Only a copy the daemon staged is the daemon's to keep and remove.
-                    AppSource::Crate(p) => p
-                        .parent()
-                        .filter(|h| holders.iter().any(|k| k == h))
-                        .map(PathBuf::from),
-                    AppSource::Library(_) => None,
-                })
-                .collect();
             let done = manager
                 .batch_create(items, &opts, &mut |i, item| {
                     if item.result.is_ok() {
                         sh.watch.set(&item.id, watch);
-                        if let Some(holder) = &crates[i] {
-                            let mut staged = sh.staged_crates.lock().unwrap();
-                            staged.insert(item.id.clone(), holder.clone());
-                        }
                     }
                     let _ = tx.send(item_of(i, item));
                 })
                 .await;
-            for (item, holder) in done.iter().zip(crates) {
-                if let (Ok(_), Some(holder)) = (&item.result, holder)
-                    && !kept.contains(&holder)
-                {
-                    kept.push(holder);
-                }
-            }
             tracing::info!(
                 made = done.iter().filter(|i| i.result.is_ok()).count(),
                 of = done.len(),
@@ -394,12 +352,10 @@ async fn run(
             );
         }
         BatchAction::Destroy { select } => {
-            let mut released = Vec::new();
             let done = manager
                 .batch_destroy(ids(select), &opts, &mut |i, item| {
                     if item.result.is_ok() {
                         sh.watch.remove(&item.id);
-                        released.extend(release_staged(&sh, &item.id));
                     }
                     let (ok, error) = match &item.result {
                         Ok(()) => (Some(json!({ "destroyed": item.id })), None),
@@ -413,12 +369,6 @@ async fn run(
                     });
                 })
                 .await;
-            let _ = tokio::task::spawn_blocking(move || {
-                for dir in released {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            })
-            .await;
             tracing::info!(
                 destroyed = done.iter().filter(|i| i.result.is_ok()).count(),
                 of = done.len(),
@@ -456,7 +406,6 @@ async fn run(
                 .await;
         }
     }
-    kept
 }
 
 /// Returns when the client closes its end (anything it sends meanwhile is dropped: a batch

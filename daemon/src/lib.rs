@@ -29,11 +29,10 @@ mod staged_manifest;
 pub mod staging;
 pub mod ui;
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -237,7 +236,6 @@ pub async fn serve_watching(
         line_pool: Arc::new(Semaphore::new(permits)),
         limits,
         staging: staging_dir,
-        staged_crates: Mutex::new(HashMap::new()),
         log_limit: RateLimiter::per_second(ratelimit::DEFAULT_PER_SECOND),
         watch: watch_set,
         metrics,
@@ -297,16 +295,6 @@ pub async fn serve_watching(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     manager.destroy_all().await;
-    let staged: Vec<PathBuf> = shared
-        .staged_crates
-        .lock()
-        .unwrap()
-        .drain()
-        .map(|(_, p)| p)
-        .collect();
-    for dir in staged {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     // The crates staged per app key go too (their build directories stay, keyed the same).
     let _ = std::fs::remove_dir_all(staged_apps::apps_dir(&shared.staging));
     let _ = std::fs::remove_dir(&shared.staging);
@@ -528,10 +516,6 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             if result.is_ok() {
                 sh.watch.remove(&id);
                 tracing::info!(sandbox = %id, "destroyed");
-                let staged = batch::release_staged(sh, &id);
-                if let Some(dir) = staged {
-                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-                }
             }
             ok(result.map(|()| serde_json::json!({ "destroyed": id })))
         }

@@ -178,7 +178,7 @@ async fn respond(
                 Err(e) => return Response::Error(e),
             };
             let response = dispatch(&sh, request).await;
-            cleanup.run(&sh, &response).await;
+            cleanup.run().await;
             response
         })
     };
@@ -230,23 +230,13 @@ fn sandbox_of(request: &Request) -> Option<&str> {
 struct Cleanup {
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
-    /// A crate staged for a new sandbox: kept while it lives (its source reloads use it).
-    keep_for: Option<(String, PathBuf)>,
     /// A crate staged under its app key: the key's lock, held until the answer.
     app: Option<super::staged_apps::StagedApp>,
 }
 
 impl Cleanup {
-    async fn run(self, sh: &Shared, response: &Response) {
-        let mut dirs = self.dirs;
-        if let Some((id, dir)) = self.keep_for {
-            if matches!(response, Response::Ok(_)) {
-                let old = sh.staged_crates.lock().unwrap().insert(id, dir);
-                dirs.extend(old);
-            } else {
-                dirs.push(dir);
-            }
-        }
+    async fn run(self) {
+        let dirs = self.dirs;
         let files = self.files;
         let _ = tokio::task::spawn_blocking(move || {
             for f in files {

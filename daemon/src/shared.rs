@@ -1,10 +1,9 @@
 //! What every connection of one daemon shares: the manager, the limits, the staging area,
 //! the rate-limited log, the detector's watch set and the metrics.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use sandbox::Manager;
 use sandbox::ratelimit::{RateLimiter, Verdict};
@@ -29,8 +28,6 @@ pub struct Shared {
     pub limits: DaemonLimits,
     /// Where descriptors' contents are copied.
     pub staging: PathBuf,
-    /// Staged crates of live sandboxes, by sandbox id.
-    pub staged_crates: Mutex<HashMap<String, PathBuf>>,
     /// Log lines per sandbox or client.
     pub log_limit: RateLimiter<String>,
     /// Which sandboxes the detector watches.

@@ -56,6 +56,8 @@ fn blocks(text: &str) -> Vec<Block> {
             i += 1;
             continue;
         }
+        // A block in a list item is indented; its lines are read without that indentation.
+        let indent = lines[i].len() - lines[i].trim_start().len();
         let skip = i
             .checked_sub(1)
             .and_then(|p| lines[p].trim().strip_prefix("<!-- docs-test: skip"))
@@ -67,11 +69,12 @@ fn blocks(text: &str) -> Vec<Block> {
         };
         i += 1;
         while i < lines.len() && lines[i].trim() != "```" {
-            match lines[i].strip_prefix("$ ") {
+            let line = lines[i].get(indent..).unwrap_or("");
+            match line.strip_prefix("$ ") {
                 Some(cmd) => block.steps.push((cmd.to_string(), Vec::new())),
                 None => {
                     if let Some((_, output)) = block.steps.last_mut() {
-                        output.push(lines[i].to_string());
+                        output.push(line.to_string());
                     }
                 }
             }
