@@ -24,6 +24,7 @@ pub mod session;
 pub mod shared;
 pub mod slots;
 pub mod socket_path;
+mod stage_error;
 pub mod staged_apps;
 mod staged_manifest;
 pub mod staging;

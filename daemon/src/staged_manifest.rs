@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 
 use appbuild::manifest::Manifest;
 
-use super::staging::StageError;
+use super::stage_error::StageError;
 
 /// The manifest of a crate handed over as `named`, `depth` directories below the top of the
 /// tree handed over, parsed (`toml_edit`): a dependency `path` that stays inside that tree

@@ -24,6 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub use super::stage_error::StageError;
 use super::staged_manifest::{check_cargo_config, rewrite_manifest};
 
 use nix::dir::{Dir, Type};
@@ -51,44 +52,6 @@ impl Default for CrateLimits {
             max_depth: 32,
         }
     }
-}
-
-/// Why something sent by descriptor could not be staged; names the path and the cause.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    /// A file operation failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file (as the client named it, or in the staging directory).
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The crate holds something that is not a regular file or directory.
-    #[error("{}: {what}; a crate sent to the daemon may hold only regular files and directories", path.display())]
-    NotPlain {
-        /// The entry, under the client's path.
-        path: PathBuf,
-        /// What it is.
-        what: &'static str,
-    },
-    /// The crate's manifest or cargo config is refused.
-    #[error("{why}")]
-    Refused {
-        /// The file.
-        path: PathBuf,
-        /// Why (names the file).
-        why: String,
-    },
-    /// The crate is larger than the limits.
-    #[error("{}: {what}", path.display())]
-    TooLarge {
-        /// The crate.
-        path: PathBuf,
-        /// Which limit.
-        what: String,
-    },
 }
 
 /// The staging directory of a state directory: `<state dir>.staging`.
