@@ -228,6 +228,10 @@ impl Manager {
         if sb.destroying.load(Ordering::Acquire) {
             drop(slot);
             booted.kill();
+            let mut exit = booted.exit.clone();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|e| e.is_some())).await;
+            self.clean_after_raced_start(sb);
             return Err(SandboxError::NotFound(sb.id.clone()));
         }
         let live = Live {

@@ -160,6 +160,7 @@ pub(super) async fn watch_runner(
                 after: "crash".into(),
             });
         }
+        Err(_) if sb.destroying.load(Ordering::Acquire) => manager.clean_after_raced_start(&sb),
         Err(e) => sb.set_status(
             Status::Crashed,
             Some(format!("restart after {how} failed: {e}")),

@@ -72,6 +72,20 @@ pub(super) fn cleanup(sb: &Sandbox) -> tokio::task::JoinHandle<()> {
     })
 }
 
+impl Manager {
+    /// After a (re)start that a destroy overtook, once its runner is dead: the destroy's
+    /// cleanup may have emptied the sandbox's directory while that runner still wrote into
+    /// it (its log), and a file made between the walk and the `rmdir` keeps the directory.
+    /// Removes it again, as part of that destroy (`settled` waits for it).
+    pub(super) fn clean_after_raced_start(&self, sb: &Sandbox) {
+        let dir = sb.dir.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+        self.inner.cleanups.lock().unwrap().push(handle);
+    }
+}
+
 /// SIGKILLs a runner's whole tree.
 pub(super) async fn stop_runner(runner: Arc<procfs::Process>) {
     let _ = tokio::task::spawn_blocking(move || kill_tree(&runner)).await;

@@ -230,10 +230,16 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
         }
         // The directory goes in the background (a v1 cgroup's rmdir may be retried a while).
         m.settled().await;
+        let kept: Vec<_> = std::fs::read_dir(&info.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert!(
             clean && !info.dir.exists(),
             "round {round}: after destroy, processes {left:?} of the sandbox's uid {uid} are \
-             alive; its dir exists: {}",
+             alive; its dir exists: {} (holding {kept:?})",
             info.dir.exists()
         );
         let _ = holder.await.unwrap();
