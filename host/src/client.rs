@@ -210,6 +210,32 @@ impl Client {
         send_with_fds(self.stream.get_ref(), &line, fds).map_err(ClientError::Io)
     }
 
+    /// Sends a request answered by a stream of lines (`events`, `logs`, `batch`) and reads
+    /// its header: the header's value and the connection to read the rest from. A peer that
+    /// refuses the request says why before the client has written: its answer is read even
+    /// when sending failed.
+    pub fn open_stream(
+        mut self,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(serde_json::Value, BufReader<UnixStream>), ClientError> {
+        let sent = self.send(request, fds);
+        let mut conn = self.into_stream();
+        let mut buf = Vec::new();
+        let header = read_line(&mut conn, &mut buf).map_err(ClientError::Io);
+        match (header, sent) {
+            (Ok(true), _) => match serde_json::from_slice::<Response>(buf.trim_ascii()) {
+                Ok(Response::Ok(v)) => Ok((v, conn)),
+                Ok(Response::Error(e)) => Err(ClientError::Remote(e)),
+                Err(e) => Err(ClientError::Protocol(e.to_string())),
+            },
+            (_, Err(e)) | (Err(e), _) => Err(e),
+            (Ok(false), Ok(())) => Err(ClientError::Protocol(
+                "the daemon closed without an answer".into(),
+            )),
+        }
+    }
+
     /// The connection itself, for a request answered by a stream of lines (`events`).
     pub fn into_stream(self) -> BufReader<UnixStream> {
         self.stream

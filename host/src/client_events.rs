@@ -4,14 +4,13 @@
 //! every value is shown through [`crate::output::untrusted`], quoted unless it is a plain
 //! word, and a value that quotes the app says so.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
 use crate::client::{self, Client, ClientError};
 use daemon::socket_path;
-use proto::control::{self as wire, Request, Response};
+use proto::control::{self as wire, Request};
 
 /// Options of `host events`.
 #[derive(Debug, clap::Args)]
@@ -39,25 +38,14 @@ pub fn run(a: &EventsArgs) -> ExitCode {
 
 fn stream(a: &EventsArgs) -> Result<(), ClientError> {
     let socket = socket_path::resolve(a.client.socket.as_deref());
-    let mut conn = Client::connect(&socket)?.into_stream();
     let request = Request::Events {
         id: a.id.clone(),
         follow: a.follow,
         last: a.last,
     };
-    let line = wire::encode_request(&request, 0).map_err(ClientError::Io)?;
-    conn.get_mut().write_all(&line).map_err(ClientError::Io)?;
+    let (header, mut conn) = Client::connect(&socket)?.open_stream(&request, &[])?;
+    let backlog = header["backlog"].as_u64().unwrap_or(0);
     let mut buf = Vec::new();
-    if !client::read_line(&mut conn, &mut buf).map_err(ClientError::Io)? {
-        return Err(ClientError::Protocol(
-            "the daemon closed without an answer".into(),
-        ));
-    }
-    let backlog = match serde_json::from_slice::<Response>(buf.trim_ascii()) {
-        Ok(Response::Ok(v)) => v["backlog"].as_u64().unwrap_or(0),
-        Ok(Response::Error(e)) => return Err(ClientError::Remote(e)),
-        Err(e) => return Err(ClientError::Protocol(e.to_string())),
-    };
     let mut seen = 0u64;
     while a.follow || seen < backlog {
         buf.clear();

@@ -20,7 +20,7 @@ use crate::client::{self, Client, ClientArgs, ClientError, failure};
 use crate::output::untrusted;
 use daemon::socket_path;
 use proto::batch::{BatchAction, BatchLine, BatchRequest, CreateItem, ItemResult, Selector};
-use proto::control::{self as wire, ReloadWire, Request, Response, WireError};
+use proto::control::{self as wire, ReloadWire, Request, WireError};
 use sandbox::{AppSource, Level, Limits, SandboxSpec};
 
 /// Exit status of a batch in which some item failed.
@@ -339,26 +339,10 @@ fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
 /// Sends the batch and shows its answer; the exit status says whether every item succeeded.
 fn send(args: &ClientArgs, request: &Request, fds: &[OwnedFd]) -> Result<ExitCode, ClientError> {
     let socket = socket_path::resolve(args.socket.as_deref());
-    let mut conn = Client::connect(&socket)?;
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-    // A refused peer is told why before it writes: read the answer even if this fails.
-    let sent = conn.send(request, &borrowed);
-    let mut conn = conn.into_stream();
+    let (header, mut conn) = Client::connect(&socket)?.open_stream(request, &borrowed)?;
+    let total = header["items"].as_u64().unwrap_or(0);
     let mut buf = Vec::new();
-    let header = client::read_line(&mut conn, &mut buf).map_err(ClientError::Io);
-    let total = match (header, sent) {
-        (Ok(true), _) => match serde_json::from_slice::<Response>(buf.trim_ascii()) {
-            Ok(Response::Ok(v)) => v["items"].as_u64().unwrap_or(0),
-            Ok(Response::Error(e)) => return Err(ClientError::Remote(e)),
-            Err(e) => return Err(ClientError::Protocol(e.to_string())),
-        },
-        (_, Err(e)) | (Err(e), _) => return Err(e),
-        (Ok(false), Ok(())) => {
-            return Err(ClientError::Protocol(
-                "the daemon closed without an answer".into(),
-            ));
-        }
-    };
     let bar = progress_bar(total, args.json);
     let mut failed: Vec<ItemResult> = Vec::new();
     loop {

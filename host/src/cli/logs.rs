@@ -4,7 +4,6 @@
 //! ([`untrusted`]), or with `--json` as one JSON object a line (`time`, `stream`, `source`,
 //! `text`), where JSON's escapes keep it inert.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +13,7 @@ use serde_json::Value;
 use crate::client::{self, Client, ClientArgs, ClientError, failure};
 use crate::output::untrusted;
 use daemon::socket_path;
-use proto::control::{self as wire, Request, Response};
+use proto::control::{self as wire, Request};
 use proto::logline::{LogSource, WireLogLine};
 
 /// Options of `host logs`.
@@ -78,29 +77,16 @@ pub fn run_logs(a: &LogsArgs) -> ExitCode {
 
 fn stream(a: &LogsArgs) -> Result<(), ClientError> {
     let socket = socket_path::resolve(a.client.socket.as_deref());
-    let mut conn = Client::connect(&socket)?.into_stream();
     let request = Request::Logs {
         id: a.id.clone(),
         follow: a.follow,
         since_ms: a.since,
         last: a.last,
     };
-    let line = wire::encode_request(&request, 0).map_err(ClientError::Io)?;
-    conn.get_mut().write_all(&line).map_err(ClientError::Io)?;
+    let (header, mut conn) = Client::connect(&socket)?.open_stream(&request, &[])?;
+    let backlog = header["backlog"].as_u64().unwrap_or(0);
+    let live = header["live"].as_bool().unwrap_or(false);
     let mut buf = Vec::new();
-    if !client::read_line(&mut conn, &mut buf).map_err(ClientError::Io)? {
-        return Err(ClientError::Protocol(
-            "the daemon closed without an answer".into(),
-        ));
-    }
-    let (backlog, live) = match serde_json::from_slice::<Response>(buf.trim_ascii()) {
-        Ok(Response::Ok(v)) => (
-            v["backlog"].as_u64().unwrap_or(0),
-            v["live"].as_bool().unwrap_or(false),
-        ),
-        Ok(Response::Error(e)) => return Err(ClientError::Remote(e)),
-        Err(e) => return Err(ClientError::Protocol(e.to_string())),
-    };
     let follow = a.follow && live;
     let mut seen = 0u64;
     while follow || seen < backlog {
