@@ -364,6 +364,9 @@ impl Manager {
             .ok_or_else(|| SandboxError::Protocol("no current version".into()))?;
         if let Err(e) = self.start_runner(&sb, &record).await {
             // Not `restarting` forever: the sandbox is down until the next explicit restart.
+            // The failed runner's watcher stands down (the generation moves on): its death is
+            // this failure, not another crash to restart from.
+            sb.generation.fetch_add(1, Ordering::AcqRel);
             sb.set_status(Status::Crashed, Some(format!("restart failed: {e}")));
             return Err(e);
         }
