@@ -3,6 +3,12 @@
 # as root and as an unprivileged user with a delegated subtree.
 #
 #   scripts/cgroup-v2-test.sh [--no-build] [--keep-logs DIR]
+#   scripts/cgroup-v2-test.sh --bench [BENCH ARGS...]
+#
+# --bench runs the release bench (`target/release/bench`, as scripts/bench.sh does) in the
+# guest instead of the tests, as root from the guest's session leaf, and prints its table;
+# the summary lands in target/bench/summary-v2.json. Use CGV2_ACCEL=kvm where /dev/kvm works:
+# under TCG the figures say nothing about a real machine.
 #
 # 1. On the host: installs qemu-system-x86 and busybox-static when missing (apt-get), fetches
 #    a Debian kernel once into the cache (trixie's 6.12 for Landlock ABI 6, else the default
@@ -71,6 +77,14 @@ in_guest() {
   # The user must reach the checkout (CI may clone into a 0700 temp dir): the overlay takes it.
   local d=$CGV2_ROOT
   while [ "$d" != / ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+  if [ -f "$out/bench-args" ]; then
+    mkdir -p /tmp/root-home
+    # shellcheck disable=SC2046
+    ( cd / && exec "$CGV2_ROOT/target/release/bench" \
+        --out "$out/summary.json" $(cat "$out/bench-args") ) > "$out/bench.log" 2>&1
+    echo "root bench rc=$? secs=0" >> "$out/runs"
+    return
+  fi
   local line name bin filter
   for who in ${CGV2_WHO:-root user}; do
     for line in $(cat "$out/bins"); do
@@ -173,9 +187,10 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # On the host.
-build=1; keep=
+build=1; keep=; bench=
 while [ $# -gt 0 ]; do
   case $1 in
+    --bench) shift; bench="--bench $*"; break ;;
     --no-build) build=0 ;;
     --keep-logs) keep=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -265,6 +280,14 @@ cleanup() { [ -n "$qpid" ] && kill "$qpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$work/ctl" "$work/out" "$work/initrd"
+if [ -n "$bench" ]; then
+  log "building the bench (cargo build --release -p bench -p host)"
+  cargo build --quiet --release -p bench -p host 2> "$work/build.log" \
+    || { tail -30 "$work/build.log" >&2; die "cargo build --release -p bench failed"; }
+  echo "${bench#--bench}" > "$work/out/bench-args"
+  echo "bench|--bench|" > "$work/out/bins"
+  CGV2_WHO=root
+else
 # The same set as `cargo test --workspace` (so that .ci/run's main run already built them, with
 # the same features); CGV2_NARROW=1 builds only the binaries run here.
 args=(--workspace)
@@ -298,6 +321,7 @@ for app in sandbox_app:sandbox_app tests/apps/hostile_app:hostile_app; do
   fi
 done
 chmod -R o+rX target/e2e-libs
+fi
 T1=$(date +%s.%N)
 
 # ---- initramfs: static busybox, the modules, stage 1 (mount / over 9p + overlay, switch_root)
@@ -432,7 +456,7 @@ append="console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 cgroup_no_v1=all mi
 # boots on this machine class) before it runs anything: that is the machine, not a test, so
 # such a boot is tried once more. A guest that ran and failed is never retried.
 for attempt in 1 2; do
-rm -f "$work/ctl/rc"; find "$work/out" -mindepth 1 ! -name bins -delete; : > "$work/ctl/out"
+rm -f "$work/ctl/rc"; find "$work/out" -mindepth 1 ! -name bins ! -name bench-args -delete; : > "$work/ctl/out"
 set +e
 timeout --foreground -k 5 "$limit" qemu-system-x86_64 "${acc[@]}" -M pc -m "$mem" -smp "$(nproc)" \
   -nodefaults -no-user-config -display none -vga none -vnc none -no-reboot \
@@ -465,6 +489,17 @@ if [ ! -s "$work/ctl/rc" ]; then
   die "the guest did not run the tests (qemu rc $qrc)"
 fi
 [ -n "$keep" ] && { mkdir -p "$keep"; cp "$work"/out/* "$keep"/; }
+
+# ---- the bench: its table, its summary kept beside the host's
+if [ -n "$bench" ]; then
+  cat "$work/out/bench.log"
+  mkdir -p target/bench
+  [ -f "$work/out/summary.json" ] && cp "$work/out/summary.json" target/bench/summary-v2.json
+  read -r _ _ rcs _ < "$work/out/runs"
+  [ "${rcs#rc=}" = 0 ] || die "the bench failed in the guest (${rcs})"
+  log "summary: target/bench/summary-v2.json ($(uname -r) host, guest kernel $kver, $accel)"
+  exit 0
+fi
 
 # ---- results: libtest's "test result:" lines, minus the SKIPPED: lines
 tp=0; tf=0; ts=0; bad=0
