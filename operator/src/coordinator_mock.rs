@@ -1,0 +1,210 @@
+//! The offline mock's coordinator policy ([`crate::MockProvider::coordinator`]): it reads the
+//! coordinator's snapshot (the shape in [`crate::insight`]) from the conversation and acts
+//! like a careful coordinator: it groups the members' notifications by type, ties each group
+//! to a host event that explains it when one is there (`sandbox.workers_added`), cites the
+//! figures it read, and answers a question from the members' figures.
+
+use std::collections::BTreeMap;
+
+use llm::{Message, ToolCall};
+use serde_json::{Value, json};
+
+use crate::insight::{ANSWER, RECORD_INSIGHT};
+use crate::mock::tool_call;
+use crate::tools::{DONE, SET_STATE, TAKE_SNAPSHOT};
+
+/// The event that explains a process spike: workers started on request.
+const WORKERS_ADDED: &str = "sandbox.workers_added";
+
+/// The newest successful `take_snapshot` result: its id and data.
+fn latest_snapshot(messages: &[Message]) -> Option<(String, Value)> {
+    messages.iter().rev().find_map(|m| match m {
+        Message::Tool { results } => results.iter().rev().find_map(|r| {
+            if r.name != TAKE_SNAPSHOT || r.is_error {
+                return None;
+            }
+            let v: Value = serde_json::from_str(&r.content).ok()?;
+            Some((v["id"].as_str()?.to_string(), v.get("data")?.clone()))
+        }),
+        _ => None,
+    })
+}
+
+/// The question in the run's context (`{"context": {"question": …}}` in the first message).
+fn question(messages: &[Message]) -> Option<String> {
+    let Some(Message::User { text }) = messages.first() else {
+        return None;
+    };
+    let head = text.split("\n\nCurrent state").next()?;
+    let v: Value = serde_json::from_str(head).ok()?;
+    v["context"]["question"].as_str().map(str::to_string)
+}
+
+/// The coordinator's reply to `messages`.
+pub(crate) fn reply(messages: &[Message]) -> Vec<ToolCall> {
+    let called_done = messages.iter().any(|m| {
+        matches!(m, Message::Assistant { tool_calls, .. }
+            if tool_calls.iter().any(|c| c.name == DONE))
+    });
+    if called_done {
+        return vec![tool_call(DONE, json!({}))];
+    }
+    let Some((snapshot_id, data)) = latest_snapshot(messages) else {
+        return vec![tool_call(TAKE_SNAPSHOT, json!({}))];
+    };
+    let members: Vec<Value> = data["members"].as_array().cloned().unwrap_or_default();
+    let mut calls = match question(messages) {
+        Some(q) => vec![answer(&q, &members)],
+        None => insights(&snapshot_id, &members),
+    };
+    let notified = members
+        .iter()
+        .any(|m| m["notifications"].as_array().is_some_and(|n| !n.is_empty()));
+    let (state, reason) = if notified {
+        ("warning", "members raised notifications")
+    } else {
+        ("healthy", "no member raised a notification")
+    };
+    calls.push(tool_call(
+        SET_STATE,
+        json!({"state": state, "reason": reason}),
+    ));
+    calls.push(tool_call(DONE, json!({})));
+    calls
+}
+
+/// One `record_insight` per notification type across the members.
+fn insights(coordinator_snapshot: &str, members: &[Value]) -> Vec<ToolCall> {
+    // type -> (member index, notification) in member order.
+    let mut groups: BTreeMap<String, Vec<(usize, &Value)>> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        for n in m["notifications"].as_array().into_iter().flatten() {
+            let kind = n["type"].as_str().unwrap_or("notification").to_string();
+            groups.entry(kind).or_default().push((i, n));
+        }
+    }
+    let mut calls = Vec::new();
+    for (kind, notes) in groups {
+        let mut idx: Vec<usize> = notes.iter().map(|(i, _)| *i).collect();
+        idx.dedup();
+        let mut observations = Vec::new();
+        let mut names = Vec::new();
+        let mut causes = Vec::new();
+        for &i in &idx {
+            let m = &members[i];
+            let name = m["sandbox_id"]
+                .as_str()
+                .or(m["source"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            if let (Some(id), Some(p)) = (m["snapshot_id"].as_str(), m["data"].get("processes")) {
+                observations.push(json!({"snapshot_id": id, "metric": "processes", "value": p}));
+            }
+            let events = m["events"].as_array().cloned().unwrap_or_default();
+            if let Some((j, e)) = events
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, e)| e["event"] == WORKERS_ADDED)
+            {
+                observations.push(json!({
+                    "snapshot_id": coordinator_snapshot,
+                    "metric": format!("members.{i}.events.{j}.count"),
+                    "value": e["count"],
+                }));
+                causes.push(format!("{} workers added to {name}", e["count"]));
+            }
+            names.push(name);
+        }
+        let severity = notes
+            .iter()
+            .filter_map(|(_, n)| n["severity"].as_str())
+            .max_by_key(|s| match *s {
+                "critical" => 2,
+                "warning" => 1,
+                _ => 0,
+            })
+            .unwrap_or("warning");
+        let state = if severity == "info" {
+            "observing"
+        } else {
+            severity
+        };
+        let which = names.join(", ");
+        let (correlation, hypothesis, confidence) = match (idx.len(), causes.is_empty()) {
+            (1, false) => (
+                "causal",
+                format!("{kind} in {which} was caused by {}", causes.join("; ")),
+                0.9,
+            ),
+            (n, false) if causes.len() == n => (
+                "symptomatic",
+                format!(
+                    "{kind} in {which}: symptoms of one cause, workers added on request ({})",
+                    causes.join("; ")
+                ),
+                0.8,
+            ),
+            (n, _) if n > 1 => (
+                "symptomatic",
+                format!("{kind} in {which} at once: likely one cause shared by the sandboxes"),
+                0.6,
+            ),
+            _ => (
+                "temporal",
+                format!("{kind} in {which}; no host event explains it"),
+                0.5,
+            ),
+        };
+        let ids: Vec<&Value> = notes.iter().map(|(_, n)| &n["id"]).collect();
+        calls.push(tool_call(
+            RECORD_INSIGHT,
+            json!({
+                "notification_ids": ids,
+                "correlation": correlation,
+                "hypothesis": hypothesis,
+                "observations": observations,
+                "state": state,
+                "confidence": confidence,
+            }),
+        ));
+    }
+    calls
+}
+
+/// The answer to `question` from the members' figures: status, restarts, processes, the
+/// crash reason and the restart and crash events the host recorded.
+fn answer(question: &str, members: &[Value]) -> ToolCall {
+    let _ = question;
+    let mut lines = Vec::new();
+    let mut figures = Vec::new();
+    for m in members.iter().take(8) {
+        let name = m["sandbox_id"].as_str().or(m["source"].as_str()).unwrap_or("?");
+        let data = &m["data"];
+        let id = m["snapshot_id"].as_str().unwrap_or_default();
+        let mut parts = Vec::new();
+        for metric in ["status", "restart_count", "processes", "crash_reason"] {
+            if let Some(v) = data.get(metric).filter(|v| !v.is_null()) {
+                let shown = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                parts.push(format!("{metric} {shown}"));
+                figures.push(json!({"snapshot_id": id, "metric": metric, "value": v}));
+            }
+        }
+        let crashes = m["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["event"] == "sandbox.crashed")
+            .count();
+        if crashes > 0 {
+            parts.push(format!("{crashes} crash(es) in the host's recent events"));
+        }
+        lines.push(format!("{name}: {}", parts.join(", ")));
+    }
+    let text = if lines.is_empty() {
+        "nothing to answer from: no member was measured".to_string()
+    } else {
+        lines.join("; ")
+    };
+    tool_call(ANSWER, json!({"text": text, "figures": figures}))
+}
