@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod client_events;
 pub mod demo;
+pub mod demo_coordinator;
 pub mod handover;
 pub mod limit_args;
 pub mod output;

@@ -118,6 +118,9 @@ pub struct Figure {
     /// What was cited.
     #[serde(flatten)]
     pub observation: Observation,
+    /// The sandbox the cited snapshot is about, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Whether the cited snapshot holds that value at that metric.
     pub grounded: bool,
     /// Why not.
