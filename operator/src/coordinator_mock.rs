@@ -54,7 +54,7 @@ pub(crate) fn reply(messages: &[Message]) -> Vec<ToolCall> {
     };
     let members: Vec<Value> = data["members"].as_array().cloned().unwrap_or_default();
     let mut calls = match question(messages) {
-        Some(q) => vec![answer(&q, &members)],
+        Some(q) => vec![answer(&q, &snapshot_id, &members)],
         None => insights(&snapshot_id, &members),
     };
     let notified = members
@@ -173,12 +173,12 @@ fn insights(coordinator_snapshot: &str, members: &[Value]) -> Vec<ToolCall> {
 }
 
 /// The answer to `question` from the members' figures: status, restarts, processes, the
-/// crash reason and the restart and crash events the host recorded.
-fn answer(question: &str, members: &[Value]) -> ToolCall {
+/// crash reason and the newest restart and crash events the host recorded.
+fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> ToolCall {
     let _ = question;
     let mut lines = Vec::new();
     let mut figures = Vec::new();
-    for m in members.iter().take(8) {
+    for (i, m) in members.iter().enumerate().take(8) {
         let name = m["sandbox_id"].as_str().or(m["source"].as_str()).unwrap_or("?");
         let data = &m["data"];
         let id = m["snapshot_id"].as_str().unwrap_or_default();
@@ -190,14 +190,21 @@ fn answer(question: &str, members: &[Value]) -> ToolCall {
                 figures.push(json!({"snapshot_id": id, "metric": metric, "value": v}));
             }
         }
-        let crashes = m["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["event"] == "sandbox.crashed")
-            .count();
-        if crashes > 0 {
-            parts.push(format!("{crashes} crash(es) in the host's recent events"));
+        let events = m["events"].as_array().cloned().unwrap_or_default();
+        for (name, field, words) in [
+            ("sandbox.restarted", "after", "last restart after"),
+            ("sandbox.crashed", "how", "last crash"),
+        ] {
+            if let Some((j, e)) = events.iter().enumerate().rev().find(|(_, e)| e["event"] == name)
+                && let Some(v) = e.get(field).and_then(Value::as_str)
+            {
+                parts.push(format!("{words} {v} at {}", e["time"].as_str().unwrap_or("?")));
+                figures.push(json!({
+                    "snapshot_id": coordinator_snapshot,
+                    "metric": format!("members.{i}.events.{j}.{field}"),
+                    "value": v,
+                }));
+            }
         }
         lines.push(format!("{name}: {}", parts.join(", ")));
     }
