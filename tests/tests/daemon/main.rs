@@ -4,8 +4,8 @@
 //! other uids (`peers`), hostile clients (`limits`), the event stream (`events`), the
 //! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
 //! slow connections to them (`http_flood`), and an app's words on the operator's terminal
-//! (`app_text`), what an app prints and is given (`app_io`), and many sandboxes in one
-//! request (`batch`).
+//! (`app_text`), what an app prints and is given (`app_io`), many sandboxes in one
+//! request (`batch`), and questions to the coordinator (`ask`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
@@ -13,6 +13,7 @@
 //! test apps, never a manager in this process (that is `sandboxes`).
 
 mod app_io;
+mod ask;
 mod app_text;
 mod batch;
 mod cli;
