@@ -5,7 +5,8 @@
 //! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
 //! slow connections to them (`http_flood`), and an app's words on the operator's terminal
 //! (`app_text`), what an app prints and is given (`app_io`), many sandboxes in one
-//! request (`batch`), and questions to the coordinator (`ask`).
+//! request (`batch`), questions to the coordinator (`ask`) and the detector's coordinator
+//! (`insights`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
@@ -20,6 +21,7 @@ mod cli;
 mod dashboard;
 mod events;
 mod http_flood;
+mod insights;
 mod limits;
 mod metrics;
 mod peers;

@@ -11,6 +11,7 @@
 //! at most a minute, all within the deadline).
 
 pub mod ask;
+pub mod detector;
 pub mod grounding;
 mod registry;
 mod skill;

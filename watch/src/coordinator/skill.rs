@@ -97,6 +97,17 @@ impl CoordinatorSkill {
         }
         let provider = self.providers.member(member.skill.as_ref());
         let run = new_id();
+        if let (Some(bus), Some(id)) = (&self.events, &member.sandbox_id) {
+            bus.sandbox(
+                id,
+                sandbox::events::EventKind::OperatorStarted {
+                    run: run.clone(),
+                    skill: member.skill.title().to_lowercase(),
+                    provider: provider.name().to_string(),
+                    trigger: "coordinator".into(),
+                },
+            );
+        }
         let outcome = Operator::new(Arc::clone(&member.skill), provider)
             .with_config(self.member_config.clone())
             .run(json!({"reason": "the coordinator asked every member to look now"}))
