@@ -49,7 +49,11 @@ impl SandboxServer {
                     .with_description(format!(
                         "{} insight, {}",
                         e["correlation"].as_str().unwrap_or("?"),
-                        if e["grounded"] == true { "grounded" } else { "ungrounded" }
+                        if e["grounded"] == true {
+                            "grounded"
+                        } else {
+                            "ungrounded"
+                        }
                     ))
                     .with_mime_type("application/json"),
             );
@@ -65,13 +69,19 @@ impl SandboxServer {
         let insights = self.insight_events().await?;
         let value = if uri == INSIGHTS_URI {
             json!({ "insights": insights })
-        } else if let Some(id) = uri.strip_prefix(INSIGHTS_URI).and_then(|r| r.strip_prefix('/')) {
+        } else if let Some(id) = uri
+            .strip_prefix(INSIGHTS_URI)
+            .and_then(|r| r.strip_prefix('/'))
+        {
             insights
                 .into_iter()
                 .find(|e| e["id"] == id)
                 .ok_or_else(|| {
                     ErrorData::resource_not_found(
-                        format!("no insight {:?} in the daemon's events", bounds::clip(id, 32)),
+                        format!(
+                            "no insight {:?} in the daemon's events",
+                            bounds::clip(id, 32)
+                        ),
                         None,
                     )
                 })?

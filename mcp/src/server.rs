@@ -119,6 +119,8 @@ impl ServerHandler for SandboxServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        self.read_insight_resource(&request.uri).await.map(Into::into)
+        self.read_insight_resource(&request.uri)
+            .await
+            .map(Into::into)
     }
 }

@@ -179,7 +179,10 @@ fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> Tool
     let mut lines = Vec::new();
     let mut figures = Vec::new();
     for (i, m) in members.iter().enumerate().take(8) {
-        let name = m["sandbox_id"].as_str().or(m["source"].as_str()).unwrap_or("?");
+        let name = m["sandbox_id"]
+            .as_str()
+            .or(m["source"].as_str())
+            .unwrap_or("?");
         let data = &m["data"];
         let id = m["snapshot_id"].as_str().unwrap_or_default();
         let mut parts = Vec::new();
@@ -195,10 +198,17 @@ fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> Tool
             ("sandbox.restarted", "after", "last restart after"),
             ("sandbox.crashed", "how", "last crash"),
         ] {
-            if let Some((j, e)) = events.iter().enumerate().rev().find(|(_, e)| e["event"] == name)
+            if let Some((j, e)) = events
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, e)| e["event"] == name)
                 && let Some(v) = e.get(field).and_then(Value::as_str)
             {
-                parts.push(format!("{words} {v} at {}", e["time"].as_str().unwrap_or("?")));
+                parts.push(format!(
+                    "{words} {v} at {}",
+                    e["time"].as_str().unwrap_or("?")
+                ));
                 figures.push(json!({
                     "snapshot_id": coordinator_snapshot,
                     "metric": format!("members.{i}.events.{j}.{field}"),

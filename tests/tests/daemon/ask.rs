@@ -27,13 +27,22 @@ fn ask_answers_why_a_sandbox_restarted_from_the_hosts_figures() {
     let out = d.host(&["ask", "ask-1", "why did it restart?"]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}\n{}", d.log());
-    assert!(shown.starts_with("[answer] \"ask-1: status running, restart_count 1, processes 3"), "{shown}");
+    assert!(
+        shown.starts_with("[answer] \"ask-1: status running, restart_count 1, processes 3"),
+        "{shown}"
+    );
     assert!(shown.contains("last restart after request at "), "{shown}");
-    assert!(shown.contains("[figure] ask-1 restart_count=1 (snapshot "), "{shown}");
+    assert!(
+        shown.contains("[figure] ask-1 restart_count=1 (snapshot "),
+        "{shown}"
+    );
     for line in shown.lines().filter(|l| l.starts_with("[figure]")) {
         assert!(line.ends_with(" grounded"), "{line}");
     }
-    assert!(shown.contains("[coordinator] state=healthy looks=1 stop=done"), "{shown}");
+    assert!(
+        shown.contains("[coordinator] state=healthy looks=1 stop=done"),
+        "{shown}"
+    );
 
     // The figures are the host's: the restart count `info` reports, the processes `usage`
     // measures.
@@ -54,12 +63,18 @@ fn ask_answers_why_a_sandbox_restarted_from_the_hosts_figures() {
     // No id: every sandbox.
     d.create("ask-2", &lib, &[]);
     let all = d.ok(&["ask", "how are they?"]);
-    assert!(all.contains("ask-1: status running") && all.contains("ask-2: status running"), "{all}");
+    assert!(
+        all.contains("ask-1: status running") && all.contains("ask-2: status running"),
+        "{all}"
+    );
 
     // Refused: an unknown sandbox, an empty or overlong question.
     let out = d.host(&["ask", "nope", "why?"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
     for q in ["  ", &"x".repeat(1001)] {
         let out = d.host(&["ask", "ask-1", q]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -126,14 +141,26 @@ fn a_hostile_answer_reaches_the_terminal_escaped_and_its_invented_figure_ungroun
     let shown = text(&out);
     assert!(out.status.success(), "{shown}\n{}", d.log());
     for byte in [0x1bu8, 0x07, b'\r'] {
-        assert!(!out.stdout.contains(&byte), "raw byte {byte:#x} in {shown:?}");
+        assert!(
+            !out.stdout.contains(&byte),
+            "raw byte {byte:#x} in {shown:?}"
+        );
     }
-    assert!(!shown.contains('\u{9b}') && !shown.contains('\u{202e}'), "{shown:?}");
+    assert!(
+        !shown.contains('\u{9b}') && !shown.contains('\u{202e}'),
+        "{shown:?}"
+    );
     // Three lines: the answer, its one figure, the coordinator's; none forged.
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines.len(), 3, "{shown}");
-    assert!(lines[0].starts_with("[answer] \"ok\\u{1b}]0;pwned\\u{7}\\n[figure] FORGED"), "{shown}");
-    assert!(lines[1].starts_with("[figure] m\\n[figure] FORGED="), "{shown}");
+    assert!(
+        lines[0].starts_with("[answer] \"ok\\u{1b}]0;pwned\\u{7}\\n[figure] FORGED"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("[figure] m\\n[figure] FORGED="),
+        "{shown}"
+    );
     assert!(
         lines[1].contains(" UNGROUNDED: insight_unknown_snapshot: cites snapshot 0000\\u{1b}[2J"),
         "{shown}"

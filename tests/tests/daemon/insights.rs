@@ -17,10 +17,16 @@ fn get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -44,8 +50,7 @@ fn the_detector_fires_and_the_coordinator_ties_two_spikes_into_one_grounded_insi
 
     // An insight that covers both: the first coordination may have seen one spike only.
     let both = |e: &Value| {
-        e["event"] == "operator.insight"
-            && e["sandboxes"].as_array().is_some_and(|s| s.len() == 2)
+        e["event"] == "operator.insight" && e["sandboxes"].as_array().is_some_and(|s| s.len() == 2)
     };
     let (insight, _) = events.until(LONG, both);
     assert!(insight.get("sandbox").is_none(), "daemon-wide: {insight}");
@@ -62,8 +67,14 @@ fn the_detector_fires_and_the_coordinator_ties_two_spikes_into_one_grounded_insi
     assert_eq!(insight["notifications"], 2);
     assert_eq!(insight["state"], "warning");
     let hypothesis = insight["hypothesis"].as_str().unwrap();
-    assert!(hypothesis.contains("12 workers added to ins-a"), "{hypothesis}");
-    assert!(hypothesis.contains("12 workers added to ins-b"), "{hypothesis}");
+    assert!(
+        hypothesis.contains("12 workers added to ins-a"),
+        "{hypothesis}"
+    );
+    assert!(
+        hypothesis.contains("12 workers added to ins-b"),
+        "{hypothesis}"
+    );
     // The coordinator's members ran as operator runs of their own.
     assert!(
         events

@@ -14,8 +14,8 @@
 //! test apps, never a manager in this process (that is `sandboxes`).
 
 mod app_io;
-mod ask;
 mod app_text;
+mod ask;
 mod batch;
 mod cli;
 mod dashboard;

@@ -187,7 +187,11 @@ fn the_coordinator_runs_once_against_a_local_model() {
         let any_grounded = insights.iter().any(|i| i["grounded"] == true);
         let expected = report["guardrail"]["ok"] == true && any_grounded;
         assert_eq!(report["ok"], expected, "{what}");
-        assert_eq!(out.status.code(), Some(if expected { 0 } else { 1 }), "{what}");
+        assert_eq!(
+            out.status.code(),
+            Some(if expected { 0 } else { 1 }),
+            "{what}"
+        );
         return;
     }
     panic!("the operator reached no verdict in {tries} runs: the coordinator never ran");

@@ -61,11 +61,18 @@ fn anomaly_with_25_workers_is_noticed_by_the_mock_and_passes() {
 #[test]
 fn anomaly_with_the_coordinator_ties_the_spike_to_the_workers_added() {
     let dir = scratch();
-    let out = run(&["anomaly", "--load", "25", "--coordinator"], &[], dir.path());
+    let out = run(
+        &["anomaly", "--load", "25", "--coordinator"],
+        &[],
+        dir.path(),
+    );
     let text = succeeded(&out);
     let tail: Vec<&str> = text.lines().skip(5).collect();
     assert_eq!(tail.len(), 7, "{text}");
-    assert_eq!(tail[0], "[operator] state=warning summary=\"process count elevated\"");
+    assert_eq!(
+        tail[0],
+        "[operator] state=warning summary=\"process count elevated\""
+    );
     assert_eq!(
         tail[2],
         "[coordinator] insight: causal, grounded, confidence 0.90, state=warning, sandboxes \
@@ -73,9 +80,13 @@ fn anomaly_with_the_coordinator_ties_the_spike_to_the_workers_added() {
     );
     // The figures it rests on: the kernel's process count (init, the app process, its worker
     // and the 25 added) and the host's record of the workers it started.
-    assert!(tail[3].starts_with("[coordinator]   observed processes=28 (snapshot "), "{text}");
     assert!(
-        tail[4].starts_with("[coordinator]   observed members.0.events.") && tail[4].contains(".count=25 (snapshot "),
+        tail[3].starts_with("[coordinator]   observed processes=28 (snapshot "),
+        "{text}"
+    );
+    assert!(
+        tail[4].starts_with("[coordinator]   observed members.0.events.")
+            && tail[4].contains(".count=25 (snapshot "),
         "{text}"
     );
     assert_eq!(tail[5], "[coordinator] insights=1 grounded=1");
@@ -83,7 +94,11 @@ fn anomaly_with_the_coordinator_ties_the_spike_to_the_workers_added() {
     assert_clean(dir.path(), &out);
 
     // --json: the coordinator's report, its insight grounded.
-    let out = run(&["anomaly", "--load", "25", "--coordinator", "--json"], &[], dir.path());
+    let out = run(
+        &["anomaly", "--load", "25", "--coordinator", "--json"],
+        &[],
+        dir.path(),
+    );
     let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(report["ok"], true, "{report}");
     let insights = report["coordinator"]["insights"].as_array().unwrap();

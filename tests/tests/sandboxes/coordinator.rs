@@ -84,7 +84,9 @@ fn model(url: &str) -> Providers {
         Duration::from_millis(1),
         Duration::from_secs(60),
     );
-    Providers::Model(Arc::from(llm::provider_from_config(ProviderKind::OpenAi, config).unwrap()))
+    Providers::Model(Arc::from(
+        llm::provider_from_config(ProviderKind::OpenAi, config).unwrap(),
+    ))
 }
 
 fn call(name: &str, args: Value) -> (String, Value) {
@@ -142,9 +144,16 @@ async fn two_sandboxes_of_one_app_spiking_workers_make_one_grounded_insight() {
     let m = manager();
     let ids = vec!["co-a".to_string(), "co-b".to_string()];
     spiking(&m, &ids, 12).await;
-    let report = Coordinator::new(m.manager.clone(), sandbox_members(&m, &ids, false), Providers::Mock)
-        .run(Trigger::Incident("test: two spikes".into()), CancellationToken::new())
-        .await;
+    let report = Coordinator::new(
+        m.manager.clone(),
+        sandbox_members(&m, &ids, false),
+        Providers::Mock,
+    )
+    .run(
+        Trigger::Incident("test: two spikes".into()),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(report.insights.len(), 1, "{report:#?}");
     let insight = &report.insights[0];
     assert!(insight.grounded, "{insight:#?}");
@@ -175,11 +184,18 @@ async fn two_sandboxes_of_one_app_spiking_workers_make_one_grounded_insight() {
         .count();
     assert_eq!(added, 2, "{insight:#?}");
     assert_eq!(report.members.len(), 2);
-    assert!(report.members.iter().all(|r| r.state == HealthState::Warning));
+    assert!(
+        report
+            .members
+            .iter()
+            .all(|r| r.state == HealthState::Warning)
+    );
 
     // One event for it, daemon-wide (it covers two sandboxes).
     report_insights(m.events(), &report);
-    let events = m.events().subscribe(usize::MAX, |e| e.kind.name() == "operator.insight");
+    let events = m
+        .events()
+        .subscribe(usize::MAX, |e| e.kind.name() == "operator.insight");
     assert_eq!(events.backlog.len(), 1);
     let event = serde_json::to_value(&*events.backlog[0]).unwrap();
     assert!(event.get("sandbox").is_none(), "{event}");
@@ -214,10 +230,14 @@ async fn an_insight_citing_a_snapshot_the_run_never_took_is_ungrounded_and_never
         ])
     });
     let (url, _, _) = standin(script);
-    let report = Coordinator::new(m.manager.clone(), sandbox_members(&m, &ids, false), model(&url))
-        .with_config(config(Duration::from_secs(60)))
-        .run(Trigger::Incident("test".into()), CancellationToken::new())
-        .await;
+    let report = Coordinator::new(
+        m.manager.clone(),
+        sandbox_members(&m, &ids, false),
+        model(&url),
+    )
+    .with_config(config(Duration::from_secs(60)))
+    .run(Trigger::Incident("test".into()), CancellationToken::new())
+    .await;
     assert_eq!(report.insights.len(), 1, "{report:#?}");
     let lie = &report.insights[0];
     assert!(!lie.grounded);
@@ -228,9 +248,15 @@ async fn an_insight_citing_a_snapshot_the_run_never_took_is_ungrounded_and_never
              not contain"
         )
     );
-    assert_eq!(lie.state, HealthState::Unknown, "an ungrounded claim of health");
+    assert_eq!(
+        lie.state,
+        HealthState::Unknown,
+        "an ungrounded claim of health"
+    );
     report_insights(m.events(), &report);
-    let events = m.events().subscribe(usize::MAX, |e| e.kind.name() == "operator.insight");
+    let events = m
+        .events()
+        .subscribe(usize::MAX, |e| e.kind.name() == "operator.insight");
     let event = serde_json::to_value(&*events.backlog[0]).unwrap();
     assert_eq!(event["state"], "unknown");
     assert_eq!(event["grounded"], false);
@@ -249,7 +275,10 @@ async fn unknown_and_malformed_tool_calls_are_fed_back_and_the_run_goes_on() {
             0 => Some(vec![call("take_snapshot", json!({}))]),
             1 => Some(vec![
                 call("resolve", json!({"incident": "all"})),
-                call("record_insight", json!({"correlation": "maybe", "hypothesis": 3})),
+                call(
+                    "record_insight",
+                    json!({"correlation": "maybe", "hypothesis": 3}),
+                ),
             ]),
             _ => {
                 let data = coordinator_snapshot(body);
@@ -269,10 +298,14 @@ async fn unknown_and_malformed_tool_calls_are_fed_back_and_the_run_goes_on() {
         }
     });
     let (url, bodies, _) = standin(script);
-    let report = Coordinator::new(m.manager.clone(), sandbox_members(&m, &ids, false), model(&url))
-        .with_config(config(Duration::from_secs(60)))
-        .run(Trigger::Incident("test".into()), CancellationToken::new())
-        .await;
+    let report = Coordinator::new(
+        m.manager.clone(),
+        sandbox_members(&m, &ids, false),
+        model(&url),
+    )
+    .with_config(config(Duration::from_secs(60)))
+    .run(Trigger::Incident("test".into()), CancellationToken::new())
+    .await;
     assert_eq!(report.stop, Stop::Done, "{report:#?}");
     assert_eq!(report.tool_errors, 2);
     assert_eq!(report.insights.len(), 1);
@@ -281,7 +314,11 @@ async fn unknown_and_malformed_tool_calls_are_fed_back_and_the_run_goes_on() {
     let bodies = bodies.lock().unwrap();
     let third = bodies
         .iter()
-        .filter(|b| b["messages"][0]["content"].as_str().is_some_and(|s| s.contains("You coordinate")))
+        .filter(|b| {
+            b["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|s| s.contains("You coordinate"))
+        })
         .nth(2)
         .expect("a third coordinator request");
     let fed: Vec<String> = third["messages"]
@@ -291,9 +328,13 @@ async fn unknown_and_malformed_tool_calls_are_fed_back_and_the_run_goes_on() {
         .filter(|m| m["role"] == "tool")
         .filter_map(|m| m["content"].as_str().map(str::to_string))
         .collect();
-    assert!(fed.iter().any(|c| c.contains("unknown tool `resolve`")), "{fed:?}");
     assert!(
-        fed.iter().any(|c| c.contains("invalid arguments for record_insight")),
+        fed.iter().any(|c| c.contains("unknown tool `resolve`")),
+        "{fed:?}"
+    );
+    assert!(
+        fed.iter()
+            .any(|c| c.contains("invalid arguments for record_insight")),
         "{fed:?}"
     );
 }
@@ -310,7 +351,10 @@ fn scheduler(ms: u64) -> Arc<Script> {
         Some(vec![
             call("schedule", json!({"ms": ms, "reason": "recheck"})),
             call("schedule", json!({"ms": 1, "reason": "again"})),
-            call("set_state", json!({"state": "observing", "reason": "too early"})),
+            call(
+                "set_state",
+                json!({"state": "observing", "reason": "too early"}),
+            ),
             call("done", json!({})),
         ])
     })
@@ -335,7 +379,10 @@ async fn a_scheduled_look_runs_once_more_and_a_second_schedule_is_refused() {
         .map(|b| b["messages"][1]["content"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(firsts.len(), 2, "{firsts:?}");
-    assert!(firsts[1].contains("the later look you scheduled: recheck"), "{firsts:?}");
+    assert!(
+        firsts[1].contains("the later look you scheduled: recheck"),
+        "{firsts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +397,11 @@ async fn a_schedule_is_capped_and_bounded_by_the_deadline() {
     assert_eq!(report.scheduled[0].ms, watch::coordinator::MAX_SCHEDULE_MS);
     assert_eq!(report.looks, 1, "{report:#?}");
     assert_eq!(report.stop, Stop::Deadline);
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +414,11 @@ async fn a_model_that_never_answers_ends_at_the_deadline_or_when_cancelled() {
         .run(Trigger::Incident("test".into()), CancellationToken::new())
         .await;
     assert_eq!(report.stop, Stop::Deadline, "{report:#?}");
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The first run's request was told; the second's is awaited below.
     while arrived.try_recv().is_ok() {}
@@ -372,7 +427,11 @@ async fn a_model_that_never_answers_ends_at_the_deadline_or_when_cancelled() {
         .with_config(config(Duration::from_secs(120)));
     let run = {
         let cancel = cancel.clone();
-        tokio::spawn(async move { coordinator.run(Trigger::Question("why?".into()), cancel).await })
+        tokio::spawn(async move {
+            coordinator
+                .run(Trigger::Question("why?".into()), cancel)
+                .await
+        })
     };
     // Cancelled once the model has the request (it never answers).
     tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(60)))

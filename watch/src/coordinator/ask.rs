@@ -52,7 +52,10 @@ pub async fn ask(manager: &Manager, req: AskRequest) -> Result<CoordinatorReport
     };
     let report = Coordinator::new(manager.clone(), members, providers)
         .with_config(config)
-        .run(Trigger::Question(question.to_string()), CancellationToken::new())
+        .run(
+            Trigger::Question(question.to_string()),
+            CancellationToken::new(),
+        )
         .await;
     super::report_insights(manager.events(), &report);
     Ok(report)

@@ -113,16 +113,22 @@ pub async fn coordinate(
         .filter(|s| manager.ids().contains(s))
         .collect();
     let reason = json!({"flagged": ids}).to_string();
-    let report = Coordinator::new(manager.clone(), sandbox_members(manager, &ids, false), providers)
-        .with_config(CoordinatorConfig {
-            deadline: setup.deadline,
-            ..CoordinatorConfig::default()
-        })
-        .run(
-            Trigger::Incident(format!("the host's detector flagged these sandboxes: {reason}")),
-            CancellationToken::new(),
-        )
-        .await;
+    let report = Coordinator::new(
+        manager.clone(),
+        sandbox_members(manager, &ids, false),
+        providers,
+    )
+    .with_config(CoordinatorConfig {
+        deadline: setup.deadline,
+        ..CoordinatorConfig::default()
+    })
+    .run(
+        Trigger::Incident(format!(
+            "the host's detector flagged these sandboxes: {reason}"
+        )),
+        CancellationToken::new(),
+    )
+    .await;
     tracing::info!(sandboxes = ?ids, insights = report.insights.len(),
         grounded = report.insights.iter().filter(|i| i.grounded).count(), "detector coordination");
     report_insights(manager.events(), &report);

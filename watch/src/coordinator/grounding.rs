@@ -253,7 +253,10 @@ mod tests {
         assert_eq!(good.sources, ["w-1"]);
 
         for (o, rule) in [
-            (obs("zzzz", "processes", json!(28)), "insight_unknown_snapshot"),
+            (
+                obs("zzzz", "processes", json!(28)),
+                "insight_unknown_snapshot",
+            ),
             (obs("aaaa", "threads", json!(3)), "insight_missing_metric"),
             (obs("aaaa", "processes", json!(3)), "insight_value_mismatch"),
         ] {
@@ -272,7 +275,10 @@ mod tests {
     fn an_ungrounded_claim_of_health_is_never_healthy() {
         let e = evidence();
         // Cites a figure that is there, but claims health while the kernel sees a spike.
-        let mut lie = insight(HealthState::Healthy, vec![obs("aaaa", "status", json!("running"))]);
+        let mut lie = insight(
+            HealthState::Healthy,
+            vec![obs("aaaa", "status", json!("running"))],
+        );
         e.ground(&mut lie);
         assert!(!lie.grounded);
         assert_eq!(lie.state, HealthState::Unknown);
@@ -282,9 +288,17 @@ mod tests {
                 .unwrap()
                 .starts_with("insight_state_contradicted: claims healthy but the kernel says w-1")
         );
-        let mut unknown = insight(HealthState::Warning, vec![obs("aaaa", "processes", json!(28))]);
+        let mut unknown = insight(
+            HealthState::Warning,
+            vec![obs("aaaa", "processes", json!(28))],
+        );
         unknown.notification_ids = vec!["nope".into()];
         e.ground(&mut unknown);
-        assert!(unknown.ungrounded.unwrap().starts_with("insight_unknown_notification"));
+        assert!(
+            unknown
+                .ungrounded
+                .unwrap()
+                .starts_with("insight_unknown_notification")
+        );
     }
 }

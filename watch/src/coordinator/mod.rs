@@ -252,10 +252,13 @@ impl Coordinator {
                 deadline: left,
                 ..OperatorConfig::default()
             };
-            let outcome = Operator::new(Arc::clone(&skill) as Arc<dyn Skill>, self.providers.coordinator())
-                .with_config(config)
-                .run_with_cancel(context.clone(), cancel.clone())
-                .await;
+            let outcome = Operator::new(
+                Arc::clone(&skill) as Arc<dyn Skill>,
+                self.providers.coordinator(),
+            )
+            .with_config(config)
+            .run_with_cancel(context.clone(), cancel.clone())
+            .await;
             let gathered = skill.take();
             let evidence = self.evidence(&outcome, &gathered).await;
             for mut insight in gathered.insights {
@@ -283,7 +286,10 @@ impl Coordinator {
             report.members = gathered.members;
             let later = gathered.scheduled.first().cloned();
             report.scheduled.extend(gathered.scheduled);
-            let ended = matches!(outcome.stop, Stop::Cancelled | Stop::Deadline | Stop::LlmError);
+            let ended = matches!(
+                outcome.stop,
+                Stop::Cancelled | Stop::Deadline | Stop::LlmError
+            );
             let Some(later) = later.filter(|_| !ended && report.looks < MAX_LOOKS) else {
                 break;
             };

@@ -14,7 +14,11 @@ use sandbox::Manager;
 pub type SkillFactory = fn(&Manager, &str) -> Arc<dyn Skill>;
 
 fn anomaly(manager: &Manager, id: &str) -> Arc<dyn Skill> {
-    Arc::new(SandboxSkill::anomaly(manager.clone(), id, PROCESS_THRESHOLD))
+    Arc::new(SandboxSkill::anomaly(
+        manager.clone(),
+        id,
+        PROCESS_THRESHOLD,
+    ))
 }
 
 fn status(manager: &Manager, id: &str) -> Arc<dyn Skill> {

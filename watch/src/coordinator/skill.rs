@@ -176,14 +176,19 @@ impl CoordinatorSkill {
         };
         let id = insight.id.clone();
         g.insights.push(insight);
-        Ok(json!({"recorded": true, "id": id, "note": "observations are checked against the snapshots"}))
+        Ok(
+            json!({"recorded": true, "id": id, "note": "observations are checked against the snapshots"}),
+        )
     }
 
     fn schedule(&self, args: Value) -> Result<Value, ToolError> {
         let a: ScheduleArgs = serde_json::from_value(args)
             .map_err(|e| format!("invalid arguments for {SCHEDULE}: {e}"))?;
         if !a.ms.is_finite() || a.ms < 0.0 {
-            return Err(format!("invalid arguments for {SCHEDULE}: ms must be a non-negative number").into());
+            return Err(format!(
+                "invalid arguments for {SCHEDULE}: ms must be a non-negative number"
+            )
+            .into());
         }
         let mut g = self.lock();
         if g.scheduled.len() >= MAX_SCHEDULED {
@@ -287,7 +292,12 @@ impl Skill for CoordinatorSkill {
                 entry["sandbox_id"] = json!(id);
                 entry["events"] = json!(self.recent_events(id));
             }
-            let tools: Vec<String> = member.skill.callbacks().into_iter().map(|c| c.name).collect();
+            let tools: Vec<String> = member
+                .skill
+                .callbacks()
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
             if !tools.is_empty() {
                 entry["tools"] = json!(tools);
             }
