@@ -28,7 +28,7 @@ mod reload;
 mod serve;
 mod tenant_args;
 mod watch_args;
-pub use ask::{AskArgs, insight_lines};
+pub use ask::AskArgs;
 pub use logs::{DestroyArgs, LogsArgs};
 pub use mcp::McpArgs;
 pub use reload::ReloadArgs;

@@ -413,7 +413,9 @@ async fn steps(
     });
     if args.coordinator {
         let timeout = Duration::from_millis(args.timeout);
-        let step = crate::demo_coordinator::run(mode, manager, id, choice, timeout).await;
+        let anomaly = mode == Mode::Anomaly;
+        let model = choice.provider.as_ref();
+        let step = crate::demo_coordinator::run(anomaly, manager, id, model, timeout).await;
         for line in &step.lines {
             out.line(line);
         }

@@ -12,7 +12,6 @@ use watch::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorReport, Providers, Trigger, sandbox_members,
 };
 
-use crate::demo::{Mode, ProviderChoice};
 use sandbox::Manager;
 
 /// What the coordinator step printed and found.
@@ -26,15 +25,16 @@ pub struct Step {
     pub result: Result<(), String>,
 }
 
-/// Runs the coordinator over sandbox `id` with `choice`'s model (the mock without one).
+/// Runs the coordinator over sandbox `id` with `model` (the mock without one); `anomaly`: the
+/// flow that must end with a grounded insight.
 pub async fn run(
-    mode: Mode,
+    anomaly: bool,
     manager: &Manager,
     id: &str,
-    choice: &ProviderChoice,
+    model: Option<&std::sync::Arc<dyn llm::Provider>>,
     timeout: Duration,
 ) -> Step {
-    let providers = match &choice.provider {
+    let providers = match model {
         Some(p) => Providers::Model(std::sync::Arc::clone(p)),
         None => Providers::Mock,
     };
@@ -53,15 +53,15 @@ pub async fn run(
     watch::coordinator::report_insights(manager.events(), &report);
     let mut lines = Vec::new();
     for i in &report.insights {
-        lines.extend(crate::cli::insight_lines("[coordinator]", i));
+        lines.extend(crate::insight_render::insight_lines("[coordinator]", i));
     }
     let grounded = report.insights.iter().filter(|i| i.grounded).count();
     lines.push(format!(
         "[coordinator] insights={} grounded={grounded}",
         report.insights.len()
     ));
-    let result = match mode {
-        Mode::Anomaly if grounded == 0 => Err(format!(
+    let result = match anomaly {
+        true if grounded == 0 => Err(format!(
             "coordinator_no_grounded_insight: {} insight(s), none grounded ({})",
             report.insights.len(),
             report.stop_reason

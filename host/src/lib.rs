@@ -9,6 +9,7 @@ pub mod client_events;
 pub mod demo;
 pub mod demo_coordinator;
 pub mod handover;
+pub mod insight_render;
 pub mod limit_args;
 pub mod output;
 pub mod render;

@@ -10,8 +10,17 @@ use llm::{Message, ToolCall};
 use serde_json::{Value, json};
 
 use crate::insight::{ANSWER, RECORD_INSIGHT};
-use crate::mock::tool_call;
 use crate::tools::{DONE, SET_STATE, TAKE_SNAPSHOT};
+
+/// A tool call with an empty id (the provider numbers it).
+fn tool_call(name: &str, arguments: Value) -> ToolCall {
+    ToolCall {
+        id: String::new(),
+        name: name.to_string(),
+        arguments,
+        thought_signature: None,
+    }
+}
 
 /// The event that explains a process spike: workers started on request.
 const WORKERS_ADDED: &str = "sandbox.workers_added";

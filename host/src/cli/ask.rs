@@ -3,7 +3,9 @@
 //! marked grounded or not, and any insight. Everything in the answer is the model's or the
 //! app's word and goes out escaped.
 
-use operator::{Answer, Figure, Insight};
+use operator::{Answer, Figure};
+
+use crate::insight_render::insight_lines;
 use watch::coordinator::CoordinatorReport;
 
 use super::*;
@@ -51,35 +53,6 @@ fn figure_line(f: &Figure) -> String {
         Some(why) => line.push_str(&format!(" UNGROUNDED: {}", untrusted(why))),
     }
     line
-}
-
-/// One insight on one line, then its observations.
-pub fn insight_lines(prefix: &str, i: &Insight) -> Vec<String> {
-    let grounding = match &i.ungrounded {
-        None => "grounded".to_string(),
-        Some(why) => format!("UNGROUNDED ({})", untrusted(why)),
-    };
-    let mut lines = vec![format!(
-        "{prefix} insight: {}, {grounding}, confidence {:.2}, state={}{}: {}",
-        i.correlation,
-        i.confidence,
-        i.state,
-        if i.sources.is_empty() {
-            String::new()
-        } else {
-            format!(", sandboxes {}", untrusted(&i.sources.join(",")))
-        },
-        untrusted(&i.hypothesis).quoted()
-    )];
-    for o in &i.observations {
-        lines.push(format!(
-            "{prefix}   observed {}={} (snapshot {})",
-            untrusted(&o.metric),
-            untrusted(&crate::output::json(&o.value)),
-            untrusted(&o.snapshot_id)
-        ));
-    }
-    lines
 }
 
 fn render(report: &CoordinatorReport) -> String {
