@@ -234,3 +234,76 @@ fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> Tool
     };
     tool_call(ANSWER, json!({"text": text, "figures": figures}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm::ToolResult;
+
+    /// A conversation whose take_snapshot result is `data`, with `context`.
+    fn conversation(context: Value, data: Value) -> Vec<Message> {
+        vec![
+            Message::User {
+                text: format!(
+                    "{}\n\nCurrent state: unknown",
+                    json!({ "context": context })
+                ),
+            },
+            Message::Assistant {
+                text: None,
+                tool_calls: vec![tool_call(TAKE_SNAPSHOT, json!({}))],
+            },
+            Message::Tool {
+                results: vec![ToolResult {
+                    call_id: "c".into(),
+                    name: TAKE_SNAPSHOT.into(),
+                    content: json!({"id": "cccc", "captured_at": "t", "data": data}).to_string(),
+                    is_error: false,
+                }],
+            },
+        ]
+    }
+
+    fn member(id: &str, note: &str, added: u32) -> Value {
+        json!({"source": format!("sandbox {id}"), "sandbox_id": id, "snapshot_id": format!("s-{id}"),
+               "data": {"processes": 15}, "notifications": [{"id": note, "type": "process_spike", "severity": "warning"}],
+               "events": [{"event": "sandbox.created"}, {"event": WORKERS_ADDED, "count": added}]})
+    }
+
+    #[test]
+    fn spikes_with_their_causes_make_one_symptomatic_insight_citing_figures() {
+        let data = json!({"members": [member("a", "n1", 12), member("b", "n2", 12)]});
+        let calls = reply(&conversation(json!({"reason": "x"}), data));
+        let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [RECORD_INSIGHT, SET_STATE, DONE]);
+        let args = &calls[0].arguments;
+        assert_eq!(args["correlation"], "symptomatic");
+        assert_eq!(args["notification_ids"], json!(["n1", "n2"]));
+        assert_eq!(args["state"], "warning");
+        let observations = args["observations"].as_array().unwrap();
+        assert!(
+            observations
+                .contains(&json!({"snapshot_id": "s-a", "metric": "processes", "value": 15}))
+        );
+        assert!(observations.contains(
+            &json!({"snapshot_id": "cccc", "metric": "members.1.events.1.count", "value": 12})
+        ));
+        assert_eq!(calls[1].arguments["state"], "warning");
+    }
+
+    #[test]
+    fn a_question_is_answered_from_the_figures_and_nothing_first_is_a_snapshot() {
+        assert_eq!(reply(&[])[0].name, TAKE_SNAPSHOT);
+        let data = json!({"members": [{"sandbox_id": "q", "snapshot_id": "s-q",
+            "data": {"status": "running", "restart_count": 1},
+            "events": [{"event": "sandbox.restarted", "after": "request", "time": "T"}]}]});
+        let calls = reply(&conversation(json!({"question": "why?"}), data));
+        assert_eq!(calls[0].name, ANSWER);
+        let text = calls[0].arguments["text"].as_str().unwrap();
+        assert_eq!(
+            text,
+            "q: status running, restart_count 1, last restart after request at T"
+        );
+        assert_eq!(calls[1].arguments["state"], "healthy");
+    }
+}

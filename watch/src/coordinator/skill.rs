@@ -317,6 +317,16 @@ impl Skill for CoordinatorSkill {
         vec![TAKE_SNAPSHOT, SET_STATE, DONE]
     }
 
+    /// A question waits for its answer; notifications wait for an insight.
+    fn pending_tool(&self) -> Option<&'static str> {
+        let g = self.lock();
+        if self.question.is_some() {
+            g.answer.is_none().then_some(ANSWER)
+        } else {
+            (!g.notifications.is_empty() && g.insights.is_empty()).then_some(RECORD_INSIGHT)
+        }
+    }
+
     fn callbacks(&self) -> Vec<CallbackSpec> {
         let tools = self.members.iter().any(|m| !m.skill.callbacks().is_empty());
         coordinator_tools(self.question.is_some(), tools)
