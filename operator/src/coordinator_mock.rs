@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use llm::{Message, ToolCall};
 use serde_json::{Value, json};
 
-use crate::insight::{ANSWER, RECORD_INSIGHT};
+use crate::insight::{ANSWER, CALL_SKILL, RECORD_INSIGHT, SCHEDULE};
 use crate::tools::{DONE, SET_STATE, TAKE_SNAPSHOT};
 
 /// A tool call with an empty id (the provider numbers it).
@@ -49,23 +49,42 @@ fn question(messages: &[Message]) -> Option<String> {
     v["context"]["question"].as_str().map(str::to_string)
 }
 
+/// Whether the model called `tool` earlier in the conversation.
+fn called(messages: &[Message], tool: &str) -> bool {
+    messages.iter().any(|m| {
+        matches!(m, Message::Assistant { tool_calls, .. }
+            if tool_calls.iter().any(|c| c.name == tool))
+    })
+}
+
 /// The coordinator's reply to `messages`.
 pub(crate) fn reply(messages: &[Message]) -> Vec<ToolCall> {
-    let called_done = messages.iter().any(|m| {
-        matches!(m, Message::Assistant { tool_calls, .. }
-            if tool_calls.iter().any(|c| c.name == DONE))
-    });
-    if called_done {
+    if called(messages, DONE) {
         return vec![tool_call(DONE, json!({}))];
     }
     let Some((snapshot_id, data)) = latest_snapshot(messages) else {
         return vec![tool_call(TAKE_SNAPSHOT, json!({}))];
     };
     let members: Vec<Value> = data["members"].as_array().cloned().unwrap_or_default();
+    let asked = skill_results(messages);
     let mut calls = match question(messages) {
-        Some(q) => vec![answer(&q, &snapshot_id, &members)],
+        Some(_) if !called(messages, CALL_SKILL) && !info_calls(&members).is_empty() => {
+            return info_calls(&members);
+        }
+        Some(q) => vec![answer(&q, &snapshot_id, &members, &asked)],
         None => insights(&snapshot_id, &members),
     };
+    let restarting: Vec<&str> = members
+        .iter()
+        .filter(|m| m["data"]["status"] == "restarting")
+        .filter_map(|m| m["sandbox_id"].as_str())
+        .collect();
+    if !restarting.is_empty() && !called(messages, SCHEDULE) {
+        calls.push(tool_call(
+            SCHEDULE,
+            json!({"ms": 2000, "reason": format!("{} restarting: figures not settled", restarting.join(", "))}),
+        ));
+    }
     let notified = members
         .iter()
         .any(|m| m["notifications"].as_array().is_some_and(|n| !n.is_empty()));
@@ -80,6 +99,50 @@ pub(crate) fn reply(messages: &[Message]) -> Vec<ToolCall> {
     ));
     calls.push(tool_call(DONE, json!({})));
     calls
+}
+
+/// `call_skill(sandbox_info)` for each of the first 4 members that offer it.
+fn info_calls(members: &[Value]) -> Vec<ToolCall> {
+    members
+        .iter()
+        .filter(|m| {
+            m["tools"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "sandbox_info"))
+        })
+        .filter_map(|m| m["source"].as_str())
+        .take(4)
+        .map(|source| {
+            tool_call(
+                CALL_SKILL,
+                json!({"source": source, "tool": "sandbox_info"}),
+            )
+        })
+        .collect()
+}
+
+/// The `call_skill` results in the conversation: sandbox id to (snapshot id, data).
+fn skill_results(messages: &[Message]) -> BTreeMap<String, (String, Value)> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        let Message::Tool { results } = m else {
+            continue;
+        };
+        for r in results
+            .iter()
+            .filter(|r| r.name == CALL_SKILL && !r.is_error)
+        {
+            let Ok(v) = serde_json::from_str::<Value>(&r.content) else {
+                continue;
+            };
+            if let (Some(id), Some(sb)) =
+                (v["snapshot_id"].as_str(), v["data"]["sandbox_id"].as_str())
+            {
+                out.insert(sb.to_string(), (id.to_string(), v["data"].clone()));
+            }
+        }
+    }
+    out
 }
 
 /// One `record_insight` per notification type across the members.
@@ -183,7 +246,12 @@ fn insights(coordinator_snapshot: &str, members: &[Value]) -> Vec<ToolCall> {
 
 /// The answer to `question` from the members' figures: status, restarts, processes, the
 /// crash reason and the newest restart and crash events the host recorded.
-fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> ToolCall {
+fn answer(
+    question: &str,
+    coordinator_snapshot: &str,
+    members: &[Value],
+    asked: &BTreeMap<String, (String, Value)>,
+) -> ToolCall {
     let _ = question;
     let mut lines = Vec::new();
     let mut figures = Vec::new();
@@ -201,6 +269,12 @@ fn answer(question: &str, coordinator_snapshot: &str, members: &[Value]) -> Tool
                 parts.push(format!("{metric} {shown}"));
                 figures.push(json!({"snapshot_id": id, "metric": metric, "value": v}));
             }
+        }
+        if let Some((sid, info)) = asked.get(name)
+            && let Some(at) = info["created_at"].as_str()
+        {
+            parts.push(format!("created at {at}"));
+            figures.push(json!({"snapshot_id": sid, "metric": "created_at", "value": at}));
         }
         let events = m["events"].as_array().cloned().unwrap_or_default();
         for (name, field, words) in [
@@ -289,6 +363,32 @@ mod tests {
             &json!({"snapshot_id": "cccc", "metric": "members.1.events.1.count", "value": 12})
         ));
         assert_eq!(calls[1].arguments["state"], "warning");
+    }
+
+    #[test]
+    fn a_restarting_member_is_looked_at_again_later() {
+        let mut m = member("r", "n1", 1);
+        m["data"]["status"] = json!("restarting");
+        let calls = reply(&conversation(
+            json!({"reason": "x"}),
+            json!({"members": [m]}),
+        ));
+        let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [RECORD_INSIGHT, SCHEDULE, SET_STATE, DONE]);
+        assert_eq!(calls[1].arguments["ms"], 2000);
+    }
+
+    #[test]
+    fn a_question_asks_a_members_tool_first() {
+        let data = json!({"members": [{"source": "sandbox q", "sandbox_id": "q", "tools": ["sandbox_info"],
+            "snapshot_id": "s-q", "data": {"status": "running"}}]});
+        let calls = reply(&conversation(json!({"question": "why?"}), data));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].name, CALL_SKILL);
+        assert_eq!(
+            calls[0].arguments,
+            json!({"source": "sandbox q", "tool": "sandbox_info"})
+        );
     }
 
     #[test]

@@ -292,7 +292,8 @@ pub fn coordinator_tools(question: bool, members_have_tools: bool) -> Vec<Callba
         tools.push(CallbackSpec {
             name: CALL_SKILL.into(),
             doc: "Call one member's read-only tool: source (a member's source), tool (one of \
-                  the member's tools listed in the snapshot) and its args."
+                  the member's tools listed in the snapshot) and its args. Returns \
+                  {snapshot_id, data}: cite its figures with that snapshot_id."
                 .into(),
             parameters: json!({
                 "type": "object",

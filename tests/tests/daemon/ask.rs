@@ -1,6 +1,6 @@
 //! `host ask`: one question to the coordinator through a real daemon. With the offline mock
 //! the answer comes from the host's own figures (restart count, status, processes, the
-//! restart the host recorded), each shown with the snapshot it is in and marked grounded;
+//! creation time a member's tool gave, the restart the host recorded), each shown with the snapshot it is in and marked grounded;
 //! without an id it covers every sandbox. A model whose answer carries terminal escapes and
 //! a forged line (a real-HTTP stand-in speaking OpenAI's format, reached with the client's
 //! provider variables) reaches the terminal escaped, its invented figure marked ungrounded.
@@ -58,6 +58,7 @@ fn ask_answers_why_a_sandbox_restarted_from_the_hosts_figures() {
     };
     assert_eq!(figure("restart_count")["value"], info["restart_count"]);
     assert_eq!(figure("processes")["value"], usage["processes"]);
+    assert_eq!(figure("created_at")["value"], info["created_at"]);
     assert!(figures.iter().all(|f| f["grounded"] == true), "{figures:?}");
 
     // No id: every sandbox.

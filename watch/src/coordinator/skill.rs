@@ -229,7 +229,19 @@ impl CoordinatorSkill {
             Some(v @ Value::Object(_)) => v.clone(),
             _ => json!({}),
         };
-        member.skill.call(tool, call_args).await
+        let mut data = member.skill.call(tool, call_args).await?;
+        // Kept as a snapshot of its own, so that an answer can cite what it read here.
+        if let (Value::Object(map), Some(id)) = (&mut data, &member.sandbox_id) {
+            map.entry("sandbox_id").or_insert_with(|| json!(id));
+        }
+        let snapshot = Snapshot {
+            id: new_id(),
+            captured_at: now_rfc3339(),
+            data,
+        };
+        let answer = json!({"snapshot_id": snapshot.id, "data": snapshot.data});
+        self.lock().snapshots.push(snapshot);
+        Ok(answer)
     }
 }
 
