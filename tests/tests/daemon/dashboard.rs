@@ -365,7 +365,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     );
     // The detector fired on the spike too; the coordinator's insight is in the Insights list.
     let insight = "return [...document.querySelectorAll('#insights li')].some(li => \
-                   li.dataset.grounded === 'true' && li.textContent.includes('workers added to web1'));";
+                   li.dataset.grounded === 'true' && li.textContent.includes('process_spike in web1'));";
     assert!(
         browser.until(Duration::from_secs(20), insight).await,
         "no insight listed: {}",
