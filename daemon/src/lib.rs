@@ -347,6 +347,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Restart { .. } => "restart",
         Request::Destroy { .. } => "destroy",
         Request::Operate(_) => "operate",
+        Request::Ask(_) => "ask",
         Request::Events { .. } => "events",
         Request::Logs { .. } => "logs",
         Request::PurgeLog { .. } => "purge_log",
@@ -510,6 +511,10 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
                 Ok(value) => Response::Ok(value),
                 Err(e) => Response::Error(WireError::new(wire::INTERNAL, e.to_string())),
             },
+            Err(e) => Response::Error(e),
+        },
+        Request::Ask(req) => match ::watch::coordinator::ask::ask(manager, req).await {
+            Ok(report) => ok(Ok(report)),
             Err(e) => Response::Error(e),
         },
         Request::Destroy { id } => {

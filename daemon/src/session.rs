@@ -220,6 +220,7 @@ fn sandbox_of(request: &Request) -> Option<&str> {
         | Request::Logs { id, .. }
         | Request::PurgeLog { id } => Some(id),
         Request::Operate(req) => Some(&req.id),
+        Request::Ask(req) => req.id.as_deref(),
         Request::Events { id, .. } => id.as_deref(),
         Request::Ping | Request::List | Request::Batch(_) | Request::DepsFetch { .. } => None,
     }

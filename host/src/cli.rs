@@ -19,6 +19,7 @@ use proto::control::{ReloadWire, Request};
 use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
+mod ask;
 pub mod batch;
 mod deps;
 mod logs;
@@ -27,6 +28,7 @@ mod reload;
 mod serve;
 mod tenant_args;
 mod watch_args;
+pub use ask::AskArgs;
 pub use logs::{DestroyArgs, LogsArgs};
 pub use mcp::McpArgs;
 pub use reload::ReloadArgs;
@@ -76,6 +78,8 @@ pub enum Command {
     Usage(IdArgs),
     /// Run the AI operator once on a live sandbox of the daemon and print its verdict.
     Operate(OperateArgs),
+    /// Ask the coordinator a question about a sandbox (or all): its answer and the figures used.
+    Ask(AskArgs),
     /// List a sandbox's supervised workers, or start more.
     Workers(WorkersArgs),
     /// Restart a sandbox's runner on its current version.
@@ -369,6 +373,7 @@ pub fn run(command: Command) -> ExitCode {
             })
         }
         Command::Operate(a) => operate(a),
+        Command::Ask(a) => ask::ask(a),
         Command::Usage(a) => one_request(&a.client, Request::Usage { id: a.id.clone() }, |v, _| {
             Ok(client::render_usage(&decode(v)?))
         }),

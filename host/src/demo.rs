@@ -57,6 +57,10 @@ pub struct DemoArgs {
     /// Print one JSON object instead of the step lines.
     #[arg(long)]
     pub json: bool,
+    /// Then run the coordinator over the sandbox and print its insights, checked against the
+    /// snapshots and the kernel (in `anomaly`, one must tie the spike to its cause).
+    #[arg(long)]
+    pub coordinator: bool,
     /// Limits and isolation of the demo sandbox.
     #[command(flatten)]
     pub limits: crate::limit_args::LimitArgs,
@@ -407,6 +411,18 @@ async fn steps(
         "threshold": PROCESS_THRESHOLD,
         "error": verdict.as_ref().err().map(ToString::to_string),
     });
+    if args.coordinator {
+        let timeout = Duration::from_millis(args.timeout);
+        let anomaly = mode == Mode::Anomaly;
+        let model = choice.provider.as_ref();
+        let step = crate::demo_coordinator::run(anomaly, manager, id, model, timeout).await;
+        for line in &step.lines {
+            out.line(line);
+        }
+        report["coordinator"] = step.json;
+        verdict?;
+        return step.result.map_err(DemoError::Step);
+    }
     Ok(verdict?)
 }
 

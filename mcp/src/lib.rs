@@ -6,6 +6,7 @@
 //! daemon behind its token, `Origin`/`Host` and size checks). Both reach the daemon through a
 //! [`Backend`]: its control socket, as every other client does.
 //!
+//! The coordinator's insights are resources (`sandbox-host://insights`, [`resources`]).
 //! Read tools are always listed; write tools (create, call, reload, rollback, restart,
 //! destroy) only with [`Access::Write`] (`--mcp-write`): without it they are absent from the
 //! tool list and a call to one is an unknown tool. A verdict an agent reports
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod bounds;
 mod prompts;
 mod read_tools;
+pub mod resources;
 mod server;
 mod verdict;
 mod write_tools;

@@ -24,8 +24,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod coordinator_mock;
 pub mod error;
 pub mod ids;
+pub mod insight;
 pub mod mock;
 pub mod operator;
 pub mod outcome;
@@ -35,6 +37,7 @@ pub mod tools;
 pub mod workflow;
 
 pub use error::ToolError;
+pub use insight::{Answer, Correlation, Figure, Insight, Observation, Scheduled};
 pub use mock::MockProvider;
 pub use operator::{Operator, OperatorConfig};
 pub use outcome::{

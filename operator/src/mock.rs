@@ -40,6 +40,9 @@ enum Mode {
     Scripted(Mutex<VecDeque<Vec<ToolCall>>>),
     /// Decide from the conversation and the rule.
     Careful(Option<AlertRule>),
+    /// Coordinate: correlate the members' notifications, answer questions
+    /// (`crate::coordinator_mock`).
+    Coordinator,
 }
 
 /// A deterministic, offline provider. `name()` and `model()` are both `mock`.
@@ -79,6 +82,14 @@ impl MockProvider {
     /// 3. After it has called `done` once: `done`.
     pub fn careful(rule: Option<AlertRule>) -> Self {
         Self::with_mode(Mode::Careful(rule))
+    }
+
+    /// A careful coordinator, from the conversation: `take_snapshot`, then one
+    /// `record_insight` per notification type across the members (tied to the host event that
+    /// explains it, citing the figures read), or, when a question was asked, `answer` from
+    /// the members' figures; then `set_state` and `done` (see `crate::coordinator_mock`).
+    pub fn coordinator() -> Self {
+        Self::with_mode(Mode::Coordinator)
     }
 
     /// A provider in `mode`.
@@ -220,6 +231,7 @@ impl Provider for MockProvider {
                 .pop_front()
                 .unwrap_or_else(|| vec![tool_call(DONE, json!({}))]),
             Mode::Careful(rule) => Self::careful_reply(rule.as_ref(), &request.messages),
+            Mode::Coordinator => crate::coordinator_mock::reply(&request.messages),
         };
         for call in &mut calls {
             if call.id.is_empty() {

@@ -282,7 +282,10 @@ impl Operator {
             if iterations >= self.config.max_iterations {
                 break Stop::IterationCap;
             }
-            let next = next_tool(run.snapshots.len(), run.state, run.notifications.len());
+            let next = match self.skill.pending_tool() {
+                Some(tool) if !run.snapshots.is_empty() && !run.state.is_verdict() => tool,
+                _ => next_tool(run.snapshots.len(), run.state, run.notifications.len()),
+            };
 
             // Tell the model the state, after tool results or after a reply without calls.
             match transcript.last() {

@@ -176,6 +176,14 @@ pub trait Skill: Send + Sync {
     fn alert_rule(&self) -> Option<AlertRule> {
         None
     }
+
+    /// A tool of this skill's own that its workflow needs after the snapshot and before the
+    /// verdict (a coordinator's `record_insight` while notifications wait to be correlated):
+    /// the nudge and a forced turn (see `OperatorConfig::force_tools`) name it instead of
+    /// `set_state`. Default: none.
+    fn pending_tool(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@
 //! {"op":"events","id":"demo","follow":true,"last":50}          (id, follow, last: optional)
 //! {"op":"batch","action":"create","items":[...]}                  (see `crate::batch`)
 //! {"op":"deps_fetch","crate_dir":"/abs/dir"}                     (with the crate's descriptor)
+//! {"op":"ask","id":"demo","question":"why did it restart?"}          (id: optional)
 //! ```
 //!
 //! `events` is the one request answered by more than one line: `{"ok":{"stream":"events",
@@ -163,6 +164,9 @@ pub enum Request {
     },
     /// Run the AI operator once on a sandbox; answers an `operator::Outcome`.
     Operate(crate::operate::OperateRequest),
+    /// Ask the coordinator one question about a sandbox or all of them; answers a
+    /// `watch::coordinator::CoordinatorReport` (see `crate::ask`).
+    Ask(crate::ask::AskRequest),
     /// Stream events: a header line, the backlog, then (with `follow`) every new event,
     /// until the client hangs up (see `daemon::events_stream`).
     Events {

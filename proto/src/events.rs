@@ -167,6 +167,33 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A coordinator's insight: notifications that belong together, how, and why, checked
+    /// against the snapshots and the kernel (`grounded`). About one sandbox (`sandbox` is
+    /// set) or several (`sandboxes`).
+    #[serde(rename = "operator.insight")]
+    OperatorInsight {
+        /// The coordinator run.
+        run: String,
+        /// The insight's id.
+        id: String,
+        /// `temporal`, `causal` or `symptomatic`.
+        correlation: String,
+        /// The root-cause hypothesis (the model's words).
+        hypothesis: String,
+        /// Whether what it cites is in the snapshots and the kernel does not contradict it.
+        grounded: bool,
+        /// Why it is not grounded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ungrounded: Option<String>,
+        /// The state it claims (`unknown` for an ungrounded claim of health).
+        state: String,
+        /// The model's confidence, 0 to 1.
+        confidence: f64,
+        /// How many notifications it ties together.
+        notifications: usize,
+        /// The sandboxes it covers.
+        sandboxes: Vec<String>,
+    },
     /// The detector saw a metric out of line.
     #[serde(rename = "detector.anomaly")]
     DetectorAnomaly {
@@ -219,6 +246,7 @@ impl EventKind {
             EventKind::OperatorState { .. } => "operator.state",
             EventKind::OperatorDone { .. } => "operator.done",
             EventKind::OperatorNoVerdict { .. } => "operator.no_verdict",
+            EventKind::OperatorInsight { .. } => "operator.insight",
             EventKind::DetectorAnomaly { .. } => "detector.anomaly",
             EventKind::DetectorTrigger { .. } => "detector.trigger",
             EventKind::DetectorHeld { .. } => "detector.held",
@@ -267,6 +295,16 @@ impl EventKind {
             EventKind::SandboxCrashed { how, .. } => cut(how),
             EventKind::OperatorNotification { summary, .. }
             | EventKind::OperatorState { summary, .. } => cut(summary),
+            EventKind::OperatorInsight {
+                hypothesis,
+                ungrounded,
+                ..
+            } => {
+                cut(hypothesis);
+                if let Some(why) = ungrounded {
+                    cut(why);
+                }
+            }
             _ => {}
         }
         self

@@ -12,7 +12,9 @@
 //! * [`tenant`]: what a tenant hands a sandbox besides the app (env, config, data files).
 //! * [`logline`]: one line of a sandbox's log (`host logs`).
 //! * [`operate`]: the request to run the AI operator on a sandbox.
+//! * [`ask`]: a question to the coordinator about a sandbox or all of them.
 
+pub mod ask;
 pub mod batch;
 pub mod control;
 pub mod events;

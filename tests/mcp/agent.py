@@ -9,7 +9,8 @@ The tests judge it; this script only records (tool results, protocol errors, too
 Scenarios: `read ID` (every read tool on sandbox ID, the prompt, bad input, write tools
 tried), `agent ID LIB1 LIB2` (create from LIB1, call, reload LIB2, call, destroy),
 `verdict ID` (a verdict that agrees with the kernel and one that contradicts it),
-`reload_dir ID DIR` (reload from an app crate directory, then call).
+`reload_dir ID DIR` (reload from an app crate directory, then call), `insights` (the
+resources: list them, read the collection, the first insight and one that does not exist).
 """
 
 import argparse
@@ -134,6 +135,26 @@ async def verdict(session, sandbox):
     }
 
 
+async def read_resource(session, uri):
+    """One resources/read: the text contents, or the protocol error."""
+    try:
+        r = await session.read_resource(uri)
+    except MCPError as e:
+        return {"protocol_error": {"code": e.error.code, "message": e.error.message}}
+    return {"texts": [c.text for c in r.contents if hasattr(c, "text")]}
+
+
+async def insights(session):
+    listed = await session.list_resources()
+    uris = [str(r.uri) for r in listed.resources]
+    out = {"resources": uris, "collection": await read_resource(session, "sandbox-host://insights")}
+    one = [u for u in uris if u.startswith("sandbox-host://insights/")]
+    if one:
+        out["first"] = await read_resource(session, one[0])
+    out["missing"] = await read_resource(session, "sandbox-host://insights/0000000000000000")
+    return out
+
+
 async def run(session, args):
     init = await session.initialize()
     tools = await session.list_tools()
@@ -157,6 +178,8 @@ async def run(session, args):
         )
     elif s[0] == "verdict":
         report.update(await verdict(session, s[1]))
+    elif s[0] == "insights":
+        report.update(await insights(session))
     elif s[0] != "init":
         raise SystemExit(f"unknown scenario {s[0]}")
     return report

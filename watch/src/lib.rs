@@ -3,6 +3,7 @@
 //! sandboxes through `sandbox::Manager` and the event stream; `sandbox` knows nothing of it.
 
 pub mod baseline;
+pub mod coordinator;
 pub mod detector;
 pub mod metrics;
 pub mod operate;

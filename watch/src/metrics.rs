@@ -57,6 +57,12 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InsightLabel {
+    correlation: &'static str,
+    grounded: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MetricLabel {
     metric: String,
 }
@@ -89,6 +95,7 @@ pub struct Metrics {
     call: Family<OutcomeLabel, Histogram>,
     operator_runs: Family<VerdictLabel, Counter>,
     detector_triggers: Family<MetricLabel, Counter>,
+    insights: Family<InsightLabel, Counter>,
     detector_labels: Mutex<HashSet<String>>,
     events_lagged: Counter,
     cap: usize,
@@ -120,6 +127,7 @@ impl Metrics {
             call: Family::new_with_constructor(latency_histogram),
             operator_runs: Family::default(),
             detector_triggers: Family::default(),
+            insights: Family::default(),
             detector_labels: Mutex::new(HashSet::new()),
             events_lagged: Counter::default(),
             cap,
@@ -211,6 +219,11 @@ impl Metrics {
             m.detector_triggers.clone(),
         );
         r.register(
+            "insights",
+            "Coordinator insights raised, by correlation and whether they are grounded",
+            m.insights.clone(),
+        );
+        r.register(
             "metrics_events_lagged",
             "Events the metrics missed because they fell behind the event stream",
             m.events_lagged.clone(),
@@ -242,6 +255,23 @@ impl Metrics {
             }
             EventKind::OperatorDone { state, .. } => self.verdict(state),
             EventKind::OperatorNoVerdict { .. } => self.verdict("no_verdict"),
+            EventKind::OperatorInsight {
+                correlation,
+                grounded,
+                ..
+            } => {
+                let correlation = ["temporal", "causal", "symptomatic"]
+                    .into_iter()
+                    .find(|c| c == correlation)
+                    .unwrap_or("other");
+                let grounded = if *grounded { "true" } else { "false" };
+                self.insights
+                    .get_or_create(&InsightLabel {
+                        correlation,
+                        grounded,
+                    })
+                    .inc();
+            }
             EventKind::DetectorTrigger { metric, .. } => {
                 let mut seen = self.detector_labels.lock().unwrap();
                 let metric = if seen.contains(metric) || seen.len() < MAX_DETECTOR_LABELS {
@@ -419,6 +449,21 @@ mod tests {
                 },
             ));
         }
+        m.record(&event(
+            None,
+            EventKind::OperatorInsight {
+                run: "r".into(),
+                id: "i".into(),
+                correlation: "causal".into(),
+                hypothesis: "h".into(),
+                grounded: false,
+                ungrounded: Some("x".into()),
+                state: "warning".into(),
+                confidence: 0.5,
+                notifications: 1,
+                sandboxes: vec![],
+            },
+        ));
         m.observe_call(Duration::from_millis(3), true);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
@@ -429,6 +474,10 @@ mod tests {
         assert!(out.contains(r#"sandbox_host_operator_runs_total{verdict="other"} 1"#));
         assert!(out.contains(r#"sandbox_host_detector_triggers_total{metric="other"} 8"#));
         assert!(out.contains(r#"sandbox_host_call_duration_seconds_count{outcome="ok"} 1"#));
+        assert!(
+            out.contains(r#"sandbox_host_insights_total{correlation="causal",grounded="false"} 1"#),
+            "{out}"
+        );
         assert_eq!(m.detector_labels.lock().unwrap().len(), MAX_DETECTOR_LABELS);
         let classic = to_classic(&out);
         assert!(classic.contains("# TYPE sandbox_host_operator_runs_total counter\n"));

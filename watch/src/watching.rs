@@ -57,6 +57,9 @@ pub struct WatchConfig {
     pub jsonl_max: u64,
     /// URL to POST verdicts to.
     pub webhook: Option<String>,
+    /// After a run that notified, run the coordinator over the sandboxes flagged lately
+    /// (`--watch-coordinator`; see `coordinator::detector`).
+    pub coordinate: bool,
 }
 
 impl Default for WatchConfig {
@@ -78,6 +81,7 @@ impl Default for WatchConfig {
             jsonl: None,
             jsonl_max: 64 << 20,
             webhook: None,
+            coordinate: false,
         }
     }
 }
@@ -245,6 +249,7 @@ async fn run(
     // The daemon's own provider variables: the detector runs on nobody's request.
     let env = proto::operate::forwarded_env();
     let mut state: HashMap<String, Watched> = HashMap::new();
+    let flagged = Arc::new(crate::coordinator::detector::Flagged::default());
     let mut tick = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(
@@ -280,6 +285,7 @@ async fn run(
             if flags.is_empty() {
                 continue;
             }
+            flagged.mark(&id, now);
             for flag in flags.iter().filter(|f| f.new) {
                 manager.events().sandbox(&id, anomaly_event(flag));
                 if let Some(j) = &sinks.jsonl {
@@ -320,6 +326,7 @@ async fn run(
                         flag,
                         sinks: sinks.clone(),
                         gate: Arc::clone(&entry.gate),
+                        flagged: Arc::clone(&flagged),
                     };
                     // Runs take seconds (a model's answer): never inside the sampling loop.
                     tokio::spawn(job.run());
@@ -375,10 +382,12 @@ struct Job {
     flag: Flag,
     sinks: Sinks,
     gate: Arc<Mutex<Gate>>,
+    flagged: Arc<crate::coordinator::detector::Flagged>,
 }
 
 impl Job {
     async fn run(self) {
+        let began = Instant::now();
         let req = OperateRequest {
             id: self.id.clone(),
             skill: SkillKind::Anomaly,
@@ -452,8 +461,26 @@ impl Job {
         if let Some(j) = &self.sinks.jsonl {
             j.write(&verdict);
         }
+        let notified = !verdict.notifications.is_empty();
         if let Some(w) = &self.sinks.webhook {
             w.send(verdict);
+        }
+        if self.config.coordinate && notified {
+            let setup = crate::coordinator::detector::Setup {
+                provider: self.config.provider.clone(),
+                model: self.config.model.clone(),
+                env: self.env.clone(),
+                deadline: self.config.run_timeout,
+                window: self.config.interval * (self.config.consecutive + 2),
+            };
+            crate::coordinator::detector::coordinate(
+                &self.manager,
+                &self.flagged,
+                &setup,
+                &self.id,
+                began,
+            )
+            .await;
         }
         self.gate
             .lock()

@@ -66,6 +66,10 @@ pub struct WatchArgs {
     /// POST each verdict as JSON to URL (5 s timeout, 3 retries).
     #[arg(long, value_name = "URL")]
     pub watch_webhook: Option<String>,
+    /// After a detector run that notified, run the coordinator over the sandboxes flagged
+    /// lately and put its insights in the event stream.
+    #[arg(long)]
+    pub watch_coordinator: bool,
 }
 
 /// Detector flags no detector can run with.
@@ -110,6 +114,7 @@ impl WatchArgs {
             jsonl: self.watch_jsonl.clone(),
             jsonl_max: self.watch_jsonl_max,
             webhook: self.watch_webhook.clone(),
+            coordinate: self.watch_coordinator,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 mod careful;
 mod common;
+mod pending;
 mod providers;
 mod scripted;
 mod turns;

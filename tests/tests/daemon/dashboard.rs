@@ -1,6 +1,7 @@
 //! `host serve --ui`: the dashboard of a real daemon, over real HTTP and in a real headless
 //! Chromium (driven by chromedriver's WebDriver API): a new sandbox listed, its process
-//! chart rising with its workers, an operator notification in the timeline, app-controlled
+//! chart rising with its workers, an operator notification in the timeline, the coordinator's
+//! insight in its list, app-controlled
 //! text shown as text (never run), its control characters as visible escapes and its name
 //! labelled as its claim; the token checked; a non-loopback address refused without one. Saves a screenshot (docs/dashboard.png with UPDATE_SCREENSHOT=1).
 
@@ -283,7 +284,16 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     let scratch = scratch();
     let hostile = hostile_named_lib(scratch.path()).await;
     let liar = built("liar_app").await;
-    let d = Serve::start(&["--ui", "127.0.0.1:0"]);
+    // web1 is watched: its spike makes the detector's coordinator raise an insight.
+    let d = Serve::start(&[
+        "--ui",
+        "127.0.0.1:0",
+        "--watch-interval",
+        "200ms",
+        "--watch-provider",
+        "mock",
+        "--watch-coordinator",
+    ]);
     let url = d.url("dashboard").unwrap();
     let browser = Browser::start().await;
     browser.goto(&url).await;
@@ -298,7 +308,7 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     );
 
     // A new sandbox is listed within 2 s of being created.
-    d.create("web1", &lib, &["--max-memory", "256M"]);
+    d.create("web1", &lib, &["--max-memory", "256M", "--watch"]);
     let created = std::time::Instant::now();
     assert!(
         browser.until(Duration::from_secs(2), LISTED).await,
@@ -351,6 +361,16 @@ async fn the_dashboard_shows_sandboxes_charts_and_the_timeline_in_a_browser() {
     assert!(
         browser
             .until(Duration::from_secs(5), &timeline_has("operator.done"))
+            .await
+    );
+    // The detector fired on the spike too; the coordinator's insight is in the Insights list.
+    let insight = "return [...document.querySelectorAll('#insights li')].some(li => \
+                   li.dataset.grounded === 'true' && li.textContent.includes('process_spike in web1'));";
+    assert!(
+        browser.until(Duration::from_secs(20), insight).await,
+        "no insight listed: {}",
+        browser
+            .eval("return document.getElementById('insights').textContent;")
             .await
     );
 

@@ -4,8 +4,9 @@
 //! other uids (`peers`), hostile clients (`limits`), the event stream (`events`), the
 //! detector (`watch`), the HTTP servers (`metrics`, `dashboard`) and a flood of idle and
 //! slow connections to them (`http_flood`), and an app's words on the operator's terminal
-//! (`app_text`), what an app prints and is given (`app_io`), and many sandboxes in one
-//! request (`batch`).
+//! (`app_text`), what an app prints and is given (`app_io`), many sandboxes in one
+//! request (`batch`), questions to the coordinator (`ask`) and the detector's coordinator
+//! (`insights`).
 //!
 //! Why one binary of its own: every test here starts its own daemon (`e2e::serve::Serve`) on
 //! a private socket and state directory and talks to it only through the binary, the socket
@@ -14,11 +15,13 @@
 
 mod app_io;
 mod app_text;
+mod ask;
 mod batch;
 mod cli;
 mod dashboard;
 mod events;
 mod http_flood;
+mod insights;
 mod limits;
 mod metrics;
 mod peers;

@@ -1,5 +1,6 @@
-//! Opt-in: `host anomaly --load 25` and `host demo` against a real small model on this
-//! machine (Qwen2.5-Coder 0.5B behind llama-cpp-python's OpenAI-compatible server, started by
+//! Opt-in: `host anomaly --load 25` (once more with `--coordinator`) and `host demo` against a
+//! real small model on this machine (Qwen2.5-Coder 0.5B behind llama-cpp-python's
+//! OpenAI-compatible server, started by
 //! `scripts/local-model.sh`). Skipped, and said so, unless `SANDBOX_TEST_LOCAL_MODEL_URL`
 //! names the running server (`http://127.0.0.1:PORT/v1`):
 //!
@@ -129,4 +130,69 @@ fn demo_against_a_local_model_reaches_a_checked_verdict() {
     let Some(url) = server() else { return };
     let (verdicts, made) = runs_reach_a_verdict(&url, &["demo"], false);
     assert!(verdicts > 0, "no verdict in {made} runs");
+}
+
+/// The coordinator once against the local model: `anomaly --load 25 --coordinator`. The
+/// model may correlate badly; the pipeline may not: once its operator reached a verdict, the
+/// coordinator ran (its tools reached the model over the OpenAI-compatible API), every
+/// insight says whether it is grounded and an ungrounded one is never healthy, and the run
+/// passes only with an accepted verdict and a grounded insight.
+#[test]
+fn the_coordinator_runs_once_against_a_local_model() {
+    let Some(url) = server() else { return };
+    let timeout = number("SANDBOX_TEST_LOCAL_MODEL_TIMEOUT_MS", 600_000).to_string();
+    let tries = number("SANDBOX_TEST_LOCAL_MODEL_RUNS", 3).max(1);
+    let env = [
+        ("BEAMLENS_DEMO_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", url.as_str()),
+    ];
+    let args = [
+        "anomaly",
+        "--load",
+        "25",
+        "--coordinator",
+        "--json",
+        "--timeout",
+        &timeout,
+    ];
+    for made in 1..=tries {
+        let dir = scratch();
+        let out = run(&args, &env, dir.path());
+        let text = stdout(&out);
+        let what = format!("coordinator run {made}: {text}");
+        let report: Value = serde_json::from_str(text.trim()).expect(&what);
+        assert_clean(dir.path(), &out);
+        let Some(coordinator) = report.get("coordinator") else {
+            // The operator gave no verdict: the coordinator was not reached.
+            println!("run {made}: no verdict, no coordinator");
+            continue;
+        };
+        println!(
+            "run {made}: coordinator stop={} looks={} insights={} tool_errors={}",
+            coordinator["stop_reason"],
+            coordinator["looks"],
+            coordinator["insights"],
+            coordinator["tool_errors"]
+        );
+        assert!(coordinator["looks"].as_u64().unwrap_or(0) >= 1, "{what}");
+        assert_ne!(coordinator["stop"], "llm_error", "{what}");
+        let insights = coordinator["insights"].as_array().expect(&what);
+        for i in insights {
+            let grounded = i["grounded"].as_bool().expect(&what);
+            assert_eq!(grounded, i.get("ungrounded").is_none(), "{what}");
+            if !grounded {
+                assert_ne!(i["state"], "healthy", "{what}");
+            }
+        }
+        let any_grounded = insights.iter().any(|i| i["grounded"] == true);
+        let expected = report["guardrail"]["ok"] == true && any_grounded;
+        assert_eq!(report["ok"], expected, "{what}");
+        assert_eq!(
+            out.status.code(),
+            Some(if expected { 0 } else { 1 }),
+            "{what}"
+        );
+        return;
+    }
+    panic!("the operator reached no verdict in {tries} runs: the coordinator never ran");
 }

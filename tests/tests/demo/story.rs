@@ -59,6 +59,56 @@ fn anomaly_with_25_workers_is_noticed_by_the_mock_and_passes() {
 }
 
 #[test]
+fn anomaly_with_the_coordinator_ties_the_spike_to_the_workers_added() {
+    let dir = scratch();
+    let out = run(
+        &["anomaly", "--load", "25", "--coordinator"],
+        &[],
+        dir.path(),
+    );
+    let text = succeeded(&out);
+    let tail: Vec<&str> = text.lines().skip(5).collect();
+    assert_eq!(tail.len(), 7, "{text}");
+    assert_eq!(
+        tail[0],
+        "[operator] state=warning summary=\"process count elevated\""
+    );
+    assert_eq!(
+        tail[2],
+        "[coordinator] insight: causal, grounded, confidence 0.90, state=warning, sandboxes \
+         demo-1: \"process_spike in demo-1 was caused by 25 workers added to demo-1\""
+    );
+    // The figures it rests on: the kernel's process count (init, the app process, its worker
+    // and the 25 added) and the host's record of the workers it started.
+    assert!(
+        tail[3].starts_with("[coordinator]   observed processes=28 (snapshot "),
+        "{text}"
+    );
+    assert!(
+        tail[4].starts_with("[coordinator]   observed members.0.events.")
+            && tail[4].contains(".count=25 (snapshot "),
+        "{text}"
+    );
+    assert_eq!(tail[5], "[coordinator] insights=1 grounded=1");
+    assert_eq!(tail[6], "[demo] sandbox destroyed");
+    assert_clean(dir.path(), &out);
+
+    // --json: the coordinator's report, its insight grounded.
+    let out = run(
+        &["anomaly", "--load", "25", "--coordinator", "--json"],
+        &[],
+        dir.path(),
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let insights = report["coordinator"]["insights"].as_array().unwrap();
+    assert_eq!(insights.len(), 1, "{report}");
+    assert_eq!(insights[0]["grounded"], true);
+    assert_eq!(insights[0]["correlation"], "causal");
+    assert_clean(dir.path(), &out);
+}
+
+#[test]
 fn anomaly_without_load_is_healthy_and_passes_with_json_output() {
     let dir = scratch();
     let out = run(&["anomaly", "--load", "0", "--json"], &[], dir.path());

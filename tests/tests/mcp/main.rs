@@ -3,12 +3,14 @@
 //! transports: `host mcp` on stdio and `host serve --mcp` over Streamable HTTP. Read tools on
 //! a live sandbox, write tools absent without the flag and an agent's create, call, reload,
 //! destroy with it (`tools`); a verdict checked against the kernel (`verdict`); the HTTP
-//! endpoint's guards and a sandbox that tries to reach it (`guards`).
+//! endpoint's guards and a sandbox that tries to reach it (`guards`); the coordinator's
+//! insights as resources (`insights`).
 //!
 //! Without python3 and its `mcp` package (`.ci/run` installs it when missing) the client
 //! tests print `SKIPPED`; `SANDBOX_TEST_PYTHON` names another interpreter.
 
 mod guards;
+mod insights;
 mod tools;
 mod verdict;
 

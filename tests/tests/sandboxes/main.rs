@@ -13,6 +13,7 @@
 mod app_config;
 mod batch;
 mod containment;
+mod coordinator;
 mod defects;
 mod escape;
 mod faults;

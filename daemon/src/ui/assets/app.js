@@ -205,6 +205,7 @@ function describe(e) {
     case 'operator.state': return e.state + ': ' + e.summary;
     case 'operator.done': return 'verdict ' + e.state + ' (' + e.stop + ', ' + e.notifications + ' notifications)';
     case 'operator.no_verdict': return 'no verdict: ' + e.reason;
+    case 'operator.insight': return insightText(e);
     default: {
       const rest = Object.assign({}, e);
       for (const k of ['seq', 'time', 'event', 'sandbox']) delete rest[k];
@@ -213,7 +214,32 @@ function describe(e) {
   }
 }
 
+// An insight in words: correlation, grounded or why not, confidence, state, hypothesis.
+function insightText(e) {
+  const grounding = e.grounded ? 'grounded' : 'UNGROUNDED (' + e.ungrounded + ')';
+  return e.correlation + ', ' + grounding + ', confidence ' + Number(e.confidence).toFixed(2) +
+    ', state ' + e.state + ', ' + e.notifications + ' notifications' +
+    ((e.sandboxes || []).length ? ', sandboxes ' + e.sandboxes.join(',') : '') + ': ' + e.hypothesis;
+}
+
+let insightCount = 0;
+
+// The Insights list: one item per operator.insight event, newest first.
+function addInsight(e) {
+  const li = el('li');
+  li.dataset.grounded = String(e.grounded === true);
+  li.className = e.grounded ? 'sev-healthy' : 'sev-warning';
+  li.appendChild(el('span', String(e.time || '').replace('T', ' ').replace('Z', ''), 'time'));
+  li.appendChild(el('span', insightText(e), 'text'));
+  const list = document.getElementById('insights');
+  list.prepend(li);
+  while (list.childElementCount > MAX_EVENTS) list.lastElementChild.remove();
+  insightCount++;
+  document.getElementById('insight-count').textContent = '(' + insightCount + ')';
+}
+
 function addEvent(e) {
+  if (e.event === 'operator.insight') addInsight(e);
   const li = el('li');
   li.dataset.event = String(e.event);
   li.dataset.seq = String(e.seq);
