@@ -20,6 +20,7 @@ use proto::runner::WorkerList;
 use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
 pub mod batch;
+mod canary;
 mod deps;
 mod logs;
 mod mcp;

@@ -130,6 +130,10 @@ pub enum Request {
         id: String,
         /// Where the new version comes from.
         source: ReloadWire,
+        /// Reload as a canary: watched for a window, rolled back by the daemon when flagged;
+        /// answers a `CanaryReport` instead of a `ReloadReport`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<CanaryWire>,
     },
     /// Return to an earlier version.
     Rollback {
@@ -208,6 +212,13 @@ pub enum Request {
         /// The crate, as the client named it.
         crate_dir: PathBuf,
     },
+}
+
+/// A canary reload's settings (`host reload ID --canary --watch-for 30s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryWire {
+    /// How long the new version is watched, milliseconds (the daemon caps it at 10 min).
+    pub watch_for_ms: u64,
 }
 
 /// The wire form of [`ReloadSource`].
@@ -350,7 +361,8 @@ mod tests {
             reload,
             Request::Reload {
                 id: "d".into(),
-                source: ReloadWire::Crate("/x".into())
+                source: ReloadWire::Crate("/x".into()),
+                canary: None,
             }
         );
         let create = Request::Create {

@@ -15,6 +15,7 @@
 mod app_io;
 mod app_text;
 mod batch;
+mod canary;
 mod cli;
 mod dashboard;
 mod events;
