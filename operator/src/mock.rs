@@ -40,6 +40,8 @@ enum Mode {
     Scripted(Mutex<VecDeque<Vec<ToolCall>>>),
     /// Decide from the conversation and the rule.
     Careful(Option<AlertRule>),
+    /// Careful, after calling every offered callback once (`crate::mock_explore`).
+    Exploring(Option<AlertRule>),
 }
 
 /// A deterministic, offline provider. `name()` and `model()` are both `mock`.
@@ -81,6 +83,13 @@ impl MockProvider {
         Self::with_mode(Mode::Careful(rule))
     }
 
+    /// [`MockProvider::careful`], except that between the snapshot and the verdict it calls
+    /// every tool the skill offers besides the built-ins, once each, with arguments made from
+    /// their schemas: so each skill's tools are played offline (see `crate::mock_explore`).
+    pub fn exploring(rule: Option<AlertRule>) -> Self {
+        Self::with_mode(Mode::Exploring(rule))
+    }
+
     /// A provider in `mode`.
     fn with_mode(mode: Mode) -> Self {
         MockProvider {
@@ -99,7 +108,7 @@ impl MockProvider {
     }
 
     /// The careful policy's reply to `messages`.
-    fn careful_reply(rule: Option<&AlertRule>, messages: &[Message]) -> Vec<ToolCall> {
+    pub(crate) fn careful_reply(rule: Option<&AlertRule>, messages: &[Message]) -> Vec<ToolCall> {
         let called_done = messages.iter().any(|m| {
             matches!(m, Message::Assistant { tool_calls, .. }
                 if tool_calls.iter().any(|c| c.name == DONE))
@@ -185,7 +194,7 @@ impl MockProvider {
 }
 
 /// The `data` of the newest successful `take_snapshot` result in `messages`.
-fn latest_snapshot_data(messages: &[Message]) -> Option<Value> {
+pub(crate) fn latest_snapshot_data(messages: &[Message]) -> Option<Value> {
     messages.iter().rev().find_map(|m| match m {
         Message::Tool { results } => results.iter().rev().find_map(|r| {
             if r.name != TAKE_SNAPSHOT || r.is_error {
@@ -220,6 +229,7 @@ impl Provider for MockProvider {
                 .pop_front()
                 .unwrap_or_else(|| vec![tool_call(DONE, json!({}))]),
             Mode::Careful(rule) => Self::careful_reply(rule.as_ref(), &request.messages),
+            Mode::Exploring(rule) => crate::mock_explore::exploring_reply(rule.as_ref(), request),
         };
         for call in &mut calls {
             if call.id.is_empty() {
