@@ -219,6 +219,9 @@ pub enum EventKind {
         /// The provider this one stood in for after it failed, when it is a fallback.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fallback_from: Option<String>,
+        /// The operator run that made the call, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
     },
     /// The detector saw a metric out of line.
     #[serde(rename = "detector.anomaly")]

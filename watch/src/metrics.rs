@@ -91,6 +91,7 @@ pub struct Metrics {
     detector_triggers: Family<MetricLabel, Counter>,
     detector_labels: Mutex<HashSet<String>>,
     events_lagged: Counter,
+    llm: crate::llm_metrics::LlmMetrics,
     cap: usize,
     scrapes: Semaphore,
     computing: tokio::sync::Mutex<()>,
@@ -122,6 +123,7 @@ impl Metrics {
             detector_triggers: Family::default(),
             detector_labels: Mutex::new(HashSet::new()),
             events_lagged: Counter::default(),
+            llm: Default::default(),
             cap,
             scrapes: Semaphore::new(MAX_SCRAPES),
             computing: tokio::sync::Mutex::new(()),
@@ -215,6 +217,7 @@ impl Metrics {
             "Events the metrics missed because they fell behind the event stream",
             m.events_lagged.clone(),
         );
+        m.llm.register(r);
         Metrics { registry, ..m }
     }
 
@@ -241,6 +244,7 @@ impl Metrics {
                 self.reload.observe(*load_us as f64 / 1e6);
             }
             EventKind::OperatorDone { state, .. } => self.verdict(state),
+            EventKind::LlmCall { .. } => self.llm.record(&event.kind),
             EventKind::OperatorNoVerdict { .. } => self.verdict("no_verdict"),
             EventKind::DetectorTrigger { metric, .. } => {
                 let mut seen = self.detector_labels.lock().unwrap();

@@ -21,6 +21,7 @@ mod dashboard;
 mod events;
 mod http_flood;
 mod limits;
+mod llm_calls;
 mod metrics;
 mod peers;
 mod reload;
