@@ -63,7 +63,11 @@ pub(crate) async fn timed_chat(
         })
         .await;
     let (input_tokens, output_tokens, outcome) = match &result {
-        Ok(r) => (r.usage.input_tokens, r.usage.output_tokens, "ok".to_string()),
+        Ok(r) => (
+            r.usage.input_tokens,
+            r.usage.output_tokens,
+            "ok".to_string(),
+        ),
         Err(e) => (0, 0, kind_name(e)),
     };
     let record = CallRecord {

@@ -76,7 +76,10 @@ mod tests {
             },
             "required": ["sandbox_id", "last"],
         });
-        assert_eq!(arguments_for(&schema), json!({"sandbox_id": "a", "last": 3}));
+        assert_eq!(
+            arguments_for(&schema),
+            json!({"sandbox_id": "a", "last": 3})
+        );
         assert_eq!(arguments_for(&json!({"type": "object"})), json!({}));
     }
 }

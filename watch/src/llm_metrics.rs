@@ -69,7 +69,11 @@ impl Default for LlmMetrics {
 
 /// `value` if it is one of `known`, else `other`.
 fn bounded(value: &str, known: &[&'static str]) -> &'static str {
-    known.iter().find(|k| **k == value).copied().unwrap_or("other")
+    known
+        .iter()
+        .find(|k| **k == value)
+        .copied()
+        .unwrap_or("other")
 }
 
 impl LlmMetrics {
@@ -120,7 +124,9 @@ impl LlmMetrics {
         };
         let provider = bounded(provider, &PROVIDERS);
         let outcome = bounded(outcome, &OUTCOMES);
-        self.calls.get_or_create(&CallLabel { provider, outcome }).inc();
+        self.calls
+            .get_or_create(&CallLabel { provider, outcome })
+            .inc();
         for (direction, n) in [("input", *input_tokens), ("output", *output_tokens)] {
             self.tokens
                 .get_or_create(&TokenLabel {
@@ -130,7 +136,9 @@ impl LlmMetrics {
                 .inc_by(n);
         }
         let label = ProviderLabel { provider };
-        self.retries.get_or_create(&label).inc_by(u64::from(*retries));
+        self.retries
+            .get_or_create(&label)
+            .inc_by(u64::from(*retries));
         if fallback_from.is_some() {
             self.fallbacks.get_or_create(&label).inc();
         }

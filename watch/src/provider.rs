@@ -80,7 +80,12 @@ pub async fn choose_provider_with(
     // The fallbacks, in order, each configured from its own variables like the first; the
     // model flag is the first provider's.
     if let Some(list) = env(llm::FALLBACK_VAR) {
-        for next in list.split(',').map(str::trim).filter(|n| !n.is_empty()).take(4) {
+        for next in list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .take(4)
+        {
             let next = next.to_lowercase();
             if next == name || chain.iter().any(|p| p.name() == next) {
                 continue;

@@ -34,11 +34,12 @@ fn call() -> Call {
 async fn a_server_error_from_the_first_provider_falls_back_to_the_second() {
     let openai = vendors::openai::vendor();
     let anthropic = vendors::anthropic::vendor();
-    let first = openai
-        .serve(ResponseTemplate::new(500).set_body_json(
-            json!({"error": {"message": "internal error", "type": "server_error"}}),
-        ))
-        .await;
+    let first =
+        openai
+            .serve(ResponseTemplate::new(500).set_body_json(
+                json!({"error": {"message": "internal error", "type": "server_error"}}),
+            ))
+            .await;
     let second = anthropic.serve(anthropic.ok(None, &[call()])).await;
     let (sink, seen) = recorder();
     let chain = FallbackProvider::new(

@@ -230,7 +230,9 @@ impl Manager {
                 sb.current.store(previous, Ordering::Release);
             }
             self.restart(&sb.id).await?;
-            return Ok(format!("restarted on v{previous} ({why}; state not carried over)"));
+            return Ok(format!(
+                "restarted on v{previous} ({why}; state not carried over)"
+            ));
         }
     }
 
@@ -254,12 +256,15 @@ fn flag_of(event: &Event, id: &str) -> Option<String> {
         return None;
     }
     match &event.kind {
-        EventKind::WorkerRestarted { index, reason } => {
-            Some(format!("worker {index} crashed and was restarted: {reason}"))
-        }
+        EventKind::WorkerRestarted { index, reason } => Some(format!(
+            "worker {index} crashed and was restarted: {reason}"
+        )),
         EventKind::SandboxCrashed { how, .. } => Some(format!("the runner crashed: {how}")),
         EventKind::DetectorAnomaly {
-            metric, value, rule, ..
+            metric,
+            value,
+            rule,
+            ..
         } => Some(format!("the detector flagged {metric}={value} ({rule})")),
         EventKind::OperatorNotification {
             severity, summary, ..

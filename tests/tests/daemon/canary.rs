@@ -42,7 +42,10 @@ fn a_canary_whose_workers_crash_is_rolled_back_by_the_daemon() {
     assert_eq!(event["from"], 2);
     assert_eq!(event["to"], 1);
     assert!(
-        event["reason"].as_str().unwrap().contains("worker 0 crashed"),
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .contains("worker 0 crashed"),
         "{event}"
     );
     assert_eq!(events.count("sandbox.canary_started", "can"), 1);
@@ -76,4 +79,56 @@ fn a_canary_that_behaves_is_kept_after_its_window() {
     assert!(out.get("reason").is_none(), "{out}");
     assert_eq!(d.call_answer("keep"), 42);
     d.ok(&["destroy", "keep"]);
+}
+
+#[test]
+fn a_batch_of_canaries_stops_at_the_first_rolled_back() {
+    let v1 = block_on(built("sandbox_app"));
+    let crashing = block_on(built("canary_crash_app"));
+    let d = Serve::start(&[]);
+    for id in ["cb-0", "cb-1", "cb-2"] {
+        d.create(id, &v1, &[]);
+    }
+    let out = d.host(&[
+        "batch",
+        "reload",
+        "--lib",
+        crashing.to_str().unwrap(),
+        "--canary",
+        "--watch-for",
+        "20s",
+        "--prefix",
+        "cb-",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{}", d.log());
+    let items: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("id").is_some())
+        .collect();
+    let of = |id: &str| items.iter().find(|i| i["id"] == id).cloned().unwrap();
+    let first = of("cb-0");
+    assert_eq!(first["error"]["kind"], "reload_refused", "{first}");
+    let message = first["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("canary rolled back: worker 0 crashed") && message.contains("v1 serves"),
+        "{message}"
+    );
+    for id in ["cb-1", "cb-2"] {
+        let item = of(id);
+        assert_eq!(item["error"]["kind"], "cancelled", "{item}");
+        assert!(
+            item["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the canary on cb-0"),
+            "{item}"
+        );
+    }
+    for id in ["cb-0", "cb-1", "cb-2"] {
+        assert_eq!(d.call_answer(id), 41, "{id}");
+        assert_eq!(d.json(&["info", id])["app"]["version"], 1, "{id}");
+    }
 }

@@ -15,7 +15,10 @@ use testkit::http::{loopback, read_request, respond};
 
 /// A stand-in server answering every request with `status` and `body`; returns its base URL
 /// and a counter of requests.
-fn standin(status: &'static str, body: Value) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn standin(
+    status: &'static str,
+    body: Value,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let (listener, url) = loopback();
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = count.clone();
@@ -36,11 +39,19 @@ fn get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out)
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
 }
 
 #[test]

@@ -85,7 +85,10 @@ async fn a_cpu_limited_spinner_is_throttled_in_its_cgroup() {
     assert!(after["since_previous_look"].is_object(), "{after}");
     assert!(after["source"].as_str().unwrap().ends_with("cpu.stat"));
     // The mock judges from the figures: throttled most periods of a 0.1-core spin.
-    assert!(after["throttled_percent"].as_f64().unwrap() > 0.0, "{after}");
+    assert!(
+        after["throttled_percent"].as_f64().unwrap() > 0.0,
+        "{after}"
+    );
     let results = play_every_tool(s).await;
     assert!(results[0].1["nr_throttled"].as_u64().unwrap() >= throttled);
 }
@@ -93,7 +96,14 @@ async fn a_cpu_limited_spinner_is_throttled_in_its_cgroup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_runner_is_in_the_crash_history_with_its_signal() {
     let m = manager();
-    let info = create_app(&m, "crash", "faulty_app", Limits::default(), Level::Standard).await;
+    let info = create_app(
+        &m,
+        "crash",
+        "faulty_app",
+        Limits::default(),
+        Level::Standard,
+    )
+    .await;
     let s = skill::build("crashes", m.manager.clone(), "crash").unwrap();
     assert_eq!(s.snapshot().await["crashes_last_hour"], 0);
     let err = m
@@ -174,7 +184,10 @@ async fn pressure_headroom_and_isolation_read_the_kernel() {
     match snap["cgroup"].as_str() {
         Some("v2") => {
             let some = &snap["memory"]["some"];
-            assert!(some["avg10"].is_number() && some["total_usec"].is_u64(), "{snap}");
+            assert!(
+                some["avg10"].is_number() && some["total_usec"].is_u64(),
+                "{snap}"
+            );
             assert!(snap["memory_some_avg10"].is_number(), "{snap}");
             assert!(snap["cpu"]["some"]["total_usec"].is_u64(), "{snap}");
         }
@@ -188,7 +201,10 @@ async fn pressure_headroom_and_isolation_read_the_kernel() {
         _ => panic!("no cgroup: {snap}"),
     }
     assert!(
-        snap["host_wide"]["note"].as_str().unwrap().contains("not the sandbox's"),
+        snap["host_wide"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("not the sandbox's"),
         "{snap}"
     );
     play_every_tool(pressure).await;

@@ -7,8 +7,8 @@ use operator::Skill;
 use sandbox::Manager;
 
 use super::{
-    CrashHistorySkill, HeadroomSkill, IsolationSkill, LogsSkill, PROCESS_THRESHOLD,
-    PressureSkill, SandboxSkill, ThrottlingSkill,
+    CrashHistorySkill, HeadroomSkill, IsolationSkill, LogsSkill, PROCESS_THRESHOLD, PressureSkill,
+    SandboxSkill, ThrottlingSkill,
 };
 
 /// One skill of the catalog.
