@@ -27,6 +27,7 @@
 pub mod error;
 pub mod ids;
 pub mod mock;
+mod mock_calls;
 mod mock_explore;
 pub mod operator;
 pub mod outcome;

@@ -23,15 +23,8 @@ use crate::tools::{DONE, LATEST, SEND_NOTIFICATION, SET_STATE, TAKE_SNAPSHOT};
 /// Notification type the careful mock uses when the snapshot carries an `error`.
 pub const SNAPSHOT_ERROR_TYPE: &str = "snapshot_error";
 
-/// A tool call with an empty id; [`MockProvider`] fills in `mock_<n>` when it replies.
-pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
-    ToolCall {
-        id: String::new(),
-        name: name.to_string(),
-        arguments,
-        thought_signature: None,
-    }
-}
+use crate::mock_calls::latest_snapshot_data;
+pub use crate::mock_calls::tool_call;
 
 /// What the mock does each turn.
 #[derive(Debug)]
@@ -108,7 +101,7 @@ impl MockProvider {
     }
 
     /// The careful policy's reply to `messages`.
-    pub(crate) fn careful_reply(rule: Option<&AlertRule>, messages: &[Message]) -> Vec<ToolCall> {
+    fn careful_reply(rule: Option<&AlertRule>, messages: &[Message]) -> Vec<ToolCall> {
         let called_done = messages.iter().any(|m| {
             matches!(m, Message::Assistant { tool_calls, .. }
                 if tool_calls.iter().any(|c| c.name == DONE))
@@ -193,20 +186,6 @@ impl MockProvider {
     }
 }
 
-/// The `data` of the newest successful `take_snapshot` result in `messages`.
-pub(crate) fn latest_snapshot_data(messages: &[Message]) -> Option<Value> {
-    messages.iter().rev().find_map(|m| match m {
-        Message::Tool { results } => results.iter().rev().find_map(|r| {
-            if r.name != TAKE_SNAPSHOT || r.is_error {
-                return None;
-            }
-            let mut v: Value = serde_json::from_str(&r.content).ok()?;
-            v.get_mut("data").map(Value::take)
-        }),
-        _ => None,
-    })
-}
-
 #[async_trait::async_trait]
 impl Provider for MockProvider {
     fn name(&self) -> &str {
@@ -229,7 +208,9 @@ impl Provider for MockProvider {
                 .pop_front()
                 .unwrap_or_else(|| vec![tool_call(DONE, json!({}))]),
             Mode::Careful(rule) => Self::careful_reply(rule.as_ref(), &request.messages),
-            Mode::Exploring(rule) => crate::mock_explore::exploring_reply(rule.as_ref(), request),
+            Mode::Exploring(rule) => {
+                crate::mock_explore::exploring_reply(rule.as_ref(), request, Self::careful_reply)
+            }
         };
         for call in &mut calls {
             if call.id.is_empty() {

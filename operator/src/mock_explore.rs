@@ -7,12 +7,20 @@
 use llm::{ChatRequest, Message, ToolCall};
 use serde_json::{Map, Value, json};
 
-use crate::mock::{latest_snapshot_data, tool_call};
+use crate::mock_calls::{latest_snapshot_data, tool_call};
 use crate::skill::AlertRule;
 use crate::tool_names::BUILTIN_TOOLS;
 
-/// The exploring policy's reply to `request` under `rule` (see the module docs).
-pub(crate) fn exploring_reply(rule: Option<&AlertRule>, request: &ChatRequest) -> Vec<ToolCall> {
+/// The careful policy: its reply to the conversation under the rule.
+pub(crate) type Careful = fn(Option<&AlertRule>, &[Message]) -> Vec<ToolCall>;
+
+/// The exploring policy's reply to `request` under `rule` (see the module docs): the
+/// offered tools not called yet, else what `careful` replies.
+pub(crate) fn exploring_reply(
+    rule: Option<&AlertRule>,
+    request: &ChatRequest,
+    careful: Careful,
+) -> Vec<ToolCall> {
     let messages = &request.messages;
     if latest_snapshot_data(messages).is_some() {
         let called: Vec<&str> = messages
@@ -34,7 +42,7 @@ pub(crate) fn exploring_reply(rule: Option<&AlertRule>, request: &ChatRequest) -
             return pending;
         }
     }
-    crate::mock::MockProvider::careful_reply(rule, messages)
+    careful(rule, messages)
 }
 
 /// Arguments that satisfy `schema`'s required properties: an enum's first value, an

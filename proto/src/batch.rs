@@ -79,7 +79,7 @@ pub enum BatchAction {
         /// Reload as canaries, one sandbox at a time; the first one rolled back stops the
         /// batch (answers `CanaryReport`s).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        canary: Option<crate::control::CanaryWire>,
+        canary: Option<crate::canary::CanaryWire>,
     },
 }
 

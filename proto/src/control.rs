@@ -64,6 +64,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::canary::CanaryWire;
 use crate::spec::{ReloadSource, SandboxSpec};
 
 /// Longest answer line a client accepts, in bytes (a call's result, a build's diagnostics).
@@ -212,13 +213,6 @@ pub enum Request {
         /// The crate, as the client named it.
         crate_dir: PathBuf,
     },
-}
-
-/// A canary reload's settings (`host reload ID --canary --watch-for 30s`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CanaryWire {
-    /// How long the new version is watched, milliseconds (the daemon caps it at 10 min).
-    pub watch_for_ms: u64,
 }
 
 /// The wire form of [`ReloadSource`].

@@ -326,6 +326,7 @@ impl EventKind {
             | EventKind::OperatorNoVerdict { reason, .. }
             | EventKind::CanaryRolledBack { reason, .. } => cut(reason),
             EventKind::SandboxCrashed { how, .. } => cut(how),
+            EventKind::LlmCall { model, .. } => cut(model),
             EventKind::OperatorNotification { summary, .. }
             | EventKind::OperatorState { summary, .. } => cut(summary),
             _ => {}

@@ -340,7 +340,7 @@ fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     let action = BatchAction::Reload {
         select: a.select.selector()?,
         source: source.into(),
-        canary: a.canary.then(|| proto::control::CanaryWire {
+        canary: a.canary.then_some(proto::control::CanaryWire {
             watch_for_ms: a.watch_for.as_millis() as u64,
         }),
     };

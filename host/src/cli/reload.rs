@@ -76,7 +76,7 @@ pub(super) fn reload(a: ReloadArgs) -> ExitCode {
         Err(e) => return failure(json, &e),
     };
     let id = a.id.clone();
-    let canary = a.canary.then(|| proto::control::CanaryWire {
+    let canary = a.canary.then_some(proto::control::CanaryWire {
         watch_for_ms: a.watch_for.as_millis() as u64,
     });
     let request = Request::Reload {
