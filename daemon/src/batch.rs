@@ -398,7 +398,24 @@ async fn run(
                 )
                 .await;
         }
-        BatchAction::Reload { select, source } => {
+        BatchAction::Reload {
+            select,
+            source,
+            canary: Some(canary),
+        } => {
+            let window = Duration::from_millis(canary.watch_for_ms);
+            let options = sandbox::manager::CanaryOptions::new(window);
+            manager
+                .batch_reload_canary(ids(select), source, options, &opts, &mut |i, item| {
+                    let _ = tx.send(item_of(i, item));
+                })
+                .await;
+        }
+        BatchAction::Reload {
+            select,
+            source,
+            canary: None,
+        } => {
             manager
                 .batch_reload(ids(select), source, &opts, &mut |i, item| {
                     let _ = tx.send(item_of(i, item));

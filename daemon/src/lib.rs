@@ -12,6 +12,7 @@
 
 mod batch;
 mod bind;
+mod canary;
 pub mod conn;
 pub mod deps_fetch;
 pub mod events_stream;
@@ -465,13 +466,16 @@ async fn dispatch(sh: &shared::Shared, request: Request) -> Response {
             sh.metrics.observe_call(started.elapsed(), result.is_ok());
             ok(result)
         }
-        Request::Reload { id, source } => {
+        Request::Reload { id, source, canary } => {
             let path = match &source {
                 ReloadWire::Library(p) | ReloadWire::Crate(p) => Some(p),
                 ReloadWire::Source { crate_dir, .. } => crate_dir.as_ref(),
             };
             if let Some(Err(e)) = path.map(|p| require_absolute(p)) {
                 return Response::Error(e);
+            }
+            if let Some(canary) = canary {
+                return canary::reload(manager, &id, source.into(), canary).await;
             }
             let result = manager.reload(&id, source.into()).await;
             if let Ok(report) = &result {

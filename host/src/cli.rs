@@ -21,6 +21,7 @@ use sandbox::{AppSource, ReloadReport, SandboxInfo, SandboxSummary};
 
 mod ask;
 pub mod batch;
+mod canary;
 mod deps;
 mod logs;
 mod mcp;

@@ -447,6 +447,7 @@ pub fn watch(socket: &SocketPath, id: &str, crate_dir: &Path, json: bool) -> Cli
         let request = Request::Reload {
             id: id.into(),
             source: ReloadWire::Crate(crate_dir.clone()),
+            canary: None,
         };
         let result = fds_for_crate(&crate_dir).and_then(|fds| {
             let fds: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();

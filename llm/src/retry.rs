@@ -115,6 +115,7 @@ impl RetryPolicy {
         let deadline = start + self.deadline;
         let mut number = 1u32;
         loop {
+            crate::telemetry::note_attempt(number);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = match tokio::time::timeout(remaining, attempt(number)).await {
                 Ok(result) => result,

@@ -6,6 +6,7 @@
 //! What only one vendor does is tested in its own file under `vendors/`.
 
 mod common;
+mod fallback;
 mod vendors;
 
 use std::time::Duration;

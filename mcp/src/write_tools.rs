@@ -214,6 +214,7 @@ impl SandboxServer {
         self.ask(Request::Reload {
             id: a.sandbox_id,
             source,
+            canary: None,
         })
         .await
     }

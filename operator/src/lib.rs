@@ -29,6 +29,8 @@ pub mod error;
 pub mod ids;
 pub mod insight;
 pub mod mock;
+mod mock_calls;
+mod mock_explore;
 pub mod operator;
 pub mod outcome;
 pub mod skill;

@@ -23,15 +23,8 @@ use crate::tools::{DONE, LATEST, SEND_NOTIFICATION, SET_STATE, TAKE_SNAPSHOT};
 /// Notification type the careful mock uses when the snapshot carries an `error`.
 pub const SNAPSHOT_ERROR_TYPE: &str = "snapshot_error";
 
-/// A tool call with an empty id; [`MockProvider`] fills in `mock_<n>` when it replies.
-pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
-    ToolCall {
-        id: String::new(),
-        name: name.to_string(),
-        arguments,
-        thought_signature: None,
-    }
-}
+use crate::mock_calls::latest_snapshot_data;
+pub use crate::mock_calls::tool_call;
 
 /// What the mock does each turn.
 #[derive(Debug)]
@@ -43,6 +36,8 @@ enum Mode {
     /// Coordinate: correlate the members' notifications, answer questions
     /// (`crate::coordinator_mock`).
     Coordinator,
+    /// Careful, after calling every offered callback once (`crate::mock_explore`).
+    Exploring(Option<AlertRule>),
 }
 
 /// A deterministic, offline provider. `name()` and `model()` are both `mock`.
@@ -90,6 +85,13 @@ impl MockProvider {
     /// the members' figures; then `set_state` and `done` (see `crate::coordinator_mock`).
     pub fn coordinator() -> Self {
         Self::with_mode(Mode::Coordinator)
+    }
+
+    /// [`MockProvider::careful`], except that between the snapshot and the verdict it calls
+    /// every tool the skill offers besides the built-ins, once each, with arguments made from
+    /// their schemas: so each skill's tools are played offline (see `crate::mock_explore`).
+    pub fn exploring(rule: Option<AlertRule>) -> Self {
+        Self::with_mode(Mode::Exploring(rule))
     }
 
     /// A provider in `mode`.
@@ -195,20 +197,6 @@ impl MockProvider {
     }
 }
 
-/// The `data` of the newest successful `take_snapshot` result in `messages`.
-fn latest_snapshot_data(messages: &[Message]) -> Option<Value> {
-    messages.iter().rev().find_map(|m| match m {
-        Message::Tool { results } => results.iter().rev().find_map(|r| {
-            if r.name != TAKE_SNAPSHOT || r.is_error {
-                return None;
-            }
-            let mut v: Value = serde_json::from_str(&r.content).ok()?;
-            v.get_mut("data").map(Value::take)
-        }),
-        _ => None,
-    })
-}
-
 #[async_trait::async_trait]
 impl Provider for MockProvider {
     fn name(&self) -> &str {
@@ -232,6 +220,9 @@ impl Provider for MockProvider {
                 .unwrap_or_else(|| vec![tool_call(DONE, json!({}))]),
             Mode::Careful(rule) => Self::careful_reply(rule.as_ref(), &request.messages),
             Mode::Coordinator => crate::coordinator_mock::reply(&request.messages),
+            Mode::Exploring(rule) => {
+                crate::mock_explore::exploring_reply(rule.as_ref(), request, Self::careful_reply)
+            }
         };
         for call in &mut calls {
             if call.id.is_empty() {

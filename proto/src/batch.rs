@@ -76,6 +76,10 @@ pub enum BatchAction {
         select: Selector,
         /// Where the new version comes from (the shape of `control::ReloadWire`).
         source: ReloadSource,
+        /// Reload as canaries, one sandbox at a time; the first one rolled back stops the
+        /// batch (answers `CanaryReport`s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<crate::canary::CanaryWire>,
     },
 }
 

@@ -65,6 +65,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::canary::CanaryWire;
 use crate::spec::{ReloadSource, SandboxSpec};
 
 /// Longest answer line a client accepts, in bytes (a call's result, a build's diagnostics).
@@ -131,6 +132,10 @@ pub enum Request {
         id: String,
         /// Where the new version comes from.
         source: ReloadWire,
+        /// Reload as a canary: watched for a window, rolled back by the daemon when flagged;
+        /// answers a `CanaryReport` instead of a `ReloadReport`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<CanaryWire>,
     },
     /// Return to an earlier version.
     Rollback {
@@ -354,7 +359,8 @@ mod tests {
             reload,
             Request::Reload {
                 id: "d".into(),
-                source: ReloadWire::Crate("/x".into())
+                source: ReloadWire::Crate("/x".into()),
+                canary: None,
             }
         );
         let create = Request::Create {

@@ -93,6 +93,38 @@ pub enum EventKind {
     /// The sandbox is gone: every process dead.
     #[serde(rename = "sandbox.destroyed")]
     SandboxDestroyed {},
+    /// A canary reload swapped a new version in; the previous one stays installed, ready
+    /// to be swapped back, while the sandbox is watched for `window_ms`.
+    #[serde(rename = "sandbox.canary_started")]
+    CanaryStarted {
+        /// The version on trial.
+        version: u32,
+        /// The version it replaced, kept ready.
+        previous: u32,
+        /// How long it is watched.
+        window_ms: u64,
+    },
+    /// A canary's window passed without a flag: the new version stays.
+    #[serde(rename = "sandbox.canary_passed")]
+    CanaryPassed {
+        /// The version kept.
+        version: u32,
+        /// How long it was watched.
+        watched_ms: u64,
+    },
+    /// A canary was flagged within its window and the daemon swapped the previous version
+    /// back by itself.
+    #[serde(rename = "sandbox.canary_rolled_back")]
+    CanaryRolledBack {
+        /// The version given up.
+        from: u32,
+        /// The version serving again.
+        to: u32,
+        /// What flagged it (the host's observation, e.g. `worker 0 restarted: signal SIGABRT`).
+        reason: String,
+        /// Milliseconds from the swap to the flag.
+        after_ms: u64,
+    },
     /// An operator run began.
     #[serde(rename = "operator.started")]
     OperatorStarted {
@@ -194,6 +226,30 @@ pub enum EventKind {
         /// The sandboxes it covers.
         sandboxes: Vec<String>,
     },
+    /// One request to an LLM provider (its retries included), as the host timed it.
+    #[serde(rename = "llm.call")]
+    LlmCall {
+        /// The provider that answered or failed (`anthropic`, `openai`, …).
+        provider: String,
+        /// The model asked.
+        model: String,
+        /// Prompt tokens the provider reported (0 when it reported none).
+        input_tokens: u64,
+        /// Completion tokens the provider reported.
+        output_tokens: u64,
+        /// Wall time of the call, retries and their waits included, milliseconds.
+        latency_ms: u64,
+        /// Attempts after the first (the retry policy's).
+        retries: u32,
+        /// `ok`, or the failure's kind (`server`, `rate_limited`, `auth`, …).
+        outcome: String,
+        /// The provider this one stood in for after it failed, when it is a fallback.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback_from: Option<String>,
+        /// The operator run that made the call, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+    },
     /// The detector saw a metric out of line.
     #[serde(rename = "detector.anomaly")]
     DetectorAnomaly {
@@ -239,6 +295,10 @@ impl EventKind {
             EventKind::SandboxCrashed { .. } => "sandbox.crashed",
             EventKind::SandboxRestarted { .. } => "sandbox.restarted",
             EventKind::SandboxDestroyed {} => "sandbox.destroyed",
+            EventKind::CanaryStarted { .. } => "sandbox.canary_started",
+            EventKind::CanaryPassed { .. } => "sandbox.canary_passed",
+            EventKind::CanaryRolledBack { .. } => "sandbox.canary_rolled_back",
+            EventKind::LlmCall { .. } => "llm.call",
             EventKind::OperatorStarted { .. } => "operator.started",
             EventKind::OperatorSnapshot { .. } => "operator.snapshot",
             EventKind::OperatorNotification { .. } => "operator.notification",
@@ -291,8 +351,10 @@ impl EventKind {
         match &mut self {
             EventKind::SandboxReloadFailed { reason, .. }
             | EventKind::WorkerRestarted { reason, .. }
-            | EventKind::OperatorNoVerdict { reason, .. } => cut(reason),
+            | EventKind::OperatorNoVerdict { reason, .. }
+            | EventKind::CanaryRolledBack { reason, .. } => cut(reason),
             EventKind::SandboxCrashed { how, .. } => cut(how),
+            EventKind::LlmCall { model, .. } => cut(model),
             EventKind::OperatorNotification { summary, .. }
             | EventKind::OperatorState { summary, .. } => cut(summary),
             EventKind::OperatorInsight {

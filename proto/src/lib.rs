@@ -6,6 +6,7 @@
 //! * [`runner`]: the length-prefixed frames between the host and a sandbox's init and app
 //!   planes, and the argv and descriptor numbers of the runner's hidden modes.
 //! * [`batch`]: the `batch` request and the lines of its streamed answer.
+//! * [`canary`]: a canary reload's settings (`reload`, batch `reload`).
 //! * [`spec`]: what a sandbox is made from (id, app, limits, isolation level).
 //! * [`info`]: what the host answers about a sandbox (info, usage, list, reload reports).
 //! * [`events`]: the event record.
@@ -16,6 +17,7 @@
 
 pub mod ask;
 pub mod batch;
+pub mod canary;
 pub mod control;
 pub mod events;
 pub mod info;

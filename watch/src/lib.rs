@@ -5,11 +5,13 @@
 pub mod baseline;
 pub mod coordinator;
 pub mod detector;
+pub mod llm_metrics;
 pub mod metrics;
 pub mod operate;
 pub mod provider;
 pub mod sinks;
 pub mod skill;
+pub mod telemetry;
 pub mod watching;
 
 pub use watching::{WatchConfig, WatchSet, default_rule, parse_duration, spawn};

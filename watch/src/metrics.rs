@@ -98,6 +98,7 @@ pub struct Metrics {
     insights: Family<InsightLabel, Counter>,
     detector_labels: Mutex<HashSet<String>>,
     events_lagged: Counter,
+    llm: crate::llm_metrics::LlmMetrics,
     cap: usize,
     scrapes: Semaphore,
     computing: tokio::sync::Mutex<()>,
@@ -130,6 +131,7 @@ impl Metrics {
             insights: Family::default(),
             detector_labels: Mutex::new(HashSet::new()),
             events_lagged: Counter::default(),
+            llm: Default::default(),
             cap,
             scrapes: Semaphore::new(MAX_SCRAPES),
             computing: tokio::sync::Mutex::new(()),
@@ -228,6 +230,7 @@ impl Metrics {
             "Events the metrics missed because they fell behind the event stream",
             m.events_lagged.clone(),
         );
+        m.llm.register(r);
         Metrics { registry, ..m }
     }
 
@@ -254,6 +257,7 @@ impl Metrics {
                 self.reload.observe(*load_us as f64 / 1e6);
             }
             EventKind::OperatorDone { state, .. } => self.verdict(state),
+            EventKind::LlmCall { .. } => self.llm.record(&event.kind),
             EventKind::OperatorNoVerdict { .. } => self.verdict("no_verdict"),
             EventKind::OperatorInsight {
                 correlation,

@@ -70,10 +70,16 @@ pub async fn operate_run(
             PROCESS_THRESHOLD,
         )),
     };
-    let provider: Arc<dyn llm::Provider> = match choice.provider {
-        Some(p) => p,
-        None => Arc::new(MockProvider::careful(skill.alert_rule())),
-    };
+    // Every LLM call of the run (each provider a fallback tries) is an `llm.call` event.
+    let rule = skill.alert_rule();
+    let provider = choice.observed(
+        || Arc::new(MockProvider::careful(rule)),
+        crate::telemetry::event_sink(
+            manager.events().clone(),
+            Some(req.id.clone()),
+            Some(run.to_string()),
+        ),
+    );
     // Each model request may take what is left of the deadline (OperatorConfig's default).
     let config = OperatorConfig {
         max_iterations: req.max_iterations.unwrap_or(4),

@@ -154,6 +154,14 @@ pub struct ReloadArgs {
     /// New src/lib.rs, built once per crate the sandboxes were made from.
     #[arg(long, value_name = "FILE", group = "from")]
     pub source: Option<PathBuf>,
+    /// Reload as canaries, one sandbox at a time, each watched for --watch-for; the first
+    /// one the daemon rolls back stops the batch (the rest keep their version).
+    #[arg(long)]
+    pub canary: bool,
+    /// How long each canary is watched (`30s`, `2m`; at most 10m).
+    #[arg(long, value_name = "DURATION", requires = "canary", default_value = "30s",
+          value_parser = ::watch::parse_duration)]
+    pub watch_for: std::time::Duration,
     /// Which sandboxes, and how the batch runs.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -332,6 +340,9 @@ fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     let action = BatchAction::Reload {
         select: a.select.selector()?,
         source: source.into(),
+        canary: a.canary.then_some(proto::control::CanaryWire {
+            watch_for_ms: a.watch_for.as_millis() as u64,
+        }),
     };
     Ok((action, fds))
 }

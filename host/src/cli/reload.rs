@@ -25,6 +25,16 @@ pub struct ReloadArgs {
         conflicts_with_all = ["lib", "source"]
     )]
     pub watch: Option<Option<PathBuf>>,
+    /// Reload as a canary: the previous version stays ready and the daemon swaps it back by
+    /// itself when the sandbox is flagged within --watch-for (a crash, a worker restart, a
+    /// process or memory spike against the figures before the reload, a detector anomaly,
+    /// an operator warning).
+    #[arg(long, conflicts_with = "watch")]
+    pub canary: bool,
+    /// How long a canary is watched (`30s`, `2m`, `500ms`; at most 10m).
+    #[arg(long, value_name = "DURATION", requires = "canary", default_value = "30s",
+          value_parser = ::watch::parse_duration)]
+    pub watch_for: std::time::Duration,
     /// Client options.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -66,10 +76,17 @@ pub(super) fn reload(a: ReloadArgs) -> ExitCode {
         Err(e) => return failure(json, &e),
     };
     let id = a.id.clone();
+    let canary = a.canary.then_some(proto::control::CanaryWire {
+        watch_for_ms: a.watch_for.as_millis() as u64,
+    });
     let request = Request::Reload {
         id: a.id.clone(),
         source,
+        canary,
     };
+    if canary.is_some() {
+        return super::canary::run(&a.client, request, fd, id);
+    }
     one_request_fds(&a.client, request, fd, move |v, took| {
         Ok(client::render_reload(&id, &decode(v)?, took))
     })

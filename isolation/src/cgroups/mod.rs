@@ -24,6 +24,7 @@ mod fs;
 mod kill;
 mod limits;
 mod paths;
+mod stats;
 mod usage;
 pub mod v1;
 pub mod v2;
@@ -42,6 +43,10 @@ pub use self::error::{CgroupError, Result, Unavailable, UnusableHierarchy};
 use self::fs::{CgroupFs, KernelCgroupFs, fs_magic, read_string};
 use self::limits::Notes;
 use self::paths::validate_id;
+pub use self::stats::{
+    CgroupStats, CpuThrottling, Pressure, PressureLine, PressureReading, V1_NO_PRESSURE,
+    parse_pressure,
+};
 pub use self::usage::CgroupUsage;
 use crate::level::Limits;
 

@@ -22,6 +22,7 @@ mod limits_said;
 mod logs;
 mod planes;
 mod pool;
+mod skills;
 mod start_failures;
 mod tenants;
 
