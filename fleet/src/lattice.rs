@@ -252,14 +252,21 @@ async fn bucket(
         .map_err(|e| FleetError::js(format!("opening bucket {name}"), e))
 }
 
+/// The keys of `bucket`, from its stream's subjects (a stream-info request the stream's
+/// leader answers: no consumer is made, so none can land on a server that is down).
 async fn keys(store: &kv::Store, bucket: &str) -> Result<Vec<String>, FleetError> {
-    let mut stream = store
-        .keys()
+    let prefix = format!("$KV.{bucket}.");
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{prefix}>"))
         .await
         .map_err(|e| FleetError::js(format!("listing {bucket}"), e))?;
     let mut out = Vec::new();
-    while let Some(key) = stream.next().await {
-        out.push(key.map_err(|e| FleetError::js(format!("listing {bucket}"), e))?);
+    while let Some(item) = subjects.next().await {
+        let (subject, _) = item.map_err(|e| FleetError::js(format!("listing {bucket}"), e))?;
+        if let Some(key) = subject.strip_prefix(&prefix) {
+            out.push(key.to_string());
+        }
     }
     Ok(out)
 }

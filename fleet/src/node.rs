@@ -51,6 +51,7 @@ impl Node {
             let known = client.server_info().connect_urls.len();
             known.clamp(1, 3)
         });
+        tracing::info!(node = %name, replicas, "fleet: joining");
         let lattice = Lattice::create(client, replicas).await?;
         std::fs::create_dir_all(lib_dir).map_err(|source| FleetError::Credentials {
             path: lib_dir.to_path_buf(),
