@@ -25,6 +25,8 @@ use crate::wire::{self, MAX_MESSAGE, TOO_LARGE};
 
 /// Requests a node works on at once; past it the answer is `busy`.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// How long a joining node waits for JetStream to be ready.
+pub const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest library a node fetches from the object store.
 pub const MAX_LIBRARY: u64 = 256 * 1024 * 1024;
 
@@ -52,7 +54,19 @@ impl Node {
             known.clamp(1, 3)
         });
         tracing::info!(node = %name, replicas, "fleet: joining");
-        let lattice = Lattice::create(client, replicas).await?;
+        // JetStream may still be electing its leaders (servers started with the daemons):
+        // retried for a while before giving up.
+        let started = std::time::Instant::now();
+        let lattice = loop {
+            match Lattice::create(client.clone(), replicas).await {
+                Ok(lattice) => break lattice,
+                Err(e) if started.elapsed() < JOIN_PATIENCE => {
+                    tracing::warn!(error = %e, "fleet: JetStream not ready yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         std::fs::create_dir_all(lib_dir).map_err(|source| FleetError::Credentials {
             path: lib_dir.to_path_buf(),
             source,

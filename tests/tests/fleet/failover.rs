@@ -29,16 +29,19 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
     // Every event the nodes publish, seen from here.
     let urls = fleet.nats.urls();
     let (events_tx, events_rx) = std::sync::mpsc::channel::<Value>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
     let listener = std::thread::spawn(move || {
         e2e::apps::block_on(async move {
             let client = async_nats::connect(urls.split(',').next().unwrap()).await.unwrap();
             let mut sub = client.subscribe("events.>").await.unwrap();
             client.flush().await.unwrap();
             let _ = events_tx.send(Value::Null);
-            while let Some(message) = sub.next().await {
-                let event: Value = serde_json::from_slice(&message.payload).unwrap();
-                if events_tx.send(event).is_err() {
-                    break;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let tick = Duration::from_millis(100);
+                if let Ok(Some(message)) = tokio::time::timeout(tick, sub.next()).await {
+                    let event: Value = serde_json::from_slice(&message.payload).unwrap();
+                    let _ = events_tx.send(event);
                 }
             }
         })
@@ -99,9 +102,8 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
         wait_until(UP, || runner_pids.iter().all(|p| !alive(*p))),
         "runners of the killed daemon outlived it"
     );
-    drop(events_rx);
-    drop(fleet);
-    let _ = listener.join();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
 }
 
 #[test]

@@ -140,9 +140,10 @@ impl Nats {
             server.url = url;
         }
         let nats = Nats { servers, dir };
-        // JetStream is ready once a meta leader is elected (in every server's log).
+        // JetStream is ready once a meta leader is elected (said in some server's log); a
+        // node that joins earlier waits for it too.
         let ready = wait_until(UP, || {
-            (0..n).all(|i| {
+            (0..n).any(|i| {
                 let log = nats.log(i);
                 n == 1 && log.contains("Server is ready")
                     || log.contains("JetStream cluster new metadata leader")
