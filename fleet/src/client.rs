@@ -99,10 +99,13 @@ impl FleetClient {
 
     /// Uploads the library at `path` (when the store lacks it) and returns its content name.
     pub async fn upload(&self, path: &Path) -> Result<String, FleetError> {
-        let input = |e: &dyn std::fmt::Display| FleetError::Input(format!("{}: {e}", path.display()));
+        let input =
+            |e: &dyn std::fmt::Display| FleetError::Input(format!("{}: {e}", path.display()));
         let size = std::fs::metadata(path).map_err(|e| input(&e))?.len();
         if size > MAX_LIBRARY {
-            return Err(input(&format!("{size} bytes is over the fleet's {MAX_LIBRARY}")));
+            return Err(input(&format!(
+                "{size} bytes is over the fleet's {MAX_LIBRARY}"
+            )));
         }
         let bytes = std::fs::read(path).map_err(|e| input(&e))?;
         let hash = hex(&Sha256::digest(&bytes));
@@ -175,7 +178,11 @@ impl FleetClient {
     /// Sends one client request where it belongs (see the module docs).
     pub async fn request(&self, request: Request, place: &PlaceArgs) -> Result<Value, FleetError> {
         match request {
-            Request::Create { id, mut spec, watch } => {
+            Request::Create {
+                id,
+                mut spec,
+                watch,
+            } => {
                 check_name("sandbox", &id)?;
                 let AppSource::Library(path) = &spec.app else {
                     return Err(FleetError::Input(
@@ -186,7 +193,9 @@ impl FleetClient {
                 };
                 spec.app = AppSource::Library(self.upload(path).await?.into());
                 let node = self.place(place).await?;
-                let mut info = self.send(&node, &Request::Create { id, spec, watch }).await?;
+                let mut info = self
+                    .send(&node, &Request::Create { id, spec, watch })
+                    .await?;
                 if let Some(map) = info.as_object_mut() {
                     map.insert("node".into(), node.into());
                 }

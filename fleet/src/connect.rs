@@ -35,10 +35,20 @@ pub struct ConnectArgs {
     #[arg(long, env = "SANDBOX_HOST_NATS_CA", value_name = "FILE")]
     pub nats_ca: Option<PathBuf>,
     /// Client certificate (PEM) for TLS, with --nats-key.
-    #[arg(long, env = "SANDBOX_HOST_NATS_CERT", value_name = "FILE", requires = "nats_key")]
+    #[arg(
+        long,
+        env = "SANDBOX_HOST_NATS_CERT",
+        value_name = "FILE",
+        requires = "nats_key"
+    )]
     pub nats_cert: Option<PathBuf>,
     /// Client key (PEM) for TLS, with --nats-cert.
-    #[arg(long, env = "SANDBOX_HOST_NATS_KEY", value_name = "FILE", requires = "nats_cert")]
+    #[arg(
+        long,
+        env = "SANDBOX_HOST_NATS_KEY",
+        value_name = "FILE",
+        requires = "nats_cert"
+    )]
     pub nats_key: Option<PathBuf>,
 }
 
@@ -53,7 +63,9 @@ fn read_secret(path: &Path) -> Result<String, FleetError> {
 impl ConnectArgs {
     /// Whether a fleet was named.
     pub fn is_set(&self) -> bool {
-        self.cluster.as_deref().is_some_and(|c| !c.trim().is_empty())
+        self.cluster
+            .as_deref()
+            .is_some_and(|c| !c.trim().is_empty())
     }
 
     /// The server URLs, checked.

@@ -127,7 +127,13 @@ async fn take_over(node: &Node, record: SpecRecord, revision: u64) -> bool {
     let Ok(bytes) = serde_json::to_vec(&claimed) else {
         return false;
     };
-    if node.lattice.specs.update(&id, bytes.into(), revision).await.is_err() {
+    if node
+        .lattice
+        .specs
+        .update(&id, bytes.into(), revision)
+        .await
+        .is_err()
+    {
         return false;
     }
     let started = Instant::now();
@@ -163,7 +169,10 @@ async fn take_over(node: &Node, record: SpecRecord, revision: u64) -> bool {
             node.event(
                 "recreate_failed",
                 &id,
-                format!("re-creating on node {} failed: {}: {}", node.name, e.kind, e.message),
+                format!(
+                    "re-creating on node {} failed: {}: {}",
+                    node.name, e.kind, e.message
+                ),
             )
             .await;
         }

@@ -98,18 +98,31 @@ pub struct Lattice {
 
 impl std::fmt::Debug for Lattice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lattice").field("nodes", &self.nodes).finish_non_exhaustive()
+        f.debug_struct("Lattice")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
     }
 }
 
 impl Lattice {
     /// Opens the fleet's state, creating what is missing with `replicas` copies (a node
     /// does this when it joins).
-    pub async fn create(client: async_nats::Client, replicas: usize) -> Result<Lattice, FleetError> {
+    pub async fn create(
+        client: async_nats::Client,
+        replicas: usize,
+    ) -> Result<Lattice, FleetError> {
         let js = jetstream::new(client.clone());
         let replicas = replicas.clamp(1, 5);
-        let nodes = bucket(&js, NODES, "live sandbox-host nodes", 1, NODE_TTL, 64 * 1024, replicas)
-            .await?;
+        let nodes = bucket(
+            &js,
+            NODES,
+            "live sandbox-host nodes",
+            1,
+            NODE_TTL,
+            64 * 1024,
+            replicas,
+        )
+        .await?;
         let specs = bucket(
             &js,
             SPECS,
@@ -161,9 +174,18 @@ impl Lattice {
                 e,
             )
         };
-        let nodes = js.get_key_value(NODES).await.map_err(|e| missing(NODES, &e))?;
-        let specs = js.get_key_value(SPECS).await.map_err(|e| missing(SPECS, &e))?;
-        let libs = js.get_object_store(LIBS).await.map_err(|e| missing(LIBS, &e))?;
+        let nodes = js
+            .get_key_value(NODES)
+            .await
+            .map_err(|e| missing(NODES, &e))?;
+        let specs = js
+            .get_key_value(SPECS)
+            .await
+            .map_err(|e| missing(SPECS, &e))?;
+        let libs = js
+            .get_object_store(LIBS)
+            .await
+            .map_err(|e| missing(LIBS, &e))?;
         Ok(Lattice {
             client,
             js,

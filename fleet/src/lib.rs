@@ -17,6 +17,7 @@
 //! The client side ([`client`]) places creates by free capacity and routes every other
 //! request to the owner. Whoever holds the NATS credentials administers the whole fleet.
 
+pub mod agent;
 pub mod client;
 pub mod connect;
 pub mod error;

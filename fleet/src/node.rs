@@ -48,7 +48,10 @@ impl Node {
     pub async fn join(args: &NodeArgs, socket: &Path, lib_dir: &Path) -> Result<Node, FleetError> {
         let name = args.name()?;
         let labels = args.labels()?;
-        let client = args.connect.connect(&format!("sandbox-host node {name}")).await?;
+        let client = args
+            .connect
+            .connect(&format!("sandbox-host node {name}"))
+            .await?;
         let replicas = args.replicas.unwrap_or_else(|| {
             let known = client.server_info().connect_urls.len();
             known.clamp(1, 3)
@@ -86,9 +89,9 @@ impl Node {
         &self.name
     }
 
-    /// Serves the fleet until the connection ends: requests, heartbeat and failover.
-    pub async fn run(self) -> Result<(), FleetError> {
-        let node = Arc::new(self);
+    /// Answers this node's subjects until the connection ends.
+    pub async fn serve(self: Arc<Self>) -> Result<(), FleetError> {
+        let node = self;
         let subject = format!("sandbox.{}.*", node.name);
         let mut requests = node
             .lattice
@@ -96,8 +99,6 @@ impl Node {
             .subscribe(subject.clone())
             .await
             .map_err(|e| FleetError::js(format!("subscribing to {subject}"), e))?;
-        let heartbeat = tokio::spawn(crate::failover::heartbeat(node.clone()));
-        let failover = tokio::spawn(crate::failover::watch(node.clone()));
         tracing::info!(node = %node.name, "joined the fleet");
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         while let Some(message) = requests.next().await {
@@ -123,8 +124,6 @@ impl Node {
                 }
             }
         }
-        heartbeat.abort();
-        failover.abort();
         Ok(())
     }
 
@@ -133,7 +132,10 @@ impl Node {
         let answer = if answer.len() > max {
             wire::answer(Err(WireError::new(
                 TOO_LARGE,
-                format!("the answer of {} bytes is over NATS's max_payload of {max}", answer.len()),
+                format!(
+                    "the answer of {} bytes is over NATS's max_payload of {max}",
+                    answer.len()
+                ),
             )))
         } else {
             answer
@@ -190,7 +192,10 @@ impl Node {
         let bytes = serde_json::to_vec(&record).map_err(internal)?;
         if let Err(e) = self.lattice.specs.create(&id, bytes.into()).await {
             return Err(if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                WireError::new("already_exists", format!("sandbox {id} already exists in the fleet"))
+                WireError::new(
+                    "already_exists",
+                    format!("sandbox {id} already exists in the fleet"),
+                )
             } else {
                 WireError::new(INTERNAL, format!("recording {id} in the fleet: {e}"))
             });
@@ -237,7 +242,13 @@ impl Node {
             let Ok(bytes) = serde_json::to_vec(&record) else {
                 break;
             };
-            if self.lattice.specs.update(&id, bytes.into(), revision).await.is_ok() {
+            if self
+                .lattice
+                .specs
+                .update(&id, bytes.into(), revision)
+                .await
+                .is_ok()
+            {
                 break;
             }
         }
@@ -248,7 +259,11 @@ impl Node {
     async fn forget(&self, id: &str) {
         if let Ok(Some((record, revision))) = self.lattice.spec(id).await
             && record.node == self.name
-            && let Err(e) = self.lattice.specs.delete_expect_revision(id, Some(revision)).await
+            && let Err(e) = self
+                .lattice
+                .specs
+                .delete_expect_revision(id, Some(revision))
+                .await
         {
             tracing::warn!(id, error = %e, "fleet: spec record not removed");
         }
@@ -262,9 +277,14 @@ impl Node {
             return Ok(path);
         }
         let mut object = self.lattice.libs.get(hash).await.map_err(|e| {
-            WireError::new("not_found", format!("library sha256:{hash} is not in the fleet: {e}"))
+            WireError::new(
+                "not_found",
+                format!("library sha256:{hash} is not in the fleet: {e}"),
+            )
         })?;
-        let tmp = self.lib_dir.join(format!(".{hash}.{}.part", std::process::id()));
+        let tmp = self
+            .lib_dir
+            .join(format!(".{hash}.{}.part", std::process::id()));
         let fetched = async {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
             let mut digest = Sha256::new();
@@ -312,7 +332,12 @@ impl Node {
             "message": message,
         });
         let subject = lattice::events_subject(&self.name);
-        match self.lattice.js.publish(subject, event.to_string().into()).await {
+        match self
+            .lattice
+            .js
+            .publish(subject, event.to_string().into())
+            .await
+        {
             Ok(ack) => {
                 if let Err(e) = ack.await {
                     tracing::warn!(error = %e, "fleet: event not stored");

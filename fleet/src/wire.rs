@@ -20,8 +20,8 @@ pub const NO_ANSWER: &str = "no_answer";
 
 /// The ops a node answers on its subjects.
 pub const OPS: &[&str] = &[
-    "ping", "create", "list", "info", "call", "reload", "rollback", "usage", "workers",
-    "restart", "destroy",
+    "ping", "create", "list", "info", "call", "reload", "rollback", "usage", "workers", "restart",
+    "destroy",
 ];
 
 /// Prefix of a library named by content: `sha256:HEX`.
@@ -49,7 +49,11 @@ pub fn decode(op: &str, payload: &[u8]) -> Result<Request, WireError> {
     if !OPS.contains(&op) {
         return Err(WireError::new(
             UNKNOWN_OP,
-            format!("op {:?} is not routed in a fleet (ops: {})", op, OPS.join(", ")),
+            format!(
+                "op {:?} is not routed in a fleet (ops: {})",
+                op,
+                OPS.join(", ")
+            ),
         ));
     }
     let request: Request = serde_json::from_slice(payload)
@@ -70,7 +74,9 @@ pub fn answer(result: Result<serde_json::Value, WireError>) -> Vec<u8> {
         Ok(v) => Response::Ok(v),
         Err(e) => Response::Error(e),
     };
-    serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"error\":{\"kind\":\"internal\",\"message\":\"unencodable answer\"}}".to_vec())
+    serde_json::to_vec(&response).unwrap_or_else(|_| {
+        b"{\"error\":{\"kind\":\"internal\",\"message\":\"unencodable answer\"}}".to_vec()
+    })
 }
 
 /// Reads an answer.
@@ -96,7 +102,11 @@ pub fn content_hash(app: &AppSource) -> Result<String, WireError> {
 /// The sha256 (hex) of `sha256:HEX`.
 pub fn library_hash(name: &str) -> Result<String, WireError> {
     let hex = name.strip_prefix(CONTENT).unwrap_or("");
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         Ok(hex.to_string())
     } else {
         Err(WireError::new(

@@ -92,15 +92,18 @@ pub(super) fn destroy(a: &DestroyArgs) -> ExitCode {
         return failure(a.client.json, &e);
     }
     let id = a.id.clone();
-    one_request(&a.client, Request::Destroy { id: a.id.clone() }, move |_, _| {
-        Ok(format!("destroyed {id}"))
-    })
+    one_request(
+        &a.client,
+        Request::Destroy { id: a.id.clone() },
+        move |_, _| Ok(format!("destroyed {id}")),
+    )
 }
 
 /// `host nodes`: the live nodes of the fleet.
 pub(super) fn nodes(a: &NodesArgs) -> ExitCode {
     if !a.connect.is_set() {
-        let e = ClientError::Input("host nodes needs --cluster URLS (or $SANDBOX_HOST_CLUSTER)".into());
+        let e =
+            ClientError::Input("host nodes needs --cluster URLS (or $SANDBOX_HOST_CLUSTER)".into());
         return failure(a.json, &e);
     }
     match fleet::client::nodes_blocking(&a.connect) {
@@ -160,6 +163,8 @@ pub(super) fn unrouted(command: &Command) -> Option<ExitCode> {
     if !client.cluster.is_set() {
         return None;
     }
-    let e = ClientError::Input(format!("{what} is not routed in a fleet yet (drop --cluster)"));
+    let e = ClientError::Input(format!(
+        "{what} is not routed in a fleet yet (drop --cluster)"
+    ));
     Some(failure(client.json, &e))
 }

@@ -165,7 +165,11 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         // Joined before the daemon starts, so wrong credentials or an unreachable fleet
         // stop `host serve` at once.
         let node = match args.fleet.connect.is_set() {
-            true => match rt.block_on(fleet::node::Node::join(&args.fleet, &socket.path, &fleet_libs)) {
+            true => match rt.block_on(fleet::node::Node::join(
+                &args.fleet,
+                &socket.path,
+                &fleet_libs,
+            )) {
                 Ok(node) => Some(node),
                 Err(e) => {
                     eprintln!("host serve: {e}");
@@ -174,7 +178,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             },
             false => None,
         };
-        let agent = node.map(|node| rt.spawn(node.run()));
+        let agent = node.map(|node| rt.spawn(fleet::agent::run(node)));
         let served = rt.block_on(daemon::serve_watching(&socket, config, limits, watch));
         if let Some(agent) = agent {
             agent.abort();

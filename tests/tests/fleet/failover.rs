@@ -33,7 +33,9 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
     let stopped = stop.clone();
     let listener = std::thread::spawn(move || {
         e2e::apps::block_on(async move {
-            let client = async_nats::connect(urls.split(',').next().unwrap()).await.unwrap();
+            let client = async_nats::connect(urls.split(',').next().unwrap())
+                .await
+                .unwrap();
             let mut sub = client.subscribe("events.>").await.unwrap();
             client.flush().await.unwrap();
             let _ = events_tx.send(Value::Null);
@@ -89,7 +91,10 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
         let event = events_rx.recv_timeout(UP).expect("a recreated event");
         if event["kind"] == "recreated" {
             assert!(
-                event["message"].as_str().unwrap().contains("in-memory state lost"),
+                event["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("in-memory state lost"),
                 "{event}"
             );
             recreated.push(event["id"].as_str().unwrap().to_string());
@@ -122,7 +127,10 @@ fn the_fleet_keeps_working_with_one_nats_server_stopped() {
     // the nodes' heartbeats (well past their TTL).
     let lib_arg = lib.to_str().unwrap();
     let created = wait_until(UP, || {
-        fleet.host(&["create", "n3", "--lib", lib_arg]).status.success()
+        fleet
+            .host(&["create", "n3", "--lib", lib_arg])
+            .status
+            .success()
     });
     assert!(created, "{}", fleet.nodes[0].log());
     for i in 4..6 {

@@ -28,14 +28,25 @@ fn bad_messages_get_an_error_answer_and_harm_nothing() {
     fleet.create("calm", &lib, &[]);
     let urls = fleet.nats.urls();
     e2e::apps::block_on(async {
-        let client = async_nats::connect(urls.split(',').next().unwrap()).await.unwrap();
+        let client = async_nats::connect(urls.split(',').next().unwrap())
+            .await
+            .unwrap();
         let kinds = [
             ("sandbox.node0.call", b"{not json".to_vec()),
             ("sandbox.node0.call", vec![0xff, 0xfe, 0x00]),
             ("sandbox.node0.call", vec![b' '; 2 * 1024 * 1024]),
-            ("sandbox.node0.format_disk", br#"{"op":"format_disk"}"#.to_vec()),
-            ("sandbox.node0.events", br#"{"op":"events","follow":true}"#.to_vec()),
-            ("sandbox.node0.info", br#"{"op":"destroy","id":"calm"}"#.to_vec()),
+            (
+                "sandbox.node0.format_disk",
+                br#"{"op":"format_disk"}"#.to_vec(),
+            ),
+            (
+                "sandbox.node0.events",
+                br#"{"op":"events","follow":true}"#.to_vec(),
+            ),
+            (
+                "sandbox.node0.info",
+                br#"{"op":"destroy","id":"calm"}"#.to_vec(),
+            ),
             (
                 "sandbox.node0.create",
                 br#"{"op":"create","id":"evil","spec":{"app":{"library":"/etc/passwd"}}}"#.to_vec(),
@@ -123,7 +134,12 @@ fn wrong_credentials_are_refused_and_passwords_stay_off_the_command_line() {
     // Clients: no credentials and a wrong password are refused (exit 3: no fleet reached);
     // the right password, from the environment, lists the node.
     let out = fleet_client(&urls).args(["nodes"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = fleet_client(&urls)
         .args(["nodes"])
         .env("SANDBOX_HOST_NATS_USER", "fleet")

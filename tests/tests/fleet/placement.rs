@@ -50,7 +50,10 @@ fn thirty_sandboxes_spread_over_three_nodes_and_calls_reach_their_owner() {
     let info = fleet.json(&["info", "s07"]);
     assert_eq!(info["id"], "s07");
     let usage = fleet.json(&["usage", "s07"]);
-    assert!(usage["memory_bytes"].as_u64().is_some() || usage.is_object(), "{usage}");
+    assert!(
+        usage["memory_bytes"].as_u64().is_some() || usage.is_object(),
+        "{usage}"
+    );
     let lib42 = e2e::apps::block_on(demo_lib_answering(42));
     let reload = fleet.json(&["reload", "s07", "--lib", lib42.to_str().unwrap()]);
     assert_eq!(reload["to_version"], 2, "{reload}");
@@ -92,7 +95,14 @@ fn placement_honours_node_and_label_constraints() {
     }
     let info = fleet.create("pinned", &lib, &["--node", "node1"]);
     assert_eq!(info["node"], "node1", "{info}");
-    let out = fleet.host(&["create", "nowhere", "--lib", lib.to_str().unwrap(), "--label", "gpu=no"]);
+    let out = fleet.host(&[
+        "create",
+        "nowhere",
+        "--lib",
+        lib.to_str().unwrap(),
+        "--label",
+        "gpu=no",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no live node"),
