@@ -23,6 +23,7 @@ mod ask;
 pub mod batch;
 mod canary;
 mod deps;
+mod fleet_hook;
 mod logs;
 mod mcp;
 mod reload;
@@ -30,6 +31,7 @@ mod serve;
 mod tenant_args;
 mod watch_args;
 pub use ask::AskArgs;
+pub use fleet_hook::NodesArgs;
 pub use logs::{DestroyArgs, LogsArgs};
 pub use mcp::McpArgs;
 pub use reload::ReloadArgs;
@@ -98,6 +100,8 @@ pub enum Command {
     Deps(deps::DepsArgs),
     /// Serve the sandboxes to an AI agent over MCP on stdin/stdout (read only unless --write).
     Mcp(McpArgs),
+    /// List the live nodes of a fleet (--cluster URLS).
+    Nodes(NodesArgs),
 }
 
 /// A sandbox id and the client options.
@@ -251,6 +255,9 @@ fn one_request_fds(
     human: impl FnOnce(serde_json::Value, Duration) -> Result<String, ClientError>,
 ) -> ExitCode {
     use std::os::fd::AsFd;
+    if args.cluster.is_set() {
+        return fleet_hook::one_request(args, request, human);
+    }
     let socket = socket_path::resolve(args.socket.as_deref());
     let started = Instant::now();
     let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
@@ -284,6 +291,9 @@ fn default_app() -> Result<PathBuf, ClientError> {
 
 /// Runs one parsed command.
 pub fn run(command: Command) -> ExitCode {
+    if let Some(refused) = fleet_hook::unrouted(&command) {
+        return refused;
+    }
     match command {
         Command::Demo(args) => {
             with_runtime(|rt| rt.block_on(crate::demo::run(crate::demo::Mode::Plumbing, 0, args)))
@@ -404,6 +414,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Batch(c) => batch::run(c),
         Command::Deps(a) => deps::run(a),
         Command::Mcp(a) => mcp::mcp(&a),
+        Command::Nodes(a) => fleet_hook::nodes(&a),
     }
 }
 

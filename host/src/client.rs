@@ -488,6 +488,12 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The fleet to work on instead of the local daemon.
+    #[command(flatten)]
+    pub cluster: fleet::ConnectArgs,
+    /// Placement and routing in the fleet.
+    #[command(flatten)]
+    pub place: fleet::PlaceArgs,
 }
 
 /// Error kinds whose message quotes the app: its error or panic message, its answer to a

@@ -149,6 +149,9 @@ pub fn render_line(line: &WireLogLine) -> String {
 
 /// Runs `host destroy`, and with `--purge` removes the sandbox's kept log.
 pub fn run_destroy(a: &DestroyArgs) -> ExitCode {
+    if a.client.cluster.is_set() {
+        return super::fleet_hook::destroy(a);
+    }
     let socket = socket_path::resolve(a.client.socket.as_deref());
     let result = Client::connect(&socket).and_then(|mut c| {
         let destroyed = match c.request(&Request::Destroy { id: a.id.clone() }) {

@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// The event stream and the detector.
     #[command(flatten)]
     pub watch: crate::cli::watch_args::WatchArgs,
+    /// Joining a fleet (--cluster).
+    #[command(flatten)]
+    pub fleet: fleet::NodeArgs,
 }
 
 impl ServeArgs {
@@ -157,13 +160,35 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
     };
     config.events =
         sandbox::events::EventBus::new(args.watch.event_ring, sandbox::events::DEFAULT_CHANNEL);
-    with_runtime(
-        |rt| match rt.block_on(daemon::serve_watching(&socket, config, limits, watch)) {
+    let fleet_libs = config.state_dir.with_file_name("fleet-libs");
+    with_runtime(|rt| {
+        // Joined before the daemon starts, so wrong credentials or an unreachable fleet
+        // stop `host serve` at once.
+        let node = match args.fleet.connect.is_set() {
+            true => match rt.block_on(fleet::node::Node::join(
+                &args.fleet,
+                &socket.path,
+                &fleet_libs,
+            )) {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    eprintln!("host serve: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            false => None,
+        };
+        let agent = node.map(|node| rt.spawn(fleet::agent::run(node)));
+        let served = rt.block_on(daemon::serve_watching(&socket, config, limits, watch));
+        if let Some(agent) = agent {
+            agent.abort();
+        }
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("host serve: {e}");
                 ExitCode::from(1)
             }
-        },
-    )
+        }
+    })
 }

@@ -1,0 +1,31 @@
+//! A fleet: many `host serve` daemons, one lattice over NATS JetStream.
+//!
+//! Modelled on wasmCloud's lattice. Each daemon started with `--cluster` runs a node agent
+//! ([`node`]) beside it that talks to its daemon through the daemon's own control socket (as
+//! `host mcp` does) and to the fleet through NATS:
+//!
+//! - membership: the `sandbox_nodes` KV bucket, one key per node, refreshed every second
+//!   and expiring after three (a dead node vanishes by itself);
+//! - desired state: the `sandbox_specs` KV bucket, one key per sandbox (its spec, its
+//!   library's sha256 and its owner); ownership changes only by compare-and-set on the key's
+//!   revision, so no sandbox is ever owned twice;
+//! - artifacts: the `sandbox_libs` object store, each library named by its sha256;
+//! - routing: requests on `sandbox.<node>.<op>`, each the control socket's own request
+//!   JSON, answered with its answer JSON ([`wire`]);
+//! - events: the `SANDBOX_EVENTS` stream (`events.<node>`).
+//!
+//! The client side ([`client`]) places creates by free capacity and routes every other
+//! request to the owner. Whoever holds the NATS credentials administers the whole fleet.
+
+pub mod agent;
+pub mod client;
+pub mod connect;
+pub mod error;
+mod failover;
+pub mod lattice;
+pub mod node;
+pub mod wire;
+
+pub use client::FleetClient;
+pub use connect::{ConnectArgs, NodeArgs, PlaceArgs};
+pub use error::FleetError;
