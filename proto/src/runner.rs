@@ -75,6 +75,11 @@ pub enum Request {
         /// and at every reload.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         config: Option<Vec<u8>>,
+        /// A prepared runner's tenant rlimits (with whether the host is root), set by the
+        /// app process on itself before the library is opened; init gets the same in
+        /// [`Request::SetLimits`], sent at the same time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rlimits: Option<(isolation::Limits, bool)>,
     },
     /// Control: the environment every worker starts with from now on (`--env`); sent
     /// before the first worker.
@@ -118,8 +123,8 @@ pub enum Request {
     Shutdown,
     /// Control, to a prepared runner before its app is loaded: set the tenant's rlimits on
     /// init and the app process (a host without `CAP_SYS_RESOURCE` cannot set them on
-    /// another uid's processes; init shares their uid). The host then reads them back from
-    /// `/proc/PID/limits`.
+    /// another uid's processes; init shares their uid). No app code has run in either
+    /// when they are set, so the answer is the evidence (a failed `prlimit` fails it).
     SetLimits {
         /// The sandbox's limits.
         limits: isolation::Limits,

@@ -146,6 +146,7 @@ fn load(
         version,
         env,
         config,
+        rlimits,
     } = frame.request
     else {
         out.err(
@@ -155,6 +156,13 @@ fn load(
         );
         return None;
     };
+    // A prepared runner's tenant rlimits, before any app code runs in this process.
+    if let Some((limits, host_root)) = rlimits
+        && let Err(e) = isolation::Rlimits::from_limits(&limits, host_root).apply_to(0)
+    {
+        out.err(frame.id, ErrorKind::InitFailed, format!("set rlimits: {e}"));
+        return None;
+    }
     // SAFETY: the app process is single-threaded until `load` answers (no thread has been
     // started since the fork).
     unsafe { crate::tenant::set_process_env(&env) };

@@ -49,7 +49,7 @@ pub struct Cgroup {
     id: String,
     version: CgroupVersion,
     pub(super) dirs: Vec<Dir>,
-    notes: Notes,
+    pub(super) notes: Notes,
     pub(super) fs: Arc<dyn CgroupFs>,
     removed: bool,
 }

@@ -212,7 +212,32 @@ impl CgroupSystem {
     }
 }
 
+impl CgroupSystem {
+    /// Writes `limits` into `cgroup`, made earlier on this system without them (a prepared
+    /// runner's, made before its tenant was known): what [`CgroupSystem::create`] would
+    /// have written, and its report line says so. Limits left `None` stay unlimited, as
+    /// they were made.
+    pub fn apply_limits(&self, cgroup: &mut Cgroup, limits: &Limits) -> Result<()> {
+        let fs = &*self.fs;
+        let mut notes = std::mem::take(&mut cgroup.notes);
+        let done = match &self.kind {
+            Kind::V1(s) => s.apply(fs, &cgroup.dirs, limits, &mut notes),
+            Kind::V2(s) => match cgroup.dirs.first() {
+                Some(d) => s.apply(fs, &d.path, limits, &mut notes),
+                None => Ok(()),
+            },
+        };
+        cgroup.notes = notes;
+        done
+    }
+}
+
 impl Cgroup {
+    /// [`CgroupSystem::apply_limits`] on the shared system of `parent_override`.
+    pub fn apply_limits(&mut self, limits: &Limits, parent_override: Option<&Path>) -> Result<()> {
+        CgroupSystem::shared(parent_override)?.apply_limits(self, limits)
+    }
+
     /// Creates `sandbox-<id>` on the shared, detected system ([`CgroupSystem::shared`]).
     pub fn create(id: &str, limits: &Limits, parent_override: Option<&Path>) -> Result<Cgroup> {
         CgroupSystem::shared(parent_override)?.create(id, limits)

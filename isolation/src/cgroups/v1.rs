@@ -173,7 +173,7 @@ impl V1System {
         Ok(dirs)
     }
 
-    fn apply(
+    pub(crate) fn apply(
         &self,
         fs: &dyn CgroupFs,
         dirs: &[Dir],

@@ -26,6 +26,13 @@ pub(super) struct Booted {
     pub pid_ns: bool,
     pub errors: std::fs::File,
     pub setup: ChildSetup,
+    /// What the kernel showed of init and the app process when a prepared runner was booted
+    /// (no app code has run in it since): checked instead of reading `/proc` again.
+    pub kernel_views: Option<Vec<crate::kernel_view::KernelView>>,
+    /// A prepared runner's assignment: the control requests sent without waiting (answered
+    /// before the sandbox goes live), and the rlimits `load` carries to the app process.
+    pub pending: Vec<(&'static str, crate::connection::InFlight)>,
+    pub load_rlimits: Option<(Limits, bool)>,
 }
 
 impl Booted {
@@ -169,6 +176,9 @@ impl Manager {
             pid_ns,
             errors,
             setup: spawned.setup,
+            kernel_views: None,
+            pending: Vec::new(),
+            load_rlimits: None,
         })
     }
 }

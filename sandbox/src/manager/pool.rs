@@ -89,6 +89,12 @@ pub(super) struct Prepared {
     pub ids: (u32, u32),
     /// The lease of its uid, moved to the sandbox that takes it.
     pub uid_lease: Option<crate::uids::Leased>,
+    /// Its cgroup, made before its clone and entered by the child before anything ran,
+    /// without limits until its sandbox writes its own (none where cgroups fail: the
+    /// sandbox then makes one and moves the runner in).
+    pub cgroup: Option<Arc<Cgroup>>,
+    /// Whether its processes were born in `cgroup` (then nothing is moved at take).
+    pub entered_cgroup: bool,
 }
 
 impl Prepared {
@@ -122,6 +128,7 @@ pub(super) fn fits(spec: &SandboxSpec) -> bool {
         && spec.gid.is_none()
         && spec.limits.max_disk.is_none()
         && spec.files.is_empty()
+        && spec.cgroup_parent.is_none()
         && is_root()
 }
 
@@ -283,6 +290,14 @@ impl Manager {
         let (id, uid_lease) = self.take_uid()?;
         let ids = (id, id);
         let limits = Limits::default();
+        // The cgroup it will serve in, made now without limits (the default parent; a spec
+        // with `--cgroup-parent` does not fit), so that a create only writes the tenant's.
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("pool")
+            .replace('.', "-");
+        let cgroup = Cgroup::create(&name, &limits, None).ok().map(Arc::new);
         let booted = async {
             let plan = self.prepare_spawn(&PlanInput {
                 level: isolation::Level::Standard,
@@ -290,7 +305,7 @@ impl Manager {
                 limits: &limits,
                 dir: &dir,
                 ids,
-                cgroup: None,
+                cgroup: cgroup.clone(),
                 cgroup_entry: None,
                 tenant: false,
                 files: &[],
@@ -301,6 +316,14 @@ impl Manager {
             let owner: Owner = Arc::new(std::sync::OnceLock::new());
             let mut booted = self.boot(plan, placeholder, 0, owner).await?;
             booted.timings.prepare_us = prepare_us;
+            // The kernel's view of both, once here instead of at every take (see `attach`).
+            let pids = [booted.process.pid(), booted.app_pid];
+            booted.kernel_views = Some(
+                pids.iter()
+                    .filter(|&&p| p > 0)
+                    .map(|&p| KernelView::read(p))
+                    .collect(),
+            );
             Ok::<_, SandboxError>(booted)
         }
         .await;
@@ -310,6 +333,8 @@ impl Manager {
                 dir,
                 ids,
                 uid_lease,
+                entered_cgroup: cgroup.is_some(),
+                cgroup,
             }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -327,8 +352,9 @@ impl Manager {
         prepared: Prepared,
     ) -> Result<(), SandboxError> {
         let started = Instant::now();
+        let entered = prepared.entered_cgroup;
         let mut booted = prepared.into_booted();
-        if let Err(e) = self.assign(sb, record, &mut booted).await {
+        if let Err(e) = self.assign(sb, record, &mut booted, entered).await {
             booted.kill();
             return Err(e);
         }
@@ -344,6 +370,7 @@ impl Manager {
         sb: &Arc<Sandbox>,
         record: &VersionRecord,
         booted: &mut Booted,
+        entered: bool,
     ) -> Result<(), SandboxError> {
         let level = sb.spec.isolation;
         let iso = SandboxError::Kernel;
@@ -360,7 +387,9 @@ impl Manager {
         if let Some(entry) = entry {
             booted.report.record(level, entry).map_err(iso)?;
         }
-        if let Some(cg) = sb.cgroup() {
+        // Born in it (entered by the child before its exec; every later process is forked
+        // from those), nothing moves.
+        if let Some(cg) = sb.cgroup().filter(|_| !entered) {
             let moved = cg.open_entry().and_then(|e| {
                 pids.iter().try_for_each(|&pid| e.add_pid(pid))?;
                 cg.pids()
@@ -375,32 +404,25 @@ impl Manager {
                 Err(e) => return Err(refuse(format!("enter the cgroup: {e}"))),
             }
         }
-        // 2. The tenant's rlimits, on both (workers inherit init's). Init sets them (a root
-        //    host without CAP_SYS_RESOURCE may not touch another uid's); what counts is what
-        //    the kernel then shows for each process.
+        // 2. The tenant's rlimits, on both (workers inherit init's), before any app code
+        //    runs: init sets its own (a root host without CAP_SYS_RESOURCE may not touch
+        //    another uid's), the app process its own as the first step of `load`. Init's
+        //    answer is awaited with `load`'s; a refused `prlimit`/`setrlimit` fails either,
+        //    and nothing but the runner's code has run in them, so nothing is read back.
         let set = Request::SetLimits {
             limits: sb.spec.limits.clone(),
             host_root: true,
         };
-        match booted
-            .control
-            .request(set, self.inner.config.start_timeout)
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(refuse(format!("set rlimits: {}", e.message))),
+        match booted.control.send(set).await {
+            Ok(reply) => booted.pending.push(("set rlimits", reply)),
             Err(e) => return Err(refuse(format!("set rlimits: {e:?}"))),
         }
+        booted.load_rlimits = Some((sb.spec.limits.clone(), true));
         let rlimits = Rlimits::from_limits(&sb.spec.limits, true);
-        for pid in pids {
-            if let Some(wrong) = procfs::rlimit_mismatch(pid, &rlimits) {
-                return Err(refuse(format!("pid {pid}: {wrong}")));
-            }
-        }
         let mut entry = rlimits.report_entry();
         entry
             .detail
-            .push_str(" (set before the app was loaded) [kernel: /proc/PID/limits]");
+            .push_str(" (set before the app was loaded, by init and the app process)");
         booted.report.record(level, entry).map_err(iso)?;
         // 3. Its owner and the version its workers start on.
         sb.own_root.store(booted.own_root, Ordering::Release);

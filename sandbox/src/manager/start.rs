@@ -7,7 +7,7 @@ impl Manager {
     pub(super) async fn start_new(
         &self,
         sb: &Arc<Sandbox>,
-        prepared: Option<Prepared>,
+        mut prepared: Option<Prepared>,
         prebuilt: Option<PathBuf>,
     ) -> Result<(), SandboxError> {
         // A prepared runner comes with its directory (the sandbox's from now on).
@@ -33,7 +33,22 @@ impl Manager {
         )?;
         let install_us = micros(started);
         sb.versions.lock().unwrap().push(record.clone());
-        if sb.spec.isolation.isolates() {
+        // A prepared runner's cgroup was made with it (its processes entered it at their
+        // clone): only the tenant's limits are written now.
+        if let Some(mut cg) = prepared.as_mut().and_then(|p| p.cgroup.take()) {
+            let applied = match Arc::get_mut(&mut cg) {
+                Some(c) => c
+                    .apply_limits(&sb.spec.limits, None)
+                    .map(|()| c.report_entry())
+                    .unwrap_or_else(|e| ReportEntry::missing(Mechanism::Cgroup, e.to_string())),
+                None => ReportEntry::missing(Mechanism::Cgroup, "the prepared cgroup is shared"),
+            };
+            *sb.cgroup.lock().unwrap() = Some(cg);
+            applied
+                .check(sb.spec.isolation)
+                .map_err(SandboxError::Kernel)?;
+            *sb.cgroup_entry.lock().unwrap() = Some(applied);
+        } else if sb.spec.isolation.isolates() {
             let name = sb
                 .dir
                 .file_name()
@@ -135,6 +150,7 @@ impl Manager {
             version: record.version,
             env: sb.spec.env.clone(),
             config: sb.spec.config.clone(),
+            rlimits: booted.load_rlimits.take(),
         };
         let timeout = self.inner.config.start_timeout;
         let loaded: Loaded = match booted.data.request(load, timeout).await {
@@ -151,6 +167,23 @@ impl Manager {
             }
             Err(e) => return Err(booted.failure(e).await),
         };
+        // A prepared runner's assignment requests (init's rlimits), sent before `load`: each
+        // must have succeeded before the sandbox goes live (and before any worker, which the
+        // control plane starts only after them).
+        for (what, reply) in std::mem::take(&mut booted.pending) {
+            let failed = match tokio::time::timeout(timeout, reply).await {
+                Ok(Ok(Ok(_))) => None,
+                Ok(Ok(Err(e))) => Some(e.message),
+                Ok(Err(e)) => Some(format!("{e:?}")),
+                Err(_) => Some("no answer in time".into()),
+            };
+            if let Some(why) = failed {
+                booted.kill();
+                return Err(SandboxError::Isolation(format!(
+                    "give a prepared runner its sandbox: {what}: {why}"
+                )));
+            }
+        }
         let load_round_us = micros(started);
         if let Some(r) = sb
             .versions
@@ -168,10 +201,20 @@ impl Manager {
         let check_started = Instant::now();
         // What the report says is what the kernel shows of init and of the app process, not
         // what init or the spawn sequence claims: an entry holds only if both show it.
+        // A prepared runner was read when it was booted: it has run only the runner's code
+        // since (its app process has just answered `load` on the socket only it holds, and
+        // init's pidfd says it is the same process), and nothing in that code changes what
+        // the view shows (ids, namespaces, mounts, the filter, no_new_privs, capabilities).
+        let views = match booted.kernel_views.take() {
+            Some(views) if !booted.process.exited() => views,
+            _ => std::iter::once(pid)
+                .chain((app_pid > 0).then_some(app_pid))
+                .map(KernelView::read)
+                .collect(),
+        };
         let checked = report.record_all(level, applied).and_then(|()| {
-            KernelView::read(pid).check(&mut report);
-            if app_pid > 0 {
-                KernelView::read(app_pid).check(&mut report);
+            for view in &views {
+                view.check(&mut report);
             }
             report.check(level)
         });

@@ -203,3 +203,72 @@ fn killing_the_daemon_leaves_no_prepared_runner() {
         prepared.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
     );
 }
+
+/// The file `name` of the sandbox's cgroup directory that has `controller` (v1: its own
+/// hierarchy; v2: the one directory), found from where its runner is.
+fn cgroup_file(info: &SandboxInfo, controller: &str, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{}/cgroup", info.pid)).unwrap();
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let dir = match controllers {
+            "" => format!("/sys/fs/cgroup{path}"),
+            c if c.split(',').any(|x| x == controller) => {
+                format!("/sys/fs/cgroup/{c}{path}")
+            }
+            _ => return None,
+        };
+        std::fs::read_to_string(format!("{dir}/{name}"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_runners_own_cgroup_gets_exactly_its_tenants_limits() {
+    if !needs_root() {
+        return;
+    }
+    // The cgroup is made with the prepared runner, before its tenant is known: the tenant's
+    // limits must be the ones in force, and a neighbour's must not inherit them.
+    let m = pooled_manager(2).await;
+    let tight = Limits {
+        max_processes: Some(40),
+        ..Limits::default()
+    };
+    let info = hostile(&m, "tight", tight, Level::Standard).await;
+    assert!(info.startup.pooled, "{:?}", info.startup);
+    assert_eq!(
+        cgroup_file(&info, "pids", "pids.max").as_deref(),
+        Some("40"),
+        "pids.max of the tenant's cgroup"
+    );
+    // Every process of the runner's tree is in that cgroup: born there, never moved.
+    let procs = cgroup_file(&info, "pids", "cgroup.procs").unwrap();
+    for pid in tree(info.pid) {
+        assert!(
+            procs.lines().any(|p| p == pid.to_string()),
+            "pid {pid} is outside the sandbox's cgroup: {procs}"
+        );
+    }
+    // A fork bomb stops at the tenant's limit, not at whatever the pool made.
+    let bomb = m
+        .run("tight", "fork_bomb", json!({ "max": 200, "failures": 5 }), None)
+        .await
+        .unwrap();
+    let bomb: Value = match bomb {
+        Value::String(s) => serde_json::from_str(&s).unwrap(),
+        v => v,
+    };
+    let forked = bomb["forked"].as_i64().unwrap();
+    assert!(forked < 40, "{forked} forks under pids.max 40: {bomb}");
+    assert_eq!(bomb["errno"], json!(libc::EAGAIN), "{bomb}");
+    m.warm_pool().await;
+    let loose = hostile(&m, "loose", Limits::default(), Level::Standard).await;
+    assert!(loose.startup.pooled, "{:?}", loose.startup);
+    assert_eq!(
+        cgroup_file(&loose, "pids", "pids.max").as_deref(),
+        Some("max"),
+        "a neighbour inherited a limit"
+    );
+}

@@ -188,7 +188,7 @@ impl V2System {
         }])
     }
 
-    fn apply(
+    pub(crate) fn apply(
         &self,
         fs: &dyn CgroupFs,
         dir: &Path,
