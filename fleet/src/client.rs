@@ -209,7 +209,7 @@ impl FleetClient {
                 };
                 self.send(&node, &Request::Ping).await
             }
-            Request::Reload { id, source } => {
+            Request::Reload { id, source, canary } => {
                 let ReloadWire::Library(path) = source else {
                     return Err(FleetError::Input(
                         "in a fleet, reload takes --lib FILE (a built library)".into(),
@@ -218,7 +218,8 @@ impl FleetClient {
                 let name = self.upload(&path).await?;
                 let node = self.owner(&id).await?;
                 let source = ReloadWire::Library(name.into());
-                self.send(&node, &Request::Reload { id, source }).await
+                self.send(&node, &Request::Reload { id, source, canary })
+                    .await
             }
             Request::Info { ref id }
             | Request::Call { ref id, .. }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use mcp::backend::{Backend, BackendError, SocketBackend};
+use proto::canary::CanaryWire;
 use proto::control::{BAD_REQUEST, INTERNAL, ReloadWire, Request, WireError};
 use proto::spec::AppSource;
 use serde_json::Value;
@@ -156,7 +157,7 @@ impl Node {
     async fn dispatch(&self, op: &str, payload: &[u8]) -> Result<Value, WireError> {
         match wire::decode(op, payload)? {
             Request::Create { id, spec, watch } => self.create(id, spec, watch).await,
-            Request::Reload { id, source } => self.reload(id, source).await,
+            Request::Reload { id, source, canary } => self.reload(id, source, canary).await,
             Request::Destroy { id } => {
                 let result = self.forward(Request::Destroy { id: id.clone() }).await;
                 if result.is_ok() || result.as_ref().is_err_and(|e| e.kind == "not_found") {
@@ -215,7 +216,12 @@ impl Node {
         result
     }
 
-    async fn reload(&self, id: String, source: ReloadWire) -> Result<Value, WireError> {
+    async fn reload(
+        &self,
+        id: String,
+        source: ReloadWire,
+        canary: Option<CanaryWire>,
+    ) -> Result<Value, WireError> {
         let ReloadWire::Library(name) = source else {
             return Err(WireError::new(
                 BAD_REQUEST,
@@ -228,6 +234,7 @@ impl Node {
             .forward(Request::Reload {
                 id: id.clone(),
                 source: ReloadWire::Library(path),
+                canary,
             })
             .await?;
         // The fleet re-creates it from this version from now on.

@@ -25,12 +25,11 @@ impl Manager {
             (AppSource::Crate(dir), None) => self.inner.config.compiler.build(dir).await?.lib,
         };
         let started = Instant::now();
-        let record = install_version(
-            &self.inner.libraries,
-            sb,
-            &self.inner.libraries.read(&built)?,
-            1,
-        )?;
+        // One hand-off to a blocking thread for the read and the link (the nested ones are
+        // then free), not one each.
+        let libraries = &self.inner.libraries;
+        let record =
+            library::blocking(|| install_version(libraries, sb, &libraries.read(&built)?, 1))?;
         let install_us = micros(started);
         sb.versions.lock().unwrap().push(record.clone());
         // A prepared runner's cgroup was made with it (its processes entered it at their

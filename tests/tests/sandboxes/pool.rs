@@ -253,7 +253,12 @@ async fn a_prepared_runners_own_cgroup_gets_exactly_its_tenants_limits() {
     }
     // A fork bomb stops at the tenant's limit, not at whatever the pool made.
     let bomb = m
-        .run("tight", "fork_bomb", json!({ "max": 200, "failures": 5 }), None)
+        .run(
+            "tight",
+            "fork_bomb",
+            json!({ "max": 200, "failures": 5 }),
+            None,
+        )
         .await
         .unwrap();
     let bomb: Value = match bomb {

@@ -281,3 +281,26 @@ fn leftover_sandbox_dir_is_recreated() {
         "{e}"
     );
 }
+
+#[test]
+fn a_cgroup_made_without_limits_gets_its_tenants_later() {
+    // A prepared runner's cgroup: made with no limit, the tenant's written at its take.
+    let root = fake_root();
+    let sys = v2(root.path(), "0::/user.slice/app.scope\n", None);
+    let mut cg = sys.create("pool-1", &Limits::default()).unwrap();
+    let dir = root.path().join("user.slice/app.scope/sandbox-pool-1");
+    assert!(!cg.report_entry().detail.contains("pids.max"));
+    sys.apply_limits(&mut cg, &limits()).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "64");
+    assert_eq!(
+        fs::read_to_string(dir.join("memory.max")).unwrap(),
+        (256u64 << 20).to_string()
+    );
+    let entry = cg.report_entry();
+    assert!(
+        entry.applied && entry.detail.contains("pids.max=64"),
+        "{}",
+        entry.detail
+    );
+    cg.remove().unwrap();
+}
