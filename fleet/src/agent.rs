@@ -12,8 +12,10 @@ pub async fn run(node: Node) -> Result<(), FleetError> {
     let node = Arc::new(node);
     let heartbeat = tokio::spawn(failover::heartbeat(node.clone()));
     let watch = tokio::spawn(failover::watch(node.clone()));
+    let events = tokio::spawn(crate::events::forward(node.clone()));
     let served = node.serve().await;
     heartbeat.abort();
     watch.abort();
+    events.abort();
     served
 }

@@ -268,6 +268,18 @@ impl FleetClient {
     }
 }
 
+/// Connects and reads the fleet's newest events (for `host events --cluster`).
+pub fn events_blocking(
+    args: &ConnectArgs,
+    id: Option<&str>,
+    last: usize,
+) -> Result<Vec<Value>, FleetError> {
+    block_on(async {
+        let client = FleetClient::connect(args).await?;
+        crate::events::newest(client.lattice(), id, last).await
+    })?
+}
+
 /// Runs `f` on a runtime of its own (the client commands are blocking).
 pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, FleetError> {
     let runtime = tokio::runtime::Builder::new_current_thread()

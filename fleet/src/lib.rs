@@ -21,6 +21,7 @@ pub mod agent;
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod events;
 mod failover;
 pub mod lattice;
 pub mod node;

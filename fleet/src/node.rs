@@ -332,10 +332,10 @@ impl Node {
     /// Publishes one fleet event on the events stream.
     pub(crate) async fn event(&self, kind: &str, id: &str, message: String) {
         let event = serde_json::json!({
-            "ts_ms": lattice::now_ms(),
+            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "event": format!("fleet.{kind}"),
+            "sandbox": id,
             "node": self.name,
-            "kind": kind,
-            "id": id,
             "message": message,
         });
         let subject = lattice::events_subject(&self.name);

@@ -408,6 +408,7 @@ pub fn run(command: Command) -> ExitCode {
                 ))
             })
         }
+        Command::Events(a) if a.client.cluster.is_set() => fleet_hook::events(&a),
         Command::Events(a) => crate::client_events::run(&a),
         Command::Destroy(a) => logs::run_destroy(&a),
         Command::Logs(a) => logs::run_logs(&a),

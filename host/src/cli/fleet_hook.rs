@@ -99,6 +99,27 @@ pub(super) fn destroy(a: &DestroyArgs) -> ExitCode {
     )
 }
 
+/// `host events --cluster [ID] [--last N]`: the fleet's newest events (every node's, each
+/// with its `node`), oldest first.
+pub(super) fn events(a: &crate::client_events::EventsArgs) -> ExitCode {
+    let last = a.last.unwrap_or(1000);
+    match ::fleet::client::events_blocking(&a.client.cluster, a.id.as_deref(), last) {
+        Ok(events) => {
+            for event in &events {
+                if a.client.json {
+                    crate::output::line(&crate::output::json(event));
+                } else {
+                    let node = untrusted(event["node"].as_str().unwrap_or("-")).to_string();
+                    let text = crate::client_events::render_event(event);
+                    crate::output::line(&format!("{node} {text}"));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(a.client.json, &client_error(e)),
+    }
+}
+
 /// `host nodes`: the live nodes of the fleet.
 pub(super) fn nodes(a: &NodesArgs) -> ExitCode {
     if !a.connect.is_set() {
@@ -147,7 +168,7 @@ fn render_nodes(nodes: &[NodeView]) -> String {
 /// Refuses, with `--cluster`, the commands the fleet does not route yet.
 pub(super) fn unrouted(command: &Command) -> Option<ExitCode> {
     let (client, what) = match command {
-        Command::Events(a) => (&a.client, "events"),
+        Command::Events(a) if a.follow => (&a.client, "events --follow"),
         Command::Logs(a) => (&a.client, "logs"),
         Command::Operate(a) => (&a.client, "operate"),
         Command::Reload(a) if a.watch.is_some() => (&a.client, "reload --watch"),

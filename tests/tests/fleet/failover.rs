@@ -89,7 +89,7 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
     let mut recreated = Vec::new();
     while recreated.len() < doomed.len() {
         let event = events_rx.recv_timeout(UP).expect("a recreated event");
-        if event["kind"] == "recreated" {
+        if event["event"] == "fleet.recreated" {
             assert!(
                 event["message"]
                     .as_str()
@@ -97,11 +97,35 @@ fn a_killed_nodes_sandboxes_are_recreated_on_the_survivors_once_each() {
                     .contains("in-memory state lost"),
                 "{event}"
             );
-            recreated.push(event["id"].as_str().unwrap().to_string());
+            recreated.push(event["sandbox"].as_str().unwrap().to_string());
         }
     }
     recreated.sort();
     assert_eq!(recreated, doomed.iter().cloned().collect::<Vec<_>>());
+    // `host events --cluster` reads them back from the stream, beside every daemon's own
+    // events (each with its node).
+    let one = doomed.iter().next().unwrap();
+    let seen = wait_until(UP, || {
+        let out = fleet.host(&["events", one, "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let created_on = |node: &str| {
+            events
+                .iter()
+                .any(|e| e["event"] == "sandbox.created" && e["node"] == node)
+        };
+        events.iter().any(|e| e["event"] == "fleet.recreated")
+            && created_on("node0")
+            && (created_on("node1") || created_on("node2"))
+    });
+    assert!(
+        seen,
+        "{}",
+        String::from_utf8_lossy(&fleet.host(&["events", one, "--json"]).stdout)
+    );
     // The dead daemon's runners died with it.
     assert!(
         wait_until(UP, || runner_pids.iter().all(|p| !alive(*p))),

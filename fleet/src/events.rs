@@ -1,0 +1,122 @@
+//! Every node's events on the fleet's stream: the agent follows its daemon's event stream on
+//! the control socket (as `host events --follow` does) and publishes each event, with a
+//! `node` field added, on `events.<node>` (stream `SANDBOX_EVENTS`); the client reads the
+//! newest of them back (`host events --cluster`).
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::control::{Request, take_line};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::error::FleetError;
+use crate::lattice::{self, EVENTS, Lattice};
+use crate::node::Node;
+
+/// Largest event published (the stream's message bound).
+const MAX_EVENT: usize = 64 * 1024 - 1024;
+
+/// Forwards the daemon's events for ever, reconnecting a second after the stream ends.
+pub(crate) async fn forward(node: Arc<Node>) {
+    loop {
+        if let Err(e) = follow(&node).await {
+            tracing::debug!(error = %e, "fleet: event forwarding paused");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn read_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        let (used, done) = take_line(&mut line, chunk)?;
+        reader.consume(used);
+        if done {
+            return Ok(Some(line));
+        }
+    }
+}
+
+async fn follow(node: &Node) -> Result<(), std::io::Error> {
+    let stream = UnixStream::connect(node.daemon.path()).await?;
+    let me = std::fs::metadata("/proc/self")?.uid();
+    let uid = stream.peer_cred()?.uid();
+    if uid != me && uid != 0 {
+        return Err(std::io::Error::other(format!(
+            "the socket's server runs as uid {uid}"
+        )));
+    }
+    let mut reader = BufReader::new(stream);
+    let request = Request::Events {
+        id: None,
+        follow: true,
+        last: Some(0),
+    };
+    let line = proto::control::encode_request(&request, 0)?;
+    reader.get_mut().write_all(&line).await?;
+    let subject = lattice::events_subject(&node.name);
+    // The header, then one event a line.
+    read_line(&mut reader).await?;
+    while let Some(line) = read_line(&mut reader).await? {
+        let Ok(mut event) = serde_json::from_slice::<Value>(line.trim_ascii()) else {
+            continue;
+        };
+        let Some(map) = event.as_object_mut() else {
+            continue;
+        };
+        if map.contains_key("lagged") {
+            continue;
+        }
+        map.insert("node".into(), node.name.clone().into());
+        let bytes = event.to_string();
+        if bytes.len() > MAX_EVENT {
+            continue;
+        }
+        if let Err(e) = node.lattice.js.publish(subject.clone(), bytes.into()).await {
+            tracing::warn!(error = %e, "fleet: event not published");
+        }
+    }
+    Ok(())
+}
+
+/// The newest `last` events of the fleet (about sandbox `id` when given), oldest first; at
+/// most 2 000 of the stream's newest messages are looked at.
+pub async fn newest(
+    lattice: &Lattice,
+    id: Option<&str>,
+    last: usize,
+) -> Result<Vec<Value>, FleetError> {
+    let mut stream = lattice
+        .js
+        .get_stream(EVENTS)
+        .await
+        .map_err(|e| FleetError::js(format!("opening stream {EVENTS}"), e))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| FleetError::js(format!("reading stream {EVENTS}"), e))?
+        .state
+        .clone();
+    let mut out = Vec::new();
+    let mut seq = state.last_sequence;
+    let mut looked = 0;
+    while seq >= state.first_sequence.max(1) && out.len() < last && looked < 2_000 {
+        looked += 1;
+        if let Ok(message) = stream.get_raw_message(seq).await
+            && let Ok(event) = serde_json::from_slice::<Value>(&message.payload)
+            && id.is_none_or(|id| event["sandbox"] == id)
+        {
+            out.push(event);
+        }
+        seq -= 1;
+    }
+    out.reverse();
+    Ok(out)
+}
