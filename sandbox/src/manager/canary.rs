@@ -58,6 +58,12 @@ pub struct CanaryFigures {
     pub restart_count: u32,
     /// Worker restarts so far.
     pub worker_restarts: u32,
+    /// Calls answered so far (the host's count).
+    #[serde(default)]
+    pub calls: u64,
+    /// Of those, the ones that failed.
+    #[serde(default)]
+    pub calls_failed: u64,
 }
 
 /// What a canary reload did.
@@ -141,6 +147,8 @@ impl Manager {
                         memory_bytes: peak.memory_bytes.max(now.memory_bytes),
                         restart_count: now.restart_count,
                         worker_restarts: now.worker_restarts,
+                        calls: now.calls,
+                        calls_failed: now.calls_failed,
                     };
                     if let Some(why) = spike(&options, &baseline, &now, &sb) {
                         break Some(why);
@@ -245,6 +253,8 @@ impl Manager {
             memory_bytes: g.map_or(0, |g| g.memory_bytes),
             restart_count: sb.restart_count.load(Ordering::Acquire),
             worker_restarts: sb.worker_restarts.load(Ordering::Acquire),
+            calls: sb.calls.load(Ordering::Relaxed),
+            calls_failed: sb.calls_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -301,6 +311,9 @@ fn spike(
             now.worker_restarts - base.worker_restarts
         ));
     }
+    if let Some(why) = error_rate(base, now) {
+        return Some(why);
+    }
     let processes = (base.processes as f64 * o.process_factor) as u64 + o.process_slack;
     if now.processes > processes {
         return Some(format!(
@@ -318,6 +331,32 @@ fn spike(
         ));
     }
     None
+}
+
+/// Fewest calls since the reload before their error rate is judged.
+const MIN_CALLS: u64 = 4;
+
+/// A rise in the share of failed calls: since the reload at least [`MIN_CALLS`] calls, at
+/// least half of them failed, and that share is a quarter or more above the share before the
+/// reload (an app that always failed half its calls is not flagged for going on doing so).
+fn error_rate(base: &CanaryFigures, now: &CanaryFigures) -> Option<String> {
+    let calls = now.calls.saturating_sub(base.calls);
+    let failed = now.calls_failed.saturating_sub(base.calls_failed);
+    if calls < MIN_CALLS || failed * 2 < calls {
+        return None;
+    }
+    let share = failed as f64 / calls as f64;
+    let before = if base.calls == 0 {
+        0.0
+    } else {
+        base.calls_failed as f64 / base.calls as f64
+    };
+    (share >= before + 0.25).then(|| {
+        format!(
+            "error rate: {failed} of {calls} calls failed since the reload ({} of {} before)",
+            base.calls_failed, base.calls
+        )
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +395,33 @@ mod tests {
             summary: "process count elevated".into(),
         };
         assert!(flag_of(&event("a", warn), "a").unwrap().contains("warning"));
+    }
+
+    #[test]
+    fn a_rise_in_failed_calls_flags_the_canary() {
+        let figures = |calls, calls_failed| CanaryFigures {
+            calls,
+            calls_failed,
+            ..CanaryFigures::default()
+        };
+        // (before: calls, failed), (now: calls, failed), flagged
+        let table = [
+            ((0, 0), (4, 2), true),      // half of four failed, none before
+            ((0, 0), (3, 3), false),     // too few calls to judge
+            ((10, 0), (14, 1), false),   // one of four
+            ((10, 5), (14, 7), false),   // half before, half after
+            ((10, 1), (20, 9), true),    // 8 of 10 against 1 of 10
+            ((100, 0), (110, 10), true), // every call since the reload
+        ];
+        for ((bc, bf), (nc, nf), flagged) in table {
+            let got = error_rate(&figures(bc, bf), &figures(nc, nf));
+            assert_eq!(got.is_some(), flagged, "{bc}/{bf} -> {nc}/{nf}: {got:?}");
+        }
+        let why = error_rate(&figures(10, 1), &figures(20, 9)).unwrap();
+        assert_eq!(
+            why,
+            "error rate: 8 of 10 calls failed since the reload (1 of 10 before)"
+        );
     }
 
     #[test]

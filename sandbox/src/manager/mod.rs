@@ -255,6 +255,8 @@ impl Manager {
             status: Mutex::new((Status::Restarting, None)),
             restart_count: AtomicU32::new(0),
             worker_restarts: AtomicU32::new(0),
+            calls: AtomicU64::new(0),
+            calls_failed: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             crashes: Mutex::new(VecDeque::new()),
             destroying: AtomicBool::new(false),
@@ -322,6 +324,23 @@ impl Manager {
             function: function.to_string(),
             args: args.to_string(),
         };
+        let result = self.call_on(&sb, &live, function, request, timeout).await;
+        sb.calls.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            sb.calls_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// One call's round trip on `live`'s data plane, its answer typed.
+    async fn call_on(
+        &self,
+        sb: &Sandbox,
+        live: &Live,
+        function: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, SandboxError> {
         match live.data.request(request, timeout).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
@@ -345,7 +364,7 @@ impl Manager {
                 op: format!("call {function}"),
                 ms: timeout.as_millis() as u64,
             }),
-            Err(ConnError::Closed) => Err(death_of(&sb.id, &live).await),
+            Err(ConnError::Closed) => Err(death_of(&sb.id, live).await),
         }
     }
 

@@ -48,6 +48,11 @@ pub(super) struct Sandbox {
     pub(super) status: Mutex<(Status, Option<String>)>,
     pub(super) restart_count: AtomicU32,
     pub(super) worker_restarts: AtomicU32,
+    /// Calls answered since the sandbox was made, and of those the ones that failed (the
+    /// app's error, a panic, a timeout, the runner gone): the host's own count, which a
+    /// canary compares before and after a reload.
+    pub(super) calls: AtomicU64,
+    pub(super) calls_failed: AtomicU64,
     pub(super) generation: AtomicU64,
     pub(super) crashes: Mutex<VecDeque<Instant>>,
     pub(super) destroying: AtomicBool,

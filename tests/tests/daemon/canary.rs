@@ -1,6 +1,6 @@
 //! Canary reloads through the real binary: `host reload ID --canary --watch-for D` keeps a
 //! version that behaves, and rolls back by itself, saying why in an event and in the
-//! command's output, a version whose workers crash once it is loaded.
+//! command's output, a version whose workers crash once it is loaded or whose calls fail.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,53 @@ fn a_canary_whose_workers_crash_is_rolled_back_by_the_daemon() {
     assert_eq!(info["status"], "running", "{info}");
     assert_eq!(info["app"]["version"], 1, "{info}");
     d.ok(&["destroy", "can"]);
+}
+
+#[test]
+fn a_canary_whose_calls_fail_is_rolled_back_by_the_daemon() {
+    // The new version (talker_app) has no `answer`: every call the clients go on making
+    // fails, which only the host's count of failed calls shows (no crash, no spike).
+    let v1 = block_on(built("sandbox_app"));
+    let other = block_on(built("talker_app"));
+    let d = Serve::start(&[]);
+    d.create("err", &v1, &[]);
+    for _ in 0..3 {
+        assert_eq!(d.call_answer("err"), 41);
+    }
+    let mut events = d.follow(Some("err"));
+    let reload = d
+        .cmd()
+        .args(["reload", "err", "--lib", other.to_str().unwrap()])
+        .args(["--canary", "--watch-for", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    events.event("sandbox.canary_started", "err", Duration::from_secs(20));
+    let mut reload = reload;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut failed = 0;
+    while reload.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        if !d.host(&["call", "err", "answer"]).status.success() {
+            failed += 1;
+        }
+    }
+    let out = reload.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", d.log());
+    assert!(failed >= 4, "{failed} calls failed\n{stdout}");
+    assert!(
+        stdout.contains("canary err: rolled back to v1 after") && stdout.contains("error rate: "),
+        "{stdout}"
+    );
+    let event = events.event("sandbox.canary_rolled_back", "err", Duration::from_secs(5));
+    let reason = event["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("error rate: ") && reason.ends_with("(0 of 3 before)"),
+        "{event}"
+    );
+    assert_eq!(d.call_answer("err"), 41);
+    d.ok(&["destroy", "err"]);
 }
 
 #[test]
