@@ -346,7 +346,7 @@ impl Manager {
             Ok(Err(err)) => {
                 // The app's words say `Resource temporarily unavailable` at best; the kernel's
                 // counter says whether the process limit was why.
-                let message = match supervision::process_limit_note(&sb) {
+                let message = match supervision::process_limit_note(sb) {
                     Some(note) => format!("{} [{note}]", err.message),
                     None => err.message,
                 };
