@@ -135,8 +135,36 @@ impl ConnectArgs {
             .await
             .map_err(|e| FleetError::Connect {
                 urls: urls.join(","),
+                unreachable: matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
+                ),
                 cause: e.to_string(),
             })
+    }
+
+    /// [`connect`](Self::connect), tried again every half second for up to `patience` while
+    /// no server answers (servers started with the daemons, or restarting); a refused login
+    /// or a bad address fails at once.
+    pub async fn connect_patiently(
+        &self,
+        name: &str,
+        patience: Duration,
+    ) -> Result<async_nats::Client, FleetError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.connect(name).await {
+                Err(FleetError::Connect {
+                    unreachable: true,
+                    ref cause,
+                    ..
+                }) if started.elapsed() < patience => {
+                    tracing::warn!(%cause, "fleet: no NATS server answers yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

@@ -10,6 +10,8 @@ pub enum FleetError {
     Connect {
         /// The servers tried.
         urls: String,
+        /// No server answered (as opposed to one that refused us).
+        unreachable: bool,
         /// Why (a refused login says so).
         cause: String,
     },

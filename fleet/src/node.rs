@@ -26,8 +26,10 @@ use crate::wire::{self, MAX_MESSAGE, TOO_LARGE};
 
 /// Requests a node works on at once; past it the answer is `busy`.
 pub const MAX_IN_FLIGHT: usize = 64;
-/// How long a joining node waits for JetStream to be ready.
-pub const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a joining node waits for a NATS server to answer and for JetStream to be ready.
+pub const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest one attempt to open the fleet's state may take before it is tried again.
+pub const JOIN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(8);
 /// Largest library a node fetches from the object store.
 pub const MAX_LIBRARY: u64 = 256 * 1024 * 1024;
 
@@ -51,7 +53,7 @@ impl Node {
         let labels = args.labels()?;
         let client = args
             .connect
-            .connect(&format!("sandbox-host node {name}"))
+            .connect_patiently(&format!("sandbox-host node {name}"), JOIN_PATIENCE)
             .await?;
         let replicas = args.replicas.unwrap_or_else(|| {
             let known = client.server_info().connect_urls.len();
@@ -62,7 +64,18 @@ impl Node {
         // retried for a while before giving up.
         let started = std::time::Instant::now();
         let lattice = loop {
-            match Lattice::create(client.clone(), replicas).await {
+            // One attempt that hangs (a stream created by two nodes at once while the
+            // cluster bootstraps was seen to get no answer) is abandoned and tried again.
+            let attempt =
+                tokio::time::timeout(JOIN_ATTEMPT, Lattice::create(client.clone(), replicas))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(FleetError::js(
+                            "opening the fleet's buckets",
+                            format!("no answer in {JOIN_ATTEMPT:?}"),
+                        ))
+                    });
+            match attempt {
                 Ok(lattice) => break lattice,
                 Err(e) if started.elapsed() < JOIN_PATIENCE => {
                     tracing::warn!(error = %e, "fleet: JetStream not ready yet; retrying");

@@ -21,7 +21,7 @@ pub struct NodesArgs {
 fn client_error(e: FleetError) -> ClientError {
     match e {
         FleetError::Remote(e) => ClientError::Remote(e),
-        FleetError::Connect { urls, cause } => ClientError::Connect {
+        FleetError::Connect { urls, cause, .. } => ClientError::Connect {
             path: PathBuf::from(urls),
             source: std::io::Error::other(cause),
         },

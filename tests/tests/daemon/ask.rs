@@ -23,6 +23,15 @@ fn ask_answers_why_a_sandbox_restarted_from_the_hosts_figures() {
     let lib = block_on(built("sandbox_app"));
     d.create("ask-1", &lib, &[]);
     d.ok(&["restart", "ask-1"]);
+    // The restarted runner's app process starts its first worker on its own: asked before
+    // that, the figure would say 2 processes (seen once in CI). The question is asked once
+    // init, the app process and the worker all run.
+    assert!(
+        testkit::wait::wait_until(std::time::Duration::from_secs(20), || {
+            d.json(&["usage", "ask-1"])["processes"] == 3
+        }),
+        "the restarted sandbox never had its 3 processes"
+    );
 
     let out = d.host(&["ask", "ask-1", "why did it restart?"]);
     let shown = text(&out);
