@@ -194,8 +194,20 @@ impl FleetClient {
                 spec.app = AppSource::Library(self.upload(path).await?.into());
                 let node = self.place(place).await?;
                 let mut info = self
-                    .send(&node, &Request::Create { id, spec, watch })
+                    .send(
+                        &node,
+                        &Request::Create {
+                            id: id.clone(),
+                            spec,
+                            watch,
+                        },
+                    )
                     .await?;
+                // Re-placement after a node dies keeps to the same labels.
+                let labels = place.labels()?;
+                if !labels.is_empty() {
+                    self.lattice.set_labels(&id, &labels).await?;
+                }
                 if let Some(map) = info.as_object_mut() {
                     map.insert("node".into(), node.into());
                 }

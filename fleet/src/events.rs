@@ -19,10 +19,18 @@ use crate::node::Node;
 /// Largest event published (the stream's message bound).
 const MAX_EVENT: usize = 64 * 1024 - 1024;
 
+/// Events the daemon's ring replays on each (re)connection, so that none made before the
+/// forwarder was connected (the node joins before its daemon listens) or while it was away
+/// is lost; those already forwarded are skipped by their sequence number.
+const REPLAY: usize = 1000;
+
 /// Forwards the daemon's events for ever, reconnecting a second after the stream ends.
 pub(crate) async fn forward(node: Arc<Node>) {
+    // The daemon's sequence number of the last event published (the daemon lives in this
+    // process, so its numbering never restarts under us).
+    let mut published = 0u64;
     loop {
-        if let Err(e) = follow(&node).await {
+        if let Err(e) = follow(&node, &mut published).await {
             tracing::debug!(error = %e, "fleet: event forwarding paused");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -44,7 +52,7 @@ async fn read_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Option
     }
 }
 
-async fn follow(node: &Node) -> Result<(), std::io::Error> {
+async fn follow(node: &Node, published: &mut u64) -> Result<(), std::io::Error> {
     let stream = UnixStream::connect(node.daemon.path()).await?;
     let me = std::fs::metadata("/proc/self")?.uid();
     let uid = stream.peer_cred()?.uid();
@@ -57,7 +65,7 @@ async fn follow(node: &Node) -> Result<(), std::io::Error> {
     let request = Request::Events {
         id: None,
         follow: true,
-        last: Some(0),
+        last: Some(REPLAY),
     };
     let line = proto::control::encode_request(&request, 0)?;
     reader.get_mut().write_all(&line).await?;
@@ -73,6 +81,11 @@ async fn follow(node: &Node) -> Result<(), std::io::Error> {
         };
         if map.contains_key("lagged") {
             continue;
+        }
+        match map.get("seq").and_then(Value::as_u64) {
+            Some(seq) if seq <= *published => continue,
+            Some(seq) => *published = seq,
+            None => {}
         }
         map.insert("node".into(), node.name.clone().into());
         let bytes = event.to_string();

@@ -102,7 +102,13 @@ async fn sweep(
             continue;
         }
         let since = *orphaned.entry(id.clone()).or_insert_with(Instant::now);
-        let ours = chosen(&id, live.keys()) == Some(&node.name);
+        // Only a node with every label its creator asked for may take it; with none alive it
+        // stays orphaned until one joins.
+        if !record.fits(&node.labels) {
+            continue;
+        }
+        let fit = live.iter().filter(|(_, n)| record.fits(&n.labels));
+        let ours = chosen(&id, fit.map(|(name, _)| name)) == Some(&node.name);
         if (!ours && since.elapsed() < GRACE) || mine >= node.capacity as usize {
             continue;
         }

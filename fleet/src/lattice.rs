@@ -71,6 +71,17 @@ pub struct SpecRecord {
     /// How many times it was re-created on another node.
     #[serde(default)]
     pub generation: u32,
+    /// The labels its creator asked for (`create --label`): only a node that has all of
+    /// them re-creates it when its owner vanishes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SpecRecord {
+    /// Whether a node with `labels` may own this sandbox.
+    pub fn fits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -217,6 +228,30 @@ impl Lattice {
             }
         }
         Ok(out)
+    }
+
+    /// Records on sandbox `id`'s spec the labels its creator asked for (compare-and-set on
+    /// the record's revision, tried again when another writer came first).
+    pub async fn set_labels(
+        &self,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), FleetError> {
+        for _ in 0..5 {
+            let Some((mut record, revision)) = self.spec(id).await? else {
+                return Ok(());
+            };
+            record.labels = labels.clone();
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| FleetError::js(format!("encoding the spec of {id}"), e))?;
+            if self.specs.update(id, bytes.into(), revision).await.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(FleetError::js(
+            format!("recording the labels of {id}"),
+            "the record kept changing",
+        ))
     }
 
     /// One sandbox's record and its revision.

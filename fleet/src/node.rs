@@ -202,6 +202,7 @@ impl Node {
             spec: spec.clone(),
             watch,
             generation: 0,
+            labels: BTreeMap::new(),
         };
         let bytes = serde_json::to_vec(&record).map_err(internal)?;
         if let Err(e) = self.lattice.specs.create(&id, bytes.into()).await {

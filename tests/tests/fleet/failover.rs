@@ -183,3 +183,57 @@ fn the_fleet_keeps_working_with_one_nats_server_stopped() {
     );
     assert_eq!(fleet.owners().len(), 6);
 }
+
+/// The node rendezvous hashing gives `id` among `nodes` (as the fleet's failover computes it).
+fn rendezvous<'a>(id: &str, nodes: &[&'a str]) -> &'a str {
+    use sha2::{Digest, Sha256};
+    nodes
+        .iter()
+        .copied()
+        .max_by_key(|node| {
+            let digest = Sha256::digest(format!("{id}/{node}").as_bytes());
+            u64::from_be_bytes(digest[..8].try_into().unwrap())
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_labelled_sandbox_is_recreated_only_on_a_node_with_its_labels() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let lib = demo_lib();
+    let mut fleet = Fleet::start(&binary, 1, &[]);
+    fleet.join("zb0", &["--labels", "zone=b"]);
+    fleet.join("zb1", &["--labels", "zone=b"]);
+    fleet.wait_nodes(3);
+    // An id that the unlabelled node0 would win against zb1 if labels were not kept: without
+    // them, node0 re-creates it at once.
+    let id = (0..)
+        .map(|i| format!("zoned{i}"))
+        .find(|id| rendezvous(id, &["node0", "zb1"]) == "node0")
+        .unwrap();
+    let info = fleet.create(&id, &lib, &["--label", "zone=b"]);
+    assert_eq!(info["node"], "zb0", "{info}");
+    fleet.nodes[1].crash();
+    let moved = testkit::wait::wait_for(Duration::from_secs(10), || {
+        let list = fleet.json(&["list"]);
+        let entry = list
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id.as_str())?
+            .clone();
+        (entry["node"] != "zb0" && entry["status"] == "running").then_some(entry)
+    });
+    let entry = moved.unwrap_or_else(|| panic!("{id} not re-created:\n{}", fleet.logs()));
+    assert_eq!(entry["node"], "zb1", "{entry}");
+    assert!(
+        fleet.nodes[0]
+            .json(&["list"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the unlabelled node took it"
+    );
+    assert_eq!(fleet.json(&["call", &id, "answer"]), 41);
+}
