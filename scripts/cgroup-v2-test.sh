@@ -157,7 +157,10 @@ daemon_check() {
   check daemon_moves_itself_into_the_host_leaf '[ "$(cat /proc/$dp/cgroup)" = "0::${base#"$R"}/host" ]'
   check daemon_creates_a_limited_sandbox \
     '"$H" create t1 --lib "$LIB" --max-memory 64M --max-processes 16 --cpu 0.5 --socket "$sock" >/dev/null'
-  local sb; sb=$(ls -d "$base"/sandbox-* 2>/dev/null | head -1)
+  # The sandbox's cgroup as the daemon reports it: a pooled create runs in the cgroup made
+  # with its prepared runner (`sandbox-pool-...`), beside the idle runners' own.
+  local sb; sb=$("$H" info t1 --socket "$sock" | sed -n 's/.*cgroup: v2 .* at \(\/[^ ]*\) (.*/\1/p' | head -1)
+  case $sb in "$base"/sandbox-*) ;; *) sb= ;; esac
   check sandbox_cgroup_next_to_the_leaf '[ -n "$sb" ] && [ -n "$(cat "$sb/cgroup.procs")" ]'
   check sandbox_pids_max '[ "$(cat "$sb/pids.max")" = 16 ]'
   check sandbox_memory_max '[ "$(cat "$sb/memory.max")" = 67108864 ]'
@@ -165,7 +168,7 @@ daemon_check() {
   check sandbox_cpu_max '[ "$(cat "$sb/cpu.max")" = "50000 100000" ]'
   "$H" info t1 --socket "$sock" | grep -E 'cgroup' | sed 's/^/    /'
   check daemon_destroys_the_sandbox_and_its_cgroup \
-    '"$H" destroy t1 --socket "$sock" >/dev/null && ! ls -d "$base"/sandbox-* >/dev/null 2>&1'
+    '"$H" destroy t1 --socket "$sock" >/dev/null && [ -n "$sb" ] && ! [ -d "$sb" ]'
   kill "$dp"; wait "$dp"
   if [ "$who" = root ]; then
     # A terminal's scope: the shell (here: a sleep) shares the cgroup; it must stay put.
