@@ -205,8 +205,12 @@ impl FleetClient {
                     .await?;
                 // Re-placement after a node dies keeps to the same labels.
                 let labels = place.labels()?;
-                if !labels.is_empty() {
-                    self.lattice.set_labels(&id, &labels).await?;
+                // The sandbox runs either way: a failure here is said, not returned.
+                if !labels.is_empty()
+                    && let Err(e) = self.lattice.set_labels(&id, &labels).await
+                {
+                    tracing::warn!(sandbox = %id, error = %e,
+                        "fleet: the labels were not recorded; a re-placement may ignore them");
                 }
                 if let Some(map) = info.as_object_mut() {
                     map.insert("node".into(), node.into());
