@@ -7,7 +7,10 @@
 //! beside the sandboxes (`<state dir>.libs/<sha256>.so`, read-only, never written again), and
 //! each sandbox gets a hard link: ~20 µs instead of writing 400 KB again for every sandbox and
 //! every reload. Where a link cannot be made (another filesystem), the sandbox gets a copy.
-//! A store entry is removed when the last sandbox linking it is destroyed.
+//! An entry no sandbox links any more is kept while it is among the [`KEEP_UNLINKED`] most
+//! recently released (a create after a destroy of the same version, the commonest churn, then
+//! links instead of writing and hashing the bytes again); older ones are removed, and the
+//! daemon's sweep removes every unlinked one when it starts and when it stops.
 //!
 //! A library is never read whole into memory: it is opened once (`O_NONBLOCK`, so a FIFO
 //! cannot hang the host), checked with `fstat` to be a regular file of at most
@@ -15,6 +18,13 @@
 //! [`CHUNK`]-byte pieces while hashing; a copy whose hash is not the one read first (the file
 //! changed in between) is refused. A half-written store file has a temporary name that
 //! carries the writer's pid (`.incoming-<pid>-…`), so a later daemon can sweep it.
+//!
+//! A store file is checked against its name (hashed) once per identity: device, inode, size,
+//! mtime and mode. Not its ctime, which every link and unlink of a sandbox changes (with it,
+//! every create would hash the store's copy again). Only the daemon's uid can write the store
+//! (root-owned, 0444; a sandbox at `none`, which runs as the host's uid, gets a copy of its
+//! own), so the check guards against a leftover of a crash or of another build of the daemon,
+//! not against a writer that could also set the mtime back.
 //!
 //! The sha256 identifies a version (`no_change` on an identical binary), but it is the most
 //! expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's identity:
@@ -79,8 +89,33 @@ impl FileId {
     }
 }
 
+/// What identifies a store file's content once it was checked (see the module docs: no ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoreId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    mode: u32,
+}
+
+impl StoreId {
+    fn of(meta: &std::fs::Metadata) -> StoreId {
+        StoreId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mode: meta.mode(),
+        }
+    }
+}
+
 /// Entries kept before the cache starts over (each is a path and a hash).
 const CACHE_LIMIT: usize = 1024;
+
+/// Store entries no sandbox links that are kept (the most recently released).
+pub const KEEP_UNLINKED: usize = 8;
 
 /// The host's libraries: the size cap (`--max-lib-size`) and the hashes already computed, by
 /// file identity. One per manager (so per daemon), shared by its sandboxes; never global, so
@@ -89,6 +124,8 @@ const CACHE_LIMIT: usize = 1024;
 pub struct Libraries {
     max_size: u64,
     hashes: Mutex<HashMap<PathBuf, (FileId, String)>>,
+    /// Store files whose content was checked against their name, by identity.
+    verified: Mutex<HashMap<PathBuf, StoreId>>,
 }
 
 impl Default for Libraries {
@@ -103,6 +140,7 @@ impl Libraries {
         Libraries {
             max_size,
             hashes: Mutex::default(),
+            verified: Mutex::default(),
         }
     }
 
@@ -265,10 +303,18 @@ impl Libraries {
         // A store file is trusted by its content, not its name: it is reused only while it is a
         // read-only regular file whose hash is the name's. Anything else is replaced.
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            let id = StoreId::of(&meta);
+            let checked = self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&path)
+                == Some(&id);
             let sound = meta.file_type().is_file()
                 && meta.mode() & 0o7777 == 0o444
-                && self.current_hash(&path).is_ok_and(|h| h == lib.sha256);
+                && (checked || self.current_hash(&path).is_ok_and(|h| h == lib.sha256));
             if sound {
+                self.remember(&path, id);
                 return Ok(path);
             }
             tracing::warn!(
@@ -282,7 +328,19 @@ impl Libraries {
             .prefix(&format!("{INCOMING_PREFIX}{}-", std::process::id()))
             .make_in(store, |p| self.write_copy(lib, p))?;
         tmp.persist(&path).map_err(|e| e.error)?;
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            self.remember(&path, StoreId::of(&meta));
+        }
         Ok(path)
+    }
+
+    /// Records that the store file `path`, as `id` identifies it, matches its name.
+    fn remember(&self, path: &Path, id: StoreId) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= CACHE_LIMIT {
+            verified.clear();
+        }
+        verified.insert(path.to_owned(), id);
     }
 }
 
@@ -391,163 +449,35 @@ pub fn store_of(state_dir: &Path) -> PathBuf {
     state_dir.with_file_name(name)
 }
 
-/// Drops the store's copy of `sha256` when no sandbox links to it any more, and the store
-/// itself when it is empty. A create that links it meanwhile keeps its own link, and the next
-/// one writes the copy again.
-pub fn release(store: &Path, sha256: &str) {
-    let path = store.join(format!("{sha256}.so"));
-    if std::fs::metadata(&path).is_ok_and(|m| m.nlink() == 1) {
-        let _ = std::fs::remove_file(&path);
+/// Called when a sandbox let go of its link to the store's copy of a version: of the copies no
+/// sandbox links any more, keeps the [`KEEP_UNLINKED`] released last (by ctime, which the
+/// last unlink set) and removes the others, then the store itself when it is empty. A create
+/// that links a copy meanwhile keeps its own link, and the next one writes the copy again.
+pub fn release(store: &Path, _sha256: &str) {
+    let Ok(entries) = std::fs::read_dir(store) else {
+        return;
+    };
+    let mut unlinked: Vec<(i128, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".so"))
+        .filter_map(|e| {
+            let meta = std::fs::symlink_metadata(e.path()).ok()?;
+            (meta.is_file() && meta.nlink() == 1).then(|| {
+                let ctime =
+                    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+                (ctime, e.path())
+            })
+        })
+        .collect();
+    if unlinked.len() > KEEP_UNLINKED {
+        unlinked.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, path) in &unlinked[KEEP_UNLINKED..] {
+            let _ = std::fs::remove_file(path);
+        }
     }
     let _ = std::fs::remove_dir(store);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn libs() -> Libraries {
-        Libraries::default()
-    }
-
-    /// A library file with `bytes` in `dir`, opened.
-    fn lib_of(dir: &Path, bytes: &[u8]) -> LibBytes {
-        let path = dir.join(format!("src-{}.so", sha256_hex(bytes)));
-        std::fs::write(&path, bytes).unwrap();
-        libs().read(&path).unwrap()
-    }
-
-    #[test]
-    fn only_regular_files_up_to_the_limit_are_libraries() {
-        let dir = tempfile::tempdir().unwrap();
-        let refused = |path: &Path, what: &str| {
-            let err = libs().read(path).unwrap_err().to_string();
-            assert!(err.contains(&path.display().to_string()), "{err}");
-            assert!(err.contains(what), "{err}");
-        };
-        refused(Path::new("/dev/zero"), "a character device");
-        refused(dir.path(), "a directory");
-        let fifo = dir.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        refused(&fifo, "a FIFO");
-        // 2 GB, sparse: refused by its size, without reading a byte.
-        let big = dir.path().join("big.so");
-        File::create(&big).unwrap().set_len(2 << 30).unwrap();
-        let started = std::time::Instant::now();
-        refused(&big, "--max-lib-size");
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        // The same checks hold for a descriptor a client sends.
-        let zero = File::open("/dev/zero").unwrap();
-        let err = libs()
-            .copy_from_fd(&zero, &dir.path().join("z.so"))
-            .unwrap_err();
-        assert!(err.to_string().contains("character device"), "{err}");
-        let err = libs()
-            .copy_from_fd(&File::open(&big).unwrap(), &dir.path().join("b.so"))
-            .unwrap_err();
-        assert!(err.to_string().contains("--max-lib-size"), "{err}");
-        assert!(!dir.path().join("b.so").exists());
-        let small = dir.path().join("small.so");
-        std::fs::write(&small, b"abc").unwrap();
-        let copy = dir.path().join("copy.so");
-        assert_eq!(
-            libs()
-                .copy_from_fd(&File::open(&small).unwrap(), &copy)
-                .unwrap(),
-            3
-        );
-        assert_eq!(std::fs::read(&copy).unwrap(), b"abc");
-    }
-
-    #[test]
-    fn a_library_that_changes_after_hashing_is_not_installed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_of(&dir.path().join("sandboxes"));
-        let app = dir.path().join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        let lib = lib_of(dir.path(), b"hashed");
-        std::fs::write(&lib.path, b"swapped").unwrap();
-        let err = libs().install(&store, &app, &lib, 1, true).unwrap_err();
-        assert!(err.to_string().contains("changed while"), "{err}");
-        assert_eq!(std::fs::read_dir(&app).unwrap().count(), 0);
-        let left: Vec<_> = std::fs::read_dir(&store)
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "{left:?}");
-    }
-
-    #[test]
-    fn a_changed_file_is_hashed_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let lib = dir.path().join("lib.so");
-        std::fs::write(&lib, b"first").unwrap();
-        let one = libs().read(&lib).unwrap();
-        assert_eq!(one.sha256, sha256_hex(b"first"));
-        assert_eq!(
-            libs().read(&lib).unwrap().sha256,
-            one.sha256,
-            "cached, same content"
-        );
-        // Rewritten in place (same inode): the cache must not answer with the old hash.
-        std::fs::write(&lib, b"second").unwrap();
-        let two = libs().read(&lib).unwrap();
-        assert_eq!(two.size, 6);
-        assert_eq!(two.sha256, sha256_hex(b"second"));
-    }
-
-    #[test]
-    fn versions_are_links_to_one_read_only_copy_that_goes_with_the_last_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_of(&dir.path().join("sandboxes"));
-        assert_eq!(store, dir.path().join("sandboxes.libs"));
-        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-        std::fs::create_dir_all(&one).unwrap();
-        std::fs::create_dir_all(&two).unwrap();
-        let lib = lib_of(dir.path(), b"x");
-        let a = libs().install(&store, &one, &lib, 1, true).unwrap();
-        let b = libs().install(&store, &one, &lib, 2, true).unwrap();
-        let c = libs().install(&store, &two, &lib, 1, true).unwrap();
-        assert_ne!(a, b, "a path per version");
-        assert_eq!(std::fs::read(&c).unwrap(), b"x");
-        let stored = store.join(format!("{}.so", lib.sha256));
-        let meta = std::fs::metadata(&stored).unwrap();
-        assert_eq!(meta.nlink(), 4, "the store's copy and three links");
-        assert_eq!(std::fs::metadata(&a).unwrap().ino(), meta.ino());
-        assert!(meta.permissions().readonly());
-        // Still linked: kept. Last link gone: the copy and the empty store go.
-        release(&store, &lib.sha256);
-        assert!(stored.exists());
-        for p in [&a, &b, &c] {
-            std::fs::remove_file(p).unwrap();
-        }
-        release(&store, &lib.sha256);
-        assert!(!stored.exists() && !store.exists());
-    }
-
-    #[test]
-    fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_gets_a_copy() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_of(&dir.path().join("sandboxes"));
-        let app = dir.path().join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        let lib = lib_of(dir.path(), b"good");
-        let first = libs().install(&store, &app, &lib, 1, true).unwrap();
-        // Someone who could chmod it rewrote the stored file in place.
-        let stored = store.join(format!("{}.so", lib.sha256));
-        std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::write(&stored, b"evil").unwrap();
-        std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let second = libs().install(&store, &app, &lib, 2, true).unwrap();
-        assert_eq!(std::fs::read(&second).unwrap(), b"good");
-        assert_eq!(std::fs::read(&stored).unwrap(), b"good");
-        drop(first);
-        // Not shared: a copy of its own, another inode than the store's.
-        let own = libs().install(&store, &app, &lib, 3, false).unwrap();
-        assert_ne!(
-            std::fs::metadata(&own).unwrap().ino(),
-            std::fs::metadata(&stored).unwrap().ino()
-        );
-        assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o777, 0o444);
-    }
-}
+#[path = "library_tests.rs"]
+mod tests;
