@@ -18,13 +18,16 @@
 //! request to the owner. Whoever holds the NATS credentials administers the whole fleet.
 
 pub mod agent;
+pub mod batch;
 pub mod client;
 pub mod connect;
 pub mod error;
 pub mod events;
 mod failover;
+pub mod follow;
 pub mod lattice;
 pub mod node;
+pub mod routed;
 pub mod wire;
 
 pub use client::FleetClient;

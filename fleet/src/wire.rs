@@ -20,8 +20,21 @@ pub const NO_ANSWER: &str = "no_answer";
 
 /// The ops a node answers on its subjects.
 pub const OPS: &[&str] = &[
-    "ping", "create", "list", "info", "call", "reload", "rollback", "usage", "workers", "restart",
+    "ping",
+    "create",
+    "list",
+    "info",
+    "call",
+    "reload",
+    "rollback",
+    "usage",
+    "workers",
+    "restart",
     "destroy",
+    "operate",
+    "ask",
+    "logs",
+    "purge_log",
 ];
 
 /// Prefix of a library named by content: `sha256:HEX`.
