@@ -517,3 +517,30 @@ async fn until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_spreads_its_creates_by_what_it_placed_already() {
+        let mut placer = Placer {
+            free: [("a", 20), ("b", 12), ("c", 15)]
+                .map(|(n, f)| (n.to_string(), f))
+                .into(),
+            live: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..17 {
+            *placed.entry(placer.take().unwrap()).or_default() += 1;
+        }
+        // 47 free slots, 17 taken: each node is left with 10.
+        assert_eq!(placed.values().copied().collect::<Vec<_>>(), [10, 2, 5]);
+        placer.give_back("b");
+        assert_eq!(placer.take().unwrap(), "b");
+        for _ in 0..30 {
+            placer.take().unwrap();
+        }
+        assert_eq!(placer.take().unwrap_err().kind, NO_CAPACITY);
+    }
+}

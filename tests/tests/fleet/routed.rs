@@ -167,6 +167,36 @@ fn batches_fan_out_over_the_fleet_with_one_result_per_item() {
     for daemon in &fleet.nodes {
         assert_eq!(daemon.json(&["list"]), serde_json::json!([]));
     }
+
+    // Past the batch timeout nothing more starts, and the create in flight is rolled back:
+    // every item says `timeout`, and nothing of them remains anywhere.
+    let (code, items, summary) = batch(
+        &fleet,
+        &[
+            "batch",
+            "create",
+            "--count",
+            "4",
+            "--prefix",
+            "t",
+            "--lib",
+            lib,
+            "--timeout",
+            "1",
+            "--max-concurrency",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(4), "{items:?}");
+    assert_eq!(summary["timed_out"], 4, "{summary}");
+    assert!(
+        items.values().all(|i| i["error"]["kind"] == "timeout"),
+        "{items:?}"
+    );
+    assert_eq!(spec_keys(&fleet.nats.urls()), Vec::<String>::new());
+    for daemon in &fleet.nodes {
+        assert_eq!(daemon.json(&["list"]), serde_json::json!([]));
+    }
 }
 
 /// A `host` child with its output in files under `dir`.
