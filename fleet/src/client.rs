@@ -144,6 +144,11 @@ impl FleetClient {
             )));
         }
         let timeout = match request {
+            // A canary is watched for its window after the swap.
+            Request::Reload {
+                canary: Some(canary),
+                ..
+            } => Duration::from_millis(canary.watch_for_ms) + Duration::from_secs(120),
             Request::Create { .. } | Request::Reload { .. } => Duration::from_secs(120),
             Request::Call { timeout_ms, .. } => {
                 Duration::from_millis(timeout_ms.unwrap_or(5_000)) + Duration::from_secs(10)

@@ -173,14 +173,19 @@ pub async fn destroy_purge(client: &FleetClient, id: &str) -> Result<(bool, bool
     Ok((destroyed, purged))
 }
 
-/// `ask` without an id: every live node's answer about its own sandboxes, by node.
+/// `ask` without an id: every live node's answer (or only `only`'s) about its own
+/// sandboxes, by node.
 pub async fn ask_all(
     client: &FleetClient,
+    only: Option<&str>,
     ask: AskRequest,
 ) -> Result<BTreeMap<String, Result<Value, FleetError>>, FleetError> {
     let request = Request::Ask(AskRequest { id: None, ..ask });
     let mut tasks = JoinSet::new();
     for node in client.lattice().live_nodes().await?.into_keys() {
+        if only.is_some_and(|only| only != node) {
+            continue;
+        }
         let (client, request) = (client.clone(), request.clone());
         tasks.spawn(async move {
             let answer = client.send(&node, &request).await;
@@ -211,10 +216,11 @@ pub fn destroy_purge_blocking(args: &ConnectArgs, id: &str) -> Result<(bool, boo
     block_on(async { destroy_purge(&FleetClient::connect(args).await?, id).await })?
 }
 
-/// Connects and asks every live node (for `host ask --cluster QUESTION`).
+/// Connects and asks every live node, or only `only` (for `host ask --cluster QUESTION`).
 pub fn ask_all_blocking(
     args: &ConnectArgs,
+    only: Option<&str>,
     ask: AskRequest,
 ) -> Result<BTreeMap<String, Result<Value, FleetError>>, FleetError> {
-    block_on(async { ask_all(&FleetClient::connect(args).await?, ask).await })?
+    block_on(async { ask_all(&FleetClient::connect(args).await?, only, ask).await })?
 }

@@ -331,12 +331,16 @@ pub(super) fn request(
     Client::connect(&socket).and_then(|mut c| c.request(request))
 }
 
-/// `host ask --cluster QUESTION` (no id): every live node answers about its own sandboxes,
-/// each answer shown under its node's name. Exit 0 when every node answered, 2 when one
+/// `host ask --cluster QUESTION` (no id): every live node (or `--node`'s) answers about its
+/// own sandboxes, each answer shown under its node's name. Exit 0 when every node answered, 2 when one
 /// refused the provider's configuration, else 1.
 pub(super) fn ask_all(a: &ask::AskArgs, ask: proto::ask::AskRequest) -> ExitCode {
     let json = a.client.json;
-    let answers = match fleet::routed::ask_all_blocking(&a.client.cluster, ask) {
+    let answers = match fleet::routed::ask_all_blocking(
+        &a.client.cluster,
+        a.client.place.node.as_deref(),
+        ask,
+    ) {
         Ok(answers) => answers,
         Err(e) => return failure(json, &client_error(e)),
     };

@@ -294,6 +294,10 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
             "{text}"
         );
     }
+    let out = mock(&fleet, &["ask", "--node", "node1", "how are they?"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("[node] node1\n"), "{text}");
+    assert!(!text.contains("[node] node0"), "{text}");
     let out = mock(&fleet, &["operate", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
@@ -316,4 +320,22 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
     assert_eq!(code, Some(0));
     let gone = fleet.json(&["destroy", "e2", "--purge"]);
     assert_eq!(gone, serde_json::json!({"destroyed": null, "purged": true}));
+    // Straight on a node's subjects: a followed log and a stream are not routed.
+    let follow = br#"{"op":"logs","id":"e0","follow":true}"#;
+    let answer = raw(&fleet.nats.urls(), "sandbox.node0.logs", follow);
+    assert_eq!(answer["error"]["kind"], "bad_request", "{answer}");
+    let events = br#"{"op":"events","follow":true}"#;
+    let answer = raw(&fleet.nats.urls(), "sandbox.node0.events", events);
+    assert_eq!(answer["error"]["kind"], "unknown_op", "{answer}");
+}
+
+/// One request on `subject` straight through NATS, and its answer.
+fn raw(urls: &str, subject: &str, payload: &[u8]) -> Value {
+    let url = urls.split(',').next().unwrap().to_string();
+    let (subject, payload) = (subject.to_string(), payload.to_vec());
+    e2e::apps::block_on(async move {
+        let client = async_nats::connect(url).await.unwrap();
+        let answer = client.request(subject, payload.into()).await.unwrap();
+        serde_json::from_slice(&answer.payload).unwrap()
+    })
 }
