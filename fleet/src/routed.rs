@@ -77,8 +77,7 @@ impl Node {
                 Err(e) => return Err(daemon(std::io::Error::other(e))),
             };
             let backlog = header["backlog"].as_u64().unwrap_or(0);
-            let mut lines: VecDeque<(usize, Value)> = VecDeque::new();
-            let (mut bytes, mut dropped) = (0usize, 0u64);
+            let mut kept = Newest::new(MAX_LOG_ANSWER);
             for _ in 0..backlog {
                 let Some(line) = events::read_line(&mut reader).await.map_err(daemon)? else {
                     break;
@@ -89,22 +88,54 @@ impl Node {
                     return Err(serde_json::from_value(error.clone())
                         .unwrap_or_else(|e| WireError::new(NO_ANSWER, e.to_string())));
                 }
-                bytes += line.len() + 1;
-                lines.push_back((line.len() + 1, value));
-                while bytes > MAX_LOG_ANSWER {
-                    let Some((len, _)) = lines.pop_front() else {
-                        break;
-                    };
-                    bytes -= len;
-                    dropped += 1;
-                }
+                kept.push(line.len() + 1, value);
             }
-            let lines: Vec<Value> = lines.into_iter().map(|(_, v)| v).collect();
+            let (lines, dropped) = kept.finish();
             Ok(json!({"id": id, "live": header["live"], "lines": lines, "dropped": dropped}))
         };
         tokio::time::timeout(LOG_READ, read)
             .await
             .unwrap_or_else(|_| Err(daemon(std::io::Error::other("no answer in time"))))
+    }
+}
+
+/// The newest items that fit in a byte budget, and how many older ones went.
+#[derive(Debug)]
+struct Newest {
+    budget: usize,
+    bytes: usize,
+    dropped: u64,
+    items: VecDeque<(usize, Value)>,
+}
+
+impl Newest {
+    fn new(budget: usize) -> Newest {
+        Newest {
+            budget,
+            bytes: 0,
+            dropped: 0,
+            items: VecDeque::new(),
+        }
+    }
+
+    /// Adds an item of `len` bytes; the oldest go while the total is over the budget.
+    fn push(&mut self, len: usize, value: Value) {
+        self.bytes += len;
+        self.items.push_back((len, value));
+        while self.bytes > self.budget {
+            let Some((len, _)) = self.items.pop_front() else {
+                break;
+            };
+            self.bytes -= len;
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(self) -> (Vec<Value>, u64) {
+        (
+            self.items.into_iter().map(|(_, v)| v).collect(),
+            self.dropped,
+        )
     }
 }
 
@@ -223,4 +254,21 @@ pub fn ask_all_blocking(
     ask: AskRequest,
 ) -> Result<BTreeMap<String, Result<Value, FleetError>>, FleetError> {
     block_on(async { ask_all(&FleetClient::connect(args).await?, only, ask).await })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_answer_keeps_the_newest_lines_that_fit() {
+        let mut kept = Newest::new(10);
+        for i in 0..5 {
+            kept.push(4, json!(i));
+        }
+        assert_eq!(kept.finish(), (vec![json!(3), json!(4)], 3));
+        let mut huge = Newest::new(10);
+        huge.push(11, json!("one line over the budget"));
+        assert_eq!(huge.finish(), (vec![], 1));
+    }
 }

@@ -320,6 +320,17 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
     assert_eq!(code, Some(0));
     let gone = fleet.json(&["destroy", "e2", "--purge"]);
     assert_eq!(gone, serde_json::json!({"destroyed": null, "purged": true}));
+    // What an app prints comes back from its node, within one answer's bound.
+    let talker = e2e::apps::block_on(built("talker_app"));
+    let info = fleet.create("talk", &talker, &["--node", "node2"]);
+    assert_eq!(info["node"], "node2");
+    fleet.json(&["call", "talk", "say", r#""from node2""#]);
+    let said = wait_until(UP, || {
+        let (_, log) = lines(&fleet, &["logs", "talk"]);
+        log.iter()
+            .any(|l| l["stream"] == "stdout" && l["text"] == "out: from node2")
+    });
+    assert!(said, "{:?}", lines(&fleet, &["logs", "talk"]));
     // Straight on a node's subjects: a followed log and a stream are not routed.
     let follow = br#"{"op":"logs","id":"e0","follow":true}"#;
     let answer = raw(&fleet.nats.urls(), "sandbox.node0.logs", follow);
