@@ -1,6 +1,7 @@
 //! The routed requests that are more than one request and one answer: a sandbox's log
 //! backlog (`host logs --cluster`, collected by the owner node from its daemon's `logs`
-//! stream, bounded to fit one NATS message), `host destroy --cluster --purge` (destroy on the
+//! stream, bounded to fit one NATS message; `--follow` asks again every half second for the
+//! lines from the newest time seen on), `host destroy --cluster --purge` (destroy on the
 //! owner, then remove the kept log), and `host ask --cluster QUESTION` without an id (every
 //! live node answers about its own sandboxes).
 //!
@@ -169,6 +170,111 @@ pub async fn logs(
     )))
 }
 
+/// How often a followed log is asked for its new lines.
+pub const LOG_POLL: Duration = Duration::from_millis(500);
+
+/// Milliseconds since the Unix epoch of a log line's `time`, when it has one.
+fn line_ms(line: &Value) -> Option<u64> {
+    let time = humantime::parse_rfc3339(line["time"].as_str()?).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// How far before the newest time seen a followed log is asked from again: the times of a
+/// sandbox's lines are not in the log's order (its stdout and stderr are read apart).
+const REORDER_MS: u64 = 2_000;
+
+/// Lines of the last answer remembered to find where it ended in the next.
+const TAIL: usize = 32;
+
+/// Where a followed log is: the newest time seen and the last lines of the last answer.
+#[derive(Debug, Default)]
+struct Cursor {
+    newest: Option<u64>,
+    tail: Vec<Value>,
+    polls: u64,
+}
+
+impl Cursor {
+    /// From when the next answer is asked: [`REORDER_MS`] before the newest time seen, or
+    /// `given` before anything was.
+    fn since(&self, given: Option<u64>) -> Option<u64> {
+        self.newest.map(|n| n.saturating_sub(REORDER_MS)).or(given)
+    }
+
+    /// The lines of one answer not shown yet: those after where the last answer's lines end
+    /// in it (the log only grows at its end; the longest run of the last answer's final
+    /// lines found, the latest place of a whole run). Nothing found: every line.
+    fn new_lines<'a>(&mut self, lines: &'a [Value]) -> &'a [Value] {
+        let start = if self.polls == 0 {
+            0
+        } else {
+            overlap(&self.tail, lines).map_or(0, |end| end + 1)
+        };
+        self.polls += 1;
+        if !lines.is_empty() {
+            self.tail = lines[lines.len().saturating_sub(TAIL)..].to_vec();
+        }
+        for line in lines {
+            if let Some(t) = line_ms(line)
+                && self.newest.is_none_or(|n| t > n)
+            {
+                self.newest = Some(t);
+            }
+        }
+        &lines[start..]
+    }
+}
+
+/// Where in `lines` the run `tail` ends: the place of the longest run of `tail`'s final
+/// lines (the latest of those with the whole of `tail`).
+fn overlap(tail: &[Value], lines: &[Value]) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None;
+    for end in (0..lines.len()).rev() {
+        let mut k = 0;
+        while k < tail.len() && k <= end && lines[end - k] == tail[tail.len() - 1 - k] {
+            k += 1;
+        }
+        if k > 0 && best.is_none_or(|(longest, _)| k > longest) {
+            best = Some((k, end));
+        }
+        if k == tail.len() {
+            break;
+        }
+    }
+    best.map(|(_, end)| end)
+}
+
+/// `logs --follow`: [`logs`] (the newest `last`, from `since_ms`), then every
+/// [`LOG_POLL`] the lines from a little before the newest time seen on, each given to
+/// `each` once (see `Cursor`), until the sandbox is destroyed. When an answer left lines out (`dropped`:
+/// more was written between two polls than one answer carries), `gap` is told how many.
+pub async fn follow_logs(
+    client: &FleetClient,
+    id: &str,
+    since_ms: Option<u64>,
+    last: Option<usize>,
+    mut each: impl FnMut(&Value),
+    mut gap: impl FnMut(u64),
+) -> Result<(), FleetError> {
+    let mut cursor = Cursor::default();
+    loop {
+        let last = if cursor.polls == 0 { last } else { None };
+        let answer = logs(client, id, cursor.since(since_ms), last).await?;
+        let dropped = answer["dropped"].as_u64().unwrap_or(0);
+        if dropped > 0 {
+            gap(dropped);
+        }
+        let lines = answer["lines"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        for line in cursor.new_lines(lines) {
+            each(line);
+        }
+        if answer["live"] == false {
+            return Ok(());
+        }
+        tokio::time::sleep(LOG_POLL).await;
+    }
+}
+
 /// `destroy --purge`: destroys `id` on its owner, then removes its kept log (on the owner,
 /// or on every live node for a sandbox destroyed already); says `(destroyed, purged)`.
 pub async fn destroy_purge(client: &FleetClient, id: &str) -> Result<(bool, bool), FleetError> {
@@ -242,6 +348,21 @@ pub fn logs_blocking(
     block_on(async { logs(&FleetClient::connect(args).await?, id, since_ms, last).await })?
 }
 
+/// Connects and follows `id`'s log (for `host logs --follow --cluster`).
+pub fn follow_logs_blocking(
+    args: &ConnectArgs,
+    id: &str,
+    since_ms: Option<u64>,
+    last: Option<usize>,
+    each: impl FnMut(&Value),
+    gap: impl FnMut(u64),
+) -> Result<(), FleetError> {
+    block_on(async {
+        let client = FleetClient::connect(args).await?;
+        follow_logs(&client, id, since_ms, last, each, gap).await
+    })?
+}
+
 /// Connects and destroys `id` with its log (for `host destroy --cluster --purge`).
 pub fn destroy_purge_blocking(args: &ConnectArgs, id: &str) -> Result<(bool, bool), FleetError> {
     block_on(async { destroy_purge(&FleetClient::connect(args).await?, id).await })?
@@ -270,5 +391,35 @@ mod tests {
         let mut huge = Newest::new(10);
         huge.push(11, json!("one line over the budget"));
         assert_eq!(huge.finish(), (vec![], 1));
+    }
+
+    #[test]
+    fn a_followed_log_shows_each_line_once() {
+        let line = |time: &str, text: &str| json!({"time": time, "text": text});
+        let texts = |lines: &[Value]| -> Vec<String> {
+            lines
+                .iter()
+                .map(|l| l["text"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (t1, t2) = ("2026-12-07T10:00:00.001Z", "2026-12-07T10:00:00.002Z");
+        let mut cursor = Cursor::default();
+        // Cut by --last: its last line only.
+        assert_eq!(texts(cursor.new_lines(&[line(t2, "b")])), ["b"]);
+        assert_eq!(cursor.since(None), Some(1_796_637_600_002 - REORDER_MS));
+        // Asked again from before: the old lines, b, then the new ones (an earlier time
+        // after a later one, as stdout and stderr are read apart).
+        let next = [line(t1, "a"), line(t2, "b"), line(t2, "c"), line(t1, "d")];
+        assert_eq!(texts(cursor.new_lines(&next)), ["c", "d"]);
+        assert!(cursor.new_lines(&next).is_empty());
+        // Repeated lines: the latest place of the whole run.
+        let mut cursor = Cursor::default();
+        let same = [line(t1, "x"), line(t1, "x")];
+        assert_eq!(cursor.new_lines(&same).len(), 2);
+        let more = [line(t1, "x"), line(t1, "x"), line(t1, "y")];
+        assert_eq!(texts(cursor.new_lines(&more)), ["y"]);
+        // Nothing of the last answer left (a gap): every line.
+        let other = [line(t2, "p"), line(t2, "q")];
+        assert_eq!(cursor.new_lines(&other).len(), 2);
     }
 }

@@ -178,10 +178,6 @@ fn render_nodes(nodes: &[NodeView]) -> String {
 /// the machine the client runs on, or a stream the fleet does not carry.
 pub(super) fn unrouted(command: &Command) -> Option<ExitCode> {
     let (client, what) = match command {
-        Command::Logs(a) if a.follow => (
-            &a.client,
-            "logs --follow is not routed in a fleet (drop --follow for the log's newest lines)",
-        ),
         Command::Reload(a) if a.watch.is_some() => (
             &a.client,
             "reload --watch is not routed in a fleet: it builds on this machine (drop \
@@ -260,9 +256,58 @@ fn follow_events(a: &crate::client_events::EventsArgs) -> ExitCode {
     }
 }
 
-/// `host logs --cluster ID [--since WHEN] [--last N]`: the log's newest lines, from the
-/// node that owns the sandbox (or keeps its log).
+/// One log line: its JSON, or `time source stream text` with the text escaped.
+fn show_log_line(json: bool, value: &serde_json::Value) -> Result<(), ClientError> {
+    if json {
+        crate::output::line(&crate::output::json(value));
+        return Ok(());
+    }
+    let line = serde_json::from_value::<proto::logline::WireLogLine>(value.clone())
+        .map_err(|e| ClientError::Protocol(format!("not a log line: {e}")))?;
+    crate::output::line(&logs::render_line(&line));
+    Ok(())
+}
+
+/// `host logs --follow --cluster ID`: the newest lines, then the new ones as the owner's
+/// log grows (asked every half second), until the sandbox is destroyed or Ctrl-C.
+fn follow_logs(a: &logs::LogsArgs) -> ExitCode {
+    let json = a.client.json;
+    let mut bad = None;
+    let result = fleet::routed::follow_logs_blocking(
+        &a.client.cluster,
+        &a.id,
+        a.since,
+        a.last,
+        |line| {
+            if let Err(e) = show_log_line(json, line) {
+                bad.get_or_insert(e);
+            }
+        },
+        |dropped| {
+            crate::output::error_line(&format!(
+                "host: {dropped} line(s) left out: more was written between two looks than one \
+                 fleet answer carries"
+            ))
+        },
+    );
+    match (result, bad) {
+        (Err(e), _) => failure(json, &client_error(e)),
+        (Ok(()), Some(e)) => failure(json, &e),
+        (Ok(()), None) => {
+            if !json {
+                crate::output::error_line("host: the sandbox was destroyed; its log ends here");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `host logs --cluster ID [--since WHEN] [--last N] [--follow]`: the log's newest lines,
+/// from the node that owns the sandbox (or keeps its log).
 pub(super) fn logs(a: &logs::LogsArgs) -> ExitCode {
+    if a.follow {
+        return follow_logs(a);
+    }
     let json = a.client.json;
     let answer = fleet::routed::logs_blocking(&a.client.cluster, &a.id, a.since, a.last)
         .map_err(client_error);
@@ -271,16 +316,8 @@ pub(super) fn logs(a: &logs::LogsArgs) -> ExitCode {
         Err(e) => return failure(json, &e),
     };
     for value in answer["lines"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        if json {
-            crate::output::line(&crate::output::json(value));
-            continue;
-        }
-        match serde_json::from_value::<proto::logline::WireLogLine>(value.clone()) {
-            Ok(line) => crate::output::line(&logs::render_line(&line)),
-            Err(e) => {
-                let e = ClientError::Protocol(format!("not a log line: {e}"));
-                return failure(json, &e);
-            }
+        if let Err(e) = show_log_line(json, value) {
+            return failure(json, &e);
         }
     }
     let dropped = answer["dropped"].as_u64().unwrap_or(0);

@@ -306,9 +306,6 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
     let (code, log) = lines(&fleet, &["logs", "e1"]);
     assert_eq!(code, Some(0), "{log:?}");
     assert!(log.iter().all(|l| l["time"].is_string()), "{log:?}");
-    let out = fleet.host(&["logs", "e1", "--follow"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--follow is not routed"));
     let gone = fleet.json(&["destroy", "e1", "--purge"]);
     assert_eq!(gone, serde_json::json!({"destroyed": "e1", "purged": true}));
     let out = fleet.host(&["logs", "e1"]);
@@ -331,6 +328,41 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
             .any(|l| l["stream"] == "stdout" && l["text"] == "out: from node2")
     });
     assert!(said, "{:?}", lines(&fleet, &["logs", "talk"]));
+    // Followed: the newest line, then each new one once, until the sandbox is destroyed.
+    let logs_dir = tempfile::tempdir().unwrap();
+    let mut follower = spawn(
+        &fleet,
+        logs_dir.path(),
+        &["logs", "talk", "--follow", "--last", "1", "--json"],
+    );
+    let texts = || -> Vec<String> {
+        std::fs::read_to_string(logs_dir.path().join("out"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|l| l["text"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert!(wait_until(UP, || texts().len() == 1), "{:?}", texts());
+    for word in ["one", "two", "three"] {
+        fleet.json(&["call", "talk", "say", &format!("\"{word}\"")]);
+    }
+    let want: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .flat_map(|w| [format!("out: {w}"), format!("err: {w}")])
+        .collect();
+    let got = testkit::wait::wait_for(UP, || {
+        let mut got = texts().split_off(1);
+        got.sort();
+        let mut sorted = want.clone();
+        sorted.sort();
+        (got == sorted).then_some(got)
+    });
+    assert!(got.is_some(), "{:?}", texts());
+    fleet.json(&["destroy", "talk"]);
+    let ended = follower.wait_exit(UP);
+    assert!(ended.is_some_and(|s| s.success()), "{ended:?}");
+    assert_eq!(texts().len(), 7, "{:?}", texts());
     // Straight on a node's subjects: a followed log and a stream are not routed.
     let follow = br#"{"op":"logs","id":"e0","follow":true}"#;
     let answer = raw(&fleet.nats.urls(), "sandbox.node0.logs", follow);
