@@ -44,7 +44,8 @@ pub enum BatchCommand {
 /// How a batch runs (every batch command takes these).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Items in flight at once [default: the daemon's CPU count].
+    /// Items in flight at once [default: the daemon's CPU count; with --cluster, this
+    /// machine's times the live nodes, at most 64].
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
     /// Time for the whole batch in milliseconds; items past it are reported `timeout`.
@@ -61,7 +62,8 @@ pub struct SelectArgs {
     /// Sandbox ids.
     #[arg(conflicts_with_all = ["all", "prefix"])]
     pub ids: Vec<String>,
-    /// Every sandbox of the daemon.
+    /// Every sandbox of the daemon (with --cluster: of the fleet, or of --node, or created
+    /// with --label).
     #[arg(long, conflicts_with = "prefix")]
     pub all: bool,
     /// Every sandbox whose id starts with PREFIX.

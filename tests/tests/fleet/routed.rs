@@ -197,6 +197,53 @@ fn batches_fan_out_over_the_fleet_with_one_result_per_item() {
     for daemon in &fleet.nodes {
         assert_eq!(daemon.json(&["list"]), serde_json::json!([]));
     }
+
+    // A client ended mid-batch: what a node was sent it finishes, so the fleet settles with
+    // a running sandbox for each spec and a spec for each sandbox.
+    let dir = tempfile::tempdir().unwrap();
+    let client = spawn(
+        &fleet,
+        dir.path(),
+        &[
+            "batch",
+            "create",
+            "--count",
+            "40",
+            "--prefix",
+            "k",
+            "--lib",
+            lib,
+            "--json",
+            "--max-concurrency",
+            "1",
+        ],
+    );
+    let started = wait_until(UP, || {
+        std::fs::read_to_string(dir.path().join("out")).is_ok_and(|o| o.lines().count() >= 2)
+    });
+    assert!(started);
+    drop(client);
+    let settled = wait_until(UP, || {
+        let list = fleet.json(&["list"]);
+        let mut running: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["status"] == "running")
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        running.sort();
+        let mut specs = spec_keys(&fleet.nats.urls());
+        specs.sort();
+        running.len() == list.as_array().unwrap().len() && running == specs
+    });
+    assert!(
+        settled,
+        "{}\n{:?}",
+        fleet.json(&["list"]),
+        spec_keys(&fleet.nats.urls())
+    );
+    assert!(fleet.host(&["batch", "destroy", "--all"]).status.success());
 }
 
 /// A `host` child with its output in files under `dir`.
