@@ -345,6 +345,22 @@ fn events_follow_operate_ask_logs_and_purge_reach_every_node() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("[node] node1\n"), "{text}");
     assert!(!text.contains("[node] node0"), "{text}");
+    // A canary reload goes to the owner too, and waits its window there.
+    let lib42 = e2e::apps::block_on(demo_lib_answering(42));
+    let out = fleet.host(&[
+        "reload",
+        "e0",
+        "--lib",
+        lib42.to_str().unwrap(),
+        "--canary",
+        "--watch-for",
+        "500ms",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "kept", "{report}");
+    assert_eq!(fleet.json(&["call", "e0", "answer"]), 42);
     let out = mock(&fleet, &["operate", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
