@@ -154,6 +154,12 @@ fn batches_fan_out_over_the_fleet_with_one_result_per_item() {
         text.starts_with("batch destroy: 0 ok, 1 failed of 1\nID"),
         "{text}"
     );
+    // What builds on this machine is refused, saying so.
+    let app = demo_app();
+    let out = fleet.host(&["reload", "b-2", "--watch", app.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("reload --watch is not routed"), "{said}");
     // `--app` is not built for a fleet.
     let out = fleet.host(&["batch", "create", "--count", "1", "--prefix", "x"]);
     assert_eq!(out.status.code(), Some(1));
