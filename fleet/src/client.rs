@@ -144,9 +144,18 @@ impl FleetClient {
             )));
         }
         let timeout = match request {
+            // A canary is watched for its window after the swap.
+            Request::Reload {
+                canary: Some(canary),
+                ..
+            } => Duration::from_millis(canary.watch_for_ms) + Duration::from_secs(120),
             Request::Create { .. } | Request::Reload { .. } => Duration::from_secs(120),
             Request::Call { timeout_ms, .. } => {
                 Duration::from_millis(timeout_ms.unwrap_or(5_000)) + Duration::from_secs(10)
+            }
+            Request::Operate(proto::operate::OperateRequest { timeout_ms, .. })
+            | Request::Ask(proto::ask::AskRequest { timeout_ms, .. }) => {
+                Duration::from_millis(timeout_ms.unwrap_or(30_000)) + Duration::from_secs(10)
             }
             _ => Duration::from_secs(30),
         };
@@ -243,7 +252,11 @@ impl FleetClient {
             | Request::Usage { ref id }
             | Request::Workers { ref id, .. }
             | Request::Restart { ref id }
-            | Request::Destroy { ref id } => {
+            | Request::Destroy { ref id }
+            | Request::Operate(proto::operate::OperateRequest { ref id, .. })
+            | Request::Ask(proto::ask::AskRequest {
+                id: Some(ref id), ..
+            }) => {
                 let node = self.owner(id).await?;
                 self.send(&node, &request).await
             }

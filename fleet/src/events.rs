@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::Stream;
 use proto::control::{Request, take_line};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -37,7 +38,9 @@ pub(crate) async fn forward(node: Arc<Node>) {
     }
 }
 
-async fn read_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn read_line(
+    reader: &mut BufReader<UnixStream>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     loop {
         let chunk = reader.fill_buf().await?;
@@ -52,7 +55,8 @@ async fn read_line(reader: &mut BufReader<UnixStream>) -> std::io::Result<Option
     }
 }
 
-async fn follow(node: &Node, published: &mut u64) -> Result<(), std::io::Error> {
+/// Connects to `node`'s daemon (refusing a server of another uid than ours or root).
+pub(crate) async fn connect(node: &Node) -> Result<BufReader<UnixStream>, std::io::Error> {
     let stream = UnixStream::connect(node.daemon.path()).await?;
     let me = std::fs::metadata("/proc/self")?.uid();
     let uid = stream.peer_cred()?.uid();
@@ -61,7 +65,11 @@ async fn follow(node: &Node, published: &mut u64) -> Result<(), std::io::Error> 
             "the socket's server runs as uid {uid}"
         )));
     }
-    let mut reader = BufReader::new(stream);
+    Ok(BufReader::new(stream))
+}
+
+async fn follow(node: &Node, published: &mut u64) -> Result<(), std::io::Error> {
+    let mut reader = connect(node).await?;
     let request = Request::Events {
         id: None,
         follow: true,
@@ -106,6 +114,12 @@ pub async fn newest(
     id: Option<&str>,
     last: usize,
 ) -> Result<Vec<Value>, FleetError> {
+    let (stream, first, newest) = open(lattice).await?;
+    Ok(newest_upto(&stream, id, last, first, newest).await)
+}
+
+/// The events stream, its first and its last sequence number.
+pub(crate) async fn open(lattice: &Lattice) -> Result<(Stream, u64, u64), FleetError> {
     let mut stream = lattice
         .js
         .get_stream(EVENTS)
@@ -117,10 +131,21 @@ pub async fn newest(
         .map_err(|e| FleetError::js(format!("reading stream {EVENTS}"), e))?
         .state
         .clone();
+    Ok((stream, state.first_sequence, state.last_sequence))
+}
+
+/// [`newest`] among the messages of sequence `first..=upto`.
+pub(crate) async fn newest_upto(
+    stream: &Stream,
+    id: Option<&str>,
+    last: usize,
+    first: u64,
+    upto: u64,
+) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut seq = state.last_sequence;
+    let mut seq = upto;
     let mut looked = 0;
-    while seq >= state.first_sequence.max(1) && out.len() < last && looked < 2_000 {
+    while seq >= first.max(1) && out.len() < last && looked < 2_000 {
         looked += 1;
         if let Ok(message) = stream.get_raw_message(seq).await
             && let Ok(event) = serde_json::from_slice::<Value>(&message.payload)
@@ -131,5 +156,5 @@ pub async fn newest(
         seq -= 1;
     }
     out.reverse();
-    Ok(out)
+    out
 }

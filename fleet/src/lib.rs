@@ -15,16 +15,22 @@
 //! - events: the `SANDBOX_EVENTS` stream (`events.<node>`).
 //!
 //! The client side ([`client`]) places creates by free capacity and routes every other
-//! request to the owner. Whoever holds the NATS credentials administers the whole fleet.
+//! request to the owner; a batch is fanned out by the client ([`batch`]), `events --follow`
+//! reads the stream with an ordered consumer ([`follow`]), and the requests that are more
+//! than one answer (a log's backlog, `destroy --purge`, `ask` of every node) are in
+//! [`routed`]. Whoever holds the NATS credentials administers the whole fleet.
 
 pub mod agent;
+pub mod batch;
 pub mod client;
 pub mod connect;
 pub mod error;
 pub mod events;
 mod failover;
+pub mod follow;
 pub mod lattice;
 pub mod node;
+pub mod routed;
 pub mod wire;
 
 pub use client::FleetClient;

@@ -178,6 +178,12 @@ impl Node {
                 }
                 result
             }
+            Request::Logs {
+                id,
+                follow,
+                since_ms,
+                last,
+            } => self.logs(id, follow, since_ms, last).await,
             other => self.forward(other).await,
         }
     }
@@ -303,9 +309,13 @@ impl Node {
                 format!("library sha256:{hash} is not in the fleet: {e}"),
             )
         })?;
+        // Named for this fetch alone: creates of one library run at once (a batch), each may
+        // fetch it, and the last rename wins with the same bytes.
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let fetch = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = self
             .lib_dir
-            .join(format!(".{hash}.{}.part", std::process::id()));
+            .join(format!(".{hash}.{}.{fetch}.part", std::process::id()));
         let fetched = async {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(internal)?;
             let mut digest = Sha256::new();

@@ -20,8 +20,21 @@ pub const NO_ANSWER: &str = "no_answer";
 
 /// The ops a node answers on its subjects.
 pub const OPS: &[&str] = &[
-    "ping", "create", "list", "info", "call", "reload", "rollback", "usage", "workers", "restart",
+    "ping",
+    "create",
+    "list",
+    "info",
+    "call",
+    "reload",
+    "rollback",
+    "usage",
+    "workers",
+    "restart",
     "destroy",
+    "operate",
+    "ask",
+    "logs",
+    "purge_log",
 ];
 
 /// Prefix of a library named by content: `sha256:HEX`.
@@ -124,6 +137,12 @@ mod tests {
     fn garbage_oversize_and_unknown_ops_are_typed_errors() {
         assert_eq!(decode("call", b"{nope").unwrap_err().kind, BAD_REQUEST);
         assert_eq!(decode("format_disk", b"{}").unwrap_err().kind, UNKNOWN_OP);
+        // A stream or a build on the client's side is not routed.
+        for op in ["events", "batch", "deps_fetch"] {
+            assert_eq!(decode(op, b"{}").unwrap_err().kind, UNKNOWN_OP, "{op}");
+        }
+        let logs = br#"{"op":"logs","id":"a","last":5}"#;
+        assert!(matches!(decode("logs", logs), Ok(Request::Logs { .. })));
         let huge = vec![b' '; MAX_MESSAGE + 1];
         assert_eq!(decode("call", &huge).unwrap_err().kind, TOO_LARGE);
         let info = br#"{"op":"info","id":"a"}"#;

@@ -431,9 +431,7 @@ fn operate(a: OperateArgs) -> ExitCode {
         max_iterations: Some(a.max_iterations),
         timeout_ms: Some(a.timeout),
     });
-    let socket = socket_path::resolve(a.client.socket.as_deref());
-    let outcome = Client::connect(&socket)
-        .and_then(|mut c| c.request(&request))
+    let outcome = fleet_hook::request(&a.client, &request)
         .and_then(|v| decode::<operator::Outcome>(v.clone()).map(|o| (v, o)));
     let (value, outcome) = match outcome {
         Ok(answer) => answer,

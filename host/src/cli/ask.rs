@@ -55,7 +55,8 @@ fn figure_line(f: &Figure) -> String {
     line
 }
 
-fn render(report: &CoordinatorReport) -> String {
+/// A coordinator's report for a terminal (`host ask`; in a fleet, under each node's name).
+pub(super) fn render(report: &CoordinatorReport) -> String {
     let mut lines = Vec::new();
     match &report.answer {
         Some(Answer { text, figures }) => {
@@ -91,9 +92,12 @@ pub(super) fn ask(a: AskArgs) -> ExitCode {
         max_iterations: Some(a.max_iterations),
         timeout_ms: Some(a.timeout),
     });
-    let socket = socket_path::resolve(a.client.socket.as_deref());
-    let answer = Client::connect(&socket)
-        .and_then(|mut c| c.request(&request))
+    if a.client.cluster.is_set()
+        && let Request::Ask(ask @ proto::ask::AskRequest { id: None, .. }) = request
+    {
+        return super::fleet_hook::ask_all(&a, ask);
+    }
+    let answer = super::fleet_hook::request(&a.client, &request)
         .and_then(|v| decode::<CoordinatorReport>(v.clone()).map(|r| (v, r)));
     let (value, report) = match answer {
         Ok(answer) => answer,

@@ -19,7 +19,9 @@ use crate::cli::LimitArgs;
 use crate::client::{self, Client, ClientArgs, ClientError, failure};
 use crate::output::untrusted;
 use daemon::socket_path;
-use proto::batch::{BatchAction, BatchLine, BatchRequest, CreateItem, ItemResult, Selector};
+use proto::batch::{
+    BatchAction, BatchLine, BatchRequest, CreateItem, ItemResult, Selector, Summary,
+};
 use proto::control::{self as wire, ReloadWire, Request, WireError};
 use sandbox::{AppSource, Level, Limits, SandboxSpec};
 
@@ -42,7 +44,8 @@ pub enum BatchCommand {
 /// How a batch runs (every batch command takes these).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Items in flight at once [default: the daemon's CPU count].
+    /// Items in flight at once [default: the daemon's CPU count; with --cluster, this
+    /// machine's times the live nodes, at most 64].
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
     /// Time for the whole batch in milliseconds; items past it are reported `timeout`.
@@ -59,7 +62,8 @@ pub struct SelectArgs {
     /// Sandbox ids.
     #[arg(conflicts_with_all = ["all", "prefix"])]
     pub ids: Vec<String>,
-    /// Every sandbox of the daemon.
+    /// Every sandbox of the daemon (with --cluster: of the fleet, or of --node, or created
+    /// with --label).
     #[arg(long, conflicts_with = "prefix")]
     pub all: bool,
     /// Every sandbox whose id starts with PREFIX.
@@ -184,27 +188,37 @@ struct FileSpec {
     network: bool,
 }
 
-/// Runs `host batch …`.
+/// Runs `host batch …` (with `--cluster`, over the fleet: see `fleet::batch`).
 pub fn run(command: BatchCommand) -> ExitCode {
+    let local = match &command {
+        BatchCommand::Create(a) => !a.run.client.cluster.is_set(),
+        BatchCommand::Destroy(a) => !a.run.client.cluster.is_set(),
+        BatchCommand::Call(a) => !a.select.run.client.cluster.is_set(),
+        BatchCommand::Reload(a) => !a.select.run.client.cluster.is_set(),
+    };
     let (run, built) = match command {
-        BatchCommand::Create(a) => (a.run.clone(), create(&a)),
+        BatchCommand::Create(a) => (a.run.clone(), create(&a, local)),
         BatchCommand::Destroy(a) => (
             a.run.clone(),
             a.selector()
                 .map(|select| (BatchAction::Destroy { select }, Vec::new())),
         ),
         BatchCommand::Call(a) => (a.select.run.clone(), call(&a)),
-        BatchCommand::Reload(a) => (a.select.run.clone(), reload(&a)),
+        BatchCommand::Reload(a) => (a.select.run.clone(), reload(&a, local)),
     };
     let (action, fds) = match built {
         Ok(built) => built,
         Err(e) => return failure(run.client.json, &e),
     };
-    let request = Request::Batch(BatchRequest {
+    let batch = BatchRequest {
         action,
         max_concurrency: run.max_concurrency,
         timeout_ms: run.timeout,
-    });
+    };
+    if !local {
+        return super::fleet_hook::batch(&run.client, batch);
+    }
+    let request = Request::Batch(batch);
     match send(&run.client, &request, &fds) {
         Ok(code) => code,
         Err(e) => failure(run.client.json, &e),
@@ -215,7 +229,8 @@ fn resolve(base: &Path, path: &Path) -> Result<PathBuf, ClientError> {
     client::absolute(&base.join(path))
 }
 
-fn create(a: &CreateArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
+/// The create batch `a` asks for, and (when `local`) the descriptors the daemon takes.
+fn create(a: &CreateArgs, local: bool) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     let items: Vec<CreateItem> = match (&a.count, &a.file) {
         (Some(count), None) => {
             let app = match (&a.app, &a.lib) {
@@ -282,6 +297,9 @@ fn create(a: &CreateArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
             _ => None,
         },
     };
+    if !local {
+        return Ok((action, Vec::new()));
+    }
     // One descriptor per distinct path, in the order the daemon expects them.
     let paths = proto::batch::paths(&action);
     if paths.len() > wire::MAX_FDS {
@@ -321,7 +339,8 @@ fn call(a: &CallArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     Ok((action, Vec::new()))
 }
 
-fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
+/// The reload batch `a` asks for, and (when `local`) the descriptor the daemon takes.
+fn reload(a: &ReloadArgs, local: bool) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
     let source = match (&a.app, &a.lib, &a.source) {
         (Some(dir), _, _) => ReloadWire::Crate(client::absolute(dir)?),
         (_, Some(lib), _) => ReloadWire::Library(client::absolute(lib)?),
@@ -336,7 +355,11 @@ fn reload(a: &ReloadArgs) -> Result<(BatchAction, Vec<OwnedFd>), ClientError> {
             ));
         }
     };
-    let fds = client::fd_for_reload(&source)?.into_iter().collect();
+    let fds = if local {
+        client::fd_for_reload(&source)?.into_iter().collect()
+    } else {
+        Vec::new()
+    };
     let action = BatchAction::Reload {
         select: a.select.selector()?,
         source: source.into(),
@@ -354,56 +377,86 @@ fn send(args: &ClientArgs, request: &Request, fds: &[OwnedFd]) -> Result<ExitCod
     let (header, mut conn) = Client::connect(&socket)?.open_stream(request, &borrowed)?;
     let total = header["items"].as_u64().unwrap_or(0);
     let mut buf = Vec::new();
-    let bar = progress_bar(total, args.json);
-    let mut failed: Vec<ItemResult> = Vec::new();
+    let mut report = Report::new(total, args.json);
     loop {
         buf.clear();
         if !client::read_line(&mut conn, &mut buf).map_err(ClientError::Io)? {
-            bar.abandon();
+            report.abandon();
             return Err(ClientError::Protocol(
                 "the daemon closed before the batch's summary".into(),
             ));
         }
         let line: BatchLine = serde_json::from_slice(buf.trim_ascii())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if args.json {
-            let value = match &line {
-                BatchLine::Item(item) => serde_json::to_value(item),
-                BatchLine::Summary(_) => serde_json::to_value(&line),
-            }
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match line {
+            BatchLine::Item(item) => report.item(&item),
+            BatchLine::Summary(s) => return Ok(report.summary(&s)),
+        }
+    }
+}
+
+/// How a batch is shown as it runs (the local batch and the fleet's share it): a progress
+/// bar (on a terminal), with `--json` one object per item as it completes, then the summary
+/// and the failed items.
+pub(super) struct Report {
+    json: bool,
+    bar: indicatif::ProgressBar,
+    failed: Vec<ItemResult>,
+}
+
+impl Report {
+    /// A batch of `total` items starts.
+    pub(super) fn new(total: u64, json: bool) -> Report {
+        Report {
+            json,
+            bar: progress_bar(total, json),
+            failed: Vec::new(),
+        }
+    }
+
+    /// One item completed.
+    pub(super) fn item(&mut self, item: &ItemResult) {
+        if self.json {
+            let value = serde_json::to_value(item).unwrap_or_default();
             crate::output::line(&crate::output::json(&value));
         }
-        match line {
-            BatchLine::Item(item) => {
-                bar.inc(1);
-                if item.error.is_some() {
-                    failed.push(item);
-                }
+        self.bar.inc(1);
+        if item.error.is_some() {
+            self.failed.push(item.clone());
+        }
+    }
+
+    /// The batch ended before its summary.
+    pub(super) fn abandon(&self) {
+        self.bar.abandon();
+    }
+
+    /// The summary; the exit status says whether every item succeeded.
+    pub(super) fn summary(mut self, s: &Summary) -> ExitCode {
+        self.bar.finish_and_clear();
+        if self.json {
+            let line = BatchLine::Summary(s.clone());
+            let value = serde_json::to_value(&line).unwrap_or_default();
+            crate::output::line(&crate::output::json(&value));
+        } else {
+            // The wall time is in the --json summary (`ms`) and on the bar.
+            let timed_out = match s.timed_out {
+                0 => String::new(),
+                n => format!(" ({n} timed out)"),
+            };
+            crate::output::line(&format!(
+                "batch {}: {} ok, {} failed{timed_out} of {}",
+                s.action, s.ok, s.failed, s.total,
+            ));
+            if !self.failed.is_empty() {
+                self.failed.sort_by_key(|i| i.index);
+                crate::output::line(&failure_table(&self.failed));
             }
-            BatchLine::Summary(s) => {
-                bar.finish_and_clear();
-                if !args.json {
-                    // The wall time is in the --json summary (`ms`) and on the bar.
-                    let timed_out = match s.timed_out {
-                        0 => String::new(),
-                        n => format!(" ({n} timed out)"),
-                    };
-                    crate::output::line(&format!(
-                        "batch {}: {} ok, {} failed{timed_out} of {}",
-                        s.action, s.ok, s.failed, s.total,
-                    ));
-                    if !failed.is_empty() {
-                        failed.sort_by_key(|i| i.index);
-                        crate::output::line(&failure_table(&failed));
-                    }
-                }
-                return Ok(if s.failed == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(SOME_FAILED)
-                });
-            }
+        }
+        if s.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(SOME_FAILED)
         }
     }
 }

@@ -16,8 +16,12 @@ pub(super) fn run(
     let socket = socket_path::resolve(args.socket.as_deref());
     let started = Instant::now();
     let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
-    let value = match Client::connect(&socket).and_then(|mut c| c.request_with_fds(&request, &fds))
-    {
+    let answer = if args.cluster.is_set() {
+        super::fleet_hook::request(args, &request)
+    } else {
+        Client::connect(&socket).and_then(|mut c| c.request_with_fds(&request, &fds))
+    };
+    let value = match answer {
         Ok(value) => value,
         Err(e) => return failure(args.json, &e),
     };

@@ -18,7 +18,8 @@ pub struct NodesArgs {
     pub json: bool,
 }
 
-fn client_error(e: FleetError) -> ClientError {
+/// A fleet error as the CLI shows it.
+pub(super) fn client_error(e: FleetError) -> ClientError {
     match e {
         FleetError::Remote(e) => ClientError::Remote(e),
         FleetError::Connect { urls, cause, .. } => ClientError::Connect {
@@ -85,11 +86,11 @@ fn render_list(value: serde_json::Value) -> Result<String, ClientError> {
     })
 }
 
-/// `host destroy --cluster` (without `--purge`: a kept log stays on its node).
+/// `host destroy --cluster [--purge]` (with `--purge`, the kept log goes too: see
+/// `fleet::routed::destroy_purge`).
 pub(super) fn destroy(a: &DestroyArgs) -> ExitCode {
     if a.purge {
-        let e = ClientError::Input("--purge is not routed in a fleet".into());
-        return failure(a.client.json, &e);
+        return destroy_purge(a);
     }
     let id = a.id.clone();
     one_request(
@@ -102,21 +103,29 @@ pub(super) fn destroy(a: &DestroyArgs) -> ExitCode {
 /// `host events --cluster [ID] [--last N]`: the fleet's newest events (every node's, each
 /// with its `node`), oldest first.
 pub(super) fn events(a: &crate::client_events::EventsArgs) -> ExitCode {
+    if a.follow {
+        return follow_events(a);
+    }
     let last = a.last.unwrap_or(1000);
     match ::fleet::client::events_blocking(&a.client.cluster, a.id.as_deref(), last) {
         Ok(events) => {
             for event in &events {
-                if a.client.json {
-                    crate::output::line(&crate::output::json(event));
-                } else {
-                    let node = untrusted(event["node"].as_str().unwrap_or("-")).to_string();
-                    let text = crate::client_events::render_event(event);
-                    crate::output::line(&format!("{node} {text}"));
-                }
+                show_event(a.client.json, event);
             }
             ExitCode::SUCCESS
         }
         Err(e) => failure(a.client.json, &client_error(e)),
+    }
+}
+
+/// One fleet event: its JSON, or `NODE TIME EVENT SANDBOX ...` with everything escaped.
+pub(super) fn show_event(json: bool, event: &serde_json::Value) {
+    if json {
+        crate::output::line(&crate::output::json(event));
+    } else {
+        let node = untrusted(event["node"].as_str().unwrap_or("-")).to_string();
+        let text = crate::client_events::render_event(event);
+        crate::output::line(&format!("{node} {text}"));
     }
 }
 
@@ -165,27 +174,255 @@ fn render_nodes(nodes: &[NodeView]) -> String {
     out
 }
 
-/// Refuses, with `--cluster`, the commands the fleet does not route yet.
+/// Refuses, with `--cluster`, the commands the fleet does not route: they need a build on
+/// the machine the client runs on, or a stream the fleet does not carry.
 pub(super) fn unrouted(command: &Command) -> Option<ExitCode> {
     let (client, what) = match command {
-        Command::Events(a) if a.follow => (&a.client, "events --follow"),
-        Command::Logs(a) => (&a.client, "logs"),
-        Command::Operate(a) => (&a.client, "operate"),
-        Command::Reload(a) if a.watch.is_some() => (&a.client, "reload --watch"),
-        Command::Batch(batch::BatchCommand::Create(a)) => (&a.run.client, "batch"),
-        Command::Batch(batch::BatchCommand::Destroy(a)) => (&a.run.client, "batch"),
-        Command::Batch(batch::BatchCommand::Call(a)) => (&a.select.run.client, "batch"),
-        Command::Batch(batch::BatchCommand::Reload(a)) => (&a.select.run.client, "batch"),
+        Command::Reload(a) if a.watch.is_some() => (
+            &a.client,
+            "reload --watch is not routed in a fleet: it builds on this machine (drop \
+             --cluster, or build and use reload --lib)",
+        ),
         Command::Deps(deps::DepsArgs {
             command: deps::DepsCommand::Fetch { client, .. },
-        }) => (client, "deps fetch"),
+        }) => (
+            client,
+            "deps fetch is not routed in a fleet: a fleet takes built libraries (drop --cluster)",
+        ),
         _ => return None,
     };
     if !client.cluster.is_set() {
         return None;
     }
-    let e = ClientError::Input(format!(
-        "{what} is not routed in a fleet yet (drop --cluster)"
-    ));
-    Some(failure(client.json, &e))
+    Some(failure(client.json, &ClientError::Input(what.into())))
+}
+
+/// `host batch … --cluster`: fanned out by this client (see `fleet::batch`), shown as a
+/// local batch is.
+pub(super) fn batch(args: &ClientArgs, request: proto::batch::BatchRequest) -> ExitCode {
+    struct Shown {
+        json: bool,
+        report: Option<batch::Report>,
+    }
+    impl fleet::batch::Progress for Shown {
+        fn started(&mut self, total: usize) {
+            self.report = Some(batch::Report::new(total as u64, self.json));
+        }
+        fn item(&mut self, item: &proto::batch::ItemResult) {
+            if let Some(report) = &mut self.report {
+                report.item(item);
+            }
+        }
+    }
+    let mut shown = Shown {
+        json: args.json,
+        report: None,
+    };
+    let result = fleet::client::block_on(async {
+        let client = fleet::FleetClient::connect(&args.cluster).await?;
+        fleet::batch::run(&client, request, &args.place, &mut shown).await
+    })
+    .and_then(|r| r);
+    match (result, shown.report) {
+        (Ok(summary), Some(report)) => report.summary(&summary),
+        (Ok(_), None) => failure(
+            args.json,
+            &ClientError::Protocol("the batch ended before it started".into()),
+        ),
+        (Err(e), report) => {
+            if let Some(report) = report {
+                report.abandon();
+            }
+            failure(args.json, &client_error(e))
+        }
+    }
+}
+
+/// `host events --follow --cluster [ID] [--last N]`: the newest N events (none by default),
+/// then every node's new ones until interrupted.
+fn follow_events(a: &crate::client_events::EventsArgs) -> ExitCode {
+    let json = a.client.json;
+    let result = fleet::follow::follow_blocking(
+        &a.client.cluster,
+        a.id.as_deref(),
+        a.last.unwrap_or(0),
+        // On stderr, with --json too: stdout stays one event a line.
+        || crate::output::error_line("host: following the fleet's events (Ctrl-C ends)"),
+        |event| show_event(json, &event),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(json, &client_error(e)),
+    }
+}
+
+/// One log line: its JSON, or `time source stream text` with the text escaped.
+fn show_log_line(json: bool, value: &serde_json::Value) -> Result<(), ClientError> {
+    if json {
+        crate::output::line(&crate::output::json(value));
+        return Ok(());
+    }
+    let line = serde_json::from_value::<proto::logline::WireLogLine>(value.clone())
+        .map_err(|e| ClientError::Protocol(format!("not a log line: {e}")))?;
+    crate::output::line(&logs::render_line(&line));
+    Ok(())
+}
+
+/// `host logs --follow --cluster ID`: the newest lines, then the new ones as the owner's
+/// log grows (asked every half second), until the sandbox is destroyed or Ctrl-C.
+fn follow_logs(a: &logs::LogsArgs) -> ExitCode {
+    let json = a.client.json;
+    let mut bad = None;
+    let result = fleet::routed::follow_logs_blocking(
+        &a.client.cluster,
+        &a.id,
+        a.since,
+        a.last,
+        |line| {
+            if let Err(e) = show_log_line(json, line) {
+                bad.get_or_insert(e);
+            }
+        },
+        |dropped| {
+            crate::output::error_line(&format!(
+                "host: {dropped} line(s) left out: more was written between two looks than one \
+                 fleet answer carries"
+            ))
+        },
+    );
+    match (result, bad) {
+        (Err(e), _) => failure(json, &client_error(e)),
+        (Ok(()), Some(e)) => failure(json, &e),
+        (Ok(()), None) => {
+            if !json {
+                crate::output::error_line("host: the sandbox was destroyed; its log ends here");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `host logs --cluster ID [--since WHEN] [--last N] [--follow]`: the log's newest lines,
+/// from the node that owns the sandbox (or keeps its log).
+pub(super) fn logs(a: &logs::LogsArgs) -> ExitCode {
+    if a.follow {
+        return follow_logs(a);
+    }
+    let json = a.client.json;
+    let answer = fleet::routed::logs_blocking(&a.client.cluster, &a.id, a.since, a.last)
+        .map_err(client_error);
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => return failure(json, &e),
+    };
+    for value in answer["lines"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        if let Err(e) = show_log_line(json, value) {
+            return failure(json, &e);
+        }
+    }
+    let dropped = answer["dropped"].as_u64().unwrap_or(0);
+    if dropped > 0 && !json {
+        crate::output::error_line(&format!(
+            "host: {dropped} older line(s) left out: one fleet answer carries at most {} KiB \
+             (use --last or --since)",
+            fleet::routed::MAX_LOG_ANSWER / 1024
+        ));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `host destroy --cluster ID --purge`.
+fn destroy_purge(a: &DestroyArgs) -> ExitCode {
+    let json = a.client.json;
+    match fleet::routed::destroy_purge_blocking(&a.client.cluster, &a.id) {
+        Ok((destroyed, purged)) => {
+            if json {
+                let value =
+                    serde_json::json!({"destroyed": destroyed.then_some(&a.id), "purged": purged});
+                crate::output::line(&crate::output::json(&value));
+            } else {
+                let id = untrusted(&a.id).to_string();
+                crate::output::line(&match (destroyed, purged) {
+                    (true, true) => format!("destroyed {id} and removed its log"),
+                    (true, false) => format!("destroyed {id}"),
+                    _ => format!("removed the kept log of {id}"),
+                });
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(json, &client_error(e)),
+    }
+}
+
+/// One request and its answer: routed in the fleet with `--cluster`, else to the local
+/// daemon (`operate`, `ask ID`).
+pub(super) fn request(
+    args: &ClientArgs,
+    request: &Request,
+) -> Result<serde_json::Value, ClientError> {
+    if args.cluster.is_set() {
+        return fleet::client::request_blocking(&args.cluster, &args.place, request.clone())
+            .map_err(client_error);
+    }
+    let socket = socket_path::resolve(args.socket.as_deref());
+    Client::connect(&socket).and_then(|mut c| c.request(request))
+}
+
+/// `host ask --cluster QUESTION` (no id): every live node (or `--node`'s) answers about its
+/// own sandboxes, each answer shown under its node's name. Exit 0 when every node answered, 2 when one
+/// refused the provider's configuration, else 1.
+pub(super) fn ask_all(a: &ask::AskArgs, ask: proto::ask::AskRequest) -> ExitCode {
+    let json = a.client.json;
+    let answers = match fleet::routed::ask_all_blocking(
+        &a.client.cluster,
+        a.client.place.node.as_deref(),
+        ask,
+    ) {
+        Ok(answers) => answers,
+        Err(e) => return failure(json, &client_error(e)),
+    };
+    if answers.is_empty() {
+        return failure(json, &ClientError::Input("no live nodes".into()));
+    }
+    let mut code = 0u8;
+    let mut all = Vec::new();
+    for (node, answer) in answers {
+        let shown = untrusted(&node).to_string();
+        let report = answer.map_err(client_error).and_then(|v| {
+            decode::<watch::coordinator::CoordinatorReport>(v.clone()).map(|r| (v, r))
+        });
+        match report {
+            Ok((value, report)) => {
+                if report.answer.is_none() {
+                    code = code.max(1);
+                }
+                if json {
+                    all.push(serde_json::json!({"node": node, "ok": value}));
+                } else {
+                    crate::output::line(&format!("[node] {shown}\n{}", ask::render(&report)));
+                }
+            }
+            Err(e) => {
+                code = code.max(if e.kind() == watch::operate::CONFIG_ERROR {
+                    2
+                } else {
+                    1
+                });
+                if json {
+                    all.push(serde_json::json!({"node": node,
+                        "error": {"kind": e.kind(), "message": e.to_string()}}));
+                } else {
+                    crate::output::line(&format!("[node] {shown}"));
+                    crate::output::error_line(&format!(
+                        "host: node {shown}: {}",
+                        client::error_text(&e)
+                    ));
+                }
+            }
+        }
+    }
+    if json {
+        crate::output::line(&crate::output::json(&serde_json::Value::Array(all)));
+    }
+    ExitCode::from(code)
 }

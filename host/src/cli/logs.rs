@@ -69,6 +69,9 @@ fn parse_since(text: &str) -> Result<u64, String> {
 
 /// Runs `host logs`: exit 0 when the log (or, following, the stream) ended normally.
 pub fn run_logs(a: &LogsArgs) -> ExitCode {
+    if a.client.cluster.is_set() {
+        return super::fleet_hook::logs(a);
+    }
     match stream(a) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failure(a.client.json, &e),

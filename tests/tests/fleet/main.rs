@@ -11,6 +11,7 @@
 mod failover;
 mod hostile;
 mod placement;
+mod routed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -115,7 +115,7 @@ fn placement_honours_node_and_label_constraints() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--lib"));
     // Commands the fleet does not route say so instead of using a local daemon.
-    let out = fleet.host(&["events", "--follow"]);
+    let out = fleet.host(&["deps", "fetch", "--app", app.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not routed in a fleet"));
 }
