@@ -10,8 +10,10 @@ use crate::node::Node;
 /// Runs a joined node's tasks; `host serve --cluster` spawns this beside the daemon.
 pub async fn run(node: Node) -> Result<(), FleetError> {
     let node = Arc::new(node);
+    // Read before the node answers any request, so none of them is one it is creating now.
+    let inherited = failover::inherited(&node).await;
     let heartbeat = tokio::spawn(failover::heartbeat(node.clone()));
-    let watch = tokio::spawn(failover::watch(node.clone()));
+    let watch = tokio::spawn(failover::watch(node.clone(), inherited));
     let events = tokio::spawn(crate::events::forward(node.clone()));
     let served = node.serve().await;
     heartbeat.abort();

@@ -25,6 +25,8 @@ pub mod events;
 mod failover;
 pub mod lattice;
 pub mod node;
+pub mod orphans;
+mod recreate;
 pub mod wire;
 
 pub use client::FleetClient;
