@@ -1,7 +1,9 @@
 //! The node agent as a whole: its request loop ([`Node::serve`]), its heartbeat and its
-//! failover watch (`failover`), run together until the connection ends.
+//! failover watch (`failover`), and the leader lease it may hold (`lease`), run together
+//! until the connection ends.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::error::FleetError;
 use crate::failover;
@@ -9,7 +11,15 @@ use crate::node::Node;
 
 /// Runs a joined node's tasks; `host serve --cluster` spawns this beside the daemon.
 pub async fn run(node: Node) -> Result<(), FleetError> {
+    run_with(node, None).await
+}
+
+/// [`run`], also holding the coordinator's leader lease whenever it can when `coordinator`
+/// is given (`--watch-coordinator`): set while this node holds it (see [`crate::lease`]).
+pub async fn run_with(node: Node, coordinator: Option<Arc<AtomicBool>>) -> Result<(), FleetError> {
     let node = Arc::new(node);
+    let lease = coordinator
+        .map(|flag| tokio::spawn(crate::lease::hold(node.clone(), crate::lease::COORDINATOR, flag)));
     // Read before the node answers any request, so none of them is one it is creating now.
     let inherited = failover::inherited(&node).await;
     let heartbeat = tokio::spawn(failover::heartbeat(node.clone()));
@@ -19,5 +29,8 @@ pub async fn run(node: Node) -> Result<(), FleetError> {
     heartbeat.abort();
     watch.abort();
     events.abort();
+    if let Some(lease) = lease {
+        lease.abort();
+    }
     served
 }

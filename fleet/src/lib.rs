@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 mod failover;
 pub mod lattice;
+pub mod lease;
 pub mod node;
 pub mod orphans;
 mod recreate;

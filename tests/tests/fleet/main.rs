@@ -10,6 +10,7 @@
 
 mod failover;
 mod hostile;
+mod lease;
 mod placement;
 mod orphans;
 mod readopt;
