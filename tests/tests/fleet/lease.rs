@@ -75,3 +75,48 @@ fn one_node_holds_the_coordinator_lease_and_another_takes_it_when_it_dies() {
     let log = fleet.nodes[second.strip_prefix("node").unwrap().parse::<usize>().unwrap()].log();
     assert!(log.contains("leader lease changed"), "{log}");
 }
+
+#[test]
+fn only_the_leader_runs_the_coordinator() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let lib = demo_lib();
+    let watch = [
+        "--watch",
+        "--watch-interval",
+        "200ms",
+        "--watch-provider",
+        "mock",
+        "--watch-coordinator",
+    ];
+    let fleet = Fleet::start(&binary, 2, &watch);
+    let leader = testkit::wait::wait_for(UP, || {
+        let events = leader_events(&fleet);
+        let (node, role) = events.first()?;
+        (role == "leader").then(|| node.clone())
+    })
+    .unwrap_or_else(|| panic!("no leader: {}", fleet.logs()));
+    let follower = if leader == "node0" { "node1" } else { "node0" };
+    // A spike on each node: each node's detector flags its own and its operator notifies.
+    for node in ["node0", "node1"] {
+        let id = format!("spike-{node}");
+        fleet.create(&id, &lib, &["--node", node]);
+        fleet.json(&["workers", &id, "--add", "12"]);
+    }
+    let long = Duration::from_secs(120);
+    let follower_log = &fleet.nodes[follower.strip_prefix("node").unwrap().parse::<usize>().unwrap()];
+    assert!(
+        follower_log.wait_log("coordinator left to the fleet's leader", long),
+        "{}",
+        fleet.logs()
+    );
+    let insight_from = |node: &str| {
+        fleet
+            .events(None)
+            .iter()
+            .any(|e| e["event"] == "operator.insight" && e["node"] == node)
+    };
+    assert!(wait_until(long, || insight_from(&leader)), "{}", fleet.logs());
+    assert!(!insight_from(follower), "{:?}", fleet.events(None));
+}
