@@ -18,8 +18,13 @@ pub async fn run(node: Node) -> Result<(), FleetError> {
 /// is given (`--watch-coordinator`): set while this node holds it (see [`crate::lease`]).
 pub async fn run_with(node: Node, coordinator: Option<Arc<AtomicBool>>) -> Result<(), FleetError> {
     let node = Arc::new(node);
-    let lease = coordinator
-        .map(|flag| tokio::spawn(crate::lease::hold(node.clone(), crate::lease::COORDINATOR, flag)));
+    let lease = coordinator.map(|flag| {
+        tokio::spawn(crate::lease::hold(
+            node.clone(),
+            crate::lease::COORDINATOR,
+            flag,
+        ))
+    });
     // Read before the node answers any request, so none of them is one it is creating now.
     let inherited = failover::inherited(&node).await;
     let heartbeat = tokio::spawn(failover::heartbeat(node.clone()));

@@ -136,7 +136,10 @@ async fn sweep(node: &Node, state: &mut Sweep) -> Result<(), crate::FleetError> 
             state.orphaned.remove(&id);
             continue;
         }
-        let since = *state.orphaned.entry(id.clone()).or_insert_with(Instant::now);
+        let since = *state
+            .orphaned
+            .entry(id.clone())
+            .or_insert_with(Instant::now);
         // Only a live node with every label its creator asked for and capacity left may take
         // it; with none, it waits (said once, by one node) and is taken on the first tick
         // one can.

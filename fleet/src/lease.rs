@@ -148,11 +148,9 @@ pub async fn holder(
     name: &str,
 ) -> Result<Option<LeaseRecord>, crate::FleetError> {
     let key = key(name);
-    let entry = lattice
-        .nodes
-        .entry(&key)
-        .await
-        .map_err(|e| crate::FleetError::js(format!("reading {}/{key}", crate::lattice::NODES), e))?;
+    let entry = lattice.nodes.entry(&key).await.map_err(|e| {
+        crate::FleetError::js(format!("reading {}/{key}", crate::lattice::NODES), e)
+    })?;
     Ok(entry
         .filter(|e| e.operation == kv::Operation::Put)
         .and_then(|e| serde_json::from_slice(&e.value).ok()))

@@ -14,9 +14,7 @@ use crate::lattice::{Lattice, NodeRecord, SpecRecord};
 const NAMED: usize = 8;
 
 /// How many sandboxes the specs bucket gives each node.
-pub fn owned_counts<'a>(
-    specs: impl Iterator<Item = &'a SpecRecord>,
-) -> BTreeMap<String, usize> {
+pub fn owned_counts<'a>(specs: impl Iterator<Item = &'a SpecRecord>) -> BTreeMap<String, usize> {
     let mut owned = BTreeMap::new();
     for record in specs {
         *owned.entry(record.node.clone()).or_insert(0) += 1;

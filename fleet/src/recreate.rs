@@ -218,7 +218,11 @@ async fn still_ours(node: &Node, id: &str) -> bool {
         }
         Ok(other) => {
             let owner = other.map_or("nobody (destroyed)".to_string(), |(r, _)| r.node);
-            tracing::warn!(id, owner, "fleet: re-created a sandbox no longer ours; destroying it");
+            tracing::warn!(
+                id,
+                owner,
+                "fleet: re-created a sandbox no longer ours; destroying it"
+            );
             if let Err(e) = node.forward(Request::Destroy { id: id.into() }).await {
                 tracing::warn!(id, error = %e, "fleet: could not destroy it");
             }

@@ -14,6 +14,4 @@ pub mod skill;
 pub mod telemetry;
 pub mod watching;
 
-pub use watching::{
-    CoordinatorSwitch, WatchConfig, WatchSet, default_rule, parse_duration, spawn,
-};
+pub use watching::{CoordinatorSwitch, WatchConfig, WatchSet, default_rule, parse_duration, spawn};

@@ -53,7 +53,11 @@ fn one_node_holds_the_coordinator_lease_and_another_takes_it_when_it_dies() {
     assert!(wait_until(UP, || {
         let out = fleet.host(&["nodes", "--json"]);
         serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|nodes| {
-            nodes.as_array().unwrap().iter().all(|n| n["seen_ms"].as_u64().unwrap_or(0) > later)
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["seen_ms"].as_u64().unwrap_or(0) > later)
         })
     }));
     assert_eq!(leader_events(&fleet), [(first.clone(), "leader".into())]);
@@ -67,12 +71,31 @@ fn one_node_holds_the_coordinator_lease_and_another_takes_it_when_it_dies() {
         let (node, role) = events.get(1)?;
         (role == "leader").then(|| node.clone())
     })
-    .unwrap_or_else(|| panic!("no new leader: {:?}\n{}", leader_events(&fleet), fleet.logs()));
-    eprintln!("the coordinator lease moved from {first} to {second} in {:?}", killed.elapsed());
+    .unwrap_or_else(|| {
+        panic!(
+            "no new leader: {:?}\n{}",
+            leader_events(&fleet),
+            fleet.logs()
+        )
+    });
+    eprintln!(
+        "the coordinator lease moved from {first} to {second} in {:?}",
+        killed.elapsed()
+    );
     assert_ne!(second, first);
     assert_eq!(holder(&fleet).as_deref(), Some(second.as_str()));
-    assert_eq!(leader_events(&fleet).len(), 2, "{:?}", leader_events(&fleet));
-    let log = fleet.nodes[second.strip_prefix("node").unwrap().parse::<usize>().unwrap()].log();
+    assert_eq!(
+        leader_events(&fleet).len(),
+        2,
+        "{:?}",
+        leader_events(&fleet)
+    );
+    let log = fleet.nodes[second
+        .strip_prefix("node")
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()]
+    .log();
     assert!(log.contains("leader lease changed"), "{log}");
 }
 
@@ -105,7 +128,11 @@ fn only_the_leader_runs_the_coordinator() {
         fleet.json(&["workers", &id, "--add", "12"]);
     }
     let long = Duration::from_secs(120);
-    let follower_log = &fleet.nodes[follower.strip_prefix("node").unwrap().parse::<usize>().unwrap()];
+    let follower_log = &fleet.nodes[follower
+        .strip_prefix("node")
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()];
     assert!(
         follower_log.wait_log("coordinator left to the fleet's leader", long),
         "{}",
@@ -117,6 +144,10 @@ fn only_the_leader_runs_the_coordinator() {
             .iter()
             .any(|e| e["event"] == "operator.insight" && e["node"] == node)
     };
-    assert!(wait_until(long, || insight_from(&leader)), "{}", fleet.logs());
+    assert!(
+        wait_until(long, || insight_from(&leader)),
+        "{}",
+        fleet.logs()
+    );
     assert!(!insight_from(follower), "{:?}", fleet.events(None));
 }

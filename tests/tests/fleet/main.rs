@@ -11,8 +11,8 @@
 mod failover;
 mod hostile;
 mod lease;
-mod placement;
 mod orphans;
+mod placement;
 mod readopt;
 mod watching;
 

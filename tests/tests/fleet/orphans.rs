@@ -110,7 +110,10 @@ fn an_orphan_waits_for_capacity_and_is_recreated_once_some_appears() {
     assert_eq!(list.as_array().unwrap().len(), 5, "{list}");
     let counts = per_node(&list);
     assert!(counts.values().all(|&n| n <= 2), "{counts:?}");
-    assert!(!counts.contains_key("node0") && !counts.contains_key("-"), "{counts:?}");
+    assert!(
+        !counts.contains_key("node0") && !counts.contains_key("-"),
+        "{counts:?}"
+    );
     for id in &doomed {
         assert_eq!(fleet.json(&["call", id, "answer"]), 41);
     }
