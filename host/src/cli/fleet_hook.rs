@@ -94,7 +94,7 @@ fn render_list(value: serde_json::Value) -> Result<String, ClientError> {
                 "waiting",
                 "-",
                 "-",
-                untrusted(item["reason"].as_str().unwrap_or("")).to_string()
+                untrusted(item["reason"].as_str().unwrap_or(""))
             ),
             false => row.to_string(),
         };
