@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::control::{Hello, Request};
-use sha2::{Digest, Sha256};
 
 use crate::lattice::{HEARTBEAT, NodeRecord, SpecRecord, Waiting, now_ms};
 use crate::node::Node;
-use crate::orphans::{self, owned_counts};
+use crate::orphans::{self, chosen, owned_counts};
 use crate::recreate::{self, Retries, Why};
 
 /// How long an orphan waits for the node rendezvous hashing picked before any node takes it.
@@ -61,14 +60,6 @@ fn mem_available() -> u64 {
                 .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// The live node rendezvous hashing gives `id` to.
-pub(crate) fn chosen<'a>(id: &str, live: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    live.max_by_key(|node| {
-        let digest = Sha256::digest(format!("{id}/{node}").as_bytes());
-        u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
-    })
 }
 
 /// What the failover remembers from one tick to the next.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::error::FleetError;
 use crate::lattice::{Lattice, NodeRecord, SpecRecord};
@@ -83,10 +84,18 @@ fn bounded(items: &[String], n: usize) -> String {
     out
 }
 
+/// The live node rendezvous hashing gives `id` to.
+pub(crate) fn chosen<'a>(id: &str, live: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    live.max_by_key(|node| {
+        let digest = Sha256::digest(format!("{id}/{node}").as_bytes());
+        u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+    })
+}
+
 /// The node that announces `id`'s wait (rendezvous hashing over the live nodes), so that
 /// one node, not every node, says it.
 pub fn announcer<'a>(id: &str, live: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    crate::failover::chosen(id, live)
+    chosen(id, live)
 }
 
 /// The entries `host list --cluster` adds for sandboxes whose owner is not live: node `-`,
