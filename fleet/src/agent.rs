@@ -1,6 +1,7 @@
 //! The node agent as a whole: its request loop ([`Node::serve`]), its heartbeat and its
-//! failover watch (`failover`), and the leader lease it may hold (`lease`), run together
-//! until the connection ends.
+//! failover watch (`failover`), and the leader lease it may hold (`lease`) with the
+//! fleet-wide correlation its holder does (`correlate`), run together until the connection
+//! ends.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,11 +20,13 @@ pub async fn run(node: Node) -> Result<(), FleetError> {
 pub async fn run_with(node: Node, coordinator: Option<Arc<AtomicBool>>) -> Result<(), FleetError> {
     let node = Arc::new(node);
     let lease = coordinator.map(|flag| {
-        tokio::spawn(crate::lease::hold(
+        let correlate = tokio::spawn(crate::correlate::run(node.clone(), flag.clone()));
+        let hold = tokio::spawn(crate::lease::hold(
             node.clone(),
             crate::lease::COORDINATOR,
             flag,
-        ))
+        ));
+        (hold, correlate)
     });
     // Read before the node answers any request, so none of them is one it is creating now.
     let inherited = failover::inherited(&node).await;
@@ -34,8 +37,9 @@ pub async fn run_with(node: Node, coordinator: Option<Arc<AtomicBool>>) -> Resul
     heartbeat.abort();
     watch.abort();
     events.abort();
-    if let Some(lease) = lease {
-        lease.abort();
+    if let Some((hold, correlate)) = lease {
+        hold.abort();
+        correlate.abort();
     }
     served
 }

@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod client;
 pub mod connect;
+mod correlate;
 pub mod error;
 pub mod events;
 mod failover;

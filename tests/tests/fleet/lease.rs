@@ -150,4 +150,19 @@ fn only_the_leader_runs_the_coordinator() {
         fleet.logs()
     );
     assert!(!insight_from(follower), "{:?}", fleet.events(None));
+    // The leader reports the notifications on both nodes together, from the events alone.
+    let correlated = testkit::wait::wait_for(long, || {
+        fleet
+            .events(None)
+            .into_iter()
+            .find(|e| e["event"] == "fleet.correlated")
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", fleet.events(None), fleet.logs()));
+    assert_eq!(correlated["node"], leader.as_str(), "{correlated}");
+    assert_eq!(correlated["nodes"], serde_json::json!(["node0", "node1"]));
+    let message = correlated["message"].as_str().unwrap();
+    assert!(
+        message.contains("spike-node0 on node0") && message.contains("spike-node1 on node1"),
+        "{message}"
+    );
 }
