@@ -56,6 +56,30 @@ fn a_node_restarted_under_its_name_runs_its_sandboxes_again() {
         });
         assert!(said, "{:?}", fleet.events(Some(id)));
     }
+    // Killed and started again at once (its record has not even lapsed): the same.
+    fleet.nodes[1].crash();
+    fleet.rejoin(1, "solo", &solo);
+    let again = wait_until(UP, || {
+        ["r0", "r1"].iter().all(|id| {
+            fleet
+                .events(Some(id))
+                .iter()
+                .filter(|e| {
+                    e["event"] == "fleet.recreated"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("re-adopted after restart"))
+                })
+                .count()
+                == 2
+        })
+    });
+    assert!(again, "{:?}\n{}", fleet.events(None), fleet.logs());
+    for id in ["r0", "r1"] {
+        assert_eq!(fleet.json(&["call", id, "answer"]), 41);
+    }
+    let local = fleet.nodes[1].json(&["list"]);
+    assert_eq!(local.as_array().unwrap().len(), 2, "{local}");
     // The unlabelled node never ran them.
     assert!(
         fleet.nodes[0]
