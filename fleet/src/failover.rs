@@ -1,9 +1,12 @@
 //! A node's heartbeat (its record in the nodes bucket, refreshed every second while its
 //! daemon answers, gone three seconds after it stops) and the failover: every second each
 //! node looks for sandboxes whose owner is no longer live, and takes over those that
-//! rendezvous hashing gives it (any of them once they stayed orphaned a while) by
-//! compare-and-set on the record's revision, so exactly one node wins each; the winner
-//! re-creates the sandbox from its spec and library and says so on the events stream.
+//! rendezvous hashing gives it among the live nodes that may take them (every label asked
+//! for, capacity left; any of those once they stayed orphaned a while) by compare-and-set on
+//! the record's revision, so exactly one node wins each; the winner re-creates the sandbox
+//! from its spec and library and says so on the events stream. An orphan no live node may
+//! take waits, said once (`fleet.orphaned`), and is looked at again every tick. The same
+//! tick re-creates what this node owns but its daemon does not run (`recreate`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
