@@ -81,6 +81,7 @@ fn an_orphan_waits_for_capacity_and_is_recreated_once_some_appears() {
     // A destroyed sandbox frees a place on node1: one orphan goes there, the other waits.
     let freed = owned_by("node1")[0].clone();
     fleet.json(&["destroy", &freed]);
+    let destroyed = std::time::Instant::now();
     let placed = testkit::wait::wait_for(Duration::from_secs(10), || {
         let list = fleet.json(&["list"]);
         let running: Vec<&String> = doomed
@@ -93,10 +94,15 @@ fn an_orphan_waits_for_capacity_and_is_recreated_once_some_appears() {
         (running.len() == 1).then(|| running[0].clone())
     });
     let first = placed.unwrap_or_else(|| panic!("{}\n{}", fleet.json(&["list"]), fleet.logs()));
+    eprintln!(
+        "an orphan ran again {:?} after a destroy freed a place",
+        destroyed.elapsed()
+    );
     let list = fleet.json(&["list"]);
     let other = doomed.iter().find(|id| **id != first).unwrap().clone();
     assert_eq!(entries(&list, &other)[0]["status"], "waiting", "{list}");
     // A fourth node with room takes the other.
+    let joined = std::time::Instant::now();
     fleet.join("node3", &["--capacity", "2"]);
     let moved = wait_until(UP, || {
         let list = fleet.json(&["list"]);
@@ -104,6 +110,10 @@ fn an_orphan_waits_for_capacity_and_is_recreated_once_some_appears() {
         e.len() == 1 && e[0]["status"] == "running" && e[0]["node"] == "node3"
     });
     assert!(moved, "{}\n{}", fleet.json(&["list"]), fleet.logs());
+    eprintln!(
+        "an orphan ran again {:?} after a node with room was started",
+        joined.elapsed()
+    );
     // Each sandbox once (one of the six destroyed), no node over its capacity, the
     // re-created ones answer.
     let list = fleet.json(&["list"]);
