@@ -13,6 +13,11 @@
 //! - routing: requests on `sandbox.<node>.<op>`, each the control socket's own request
 //!   JSON, answered with its answer JSON ([`wire`]);
 //! - events: the `SANDBOX_EVENTS` stream (`events.<node>`).
+//! - failover: orphans re-created by one live node that may take them, or waiting, said
+//!   once, until one may ([`orphans`]); a node restarted under its name re-creates what it
+//!   still owns;
+//! - leases: `lease.<name>` keys in the nodes bucket, one holder at a time ([`lease`]); the
+//!   coordinator's holder also correlates notifications across nodes.
 //!
 //! The client side ([`client`]) places creates by free capacity and routes every other
 //! request to the owner. Whoever holds the NATS credentials administers the whole fleet.
