@@ -230,3 +230,31 @@ async fn still_ours(node: &Node, id: &str) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_recreation_is_retried_later_and_only_at_its_revision() {
+        let mut retries = Retries::default();
+        let now = Instant::now();
+        assert!(!retries.due("a", 7, now));
+        assert_eq!(retries.failed("a", 7), 1);
+        // Not before its pause (2 s after the first failure), then only at that revision.
+        assert!(!retries.due("a", 7, Instant::now()));
+        let later = Instant::now() + Duration::from_secs(3);
+        assert!(retries.due("a", 7, later));
+        assert!(!retries.due("a", 8, later), "the record changed: not ours to retry");
+        retries.moved("a", 8);
+        assert!(retries.due("a", 8, later));
+        // The pause grows and stops at a minute.
+        for _ in 0..10 {
+            retries.failed("a", 8);
+        }
+        assert!(!retries.due("a", 8, Instant::now() + Duration::from_secs(59)));
+        assert!(retries.due("a", 8, Instant::now() + MAX_BACKOFF));
+        retries.retain(|id| id != "a");
+        assert!(retries.is_empty());
+    }
+}
