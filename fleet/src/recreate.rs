@@ -245,7 +245,10 @@ mod tests {
         assert!(!retries.due("a", 7, Instant::now()));
         let later = Instant::now() + Duration::from_secs(3);
         assert!(retries.due("a", 7, later));
-        assert!(!retries.due("a", 8, later), "the record changed: not ours to retry");
+        assert!(
+            !retries.due("a", 8, later),
+            "the record changed: not ours to retry"
+        );
         retries.moved("a", 8);
         assert!(retries.due("a", 8, later));
         // The pause grows and stops at a minute.
