@@ -293,6 +293,9 @@ impl FleetClient {
                 Err(e) => tracing::warn!(node, error = %e, "fleet: a node did not list"),
             }
         }
+        if place.node.is_none() {
+            all.extend(crate::orphans::list_entries(&self.lattice, &live).await?);
+        }
         Ok(Value::Array(all))
     }
 }

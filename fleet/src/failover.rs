@@ -1,21 +1,23 @@
 //! A node's heartbeat (its record in the nodes bucket, refreshed every second while its
 //! daemon answers, gone three seconds after it stops) and the failover: every second each
 //! node looks for sandboxes whose owner is no longer live, and takes over those that
-//! rendezvous hashing gives it (any of them once they stayed orphaned a while) by
-//! compare-and-set on the record's revision, so exactly one node wins each; the winner
-//! re-creates the sandbox from its spec and library and says so on the events stream.
+//! rendezvous hashing gives it among the live nodes that may take them (every label asked
+//! for, capacity left; any of those once they stayed orphaned a while) by compare-and-set on
+//! the record's revision, so exactly one node wins each; the winner re-creates the sandbox
+//! from its spec and library and says so on the events stream. An orphan no live node may
+//! take waits, said once (`fleet.orphaned`), and is looked at again every tick. The same
+//! tick re-creates what this node owns but its daemon does not run (`recreate`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::control::{Hello, Request};
-use proto::spec::AppSource;
-use sha2::{Digest, Sha256};
 
-use crate::lattice::{HEARTBEAT, NodeRecord, SpecRecord, now_ms};
+use crate::lattice::{HEARTBEAT, NodeRecord, SpecRecord, Waiting, now_ms};
 use crate::node::Node;
-use crate::wire;
+use crate::orphans::{self, chosen, owned_counts};
+use crate::recreate::{self, Retries, Why};
 
 /// How long an orphan waits for the node rendezvous hashing picked before any node takes it.
 const GRACE: Duration = Duration::from_secs(3);
@@ -63,126 +65,186 @@ fn mem_available() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The live node rendezvous hashing gives `id` to.
-fn chosen<'a>(id: &str, live: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    live.max_by_key(|node| {
-        let digest = Sha256::digest(format!("{id}/{node}").as_bytes());
-        u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
-    })
+/// What the failover remembers from one tick to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Sweep {
+    /// Since when each orphan was seen orphaned here.
+    orphaned: HashMap<String, Instant>,
+    /// The sandboxes this node owned when it joined (an earlier run of a node of this name
+    /// left them): those its daemon does not run are re-created on the first tick.
+    inherited: HashSet<String>,
+    /// Re-creations that failed here, tried again.
+    retries: Retries,
 }
 
-/// Takes over the sandboxes of vanished nodes, for ever.
-pub(crate) async fn watch(node: Arc<Node>) {
-    let mut orphaned: HashMap<String, Instant> = HashMap::new();
+/// The sandboxes the specs bucket gives this node as it joins (before it answers any
+/// request, so none of them is one it is creating); empty when JetStream does not answer.
+pub(crate) async fn inherited(node: &Node) -> HashSet<String> {
+    for _ in 0..10 {
+        let read = tokio::time::timeout(Duration::from_secs(5), node.lattice.all_specs()).await;
+        match read {
+            Ok(Ok(specs)) => {
+                return specs
+                    .into_values()
+                    .filter(|(r, _)| r.node == node.name)
+                    .map(|(r, _)| r.id)
+                    .collect();
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "fleet: this node's specs not read yet"),
+            Err(_) => tracing::warn!("fleet: this node's specs not read in 5 s"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    HashSet::new()
+}
+
+/// Takes over the sandboxes of vanished nodes and re-creates those of its own its daemon
+/// does not run, for ever; `inherited` are the sandboxes it owned as it joined.
+pub(crate) async fn watch(node: Arc<Node>, inherited: HashSet<String>) {
+    let mut state = Sweep {
+        inherited,
+        ..Sweep::default()
+    };
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(&node, &mut orphaned).await {
+        if let Err(e) = sweep(&node, &mut state).await {
             tracing::warn!(error = %e, "fleet: failover sweep failed");
         }
     }
 }
 
-async fn sweep(
-    node: &Node,
-    orphaned: &mut HashMap<String, Instant>,
-) -> Result<(), crate::FleetError> {
+async fn sweep(node: &Node, state: &mut Sweep) -> Result<(), crate::FleetError> {
     let live = node.lattice.live_nodes().await?;
     if !live.contains_key(&node.name) {
         // Not (or no longer) a live member: taking over now could race our own comeback.
         return Ok(());
     }
     let specs = node.lattice.all_specs().await?;
-    let mut mine = specs.values().filter(|(r, _)| r.node == node.name).count();
-    orphaned.retain(|id, _| specs.contains_key(id));
+    reconcile(node, state, &specs).await;
+    let mut owned = owned_counts(specs.values().map(|(r, _)| r));
+    state.orphaned.retain(|id, _| specs.contains_key(id));
     for (id, (record, revision)) in specs {
         if live.contains_key(&record.node) {
-            orphaned.remove(&id);
+            state.orphaned.remove(&id);
             continue;
         }
-        let since = *orphaned.entry(id.clone()).or_insert_with(Instant::now);
-        // Only a node with every label its creator asked for may take it; with none alive it
-        // stays orphaned until one joins.
-        if !record.fits(&node.labels) {
+        let since = *state
+            .orphaned
+            .entry(id.clone())
+            .or_insert_with(Instant::now);
+        // Only a live node with every label its creator asked for and capacity left may take
+        // it; with none, it waits (said once, by one node) and is taken on the first tick
+        // one can.
+        let candidates = orphans::candidates(&record, &live, &owned);
+        if candidates.is_empty() {
+            if record.waiting.is_none() && orphans::announcer(&id, live.keys()) == Some(&node.name)
+            {
+                let reason = orphans::why_waiting(&record, &live, &owned).unwrap_or_default();
+                announce(node, record, revision, reason).await;
+            }
             continue;
         }
-        let fit = live.iter().filter(|(_, n)| record.fits(&n.labels));
-        let ours = chosen(&id, fit.map(|(name, _)| name)) == Some(&node.name);
-        if (!ours && since.elapsed() < GRACE) || mine >= node.capacity as usize {
+        if !candidates.contains(&&node.name) {
             continue;
         }
-        if take_over(node, record, revision).await {
-            orphaned.remove(&id);
-            mine += 1;
+        let ours = chosen(&id, candidates.into_iter()) == Some(&node.name);
+        if !ours && since.elapsed() < GRACE {
+            continue;
+        }
+        if take_over(node, record, revision, &mut state.retries).await {
+            state.orphaned.remove(&id);
+            *owned.entry(node.name.clone()).or_insert(0) += 1;
         }
     }
     Ok(())
 }
 
+/// Re-creates the sandboxes this node owns that its daemon does not run: those it inherited
+/// as it joined (first tick only) and those whose re-creation failed (after their pause).
+async fn reconcile(node: &Node, state: &mut Sweep, specs: &BTreeMap<String, (SpecRecord, u64)>) {
+    let mine = |id: &str| specs.get(id).is_some_and(|(r, _)| r.node == node.name);
+    state.retries.retain(mine);
+    if state.inherited.is_empty() && state.retries.is_empty() {
+        return;
+    }
+    let Some(running) = running(node).await else {
+        return;
+    };
+    let now = Instant::now();
+    for (id, (record, revision)) in specs {
+        if record.node != node.name || running.contains(id) {
+            continue;
+        }
+        let why = if state.inherited.contains(id) {
+            Why::Readopt
+        } else if state.retries.due(id, *revision, now) {
+            Why::Retry
+        } else {
+            continue;
+        };
+        recreate::readopt(node, record.clone(), *revision, why, &mut state.retries).await;
+    }
+    // Each inherited sandbox ran or was re-created (a failure is retried): done with them.
+    state.inherited.clear();
+}
+
+/// The ids the daemon runs, None when it does not answer.
+async fn running(node: &Node) -> Option<HashSet<String>> {
+    let list = node.forward(Request::List).await.ok()?;
+    Some(
+        list.as_array()?
+            .iter()
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Records why orphan `record` waits (compare-and-set, so one node says it once) and says so
+/// with a `fleet.orphaned` event.
+async fn announce(node: &Node, record: SpecRecord, revision: u64, reason: String) {
+    let id = record.id.clone();
+    let from = record.node.clone();
+    let marked = SpecRecord {
+        waiting: Some(Waiting {
+            from: from.clone(),
+            reason: reason.clone(),
+            since_ms: now_ms(),
+        }),
+        ..record
+    };
+    if recreate::claim(node, &marked, revision).await.is_none() {
+        return;
+    }
+    tracing::info!(id, from, reason, "fleet: an orphan waits for a node");
+    node.event(
+        "orphaned",
+        &id,
+        format!(
+            "waiting: node {from} vanished and {reason}; re-created as soon as a node may \
+             take it (a node joins or a sandbox goes)"
+        ),
+    )
+    .await;
+}
+
 /// Claims `record` by compare-and-set and re-creates its sandbox here; false when another
 /// node won the claim.
-async fn take_over(node: &Node, record: SpecRecord, revision: u64) -> bool {
+async fn take_over(node: &Node, record: SpecRecord, revision: u64, retries: &mut Retries) -> bool {
     let from = record.node.clone();
-    let id = record.id.clone();
+    let waited = record.waiting.clone();
     let claimed = SpecRecord {
         node: node.name.clone(),
         generation: record.generation + 1,
+        waiting: None,
         ..record
     };
-    let Ok(bytes) = serde_json::to_vec(&claimed) else {
+    let Some(revision) = recreate::claim(node, &claimed, revision).await else {
         return false;
     };
-    if node
-        .lattice
-        .specs
-        .update(&id, bytes.into(), revision)
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    let started = Instant::now();
-    let result = async {
-        let hash = wire::content_hash(&claimed.spec.app)?;
-        let mut spec = claimed.spec.clone();
-        spec.app = AppSource::Library(node.library(&hash).await?);
-        node.forward(Request::Create {
-            id: id.clone(),
-            spec,
-            watch: claimed.watch,
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(_) => {
-            tracing::info!(id, from, "fleet: re-created a vanished node's sandbox");
-            node.event(
-                "recreated",
-                &id,
-                format!(
-                    "re-created from spec on node {} after node {from} vanished, in {} ms; \
-                     in-memory state lost",
-                    node.name,
-                    started.elapsed().as_millis()
-                ),
-            )
-            .await;
-        }
-        Err(e) => {
-            tracing::warn!(id, from, error = %e, "fleet: re-creating failed");
-            node.event(
-                "recreate_failed",
-                &id,
-                format!(
-                    "re-creating on node {} failed: {}: {}",
-                    node.name, e.kind, e.message
-                ),
-            )
-            .await;
-        }
-    }
+    let why = Why::Failover { from, waited };
+    recreate::recreate(node, &claimed, revision, why, retries).await;
     true
 }
 

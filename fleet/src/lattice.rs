@@ -75,6 +75,9 @@ pub struct SpecRecord {
     /// them re-creates it when its owner vanishes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Set while its owner is gone and no live node can take it (see [`Waiting`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
 }
 
 impl SpecRecord {
@@ -326,4 +329,16 @@ async fn keys(store: &kv::Store, bucket: &str) -> Result<Vec<String>, FleetError
         }
     }
     Ok(out)
+}
+
+/// Why an orphaned sandbox waits: written once (compare-and-set) by the node that announced
+/// it with a `fleet.orphaned` event, cleared by the node that takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The owner that vanished.
+    pub from: String,
+    /// Why no live node takes it, e.g. `every live node it fits is at capacity`.
+    pub reason: String,
+    /// Since when, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
 }

@@ -13,6 +13,11 @@
 //! - routing: requests on `sandbox.<node>.<op>`, each the control socket's own request
 //!   JSON, answered with its answer JSON ([`wire`]);
 //! - events: the `SANDBOX_EVENTS` stream (`events.<node>`).
+//! - failover: orphans re-created by one live node that may take them, or waiting, said
+//!   once, until one may ([`orphans`]); a node restarted under its name re-creates what it
+//!   still owns;
+//! - leases: `lease.<name>` keys in the nodes bucket, one holder at a time ([`lease`]); the
+//!   coordinator's holder also correlates notifications across nodes.
 //!
 //! The client side ([`client`]) places creates by free capacity and routes every other
 //! request to the owner; a batch is fanned out by the client ([`batch`]), `events --follow`
@@ -24,12 +29,16 @@ pub mod agent;
 pub mod batch;
 pub mod client;
 pub mod connect;
+mod correlate;
 pub mod error;
 pub mod events;
 mod failover;
 pub mod follow;
 pub mod lattice;
+pub mod lease;
 pub mod node;
+pub mod orphans;
+mod recreate;
 pub mod routed;
 pub mod wire;
 

@@ -209,6 +209,7 @@ impl Node {
             watch,
             generation: 0,
             labels: BTreeMap::new(),
+            waiting: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(internal)?;
         if let Err(e) = self.lattice.specs.create(&id, bytes.into()).await {

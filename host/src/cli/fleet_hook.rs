@@ -71,12 +71,34 @@ fn render_list(value: serde_json::Value) -> Result<String, ClientError> {
     let mut out = String::new();
     for item in &items {
         let node = item["node"].as_str().unwrap_or("?").to_string();
-        let summary: SandboxSummary = decode(item.clone())?;
+        let waiting = item["status"] == "waiting";
+        let summary: SandboxSummary = match waiting {
+            // A stand-in row for an orphan no live node may take (fleet::orphans).
+            true => SandboxSummary {
+                id: item["id"].as_str().unwrap_or("?").into(),
+                status: proto::info::Status::Crashed,
+                pid: 0,
+                app_version: 0,
+                reason: None,
+            },
+            false => decode(item.clone())?,
+        };
         let line = client::render_list(std::slice::from_ref(&summary));
         let row = line.lines().nth(1).unwrap_or("");
         if out.is_empty() {
             out = format!("{:<16} {}", "NODE", line.lines().next().unwrap_or(""));
         }
+        let row = match waiting {
+            true => format!(
+                "{:<24} {:<10} {:>8} {:>7}  {}",
+                untrusted(&summary.id).to_string(),
+                "waiting",
+                "-",
+                "-",
+                untrusted(item["reason"].as_str().unwrap_or(""))
+            ),
+            false => row.to_string(),
+        };
         out.push_str(&format!("\n{:<16} {row}", untrusted(&node).to_string()));
     }
     Ok(if out.is_empty() {

@@ -10,8 +10,12 @@
 
 mod failover;
 mod hostile;
+mod lease;
+mod orphans;
 mod placement;
+mod readopt;
 mod routed;
+mod watching;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -210,6 +214,26 @@ impl Fleet {
         args.extend(extra);
         self.nodes.push(Serve::start_in(dir.path(), &args));
         self._dirs.push(dir);
+    }
+
+    /// Starts node `i` again as `name` with `extra` serve flags, in its own directory (same
+    /// socket and state directory), after it died.
+    pub fn rejoin(&mut self, i: usize, name: &str, extra: &[&str]) {
+        let urls = self.nats.urls();
+        let mut args = vec!["--pool", "0", "--cluster", &urls, "--node", name];
+        args.extend(extra);
+        self.nodes[i] = Serve::start_in(self._dirs[i].path(), &args);
+    }
+
+    /// The fleet's events (`host events --cluster --json`), oldest first.
+    pub fn events(&self, id: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["events", "--json"];
+        args.extend(id);
+        let out = self.host(&args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits until `host nodes` lists `n` live nodes.
