@@ -470,7 +470,7 @@ pub fn release(store: &Path, _sha256: &str) {
         })
         .collect();
     if unlinked.len() > KEEP_UNLINKED {
-        unlinked.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        unlinked.sort_unstable_by_key(|u| std::cmp::Reverse(u.0));
         for (_, path) in &unlinked[KEEP_UNLINKED..] {
             let _ = std::fs::remove_file(path);
         }
