@@ -4,7 +4,8 @@
 //! the severity and the detector's figures behind it. Those figures are the owner's kernel's
 //! (each node's detector measures its own sandboxes): the leader reads no other machine and
 //! claims no cause, only that the notifications came together. The model-driven coordinator
-//! still runs over the leader's own sandboxes (`watch::coordinator`).
+//! runs on every node over that node's own sandboxes (`watch::coordinator`): its members and
+//! its guardrail read the local kernel, so no node's notifications go uncoordinated.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;

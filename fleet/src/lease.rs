@@ -1,6 +1,7 @@
-//! A leader lease: one node of the fleet holds it at a time, e.g. the detector's coordinator
-//! (`host serve --cluster ... --watch-coordinator` on several nodes runs one coordinator for
-//! the fleet). The lease is the key `lease.NAME` of the nodes bucket, whose entries lapse
+//! A leader lease: one node of the fleet holds it at a time, e.g. the fleet-wide correlation of
+//! the coordinator (`host serve --cluster ... --watch-coordinator` on several nodes: each
+//! node's coordinator covers its own sandboxes, and the holder alone correlates across nodes,
+//! see `correlate`). The lease is the key `lease.NAME` of the nodes bucket, whose entries lapse
 //! three seconds after their last write: a node takes it with a create-only put (only one
 //! such put of a missing key succeeds), the holder refreshes it every second by
 //! compare-and-set on its revision, and when the holder dies the key lapses and the next

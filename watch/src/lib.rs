@@ -14,4 +14,4 @@ pub mod skill;
 pub mod telemetry;
 pub mod watching;
 
-pub use watching::{CoordinatorSwitch, WatchConfig, WatchSet, default_rule, parse_duration, spawn};
+pub use watching::{WatchConfig, WatchSet, default_rule, parse_duration, spawn};

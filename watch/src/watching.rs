@@ -60,38 +60,6 @@ pub struct WatchConfig {
     /// After a run that notified, run the coordinator over the sandboxes flagged lately
     /// (`--watch-coordinator`; see `coordinator::detector`).
     pub coordinate: bool,
-    /// Whether the coordinator may run now (in a fleet: while this node holds the leader
-    /// lease); always when unset.
-    pub coordinate_switch: CoordinatorSwitch,
-}
-
-/// Whether this daemon may run the detector's coordinator now: always, or while a flag that
-/// someone else keeps (a fleet's leader lease) is set.
-#[derive(Debug, Clone, Default)]
-pub struct CoordinatorSwitch(Option<Arc<std::sync::atomic::AtomicBool>>);
-
-impl CoordinatorSwitch {
-    /// A switch that is on while `flag` is set.
-    pub fn while_set(flag: Arc<std::sync::atomic::AtomicBool>) -> CoordinatorSwitch {
-        CoordinatorSwitch(Some(flag))
-    }
-
-    /// Whether the coordinator may run now.
-    pub fn on(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-    }
-}
-
-impl PartialEq for CoordinatorSwitch {
-    fn eq(&self, other: &CoordinatorSwitch) -> bool {
-        match (&self.0, &other.0) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
 }
 
 impl Default for WatchConfig {
@@ -114,7 +82,6 @@ impl Default for WatchConfig {
             jsonl_max: 64 << 20,
             webhook: None,
             coordinate: false,
-            coordinate_switch: CoordinatorSwitch::default(),
         }
     }
 }
@@ -498,10 +465,7 @@ impl Job {
         if let Some(w) = &self.sinks.webhook {
             w.send(verdict);
         }
-        if self.config.coordinate && notified && !self.config.coordinate_switch.on() {
-            tracing::info!(sandbox = %self.id, "coordinator left to the fleet's leader");
-        }
-        if self.config.coordinate && notified && self.config.coordinate_switch.on() {
+        if self.config.coordinate && notified {
             let setup = crate::coordinator::detector::Setup {
                 provider: self.config.provider.clone(),
                 model: self.config.model.clone(),

@@ -151,7 +151,7 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
         ..Default::default()
     };
     config.compiler.limits = args.build.limits();
-    let mut watch = match args.watch.config() {
+    let watch = match args.watch.config() {
         Ok(watch) => watch,
         Err(e) => {
             eprintln!("host serve: {e}");
@@ -178,12 +178,10 @@ pub(super) fn serve(args: &ServeArgs) -> ExitCode {
             },
             false => None,
         };
-        // In a fleet, one node's coordinator runs: the one holding the leader lease.
+        // In a fleet, each node's coordinator covers its own sandboxes (its kernel's figures);
+        // the one holding the leader lease also correlates notifications across nodes.
         let leader = (watch.coordinate && node.is_some())
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
-        if let Some(flag) = &leader {
-            watch.coordinate_switch = ::watch::CoordinatorSwitch::while_set(flag.clone());
-        }
         let agent = node.map(|node| rt.spawn(fleet::agent::run_with(node, leader)));
         let served = rt.block_on(daemon::serve_watching(&socket, config, limits, watch));
         if let Some(agent) = agent {

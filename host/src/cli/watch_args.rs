@@ -115,7 +115,6 @@ impl WatchArgs {
             jsonl_max: self.watch_jsonl_max,
             webhook: self.watch_webhook.clone(),
             coordinate: self.watch_coordinator,
-            coordinate_switch: Default::default(),
         })
     }
 }
