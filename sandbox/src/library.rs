@@ -182,11 +182,7 @@ impl Libraries {
         // Written to while we read: the hash may be of torn bytes; cache nothing (the install
         // checks the hash again while it copies).
         if before == after && size == before.size {
-            let mut cache = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(lib.to_owned(), (before, sha256.clone()));
+            self.cache(lib, before, sha256.clone());
         }
         Ok(LibBytes {
             path: lib.to_owned(),
@@ -198,7 +194,8 @@ impl Libraries {
 
     /// Copies the library `fd` (a descriptor a client opened) into a new file `dest`, streamed
     /// and capped at [`Libraries::max_size`] bytes; refuses anything but a regular file. Returns the bytes
-    /// copied.
+    /// copied. The hash computed on the way is cached for `dest`'s identity, so the create or
+    /// reload that installs it next does not read it again.
     pub fn copy_from_fd(&self, fd: &File, dest: &Path) -> io::Result<u64> {
         blocking(|| {
             let max = self.max_size;
@@ -210,7 +207,12 @@ impl Libraries {
                 .open(dest)?;
             let copied = stream(fd, max, |chunk| out.write_all(chunk));
             match copied {
-                Ok((n, _)) => Ok(n),
+                Ok((n, sha256)) => {
+                    if let Ok(meta) = out.metadata() {
+                        self.cache(dest, FileId::of(&meta), sha256);
+                    }
+                    Ok(n)
+                }
                 Err(e) => {
                     let _ = std::fs::remove_file(dest);
                     Err(e)
@@ -332,6 +334,15 @@ impl Libraries {
             self.remember(&path, StoreId::of(&meta));
         }
         Ok(path)
+    }
+
+    /// Records `sha256` as the hash of `path` while it is the file `id` identifies.
+    fn cache(&self, path: &Path, id: FileId, sha256: String) {
+        let mut cache = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(path.to_owned(), (id, sha256));
     }
 
     /// Records that the store file `path`, as `id` identifies it, matches its name.

@@ -186,3 +186,27 @@ fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_gets_a_copy() 
     );
     assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o777, 0o444);
 }
+
+#[test]
+fn a_staged_copy_is_not_read_again_to_be_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.so");
+    std::fs::write(&src, b"staged bytes").unwrap();
+    let libraries = libs();
+    let staged = dir.path().join("staged.so");
+    libraries
+        .copy_from_fd(&File::open(&src).unwrap(), &staged)
+        .unwrap();
+    let cached = libraries.hashes.lock().unwrap().get(&staged).cloned();
+    assert_eq!(
+        cached.map(|(_, h)| h),
+        Some(sha256_hex(b"staged bytes")),
+        "the copy's hash is known without a second read"
+    );
+    // And a later write to the staged file is still seen (its identity changes).
+    std::fs::write(&staged, b"other bytes!").unwrap();
+    assert_eq!(
+        libraries.read(&staged).unwrap().sha256,
+        sha256_hex(b"other bytes!")
+    );
+}
