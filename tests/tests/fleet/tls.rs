@@ -232,6 +232,14 @@ fn tls_with_the_ca_joins_and_without_it_is_refused() {
         "secure",
         &node.log(),
     );
+    // A nats:// URL for the same server works too: the client upgrades to TLS.
+    let plain_urls = urls.replace("tls://", "nats://");
+    wait_listed(
+        || client(&plain_urls),
+        &["--nats-ca", ca_s],
+        "secure",
+        &node.log(),
+    );
     let lib = demo_lib();
     let parent = testkit::cgroup::cgroup_parent();
     let mut create = vec!["create", "sealed", "--lib", lib.to_str().unwrap(), "--json"];
