@@ -135,10 +135,7 @@ impl ConnectArgs {
             .await
             .map_err(|e| FleetError::Connect {
                 urls: urls.join(","),
-                unreachable: matches!(
-                    e.kind(),
-                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
-                ),
+                unreachable: unreachable(&e),
                 cause: e.to_string(),
             })
     }
@@ -166,6 +163,20 @@ impl ConnectArgs {
             }
         }
     }
+}
+
+/// Whether `e` says that no server answered (worth trying again), as opposed to one that
+/// refused us. A TLS failure (an untrusted certificate, a missing client certificate)
+/// reaches us as an I/O error of kind `InvalidData` (tokio-rustls wraps rustls' errors so):
+/// a refusal, not an absence.
+fn unreachable(e: &async_nats::ConnectError) -> bool {
+    let tls = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData);
+    !tls && matches!(
+        e.kind(),
+        async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
+    )
 }
 
 /// A node's own options (`host serve --cluster ... --node NAME`).

@@ -15,6 +15,7 @@ mod orphans;
 mod placement;
 mod readopt;
 mod routed;
+mod tls;
 mod watching;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,394 @@
+//! TLS and nkey logins against a real nats-server: a throwaway CA (made with the `openssl`
+//! CLI) signs the server's certificate for 127.0.0.1 and a client certificate; a node and a
+//! client that trust the CA (`--nats-ca`) join, one that does not is refused with a message
+//! naming the certificate; with `verify: true` only a client certificate gets in. A node
+//! with an nkey seed file (`--nats-nkey`) joins, another seed is refused, and the seed never
+//! appears on the node's command line.
+
+use super::*;
+
+/// The variables naming TLS files and nkey seeds, cleared from every client here.
+const CREDENTIAL_VARS: [&str; 5] = [
+    "SANDBOX_HOST_NATS_CA",
+    "SANDBOX_HOST_NATS_CERT",
+    "SANDBOX_HOST_NATS_KEY",
+    "SANDBOX_HOST_NATS_NKEY",
+    "SANDBOX_HOST_NATS_CREDS",
+];
+
+/// A fleet client for `urls` with no credentials but those the caller adds.
+fn client(urls: &str) -> Command {
+    let mut cmd = fleet_client(urls);
+    for var in CREDENTIAL_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs `openssl ARGS` in `dir`; panics with its stderr when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A temp dir with a throwaway CA (`ca.pem`) and, signed by it, a server certificate for
+/// IP 127.0.0.1 (`server.pem`, `server.key`) and a client certificate (`client.pem`,
+/// `client.key`); None (and a `SKIPPED` line) without the `openssl` CLI.
+fn make_pki() -> Option<TempDir> {
+    let found = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        skip("the openssl CLI is not installed (apt-get install openssl)");
+        return None;
+    }
+    let dir = testkit::scratch::scratch_named("e2e-fleet-pki-");
+    let d = dir.path();
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"];
+    openssl(
+        d,
+        &[
+            &["req", "-x509"],
+            &new_key[..],
+            &ca,
+            &["-subj", "/CN=e2e fleet CA"],
+        ]
+        .concat(),
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile, subject) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        std::fs::write(d.join(&extfile), ext).unwrap();
+        let req = ["-keyout", &key, "-out", &csr, "-subj", &subject];
+        openssl(d, &[&["req"], &new_key[..], &req].concat());
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        );
+    }
+    Some(dir)
+}
+
+/// One nats-server with JetStream and `extra` in its config (a `tls` or `authorization`
+/// block), on a port the server chose, once it is ready.
+fn start_one(binary: &Path, extra: &str) -> Nats {
+    let dir = testkit::scratch::scratch_named("e2e-nats-");
+    let home = dir.path().join("n0");
+    std::fs::create_dir_all(home.join("ports")).unwrap();
+    let config = format!(
+        "server_name: \"n0\"\nlisten: \"127.0.0.1:-1\"\nports_file_dir: \"{}\"\n\
+         jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+        home.join("ports").display(),
+        home.join("js").display()
+    );
+    std::fs::write(home.join("server.conf"), config).unwrap();
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(home.join("server.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(home.join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard::terminate(child, Duration::from_secs(10));
+    let url = testkit::wait::wait_for(UP, || {
+        if child.exited().is_some() {
+            return Some(None);
+        }
+        let file = std::fs::read_dir(home.join("ports"))
+            .ok()?
+            .flatten()
+            .next()?;
+        let value: Value =
+            serde_json::from_str(&std::fs::read_to_string(file.path()).ok()?).ok()?;
+        Some(value["nats"][0].as_str().map(str::to_string))
+    })
+    .flatten();
+    let nats = Nats {
+        servers: vec![NatsServer {
+            child: Some(child),
+            url: url.unwrap_or_default(),
+        }],
+        dir,
+    };
+    let ready = wait_until(UP, || nats.log(0).contains("Server is ready"));
+    assert!(
+        ready && !nats.urls().is_empty(),
+        "nats-server did not start:\n{}",
+        nats.log(0)
+    );
+    nats
+}
+
+/// Waits until `cmd nodes --json FLAGS` lists `node`; panics with `log` when it does not.
+fn wait_listed(cmd: impl Fn() -> Command, flags: &[&str], node: &str, log: &str) {
+    let mut last = String::new();
+    let seen = wait_until(UP, || {
+        let out = cmd()
+            .args(["nodes", "--json"])
+            .args(flags)
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("\"{node}\""))
+    });
+    assert!(seen, "{node} not listed: {last}\n{log}");
+}
+
+/// Asserts that `cmd` (a client command) exits 3 with a message containing one of `words`
+/// (case-insensitive).
+fn assert_refused(cmd: &mut Command, words: &[&str]) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let lower = stderr.to_lowercase();
+    assert!(
+        words.iter().any(|w| lower.contains(w)),
+        "{words:?}: {stderr}"
+    );
+}
+
+/// The serve flags that join `urls` as `node`, then `extra`.
+fn node_args<'a>(urls: &'a str, node: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--pool", "0", "--cluster", urls, "--node", node];
+    args.extend(extra);
+    args
+}
+
+#[test]
+fn tls_with_the_ca_joins_and_without_it_is_refused() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let Some(pki) = make_pki() else {
+        return;
+    };
+    let p = pki.path();
+    let ca = p.join("ca.pem");
+    let ca_s = ca.to_str().unwrap();
+    let nats = start_one(
+        &binary,
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+            p.join("server.pem").display(),
+            p.join("server.key").display()
+        ),
+    );
+    let urls = nats.urls();
+    assert!(urls.starts_with("tls://"), "{urls}");
+    let dir = testkit::scratch::scratch_named("e2e-fleet-tls-");
+    let node = Serve::start_in(
+        dir.path(),
+        &node_args(&urls, "secure", &["--nats-ca", ca_s]),
+    );
+    // The CA as a flag lists the node; as the environment, a create/call round trip works.
+    wait_listed(
+        || client(&urls),
+        &["--nats-ca", ca_s],
+        "secure",
+        &node.log(),
+    );
+    // A nats:// URL for the same server works too: the client upgrades to TLS.
+    let plain_urls = urls.replace("tls://", "nats://");
+    wait_listed(
+        || client(&plain_urls),
+        &["--nats-ca", ca_s],
+        "secure",
+        &node.log(),
+    );
+    let lib = demo_lib();
+    let parent = testkit::cgroup::cgroup_parent();
+    let mut create = vec!["create", "sealed", "--lib", lib.to_str().unwrap(), "--json"];
+    if let Some(parent) = &parent {
+        create.extend(["--cgroup-parent", parent.to_str().unwrap()]);
+    }
+    let with_ca = || {
+        let mut cmd = client(&urls);
+        cmd.env("SANDBOX_HOST_NATS_CA", &ca);
+        cmd
+    };
+    for args in [&create[..], &["call", "sealed", "answer", "--json"]] {
+        let out = with_ca().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            node.log()
+        );
+        if args[0] == "call" {
+            assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), 41);
+        }
+    }
+    // Without the CA the server's certificate is not trusted: a client exits 3, a node does
+    // not start, and both say why.
+    assert_refused(client(&urls).args(["nodes"]), &["certificate"]);
+    let refused = Serve::refused(None, &node_args(&urls, "plain", &[]));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    let out = with_ca().args(["destroy", "sealed"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mutual_tls_admits_only_a_client_certificate() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let Some(pki) = make_pki() else {
+        return;
+    };
+    let p = pki.path();
+    let file = |name: &str| p.join(name).to_str().unwrap().to_string();
+    let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
+    let nats = start_one(
+        &binary,
+        &format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{ca}\", verify: true }}",
+            file("server.pem"),
+            file("server.key")
+        ),
+    );
+    let urls = nats.urls();
+    let dir = testkit::scratch::scratch_named("e2e-fleet-mtls-");
+    let node = Serve::start_in(
+        dir.path(),
+        &node_args(
+            &urls,
+            "mutual",
+            &["--nats-ca", &ca, "--nats-cert", &cert, "--nats-key", &key],
+        ),
+    );
+    wait_listed(
+        || {
+            let mut cmd = client(&urls);
+            cmd.env("SANDBOX_HOST_NATS_CA", &ca)
+                .env("SANDBOX_HOST_NATS_CERT", &cert)
+                .env("SANDBOX_HOST_NATS_KEY", &key);
+            cmd
+        },
+        &[],
+        "mutual",
+        &node.log(),
+    );
+    // Trusting the server is not enough: without a certificate of its own a client exits 3
+    // and a node exits 1 at once, both naming the certificate.
+    assert_refused(
+        client(&urls).args(["nodes", "--nats-ca", &ca]),
+        &["certificate"],
+    );
+    let refused = Serve::refused(None, &node_args(&urls, "anonymous", &["--nats-ca", &ca]));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Certificate"), "{stderr}");
+}
+
+#[test]
+fn nkey_seed_joins_another_seed_is_refused_and_the_seed_stays_off_the_command_line() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let nats = start_one(
+        &binary,
+        &format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+            user.public_key()
+        ),
+    );
+    let urls = nats.urls();
+    let dir = testkit::scratch::scratch_named("e2e-fleet-nkey-");
+    let seed = user.seed().unwrap();
+    let seed_file = dir.path().join("nkey.seed");
+    std::fs::write(&seed_file, format!("{seed}\n")).unwrap();
+    let stranger_file = dir.path().join("stranger.seed");
+    std::fs::write(&stranger_file, stranger.seed().unwrap()).unwrap();
+    let node = Serve::start_in(
+        dir.path(),
+        &node_args(
+            &urls,
+            "keyed",
+            &["--nats-nkey", seed_file.to_str().unwrap()],
+        ),
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", node.pid())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(!cmdline.contains(&seed), "{cmdline}");
+    assert!(!cmdline.contains(&seed[..8]), "{cmdline}");
+    wait_listed(
+        || {
+            let mut cmd = client(&urls);
+            cmd.env("SANDBOX_HOST_NATS_NKEY", &seed_file);
+            cmd
+        },
+        &[],
+        "keyed",
+        &node.log(),
+    );
+    // Another seed, and none at all, are refused.
+    assert_refused(
+        client(&urls).args(["nodes", "--nats-nkey", stranger_file.to_str().unwrap()]),
+        &["uthoriz"],
+    );
+    assert_refused(client(&urls).args(["nodes"]), &["uthoriz"]);
+    let refused = Serve::refused(
+        None,
+        &node_args(
+            &urls,
+            "impostor",
+            &["--nats-nkey", stranger_file.to_str().unwrap()],
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("uthoriz"), "{stderr}");
+}
