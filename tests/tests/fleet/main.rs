@@ -317,6 +317,16 @@ pub fn fleet_client(urls: &str) -> Command {
         .env_remove("SANDBOX_HOST_NATS_USER")
         .env_remove("SANDBOX_HOST_NATS_PASSWORD")
         .env_remove("SANDBOX_HOST_NATS_PASSWORD_FILE");
+    // Nor any other credential of whoever runs the tests.
+    for var in [
+        "SANDBOX_HOST_NATS_CREDS",
+        "SANDBOX_HOST_NATS_NKEY",
+        "SANDBOX_HOST_NATS_CA",
+        "SANDBOX_HOST_NATS_CERT",
+        "SANDBOX_HOST_NATS_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
