@@ -67,7 +67,7 @@ pub use self::kernel_stats::{CgroupStats, CpuThrottling, Pressure, PressureReadi
 pub use self::logs::LogPlace;
 use self::pool::*;
 pub use self::pool::{PoolStats, default_pool_size, pool_size_from_env};
-use self::record::{Live, Sandbox};
+use self::record::{Live, RestartInFlight, Sandbox};
 use self::start::*;
 use self::supervision::*;
 use self::teardown::*;
@@ -276,6 +276,7 @@ impl Manager {
             warnings: Mutex::new(Vec::new()),
             events: self.inner.config.events.clone(),
             log: Default::default(),
+            restarting: tokio::sync::watch::Sender::new(false),
         });
         {
             // Reserve the id before the slow part, so two creates of one id cannot both win.
@@ -422,6 +423,16 @@ impl Manager {
         let mut cleanups = self.inner.cleanups.lock().unwrap();
         cleanups.retain(|h| !h.is_finished());
         cleanups.push(handle);
+        // An automatic restart in flight ends on its own (it sees the destroy) and cleans up
+        // after itself, possibly after the cleanup above (its runner may create the log after
+        // that walk): `settled` waits for it too. Either it marked itself before this look,
+        // or it checks `destroying` after marking and gives up.
+        if *sb.restarting.borrow() {
+            let mut restart = sb.restarting.subscribe();
+            cleanups.push(tokio::spawn(async move {
+                let _ = restart.wait_for(|in_flight| !in_flight).await;
+            }));
+        }
         Ok(())
     }
 

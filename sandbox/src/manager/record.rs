@@ -89,6 +89,27 @@ pub(super) struct Sandbox {
     pub(super) events: EventBus,
     /// Its log's rotation and where the current runner's output starts in it.
     pub(super) log: crate::log::SandboxLog,
+    /// Whether an automatic restart is in flight: a destroy that overtakes one waits (in the
+    /// background, as part of what [`Manager::settled`] waits for) until it has ended and
+    /// cleaned up after itself.
+    pub(super) restarting: tokio::sync::watch::Sender<bool>,
+}
+
+/// Marks a sandbox's automatic restart as in flight until dropped (also on cancellation).
+pub(super) struct RestartInFlight<'a>(&'a Sandbox);
+
+impl<'a> RestartInFlight<'a> {
+    /// Marks `sb`'s restart as in flight.
+    pub(super) fn enter(sb: &'a Sandbox) -> RestartInFlight<'a> {
+        sb.restarting.send_replace(true);
+        RestartInFlight(sb)
+    }
+}
+
+impl Drop for RestartInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.restarting.send_replace(false);
+    }
 }
 
 impl Sandbox {

@@ -105,6 +105,8 @@ pub(super) async fn watch_runner(
     };
     let _ = exit.send(Some(ended.clone()));
     let Some(sb) = sb else { return };
+    // Marked before `destroying` is read, so a destroy sees either this mark or is seen.
+    let _in_flight = RestartInFlight::enter(&sb);
     if sb.destroying.load(Ordering::Acquire) || sb.generation.load(Ordering::Acquire) != generation
     {
         return;

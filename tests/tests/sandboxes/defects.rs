@@ -229,10 +229,9 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
             );
         }
         // The directory goes in the background (a v1 cgroup's rmdir may be retried a while),
-        // and a (re)start still in flight when the destroy came removes it again when it ends
-        // (its runner may have created the log after the destroy's walk): both are done once
-        // what held the sandbox has let go and the manager has settled.
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut holder).await;
+        // and a restart still in flight when the destroy came removes it again when it ends
+        // (its runner may have created the log after the destroy's walk): `settled` waits
+        // for both, whatever else (the reload) still holds the sandbox.
         m.settled().await;
         let kept: Vec<_> = std::fs::read_dir(&info.dir)
             .into_iter()
@@ -250,6 +249,7 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
             assert!(!alive(pid), "round {round}: pid {pid} outlived the destroy");
         }
         assert!(m.info(&id).await.is_err());
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut holder).await;
     }
     println!("destroyed at once / restarting / restarted runner seen / old init reaped: {hit:?}");
 }
