@@ -97,6 +97,11 @@ impl Manager {
             Err(e) => {
                 let _ = std::fs::remove_file(&record.path);
                 library::release(&sb.lib_store(), &record.sha256);
+                // A destroy overtook this reload after it linked the new version into the
+                // sandbox's directory: that link kept the directory past the destroy's walk.
+                if sb.destroying.load(Ordering::Acquire) {
+                    self.clean_after_raced_start(&sb);
+                }
                 Err(e)
             }
         }

@@ -228,10 +228,12 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // The directory goes in the background (a v1 cgroup's rmdir may be retried a while),
-        // and a restart still in flight when the destroy came removes it again when it ends
-        // (its runner may have created the log after the destroy's walk): `settled` waits
-        // for both, whatever else (the reload) still holds the sandbox.
+        // The directory goes in the background (a v1 cgroup's rmdir may be retried a while).
+        // A restart still in flight when the destroy came removes it again when it ends (its
+        // runner may have created the log after the destroy's walk), and `settled` waits for
+        // that; so does a reload that linked its version in after the walk, once it has
+        // failed, which the holder's end says.
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut holder).await;
         m.settled().await;
         let kept: Vec<_> = std::fs::read_dir(&info.dir)
             .into_iter()
@@ -249,7 +251,6 @@ async fn a_destroy_racing_an_automatic_restart_leaves_no_process() {
             assert!(!alive(pid), "round {round}: pid {pid} outlived the destroy");
         }
         assert!(m.info(&id).await.is_err());
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut holder).await;
     }
     println!("destroyed at once / restarting / restarted runner seen / old init reaped: {hit:?}");
 }
