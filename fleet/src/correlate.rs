@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::lattice::events_subject;
 use crate::node::Node;
 
 /// How close together notifications on different nodes must come to be reported together.
@@ -181,27 +180,10 @@ pub(crate) async fn run(node: Arc<Node>, leader: Arc<AtomicBool>) {
                     .to_string()
                     .into();
                 out["node"] = node.name.clone().into();
-                publish(&node, out).await;
+                node.publish(out).await;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn publish(node: &Node, event: Value) {
-    let subject = events_subject(&node.name);
-    match node
-        .lattice
-        .js
-        .publish(subject, event.to_string().into())
-        .await
-    {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, "fleet: correlation not stored");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "fleet: correlation not published"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::lattice::{HEARTBEAT, NODE_TTL, events_subject, now_ms};
+use crate::lattice::{HEARTBEAT, NODE_TTL, now_ms};
 use crate::node::Node;
 
 /// The coordinator's lease.
@@ -128,19 +128,7 @@ async fn announce(node: &Node, name: &str, leader: bool) {
         "node": node.name,
         "message": message,
     });
-    match node
-        .lattice
-        .js
-        .publish(events_subject(&node.name), event.to_string().into())
-        .await
-    {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, "fleet: leader event not stored");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "fleet: leader event not published"),
-    }
+    node.publish(event).await;
 }
 
 /// Who holds lease `name` now, if anyone.

@@ -363,6 +363,12 @@ impl Node {
             "node": self.name,
             "message": message,
         });
+        self.publish(event).await;
+    }
+
+    /// Publishes `event` on this node's events subject and waits for the stream to store it
+    /// (a failure is logged: an event is never worth failing the work it tells of).
+    pub(crate) async fn publish(&self, event: Value) {
         let subject = lattice::events_subject(&self.name);
         match self
             .lattice
