@@ -205,12 +205,21 @@ mod tests {
 
     #[test]
     fn since_takes_a_duration_or_a_time() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        // Bracketed by clock reads on both sides (with one read before, a millisecond that
+        // ticks in between made it 599 999 ms ago).
+        let before = now();
         let ten_minutes_ago = parse_since("10m").unwrap();
-        assert!(now - ten_minutes_ago >= 600_000 && now - ten_minutes_ago < 660_000);
+        let after = now();
+        assert!(
+            (before - 600_000..=after - 600_000).contains(&ten_minutes_ago),
+            "{before} {ten_minutes_ago} {after}"
+        );
         assert_eq!(
             parse_since("2026-12-07T15:25:00Z").unwrap(),
             1_796_657_100_000
