@@ -75,6 +75,7 @@ struct FileId {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
+    mode: u32,
 }
 
 impl FileId {
@@ -85,28 +86,16 @@ impl FileId {
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            mode: meta.mode(),
         }
     }
-}
 
-/// What identifies a store file's content once it was checked (see the module docs: no ctime).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StoreId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    mode: u32,
-}
-
-impl StoreId {
-    fn of(meta: &std::fs::Metadata) -> StoreId {
-        StoreId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            mode: meta.mode(),
+    /// The identity of a store file once checked: without the ctime, which every link and
+    /// unlink of a sandbox changes (see the module docs).
+    fn of_store_file(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            ctime_ns: 0,
+            ..FileId::of(meta)
         }
     }
 }
@@ -125,7 +114,7 @@ pub struct Libraries {
     max_size: u64,
     hashes: Mutex<HashMap<PathBuf, (FileId, String)>>,
     /// Store files whose content was checked against their name, by identity.
-    verified: Mutex<HashMap<PathBuf, StoreId>>,
+    verified: Mutex<HashMap<PathBuf, FileId>>,
 }
 
 impl Default for Libraries {
@@ -305,7 +294,7 @@ impl Libraries {
         // A store file is trusted by its content, not its name: it is reused only while it is a
         // read-only regular file whose hash is the name's. Anything else is replaced.
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            let id = StoreId::of(&meta);
+            let id = FileId::of_store_file(&meta);
             let checked = self
                 .verified
                 .lock()
@@ -331,7 +320,7 @@ impl Libraries {
             .make_in(store, |p| self.write_copy(lib, p))?;
         tmp.persist(&path).map_err(|e| e.error)?;
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            self.remember(&path, StoreId::of(&meta));
+            self.remember(&path, FileId::of_store_file(&meta));
         }
         Ok(path)
     }
@@ -346,7 +335,7 @@ impl Libraries {
     }
 
     /// Records that the store file `path`, as `id` identifies it, matches its name.
-    fn remember(&self, path: &Path, id: StoreId) {
+    fn remember(&self, path: &Path, id: FileId) {
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= CACHE_LIMIT {
             verified.clear();
@@ -464,7 +453,7 @@ pub fn store_of(state_dir: &Path) -> PathBuf {
 /// sandbox links any more, keeps the [`KEEP_UNLINKED`] released last (by ctime, which the
 /// last unlink set) and removes the others, then the store itself when it is empty. A create
 /// that links a copy meanwhile keeps its own link, and the next one writes the copy again.
-pub fn release(store: &Path, _sha256: &str) {
+pub fn release(store: &Path) {
     let Ok(entries) = std::fs::read_dir(store) else {
         return;
     };

@@ -96,7 +96,7 @@ impl Manager {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&record.path);
-                library::release(&sb.lib_store(), &record.sha256);
+                library::release(&sb.lib_store());
                 // A destroy overtook this reload after it linked the new version into the
                 // sandbox's directory: that link kept the directory past the destroy's walk.
                 if sb.destroying.load(Ordering::Acquire) {

@@ -52,13 +52,7 @@ pub(super) fn cleanup(sb: &Sandbox) -> tokio::task::JoinHandle<()> {
     let cgroup = sb.cgroup.lock().unwrap().take();
     let dir = sb.dir.clone();
     let store = sb.lib_store();
-    let shas: std::collections::HashSet<String> = sb
-        .versions
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|v| v.sha256.clone())
-        .collect();
+    let linked = !sb.versions.lock().unwrap().is_empty();
     tokio::task::spawn_blocking(move || {
         if let Some(cg) = cgroup.and_then(|cg| Arc::try_unwrap(cg).ok()) {
             // Empty already, unless a process escaped the kill above: then this kills it.
@@ -66,8 +60,8 @@ pub(super) fn cleanup(sb: &Sandbox) -> tokio::task::JoinHandle<()> {
             let _ = cg.remove();
         }
         let _ = std::fs::remove_dir_all(&dir);
-        for sha in shas {
-            library::release(&store, &sha);
+        if linked {
+            library::release(&store);
         }
     })
 }
@@ -76,7 +70,8 @@ impl Manager {
     /// After a (re)start that a destroy overtook, once its runner is dead: the destroy's
     /// cleanup may have emptied the sandbox's directory while that runner still wrote into
     /// it (its log), and a file made between the walk and the `rmdir` keeps the directory.
-    /// Removes it again, as part of that destroy (`settled` waits for it).
+    /// Removes it again, as part of that destroy (`settled` waits for it). A reload that a
+    /// destroy overtook after it linked its version in calls this too.
     pub(super) fn clean_after_raced_start(&self, sb: &Sandbox) {
         let dir = sb.dir.clone();
         let handle = tokio::task::spawn_blocking(move || {
