@@ -56,9 +56,17 @@ impl Node {
             .connect_patiently(&format!("sandbox-host node {name}"), JOIN_PATIENCE)
             .await?;
         let replicas = args.replicas.unwrap_or_else(|| {
-            let known = client.server_info().connect_urls.len();
-            known.clamp(1, 3)
+            default_replicas(
+                args.connect.urls().map_or(1, |u| u.len()),
+                client.server_info().connect_urls.len(),
+            )
         });
+        if replicas < 3 && client.server_info().connect_urls.len() > 1 {
+            tracing::warn!(
+                node = %name, replicas,
+                "fleet: fewer than 3 copies of the fleet's buckets: one server stopping stops the fleet's writes"
+            );
+        }
         tracing::info!(node = %name, replicas, "fleet: joining");
         // JetStream may still be electing its leaders (servers started with the daemons):
         // retried for a while before giving up.
@@ -399,5 +407,41 @@ fn daemon_error(e: BackendError) -> WireError {
     match e {
         BackendError::Remote(e) => e,
         other => WireError::new(wire::NO_ANSWER, format!("this node's daemon: {other}")),
+    }
+}
+
+/// Copies of the fleet's buckets when `--replicas` is not given: the servers known, at most 3.
+///
+/// The servers known are the more of those the node was given (`--cluster`) and those the
+/// server it reached advertises. The advertised list alone is not enough: while a cluster
+/// forms, a server may know only one of its two peers, and the first node to join would make
+/// every bucket R2, which stops taking writes when either of its two servers stops (seen in
+/// CI: a fleet that lost one of three servers refused every create).
+pub fn default_replicas(configured: usize, advertised: usize) -> usize {
+    configured.max(advertised).clamp(1, 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_replicas;
+
+    #[test]
+    fn default_replicas_counts_the_servers_the_node_was_given_too() {
+        // (given with --cluster, advertised by the server reached, copies)
+        for (configured, advertised, want) in [
+            (1, 0, 1),
+            (1, 1, 1),
+            (3, 2, 3), // a cluster still forming: the configured list knows better
+            (1, 2, 2),
+            (1, 5, 3),
+            (2, 2, 2),
+            (5, 5, 3),
+        ] {
+            assert_eq!(
+                default_replicas(configured, advertised),
+                want,
+                "{configured} given, {advertised} advertised"
+            );
+        }
     }
 }

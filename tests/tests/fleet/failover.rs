@@ -150,13 +150,21 @@ fn the_fleet_keeps_working_with_one_nats_server_stopped() {
     // After the servers elect new leaders, everything still works: creates, routed calls,
     // the nodes' heartbeats (well past their TTL).
     let lib_arg = lib.to_str().unwrap();
+    let mut last = None;
     let created = wait_until(UP, || {
-        fleet
-            .host(&["create", "n3", "--lib", lib_arg])
-            .status
-            .success()
+        let out = fleet.host(&["create", "n3", "--lib", lib_arg]);
+        let ok = out.status.success();
+        last = Some(out);
+        ok
     });
-    assert!(created, "{}", fleet.nodes[0].log());
+    assert!(
+        created,
+        "the last create said: {}\n{}\nserver 1: {}",
+        last.map_or(String::new(), |o| String::from_utf8_lossy(&o.stderr)
+            .into_owned()),
+        fleet.logs(),
+        fleet.nats.log(1)
+    );
     for i in 4..6 {
         fleet.create(&format!("n{i}"), &lib, &[]);
     }

@@ -161,7 +161,7 @@ impl Nats {
     }
 
     /// Server `i`'s log.
-    fn log(&self, i: usize) -> String {
+    pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("n{i}")).join("server.log"))
             .unwrap_or_default()
     }
