@@ -244,7 +244,9 @@ impl Libraries {
     ///
     /// `share` is false for a sandbox whose app runs with the host's own uid (level `none`): it
     /// could change a file it owns, so it gets a copy of its own, never the store's inode that
-    /// other sandboxes map.
+    /// other sandboxes map. The copy is made by the kernel (`copy_file_range`) from the store's
+    /// checked copy, not read and hashed again (1.4 ms for the demo app's 418 kB, most of a
+    /// pooled `none` create).
     pub fn install(
         &self,
         store: &Path,
@@ -255,11 +257,14 @@ impl Libraries {
     ) -> Result<PathBuf, SandboxError> {
         blocking(|| {
             let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
-            if share
-                && let Ok(stored) = self.stored(store, lib)
-                && std::fs::hard_link(&stored, &path).is_ok()
-            {
-                return Ok(path);
+            if let Ok(stored) = self.stored(store, lib) {
+                let placed = match share {
+                    true => std::fs::hard_link(&stored, &path),
+                    false => copy_stored(&stored, &path),
+                };
+                if placed.is_ok() {
+                    return Ok(path);
+                }
             }
             self.write_copy(lib, &path)
                 .map_err(|e| SandboxError::io(&path, e))?;
@@ -401,6 +406,24 @@ fn open_lib(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
+}
+
+/// Copies the store's checked file `stored` to a new file `path` (mode 0444) in the kernel;
+/// removes what it wrote when that fails.
+fn copy_stored(stored: &Path, path: &Path) -> io::Result<()> {
+    let mut from = File::open(stored)?;
+    let mut out = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    // `io::copy` between two files is `copy_file_range` on Linux.
+    let copied = io::copy(&mut from, &mut out)
+        .and_then(|_| out.set_permissions(std::fs::Permissions::from_mode(0o444)));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    copied
 }
 
 /// Streams `file` from offset 0 through `sink`, at most `max` bytes; returns (bytes, sha256).

@@ -174,8 +174,13 @@ fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_gets_a_copy() 
     assert_eq!(std::fs::read(&second).unwrap(), b"good");
     assert_eq!(std::fs::read(&stored).unwrap(), b"good");
     drop(first);
-    // Not shared: a copy of its own, another inode than the store's.
+    // Not shared: a copy of its own, another inode than the store's, made from the store's
+    // copy only once that is checked again.
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&stored, b"evil").unwrap();
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
     let own = libs().install(&store, &app, &lib, 3, false).unwrap();
+    assert_eq!(std::fs::read(&own).unwrap(), b"good");
     assert_ne!(
         std::fs::metadata(&own).unwrap().ino(),
         std::fs::metadata(&stored).unwrap().ino()

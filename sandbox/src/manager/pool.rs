@@ -21,11 +21,18 @@
 //! their directories to the next daemon's sweep.
 //!
 //! Only a root host uses the pool (moving processes between cgroups and raising another
-//! process's limits need it), and only for specs it fits: `standard`, no network, default
-//! ids, the default disk size, no `--file` (its binds are part of the root, which a prepared
-//! runner has built already). Everything else takes the ordinary spawn, as does every
-//! restart. `--env` and `--config` are the tenant's and come at take: the app process gets
-//! them with `load`, init the workers' environment with `set_env`.
+//! process's limits need it), and only for specs it fits: `standard` or `none`, no network,
+//! default ids, the default disk size, no `--file` (its binds are part of the root, which a
+//! prepared runner has built already). Everything else takes the ordinary spawn, as does
+//! every restart. `--env` and `--config` are the tenant's and come at take: the app process
+//! gets them with `load`, init the workers' environment with `set_env`.
+//!
+//! Each level has a queue of its own ([`Kind`]). The `standard` one is filled when the daemon
+//! starts; the `none` one only after the first `none` create that found it empty, because
+//! most hosts never make one and every prepared runner costs memory while it waits. A
+//! prepared `none` runner is what an ordinary `none` spawn makes (the daemon's user, the
+//! host's filesystem, no cgroup), rlimits again applied at take: it shares nothing with
+//! another tenant either.
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -54,8 +61,11 @@ pub fn pool_size_from_env() -> usize {
 pub struct PoolStats {
     /// The size it refills to (0: off).
     pub target: usize,
-    /// Prepared runners waiting now.
+    /// Prepared `standard` runners waiting now.
     pub ready: usize,
+    /// Prepared `none` runners waiting now (kept only once a `none` create asked for one).
+    #[serde(default)]
+    pub ready_none: usize,
     /// Sandboxes that got a prepared runner.
     pub served: u64,
     /// Creates that fit the pool but found it empty.
@@ -68,10 +78,53 @@ pub struct PoolStats {
     pub disabled: Option<String>,
 }
 
+/// The kinds of prepared runner, one queue each: the isolation level it was booted at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `standard`: every namespace, its own root and uid, a cgroup made with it.
+    Standard = 0,
+    /// `none`: a plain runner process of the daemon's user.
+    None = 1,
+}
+
+impl Kind {
+    /// Every kind, in the order a refill serves them.
+    const ALL: [Kind; 2] = [Kind::Standard, Kind::None];
+
+    /// The level its runners are booted at.
+    fn level(self) -> isolation::Level {
+        match self {
+            Kind::Standard => isolation::Level::Standard,
+            Kind::None => isolation::Level::None,
+        }
+    }
+
+    /// The queue of a sandbox of `spec`, if a prepared runner can serve it (see the module
+    /// docs).
+    pub(super) fn of(spec: &SandboxSpec) -> Option<Kind> {
+        let kind = match spec.isolation {
+            isolation::Level::Standard => Kind::Standard,
+            isolation::Level::None => Kind::None,
+            _ => return None,
+        };
+        (!spec.network
+            && spec.uid.is_none()
+            && spec.gid.is_none()
+            && spec.limits.max_disk.is_none()
+            && spec.files.is_empty()
+            && spec.cgroup_parent.is_none()
+            && is_root())
+        .then_some(kind)
+    }
+}
+
 /// The pool of one manager.
 #[derive(Debug, Default)]
 pub(super) struct Pool {
-    ready: Mutex<VecDeque<Prepared>>,
+    /// The prepared runners of each [`Kind`], by its index.
+    ready: Mutex<[VecDeque<Prepared>; 2]>,
+    /// Whether a `none` create has found its queue empty: only then is it kept full.
+    none_wanted: AtomicBool,
     refilling: AtomicBool,
     closed: AtomicBool,
     /// Creates in flight: the refill waits until there are none (it is background work, and
@@ -120,16 +173,29 @@ impl Drop for Prepared {
     }
 }
 
-/// Whether `spec` can be served by a prepared runner (see the module docs).
-pub(super) fn fits(spec: &SandboxSpec) -> bool {
-    spec.isolation == isolation::Level::Standard
-        && !spec.network
-        && spec.uid.is_none()
-        && spec.gid.is_none()
-        && spec.limits.max_disk.is_none()
-        && spec.files.is_empty()
-        && spec.cgroup_parent.is_none()
-        && is_root()
+impl Pool {
+    /// How many prepared runners of `kind` the refill keeps, for a pool of `size`.
+    fn target(&self, kind: Kind, size: usize) -> usize {
+        match kind {
+            Kind::Standard => size,
+            Kind::None if self.none_wanted.load(Ordering::Acquire) => size,
+            Kind::None => 0,
+        }
+    }
+
+    /// The first kind with fewer prepared runners than its target, if any.
+    fn short(&self, size: usize) -> Option<Kind> {
+        let ready = self.ready.lock().unwrap();
+        Kind::ALL
+            .into_iter()
+            .find(|&k| ready[k as usize].len() < self.target(k, size))
+    }
+
+    /// Takes every prepared runner out (to be dropped, which kills them).
+    fn drain(&self) -> Vec<Prepared> {
+        let mut ready = self.ready.lock().unwrap();
+        ready.iter_mut().flat_map(|q| q.drain(..)).collect()
+    }
 }
 
 impl Manager {
@@ -138,7 +204,9 @@ impl Manager {
         let pool = &self.inner.pool;
         let mut stats = pool.stats.lock().unwrap().clone();
         stats.target = self.inner.config.pool_size;
-        stats.ready = pool.ready.lock().unwrap().len();
+        let ready = pool.ready.lock().unwrap();
+        stats.ready = ready[Kind::Standard as usize].len();
+        stats.ready_none = ready[Kind::None as usize].len();
         stats
     }
 
@@ -151,6 +219,7 @@ impl Manager {
             .lock()
             .unwrap()
             .iter()
+            .flatten()
             .filter_map(|p| p.booted.as_ref())
             .flat_map(|b| [b.process.pid(), b.app_pid])
             .collect()
@@ -177,18 +246,22 @@ impl Manager {
         while pool.refilling.load(Ordering::Acquire) {
             tokio::time::sleep(REFILL_BACKOFF).await;
         }
-        let drained: Vec<Prepared> = pool.ready.lock().unwrap().drain(..).collect();
-        drop(drained);
+        drop(pool.drain());
     }
 
     /// A live prepared runner for a sandbox of `spec`, if the pool has one and `spec` fits.
     pub(super) fn take_prepared(&self, spec: &SandboxSpec) -> Option<Prepared> {
-        if self.inner.config.pool_size == 0 || !fits(spec) {
+        let kind = Kind::of(spec)?;
+        if self.inner.config.pool_size == 0 {
             return None;
         }
         let pool = &self.inner.pool;
+        if kind == Kind::None {
+            // Asked for once: the refill after this create keeps them from now on.
+            pool.none_wanted.store(true, Ordering::Release);
+        }
         let taken = loop {
-            let next = pool.ready.lock().unwrap().pop_front();
+            let next = pool.ready.lock().unwrap()[kind as usize].pop_front();
             match next {
                 Some(p) if p.alive() => break Some(p),
                 Some(dead) => {
@@ -223,7 +296,7 @@ impl Manager {
         tokio::spawn(async move {
             let pool = &manager.inner.pool;
             loop {
-                while pool.ready.lock().unwrap().len() < target
+                while let Some(kind) = pool.short(target)
                     && !pool.closed.load(Ordering::Acquire)
                 {
                     // Low priority by yielding: after a create, its first calls come next.
@@ -235,10 +308,10 @@ impl Manager {
                         break;
                     }
                     let started = Instant::now();
-                    match manager.prepare_runner().await {
+                    match manager.prepare_runner(kind).await {
                         Ok(p) => {
                             pool.stats.lock().unwrap().last_prepare_us = micros(started);
-                            pool.ready.lock().unwrap().push_back(p);
+                            pool.ready.lock().unwrap()[kind as usize].push_back(p);
                         }
                         Err(e) => {
                             // A runner that cannot be prepared now will not be the next
@@ -255,7 +328,7 @@ impl Manager {
                 pool.refilling.store(false, Ordering::Release);
                 // A take between the last check and the flag's reset would leave the pool
                 // short until the next create: look once more.
-                let short = pool.ready.lock().unwrap().len() < target
+                let short = pool.short(target).is_some()
                     && !pool.closed.load(Ordering::Acquire)
                     && pool.stats.lock().unwrap().disabled.is_none();
                 if !short || pool.refilling.swap(true, Ordering::AcqRel) {
@@ -264,15 +337,15 @@ impl Manager {
             }
             // Closed while this one was being prepared: it must not stay.
             if pool.closed.load(Ordering::Acquire) {
-                let drained: Vec<Prepared> = pool.ready.lock().unwrap().drain(..).collect();
-                drop(drained);
+                drop(pool.drain());
             }
         });
     }
 
-    /// Boots one runner for the pool: its own directory and ids, the `standard` plan without
-    /// network, default limits (the tenant's are applied at take), no cgroup yet.
-    async fn prepare_runner(&self) -> Result<Prepared, SandboxError> {
+    /// Boots one runner of `kind` for the pool: its own directory and ids, the plan without
+    /// network, default limits (the tenant's are applied at take), and for `standard` its
+    /// cgroup, without limits yet.
+    async fn prepare_runner(&self, kind: Kind) -> Result<Prepared, SandboxError> {
         let started = Instant::now();
         let dir = self
             .inner
@@ -297,10 +370,13 @@ impl Manager {
             .and_then(|n| n.to_str())
             .unwrap_or("pool")
             .replace('.', "-");
-        let cgroup = Cgroup::create(&name, &limits, None).ok().map(Arc::new);
+        let cgroup = match kind {
+            Kind::Standard => Cgroup::create(&name, &limits, None).ok().map(Arc::new),
+            Kind::None => None,
+        };
         let booted = async {
             let plan = self.prepare_spawn(&PlanInput {
-                level: isolation::Level::Standard,
+                level: kind.level(),
                 network: false,
                 limits: &limits,
                 dir: &dir,
@@ -312,7 +388,10 @@ impl Manager {
             })?;
             let prepare_us = micros(started);
             // Workers start on the version the sandbox names at take (`set_version`).
-            let placeholder = Path::new(isolation::root::APP_DIR).join(".none");
+            let placeholder = match kind {
+                Kind::Standard => Path::new(isolation::root::APP_DIR).join(".none"),
+                Kind::None => dir.join("app").join(".none"),
+            };
             let owner: Owner = Arc::new(std::sync::OnceLock::new());
             let mut booted = self.boot(plan, placeholder, 0, owner).await?;
             booted.timings.prepare_us = prepare_us;
@@ -411,14 +490,14 @@ impl Manager {
         //    and nothing but the runner's code has run in them, so nothing is read back.
         let set = Request::SetLimits {
             limits: sb.spec.limits.clone(),
-            host_root: true,
+            host_root: is_root(),
         };
         match booted.control.send(set).await {
             Ok(reply) => booted.pending.push(("set rlimits", reply)),
             Err(e) => return Err(refuse(format!("set rlimits: {e:?}"))),
         }
-        booted.load_rlimits = Some((sb.spec.limits.clone(), true));
-        let rlimits = Rlimits::from_limits(&sb.spec.limits, true);
+        booted.load_rlimits = Some((sb.spec.limits.clone(), is_root()));
+        let rlimits = Rlimits::from_limits(&sb.spec.limits, is_root());
         let mut entry = rlimits.report_entry();
         entry
             .detail

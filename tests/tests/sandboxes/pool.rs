@@ -277,3 +277,64 @@ async fn a_prepared_runners_own_cgroup_gets_exactly_its_tenants_limits() {
         "a neighbour inherited a limit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_sandboxes_get_a_queue_of_their_own_once_one_is_asked_for() {
+    if !needs_root() {
+        return;
+    }
+    let m = pooled_manager(1).await;
+    // Nothing is kept for a level nobody asked for.
+    assert_eq!(m.pool_stats().ready_none, 0, "{:?}", m.pool_stats());
+    let limits = Limits {
+        max_open_files: Some(123),
+        ..Limits::default()
+    };
+    let first = hostile(&m, "plain-0", limits.clone(), Level::None).await;
+    assert!(!first.startup.pooled, "{:?}", first.startup);
+    m.warm_pool().await;
+    let stats = m.pool_stats();
+    assert_eq!((stats.ready, stats.ready_none), (1, 1), "{stats:?}");
+    let mut pids = vec![first.pid];
+    for round in 1..4 {
+        let id = format!("plain-{round}");
+        let info = hostile(&m, &id, limits.clone(), Level::None).await;
+        assert!(info.startup.pooled, "round {round}: {:?}", info.startup);
+        assert!(
+            !pids.contains(&info.pid),
+            "round {round}: a runner served twice"
+        );
+        pids.push(info.pid);
+        // The tenant's rlimits were in force before its constructor ran.
+        let (_, rlimits) = seen_at_load(&m, &id).await;
+        let nofile = rlimits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        assert_eq!(
+            nofile
+                .split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>(),
+            ["123", "123"],
+            "round {round}: the constructor ran with {nofile}"
+        );
+        let mechanisms = info.isolation["mechanisms"].to_string();
+        assert!(mechanisms.contains("nofile=123"), "{mechanisms}");
+        assert_eq!(
+            m.run(&id, "answer", Value::Null, None).await.unwrap(),
+            json!(1)
+        );
+        if round % 2 == 1 {
+            m.destroy(&id).await.unwrap();
+        }
+        m.warm_pool().await;
+    }
+    // `none` creates took nothing from the `standard` queue.
+    let stats = m.pool_stats();
+    assert_eq!((stats.ready, stats.ready_none), (1, 1), "{stats:?}");
+    let standard = hostile(&m, "walled", Limits::default(), Level::Standard).await;
+    assert!(standard.startup.pooled, "{:?}", standard.startup);
+    assert_ne!(uid_of(standard.app_pid), Some(0));
+}
