@@ -173,6 +173,9 @@ async fn reconcile(node: &Node, state: &mut Sweep, specs: &BTreeMap<String, (Spe
         return;
     };
     let now = Instant::now();
+    // What the daemon runs counts against `--capacity`: a node restarted with a lower one
+    // gives the sandboxes past it up for another node instead of running more than it may.
+    let mut load = running.len();
     for (id, (record, revision)) in specs {
         if record.node != node.name || running.contains(id) {
             continue;
@@ -184,7 +187,13 @@ async fn reconcile(node: &Node, state: &mut Sweep, specs: &BTreeMap<String, (Spe
         } else {
             continue;
         };
+        if load >= node.capacity as usize {
+            state.retries.retain(|other| other != id);
+            release(node, record.clone(), *revision, load).await;
+            continue;
+        }
         recreate::readopt(node, record.clone(), *revision, why, &mut state.retries).await;
+        load += 1;
     }
     // Each inherited sandbox ran or was re-created (a failure is retried): done with them.
     state.inherited.clear();
@@ -229,11 +238,48 @@ async fn announce(node: &Node, record: SpecRecord, revision: u64, reason: String
     .await;
 }
 
+/// Gives up `record`, which this node owns but may not run (it runs `load` sandboxes, its
+/// `--capacity` or more): an orphan with no owner (node `""`), taken by the next node that
+/// may, as any orphan is; said once.
+async fn release(node: &Node, record: SpecRecord, revision: u64, load: usize) {
+    let id = record.id.clone();
+    let reason = format!(
+        "node {} came back with --capacity {} and runs {load} already",
+        node.name, node.capacity
+    );
+    let released = SpecRecord {
+        node: String::new(),
+        waiting: Some(Waiting {
+            from: node.name.clone(),
+            reason: reason.clone(),
+            since_ms: now_ms(),
+        }),
+        ..record
+    };
+    if recreate::claim(node, &released, revision).await.is_none() {
+        return;
+    }
+    tracing::info!(id, reason, "fleet: gave a sandbox up for another node");
+    node.event(
+        "orphaned",
+        &id,
+        format!("given up: {reason}; re-created as soon as another node may take it"),
+    )
+    .await;
+}
+
 /// Claims `record` by compare-and-set and re-creates its sandbox here; false when another
 /// node won the claim.
 async fn take_over(node: &Node, record: SpecRecord, revision: u64, retries: &mut Retries) -> bool {
-    let from = record.node.clone();
     let waited = record.waiting.clone();
+    // A sandbox given up by its node has none: the one that gave it up is in `waiting`.
+    let why = match (record.node.as_str(), waited) {
+        ("", Some(w)) => Why::Released { from: w.from },
+        (owner, waited) => Why::Failover {
+            from: owner.to_string(),
+            waited,
+        },
+    };
     let claimed = SpecRecord {
         node: node.name.clone(),
         generation: record.generation + 1,
@@ -243,7 +289,6 @@ async fn take_over(node: &Node, record: SpecRecord, revision: u64, retries: &mut
     let Some(revision) = recreate::claim(node, &claimed, revision).await else {
         return false;
     };
-    let why = Why::Failover { from, waited };
     recreate::recreate(node, &claimed, revision, why, retries).await;
     true
 }

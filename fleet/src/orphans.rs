@@ -117,14 +117,22 @@ pub async fn list_entries(
                 .map(|w| w.reason.clone())
                 .or_else(|| why_waiting(record, live, &owned))
                 .unwrap_or_else(|| "being re-created on a live node".into());
+            // Given up by a node over its capacity (no owner): its reason says so.
+            let (owner, reason) = match (record.node.as_str(), &record.waiting) {
+                ("", Some(w)) => (w.from.clone(), format!("given up: {reason}")),
+                (owner, _) => (
+                    owner.to_string(),
+                    format!("owner {owner} vanished; {reason}"),
+                ),
+            };
             json!({
                 "id": record.id,
                 "node": "-",
                 "status": "waiting",
                 "pid": 0,
                 "app_version": 0,
-                "owner": record.node,
-                "reason": format!("owner {} vanished; {reason}", record.node),
+                "owner": owner,
+                "reason": reason,
                 "since_ms": record.waiting.as_ref().map(|w| w.since_ms),
             })
         })

@@ -31,6 +31,11 @@ pub(crate) enum Why {
         /// Why it waited for a node, if it did.
         waited: Option<Waiting>,
     },
+    /// It took the sandbox that node `from` gave up (over its capacity after a restart).
+    Released {
+        /// The node that gave it up.
+        from: String,
+    },
     /// It owns the sandbox but its daemon does not run it (restarted under the same name).
     Readopt,
     /// An earlier re-creation here failed.
@@ -167,6 +172,11 @@ pub(crate) async fn recreate(
                         now_ms().saturating_sub(w.since_ms) / 1000,
                         w.reason
                     ))
+                ),
+                Why::Released { from } => format!(
+                    "re-created from spec on node {} in {ms} ms: node {from} came back with \
+                     a lower --capacity and gave it up; in-memory state lost",
+                    node.name
                 ),
                 Why::Readopt => format!(
                     "re-adopted after restart: node {} re-created it from spec in {ms} ms; \

@@ -1,6 +1,7 @@
 //! A node restarted under the same name runs again the sandboxes it still owns (none could
-//! move: only it has their labels), from their specs and libraries, saying so; and one
-//! restarted after the others took its sandboxes does not run them a second time.
+//! move: only it has their labels), from their specs and libraries, saying so, and no more of
+//! them than its new `--capacity` (the rest go to another node); one restarted after the
+//! others took its sandboxes does not run them a second time.
 
 use std::collections::BTreeSet;
 
@@ -139,4 +140,69 @@ fn a_node_restarted_after_its_sandboxes_moved_does_not_run_them_again() {
     let ids: BTreeSet<&String> = owners.iter().map(|(id, _)| id).collect();
     assert_eq!((owners.len(), ids.len()), (6, 6), "{owners:?}");
     assert!(owners.iter().all(|(_, n)| n != "node0"), "{owners:?}");
+}
+
+#[test]
+fn a_node_restarted_with_less_capacity_gives_the_rest_up_for_another_node() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    let lib = demo_lib();
+    // node0 has no zone=x: it may never take them.
+    let mut fleet = Fleet::start(&binary, 1, &[]);
+    fleet.join("big", &["--labels", "zone=x", "--capacity", "3"]);
+    fleet.wait_nodes(2);
+    for i in 0..3 {
+        let info = fleet.create(&format!("c{i}"), &lib, &["--label", "zone=x"]);
+        assert_eq!(info["node"], "big", "{info}");
+    }
+    fleet.nodes[1].crash();
+    fleet.rejoin(1, "big", &["--labels", "zone=x", "--capacity", "1"]);
+    // It runs one; the two past its capacity wait, given up, for a node with zone=x.
+    let split = wait_until(UP, || {
+        let list = fleet.json(&["list"]);
+        let list = list.as_array().unwrap();
+        let running = list
+            .iter()
+            .filter(|s| s["node"] == "big" && s["status"] == "running")
+            .count();
+        let given_up = list
+            .iter()
+            .filter(|s| {
+                s["status"] == "waiting"
+                    && s["owner"] == "big"
+                    && s["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("big came back with --capacity 1"))
+            })
+            .count();
+        (list.len(), running, given_up) == (3, 1, 2)
+    });
+    assert!(split, "{}\n{}", fleet.json(&["list"]), fleet.logs());
+    assert_eq!(fleet.nodes[1].json(&["list"]).as_array().unwrap().len(), 1);
+    // A node that may take them does, each once, saying why.
+    fleet.join("other", &["--labels", "zone=x"]);
+    let moved = wait_until(UP, || {
+        let owners = fleet.owners();
+        owners.len() == 3
+            && owners.iter().filter(|(_, n)| n == "other").count() == 2
+            && owners.iter().filter(|(_, n)| n == "big").count() == 1
+    });
+    assert!(moved, "{:?}\n{}", fleet.owners(), fleet.logs());
+    let said = fleet
+        .events(None)
+        .iter()
+        .filter(|e| {
+            e["event"] == "fleet.recreated"
+                && e["node"] == "other"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("node big came back with a lower --capacity"))
+        })
+        .count();
+    assert_eq!(said, 2, "{:?}", fleet.events(None));
+    for i in 0..3 {
+        assert_eq!(fleet.json(&["call", &format!("c{i}"), "answer"]), 41);
+    }
+    assert_eq!(fleet.nodes[1].json(&["list"]).as_array().unwrap().len(), 1);
 }
