@@ -412,8 +412,12 @@ pub async fn run(
                 *timeout_ms = Some(timeout_ms.unwrap_or(DEFAULT_CALL_MS).min(left.max(1)));
             }
             let client = client.clone();
+            let labels = labels.clone();
             tasks.spawn(async move {
-                let answer = client.send(&node, &request).await.map_err(as_error);
+                let answer = client
+                    .send_labelled(&node, &request, &labels)
+                    .await
+                    .map_err(as_error);
                 (index, Some(node), answer)
             });
         }
@@ -471,16 +475,8 @@ pub async fn run(
                             timeout_ms.unwrap_or(0)
                         ),
                     ));
-                } else {
-                    if !labels.is_empty()
-                        && let Err(e) = client.lattice().set_labels(id, &labels).await
-                    {
-                        tracing::warn!(sandbox = %id, error = %e,
-                            "fleet: the labels were not recorded; a re-placement may ignore them");
-                    }
-                    if let Some(map) = info.as_object_mut() {
-                        map.insert("node".into(), node.into());
-                    }
+                } else if let Some(map) = info.as_object_mut() {
+                    map.insert("node".into(), node.into());
                 }
             }
             (BatchAction::Create { .. }, Err(_), Some(node)) => {

@@ -133,6 +133,17 @@ impl FleetClient {
 
     /// Sends `request` to `node` and waits for its answer.
     pub async fn send(&self, node: &str, request: &Request) -> Result<Value, FleetError> {
+        self.send_labelled(node, request, &BTreeMap::new()).await
+    }
+
+    /// [`Client::send`] for a `create` with the labels its creator asked for (carried in
+    /// [`wire::LABELS_HEADER`]; the node records them with the spec).
+    pub async fn send_labelled(
+        &self,
+        node: &str,
+        request: &Request,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Value, FleetError> {
         let op = wire::op_of(request);
         let payload = serde_json::to_vec(request)
             .map_err(|e| FleetError::Input(format!("encoding the request: {e}")))?;
@@ -159,15 +170,19 @@ impl FleetClient {
             }
             _ => Duration::from_secs(30),
         };
+        let mut message = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        if !labels.is_empty() {
+            let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(wire::LABELS_HEADER, text.join(",").as_str());
+            message = message.headers(headers);
+        }
         let message = self
             .lattice
             .client
-            .send_request(
-                lattice::subject(node, &op),
-                async_nats::Request::new()
-                    .payload(payload.into())
-                    .timeout(Some(timeout)),
-            )
+            .send_request(lattice::subject(node, &op), message)
             .await
             .map_err(|e| {
                 FleetError::Remote(WireError::new(
@@ -202,25 +217,15 @@ impl FleetClient {
                 };
                 spec.app = AppSource::Library(self.upload(path).await?.into());
                 let node = self.place(place).await?;
-                let mut info = self
-                    .send(
-                        &node,
-                        &Request::Create {
-                            id: id.clone(),
-                            spec,
-                            watch,
-                        },
-                    )
-                    .await?;
-                // Re-placement after a node dies keeps to the same labels.
+                // Re-placement after a node dies keeps to the same labels: the node records
+                // them with the spec.
                 let labels = place.labels()?;
-                // The sandbox runs either way: a failure here is said, not returned.
-                if !labels.is_empty()
-                    && let Err(e) = self.lattice.set_labels(&id, &labels).await
-                {
-                    tracing::warn!(sandbox = %id, error = %e,
-                        "fleet: the labels were not recorded; a re-placement may ignore them");
-                }
+                let create = Request::Create {
+                    id: id.clone(),
+                    spec,
+                    watch,
+                };
+                let mut info = self.send_labelled(&node, &create, &labels).await?;
                 if let Some(map) = info.as_object_mut() {
                     map.insert("node".into(), node.into());
                 }

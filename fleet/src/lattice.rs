@@ -233,30 +233,6 @@ impl Lattice {
         Ok(out)
     }
 
-    /// Records on sandbox `id`'s spec the labels its creator asked for (compare-and-set on
-    /// the record's revision, tried again when another writer came first).
-    pub async fn set_labels(
-        &self,
-        id: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<(), FleetError> {
-        for _ in 0..5 {
-            let Some((mut record, revision)) = self.spec(id).await? else {
-                return Ok(());
-            };
-            record.labels = labels.clone();
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| FleetError::js(format!("encoding the spec of {id}"), e))?;
-            if self.specs.update(id, bytes.into(), revision).await.is_ok() {
-                return Ok(());
-            }
-        }
-        Err(FleetError::js(
-            format!("recording the labels of {id}"),
-            "the record kept changing",
-        ))
-    }
-
     /// One sandbox's record and its revision.
     pub async fn spec(&self, id: &str) -> Result<Option<(SpecRecord, u64)>, FleetError> {
         let entry = self

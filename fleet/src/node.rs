@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-use crate::connect::{NodeArgs, check_name};
+use crate::connect::{NodeArgs, check_name, parse_labels};
 use crate::error::FleetError;
 use crate::lattice::{self, Lattice, SpecRecord};
 use crate::wire::{self, MAX_MESSAGE, TOO_LARGE};
@@ -132,7 +132,12 @@ impl Node {
             match slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     tokio::spawn(async move {
-                        let answer = node.handle(&op, &message.payload).await;
+                        let labels = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(wire::LABELS_HEADER))
+                            .map(|v| v.as_str().to_string());
+                        let answer = node.handle(&op, &message.payload, labels.as_deref()).await;
                         node.reply(reply, answer).await;
                         drop(permit);
                     });
@@ -167,17 +172,40 @@ impl Node {
         }
     }
 
-    /// Answers one request that arrived on the subject of `op`.
-    pub async fn handle(&self, op: &str, payload: &[u8]) -> Vec<u8> {
+    /// Answers one request that arrived on the subject of `op`, with the text of its
+    /// [`wire::LABELS_HEADER`] if it had one.
+    pub async fn handle(&self, op: &str, payload: &[u8], labels: Option<&str>) -> Vec<u8> {
         if payload.len() > MAX_MESSAGE {
             return wire::answer(wire::decode(op, payload).map(|_| Value::Null));
         }
-        wire::answer(self.dispatch(op, payload).await)
+        wire::answer(self.dispatch(op, payload, labels).await)
     }
 
-    async fn dispatch(&self, op: &str, payload: &[u8]) -> Result<Value, WireError> {
+    async fn dispatch(
+        &self,
+        op: &str,
+        payload: &[u8],
+        labels: Option<&str>,
+    ) -> Result<Value, WireError> {
         match wire::decode(op, payload)? {
-            Request::Create { id, spec, watch } => self.create(id, spec, watch).await,
+            Request::Create { id, spec, watch } => {
+                let labels = match labels {
+                    Some(text) if text.len() > wire::MAX_LABELS_HEADER => {
+                        return Err(WireError::new(
+                            BAD_REQUEST,
+                            format!(
+                                "the {} header is over {} bytes",
+                                wire::LABELS_HEADER,
+                                wire::MAX_LABELS_HEADER
+                            ),
+                        ));
+                    }
+                    Some(text) => parse_labels(text)
+                        .map_err(|e| WireError::new(BAD_REQUEST, e.to_string()))?,
+                    None => BTreeMap::new(),
+                };
+                self.create(id, spec, watch, labels).await
+            }
             Request::Reload { id, source, canary } => self.reload(id, source, canary).await,
             Request::Destroy { id } => {
                 let result = self.forward(Request::Destroy { id: id.clone() }).await;
@@ -206,6 +234,7 @@ impl Node {
         id: String,
         spec: proto::spec::SandboxSpec,
         watch: Option<bool>,
+        labels: BTreeMap<String, String>,
     ) -> Result<Value, WireError> {
         check_name("sandbox", &id).map_err(|e| WireError::new(BAD_REQUEST, e.to_string()))?;
         let hash = wire::content_hash(&spec.app)?;
@@ -216,7 +245,7 @@ impl Node {
             spec: spec.clone(),
             watch,
             generation: 0,
-            labels: BTreeMap::new(),
+            labels,
             waiting: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(internal)?;

@@ -37,6 +37,12 @@ pub const OPS: &[&str] = &[
     "purge_log",
 ];
 
+/// Header of a `create` naming the labels its creator asked for (`K=V,...`): the node writes
+/// them into the spec record it creates, so a re-placement keeps to them from the first moment.
+pub const LABELS_HEADER: &str = "Sandbox-Labels";
+/// Longest [`LABELS_HEADER`] a node reads.
+pub const MAX_LABELS_HEADER: usize = 4096;
+
 /// Prefix of a library named by content: `sha256:HEX`.
 pub const CONTENT: &str = "sha256:";
 

@@ -223,6 +223,14 @@ fn a_labelled_sandbox_is_recreated_only_on_a_node_with_its_labels() {
         .unwrap();
     let info = fleet.create(&id, &lib, &["--label", "zone=b"]);
     assert_eq!(info["node"], "zb0", "{info}");
+    // The labels are in the record from its first write (written after the create, a node
+    // that died in between left a record without them, which any node could take).
+    let history = fleet.spec_history(&id);
+    assert_eq!(
+        history[0]["labels"],
+        serde_json::json!({"zone": "b"}),
+        "{history:?}"
+    );
     fleet.nodes[1].crash();
     let moved = testkit::wait::wait_for(Duration::from_secs(10), || {
         let list = fleet.json(&["list"]);

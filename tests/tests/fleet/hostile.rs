@@ -73,6 +73,21 @@ fn bad_messages_get_an_error_answer_and_harm_nothing() {
                 "bad_request"
             ]
         );
+        // A create whose labels header is not labels, or too long, is refused whole.
+        let create = br#"{"op":"create","id":"labelled","spec":{"app":{"library":"sha256:00"}}}"#;
+        for labels in [
+            "no-equals-sign".to_string(),
+            format!("k={}", "v".repeat(5000)),
+        ] {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Sandbox-Labels", labels.as_str());
+            let answer = client
+                .request_with_headers("sandbox.node0.create", headers, create.to_vec().into())
+                .await
+                .unwrap();
+            let value: Value = serde_json::from_slice(&answer.payload).unwrap();
+            assert_eq!(value["error"]["kind"], "bad_request", "{value}");
+        }
     });
     // Nothing changed: the sandbox serves, nothing was created or destroyed.
     assert_eq!(fleet.json(&["call", "calm", "answer"]), 41);

@@ -291,6 +291,26 @@ impl Fleet {
         self.json(&args)
     }
 
+    /// Every value sandbox `id`'s spec record has had (`sandbox_specs` history), oldest first.
+    pub fn spec_history(&self, id: &str) -> Vec<Value> {
+        use futures_util::StreamExt;
+        let url = self.nats.urls().split(',').next().unwrap().to_string();
+        e2e::apps::block_on(async move {
+            let client = async_nats::connect(url).await.unwrap();
+            let kv = async_nats::jetstream::new(client)
+                .get_key_value("sandbox_specs")
+                .await
+                .unwrap();
+            let mut history = kv.history(id).await.unwrap();
+            let mut out = Vec::new();
+            while let Some(entry) = history.next().await {
+                let entry = entry.unwrap();
+                out.push(serde_json::from_slice(&entry.value).unwrap_or(Value::Null));
+            }
+            out
+        })
+    }
+
     /// Every sandbox of the fleet as `(id, node)`, sorted.
     pub fn owners(&self) -> Vec<(String, String)> {
         let list = self.json(&["list"]);
