@@ -4,10 +4,13 @@
 //! Requests are served leader/follower style: the serving thread that holds the socket's read
 //! lock reads the next frame, releases the lock (another serving thread takes over reading)
 //! and answers the frame itself, so a call runs on the thread that read it, with no hand-off
-//! on its path. When every serving thread is inside a call, a new one is started first, so a
-//! slow call never delays a ping or a reload; reloads run on a thread of their own. Calls take
-//! a reference to the current version; a reload swaps the reference, so calls in flight finish
-//! on the version they started on and new calls see the new one.
+//! on its path. When every serving thread is inside a call or a reload, a new one is started
+//! first, so a slow call never delays a ping or a reload. A reload runs on the serving thread
+//! that read it, one at a time; only its `dlopen` is handed to the long-lived loader thread,
+//! which can be abandoned when a library's initialiser hangs (one hand-off each way: a reload
+//! thread in between and a loader thread started per reload cost ~100 µs of wake-ups and a
+//! clone). Calls take a reference to the current version; a reload swaps the reference, so
+//! calls in flight finish on the version they started on and new calls see the new one.
 //!
 //! Nothing here is believed by the host beyond the answers to its own requests.
 
@@ -27,8 +30,8 @@ use super::{DATA_FD, Out};
 use crate::error::{LoadError, ReloadError};
 use proto::runner::{self as protocol, Body, ErrorKind, Loaded, Reloaded, Request, RequestFrame};
 
-/// A queued reload: request id, library, version, timeout.
-type ReloadJob = (u64, PathBuf, u32, Duration);
+/// A load for the loader thread: the library, its version, and where the result goes.
+type LoadJob = (PathBuf, u32, mpsc::Sender<Result<LoadedApp, LoadError>>);
 
 /// Serving threads kept when idle; more are started while every one is inside a call.
 const IDLE_SERVERS: usize = 2;
@@ -36,8 +39,10 @@ const IDLE_SERVERS: usize = 2;
 /// State shared by the reader, call and reload threads.
 struct Runner {
     current: RwLock<Arc<LoadedApp>>,
-    /// Reloads run one at a time on this long-lived thread (never behind calls).
-    reloads: Mutex<mpsc::Sender<ReloadJob>>,
+    /// The loader thread's queue: `dlopen` (and the new version's config) runs there.
+    loader: Mutex<mpsc::Sender<LoadJob>>,
+    /// Held for the whole of a reload: one at a time.
+    reloading: Mutex<()>,
     /// Set when a load hung: glibc's loader lock is then held forever, so another `dlopen`
     /// (or a new thread) would block too.
     loader_stuck: std::sync::atomic::AtomicBool,
@@ -62,14 +67,13 @@ pub fn main() -> ! {
     let reader = BufReader::with_capacity(64 * 1024, sock);
 
     let runner = match load(reader, &out) {
-        Some((runner, reloads)) => {
-            let runner = Arc::new(runner);
-            let for_reloads = Arc::clone(&runner);
+        Some((runner, jobs)) => {
+            let config = runner.config.clone();
             std::thread::Builder::new()
-                .name("reload".into())
-                .spawn(move || reload_loop(for_reloads, reloads))
-                .expect("start the reload thread");
-            runner
+                .name("loader".into())
+                .spawn(move || loader_loop(jobs, config))
+                .expect("start the loader thread");
+            Arc::new(runner)
         }
         None => std::process::exit(2),
     };
@@ -119,7 +123,7 @@ fn serve(runner: &Arc<Runner>, may_retire: bool) {
 
 /// Requests that may take long: answered with the thread marked busy.
 fn is_slow(request: &Request) -> bool {
-    matches!(request, Request::Call { .. })
+    matches!(request, Request::Call { .. } | Request::Reload { .. })
 }
 
 /// Starts one more serving thread. When none can be made (pids.max reached, say), requests
@@ -136,10 +140,7 @@ fn start_server(runner: &Arc<Runner>) {
 }
 
 /// Reads `load`, opens the app and answers [`Loaded`].
-fn load(
-    mut reader: BufReader<UnixStream>,
-    out: &Out,
-) -> Option<(Runner, mpsc::Receiver<ReloadJob>)> {
+fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<(Runner, mpsc::Receiver<LoadJob>)> {
     let frame: RequestFrame = protocol::read_frame(&mut reader).ok()??;
     let Request::Load {
         lib,
@@ -194,29 +195,36 @@ fn load(
             initial_workers: app.initial_workers(),
         },
     );
-    let (reload_tx, reload_rx) = mpsc::channel();
+    let (load_tx, load_rx) = mpsc::channel();
     let runner = Runner {
         current: RwLock::new(Arc::new(app)),
-        reloads: Mutex::new(reload_tx),
+        loader: Mutex::new(load_tx),
+        reloading: Mutex::new(()),
         loader_stuck: Default::default(),
         out: out.clone(),
         reader: Mutex::new(reader),
         free: AtomicUsize::new(0),
         config,
     };
-    Some((runner, reload_rx))
+    Some((runner, load_rx))
 }
 
-/// The reload thread: takes reload requests in order. Moving the workers to the new version
-/// is init's job; the host tells it after this answer.
-fn reload_loop(runner: Arc<Runner>, requests: mpsc::Receiver<ReloadJob>) {
-    for (id, lib, version, timeout) in requests {
-        match reload(&runner, &lib, version, timeout) {
-            Ok(done) => runner.out.ok(id, &done),
-            Err(reason) => runner
-                .out
-                .err(id, ErrorKind::ReloadRefused, reason.to_string()),
-        }
+/// The loader thread: opens each library it is given (running its initialisers) and gives it
+/// its config. A hung initialiser keeps it for ever; the reload that waited gives up.
+fn loader_loop(jobs: mpsc::Receiver<LoadJob>, config: Option<Vec<u8>>) {
+    for (path, version, done) in jobs {
+        let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
+            Some(config) => {
+                app.configure(config)
+                    .map(|_| app)
+                    .map_err(|reason| LoadError::Configure {
+                        path: path.clone(),
+                        reason,
+                    })
+            }
+            None => Ok(app),
+        });
+        let _ = done.send(opened);
     }
 }
 
@@ -233,16 +241,14 @@ fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
             version,
             timeout_ms,
         } => {
+            // Moving the workers to the new version is init's job; the host tells it after
+            // this answer.
             let timeout = Duration::from_millis(timeout_ms);
-            let queued = runner
-                .reloads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send((id, lib, version, timeout));
-            if queued.is_err() {
-                runner
+            match reload(runner, &lib, version, timeout) {
+                Ok(done) => runner.out.ok(id, &done),
+                Err(reason) => runner
                     .out
-                    .err(id, ErrorKind::ReloadRefused, "the reload thread is gone");
+                    .err(id, ErrorKind::ReloadRefused, reason.to_string()),
             }
         }
         Request::Shutdown => {
@@ -291,39 +297,29 @@ fn reload(
     version: u32,
     timeout: Duration,
 ) -> Result<Reloaded, ReloadError> {
+    let _one = runner.reloading.lock().unwrap_or_else(|e| e.into_inner());
     if runner.loader_stuck.load(Ordering::Acquire) {
         return Err(ReloadError::LoaderStuck);
     }
     let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
     let started = Instant::now();
 
-    // dlopen runs the library's initialisers, which may hang: do it on a thread we can
-    // abandon. A hung loader keeps glibc's loader lock, so later reloads are refused until
-    // the sandbox is restarted; calls go on, on prestarted threads.
+    // dlopen runs the library's initialisers, which may hang: it runs on the loader thread,
+    // which is abandoned then. A hung loader keeps glibc's loader lock, so later reloads are
+    // refused until the sandbox is restarted; calls go on, on prestarted threads.
     let (tx, rx) = mpsc::channel();
-    let path = lib.to_owned();
-    let config = runner.config.clone();
-    std::thread::Builder::new()
-        .name("loader".into())
-        .spawn(move || {
-            let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
-                Some(config) => {
-                    app.configure(config)
-                        .map(|_| app)
-                        .map_err(|reason| LoadError::Configure {
-                            path: path.clone(),
-                            reason,
-                        })
-                }
-                None => Ok(app),
-            });
-            let _ = tx.send(opened);
-        })
-        .map_err(ReloadError::LoaderThread)?;
+    runner
+        .loader
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((lib.to_owned(), version, tx))
+        .map_err(|_| ReloadError::LoaderGone)?;
     let new = match rx.recv_timeout(timeout) {
         Ok(Ok(app)) => app,
         Ok(Err(e)) => return Err(e.into()),
-        Err(_) => {
+        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ReloadError::LoaderGone),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            runner.loader_stuck.store(true, Ordering::Release);
             return Err(ReloadError::LoadTimeout {
                 path: lib.to_owned(),
                 timeout,

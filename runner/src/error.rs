@@ -26,9 +26,9 @@ pub enum ReloadError {
     /// An earlier `dlopen` hung and still holds glibc's loader lock.
     #[error("an earlier load hung and holds the loader lock: restart the sandbox to reload again")]
     LoaderStuck,
-    /// No thread could be started to run `dlopen` on.
-    #[error("cannot start a loader thread: {0}")]
-    LoaderThread(#[source] std::io::Error),
+    /// The loader thread ended (a library's initialiser took it down).
+    #[error("the loader thread is gone: restart the sandbox to reload again")]
+    LoaderGone,
     /// The library is not a loadable app.
     #[error(transparent)]
     Load(#[from] LoadError),

@@ -181,6 +181,20 @@ async fn a_library_whose_load_hangs_times_out_and_the_old_version_serves() {
         m.run("hang-1", "answer", Value::Null, None).await.unwrap(),
         json!(41)
     );
+    // The hung initialiser still holds the loader lock: the next reload is refused at once,
+    // saying so, rather than hanging behind it; calls go on.
+    let err = m
+        .reload(
+            "hang-1",
+            ReloadSource::Library(demo_lib_answering(42).await),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("an earlier load hung"), "{err}");
+    assert_eq!(
+        m.run("hang-1", "answer", Value::Null, None).await.unwrap(),
+        json!(41)
+    );
     m.destroy("hang-1").await.unwrap();
 }
 
