@@ -95,8 +95,8 @@ pub(crate) async fn measure(manager: &Manager, lib: &Path, sizes: Sizes) -> Resu
 }
 
 /// `--only-sandboxes`: the two N-sandbox figures of one run (one create per sandbox, all at
-/// once; then one batch), with the pool warm before each, printed as JSON.
-pub(crate) async fn only_sandboxes(sizes: Sizes) -> Result<()> {
+/// once; then one batch), with the pool warm before each.
+pub(crate) async fn only_sandboxes(sizes: Sizes) -> Result<Value> {
     let state = tempfile::Builder::new()
         .prefix("sandbox-bench-")
         .tempdir_in("/var/tmp")
@@ -119,12 +119,8 @@ pub(crate) async fn only_sandboxes(sizes: Sizes) -> Result<()> {
     manager.warm_pool().await;
     let batch = measure(&manager, &lib, sizes).await;
     manager.destroy_all().await;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "sandboxes_1000": one_by_one?,
-            "sandboxes_1000_batch": batch?,
-        }))?
-    );
-    Ok(())
+    Ok(json!({
+        "sandboxes_1000": one_by_one?,
+        "sandboxes_1000_batch": batch?,
+    }))
 }

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut only_watching = false;
     let mut only_sandboxes = false;
+    let mut out_given = false;
     let mut out = repo_root()
         .join("target")
         .join("bench")
@@ -103,14 +104,18 @@ fn main() -> ExitCode {
             "--only-watching" => only_watching = true,
             "--only-sandboxes" => only_sandboxes = true,
             "--out" => match args.next() {
-                Some(path) => out = PathBuf::from(path),
+                Some(path) => {
+                    out = PathBuf::from(path);
+                    out_given = true;
+                }
                 None => return usage("--out needs a path"),
             },
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--out PATH] [--only-watching] [--only-sandboxes]\n  \
                      --only-watching: measure only the `watching` figure and print it as JSON\n  \
-                     --only-sandboxes: measure only `sandboxes_1000` and `sandboxes_1000_batch`"
+                     --only-sandboxes: measure only `sandboxes_1000` and `sandboxes_1000_batch`\n  \
+                     (with --out, an --only-* figure is written there too)"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -131,13 +136,20 @@ fn main() -> ExitCode {
     // future polled by `block_on` itself pays one more thread wake-up per request).
     let measured = runtime.block_on(async move {
         tokio::spawn(async move {
-            if only_watching {
-                return only_watching_figure(quick).await;
+            let figure = if only_watching {
+                only_watching_figure(quick).await?
+            } else if only_sandboxes {
+                batch::only_sandboxes(Sizes::new(quick)).await?
+            } else {
+                return run(Sizes::new(quick), &out).await;
+            };
+            let text = serde_json::to_string_pretty(&figure)?;
+            println!("{text}");
+            if out_given {
+                std::fs::write(&out, text + "\n")
+                    .with_context(|| format!("write {}", out.display()))?;
             }
-            if only_sandboxes {
-                return batch::only_sandboxes(Sizes::new(quick)).await;
-            }
-            run(Sizes::new(quick), &out).await
+            Ok(())
         })
         .await
         .unwrap_or_else(|e| Err(anyhow!("bench task: {e}")))
@@ -152,7 +164,7 @@ fn main() -> ExitCode {
 }
 
 /// `--only-watching`: builds the demo app and measures just the `watching` figure.
-async fn only_watching_figure(quick: bool) -> Result<()> {
+async fn only_watching_figure(quick: bool) -> Result<Value> {
     let compiler = Compiler {
         profile: Profile::Release,
         ..Compiler::default()
@@ -163,11 +175,7 @@ async fn only_watching_figure(quick: bool) -> Result<()> {
         .context("build sandbox_app")?
         .lib;
     let figure = watching::measure(&repo_root(), &lib, quick).await;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({ "watching": figure }))?
-    );
-    Ok(())
+    Ok(json!({ "watching": figure }))
 }
 
 fn usage(msg: &str) -> ExitCode {

@@ -211,27 +211,6 @@ impl Rlimits {
         &self.clamped
     }
 
-    /// Each limit as `(resource, soft, hard)`.
-    pub fn entries(&self) -> Vec<(c_int, u64, u64)> {
-        self.entries[..self.len]
-            .iter()
-            .map(|e| (e.resource, e.limit.cur, e.limit.max))
-            .collect()
-    }
-
-    /// The row of `/proc/PID/limits` that shows `resource`, e.g. `Max open files`.
-    pub fn proc_row(resource: c_int) -> &'static str {
-        match name(resource) {
-            "as" => "Max address space",
-            "nofile" => "Max open files",
-            "fsize" => "Max file size",
-            "cpu" => "Max cpu time",
-            "core" => "Max core file size",
-            "nproc" => "Max processes",
-            _ => "?",
-        }
-    }
-
     /// `name=value` for each limit, e.g. `core=0 nofile=256`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self.entries[..self.len]

@@ -88,37 +88,6 @@ pub fn tree(root: i32) -> Vec<ProcStat> {
     out
 }
 
-/// `None` when `/proc/PID/limits` shows every limit of `want` (soft and hard), else what
-/// differs (or that the file could not be read).
-pub fn rlimit_mismatch(pid: i32, want: &isolation::Rlimits) -> Option<String> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/limits")) {
-        Ok(t) => t,
-        Err(e) => return Some(format!("read /proc/{pid}/limits: {e}")),
-    };
-    let value = |v: u64| {
-        if v == u64::MAX {
-            "unlimited".to_string()
-        } else {
-            v.to_string()
-        }
-    };
-    for (resource, soft, hard) in want.entries() {
-        let row = isolation::Rlimits::proc_row(resource);
-        let shown = text.lines().find_map(|l| {
-            let rest = l.strip_prefix(row)?;
-            let mut cols = rest.split_whitespace();
-            Some((cols.next()?.to_string(), cols.next()?.to_string()))
-        });
-        let expected = (value(soft), value(hard));
-        if shown.as_ref() != Some(&expected) {
-            return Some(format!(
-                "{row}: the kernel shows {shown:?}, not {expected:?}"
-            ));
-        }
-    }
-    None
-}
-
 /// The direct children of `pid` (host pids), however the kernel lets them be found.
 pub fn children_of(pid: i32) -> Vec<i32> {
     tree(pid)
