@@ -263,6 +263,52 @@ pub async fn write_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Resolves once the client has closed its end of `stream` entirely (`POLLHUP`). A client
+/// that only shut its write side down (it still reads the answer), or that sent more before
+/// closing, is not seen: then this never resolves.
+pub async fn hung_up(stream: &UnixStream) {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
+    loop {
+        if stream.ready(tokio::io::Interest::READABLE).await.is_err() {
+            return;
+        }
+        // Readable may be stale (the line reader stops at a newline, not at `EAGAIN`): a
+        // peek tells end-of-stream from data, and clears a stale readiness.
+        let mut byte = [0u8; 1];
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+            recv(
+                stream.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(io::Error::from)
+        });
+        match peeked {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+            // More requests wait: the client is still there.
+            Ok(n) if n > 0 => break,
+            Ok(_) => {
+                // End of stream: gone, or only its write side shut down.
+                let mut fds = [nix::poll::PollFd::new(
+                    stream.as_fd(),
+                    nix::poll::PollFlags::empty(),
+                )];
+                let hup = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok()
+                    && fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+                if hup {
+                    return;
+                }
+                break;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +323,33 @@ mod tests {
             max_request: 1024 * 1024,
             request_timeout: Duration::from_millis(300),
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_is_seen_and_one_that_only_stopped_writing_is_not() {
+        // Gone, after a request line the reader left unread past its newline.
+        let (server, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"{}\n").await.unwrap();
+        let mut reader = LineReader::new(limits(), Arc::new(Semaphore::new(64)));
+        reader.next(&server, || {}).await.unwrap().unwrap();
+        drop(client);
+        hung_up(&server).await;
+        // Only its write side shut down: it still reads the answer.
+        let (server, client) = UnixStream::pair().unwrap();
+        let client = client.into_std().unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        server.ready(tokio::io::Interest::READABLE).await.unwrap();
+        let mut waiting = std::pin::pin!(hung_up(&server));
+        for _ in 0..3 {
+            assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+            tokio::task::yield_now().await;
+        }
+        // More requests pipelined: still there.
+        let (server, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"{}\n{}\n").await.unwrap();
+        server.ready(tokio::io::Interest::READABLE).await.unwrap();
+        let mut waiting = std::pin::pin!(hung_up(&server));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
     }
 
     #[tokio::test]

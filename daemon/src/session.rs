@@ -105,7 +105,7 @@ pub async fn handle(stream: UnixStream, conn: u64, slot: Slot, sh: Arc<Shared>) 
                 super::events_stream::After::Close => return,
             }
         }
-        let response = respond(&sh, conn, uid, &client, text, line.fds).await;
+        let response = respond(&stream, &sh, conn, uid, &client, text, line.fds).await;
         let encoded = wire::encode(&response).or_else(|e| {
             wire::encode(&Response::Error(WireError::new(
                 wire::INTERNAL,
@@ -136,6 +136,7 @@ fn bad(message: impl Into<String>) -> Response {
 /// Parses one line, takes its descriptors, and runs it (in a task of its own, so that a
 /// panic becomes an `internal` answer, never a lost connection or a stuck shutdown).
 async fn respond(
+    stream: &UnixStream,
     sh: &Arc<Shared>,
     conn: u64,
     uid: u32,
@@ -166,6 +167,10 @@ async fn respond(
         ));
     }
     let op = op_name(&request);
+    // An `ask` only reads (and spends a model's tokens): nobody waits for it once its client
+    // has gone, so it is cancelled then. Everything else runs to its end (a create or an
+    // `operate` stopped half-way would leave half a change).
+    let cancellable = matches!(request, Request::Ask(_));
     let key = sandbox_of(&request).map_or_else(|| client.to_string(), |id| format!("sandbox {id}"));
     let guard = InFlight::enter(&sh.in_flight);
     let started = Instant::now();
@@ -182,7 +187,22 @@ async fn respond(
             response
         })
     };
-    let response = match task.await {
+    let mut task = task;
+    let hung_up = async {
+        match cancellable {
+            true => super::conn::hung_up(stream).await,
+            false => std::future::pending().await,
+        }
+    };
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        () = hung_up => {
+            task.abort();
+            tracing::info!(conn, op, "the client hung up: the request is cancelled");
+            return Response::Error(WireError::new(wire::INTERNAL, "cancelled: the client hung up"));
+        }
+    };
+    let response = match joined {
         Ok(response) => response,
         Err(e) => {
             sh.log(&key, || {

@@ -176,3 +176,45 @@ fn a_hostile_answer_reaches_the_terminal_escaped_and_its_invented_figure_ungroun
         "{shown}"
     );
 }
+
+#[test]
+fn an_ask_whose_client_hangs_up_is_cancelled_and_its_model_request_dropped() {
+    use std::io::Read;
+    let d = Serve::start(&[]);
+    let lib = block_on(built("sandbox_app"));
+    d.create("ask-c", &lib, &[]);
+    // A model that takes the request and never answers; it reports when the daemon drops
+    // the connection.
+    let (listener, url) = loopback();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = read_request(&stream);
+        let _ = tx.send("asked");
+        let mut rest = Vec::new();
+        let _ = (&stream).read_to_end(&mut rest);
+        let _ = tx.send("dropped");
+    });
+    let mut client = d
+        .cmd()
+        .args(["ask", "ask-c", "why?", "--timeout", "120000"])
+        .env("BEAMLENS_DEMO_PROVIDER", "openai")
+        .env("OPENAI_BASE_URL", &url)
+        .env("OPENAI_API_KEY", "sk-test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    assert_eq!(rx.recv_timeout(wait), Ok("asked"), "{}", d.log());
+    // Ctrl-C, or a closed terminal: the client is gone.
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // Well before the ask's own 120 s deadline, the daemon let go of the model.
+    assert_eq!(rx.recv_timeout(wait), Ok("dropped"), "{}", d.log());
+    assert!(d.log().contains("the client hung up"), "{}", d.log());
+    // The daemon serves on.
+    assert_eq!(d.json(&["call", "ask-c", "answer"]), 41);
+}
