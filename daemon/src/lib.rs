@@ -320,6 +320,7 @@ async fn remove_own_dirs(state_dir: &Path, staging: &Path) {
         let _ = std::fs::remove_dir(&state);
         let _ = std::fs::remove_dir(&staging);
         let _ = std::fs::remove_dir(sandbox::library::store_of(&state));
+        let _ = std::fs::remove_dir(sandbox::library::none_store_of(&state));
         // Destroyed sandboxes' logs are kept for `host logs` of this daemon; it is going.
         let _ = std::fs::remove_dir_all(sandbox::log_retain::root_of(&state));
         let owner = state.parent().filter(|p| {

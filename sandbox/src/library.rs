@@ -7,6 +7,9 @@
 //! beside the sandboxes (`<state dir>.libs/<sha256>.so`, read-only, never written again), and
 //! each sandbox gets a hard link: ~20 µs instead of writing 400 KB again for every sandbox and
 //! every reload. Where a link cannot be made (another filesystem), the sandbox gets a copy.
+//! Sandboxes at level `none`, whose apps run with the daemon's own uid, have a store of their
+//! own (`<state dir>.libs-none`): one of them writing the file it links changes only what other
+//! `none` apps (which it can reach anyway: same uid) map, never what an isolated sandbox maps.
 //! An entry no sandbox links any more is kept while it is among the [`KEEP_UNLINKED`] most
 //! recently released (a create after a destroy of the same version, the commonest churn, then
 //! links instead of writing and hashing the bytes again); older ones are removed, and the
@@ -22,9 +25,9 @@
 //! A store file is checked against its name (hashed) once per identity: device, inode, size,
 //! mtime and mode. Not its ctime, which every link and unlink of a sandbox changes (with it,
 //! every create would hash the store's copy again). Only the daemon's uid can write the store
-//! (root-owned, 0444; a sandbox at `none`, which runs as the host's uid, gets a copy of its
-//! own), so the check guards against a leftover of a crash or of another build of the daemon,
-//! not against a writer that could also set the mtime back.
+//! (root-owned, 0444; a sandbox at `none`, which runs as the host's uid, links into the `none`
+//! store), so the check guards against a leftover of a crash or of another build of the
+//! daemon, not against a writer that could also set the mtime back.
 //!
 //! The sha256 identifies a version (`no_change` on an identical binary), but it is the most
 //! expensive step (about 0.3 ms for a 400 KB library), so it is cached by the file's identity:
@@ -242,29 +245,20 @@ impl Libraries {
     /// first use), else a copy. Returns the sandbox's path. The name is unique per version:
     /// dlopen caches by path, so reusing a name would load the old code again.
     ///
-    /// `share` is false for a sandbox whose app runs with the host's own uid (level `none`): it
-    /// could change a file it owns, so it gets a copy of its own, never the store's inode that
-    /// other sandboxes map. The copy is made by the kernel (`copy_file_range`) from the store's
-    /// checked copy, not read and hashed again (1.4 ms for the demo app's 418 kB, most of a
-    /// pooled `none` create).
+    /// `store` is [`store_of`] or, for a sandbox at level `none`, [`none_store_of`].
     pub fn install(
         &self,
         store: &Path,
         app_dir: &Path,
         lib: &LibBytes,
         version: u32,
-        share: bool,
     ) -> Result<PathBuf, SandboxError> {
         blocking(|| {
             let path = app_dir.join(format!("v{version}-{}.so", &lib.sha256[..12]));
-            if let Ok(stored) = self.stored(store, lib) {
-                let placed = match share {
-                    true => std::fs::hard_link(&stored, &path),
-                    false => copy_stored(&stored, &path),
-                };
-                if placed.is_ok() {
-                    return Ok(path);
-                }
+            if let Ok(stored) = self.stored(store, lib)
+                && std::fs::hard_link(&stored, &path).is_ok()
+            {
+                return Ok(path);
             }
             self.write_copy(lib, &path)
                 .map_err(|e| SandboxError::io(&path, e))?;
@@ -408,24 +402,6 @@ fn open_lib(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Copies the store's checked file `stored` to a new file `path` (mode 0444) in the kernel;
-/// removes what it wrote when that fails.
-fn copy_stored(stored: &Path, path: &Path) -> io::Result<()> {
-    let mut from = File::open(stored)?;
-    let mut out = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    // `io::copy` between two files is `copy_file_range` on Linux.
-    let copied = io::copy(&mut from, &mut out)
-        .and_then(|_| out.set_permissions(std::fs::Permissions::from_mode(0o444)));
-    if copied.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    copied
-}
-
 /// Streams `file` from offset 0 through `sink`, at most `max` bytes; returns (bytes, sha256).
 fn stream(
     file: &File,
@@ -467,8 +443,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The store of a state directory: `<state dir>.libs`, beside the sandboxes' directories.
 pub fn store_of(state_dir: &Path) -> PathBuf {
+    beside(state_dir, ".libs")
+}
+
+/// The store of the sandboxes at level `none` (their apps run with the daemon's uid, which
+/// could write what they link): `<state dir>.libs-none`, never linked by an isolated sandbox.
+pub fn none_store_of(state_dir: &Path) -> PathBuf {
+    beside(state_dir, ".libs-none")
+}
+
+fn beside(state_dir: &Path, suffix: &str) -> PathBuf {
     let mut name = state_dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".libs");
+    name.push(suffix);
     state_dir.with_file_name(name)
 }
 

@@ -63,7 +63,7 @@ fn a_library_that_changes_after_hashing_is_not_installed() {
     std::fs::create_dir_all(&app).unwrap();
     let lib = lib_of(dir.path(), b"hashed");
     std::fs::write(&lib.path, b"swapped").unwrap();
-    let err = libs().install(&store, &app, &lib, 1, true).unwrap_err();
+    let err = libs().install(&store, &app, &lib, 1).unwrap_err();
     assert!(err.to_string().contains("changed while"), "{err}");
     assert_eq!(std::fs::read_dir(&app).unwrap().count(), 0);
     let left: Vec<_> = std::fs::read_dir(&store)
@@ -100,9 +100,9 @@ fn versions_are_links_to_one_read_only_copy_that_goes_with_the_last_link() {
     std::fs::create_dir_all(&one).unwrap();
     std::fs::create_dir_all(&two).unwrap();
     let lib = lib_of(dir.path(), b"x");
-    let a = libs().install(&store, &one, &lib, 1, true).unwrap();
-    let b = libs().install(&store, &one, &lib, 2, true).unwrap();
-    let c = libs().install(&store, &two, &lib, 1, true).unwrap();
+    let a = libs().install(&store, &one, &lib, 1).unwrap();
+    let b = libs().install(&store, &one, &lib, 2).unwrap();
+    let c = libs().install(&store, &two, &lib, 1).unwrap();
     assert_ne!(a, b, "a path per version");
     assert_eq!(std::fs::read(&c).unwrap(), b"x");
     let stored = store.join(format!("{}.so", lib.sha256));
@@ -121,9 +121,7 @@ fn versions_are_links_to_one_read_only_copy_that_goes_with_the_last_link() {
     // Past KEEP_UNLINKED unlinked copies, the oldest released go (and an empty store).
     for i in 0..KEEP_UNLINKED {
         let other = lib_of(dir.path(), format!("other {i}").as_bytes());
-        let p = libs()
-            .install(&store, &one, &other, 10 + i as u32, true)
-            .unwrap();
+        let p = libs().install(&store, &one, &other, 10 + i as u32).unwrap();
         std::fs::remove_file(&p).unwrap();
         release(&store);
     }
@@ -145,46 +143,43 @@ fn a_linked_store_copy_is_hashed_once_not_at_every_link() {
     std::fs::create_dir_all(&app).unwrap();
     let libraries = libs();
     let lib = lib_of(dir.path(), b"linked many times");
-    libraries.install(&store, &app, &lib, 1, true).unwrap();
+    libraries.install(&store, &app, &lib, 1).unwrap();
     let stored = store.join(format!("{}.so", lib.sha256));
     // Each link changes the store copy's ctime; that must not make it be hashed again.
     // The hash cache is the witness: hashing the store's copy would enter its path.
     for v in 2..6 {
-        libraries.install(&store, &app, &lib, v, true).unwrap();
+        libraries.install(&store, &app, &lib, v).unwrap();
     }
     let hashed = libraries.hashes.lock().unwrap().contains_key(&stored);
     assert!(!hashed, "the store's copy was hashed again after a link");
 }
 
 #[test]
-fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_gets_a_copy() {
+fn a_store_file_that_does_not_match_its_name_is_replaced_and_none_has_a_store_of_its_own() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let store = store_of(&dir.path().join("sandboxes"));
     let app = dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
     let lib = lib_of(dir.path(), b"good");
-    let first = libs().install(&store, &app, &lib, 1, true).unwrap();
+    let first = libs().install(&store, &app, &lib, 1).unwrap();
     // Someone who could chmod it rewrote the stored file in place.
     let stored = store.join(format!("{}.so", lib.sha256));
     std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&stored, b"evil").unwrap();
     std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let second = libs().install(&store, &app, &lib, 2, true).unwrap();
+    let second = libs().install(&store, &app, &lib, 2).unwrap();
     assert_eq!(std::fs::read(&second).unwrap(), b"good");
     assert_eq!(std::fs::read(&stored).unwrap(), b"good");
     drop(first);
-    // Not shared: a copy of its own, another inode than the store's, made from the store's
-    // copy only once that is checked again.
-    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&stored, b"evil").unwrap();
-    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o444)).unwrap();
-    let own = libs().install(&store, &app, &lib, 3, false).unwrap();
-    assert_eq!(std::fs::read(&own).unwrap(), b"good");
+    // A `none` sandbox links into a store of its own: never the inode isolated ones map.
+    let none_store = none_store_of(&dir.path().join("sandboxes"));
+    let own = libs().install(&none_store, &app, &lib, 3).unwrap();
     assert_ne!(
         std::fs::metadata(&own).unwrap().ino(),
         std::fs::metadata(&stored).unwrap().ino()
     );
+    assert_eq!(std::fs::read(&own).unwrap(), b"good");
     assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o777, 0o444);
 }
 

@@ -148,6 +148,7 @@ pub fn sweep(state_dir: &Path, staging: &Path) -> SweepReport {
     });
     sweep_entries(staging, pid_of_prefixed, &mut report, |r| r.staged += 1);
     sweep_store(&library::store_of(state_dir), &mut report);
+    sweep_store(&library::none_store_of(state_dir), &mut report);
     report
 }
 
@@ -416,13 +417,18 @@ mod tests {
             state.join(format!("b.{me}-1/app/v1.so")),
         )
         .unwrap();
+        // The store of `none` sandboxes is swept too.
+        let none_store = library::none_store_of(&state);
+        fs::create_dir_all(&none_store).unwrap();
+        fs::write(none_store.join("cccc.so"), b"x").unwrap();
 
         let report = sweep(&state, &staging);
         assert_eq!(
             (report.state_dirs, report.staged, report.store_files),
-            (1, 1, 2),
+            (1, 1, 3),
             "{report}"
         );
+        assert!(!none_store.join("cccc.so").exists());
         assert!(report.errors.is_empty(), "{report}");
         assert!(!state.join(format!("a.{dead}-0")).exists());
         assert!(state.join(format!("b.{me}-1")).exists());

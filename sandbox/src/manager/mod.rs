@@ -494,13 +494,7 @@ fn install_version(
 ) -> Result<VersionRecord, SandboxError> {
     Ok(VersionRecord {
         version,
-        path: libs.install(
-            &sb.lib_store(),
-            &sb.app_dir(),
-            lib,
-            version,
-            sb.spec.isolation.isolates(),
-        )?,
+        path: libs.install(&sb.lib_store(), &sb.app_dir(), lib, version)?,
         sha256: lib.sha256.clone(),
         app_version: String::new(),
         loaded_at: unix_now(),

@@ -143,9 +143,14 @@ impl Sandbox {
             .await;
     }
 
-    /// The host's store of libraries, beside the sandboxes' directories.
+    /// The host's store of libraries this sandbox links into, beside the sandboxes'
+    /// directories: the shared one, or at level `none` the store of `none` sandboxes.
     pub(super) fn lib_store(&self) -> PathBuf {
-        library::store_of(self.dir.parent().unwrap_or(Path::new("/")))
+        let state_dir = self.dir.parent().unwrap_or(Path::new("/"));
+        match self.spec.isolation.isolates() {
+            true => library::store_of(state_dir),
+            false => library::none_store_of(state_dir),
+        }
     }
 
     pub(super) fn current_record(&self) -> Option<VersionRecord> {

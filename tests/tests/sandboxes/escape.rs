@@ -148,8 +148,8 @@ async fn the_app_never_runs_as_the_hosts_root_and_cannot_touch_the_store() {
         json!(1),
         "the neighbour still serves its library"
     );
-    // A sandbox at level none runs as the host's uid: it gets a copy of its own, so
-    // tampering with it changes nobody else's library.
+    // A sandbox at level none runs as the host's uid: it links into the store of `none`
+    // sandboxes, so tampering with it changes no isolated sandbox's library.
     let n = hostile(&m, "ids-none", Limits::default(), Level::None).await;
     let r = call(&m, "ids-none", "tamper", json!({ "path": n.app.path })).await;
     eprintln!("tampering at level none: {r}");
