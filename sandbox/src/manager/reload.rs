@@ -59,16 +59,6 @@ impl Manager {
         let live = sb.live().await?;
         let current = sb.current_record();
         let from = current.as_ref().map_or(0, |r| r.version);
-        let lib = self.inner.libraries.read(&lib)?;
-        if current.as_ref().is_some_and(|r| r.sha256 == lib.sha256) {
-            return Ok(ReloadReport {
-                status: "no_change".into(),
-                from_version: from,
-                to_version: from,
-                load_us: 0,
-                compile_ms,
-            });
-        }
         let next = sb
             .versions
             .lock()
@@ -78,7 +68,25 @@ impl Manager {
             .max()
             .unwrap_or(0)
             + 1;
-        let mut record = install_version(&self.inner.libraries, &sb, &lib, next)?;
+        // One hand-off to a blocking thread for the read and the link (as at create), not one
+        // each.
+        let libraries = &self.inner.libraries;
+        let installed = library::blocking(|| {
+            let lib = libraries.read(&lib)?;
+            if current.as_ref().is_some_and(|r| r.sha256 == lib.sha256) {
+                return Ok(None);
+            }
+            install_version(libraries, &sb, &lib, next).map(Some)
+        })?;
+        let Some(mut record) = installed else {
+            return Ok(ReloadReport {
+                status: "no_change".into(),
+                from_version: from,
+                to_version: from,
+                load_us: 0,
+                compile_ms,
+            });
+        };
         let from = sb.current.load(Ordering::Acquire);
         match self.swap(&sb, &live, &record).await {
             Ok(done) => {
