@@ -75,6 +75,19 @@ async fn seen_at_load(m: &Manager, id: &str) -> (String, String) {
     )
 }
 
+/// The soft and hard `Max open files` of a `/proc/PID/limits` text.
+fn max_open_files(limits: &str) -> Vec<String> {
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no Max open files in {limits}"));
+    row.split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(str::to_string)
+        .collect()
+}
+
 /// The directory names of the sandbox's cgroups, from where its runner is.
 fn cgroup_names(info: &SandboxInfo) -> Vec<String> {
     let text = std::fs::read_to_string(format!("/proc/{}/cgroup", info.pid)).unwrap();
@@ -111,18 +124,10 @@ async fn a_pooled_sandbox_has_its_cgroup_and_limits_before_its_constructor_runs(
             "the constructor ran outside cgroup {name}: {cgroup}"
         );
     }
-    let nofile = rlimits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
     assert_eq!(
-        nofile
-            .split_whitespace()
-            .skip(3)
-            .take(2)
-            .collect::<Vec<_>>(),
+        max_open_files(&rlimits),
         ["123", "123"],
-        "the constructor ran with {nofile}"
+        "the constructor ran with {rlimits}"
     );
     let mechanisms = info.isolation["mechanisms"].to_string();
     assert!(mechanisms.contains("nofile=123"), "{mechanisms}");
@@ -307,18 +312,10 @@ async fn none_sandboxes_get_a_queue_of_their_own_once_one_is_asked_for() {
         pids.push(info.pid);
         // The tenant's rlimits were in force before its constructor ran.
         let (_, rlimits) = seen_at_load(&m, &id).await;
-        let nofile = rlimits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap();
         assert_eq!(
-            nofile
-                .split_whitespace()
-                .skip(3)
-                .take(2)
-                .collect::<Vec<_>>(),
+            max_open_files(&rlimits),
             ["123", "123"],
-            "round {round}: the constructor ran with {nofile}"
+            "round {round}: the constructor ran with {rlimits}"
         );
         let mechanisms = info.isolation["mechanisms"].to_string();
         assert!(mechanisms.contains("nofile=123"), "{mechanisms}");
