@@ -43,9 +43,11 @@ struct Runner {
     loader: Mutex<mpsc::Sender<LoadJob>>,
     /// Held for the whole of a reload: one at a time.
     reloading: Mutex<()>,
-    /// Set when a load hung: glibc's loader lock is then held forever, so another `dlopen`
-    /// (or a new thread) would block too.
-    loader_stuck: std::sync::atomic::AtomicBool,
+    /// Set while the loader thread works on a load (from before it is sent the job until it
+    /// finished it). Still set when a reload starts: an earlier load outlived its reload's
+    /// deadline and may hang holding glibc's loader lock, so another `dlopen` (or a new
+    /// thread) could block too. Cleared when that load ends after all.
+    loading: Arc<std::sync::atomic::AtomicBool>,
     out: Out,
     /// The read side of the control socket. Its lock is the leader token: the serving thread
     /// that holds it reads the next frame.
@@ -68,10 +70,10 @@ pub fn main() -> ! {
 
     let runner = match load(reader, &out) {
         Some((runner, jobs)) => {
-            let config = runner.config.clone();
+            let (config, loading) = (runner.config.clone(), Arc::clone(&runner.loading));
             std::thread::Builder::new()
                 .name("loader".into())
-                .spawn(move || loader_loop(jobs, config))
+                .spawn(move || loader_loop(jobs, config, &loading))
                 .expect("start the loader thread");
             Arc::new(runner)
         }
@@ -109,7 +111,7 @@ fn serve(runner: &Arc<Runner>, may_retire: bool) {
         // This thread is busy until the request is answered; if it was the last free one,
         // start another so the socket is still read meanwhile.
         if runner.free.fetch_sub(1, Ordering::AcqRel) == 1
-            && !runner.loader_stuck.load(Ordering::Acquire)
+            && !runner.loading.load(Ordering::Acquire)
         {
             start_server(runner);
         }
@@ -200,7 +202,7 @@ fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<(Runner, mpsc::R
         current: RwLock::new(Arc::new(app)),
         loader: Mutex::new(load_tx),
         reloading: Mutex::new(()),
-        loader_stuck: Default::default(),
+        loading: Default::default(),
         out: out.clone(),
         reader: Mutex::new(reader),
         free: AtomicUsize::new(0),
@@ -210,8 +212,13 @@ fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<(Runner, mpsc::R
 }
 
 /// The loader thread: opens each library it is given (running its initialisers) and gives it
-/// its config. A hung initialiser keeps it for ever; the reload that waited gives up.
-fn loader_loop(jobs: mpsc::Receiver<LoadJob>, config: Option<Vec<u8>>) {
+/// its config. A hung initialiser keeps it for ever; the reload that waited gives up. `loading`
+/// is cleared after each job (it was set by the sender).
+fn loader_loop(
+    jobs: mpsc::Receiver<LoadJob>,
+    config: Option<Vec<u8>>,
+    loading: &std::sync::atomic::AtomicBool,
+) {
     for (path, version, done) in jobs {
         let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
             Some(config) => {
@@ -224,7 +231,9 @@ fn loader_loop(jobs: mpsc::Receiver<LoadJob>, config: Option<Vec<u8>>) {
             }
             None => Ok(app),
         });
+        // Dropped here when its reload gave up on it (the library is closed again).
         let _ = done.send(opened);
+        loading.store(false, Ordering::Release);
     }
 }
 
@@ -298,7 +307,7 @@ fn reload(
     timeout: Duration,
 ) -> Result<Reloaded, ReloadError> {
     let _one = runner.reloading.lock().unwrap_or_else(|e| e.into_inner());
-    if runner.loader_stuck.load(Ordering::Acquire) {
+    if runner.loading.load(Ordering::Acquire) {
         return Err(ReloadError::LoaderStuck);
     }
     let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
@@ -308,18 +317,22 @@ fn reload(
     // which is abandoned then. A hung loader keeps glibc's loader lock, so later reloads are
     // refused until the sandbox is restarted; calls go on, on prestarted threads.
     let (tx, rx) = mpsc::channel();
-    runner
+    runner.loading.store(true, Ordering::Release);
+    let sent = runner
         .loader
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .send((lib.to_owned(), version, tx))
-        .map_err(|_| ReloadError::LoaderGone)?;
+        .send((lib.to_owned(), version, tx));
+    if sent.is_err() {
+        runner.loading.store(false, Ordering::Release);
+        return Err(ReloadError::LoaderGone);
+    }
     let new = match rx.recv_timeout(timeout) {
         Ok(Ok(app)) => app,
         Ok(Err(e)) => return Err(e.into()),
         Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ReloadError::LoaderGone),
+        // `loading` stays set until the loader is done with it, if ever.
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            runner.loader_stuck.store(true, Ordering::Release);
             return Err(ReloadError::LoadTimeout {
                 path: lib.to_owned(),
                 timeout,

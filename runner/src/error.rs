@@ -23,10 +23,13 @@ pub enum StateError {
 /// Why a reload was refused; the old version keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// An earlier `dlopen` hung and still holds glibc's loader lock.
-    #[error("an earlier load hung and holds the loader lock: restart the sandbox to reload again")]
+    /// An earlier `dlopen` outlived its reload's deadline and has not ended: it may hang holding
+    /// glibc's loader lock.
+    #[error(
+        "an earlier load has not ended (it may hang, holding the loader lock): try again later, or restart the sandbox"
+    )]
     LoaderStuck,
-    /// The loader thread ended (a library's initialiser took it down).
+    /// The loader thread ended.
     #[error("the loader thread is gone: restart the sandbox to reload again")]
     LoaderGone,
     /// The library is not a loadable app.
