@@ -74,7 +74,11 @@ fn bad_messages_get_an_error_answer_and_harm_nothing() {
             ]
         );
         // A create whose labels header is not labels, or too long, is refused whole.
-        let create = br#"{"op":"create","id":"labelled","spec":{"app":{"library":"sha256:00"}}}"#;
+        // A well-formed library name, so that only the header can be what is refused.
+        let create = format!(
+            r#"{{"op":"create","id":"labelled","spec":{{"app":{{"library":"sha256:{}"}}}}}}"#,
+            "0".repeat(64)
+        );
         for labels in [
             "no-equals-sign".to_string(),
             format!("k={}", "v".repeat(5000)),
@@ -82,11 +86,16 @@ fn bad_messages_get_an_error_answer_and_harm_nothing() {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Sandbox-Labels", labels.as_str());
             let answer = client
-                .request_with_headers("sandbox.node0.create", headers, create.to_vec().into())
+                .request_with_headers("sandbox.node0.create", headers, create.clone().into())
                 .await
                 .unwrap();
             let value: Value = serde_json::from_slice(&answer.payload).unwrap();
             assert_eq!(value["error"]["kind"], "bad_request", "{value}");
+            let message = value["error"]["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains("label") || message.contains("Sandbox-Labels"),
+                "{value}"
+            );
         }
     });
     // Nothing changed: the sandbox serves, nothing was created or destroyed.

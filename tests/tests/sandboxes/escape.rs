@@ -153,12 +153,15 @@ async fn the_app_never_runs_as_the_hosts_root_and_cannot_touch_the_store() {
     let n = hostile(&m, "ids-none", Limits::default(), Level::None).await;
     let r = call(&m, "ids-none", "tamper", json!({ "path": n.app.path })).await;
     eprintln!("tampering at level none: {r}");
+    assert_eq!(r["write"], 0, "a none app writes what it links: {r}");
     let stored = std::fs::read(&b.app.path).unwrap();
     assert_eq!(
         sha256_hex(&stored),
         b.app.sha256,
         "the neighbour's library changed"
     );
+    let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&b.app.path).unwrap());
+    assert_eq!(mode & 0o777, 0o444, "the neighbour's library was chmodded");
     for id in ["ids-a", "ids-b", "ids-none"] {
         m.destroy(id).await.unwrap();
     }
