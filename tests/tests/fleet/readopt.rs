@@ -189,18 +189,22 @@ fn a_node_restarted_with_less_capacity_gives_the_rest_up_for_another_node() {
             && owners.iter().filter(|(_, n)| n == "big").count() == 1
     });
     assert!(moved, "{:?}\n{}", fleet.owners(), fleet.logs());
-    let said = fleet
-        .events(None)
-        .iter()
-        .filter(|e| {
-            e["event"] == "fleet.recreated"
-                && e["node"] == "other"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("node big came back with a lower --capacity"))
-        })
-        .count();
-    assert_eq!(said, 2, "{:?}", fleet.events(None));
+    // The owner is written (the claim) before the daemon re-creates and the event is said.
+    let said = wait_until(UP, || {
+        fleet
+            .events(None)
+            .iter()
+            .filter(|e| {
+                e["event"] == "fleet.recreated"
+                    && e["node"] == "other"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("node big came back with a lower --capacity"))
+            })
+            .count()
+            == 2
+    });
+    assert!(said, "{:?}", fleet.events(None));
     for i in 0..3 {
         assert_eq!(fleet.json(&["call", &format!("c{i}"), "answer"]), 41);
     }
