@@ -231,9 +231,11 @@ fn loader_loop(
             }
             None => Ok(app),
         });
-        // Dropped here when its reload gave up on it (the library is closed again).
-        let _ = done.send(opened);
+        // Cleared before the answer is sent, so the reload that receives it (and the next one
+        // it lets the host send) finds the loader free. Dropped here when its reload gave up
+        // on it (the library is closed again).
         loading.store(false, Ordering::Release);
+        let _ = done.send(opened);
     }
 }
 
