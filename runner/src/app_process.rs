@@ -7,9 +7,9 @@
 //! on its path. When every serving thread is inside a call or a reload, a new one is started
 //! first, so a slow call never delays a ping or a reload. A reload runs on the serving thread
 //! that read it, one at a time; only its `dlopen` is handed to the long-lived loader thread,
-//! which can be abandoned when a library's initialiser hangs (one hand-off each way: a reload
-//! thread in between and a loader thread started per reload cost ~100 µs of wake-ups and a
-//! clone). Calls take a reference to the current version; a reload swaps the reference, so
+//! which can be abandoned when a library's initialiser hangs (`loader.rs`; one hand-off each
+//! way: a reload thread in between and a loader thread started per reload cost ~100 µs of
+//! wake-ups and a clone). Calls take a reference to the current version; a reload swaps the reference, so
 //! calls in flight finish on the version they started on and new calls see the new one.
 //!
 //! Nothing here is believed by the host beyond the answers to its own requests.
@@ -17,21 +17,18 @@
 use std::io::BufReader;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sandbox_abi::Status;
 
 use super::app::LoadedApp;
+use super::loader::Loader;
 use super::{DATA_FD, Out};
-use crate::error::{LoadError, ReloadError};
+use crate::error::ReloadError;
 use proto::runner::{self as protocol, Body, ErrorKind, Loaded, Reloaded, Request, RequestFrame};
-
-/// A load for the loader thread: the library, its version, and where the result goes.
-type LoadJob = (PathBuf, u32, mpsc::Sender<Result<LoadedApp, LoadError>>);
 
 /// Serving threads kept when idle; more are started while every one is inside a call.
 const IDLE_SERVERS: usize = 2;
@@ -39,23 +36,20 @@ const IDLE_SERVERS: usize = 2;
 /// State shared by the reader, call and reload threads.
 struct Runner {
     current: RwLock<Arc<LoadedApp>>,
-    /// The loader thread's queue: `dlopen` (and the new version's config) runs there.
-    loader: Mutex<mpsc::Sender<LoadJob>>,
+    /// The loader thread: `dlopen` (and the new version's config) runs there.
+    loader: Arc<Loader>,
     /// Held for the whole of a reload: one at a time.
     reloading: Mutex<()>,
-    /// Set while the loader thread works on a load (from before it is sent the job until it
-    /// finished it). Still set when a reload starts: an earlier load outlived its reload's
-    /// deadline and may hang holding glibc's loader lock, so another `dlopen` (or a new
-    /// thread) could block too. Cleared when that load ends after all.
-    loading: Arc<std::sync::atomic::AtomicBool>,
     out: Out,
     /// The read side of the control socket. Its lock is the leader token: the serving thread
     /// that holds it reads the next frame.
     reader: Mutex<BufReader<UnixStream>>,
     /// Serving threads that are not inside a call (reading, or waiting to read).
     free: AtomicUsize,
-    /// The tenant's config bytes, handed to every version at its load.
-    config: Option<Vec<u8>>,
+    /// Serving threads made but not yet past std's thread start, which takes glibc's loader
+    /// lock (it registers a thread-local destructor): a reload lets them start before its
+    /// `dlopen` can hold that lock, perhaps for ever.
+    starting: AtomicUsize,
 }
 
 /// Entry point of the app process (forked by init). Never returns.
@@ -69,14 +63,7 @@ pub fn main() -> ! {
     let reader = BufReader::with_capacity(64 * 1024, sock);
 
     let runner = match load(reader, &out) {
-        Some((runner, jobs)) => {
-            let (config, loading) = (runner.config.clone(), Arc::clone(&runner.loading));
-            std::thread::Builder::new()
-                .name("loader".into())
-                .spawn(move || loader_loop(jobs, config, &loading))
-                .expect("start the loader thread");
-            Arc::new(runner)
-        }
+        Some(runner) => Arc::new(runner),
         None => std::process::exit(2),
     };
     // Serving threads are started now, not on demand: while a hung library initialiser holds
@@ -110,9 +97,7 @@ fn serve(runner: &Arc<Runner>, may_retire: bool) {
         }
         // This thread is busy until the request is answered; if it was the last free one,
         // start another so the socket is still read meanwhile.
-        if runner.free.fetch_sub(1, Ordering::AcqRel) == 1
-            && !runner.loading.load(Ordering::Acquire)
-        {
+        if runner.free.fetch_sub(1, Ordering::AcqRel) == 1 && !runner.loader.busy() {
             start_server(runner);
         }
         dispatch(runner, frame);
@@ -132,17 +117,22 @@ fn is_slow(request: &Request) -> bool {
 /// wait until a busy thread finishes its call: slower, but the runner lives on.
 fn start_server(runner: &Arc<Runner>) {
     runner.free.fetch_add(1, Ordering::AcqRel);
+    runner.starting.fetch_add(1, Ordering::AcqRel);
     let for_thread = Arc::clone(runner);
     let started = std::thread::Builder::new()
         .name("serve".into())
-        .spawn(move || serve(&for_thread, true));
+        .spawn(move || {
+            for_thread.starting.fetch_sub(1, Ordering::AcqRel);
+            serve(&for_thread, true)
+        });
     if started.is_err() {
         runner.free.fetch_sub(1, Ordering::AcqRel);
+        runner.starting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Reads `load`, opens the app and answers [`Loaded`].
-fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<(Runner, mpsc::Receiver<LoadJob>)> {
+fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<Runner> {
     let frame: RequestFrame = protocol::read_frame(&mut reader).ok()??;
     let Request::Load {
         lib,
@@ -197,46 +187,16 @@ fn load(mut reader: BufReader<UnixStream>, out: &Out) -> Option<(Runner, mpsc::R
             initial_workers: app.initial_workers(),
         },
     );
-    let (load_tx, load_rx) = mpsc::channel();
-    let runner = Runner {
+    let loader = Loader::start(config).expect("start the loader thread");
+    Some(Runner {
         current: RwLock::new(Arc::new(app)),
-        loader: Mutex::new(load_tx),
+        loader,
         reloading: Mutex::new(()),
-        loading: Default::default(),
         out: out.clone(),
         reader: Mutex::new(reader),
         free: AtomicUsize::new(0),
-        config,
-    };
-    Some((runner, load_rx))
-}
-
-/// The loader thread: opens each library it is given (running its initialisers) and gives it
-/// its config. A hung initialiser keeps it for ever; the reload that waited gives up. `loading`
-/// is cleared after each job (it was set by the sender).
-fn loader_loop(
-    jobs: mpsc::Receiver<LoadJob>,
-    config: Option<Vec<u8>>,
-    loading: &std::sync::atomic::AtomicBool,
-) {
-    for (path, version, done) in jobs {
-        let opened = LoadedApp::open(&path, version).and_then(|app| match &config {
-            Some(config) => {
-                app.configure(config)
-                    .map(|_| app)
-                    .map_err(|reason| LoadError::Configure {
-                        path: path.clone(),
-                        reason,
-                    })
-            }
-            None => Ok(app),
-        });
-        // Cleared before the answer is sent, so the reload that receives it (and the next one
-        // it lets the host send) finds the loader free. Dropped here when its reload gave up
-        // on it (the library is closed again).
-        loading.store(false, Ordering::Release);
-        let _ = done.send(opened);
-    }
+        starting: AtomicUsize::new(0),
+    })
 }
 
 fn dispatch(runner: &Arc<Runner>, frame: RequestFrame) {
@@ -309,38 +269,16 @@ fn reload(
     timeout: Duration,
 ) -> Result<Reloaded, ReloadError> {
     let _one = runner.reloading.lock().unwrap_or_else(|e| e.into_inner());
-    if runner.loading.load(Ordering::Acquire) {
-        return Err(ReloadError::LoaderStuck);
-    }
     let old = Arc::clone(&runner.current.read().unwrap_or_else(|e| e.into_inner()));
     let started = Instant::now();
-
     // dlopen runs the library's initialisers, which may hang: it runs on the loader thread,
     // which is abandoned then. A hung loader keeps glibc's loader lock, so later reloads are
-    // refused until the sandbox is restarted; calls go on, on prestarted threads.
-    let (tx, rx) = mpsc::channel();
-    runner.loading.store(true, Ordering::Release);
-    let sent = runner
-        .loader
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((lib.to_owned(), version, tx));
-    if sent.is_err() {
-        runner.loading.store(false, Ordering::Release);
-        return Err(ReloadError::LoaderGone);
+    // refused until the sandbox is restarted; calls go on, on prestarted threads, which must
+    // be past their start first (see `starting`).
+    while runner.starting.load(Ordering::Acquire) > 0 && started.elapsed() < timeout / 2 {
+        std::thread::sleep(Duration::from_micros(20));
     }
-    let new = match rx.recv_timeout(timeout) {
-        Ok(Ok(app)) => app,
-        Ok(Err(e)) => return Err(e.into()),
-        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ReloadError::LoaderGone),
-        // `loading` stays set until the loader is done with it, if ever.
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            return Err(ReloadError::LoadTimeout {
-                path: lib.to_owned(),
-                timeout,
-            });
-        }
-    };
+    let new = runner.loader.load(lib, version, started, timeout)?;
 
     let state = old.save_state().map_err(ReloadError::OldVersion)?;
     let state_bytes = state.as_ref().map_or(0, Vec::len);

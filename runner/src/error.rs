@@ -29,9 +29,6 @@ pub enum ReloadError {
         "an earlier load has not ended (it may hang, holding the loader lock): try again later, or restart the sandbox"
     )]
     LoaderStuck,
-    /// The loader thread ended.
-    #[error("the loader thread is gone: restart the sandbox to reload again")]
-    LoaderGone,
     /// The library is not a loadable app.
     #[error(transparent)]
     Load(#[from] LoadError),

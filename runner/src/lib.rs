@@ -15,6 +15,7 @@ mod app;
 pub mod app_process;
 pub mod error;
 mod init;
+mod loader;
 mod log;
 mod log_budget;
 mod restrict;
