@@ -193,16 +193,10 @@ fn after_kill_9_the_next_daemon_leaves_nothing_of_the_dead_one() {
     assert!(line[0].contains("2 sandbox dirs"), "{}", line[0]);
     // The dead daemon's cgroups sit under the tests' shared cgroup parent, where any daemon
     // that starts sweeps what dead hosts left: another test's daemon starting meanwhile may
-    // have swept one or both of them first (seen in CI: "1 cgroups (0 processes killed)").
-    // What must hold either way is checked below: the cgroups are gone and the survivor in
-    // them was killed. When this daemon swept both, it killed the survivor.
-    if !cgroups.is_empty() && line[0].contains("2 cgroups") {
-        assert!(
-            line[0].contains("2 cgroups (1 processes killed)"),
-            "{}",
-            line[0]
-        );
-    }
+    // have swept one or both of them first, or killed the survivor and left the cgroup to
+    // this one (both seen in CI: "1 cgroups (0 processes killed)", "2 cgroups (0 processes
+    // killed)"), so the counts are not this daemon's to promise. What must hold either way
+    // is checked below: the cgroups are gone and the survivor in them was killed.
     // Reaped by us, its parent: it must have been killed by the sweep.
     let status = survivor.child().wait().unwrap();
     if !first_cgroups.is_empty() {
