@@ -17,6 +17,7 @@ pub mod manager;
 pub mod procfs;
 pub mod ratelimit;
 pub mod spawn;
+mod spawn_slots;
 pub mod sweep;
 mod tenant_files;
 pub mod uids;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use isolation::{CgroupEntry, ChildError, ChildSetup, Rlimits};
 
 use crate::error::SandboxError;
+use crate::spawn_slots::Slots;
 use isolation::fds::high_fd;
 use proto::runner::{CONTROL_FD, DATA_FD, RUNNER_ARG};
 
@@ -122,10 +123,15 @@ fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
     let stack = ChildStack::map()
         .inspect_err(|e| tracing::warn!("sandbox spawn stack: {e}"))
         .ok();
+    // Without slots a child copies the host's whole descriptor table: slower, as correct.
+    let slots = Slots::reserve()
+        .inspect_err(|e| tracing::warn!("sandbox spawn descriptor slots: {e}"))
+        .ok();
+    let vfork = stack.as_ref().map(|stack| (stack, slots.as_ref()));
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok((request, reply)) = job else { return };
-        let _ = reply.send(spawn_now(request, stack.as_ref()));
+        let _ = reply.send(spawn_now(request, vfork));
     }
 }
 
@@ -197,7 +203,10 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The steps above. Runs on the spawner thread.
-fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawned, SandboxError> {
+fn spawn_now(
+    mut req: SpawnRequest,
+    vfork: Option<(&ChildStack, Option<&Slots>)>,
+) -> Result<Spawned, SandboxError> {
     // Step 1: prepare.
     let exe = path_c(&req.runner_exe)?;
     let work_dir = path_c(&req.work_dir)?;
@@ -267,13 +276,33 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
         argv: &argv,
         envp: &envp,
         shared_memory: None,
+        unshare_below: None,
     };
 
     // Step 2: clone.
-    let pid = match stack.filter(|_| !req.setup.child_waits_for_parent()) {
+    let pid = match vfork.filter(|_| !req.setup.child_waits_for_parent()) {
         // vfork semantics, as posix_spawn: no copy of the host's page tables for the child to
-        // throw away at exec, and no copy-on-write faults in the host meanwhile.
-        Some(stack) => {
+        // throw away at exec, and no copy-on-write faults in the host meanwhile; and, with
+        // this thread's descriptor slots, no copy of the host's descriptor table either
+        // (`spawn_slots.rs`): the child shares it until step 10, where it unshares only the
+        // low numbers, which hold what it keeps.
+        Some((stack, slots)) => {
+            let mut files = 0;
+            if let Some(slots) = slots {
+                let kept: [&dyn AsFd; 5] = [&child_fd, &child_data, &null, &log, &err_write];
+                let [sock, data, null, log, errors] = slots
+                    .fill(kept)
+                    .map_err(|e| spawn_error("fill fd slots", e))?;
+                child.fds = ChildFds {
+                    sock,
+                    data,
+                    null,
+                    log,
+                    errors,
+                };
+                child.unshare_below = Some(slots.bound());
+                files = libc::CLONE_FILES;
+            }
             // SAFETY: sigset_t is plain data, valid when zeroed.
             let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: sigfillset and pthread_sigmask only write the sets we pass. Every signal
@@ -292,11 +321,15 @@ fn spawn_now(mut req: SpawnRequest, stack: Option<&ChildStack>) -> Result<Spawne
                 libc::clone(
                     vfork_child,
                     stack.top(),
-                    flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    flags | files | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                     (&raw const child).cast_mut().cast(),
                 )
             };
             let clone_error = std::io::Error::last_os_error();
+            // The child has exec'd (on a table of its own) or exited.
+            if let Some(slots) = slots {
+                slots.clear();
+            }
             // SAFETY: restores the mask saved above.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
             if pid < 0 {
@@ -379,6 +412,9 @@ struct Child<'a> {
     /// Set when the child shares the host's memory (vfork semantics): the spawner thread's
     /// signal mask, restored right before exec once every handler is reset.
     shared_memory: Option<libc::sigset_t>,
+    /// Set when the child shares the host's descriptor table (`CLONE_FILES`): it unshares,
+    /// keeping the descriptors below this number (which hold `fds`), before it changes any.
+    unshare_below: Option<u32>,
 }
 
 impl Child<'_> {
@@ -409,10 +445,10 @@ impl Child<'_> {
                     }
                 }
             }
-            // Die with the spawner thread from the start: until its exec, this child holds a
-            // copy of every descriptor of the host (its listening socket among them), so a
-            // host killed now must not leave it running. Set again at 7: the id switch in 4
-            // clears it.
+            // Die with the spawner thread from the start: until step 10, this child holds a
+            // copy of, or shares, every descriptor of the host (its listening socket among
+            // them), so a host killed now must not leave it running. Set again at 7: the id
+            // switch in 4 clears it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             // The cgroup before anything else runs, so that everything after is accounted
             // and limited.
@@ -450,7 +486,19 @@ impl Child<'_> {
             if libc::chdir(self.work_dir.as_ptr()) < 0 {
                 libc::_exit(124);
             }
-            // Step 10: fds: control → 3, data → 4, /dev/null → 0 and 1, log → 2, close the rest.
+            // Step 10: fds: a table of our own (when shared: only its numbers below the
+            // slots' bound are copied), control → 3, data → 4, /dev/null → 0 and 1, log → 2,
+            // close the rest.
+            if let Some(bound) = self.unshare_below
+                && libc::syscall(
+                    libc::SYS_close_range,
+                    bound,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_UNSHARE,
+                ) < 0
+            {
+                libc::_exit(126);
+            }
             let fds = self.fds;
             if libc::dup2(fds.sock, CONTROL_FD) < 0
                 || libc::dup2(fds.data, DATA_FD) < 0

@@ -346,3 +346,77 @@ async fn a_host_under_tmp_gets_full_standard_isolation() {
     assert_eq!(errno(&r["read"]), ENOENT, "{r}");
     m.destroy("under-tmp").await.unwrap();
 }
+
+/// The descriptors of process `pid` (from `/proc/PID/fd`).
+fn fds_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether fd `a` of process `pa` and fd `b` of `pb` are one open file (`kcmp(KCMP_FILE)`);
+/// `Err(errno)` when the kernel will not say.
+fn same_file(pa: i32, a: i32, pb: i32, b: i32) -> Result<bool, i32> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: kcmp only reads the two processes' descriptor tables.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pa, pb, KCMP_FILE, a, b) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r == 0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_descriptor_of_the_host_reaches_a_sandbox() {
+    require_root!();
+    // Descriptors the host holds beside its own sandboxes': a leak would carry some along.
+    let scratch = scratch();
+    let _held: Vec<std::fs::File> = (0..64)
+        .map(|i| std::fs::File::create(scratch.path().join(format!("held-{i}"))).unwrap())
+        .collect();
+    let m = manager();
+    let me = std::process::id() as i32;
+    for (id, level) in [
+        ("fds-standard-1", Level::Standard),
+        ("fds-standard-2", Level::Standard),
+        ("fds-none", Level::None),
+    ] {
+        let info = hostile(&m, id, Limits::default(), level).await;
+        let ours = fds_of(me);
+        let procs = sandbox::procfs::tree(info.pid);
+        assert!(
+            procs.len() >= 2,
+            "{id}: init and the app process: {procs:?}"
+        );
+        for p in &procs {
+            let theirs = fds_of(p.pid);
+            assert!(!theirs.is_empty(), "{id}: no fd listed for {}", p.pid);
+            for &b in &theirs {
+                for &a in &ours {
+                    match same_file(me, a, p.pid, b) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            let target = std::fs::read_link(format!("/proc/{me}/fd/{a}"));
+                            panic!(
+                                "{id}: pid {} holds the host's fd {a} ({target:?}) as {b}",
+                                p.pid
+                            )
+                        }
+                        // The fd closed between the listing and the comparison.
+                        Err(libc::EBADF) => {}
+                        Err(errno) => {
+                            m.destroy(id).await.unwrap();
+                            skip(&format!("kcmp(KCMP_FILE) refused: errno {errno}"));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        m.destroy(id).await.unwrap();
+    }
+}

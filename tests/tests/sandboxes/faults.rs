@@ -232,7 +232,9 @@ fn killing_the_host_kills_its_runners_within_a_second() {
     let mut holder = ChildGuard::new(
         std::process::Command::new(env!("CARGO_BIN_EXE_e2e-holder"))
             .arg(&lib)
-            .arg(state.path())
+            // Not the scratch directory itself: the store beside the state directory
+            // (`sandboxes.libs`) must be inside it too, since a killed host removes nothing.
+            .arg(state.path().join("sandboxes"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
