@@ -5,13 +5,12 @@
 #
 # --quick uses small sample counts (and 100 sandboxes instead of 1000); the whole run
 # takes well under a minute. Runs from any cwd; installs nothing. Peers that are not
-# installed (`bwrap`, `unshare`) are reported as skipped. The host binary is built too,
-# because the reload-loop measurement drives `host serve` and scripts/rebuild-and-reload.sh.
-# The N-sandbox rows are two, measured in the same run: `sandboxes_1000` (one create per
-# sandbox, all at once) and `sandboxes_1000_batch` (one batch create, one batch destroy);
-# `--only-sandboxes` measures just those two.
-# because the reload-loop measurement drives `host serve` and scripts/rebuild-and-reload.sh;
-# the last row comes from scripts/bench-app-reload.sh (an app with serde_json, regex, tokio).
+# installed (`bwrap`: Debian's `bubblewrap`; `unshare`) are reported as skipped. The host
+# binary is built too, because the reload-loop measurement drives `host serve` and
+# scripts/rebuild-and-reload.sh; the last row comes from scripts/bench-app-reload.sh (an app
+# with serde_json, regex, tokio). The N-sandbox rows are two, measured in the same run:
+# `sandboxes_1000` (one create per sandbox, all at once) and `sandboxes_1000_batch` (one batch
+# create, one batch destroy); `--only-sandboxes` measures just those two.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
