@@ -109,11 +109,11 @@ fn wrong_credentials_are_refused_and_passwords_stay_off_the_command_line() {
     let Some(binary) = nats_server() else {
         return;
     };
-    let auth = Auth {
-        user: "fleet",
-        password: "s3cret-Pa55",
-    };
-    let nats = Nats::start(&binary, 1, Some(auth));
+    let nats = Nats::start(
+        &binary,
+        1,
+        "authorization { user: \"fleet\", password: \"s3cret-Pa55\" }",
+    );
     let urls = nats.urls();
     let dir = testkit::scratch::scratch_named("e2e-fleet-auth-");
     let password_file = dir.path().join("nats-password");

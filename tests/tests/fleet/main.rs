@@ -65,28 +65,22 @@ pub struct Nats {
     dir: TempDir,
 }
 
-/// Credentials every server of a cluster requires.
-#[derive(Debug, Clone, Copy)]
-pub struct Auth<'a> {
-    user: &'a str,
-    password: &'a str,
-}
-
 impl Nats {
     /// `n` servers (routes between them when more than one), each with JetStream, a
     /// max_payload of 4 MiB (so that a payload over the fleet's own bound reaches a node),
-    /// and `auth` when given. Cluster ports are taken free just before the start (a server
-    /// cannot be told its peers' ports otherwise); a lost race starts them all again.
-    pub fn start(binary: &Path, n: usize, auth: Option<Auth<'_>>) -> Nats {
+    /// and `extra` in its config (an `authorization` or `tls` block, or nothing). Cluster
+    /// ports are taken free just before the start (a server cannot be told its peers' ports
+    /// otherwise); a lost race starts them all again.
+    pub fn start(binary: &Path, n: usize, extra: &str) -> Nats {
         for _ in 0..5 {
-            if let Some(nats) = Nats::try_start(binary, n, auth) {
+            if let Some(nats) = Nats::try_start(binary, n, extra) {
                 return nats;
             }
         }
         panic!("could not start {n} nats-server processes");
     }
 
-    fn try_start(binary: &Path, n: usize, auth: Option<Auth<'_>>) -> Option<Nats> {
+    fn try_start(binary: &Path, n: usize, extra: &str) -> Option<Nats> {
         let dir = testkit::scratch::scratch_named("e2e-nats-");
         let ports: Vec<u16> = (0..n).map(|_| testkit::http::free_port()).collect();
         let routes: Vec<String> = ports
@@ -105,15 +99,9 @@ impl Nats {
             } else {
                 String::new()
             };
-            let authorization = auth.map_or(String::new(), |a| {
-                format!(
-                    "authorization {{ user: \"{}\", password: \"{}\" }}",
-                    a.user, a.password
-                )
-            });
             let config = format!(
                 "server_name: \"n{i}\"\nlisten: \"127.0.0.1:-1\"\nmax_payload: 4194304\n\
-                 ports_file_dir: \"{}\"\njetstream {{ store_dir: \"{}\" }}\n{cluster}\n{authorization}\n",
+                 ports_file_dir: \"{}\"\njetstream {{ store_dir: \"{}\" }}\n{cluster}\n{extra}\n",
                 home.join("ports").display(),
                 home.join("js").display()
             );
@@ -194,7 +182,7 @@ pub struct Fleet {
 impl Fleet {
     /// Three NATS servers and `nodes` daemons (`node0`..), each with `extra` serve flags.
     pub fn start(binary: &Path, nodes: usize, extra: &[&str]) -> Fleet {
-        let nats = Nats::start(binary, 3, None);
+        let nats = Nats::start(binary, 3, "");
         let mut fleet = Fleet {
             nats,
             nodes: Vec::new(),

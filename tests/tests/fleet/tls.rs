@@ -112,57 +112,6 @@ fn make_pki() -> Option<TempDir> {
     Some(dir)
 }
 
-/// One nats-server with JetStream and `extra` in its config (a `tls` or `authorization`
-/// block), on a port the server chose, once it is ready.
-fn start_one(binary: &Path, extra: &str) -> Nats {
-    let dir = testkit::scratch::scratch_named("e2e-nats-");
-    let home = dir.path().join("n0");
-    std::fs::create_dir_all(home.join("ports")).unwrap();
-    let config = format!(
-        "server_name: \"n0\"\nlisten: \"127.0.0.1:-1\"\nports_file_dir: \"{}\"\n\
-         jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
-        home.join("ports").display(),
-        home.join("js").display()
-    );
-    std::fs::write(home.join("server.conf"), config).unwrap();
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(home.join("server.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(home.join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard::terminate(child, Duration::from_secs(10));
-    let url = testkit::wait::wait_for(UP, || {
-        if child.exited().is_some() {
-            return Some(None);
-        }
-        let file = std::fs::read_dir(home.join("ports"))
-            .ok()?
-            .flatten()
-            .next()?;
-        let value: Value =
-            serde_json::from_str(&std::fs::read_to_string(file.path()).ok()?).ok()?;
-        Some(value["nats"][0].as_str().map(str::to_string))
-    })
-    .flatten();
-    let nats = Nats {
-        servers: vec![NatsServer {
-            child: Some(child),
-            url: url.unwrap_or_default(),
-        }],
-        dir,
-    };
-    let ready = wait_until(UP, || nats.log(0).contains("Server is ready"));
-    assert!(
-        ready && !nats.urls().is_empty(),
-        "nats-server did not start:\n{}",
-        nats.log(0)
-    );
-    nats
-}
-
 /// Waits until `cmd nodes --json FLAGS` lists `node`; panics with `log` when it does not.
 fn wait_listed(cmd: impl Fn() -> Command, flags: &[&str], node: &str, log: &str) {
     let mut last = String::new();
@@ -210,8 +159,9 @@ fn tls_with_the_ca_joins_and_without_it_is_refused() {
     let p = pki.path();
     let ca = p.join("ca.pem");
     let ca_s = ca.to_str().unwrap();
-    let nats = start_one(
+    let nats = Nats::start(
         &binary,
+        1,
         &format!(
             "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
             p.join("server.pem").display(),
@@ -289,8 +239,9 @@ fn mutual_tls_admits_only_a_client_certificate() {
     let p = pki.path();
     let file = |name: &str| p.join(name).to_str().unwrap().to_string();
     let (ca, cert, key) = (file("ca.pem"), file("client.pem"), file("client.key"));
-    let nats = start_one(
+    let nats = Nats::start(
         &binary,
+        1,
         &format!(
             "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{ca}\", verify: true }}",
             file("server.pem"),
@@ -338,8 +289,9 @@ fn nkey_seed_joins_another_seed_is_refused_and_the_seed_stays_off_the_command_li
     };
     let user = nkeys::KeyPair::new_user();
     let stranger = nkeys::KeyPair::new_user();
-    let nats = start_one(
+    let nats = Nats::start(
         &binary,
+        1,
         &format!(
             "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
             user.public_key()
