@@ -72,15 +72,18 @@ impl Nats {
     /// ports are taken free just before the start (a server cannot be told its peers' ports
     /// otherwise); a lost race starts them all again.
     pub fn start(binary: &Path, n: usize, extra: &str) -> Nats {
+        let mut log = String::new();
         for _ in 0..5 {
-            if let Some(nats) = Nats::try_start(binary, n, extra) {
-                return nats;
+            match Nats::try_start(binary, n, extra) {
+                Ok(nats) => return nats,
+                Err(first_log) => log = first_log,
             }
         }
-        panic!("could not start {n} nats-server processes");
+        panic!("could not start {n} nats-server processes; the first one's log:\n{log}");
     }
 
-    fn try_start(binary: &Path, n: usize, extra: &str) -> Option<Nats> {
+    /// Starts them, or gives the first server's log.
+    fn try_start(binary: &Path, n: usize, extra: &str) -> Result<Nats, String> {
         let dir = testkit::scratch::scratch_named("e2e-nats-");
         let ports: Vec<u16> = (0..n).map(|_| testkit::http::free_port()).collect();
         let routes: Vec<String> = ports
@@ -119,6 +122,9 @@ impl Nats {
                 url: String::new(),
             });
         }
+        let first_log = |dir: &TempDir| {
+            std::fs::read_to_string(dir.path().join("n0").join("server.log")).unwrap_or_default()
+        };
         for (i, server) in servers.iter_mut().enumerate() {
             let ports = dir.path().join(format!("n{i}")).join("ports");
             let url = testkit::wait::wait_for(UP, || {
@@ -130,8 +136,8 @@ impl Nats {
                 let value: Value = serde_json::from_str(&text).ok()?;
                 Some(value["nats"][0].as_str().map(str::to_string))
             })
-            .flatten()?;
-            server.url = url;
+            .flatten();
+            server.url = url.ok_or_else(|| first_log(&dir))?;
         }
         let nats = Nats { servers, dir };
         // JetStream is ready once a meta leader is elected (said in some server's log); a
@@ -145,7 +151,7 @@ impl Nats {
             })
         });
         assert!(ready, "no JetStream leader:\n{}", nats.log(0));
-        Some(nats)
+        Ok(nats)
     }
 
     /// Server `i`'s log.

@@ -3,7 +3,9 @@
 //! client that trust the CA (`--nats-ca`) join, one that does not is refused with a message
 //! naming the certificate; with `verify: true` only a client certificate gets in. A node
 //! with an nkey seed file (`--nats-nkey`) joins, another seed is refused, and the seed never
-//! appears on the node's command line.
+//! appears on the node's command line. A node with a credentials file (`--nats-creds`: a user
+//! JWT and its seed, as `nsc` writes them; the JWTs are signed here with the `nkeys` crate, for
+//! a server in operator mode) joins, and one whose account the server does not know is refused.
 
 use super::*;
 
@@ -338,6 +340,143 @@ fn nkey_seed_joins_another_seed_is_refused_and_the_seed_stays_off_the_command_li
             &urls,
             "impostor",
             &["--nats-nkey", stranger_file.to_str().unwrap()],
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("uthoriz"), "{stderr}");
+}
+
+/// A NATS JWT (v2) about `subject`, signed by `issuer`; `nats` is its typed part.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": iat,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// An account JWT with no limit, and JetStream when `jetstream` (never for the system
+/// account: the server refuses it).
+fn account_jwt(
+    operator: &nkeys::KeyPair,
+    account: &nkeys::KeyPair,
+    name: &str,
+    jetstream: bool,
+) -> String {
+    let js = if jetstream { -1 } else { 0 };
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": js, "disk_storage": js, "streams": js, "consumer": js,
+    });
+    let claims = serde_json::json!({
+        "limits": unlimited,
+        "default_permissions": { "pub": {}, "sub": {} },
+        "type": "account",
+        "version": 2,
+    });
+    nats_jwt(operator, &account.public_key(), name, claims)
+}
+
+/// A credentials file as `nsc` writes it: the user's JWT, then its seed.
+fn creds_file(path: &Path, account: &nkeys::KeyPair, user: &nkeys::KeyPair) {
+    let claims = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2,
+    });
+    let jwt = nats_jwt(account, &user.public_key(), "node", claims);
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().unwrap()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_creds_file_joins_one_of_an_unknown_account_is_refused() {
+    let Some(binary) = nats_server() else {
+        return;
+    };
+    // Operator mode, as `nsc` sets it up: the server trusts the operator, which signed the
+    // system account and the fleet's account (preloaded); users are signed by an account.
+    let operator = nkeys::KeyPair::new_operator();
+    let (system, account, stranger) = (
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_account(),
+    );
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "e2e",
+        serde_json::json!({ "type": "operator", "version": 2 }),
+    );
+    let nats = Nats::start(
+        &binary,
+        1,
+        &format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: \"{sys}\"\nresolver: MEMORY\n\
+             resolver_preload: {{ {sys}: \"{sys_jwt}\", {fleet}: \"{fleet_jwt}\" }}",
+            sys = system.public_key(),
+            sys_jwt = account_jwt(&operator, &system, "SYS", false),
+            fleet = account.public_key(),
+            fleet_jwt = account_jwt(&operator, &account, "fleet", true),
+        ),
+    );
+    let urls = nats.urls();
+    let dir = testkit::scratch::scratch_named("e2e-fleet-creds-");
+    let creds = dir.path().join("node.creds");
+    creds_file(&creds, &account, &nkeys::KeyPair::new_user());
+    // A user of an account the server does not know, with a well-formed file.
+    let unknown = dir.path().join("stranger.creds");
+    creds_file(&unknown, &stranger, &nkeys::KeyPair::new_user());
+    let node = Serve::start_in(
+        dir.path(),
+        &node_args(
+            &urls,
+            "credentialed",
+            &["--nats-creds", creds.to_str().unwrap()],
+        ),
+    );
+    wait_listed(
+        || {
+            let mut cmd = client(&urls);
+            cmd.env("SANDBOX_HOST_NATS_CREDS", &creds);
+            cmd
+        },
+        &[],
+        "credentialed",
+        &format!("{}\n{}", node.log(), nats.log(0)),
+    );
+    assert_refused(
+        client(&urls).args(["nodes", "--nats-creds", unknown.to_str().unwrap()]),
+        &["uthoriz"],
+    );
+    assert_refused(client(&urls).args(["nodes"]), &["uthoriz"]);
+    let refused = Serve::refused(
+        None,
+        &node_args(
+            &urls,
+            "impostor",
+            &["--nats-creds", unknown.to_str().unwrap()],
         ),
     );
     let stderr = String::from_utf8_lossy(&refused.stderr);
