@@ -9,8 +9,9 @@
 //! that read it, one at a time; only its `dlopen` is handed to the long-lived loader thread,
 //! which can be abandoned when a library's initialiser hangs (`loader.rs`; one hand-off each
 //! way: a reload thread in between and a loader thread started per reload cost ~100 µs of
-//! wake-ups and a clone). Calls take a reference to the current version; a reload swaps the reference, so
-//! calls in flight finish on the version they started on and new calls see the new one.
+//! wake-ups and a clone). Calls take a reference to the current version; a reload swaps the
+//! reference, so calls in flight finish on the version they started on and new calls see the
+//! new one.
 //!
 //! Nothing here is believed by the host beyond the answers to its own requests.
 
