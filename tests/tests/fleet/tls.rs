@@ -329,19 +329,16 @@ fn nkey_seed_joins_another_seed_is_refused_and_the_seed_stays_off_the_command_li
         &node.log(),
     );
     // Another seed, and none at all, are refused.
-    assert_refused(
-        client(&urls).args(["nodes", "--nats-nkey", stranger_file.to_str().unwrap()]),
-        &["uthoriz"],
-    );
-    assert_refused(client(&urls).args(["nodes"]), &["uthoriz"]);
-    let refused = Serve::refused(
-        None,
-        &node_args(
-            &urls,
-            "impostor",
-            &["--nats-nkey", stranger_file.to_str().unwrap()],
-        ),
-    );
+    assert_login_refused(&urls, "--nats-nkey", &stranger_file);
+}
+
+/// A client with `flag FILE` and one with no credentials are refused (exit 3), and a node
+/// with `flag FILE` does not start (exit 1), each saying it was not authorized.
+fn assert_login_refused(urls: &str, flag: &str, file: &Path) {
+    let file = file.to_str().unwrap();
+    assert_refused(client(urls).args(["nodes", flag, file]), &["uthoriz"]);
+    assert_refused(client(urls).args(["nodes"]), &["uthoriz"]);
+    let refused = Serve::refused(None, &node_args(urls, "impostor", &[flag, file]));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("uthoriz"), "{stderr}");
@@ -466,20 +463,5 @@ fn a_creds_file_joins_one_of_an_unknown_account_is_refused() {
         "credentialed",
         &format!("{}\n{}", node.log(), nats.log(0)),
     );
-    assert_refused(
-        client(&urls).args(["nodes", "--nats-creds", unknown.to_str().unwrap()]),
-        &["uthoriz"],
-    );
-    assert_refused(client(&urls).args(["nodes"]), &["uthoriz"]);
-    let refused = Serve::refused(
-        None,
-        &node_args(
-            &urls,
-            "impostor",
-            &["--nats-creds", unknown.to_str().unwrap()],
-        ),
-    );
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("uthoriz"), "{stderr}");
+    assert_login_refused(&urls, "--nats-creds", &unknown);
 }
