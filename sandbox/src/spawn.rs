@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use isolation::{CgroupEntry, ChildError, ChildSetup, Rlimits};
 
 use crate::error::SandboxError;
-use crate::spawn_slots::Slots;
+use crate::spawn_slots::{KEPT, Slots};
 use isolation::fds::high_fd;
 use proto::runner::{CONTROL_FD, DATA_FD, RUNNER_ARG};
 
@@ -289,7 +289,7 @@ fn spawn_now(
         Some((stack, slots)) => {
             let mut files = 0;
             if let Some(slots) = slots {
-                let kept: [&dyn AsFd; 5] = [&child_fd, &child_data, &null, &log, &err_write];
+                let kept: [&dyn AsFd; KEPT] = [&child_fd, &child_data, &null, &log, &err_write];
                 let [sock, data, null, log, errors] = slots
                     .fill(kept)
                     .map_err(|e| spawn_error("fill fd slots", e))?;
